@@ -1,0 +1,29 @@
+# Two entry points for a new user (see README):
+#   make serve   install into .venv and start the service on its embedded starter data
+#   make test    install into .venv (with the test extra) and run the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: serve test install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install --quiet -e .
+
+install-test: $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+
+serve: install
+	$(VENV)/bin/fluoro-cds serve --host $(HOST) --port $(PORT)
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,98 @@
+"""Configuration options of the services (CONTRACT, DESIGN.md section 3).
+
+Advertised in each discovery entry's ``extension`` in the style of Da Vinci CRD's configuration
+options; a request sets them in ``extension["fluoro-cds.configuration"]`` (or
+``extension["davinci-crd.configuration"]``); deployments set defaults with
+``FLUORO_CDS_DEFAULTS`` (a JSON object). :func:`resolve` merges and validates them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .findings import FINDING_CODES
+
+CONFIG_KEY = "fluoro-cds.configuration"
+CONFIG_KEYS = (CONFIG_KEY, "davinci-crd.configuration")
+DISTINCT_MODIFIERS = ("59", "XS", "XU", "XE", "XP")
+
+
+@dataclass(frozen=True)
+class Option:
+    code: str
+    type: str  # "boolean" | "integer" | "string" (with `values`)
+    name: str
+    description: str
+    default: Any
+    values: tuple[str, ...] = ()
+
+    def discovery(self) -> dict:
+        entry = {"code": self.code, "type": self.type, "name": self.name,
+                 "description": self.description, "default": self.default}
+        if self.values:
+            entry["enum"] = list(self.values)
+        return entry
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("global-billing", "boolean", "Global billing",
+           "The practice bills 76000 globally (professional and technical component) even in "
+           "facility settings, so modifier 26 is not suggested.", False),
+    Option("distinct-modifier", "string", "Distinct-service modifier",
+           "The NCCI-associated modifier offered when a PTP edit allows a bypass.", "XS",
+           DISTINCT_MODIFIERS),
+    Option("max-cards", "integer", "Maximum cards",
+           "Return at most this many cards, most important first (0 = no limit).", 0),
+) + tuple(
+    Option(code, "boolean", f"Check {code}", f"Report '{code}' findings.", True)
+    for code in FINDING_CODES
+)
+BY_CODE = {o.code: o for o in OPTIONS}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or of the wrong type (answered 400)."""
+
+
+def _coerce(option: Option, value: Any) -> Any:
+    if option.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"configuration option '{option.code}' must be a boolean")
+    if option.type == "integer":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ConfigError(f"configuration option '{option.code}' must be a non-negative integer")
+    if not isinstance(value, str) or (option.values and value not in option.values):
+        allowed = ", ".join(option.values)
+        raise ConfigError(f"configuration option '{option.code}' must be one of: {allowed}")
+    return value
+
+
+def resolve(request_extension: dict | None, deployment: dict | None = None) -> dict[str, Any]:
+    """Defaults, then deployment defaults, then the request's configuration object.
+
+    Unknown option codes are rejected, so a typo does not silently do nothing.
+    """
+    config = {o.code: o.default for o in OPTIONS}
+    layers = [deployment or {}]
+    ext = request_extension or {}
+    if not isinstance(ext, dict):
+        raise ConfigError("extension must be a JSON object")
+    for key in CONFIG_KEYS:
+        if key in ext:
+            if not isinstance(ext[key], dict):
+                raise ConfigError(f"extension['{key}'] must be a JSON object")
+            layers.append(ext[key])
+    for layer in layers:
+        for code, value in layer.items():
+            option = BY_CODE.get(code)
+            if option is None:
+                raise ConfigError(f"unknown configuration option '{code}'")
+            config[code] = _coerce(option, value)
+    return config
+
+
+def discovery_extension() -> dict:
+    """The ``extension`` of a discovery entry advertising the options."""
+    return {CONFIG_KEY: [o.discovery() for o in OPTIONS]}

@@ -1,0 +1,45 @@
+"""What a service handler receives: the hook request, its configuration, and access to FHIR data.
+
+The service layer implements :class:`FhirData` over prefetch and the FHIR server; handlers only
+see this interface, so they can be tested with any implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nccidata.api import ReferenceData
+
+
+class DataUnavailable(Exception):
+    """Data the service needs is neither in prefetch nor fetchable (the service layer answers 412)."""
+
+
+class InvalidResource(ValueError):
+    """A FHIR resource in the request is invalid; `path` names the FHIR element (answered 400)."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class FhirData(Protocol):
+    def prefetched(self, key: str) -> Any:
+        """The prefetch value under `key` (already resolved), or None when absent."""
+
+    def read(self, reference: str) -> dict | None:
+        """Read "Type/id" from prefetch or the FHIR server; None when the server says 404."""
+
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
+        """Search the FHIR server (all pages, bounded); resources of `resource_type` only."""
+
+
+@dataclass
+class HookRequest:
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    config: dict[str, Any]  # resolved configuration options (defaults + deployment + request)
+    fhir: FhirData
+    reference: ReferenceData  # NCCI/MPFS data in service (starter set or imported releases)
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,86 @@
+"""The normalized model the rules read: setting, billed/ordered lines, documentation evidence.
+
+Extraction (:mod:`hooks.extract`) builds it from FHIR R4 resources; the rules (:mod:`hooks.rules`)
+are pure functions of it. Frozen dataclasses only: no FHIR objects leak past extraction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+FLUORO = "76000"
+
+# Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
+DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
+                "images-retained", "signed-interpretation", "separate-procedure")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the service was performed, as the rules need it."""
+
+    facility: bool  # facility setting (hospital, ASC, ...) for modifier 26 purposes
+    ncci_setting: str  # "practitioner" (professional claim) or "outpatient-hospital" (facility claim)
+    pos: str | None = None  # CMS place-of-service code, when known
+    reasons: tuple[str, ...] = ()  # why: "POS 22 (On campus-outpatient hospital)", "Encounter.class IMP"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One billed (Claim.item) or ordered (ServiceRequest / Procedure) service."""
+
+    key: str  # stable id within the case: "Claim.item[sequence=2]", "ServiceRequest/sr-1"
+    code: str  # CPT/HCPCS code
+    modifiers: tuple[str, ...] = ()
+    units: int = 1
+    service_date: date | None = None
+    body_sites: tuple[str, ...] = ()
+    diagnoses: tuple[str, ...] = ()  # linked diagnosis / reason codes
+    kind: str = "claim-item"  # "claim-item" | "service-request" | "procedure"
+    resource: str | None = None  # "ServiceRequest/sr-1", "Procedure/p-1", or None for claim items
+    sequence: int | None = None  # Claim.item.sequence
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the record shows about one 76000 service (DESIGN.md section 4)."""
+
+    indication: bool = False
+    fluoro_minutes: float | None = None  # DCM 113730 Total Fluoro Time, converted to minutes
+    radiation_dose: bool = False  # DCM 113722 / 113726 / 113725
+    body_site: bool = False
+    findings: bool = False  # a DiagnosticReport conclusion
+    images_retained: bool = False  # ImagingStudy / DiagnosticReport.imagingStudy / media
+    signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
+    separate_procedure: bool = True  # no other same-date procedure that includes fluoroscopy
+    distinct_marker: bool = False  # something in the record shows the fluoroscopy was distinct
+
+    def missing(self) -> tuple[str, ...]:
+        """Documentation element codes (DOC_ELEMENTS order) that the record lacks."""
+        have = {
+            "indication": self.indication,
+            "fluoroscopy-time": self.fluoro_minutes is not None,
+            "radiation-dose": self.radiation_dose,
+            "body-site": self.body_site,
+            "findings": self.findings,
+            "images-retained": self.images_retained,
+            "signed-interpretation": self.signed_interpretation,
+            "separate-procedure": self.separate_procedure,
+        }
+        return tuple(e for e in DOC_ELEMENTS if not have[e])
+
+
+@dataclass(frozen=True)
+class Case:
+    """Everything one service invocation reviews."""
+
+    kind: str  # "claim" | "order" | "encounter"
+    setting: Setting
+    lines: tuple[Line, ...]
+    evidence: Evidence = field(default_factory=Evidence)  # documentation of the 76000 service(s)
+    default_date: date | None = None  # date of service when a line carries none
+    claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
+    evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
+
+    def line_date(self, line: Line) -> date | None:
+        return line.service_date or self.default_date

@@ -1,0 +1,31 @@
+"""A CDS service declaration: metadata (id, hook, prefetch) next to its handler."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config import discovery_extension
+from ..context import HookRequest
+
+Handler = Callable[[HookRequest], dict]
+
+
+@dataclass(frozen=True)
+class CdsService:
+    id: str
+    hook: str
+    title: str
+    description: str
+    prefetch: dict[str, str]
+    handler: Handler
+    usage_requirements: str | None = None
+    required_context: tuple[str, ...] = ()  # context keys that must be present
+    extra: dict = field(default_factory=dict)
+
+    def discovery(self) -> dict:
+        entry = {"hook": self.hook, "title": self.title, "description": self.description,
+                 "id": self.id, "prefetch": dict(self.prefetch),
+                 "extension": discovery_extension()}
+        if self.usage_requirements:
+            entry["usageRequirements"] = self.usage_requirements
+        return entry

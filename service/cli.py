@@ -1,0 +1,39 @@
+"""The `fluoro-cds` command line: serve, ncci ... . Bad usage exits with code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.dev:
+        from .app import create_app
+
+        create_app().run(host=args.host, port=args.port, debug=False)
+        return 0
+    from .gunicorn_app import run_gunicorn
+
+    return run_gunicorn(host=args.host, port=args.port, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fluoro-cds",
+                                     description="CDS Hooks service for CPT 76000 (fluoroscopy) billing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the CDS Hooks service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=None, help="gunicorn worker processes")
+    serve.add_argument("--dev", action="store_true", help="Flask development server")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
