@@ -107,7 +107,7 @@ class StarterData:
     def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
         return self.add_ons.get(add_on_code)
 
-    def fee(self, code: str, modifier: str = "") -> FeeSchedule | None:
+    def fee(self, code: str, modifier: str = "", on: date | None = None) -> FeeSchedule | None:
         return self.fees.get((code, modifier))
 
     def place_of_service(self, code: str) -> PlaceOfService | None:
