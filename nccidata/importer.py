@@ -5,7 +5,7 @@ Grouping: tables of the same kind, setting and label form one release (the four 
 f1..f4 parts of a quarter are one practitioner PTP release). The setting of PTP and MUE tables
 comes from ``--setting``, else the file name (ccipra / practitioner -> practitioner, ccioph /
 outpatient_hospital -> outpatient-hospital, dme -> dme for MUEs), else the MUE header. The label
-comes from ``--release``, else the file name (2024q3, NCCI version v303r0, Eff_07-01-2024 ->
+comes from ``--release``, else the file name (2024q3, NCCI version v302r0, Eff_07-01-2024 ->
 2024Q3; a bare year -> 2024); when neither gives one the import is refused.
 """
 from __future__ import annotations

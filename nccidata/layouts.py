@@ -145,15 +145,16 @@ def setting_from_name(name: str) -> str | None:
 
 
 def label_from_name(name: str) -> str | None:
-    """Release label from a file name: 2024q3 -> 2024Q3; CMS NCCI version v303r0 -> 2024Q3
-    (version XX.Y is year 1994+XX, quarter Y); Eff_07-01-2024 -> 2024Q3; a bare year -> 2024."""
+    """Release label from a file name: 2024q3 -> 2024Q3; CMS NCCI version v302r0 -> 2024Q3
+    (version XX.Y is valid in year 1994+XX, quarter Y+1: version 24.0 covered 2018-01-01 to
+    2018-03-31); Eff_07-01-2024 -> 2024Q3; a bare year -> 2024."""
     low = name.lower()
     m = re.search(r"(?<!\d)(19\d\d|20\d\d)[ _\-]?q([1-4])(?!\d)", low)
     if m:
         return f"{m.group(1)}Q{m.group(2)}"
-    m = re.search(r"(?<![a-z0-9])v(\d\d)(\d)r\d+", low)
+    m = re.search(r"(?<![a-z0-9])v(\d\d)([0-3])r\d+", low)
     if m:
-        return f"{1994 + int(m.group(1))}Q{m.group(2)}"
+        return f"{1994 + int(m.group(1))}Q{int(m.group(2)) + 1}"
     m = re.search(r"(?<!\d)(\d\d)[-_](\d\d)[-_](20\d\d)(?!\d)", low)
     if m and 1 <= int(m.group(1)) <= 12:
         return f"{m.group(3)}Q{(int(m.group(1)) - 1) // 3 + 1}"
