@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import require_shared_ncci
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 _BUILT: dict[str, Path] = {}
 
 CMS_PREAMBLE = [
