@@ -170,7 +170,10 @@ class _PtpBatcher:
         """Rows to insert for a clean batch (the csv rows themselves, their line appended, when
         SQLite can convert every column; else tuples), or None when the batch needs the
         row-by-row path."""
-        if not batch or min(map(len, batch)) < self.width:
+        if not batch:
+            return None
+        widths = set(map(len, batch))
+        if min(widths) < self.width:
             return None
         i1, i2, idel, imod, ieff, irat = self.i1, self.i2, self.idel, self.imod, self.ieff, self.irat
         new_codes = ({r[i1] for r in batch} | {r[i2] for r in batch}) - self.codes
@@ -201,7 +204,7 @@ class _PtpBatcher:
                 self._rationale(text)
             rats = self.rationales
         if (texts <= self.plain_dates and not (batch_rats & self.dirty)
-                and max(map(len, batch)) == self.width):
+                and widths == {self.width}):
             for r, ln in zip(batch, lines):
                 r.append(ln)
             return batch

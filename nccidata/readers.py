@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -39,6 +40,30 @@ class BadInput(Exception):
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.message}"
+
+
+class FileDigest:
+    """sha256 of a file, computed in a background thread while the file is imported
+    (hashlib releases the GIL on large blocks, so this costs no import time on two cores)."""
+
+    def __init__(self, path: Path):
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._value = sha256_of(path)
+        except BaseException as exc:  # reported by hexdigest()
+            self._error = exc
+
+    def hexdigest(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def sha256_of(path: Path) -> str:
@@ -92,10 +117,14 @@ class Source:
     name: str  # display name: "file.zip!member.txt" or the file name
     path: Path  # the file on disk (the zip for members)
     member: str | None  # member name inside the zip
-    sha256: str  # of the file on disk
+    digest: FileDigest  # sha256 of the file on disk
     open_rows: Callable[[str | None], tuple[Rows, Callable[[], None]]]
     head: list[list[str]]  # the first rows (for layout detection)
     text: bool  # a text table (latin-1 CMS layout is detected from its head)
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
     @property
     def file_name(self) -> str:
@@ -186,7 +215,7 @@ def _sniff_text(opener: Callable[[], io.BufferedIOBase], name: str) -> tuple[str
     return encoding, delimiter, quoting
 
 
-def _text_source(name: str, path: Path, member: str | None, sha: str,
+def _text_source(name: str, path: Path, member: str | None, sha: FileDigest,
                  opener: Callable[[], io.BufferedIOBase]) -> Source:
     encoding, delimiter, quoting = _sniff_text(opener, name)
 
@@ -205,11 +234,11 @@ def _text_source(name: str, path: Path, member: str | None, sha: str,
         pass  # reported again, with its line, when the rows are read for real
     finally:
         close()
-    return Source(name=name, path=path, member=member, sha256=sha, open_rows=open_rows,
+    return Source(name=name, path=path, member=member, digest=sha, open_rows=open_rows,
                   head=head, text=True)
 
 
-def _xlsx_source(name: str, path: Path, member: str | None, sha: str,
+def _xlsx_source(name: str, path: Path, member: str | None, sha: FileDigest,
                  opener: Callable[[], io.BufferedIOBase]) -> Source:
     import openpyxl
 
@@ -238,7 +267,7 @@ def _xlsx_source(name: str, path: Path, member: str | None, sha: str,
                 break
     finally:
         close()
-    return Source(name=name, path=path, member=member, sha256=sha, open_rows=open_rows,
+    return Source(name=name, path=path, member=member, digest=sha, open_rows=open_rows,
                   head=head, text=False)
 
 
@@ -258,7 +287,7 @@ def open_sources(path: str | Path) -> list[Source]:
     display = path.name
     if not path.is_file():
         raise BadInput(display, None, "no such file")
-    sha = sha256_of(path)
+    sha = FileDigest(path)
     lower = path.name.lower()
     if lower.endswith(".xlsx"):
         return [_xlsx_source(display, path, None, sha, lambda: open(path, "rb"))]
@@ -269,7 +298,7 @@ def open_sources(path: str | Path) -> list[Source]:
     return [_text_source(display, path, None, sha, lambda: open(path, "rb"))]
 
 
-def _zip_sources(path: Path, sha: str) -> list[Source]:
+def _zip_sources(path: Path, sha: FileDigest) -> list[Source]:
     try:
         archive = zipfile.ZipFile(path)
         names = [i.filename for i in archive.infolist() if not i.is_dir()]
@@ -377,7 +406,7 @@ class _LocalMemberStream(io.RawIOBase):
         super().close()
 
 
-def _truncated_zip_sources(path: Path, sha: str) -> list[Source]:
+def _truncated_zip_sources(path: Path, sha: FileDigest) -> list[Source]:
     """Read the first member of a zip without central directory, so that the error can name
     the member and the line where its data stops."""
     import struct
