@@ -11,6 +11,7 @@ dates, modifier indicators), the WITHOUT ROWID primary-key b-tree, and the catal
 from __future__ import annotations
 
 import argparse
+import os
 import gzip
 import shutil
 import statistics
@@ -53,6 +54,7 @@ def main() -> int:
     args = ap.parse_args()
     gz = Path(args.shared) / "ptp_practitioner_2024q3.tsv.gz"
     print("command:", " ".join(["python", *sys.argv]))
+    print("load average before: %.2f %.2f %.2f (machine has %d CPUs)" % (*os.getloadavg(), os.cpu_count()))
     with tempfile.TemporaryDirectory(dir=ROOT.parent if (ROOT.parent).is_dir() else None) as tmp:
         work = Path(tmp)
         tsv = work / "ptp_practitioner_2024q3.tsv"

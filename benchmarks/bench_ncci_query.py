@@ -15,6 +15,7 @@ Start-up: a fresh interpreter opening the store (open_reference) and the Flask a
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from nccidata import open_reference  # noqa: E402
 from nccidata.importer import import_paths  # noqa: E402
-from nccidata.store import SqliteStore  # noqa: E402
+from nccidata.store import SqliteStore, releases_dir  # noqa: E402
 
 COMMON = ["99202", "99203", "99204", "99212", "99213", "99214", "99215", "20610", "20611", "64483",
           "62323", "77002", "77003", "36556", "J1100", "J3301", "96374", "93458", "11042", "72100"]
@@ -43,11 +44,12 @@ ref = open_reference({db!r})
 from datetime import date
 ref.ptp_edits(["29881", "76000"], date(2024, 8, 1), "practitioner")
 t1 = time.perf_counter()
+rss_ref = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from service.app import create_app
 from service.settings import Settings
 app = create_app(Settings(db_path={db!r}, state_db_path={db!r} + ".state"))
 t2 = time.perf_counter()
-print(f"{{t1 - t0:.3f}} {{t2 - t0:.3f}} {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}}")
+print(f"{{t1 - t0:.3f}} {{t2 - t0:.3f}} {{rss_ref:.0f}} {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}}")
 """
 
 
@@ -83,6 +85,7 @@ def main() -> int:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "ncci"))
     args = ap.parse_args()
     print("command:", " ".join(["python", *sys.argv]))
+    print("load average before: %.2f %.2f %.2f (machine has %d CPUs)" % (*os.getloadavg(), os.cpu_count()))
     tmp = None
     db = args.db
     if db is None:
@@ -113,6 +116,7 @@ def main() -> int:
     print(f"median sql lookup:         {sql:.1f} us")
     print(f"median ptp_edits (cold):   {cold_us:.1f} us")
     print(f"median ptp_edits (warm):   {warm_us:.1f} us")
+    store_mb = sum(f.stat().st_size for f in releases_dir(db).iterdir()) / 1e6
     starts = []
     for _ in range(5):
         out = subprocess.run([sys.executable, "-c", STARTUP.format(root=str(ROOT), db=db)],
@@ -120,7 +124,9 @@ def main() -> int:
         starts.append(tuple(float(x) for x in out))
     print("start-up (fresh interpreter, 5 runs, median): open_reference + first query "
           f"{statistics.median(s[0] for s in starts):.3f} s; create_app {statistics.median(s[1] for s in starts):.3f} s; "
-          f"peak RSS {statistics.median(s[2] for s in starts):.0f} MB")
+          f"peak RSS after open_reference + query {statistics.median(s[2] for s in starts):.0f} MB, "
+          f"after create_app (Flask, fhir.resources ...) {statistics.median(s[3] for s in starts):.0f} MB; "
+          f"store on disk {store_mb:.0f} MB")
     if tmp:
         tmp.cleanup()
     return 0

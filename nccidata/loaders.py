@@ -125,6 +125,8 @@ class _PtpBatcher:
     which names the exact line of the first error.
     """
 
+    INSERT = "INSERT INTO ptp VALUES (?,?,?,?,?,?,?,?)"
+
     def __init__(self, conn, source: Source, source_id: int, layout: Layout, rationales: dict[str, int]):
         cols = layout.columns
         self.conn, self.source, self.sid, self.layout = conn, source, source_id, layout
@@ -166,22 +168,24 @@ class _PtpBatcher:
                 f" rationale_id) VALUES ({p(self.i1)}, {p(self.i2)}, {self.sid}, {p(self.width)}, {eff},"
                 f" {as_date(self.idel)}, {p(self.imod)}, {rat})")
 
-    def fast(self, batch: list[list[str]], lines) -> list | None:
-        """Rows to insert for a clean batch (the csv rows themselves, their line appended, when
-        SQLite can convert every column; else tuples), or None when the batch needs the
-        row-by-row path."""
+    def fast(self, batch: list[list[str]], lines) -> tuple[str, object] | None:
+        """(INSERT statement, rows) for a clean batch, or None when the batch needs the
+        row-by-row path. The batch is transposed once (in C) so that every check is a set
+        built from a column; when SQLite can convert every column (dates YYYYMMDD or *,
+        bindable text) the columns go to executemany as they are, with the line numbers."""
         if not batch:
             return None
         widths = set(map(len, batch))
         if min(widths) < self.width:
             return None
+        cols = list(zip(*batch))
         i1, i2, idel, imod, ieff, irat = self.i1, self.i2, self.idel, self.imod, self.ieff, self.irat
-        new_codes = ({r[i1] for r in batch} | {r[i2] for r in batch}) - self.codes
+        new_codes = (set(cols[i1]) | set(cols[i2])) - self.codes
         if any(not _CODE.match(c) for c in new_codes):
             return None
-        texts = {r[idel] for r in batch}
+        texts = set(cols[idel])
         if ieff is not None:
-            texts |= {r[ieff] for r in batch}
+            texts |= set(cols[ieff])
         for text in texts - self.dates.keys():
             try:
                 self.dates[text] = None if text.strip() in ("*", "") else date_int(text)
@@ -189,33 +193,26 @@ class _PtpBatcher:
                 return None
             if text in ("*", "") or (len(text) == 8 and text.isdigit()):
                 self.plain_dates.add(text)
-        if not {r[imod] for r in batch} <= PTP_MODIFIERS:
+        if not set(cols[imod]) <= PTP_MODIFIERS:
             return None
         self.codes |= new_codes
         self.seen_data = True
         dates, sid = self.dates, self.sid
-        batch_rats = set()
+        batch_rats: set[str] = set()
         if irat is None:
             rid = self._rationale("")
             rats = None
         else:
-            batch_rats = {r[irat] for r in batch}
+            batch_rats = set(cols[irat])
             for text in batch_rats - self.rationales.keys():
                 self._rationale(text)
             rats = self.rationales
-        if (texts <= self.plain_dates and not (batch_rats & self.dirty)
-                and widths == {self.width}):
-            for r, ln in zip(batch, lines):
-                r.append(ln)
-            return batch
-        if ieff is None and rats is not None:
-            return [(r[i1], r[i2], sid, ln, None, dates[r[idel]], r[imod], rats[r[irat]])
-                    for ln, r in zip(lines, batch)]
-        if rats is not None:
-            return [(r[i1], r[i2], sid, ln, dates[r[ieff]], dates[r[idel]], r[imod], rats[r[irat]])
-                    for ln, r in zip(lines, batch)]
-        return [(r[i1], r[i2], sid, ln, None if ieff is None else dates[r[ieff]], dates[r[idel]],
-                 r[imod], rid) for ln, r in zip(lines, batch)]
+        if texts <= self.plain_dates and not (batch_rats & self.dirty):
+            return self.raw_sql, zip(*cols[: self.width], lines)
+        eff = [None] * len(batch) if ieff is None else [dates[t] for t in cols[ieff]]
+        dele = [dates[t] for t in cols[idel]]
+        rat = [rid] * len(batch) if rats is None else [rats[t] for t in cols[irat]]
+        return self.INSERT, zip(cols[i1], cols[i2], [sid] * len(batch), lines, eff, dele, cols[imod], rat)
 
     def slow(self, batch: list[list[str]], lines) -> list[tuple]:
         """Row by row: skips blank rows and wrapped-header lines; BadInput names the line."""
@@ -254,7 +251,6 @@ def load_ptp(conn: sqlite3.Connection, source: Source, source_id: int, layout: L
              rationales: dict[str, int], progress: Progress | None = None) -> int:
     """Rows of a PTP table into ``ptp``; returns the row count."""
     batcher = _PtpBatcher(conn, source, source_id, layout, rationales)
-    insert = "INSERT INTO ptp VALUES (?,?,?,?,?,?,?,?)"
     count = 0
     rows, close = _open(source, layout)
     # Millions of short-lived row lists would trigger the cyclic GC over and over; none of
@@ -266,16 +262,17 @@ def load_ptp(conn: sqlite3.Connection, source: Source, source_id: int, layout: L
             batch, lines = read_batch(rows, source.name, BATCH)
             if not batch:
                 break
-            out = batcher.fast(batch, lines)
-            if out is None:
+            fast = batcher.fast(batch, lines)
+            if fast is None:
                 out = batcher.slow(batch, lines)
-            if out and isinstance(out[0], list):
-                conn.executemany(batcher.raw_sql, out)
+                conn.executemany(batcher.INSERT, out)
+                n = len(out)
             else:
-                conn.executemany(insert, out)
-            count += len(out)
+                conn.executemany(*fast)
+                n = len(batch)
+            count += n
             if progress:
-                progress(len(out))
+                progress(n)
     finally:
         if gc_was_enabled:
             gc.enable()
