@@ -256,3 +256,17 @@ def test_setting_from_name_and_periods():
     assert period_of_label("2024Q4") == (date(2024, 10, 1), date(2024, 12, 31))
     assert period_of_label("2024") == (date(2024, 1, 1), date(2024, 12, 31))
     assert period_of_label("custom") == (None, None)
+
+
+def test_dme_mue_file(tmp_path):
+    dme = tmp_path / "MCR_MUE_DME_Eff_07-01-2024.csv"
+    dme.write_text('"HCPCS/ CPT Code","DME Supplier Services MUE Values","MUE Adjudication Indicator",'
+                   '"MUE Rationale"\nE0100,1,"3 Date of Service Edit: Clinical","Nature of Equipment"\n'
+                   'E0105,x,"3 Date of Service Edit: Clinical","Nature of Equipment"\n', encoding="utf-8")
+    code, _, err = run_ncci("import", str(dme), "--db", _db(tmp_path))
+    assert code == 2 and "MCR_MUE_DME_Eff_07-01-2024.csv:3: bad MUE units 'x'" in err
+    dme.write_text(dme.read_text().replace(",x,", ",2,"), encoding="utf-8")
+    code, out, err = run_ncci("import", str(dme), "--db", _db(tmp_path))
+    assert code == 0, err
+    assert (out["imported"][0]["setting"], out["imported"][0]["label"]) == ("dme", "2024Q3")
+    assert open_reference(_db(tmp_path)).mue("E0105", DOS, "dme").units == 2
