@@ -6,9 +6,10 @@ Usage: PYTHONPATH=. python benchmarks/bench_ncci_query.py [--db STORE] [--claims
 
 Claims: 76000 plus 9 codes drawn (seeded) from the column-1 codes of 76000's edits and common
 E/M, injection and imaging codes. Figures (medians per claim):
-- sql: the indexed lookup alone (one prepared statement, IN x IN on the (column_1, column_2) key);
+- sql: the indexed lookup and its row objects (one prepared statement, IN x IN on the
+  (column_1, column_2) key; every row among the codes, the date rule applied after);
 - cold: ReferenceData.ptp_edits with the per-store LRU cleared before each call (SQL + objects);
-- warm: ReferenceData.ptp_edits on a claim seen before (LRU hit).
+- warm: ReferenceData.ptp_edits on codes seen before, on any date (LRU hit).
 Start-up: a fresh interpreter opening the store (open_reference) and the Flask app
 (create_app), with the process's peak RSS, to show nothing is loaded into memory.
 """
@@ -97,11 +98,10 @@ def main() -> int:
     dos = date(2024, 8, 1)
     batch = claims(store, args.claims)
     info = store.pick("ptp", "practitioner", dos)
-    day = 20240801
     store.ptp_edits(batch[0], dos, "practitioner")  # open the connection, load lookups
 
     hits = [len(store.ptp_edits(c, dos, "practitioner")) for c in batch]
-    sql = median_us(lambda c: store._ptp_query(info.id, tuple(c), day), batch)
+    sql = median_us(lambda c: store._ptp_query(info.id, tuple(c)), batch)
 
     def cold(c):
         store._ptp_cached.cache_clear()

@@ -364,7 +364,9 @@ class SqliteStore:
         key = tuple(sorted({c.strip().upper() for c in codes}))
         if len(key) < 2:
             return []
-        return list(self._ptp_cached(info.id, key, date_key(on)))
+        # The cache holds every row among the codes, whatever its dates, so that the same
+        # codes on another date of service are a hit; the date rule is applied here.
+        return [e for e in self._ptp_cached(info.id, key) if e.in_force(on)]
 
     def _info(self, release_id: int) -> ReleaseInfo:
         for info in self._all:
@@ -372,14 +374,14 @@ class SqliteStore:
                 return info
         raise KeyError(release_id)
 
-    def _ptp_query(self, release_id: int, codes: tuple[str, ...], day: int) -> tuple[PtpEdit, ...]:
+    def _ptp_query(self, release_id: int, codes: tuple[str, ...]) -> tuple[PtpEdit, ...]:
+        """Every row of the release among `codes` (one prepared statement per code count)."""
         info = self._info(release_id)
         conn = self.connection(info)
         marks = ",".join("?" * len(codes))
         sql = ("SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
-               f" FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})"
-               " AND (effective IS NULL OR effective <= ?) AND (deletion IS NULL OR deletion >= ?)")
-        rows = conn.execute(sql, (*codes, *codes, day, day)).fetchall()
+               f" FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})")
+        rows = conn.execute(sql, (*codes, *codes)).fetchall()
         if not rows:
             return ()
         lk = self._lookups(info)
