@@ -204,12 +204,9 @@ def _sniff_text(opener: Callable[[], io.BufferedIOBase], name: str) -> tuple[str
     if not any(ln.strip() for ln in lines):
         raise BadInput(name, 1, "empty file")
     cms_layout = any("Column1/Column2" in ln.replace(" ", "") for ln in lines[:6])
-    try:
-        head.decode("utf-8")
-        encoding = "latin-1" if cms_layout else "utf-8"
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the 64 KiB boundary is still UTF-8.
-        encoding = "utf-8" if exc.start >= len(head) - 3 and not cms_layout else "latin-1"
+    # CMS quarterly PTP text is latin-1. Anything else is read as UTF-8; a stray non-UTF-8
+    # byte is kept as a surrogate escape and decoded as latin-1 per value (clean_text).
+    encoding = "latin-1" if cms_layout else "utf-8"
     delimiter = _delimiter(lines)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     return encoding, delimiter, quoting

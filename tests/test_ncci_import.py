@@ -82,13 +82,15 @@ def test_medicaid_csv_with_extra_columns(tmp_path):
     lines = ["record_number,column_1,column_2,effective_date,deletion_date,modifier_indicator,"
              "ptp_edit_rationale,quarter_begin_date,category"]
     for i, r in enumerate(ROWS, 1):
-        lines.append(f'{i},{r[0]},{r[1]},{r[3]},{r[4]},{r[5]},"{r[6]}",2024-07-01,Practitioner')
+        iso = f"{r[3][:4]}-{r[3][4:6]}-{r[3][6:]}"  # data.medicaid.gov writes ISO dates
+        lines.append(f'{i},{r[0]},{r[1]},{iso},{r[4]},{r[5]},"{r[6]}",2024-07-01,Practitioner')
     csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, out, err = run_ncci("import", str(csv_path), "--release", "2024Q3", "--db", _db(tmp_path))
     assert code == 0, err
     assert out["imported"][0]["setting"] == "practitioner"
-    assert _pairs(_db(tmp_path), ["64483", "76000"])[("64483", "76000")].rationale == \
-        "HCPCS/CPT procedure code definition"
+    edit = _pairs(_db(tmp_path), ["64483", "76000"])[("64483", "76000")]
+    assert edit.rationale == "HCPCS/CPT procedure code definition"
+    assert edit.effective == date(2011, 1, 1) and edit.row == 5
 
 
 def test_header_named_gzip_tsv_without_effective_date(tmp_path):
@@ -270,3 +272,17 @@ def test_dme_mue_file(tmp_path):
     assert code == 0, err
     assert (out["imported"][0]["setting"], out["imported"][0]["label"]) == ("dme", "2024Q3")
     assert open_reference(_db(tmp_path)).mue("E0105", DOS, "dme").units == 2
+
+
+def test_stray_latin1_byte_in_a_utf8_table(tmp_path):
+    path = tmp_path / "ptp_practitioner_2024q3.tsv"
+    path.write_bytes("column_1\tcolumn_2\tdeletion_date\tmodifier_indicator\tptp_edit_rationale\n"
+                     "29881\t76000\t*\t1\tStandards \u2013 practice\n".encode("utf-8")
+                     + b"33289\t76000\t*\t0\tCPT Manual caf\xe9\n"
+                     + "".join(f"{20000 + i}\t76000\t*\t1\tStandards \u2013 practice\n"
+                               for i in range(3000)).encode("utf-8"))
+    code, _, err = run_ncci("import", str(path), "--db", _db(tmp_path))
+    assert code == 0, err
+    edits = _pairs(_db(tmp_path), ["29881", "33289", "76000"])
+    assert edits[("33289", "76000")].rationale == "CPT Manual caf\u00e9"
+    assert edits[("29881", "76000")].rationale == "Standards \u2013 practice"
