@@ -280,3 +280,27 @@ def test_healthz_and_readyz(tmp_path):
     err = assert_json_error(client.get("/readyz"), 503)
     assert "state database" in err["error"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_fast_and_reference_schema_engines_agree():
+    """jsonschema-rs (hot path) and jsonschema (errors) must judge the same messages alike."""
+    from service.validation import request_validator
+
+    v = request_validator("org.fluorocds.claim-review")
+    if v.rs is None:
+        pytest.skip("jsonschema-rs is not installed: only the reference engine is used")
+    good = claim_review_request()
+    cases = [good,
+             dict(good, hookInstance=""),
+             dict(good, fhirServer="ftp://x/"),
+             dict(good, prefetch={"p": None}),
+             dict(good, prefetch={"p": {"resourceType": "OperationOutcome"}}),
+             dict(good, context={"patientId": "p", "claim": {"resourceType": "Bundle", "entry": []}}),
+             dict(good, context={"patientId": "p", "claim": {"resourceType": "Bundle",
+                                                             "entry": [{"resource": claim()}]}}),
+             dict(good, fhirServer="https://fhir.example.org/r4",
+                  fhirAuthorization={"access_token": "a", "token_type": "Bearer", "expires_in": 1,
+                                     "scope": "s", "subject": "c", "patient": "p/1"})]
+    for case in cases:
+        assert v.rs.is_valid(case) == v.py.is_valid(case), case
+    assert v.rs.is_valid(good) and not v.rs.is_valid(cases[1])
