@@ -128,6 +128,9 @@ def test_missing_prefetch_is_fetched_with_the_bearer_token(fhir):
     assert access.prefetched("user")["id"] == "fx-doc-1"
     assert access.read(f"Patient/{PATIENT}")["id"] == PATIENT
     assert access.read("Patient/nobody") is None
+    assert access.read(f"{fhir.base_url}/Patient/{PATIENT}")["id"] == PATIENT  # absolute, cached
+    with pytest.raises(ValueError):
+        access.read("https://elsewhere.example.org/fhir/Patient/1")
     assert {p["id"] for p in access.search("Procedure", {"encounter": ENCOUNTER})} == \
         {f"fx-proc-{i}" for i in range(5)}
     assert access.fetch_count == 5
