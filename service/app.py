@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None,
         hook = body.get("hook")
         if hook != service.hook:
             raise ApiError(400, f"service '{service.id}' answers hook '{service.hook}', "
-                                f"not '{hook}'", expression="$.hook")
+                                f"not '{str(hook)[:64]}'", expression="$.hook")
         try:
             check(request_validator(hook) if hook in schema_hooks else generic_request,
                   body, "request")
