@@ -10,7 +10,7 @@ import pytest
 from hooks.services.base import CdsService
 from service.validation import SchemaViolation, check, validator
 from tests.service_support import (assert_json_error, assert_valid_response, claim,
-                                   claim_review_request, discharge_request, make_app,
+                                   claim_review_request, discharge_request, full_prefetch, make_app,
                                    order_sign_request)
 
 SERVICES = ("fluoroscopy-order-review", "fluoroscopy-discharge-review", "fluoroscopy-claim-review")
@@ -33,7 +33,17 @@ def test_discovery_matches_the_discovery_schema(client):
     ("fluoroscopy-claim-review", claim_review_request),
 ])
 def test_valid_requests_are_answered_with_schema_valid_responses(client, service_id, build):
-    resp = client.post(f"/cds-services/{service_id}", json=build())
+    body = build()
+    body["prefetch"] = full_prefetch(service_id, body["context"])
+    resp = client.post(f"/cds-services/{service_id}", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert_valid_response(resp.get_json())
+
+
+def test_order_sign_without_encounter_needs_no_prefetch(client):
+    body = order_sign_request()
+    del body["context"]["encounterId"]  # the encounter templates do not apply
+    resp = client.post("/cds-services/fluoroscopy-order-review", json=body)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert_valid_response(resp.get_json())
 
