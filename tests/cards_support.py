@@ -91,3 +91,108 @@ def finding(code: str, *, lines=("Claim.item[sequence=2]",), fixes=(), priority=
 
 def remove_fix(line="Claim.item[sequence=2]", **kw) -> Fix:
     return Fix(action="remove-line", line=line, label=kw.pop("label", "Remove 76000"), **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# End-to-end helpers: prefetch built from a service's templates, applying suggestion actions
+# --------------------------------------------------------------------------------------------
+import re  # noqa: E402
+
+BYPASS_MODIFIERS = {"59", "XS", "XU", "XE", "XP"}
+_TOKEN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
+
+
+def _refers_to(resource: dict, target: str) -> bool:
+    """True when `resource`'s encounter (or a Claim item's encounter) is `target`."""
+    refs = []
+    enc = resource.get("encounter")
+    if isinstance(enc, dict):
+        refs.append(enc.get("reference"))
+    for item in resource.get("item") or []:
+        refs += [e.get("reference") for e in item.get("encounter") or []]
+    return target in refs
+
+
+def resolve_template(template: str, context: dict, resources: list[dict]) -> dict | None:
+    """What a CDS client would prefetch for `template`, computed from the scenario resources.
+
+    Understands the template shapes the fluoro-cds services declare: Type/{{id}},
+    Type?encounter={{id}} and Encounter?_id={{id}}&_include=Encounter:location.
+    """
+    url = _TOKEN.sub(lambda m: str(context.get(m.group(1), "")), template)
+    by_key = {f"{r['resourceType']}/{r.get('id')}": r for r in resources}
+    path, _, query = url.partition("?")
+    if not query:
+        return by_key.get(path)
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    if "encounter" in params:
+        found = [r for r in resources if r["resourceType"] == path
+                 and _refers_to(r, f"Encounter/{params['encounter']}")]
+    elif path == "Encounter" and "_id" in params:
+        enc = by_key.get(f"Encounter/{params['_id']}")
+        found = [enc] if enc else []
+        if enc and params.get("_include") == "Encounter:location":
+            found += [by_key[loc["location"]["reference"]] for loc in enc.get("location", [])
+                      if loc["location"]["reference"] in by_key]
+    else:
+        raise ValueError(f"template shape not understood: {template}")
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+            "entry": [{"resource": r} for r in found]}
+
+
+def full_prefetch(s, templates: dict[str, str]) -> dict:
+    """The scenario's prefetch plus every key of `templates` it lacks (as a client would send)."""
+    out = dict(s.prefetch or {})
+    for key, template in templates.items():
+        if key not in out:
+            out[key] = resolve_template(template, s.context, s.resources)
+    return out
+
+
+def apply_actions(state: dict[str, dict], actions: list[dict]) -> dict[str, dict]:
+    """Apply CDS Hooks actions to a "Type/id" -> resource map, as a CDS client would."""
+    out = dict(state)
+    for a in actions:
+        if a["type"] == "delete":
+            assert a["resourceId"] in out, f"delete of unknown {a['resourceId']}"
+            del out[a["resourceId"]]
+        elif a["type"] == "create":
+            res = a["resource"]
+            out[f"{res['resourceType']}/{res['id']}"] = res
+        elif a["type"] == "update":
+            res = a["resource"]
+            key = f"{res['resourceType']}/{res['id']}"
+            assert key in out, f"update of unknown {key}"
+            out[key] = res
+    return out
+
+
+def billed_codes(state: dict[str, dict]) -> list[str]:
+    """Codes still ordered (draft ServiceRequest / Procedure) or billed (Claim items)."""
+    codes = []
+    for res in state.values():
+        if res["resourceType"] == "Claim":
+            codes += [c["code"] for it in res.get("item", [])
+                      for c in it["productOrService"].get("coding", [])]
+        else:
+            codes += [c["code"] for c in (res.get("code") or {}).get("coding", [])]
+    return codes
+
+
+def claim_items_with(state: dict[str, dict], code: str) -> list[dict]:
+    return [it for res in state.values() if res["resourceType"] == "Claim"
+            for it in res.get("item", [])
+            if any(c["code"] == code for c in it["productOrService"].get("coding", []))]
+
+
+def modifiers_of(item: dict) -> set[str]:
+    return {c["code"] for m in item.get("modifier", []) for c in m.get("coding", [])}
+
+
+def strip_volatile(value):
+    """A response without uuids and server metadata (meta), for comparing two runs."""
+    if isinstance(value, dict):
+        return {k: strip_volatile(v) for k, v in value.items() if k not in ("uuid", "meta")}
+    if isinstance(value, list):
+        return [strip_volatile(v) for v in value]
+    return value
