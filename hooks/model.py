@@ -11,6 +11,10 @@ from datetime import date
 FLUORO = "76000"
 
 # Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
+# NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
+DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
+COMPONENT_MODIFIERS = frozenset({"26", "TC"})
+
 DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
                 "images-retained", "signed-interpretation", "separate-procedure")
 
@@ -39,6 +43,23 @@ class Line:
     kind: str = "claim-item"  # "claim-item" | "service-request" | "procedure"
     resource: str | None = None  # "ServiceRequest/sr-1", "Procedure/p-1", or None for claim items
     sequence: int | None = None  # Claim.item.sequence
+
+    def has_distinct_modifier(self) -> bool:
+        return bool(DISTINCT_MODIFIERS.intersection(self.modifiers))
+
+    def distinct_from(self, other: "Line") -> bool:
+        """The record shows this service was distinct from `other`: an NCCI-associated modifier
+        (59/XE/XP/XS/XU) together with a different body site or a different documented indication
+        (both sides known and not overlapping). NCCI Policy Manual, Chapter I, modifier 59 / X{EPSU}."""
+        if not self.has_distinct_modifier():
+            return False
+        if self.body_sites and other.body_sites and not set(self.body_sites) & set(other.body_sites):
+            return True
+        return bool(self.diagnoses and other.diagnoses and not set(self.diagnoses) & set(other.diagnoses))
+
+    def same_site_as(self, other: "Line") -> bool:
+        """Both body sites are known and overlap (same anatomic site)."""
+        return bool(self.body_sites and other.body_sites and set(self.body_sites) & set(other.body_sites))
 
 
 @dataclass(frozen=True)
