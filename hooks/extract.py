@@ -399,6 +399,8 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
                 if value < 0 or value > 1e6:
                     raise fr.invalid(f"{p}.quantity.value", f"units out of range: {value!r}")
                 units = int(math.ceil(value))
+        if item.get("servicedDate") is not None and item.get("servicedPeriod") is not None:
+            raise fr.invalid(f"{p}.serviced[x]", "only one of servicedDate and servicedPeriod may be present")
         day = fr.fhir_date(item.get("servicedDate"), f"{p}.servicedDate")
         day = day or fr.period_start(item.get("servicedPeriod"), f"{p}.servicedPeriod")
         pos = _pos_of(item.get("locationCodeableConcept"), f"{p}.locationCodeableConcept")
