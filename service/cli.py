@@ -6,6 +6,13 @@ import sys
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()  # fail fast, before gunicorn forks workers
+    except SettingsError as exc:
+        print(f"fluoro-cds: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.dev:
         from .app import create_app
 
