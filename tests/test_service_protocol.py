@@ -33,7 +33,16 @@ def test_discovery_matches_the_discovery_schema(client):
     ("fluoroscopy-claim-review", claim_review_request),
 ])
 def test_valid_requests_are_answered_with_schema_valid_responses(client, service_id, build):
-    resp = client.post(f"/cds-services/{service_id}", json=build())
+    # The handlers need the encounter when the context names one (412 otherwise): prefetch it,
+    # and say "no data" (null) for the service's other prefetch keys.
+    from hooks.services import BY_ID
+    prefetch = {key: None for key in BY_ID[service_id].prefetch}
+    if "encounter" in prefetch:
+        prefetch["encounter"] = {"resourceType": "Encounter", "id": "enc-1", "status": "finished",
+                                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                           "code": "AMB"},
+                                 "subject": {"reference": "Patient/pat-1"}}
+    resp = client.post(f"/cds-services/{service_id}", json=build(prefetch=prefetch))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert_valid_response(resp.get_json())
 

@@ -11,10 +11,11 @@ one ``update`` action with the whole corrected Claim (DESIGN.md section 3).
 from __future__ import annotations
 
 from .. import cards, rules
-from ..context import DataUnavailable, HookRequest, InvalidResource
-from ..extract import case_from_claim, claim_references, encounter_searches
+from ..context import DataUnavailable, HookRequest
+from ..extract import (case_from_claim, claim_references, encounter_searches, follow_references,
+                       split_claim_bundle)
 from .base import CdsService
-from .gather import key_of, merge, of_type, resources_of
+from .gather import key_of, merge, of_type
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
@@ -23,61 +24,54 @@ PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
 }
 
-# Referenced resource types the review reads: missing ones make the answer wrong (412).
-NEEDED_TYPES = frozenset({"Encounter", "Procedure", "Observation", "DiagnosticReport",
-                          "ImagingStudy", "Location", "Media"})
 
-
-def split_claim(value) -> tuple[dict, list[dict]]:
-    """The Claim and its companions from ``context.claim`` (a Claim or a Bundle)."""
-    if not isinstance(value, dict):
-        raise InvalidResource("context.claim must be a FHIR Claim or Bundle", "claim")
-    if value.get("resourceType") == "Claim":
-        return value, []
-    if value.get("resourceType") == "Bundle":
-        found = resources_of(value)
-        if not found or found[0].get("resourceType") != "Claim":
-            raise InvalidResource("the first entry of the context.claim Bundle must be a Claim",
-                                  "Bundle.entry[0].resource")
-        return found[0], found[1:]
-    raise InvalidResource(f"context.claim is a {value.get('resourceType')}, not a Claim or Bundle",
-                          "claim")
-
-
-def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
-    """The Bundle's companions plus what the Claim references and the encounters' documentation."""
-    have = {key_of(r) for r in bundled} | {key_of(claim)}
-    fetched: list[dict] = []
-    for ref in claim_references(claim):
+def _read_all(request: HookRequest, refs: list[str], have: set[str], *, optional: bool) -> list[dict]:
+    """Read each reference not yet held; 404s are skipped; unavailable data raises unless optional."""
+    out = []
+    for ref in refs:
         if ref in have:
             continue
-        needed = ref.split("/", 1)[0] in NEEDED_TYPES
         try:
             res = request.fhir.read(ref)
         except DataUnavailable:
-            if needed:
-                raise
-            continue
+            if optional:
+                continue
+            raise
         if res is not None:
-            fetched.append(res)
+            out.append(res)
             have.add(ref)
-    companions = merge(bundled, fetched)
-    bundled_encounters = {key_of(e) for e in of_type(bundled, "Encounter")}
+    return out
+
+
+def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
+    """The Bundle's companions, the clinical resources the Claim references (required), the
+    encounters' documentation (searched) and second-hop references (Encounter.location,
+    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
+    taken as complete: searches and second-hop reads that cannot be made are skipped."""
+    have = {key_of(r) for r in bundled} | {key_of(claim)}
+    complete = bool(of_type(bundled, "Encounter"))
+    companions = merge(bundled, _read_all(request, claim_references(claim), have, optional=False))
     for enc in of_type(companions, "Encounter"):
         for rtype, params in encounter_searches(enc["id"]):
             try:
                 found = request.fhir.search(rtype, params)
             except DataUnavailable:
-                if key_of(enc) in bundled_encounters:
-                    continue  # the Bundle carried the encounter: take it as complete
+                if complete:
+                    continue
                 raise
             companions = merge(companions, found)
-    return companions
+    have |= {key_of(r) for r in companions}
+    return merge(companions, _read_all(request, follow_references(companions), have,
+                                       optional=complete))
 
 
 def handle(request: HookRequest) -> dict:
-    claim, bundled = split_claim(request.context.get("claim"))
-    companions = gather_companions(request, claim, bundled)
+    claim, bundled = split_claim_bundle(request.context.get("claim"))
+    try:
+        companions = gather_companions(request, claim, bundled)
+    except DataUnavailable:
+        case_from_claim(claim, bundled, request.reference)  # an invalid Claim is a 400, not a 412
+        raise
     case = case_from_claim(claim, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from .. import cards, rules
 from ..context import DataUnavailable, HookRequest
-from ..extract import case_from_encounter, encounter_searches
+from ..extract import case_from_encounter, encounter_searches, follow_references
 from .base import CdsService
-from .gather import (encounter_locations, merge, prefetched_or_read, prefetched_or_search,
+from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
                      reference_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
@@ -76,6 +76,17 @@ def handle(request: HookRequest) -> dict:
     for rtype, params in encounter_searches(enc_id):
         found.append(prefetched_or_search(request.fhir, SEARCH_KEYS.get(rtype), rtype, params))
     companions = merge([encounter], *found)
+    have = {key_of(r) for r in companions}
+    for ref in follow_references(companions):  # Procedure.report, DiagnosticReport.imagingStudy
+        if ref in have:
+            continue
+        try:
+            res = request.fhir.read(ref)
+        except DataUnavailable:
+            continue  # supplemental: the encounter searches already gave the documentation
+        if res is not None:
+            companions.append(res)
+            have.add(ref)
     claim = pick_claim(_claims_for_encounter(request, encounter))
     case = case_from_encounter(encounter, companions, claim, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)

@@ -44,14 +44,14 @@ def prefetched_or_read(fhir: FhirData, key: str, reference: str) -> dict | None:
 
 def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
                          params: dict[str, str]) -> list[dict]:
-    """Resources of `resource_type` from prefetch `key`, else a search of the FHIR server.
+    """Resources of `resource_type` under prefetch `key`, else a search of the FHIR server.
 
-    (The service layer's ``prefetched`` already fetches a template's query from the server when
-    the client did not prefetch it; the search here covers keys the service does not declare.)
+    The service layer's ``prefetched`` already fetches a declared template's query from the
+    server when the client did not prefetch it, and answers None when the client said there is
+    no data (null): that is taken at its word. The search covers keys the service does not declare.
     """
-    value = fhir.prefetched(key) if key else None
-    if value is not None:
-        return of_type(resources_of(value), resource_type)
+    if key:
+        return of_type(resources_of(fhir.prefetched(key)), resource_type)
     return fhir.search(resource_type, params)
 
 
