@@ -88,18 +88,22 @@ def _summary(text: str) -> str:
 
 
 def _citation_md(c: Citation) -> str:
-    parts = [c.text.strip()]
-    if c.release and c.release not in c.text:
-        parts.append(f"(release {c.release})")
-    line = "- " + " ".join(parts)
-    if c.details:
-        shown = "; ".join(f"{_DETAIL_LABELS.get(k, k.replace('_', ' '))}: {v}"
-                          for k, v in c.details if v not in (None, ""))
-        if shown:
-            line += f"\n  - {shown}"
-    if c.starter:
-        line += (f"\n  - *Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
-                 "tables for authoritative edits.*")
+    """One bullet: the citation's line, plus the row fields its text does not already show."""
+    text = c.text.strip()
+    line = f"- {text}"
+    if c.release and c.release not in text:
+        line += f" (release {c.release})"
+    extra = []
+    for key, value in c.details:
+        if value in (None, ""):
+            continue
+        label, value = _DETAIL_LABELS.get(key, key.replace("_", " ")), str(value)
+        shown = (f"{label} {value}" in line or f"{label}: {value}" in line
+                 or (len(value) >= 4 and value in line))
+        if not shown:
+            extra.append(f"{label}: {value}")
+    if extra:
+        line += "; " + "; ".join(extra)
     return line
 
 
@@ -110,7 +114,11 @@ def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> 
         items = "\n".join(f"- {DOC_ELEMENT_DISPLAY.get(m, m)}" for m in f.missing)
         blocks.append(f"**Missing documentation**\n\n{items}")
     if f.citations:
-        blocks.append("**Source**\n\n" + "\n".join(_citation_md(c) for c in f.citations))
+        source = "**Source**\n\n" + "\n".join(_citation_md(c) for c in f.citations)
+        if any(c.starter for c in f.citations):
+            source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
+                       "tables for authoritative edits.*")
+        blocks.append(source)
     if f.payment:
         blocks.append(f"**Payment effect:** {f.payment}")
     if not actionable and fixes:

@@ -70,7 +70,7 @@ def test_detail_cites_row_and_says_starter():
     [card] = _render([finding("ptp-bundled", fixes=[remove_fix()],
                               payment="76000 would not be paid separately")])
     d = card["detail"]
-    for text in ("column 1: 29881", "column 2: 76000", "modifier indicator: 1",
+    for text in ("29881 / 76000", "modifier indicator 1",
                  "Standards of medical/surgical practice", "starter data set, not a CMS release",
                  "**Payment effect:** 76000 would not be paid separately"):
         assert text in d

@@ -46,18 +46,20 @@ def real_ncci_client(request):
 
 @pytest.fixture(scope="session")
 def ncci_real_app(tmp_path_factory):
+    """The app over the real CMS July 2024 tables (the fluoroscopy rows, tests/rules_support.py)."""
     from tests.conftest import require_shared_ncci
     ncci = require_shared_ncci()
-    try:
-        from nccidata.store import import_directory  # lands with the ncci branch
-    except ImportError:
-        pytest.skip("needs the nccidata SQLite importer (ncci branch) to load the real CMS tables")
-    from service.app import create_app
+    import service.app as app_module
     from service.settings import Settings
+    from tests.rules_support import real_ncci
     tmp = tmp_path_factory.mktemp("ncci-real")
-    db = str(tmp / "ncci.sqlite")
-    import_directory(ncci, db)
-    return create_app(Settings(db_path=db, state_db_path=str(tmp / "state.sqlite")))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(app_module, "open_reference", lambda db_path=None: real_ncci(str(ncci)))
+    try:
+        return app_module.create_app(Settings(db_path=str(tmp / "ncci.sqlite"),
+                                              state_db_path=str(tmp / "state.sqlite")))
+    finally:
+        mp.undo()
 
 
 def _initial_state(s: Scenario) -> dict[str, dict]:
