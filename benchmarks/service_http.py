@@ -74,7 +74,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=f"{tmp}/ncci.sqlite",
                    FLUORO_CDS_STATE_DB=f"{tmp}/state.sqlite", FLUORO_CDS_AUTH="off")
-        echo, echo_port = start("benchmarks.echo_app:app", env)
+        echo, echo_port = start("benchmarks.echo_app:create_app()", env)
         cds, cds_port = start("service.app:create_app()", env)
         try:
             echo_url = f"http://127.0.0.1:{echo_port}/echo"

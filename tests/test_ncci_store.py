@@ -104,7 +104,7 @@ def test_connections_are_per_thread_and_read_only(two_quarters):
     def work():
         try:
             conn = ref.connection(info)
-            seen.append(id(conn))
+            seen.append(conn)  # keep the object alive so ids cannot be reused
             for i in range(200):
                 ref._ptp_cached.cache_clear()
                 got = {(e.column1, e.column2) for e in ref.ptp_edits(codes, date(2024, 8, 1), "practitioner")}
@@ -119,7 +119,7 @@ def test_connections_are_per_thread_and_read_only(two_quarters):
     for t in threads:
         t.join()
     assert errors == []
-    assert len(set(seen)) == 6
+    assert len({id(c) for c in seen}) == 6
 
 
 def test_open_reference_without_releases_is_the_starter_set(tmp_path):
