@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="Flask development server")
     serve.set_defaults(func=_serve)
     add_ncci_commands(sub)
+    from .batch import add_command as add_batch_command
+
+    add_batch_command(sub)
     return parser
 
 
