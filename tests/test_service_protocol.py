@@ -314,3 +314,16 @@ def test_fast_and_reference_schema_engines_agree():
     for case in cases:
         assert v.rs.is_valid(case) == v.py.is_valid(case), case
     assert v.rs.is_valid(good) and not v.rs.is_valid(cases[1])
+
+
+def test_the_test_client_rejects_responses_that_break_the_schema(tmp_path):
+    """make_app's client validates every response: a handler's bad card cannot slip through."""
+    def handler(req):
+        return {"cards": [{"uuid": "u", "summary": "x" * 200, "indicator": "info",
+                           "source": {"label": "t"}}]}
+
+    bad = CdsService(id="test-bad-card", hook="org.fluorocds.claim-review", title="t",
+                     description="test-only", prefetch={}, handler=handler)
+    client = make_app(tmp_path, services=(bad,)).test_client()
+    with pytest.raises(SchemaViolation, match=r"\$\.cards\[0\]\.summary"):
+        client.post("/cds-services/test-bad-card", json=claim_review_request())
