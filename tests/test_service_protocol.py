@@ -327,3 +327,10 @@ def test_the_test_client_rejects_responses_that_break_the_schema(tmp_path):
     client = make_app(tmp_path, services=(bad,)).test_client()
     with pytest.raises(SchemaViolation, match=r"\$\.cards\[0\]\.summary"):
         client.post("/cds-services/test-bad-card", json=claim_review_request())
+
+
+def test_discovery_omits_an_empty_prefetch(tmp_path):
+    svc = CdsService(id="test-no-prefetch", hook="order-sign", title="t", description="test-only",
+                     prefetch={}, handler=lambda req: {"cards": []})
+    body = make_app(tmp_path, services=(svc,)).test_client().get("/cds-services").get_json()
+    assert "prefetch" not in body["services"][0]
