@@ -187,6 +187,14 @@ def test_cors_preflight_is_answered_without_auth(tmp_path):
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_answers_are_not_cached(client):
+    for resp in (client.get("/cds-services"),
+                 client.post("/cds-services/fluoroscopy-claim-review", json=claim_review_request()),
+                 client.post("/cds-services/nope", json={})):
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_cors_origins_can_be_restricted(tmp_path):
     client = make_app(tmp_path, cors_origins=("https://ehr.example.org",)).test_client()
     ok = client.get("/cds-services", headers={"Origin": "https://ehr.example.org"})
