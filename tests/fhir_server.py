@@ -37,7 +37,7 @@ from typing import Iterable
 import pytest
 import requests
 
-START_TIMEOUT = 30.0  # seconds to wait for /fhir/metadata
+START_TIMEOUT = 60.0  # seconds to wait for /fhir/metadata
 STOP_TIMEOUT = 10.0  # seconds between terminate and kill
 
 
