@@ -36,9 +36,9 @@ def start(target: str, env: dict) -> tuple[subprocess.Popen, int]:
                              target], cwd=ROOT, env=env)
     for _ in range(300):
         try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
             return proc, port
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{target} did not start")

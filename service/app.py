@@ -154,6 +154,9 @@ def create_app(settings: Settings | None = None,
 
     @app.after_request
     def _cors(resp: Response) -> Response:
+        # answers may describe a patient's care: never cache them, never sniff their type
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
         origin = request.headers.get("Origin")
         if origin:
             if cors_any:
@@ -262,8 +265,14 @@ def create_app(settings: Settings | None = None,
             raise ApiError(400, str(exc), expression="$.extension") from exc
         fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
                           context=context, client=client)
+        extras = {}
+        claims = g.get("jwt_claims")
+        if claims:  # who called: the verified issuer and, when given, the tenant (2.0 JWT claims)
+            extras["client_issuer"] = claims["iss"]
+            if isinstance(claims.get("tenant"), str):
+                extras["tenant"] = claims["tenant"]
         hook_request = HookRequest(hook=hook, hook_instance=body["hookInstance"], context=context,
-                                   config=config, fhir=fhir, reference=reference)
+                                   config=config, fhir=fhir, reference=reference, extras=extras)
         try:
             result = service.handler(hook_request)
         except InvalidResource as exc:

@@ -14,11 +14,13 @@ The server listens on 127.0.0.1 only (a free port picked at run time), keeps its
 temporary SQLite file, accepts only the bearer token ``fhir_server.token`` (anything else: 401),
 runs with its workflow simulator off (so it never rewrites what a test loads) and with inbound
 validation "warn". It is started once per test session and stopped at teardown (terminate, then
-kill after a hard timeout). ``fhir_server.reset()`` deletes everything a test loaded (resources of
+kill after a hard timeout); every test module importing the fixture gets the same server (one per
+test process). ``fhir_server.reset(types)`` deletes everything a test loaded (resources of
 the given types) when a test needs a clean store.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -26,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Iterable
 import pytest
 import requests
 
-START_TIMEOUT = 30.0  # seconds to wait for /fhir/metadata
+START_TIMEOUT = 60.0  # seconds to wait for /fhir/metadata
 STOP_TIMEOUT = 10.0  # seconds between terminate and kill
 
 
@@ -153,7 +156,7 @@ def start_fhir_server(timeout: float = START_TIMEOUT) -> FhirServer:
 
 
 def stop_fhir_server(server: FhirServer) -> None:
-    """Terminate the subprocess (kill after STOP_TIMEOUT) and remove its files."""
+    """Terminate the subprocess (kill after STOP_TIMEOUT) and remove its files (idempotent)."""
     server.session.close()
     proc = server.process
     if proc.poll() is None:
@@ -166,11 +169,27 @@ def stop_fhir_server(server: FhirServer) -> None:
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+_shared: FhirServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_fhir_server() -> FhirServer:
+    """The one server of this test process, started on first use (several test modules importing
+    the fixture each register their own session fixture; they all get this same server)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.process.poll() is not None:
+            _shared = start_fhir_server()
+            atexit.register(stop_fhir_server, _shared)
+        return _shared
+
+
 @pytest.fixture(scope="session")
 def fhir_server():
-    """Session-scoped real FHIR server (see module docstring). Skips when sekmet is missing."""
+    """Session-scoped real FHIR server (see module docstring). Skips when sekmet is missing.
+    Stopped when the test session ends (first teardown; stopping is idempotent) or at exit."""
     pytest.importorskip("sekmet", reason="needs sekmet-fhir==0.1.1 (pip install -e '.[test]')")
-    server = start_fhir_server()
+    server = shared_fhir_server()
     try:
         yield server
     finally:

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
+from flask.testing import FlaskClient
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.settings import Settings
@@ -27,10 +28,36 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     return replace(base, **overrides)
 
 
+class ValidatingClient(FlaskClient):
+    """A Flask test client that checks every answer it gets: each 200 from a service invocation
+    against response.json, discovery against discovery.json, and every error as a JSON
+    OperationOutcome with an `error` string."""
+
+    def open(self, *args, **kwargs):
+        resp = super().open(*args, **kwargs)
+        request_path = resp.request.path
+        method = resp.request.method
+        if method == "OPTIONS":
+            return resp
+        if resp.status_code >= 400:
+            body = resp.get_json(silent=True) or {}
+            assert resp.mimetype == "application/json" and isinstance(body.get("error"), str), \
+                f"{method} {request_path}: {resp.status_code} without a JSON error body"
+        elif request_path == "/cds-services" and method == "GET":
+            check(validator("discovery"), resp.get_json(), "discovery response")
+        elif (method == "POST" and request_path.startswith("/cds-services/")
+              and not request_path.endswith("/feedback")):
+            assert_valid_response(resp.get_json())
+        return resp
+
+
 def make_app(tmp_path: Path, services=None, **overrides):
+    """The real app on temporary files; its test_client() validates every response."""
     from service.app import create_app
 
-    return create_app(make_settings(tmp_path, **overrides), services=services)
+    app = create_app(make_settings(tmp_path, **overrides), services=services)
+    app.test_client_class = ValidatingClient
+    return app
 
 
 def assert_valid_response(body: dict) -> dict:

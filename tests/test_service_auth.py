@@ -217,3 +217,22 @@ def test_jwks_is_fetched_once_and_cached(tmp_path, keys):
         assert server.hits == ["/jwks.json"]
     finally:
         server.close()
+
+
+def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
+    from hooks.services.base import CdsService
+
+    seen = {}
+
+    def handler(req):
+        seen.update(req.extras)
+        return {"cards": []}
+
+    svc = CdsService(id="test-extras", hook="org.fluorocds.claim-review", title="t",
+                     description="test-only", prefetch={}, handler=handler)
+    client = make_app(tmp_path, services=(svc,), auth="jwt", base_url=BASE,
+                      trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()
+    token = tokens.mint(f"{BASE}/cds-services/test-extras", tenant="hospital-7")
+    assert client.post("/cds-services/test-extras", json=claim_review_request(),
+                       headers=_bearer(token)).status_code == 200
+    assert seen == {"client_issuer": ISSUER, "tenant": "hospital-7"}

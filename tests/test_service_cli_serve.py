@@ -30,14 +30,14 @@ def test_serve_answers_discovery(tmp_path):
                             cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         resp = None
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                resp = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=2)
+            try:  # gunicorn listens before its worker has loaded the app: wait for an answer
+                resp = requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=5)
                 break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+            except requests.RequestException:
+                time.sleep(0.2)
         assert resp is not None, proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "timeout"
         assert resp.status_code == 200
         assert len(resp.json()["services"]) == 3
@@ -64,13 +64,13 @@ def _start(tmp_path, env: dict, workers: int = 1):
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        try:  # gunicorn listens before its workers have loaded the app: wait for an answer
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             return proc, port
-        except requests.ConnectionError:
-            time.sleep(0.1)
+        except requests.RequestException:
+            time.sleep(0.2)
     proc.kill()
     raise AssertionError(proc.stdout.read().decode(errors="replace"))
 

@@ -45,7 +45,7 @@ def fhir(fhir_server):  # noqa: F811
 
 def _client(server, token=None, **kw) -> FhirClient:
     return FhirClient(server.base_url, server.token if token is None else token,
-                      FhirClientSettings(connect_timeout=2, read_timeout=5, **kw))
+                      FhirClientSettings(connect_timeout=5, read_timeout=20, **kw))
 
 
 # --- pure parts ----------------------------------------------------------------------------------

@@ -187,6 +187,14 @@ def test_cors_preflight_is_answered_without_auth(tmp_path):
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_answers_are_not_cached(client):
+    for resp in (client.get("/cds-services"),
+                 client.post("/cds-services/fluoroscopy-claim-review", json=claim_review_request()),
+                 client.post("/cds-services/nope", json={})):
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_cors_origins_can_be_restricted(tmp_path):
     client = make_app(tmp_path, cors_origins=("https://ehr.example.org",)).test_client()
     ok = client.get("/cds-services", headers={"Origin": "https://ehr.example.org"})
@@ -314,3 +322,23 @@ def test_fast_and_reference_schema_engines_agree():
     for case in cases:
         assert v.rs.is_valid(case) == v.py.is_valid(case), case
     assert v.rs.is_valid(good) and not v.rs.is_valid(cases[1])
+
+
+def test_the_test_client_rejects_responses_that_break_the_schema(tmp_path):
+    """make_app's client validates every response: a handler's bad card cannot slip through."""
+    def handler(req):
+        return {"cards": [{"uuid": "u", "summary": "x" * 200, "indicator": "info",
+                           "source": {"label": "t"}}]}
+
+    bad = CdsService(id="test-bad-card", hook="org.fluorocds.claim-review", title="t",
+                     description="test-only", prefetch={}, handler=handler)
+    client = make_app(tmp_path, services=(bad,)).test_client()
+    with pytest.raises(SchemaViolation, match=r"\$\.cards\[0\]\.summary"):
+        client.post("/cds-services/test-bad-card", json=claim_review_request())
+
+
+def test_discovery_omits_an_empty_prefetch(tmp_path):
+    svc = CdsService(id="test-no-prefetch", hook="order-sign", title="t", description="test-only",
+                     prefetch={}, handler=lambda req: {"cards": []})
+    body = make_app(tmp_path, services=(svc,)).test_client().get("/cds-services").get_json()
+    assert "prefetch" not in body["services"][0]
