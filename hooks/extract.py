@@ -469,7 +469,25 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _I
     evidence = _with_distinct(parts.lines, evidence, default_date)
     checked = any(index.of(t) for t in _CLINICAL_TYPES)
     return Case(kind=kind, setting=setting, lines=tuple(parts.lines), evidence=evidence,
-                default_date=default_date, claim=claim, evidence_checked=checked)
+                default_date=default_date, claim=claim, evidence_checked=checked,
+                context_lines=_unbilled_procedures(parts.lines, index))
+
+
+def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ...]:
+    """Active Procedures of the record whose code (on their date) is not among the billed lines."""
+    billed = {(ln.code, ln.service_date) for ln in lines}
+    billed_codes = {ln.code for ln in lines}
+    out = []
+    for p, proc in _active(index.of("Procedure")):
+        if not proc.get("id"):
+            continue
+        line = _order_line(proc, p)
+        if line is None or line.code == FLUORO:
+            continue
+        if (line.code, line.service_date) in billed or (line.service_date is None and line.code in billed_codes):
+            continue
+        out.append(line)
+    return tuple(out)
 
 
 def case_from_claim(claim: dict, companions: Sequence[dict], reference: ReferenceData, *,

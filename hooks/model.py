@@ -102,6 +102,9 @@ class Case:
     default_date: date | None = None  # date of service when a line carries none
     claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
     evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
+    # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
+    # a "separate procedure" when none of them on the same date includes fluoroscopy (DESIGN.md s. 4).
+    context_lines: tuple[Line, ...] = ()
 
     def line_date(self, line: Line) -> date | None:
         return line.service_date or self.default_date

@@ -1,6 +1,7 @@
 """Rule semantics beyond the scenarios: suppression order, configuration, modifiers, MUE, orders."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -196,3 +197,27 @@ def test_policy_files_are_versioned_with_sources():
 def test_separately_reportable_primaries_give_no_bundling(code):
     fs = run(line(code), line("76000", seq=2))
     assert not {F.PTP_BUNDLED, F.PTP_MODIFIER_ALLOWED, F.FLUOROSCOPY_INTEGRAL} & set(codes(fs))
+
+
+def test_unbilled_procedure_that_includes_fluoroscopy_questions_separate_procedure():
+    unbilled = (Line(key="Procedure/p1", code="29881", service_date=DAY, kind="procedure", resource="Procedure/p1"),)
+    case = Case(kind="claim", setting=OFFICE, lines=(line("76000"),), evidence=DOCS, default_date=DAY,
+                context_lines=unbilled)
+    (f,) = evaluate(case, REF, resolve(None))
+    assert f.code == F.DOCUMENTATION_MISSING and f.missing == ("separate-procedure",)
+    assert "29881" in f.reason and any(c.kind == "policy" for c in f.citations)
+    other_day = replace(unbilled[0], service_date=date(2024, 8, 9))
+    assert evaluate(replace(case, context_lines=(other_day,)), REF, resolve(None)) == []
+
+
+def test_extraction_finds_unbilled_procedures():
+    from hooks.extract import case_from_claim, split_claim_bundle
+    from tests.scenario_fixtures import scenario
+    s = scenario(1)
+    claim, companions = split_claim_bundle(s.context["claim"])
+    claim["item"] = claim["item"][1:]  # bill 76000 alone; the record still shows 29881 that day
+    case = case_from_claim(claim, companions, REF)
+    assert [ln.code for ln in case.context_lines] == ["29881"]
+    (f,) = [f for f in evaluate(case, REF, resolve(None)) if f.code == F.DOCUMENTATION_MISSING]
+    assert f.missing == ("separate-procedure",)
+    assert case_from_claim(*split_claim_bundle(scenario(1).context["claim"]), REF).context_lines == ()
