@@ -75,7 +75,9 @@ def test_documented_distinct_service_is_separately_reportable():
     assert run(line("29881", sites=knee), line("76000", "XS", seq=2, sites=hip)) == []
     # the modifier alone does not show it was distinct
     (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2))
-    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # no second XS offered
+    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # XS is already there: not offered again
+    (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2), **{"distinct-modifier": "59"})
+    assert [x.modifier for x in f.fixes] == [None, "59"]
     # a different documented indication also shows it
     assert run(line("27235", dx=("icd|S72.001A",)), line("76000", "XS", seq=2, dx=("icd|R13.10",))) == []
 

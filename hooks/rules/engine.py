@@ -288,7 +288,7 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
                   f"fluoroscopy was distinct (different site, session or indication), so 76000 is bundled. "
                   f"Append {modifier} only if it truly was distinct, and document why.")
         fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})"),)
-        if not line.has_distinct_modifier():
+        if modifier not in line.modifiers:
             fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
                           label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
         override = OVERRIDE_REASONS
