@@ -275,7 +275,7 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     elif problem.code == F.FLUOROSCOPY_INTEGRAL:
         entry = problem.entry
         summary = f"Remove 76000: fluoroscopy is integral to {partner.code} ({entry.category.replace('-', ' ')})"
-        reason = (f"Fluoroscopy is part of **{partner.code}** ({entry.description}); it is not separately "
+        reason = (f"Fluoroscopy is part of **{partner.code}**: {entry.description}. It is not separately "
                   f"reportable as 76000{when}. Never add 76000 to this procedure.")
         fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (integral to {partner.code})"),)
     else:  # PTP_MODIFIER_ALLOWED
@@ -337,10 +337,11 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             fee_mod = _fee_modifier(target)
             amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
             scope = "on one line" if limit.mai == 1 else "on one date of service"
+            when_paren = f" ({day.isoformat()})" if day else ""
             out.append(Finding(
                 code=F.MUE_EXCEEDED, severity="warning",
                 summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"),
-                reason=(f"{total} units of 76000 are billed {scope}{when}; the Medically Unlikely Edit allows "
+                reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
                         f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."),
                 lines=tuple(r.line.key for r in lines),
                 citations=(cite.mue(limit), policy().facts["mue"].citation()), fixes=(fix,),
