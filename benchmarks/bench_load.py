@@ -1,0 +1,165 @@
+"""Load benchmark: the three CDS services under gunicorn vs a bare Flask JSON echo app.
+
+Starts, on 127.0.0.1 and in this one run, gunicorn (2 gthread workers, 4 threads each) serving
+``service.app:create_app()`` (embedded starter data) and, served the same way, a bare Flask app
+echoing the JSON it receives (the ceiling). Drives each with ``wrk`` (16 connections, 2 threads;
+Debian package ``wrk``) using realistic requests built from the acceptance scenario fixtures:
+
+- claim-review: scenario 1 (29881 + 76000), the Claim in a Bundle with its companions, prefetch;
+- order-review: scenario 12 (draft ServiceRequests 64483 + 76000), full prefetch;
+- discharge-review: scenario 13 (inpatient, Claim for the encounter), full prefetch;
+- echo: the claim-review request body (same size on the wire).
+
+Reports requests/s, p50 and p99 latency for each and the ratio claim-review / echo.
+Targets: claim-review >= 0.5x echo throughput and p99 < 50 ms.
+
+    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_load.py [--duration 30] [--connections 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hooks.services import BY_ID  # noqa: E402
+from tests.cards_support import full_prefetch  # noqa: E402
+from tests.scenario_fixtures import scenario  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request_body(n: int) -> dict:
+    s = scenario(n)
+    body = s.request(with_prefetch=True)
+    body["prefetch"] = full_prefetch(s, BY_ID[s.service_id].prefetch)
+    return body
+
+
+def start_gunicorn(app: str, port: int, workdir: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(workdir / "ncci.sqlite"),
+               FLUORO_CDS_STATE_DB=str(workdir / "state.sqlite"))
+    cmd = [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
+           "--threads", "4", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / f"gunicorn-{port}.log", "wb"))
+
+
+def wait_up(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def run_wrk(url: str, body: bytes, duration: int, connections: int, workdir: Path) -> dict:
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    script = workdir / "post.lua"
+    script.write_text(LUA)
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_BODY=str(body_file)),
+                         check=True).stdout
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if not m:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    reqs, dur_us, p50, p99, status_err, sock_err = map(int, m.groups())
+    return {"rps": reqs / (dur_us / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+            "requests": reqs, "non_2xx": status_err, "socket_errors": sock_err}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=30, help="seconds per target (default 30)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="fluoro-bench-"))
+    svc_port, echo_port = free_port(), free_port()
+    procs = [start_gunicorn("service.app:create_app()", svc_port, workdir),
+             start_gunicorn("benchmarks.echo_app:create_app()", echo_port, workdir)]
+    try:
+        wait_up(f"http://127.0.0.1:{svc_port}/healthz")
+        wait_up(f"http://127.0.0.1:{echo_port}/")
+        bodies = {"claim-review": request_body(1), "order-review": request_body(12),
+                  "discharge-review": request_body(13)}
+        targets = [("echo", f"http://127.0.0.1:{echo_port}/echo", bodies["claim-review"])]
+        targets += [(name, f"http://127.0.0.1:{svc_port}/cds-services/fluoroscopy-{name}", body)
+                    for name, body in bodies.items()]
+        results = {}
+        for name, url, body in targets:
+            raw = json.dumps(body).encode()
+            check = requests.post(url, data=raw, headers={"Content-Type": "application/json"})
+            check.raise_for_status()
+            cards = len(check.json().get("cards", [])) if name != "echo" else None
+            requests.post(url, data=raw, headers={"Content-Type": "application/json"})  # warm
+            r = run_wrk(url, raw, args.duration, args.connections, workdir)
+            r["body_bytes"], r["cards"] = len(raw), cards
+            results[name] = r
+        ratio = results["claim-review"]["rps"] / results["echo"]["rps"]
+        cmd = "PYTHONPATH=. /work/venv/bin/python benchmarks/bench_load.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        print(f"# {cmd.strip()}")
+        print(f"# gunicorn 2 gthread workers x 4 threads; wrk -t2 -c{args.connections} "
+              f"-d{args.duration}s; {os.cpu_count()} CPUs")
+        print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}{'cards':>7}")
+        for name, r in results.items():
+            print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+                  f"{r['non_2xx']:>9}{'' if r['cards'] is None else r['cards']:>7}")
+        p99 = results["claim-review"]["p99_ms"]
+        print(f"claim-review / echo throughput: {ratio:.2f}x (target >= 0.5x: "
+              f"{'met' if ratio >= 0.5 else 'MISSED'}); claim-review p99 {p99:.1f} ms "
+              f"(target < 50 ms: {'met' if p99 < 50 else 'MISSED'})")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+        return 0
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
