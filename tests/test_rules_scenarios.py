@@ -127,3 +127,17 @@ def test_ptp_citation_names_release_and_row(real):
     (f,) = findings_of(scenario(9), starter())
     ptp = [c for c in f.citations if c.kind == "ncci-ptp"][0]
     assert ptp.starter and "starter set, not a CMS release" in ptp.text
+
+
+from tests.ncci_support import real_ncci_db, real_reference  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_real_sqlite_store_gives_the_same_answer(real_reference, n):
+    """The imported CMS July 2024 release in the nccidata SQLite store answers like the starter set."""
+    s = scenario(n)
+    findings = findings_of(s, real_reference)
+    check(s, findings, case_of(s, real_reference))
+    check_contract(findings)
+    assert _answer(findings) == _answer(findings_of(s, starter()))
+    assert not any(c.starter for f in findings for c in f.citations if c.kind.startswith("ncci"))
