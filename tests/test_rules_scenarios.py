@@ -141,3 +141,20 @@ def test_real_sqlite_store_gives_the_same_answer(real_reference, n):
     check_contract(findings)
     assert _answer(findings) == _answer(findings_of(s, starter()))
     assert not any(c.starter for f in findings for c in f.citations if c.kind.startswith("ncci"))
+
+
+def test_policy_files_agree_with_the_real_tables(real):
+    """Entries whose source cites the CMS tables are backed by rows of the July 2024 release."""
+    from datetime import date
+
+    from hooks.rules import policy
+    pol, on = policy(), date(2024, 8, 1)
+    for add_on in ("77002", "77003"):
+        prims = set().union(*[e.codes for e in pol.guidance.values() if e.add_on == add_on])
+        assert prims <= real.add_ons[add_on].primaries, add_on
+    assert real.add_ons["77001"].contractor_defined
+    table = real.ptp["practitioner"]
+    for entry in {e.codes_spec: e for e in pol.integral.values()}.values():
+        if "NCCI PTP" in entry.source:
+            active = [c for c in entry.codes if (c, "76000") in table and table[(c, "76000")].in_force(on)]
+            assert active, entry.codes_spec
