@@ -17,21 +17,22 @@ Validation rules (each failure names the file and the line):
 """
 from __future__ import annotations
 
+import gc
 import re
 import sqlite3
 from datetime import date
 from typing import Callable
 
 from .layouts import Layout
-from .readers import BadInput, Source, clean_text
+from .readers import BadInput, Source, clean_text, read_batch
 
-BATCH = 100_000
+BATCH = 20_000  # rows per executemany; small enough to stay in CPU caches
 PTP_MODIFIERS = frozenset({"0", "1", "9"})
 _CODE = re.compile(r"^[A-Za-z0-9]{1,7}$")
 
 SCHEMAS = {
     "ptp": [
-        "CREATE TABLE rationale(id INTEGER PRIMARY KEY, text TEXT NOT NULL)",
+        "CREATE TABLE rationale(id INTEGER PRIMARY KEY, text TEXT NOT NULL, raw TEXT NOT NULL UNIQUE)",
         "CREATE TABLE ptp(column_1 TEXT NOT NULL, column_2 TEXT NOT NULL, source_id INTEGER NOT NULL,"
         " line INTEGER NOT NULL, effective INTEGER, deletion INTEGER, modifier TEXT NOT NULL,"
         " rationale_id INTEGER NOT NULL, PRIMARY KEY(column_1, column_2, source_id, line)) WITHOUT ROWID",
@@ -114,75 +115,170 @@ def _short_row(source: Source, line: int, row: list[str], layout: Layout) -> Bad
                                        f"layout needs {layout.width}")
 
 
+class _PtpBatcher:
+    """Validates PTP rows a batch at a time.
+
+    The fast path checks a whole batch with set operations (new codes, dates, indicators and
+    rationales are few: a CMS table holds ~20k codes and a few hundred dates) and builds the
+    row tuples in one comprehension. A batch with anything unusual (blank or short rows,
+    continuation lines of a wrapped header, a bad value) goes through the row-by-row path,
+    which names the exact line of the first error.
+    """
+
+    def __init__(self, conn, source: Source, source_id: int, layout: Layout, rationales: dict[str, int]):
+        cols = layout.columns
+        self.conn, self.source, self.sid, self.layout = conn, source, source_id, layout
+        self.i1, self.i2, self.idel, self.imod = (cols["column_1"], cols["column_2"], cols["deletion"],
+                                                  cols["modifier"])
+        self.ieff, self.irat = cols.get("effective"), cols.get("rationale")
+        self.width = layout.width
+        self.dates = DateCache()
+        self.codes: set[str] = set()
+        self.rationales = rationales
+        self.seen_data = False
+        self.dirty: set[str] = set()
+        self.plain_dates = {"*", ""}  # texts SQLite can convert: *, blank, YYYYMMDD
+        self.raw_sql = self._raw_sql()
+
+    def _rationale(self, text: str) -> int:
+        rid = self.rationales.get(text)
+        if rid is None:
+            rid = len(self.rationales) + 1
+            self.rationales[text] = rid
+            clean = clean_text(text)
+            if clean != text:
+                self.dirty.add(text)  # not bindable as is: such batches take the tuple path
+            self.conn.execute("INSERT INTO rationale VALUES (?,?,?)", (rid, clean.strip(), clean))
+        return rid
+
+    def _raw_sql(self) -> str:
+        """INSERT taking a csv row (+ its line appended) as is; SQLite converts the columns."""
+        def p(i):
+            return f"?{i + 1}"
+
+        def as_date(i):
+            return f"CASE WHEN {p(i)} IN ('*', '') THEN NULL ELSE CAST({p(i)} AS INTEGER) END"
+
+        eff = "NULL" if self.ieff is None else as_date(self.ieff)
+        rat = (f"(SELECT id FROM rationale WHERE raw = {p(self.irat)})" if self.irat is not None
+               else str(self._rationale("")))
+        return ("INSERT INTO ptp(column_1, column_2, source_id, line, effective, deletion, modifier,"
+                f" rationale_id) VALUES ({p(self.i1)}, {p(self.i2)}, {self.sid}, {p(self.width)}, {eff},"
+                f" {as_date(self.idel)}, {p(self.imod)}, {rat})")
+
+    def fast(self, batch: list[list[str]], lines) -> list | None:
+        """Rows to insert for a clean batch (the csv rows themselves, their line appended, when
+        SQLite can convert every column; else tuples), or None when the batch needs the
+        row-by-row path."""
+        if not batch or min(map(len, batch)) < self.width:
+            return None
+        i1, i2, idel, imod, ieff, irat = self.i1, self.i2, self.idel, self.imod, self.ieff, self.irat
+        new_codes = ({r[i1] for r in batch} | {r[i2] for r in batch}) - self.codes
+        if any(not _CODE.match(c) for c in new_codes):
+            return None
+        texts = {r[idel] for r in batch}
+        if ieff is not None:
+            texts |= {r[ieff] for r in batch}
+        for text in texts - self.dates.keys():
+            try:
+                self.dates[text] = None if text.strip() in ("*", "") else date_int(text)
+            except ValueError:
+                return None
+            if text in ("*", "") or (len(text) == 8 and text.isdigit()):
+                self.plain_dates.add(text)
+        if not {r[imod] for r in batch} <= PTP_MODIFIERS:
+            return None
+        self.codes |= new_codes
+        self.seen_data = True
+        dates, sid = self.dates, self.sid
+        batch_rats = set()
+        if irat is None:
+            rid = self._rationale("")
+            rats = None
+        else:
+            batch_rats = {r[irat] for r in batch}
+            for text in batch_rats - self.rationales.keys():
+                self._rationale(text)
+            rats = self.rationales
+        if (texts <= self.plain_dates and not (batch_rats & self.dirty)
+                and max(map(len, batch)) == self.width):
+            for r, ln in zip(batch, lines):
+                r.append(ln)
+            return batch
+        if ieff is None and rats is not None:
+            return [(r[i1], r[i2], sid, ln, None, dates[r[idel]], r[imod], rats[r[irat]])
+                    for ln, r in zip(lines, batch)]
+        if rats is not None:
+            return [(r[i1], r[i2], sid, ln, dates[r[ieff]], dates[r[idel]], r[imod], rats[r[irat]])
+                    for ln, r in zip(lines, batch)]
+        return [(r[i1], r[i2], sid, ln, None if ieff is None else dates[r[ieff]], dates[r[idel]],
+                 r[imod], rid) for ln, r in zip(lines, batch)]
+
+    def slow(self, batch: list[list[str]], lines) -> list[tuple]:
+        """Row by row: skips blank rows and wrapped-header lines; BadInput names the line."""
+        name, out = self.source.name, []
+        for line, row in zip(lines, batch):
+            if len(row) < self.width:
+                if not any(c.strip() for c in row):
+                    continue
+                raise _short_row(self.source, line, row, self.layout)
+            c1, c2 = row[self.i1], row[self.i2]
+            if not c1 and not c2 and not self.seen_data:
+                continue  # continuation lines of a wrapped header
+            for c in (c1, c2):
+                if c not in self.codes:
+                    if not _CODE.match(c):
+                        raise BadInput(name, line, f"bad procedure code {c!r}")
+                    self.codes.add(c)
+            self.seen_data = True
+            text = row[self.idel]
+            deletion = self.dates[text] if text in self.dates else self.dates.parse(
+                text, name, line, "deletion date")
+            effective = None
+            if self.ieff is not None:
+                text = row[self.ieff]
+                effective = self.dates[text] if text in self.dates else self.dates.parse(
+                    text, name, line, "effective date")
+            mod = row[self.imod].strip()
+            if mod not in PTP_MODIFIERS:
+                raise BadInput(name, line, f"unknown modifier indicator {row[self.imod]!r} (expected 0, 1 or 9)")
+            rid = self._rationale(row[self.irat] if self.irat is not None else "")
+            out.append((c1, c2, self.sid, line, effective, deletion, mod, rid))
+        return out
+
+
 def load_ptp(conn: sqlite3.Connection, source: Source, source_id: int, layout: Layout,
              rationales: dict[str, int], progress: Progress | None = None) -> int:
     """Rows of a PTP table into ``ptp``; returns the row count."""
-    cols = layout.columns
-    i1, i2, idel, imod = cols["column_1"], cols["column_2"], cols["deletion"], cols["modifier"]
-    ieff, irat = cols.get("effective"), cols.get("rationale")
-    width, name = layout.width, source.name
-    dates = DateCache()
-    codes: set[str] = set()
+    batcher = _PtpBatcher(conn, source, source_id, layout, rationales)
     insert = "INSERT INTO ptp VALUES (?,?,?,?,?,?,?,?)"
-    batch: list[tuple] = []
     count = 0
-    seen_data = False
     rows, close = _open(source, layout)
+    # Millions of short-lived row lists would trigger the cyclic GC over and over; none of
+    # them forms a cycle, so collection is paused while the rows stream through.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        for row in rows:
-            if len(row) < width:
-                if not any(c.strip() for c in row):
-                    continue
-                raise _short_row(source, rows.line_num, row, layout)
-            c1 = row[i1]
-            c2 = row[i2]
-            if c1 not in codes or c2 not in codes:
-                if not c1 and not c2 and not seen_data:
-                    continue  # continuation lines of a wrapped header
-                for c in (c1, c2):
-                    if not _CODE.match(c):
-                        raise BadInput(name, rows.line_num, f"bad procedure code {c!r}")
-                    codes.add(c)
-            seen_data = True
-            text = row[idel]
-            deletion = dates.get(text, 0)
-            if deletion == 0:
-                deletion = dates.parse(text, name, rows.line_num, "deletion date")
-            if ieff is None:
-                effective = None
+        while True:
+            batch, lines = read_batch(rows, source.name, BATCH)
+            if not batch:
+                break
+            out = batcher.fast(batch, lines)
+            if out is None:
+                out = batcher.slow(batch, lines)
+            if out and isinstance(out[0], list):
+                conn.executemany(batcher.raw_sql, out)
             else:
-                text = row[ieff]
-                effective = dates.get(text, 0)
-                if effective == 0:
-                    effective = dates.parse(text, name, rows.line_num, "effective date")
-            mod = row[imod]
-            if mod not in PTP_MODIFIERS:
-                mod = mod.strip()
-                if mod not in PTP_MODIFIERS:
-                    raise BadInput(name, rows.line_num,
-                                   f"unknown modifier indicator {row[imod]!r} (expected 0, 1 or 9)")
-            text = row[irat] if irat is not None else ""
-            rid = rationales.get(text)
-            if rid is None:
-                rid = len(rationales) + 1
-                rationales[text] = rid
-                conn.execute("INSERT INTO rationale VALUES (?,?)", (rid, clean_text(text.strip())))
-            batch.append((c1, c2, source_id, rows.line_num, effective, deletion, mod, rid))
-            if len(batch) >= BATCH:
-                conn.executemany(insert, batch)
-                count += len(batch)
-                if progress:
-                    progress(len(batch))
-                batch.clear()
+                conn.executemany(insert, out)
+            count += len(out)
+            if progress:
+                progress(len(out))
     finally:
+        if gc_was_enabled:
+            gc.enable()
         close()
-    if batch:
-        conn.executemany(insert, batch)
-        count += len(batch)
-        if progress:
-            progress(len(batch))
     if count == 0:
-        raise BadInput(name, None, "no PTP rows after the header")
+        raise BadInput(source.name, None, "no PTP rows after the header")
     return count
 
 

@@ -14,6 +14,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class Rows:
     """An iterator of rows (lists of str) whose ``line_num`` is the line of the last row read."""
 
     line_num: int
+    one_row_per_line: bool = False  # unquoted text: row i of a batch is line start + i
+    reader = None
 
     def __iter__(self) -> "Rows":
         return self
@@ -103,7 +106,9 @@ def _text_rows(raw: io.BufferedIOBase, name: str, encoding: str, delimiter: str,
                quoting: int) -> Rows:
     stream = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
     reader = csv.reader(stream, delimiter=delimiter, quoting=quoting)
-    return _wrap_csv(reader, name)
+    rows = _wrap_csv(reader, name)
+    rows.one_row_per_line = quoting == csv.QUOTE_NONE
+    return rows
 
 
 def _wrap_csv(reader, name: str) -> Rows:
@@ -112,6 +117,7 @@ def _wrap_csv(reader, name: str) -> Rows:
     class _R(Rows):
         def __init__(self):
             self.line_num = 0
+            self.reader = reader  # the csv reader itself, for batch reading (see read_batch)
 
         def __next__(self):
             try:
@@ -392,3 +398,25 @@ def _truncated_zip_sources(path: Path, sha: str) -> list[Source]:
         return io.BufferedReader(_LocalMemberStream(path, offset, method))
 
     return [_text_source(name, path, member, sha, opener)]
+
+
+def read_batch(rows: Rows, name: str, size: int) -> tuple[list[list[str]], range | list[int]]:
+    """Up to `size` rows and their line numbers. Unquoted text tables are read straight from
+    the csv reader (one row per line), which is what makes 2.5M-row imports fast."""
+    if rows.one_row_per_line and rows.reader is not None:
+        reader = rows.reader
+        first = reader.line_num + 1
+        try:
+            batch = list(itertools.islice(reader, size))
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, csv.Error) as exc:
+            raise BadInput(name, reader.line_num + 1,
+                           f"unreadable or truncated file ({type(exc).__name__}: {exc})") from exc
+        rows.line_num = reader.line_num
+        return batch, range(first, first + len(batch))
+    batch, lines = [], []
+    for row in rows:
+        batch.append(row)
+        lines.append(rows.line_num)
+        if len(batch) >= size:
+            break
+    return batch, lines

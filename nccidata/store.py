@@ -279,11 +279,21 @@ class SqliteStore:
 
     # --- catalog -------------------------------------------------------------------------
     def _file_stamp(self) -> tuple | None:
+        """What identifies the catalog's content: its inode and its release ids (file times are
+        too coarse: two imports can land in the same clock tick)."""
         try:
             st = os.stat(self.db_path)
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            conn = ro_connect(self.db_path)
+            try:
+                ids = conn.execute("SELECT count(*), max(id) FROM releases").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            ids = None
+        return (st.st_ino, ids)
 
     def refresh(self) -> None:
         """Re-read the catalog (done automatically when the catalog file changes)."""
