@@ -10,12 +10,18 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+try:  # optional accelerator (pyproject dependency); validation works without it
+    import jsonschema_rs
+except ImportError:  # pragma: no cover
+    jsonschema_rs = None
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 PREFIX = "urn:fluoro-cds:cds-hooks-2.0:"
+_FAST: dict[int, Any] = {}  # id(jsonschema validator) -> jsonschema-rs validator (validators live forever)
+_UNSET = object()
 CONTEXT_PREFIX = PREFIX + "context:"
 
 
@@ -72,8 +78,29 @@ def request_validator(hook: str) -> Draft202012Validator:
                      "properties": {"context": {"$ref": CONTEXT_PREFIX + hook}}})
 
 
+def _fast_validator(v: Draft202012Validator):
+    """A jsonschema-rs (Rust) validator of the same schema, compiled once, or None.
+
+    Used only to answer "valid?" quickly on the hot path (~30x faster than jsonschema); the error
+    reported for an invalid instance always comes from jsonschema, so messages do not change.
+    """
+    fast = _FAST.get(id(v), _UNSET)
+    if fast is _UNSET:
+        fast = None
+        if jsonschema_rs is not None:
+            try:
+                fast = jsonschema_rs.validator_for(v.schema, retriever=lambda uri: _schemas()[uri])
+            except Exception:  # noqa: BLE001 - fall back to jsonschema alone
+                fast = None
+        _FAST[id(v)] = fast
+    return fast
+
+
 def first_error(v: Draft202012Validator, instance: Any) -> ValidationError | None:
     """The most relevant error (jsonschema's best_match), or None when valid."""
+    fast = _fast_validator(v)
+    if fast is not None and fast.is_valid(instance):
+        return None
     return best_match(v.iter_errors(instance))
 
 
