@@ -1,6 +1,6 @@
 """Load benchmark: the three CDS services under gunicorn vs a bare Flask JSON echo app.
 
-Starts, on 127.0.0.1 and in this one run, gunicorn (2 gthread workers, 4 threads each) serving
+Starts, on 127.0.0.1 and in this one run, gunicorn (2 gthread workers, --threads each) serving
 ``service.app:create_app()`` (embedded starter data) and, served the same way, a bare Flask app
 echoing the JSON it receives (the ceiling). Drives each with ``wrk`` (16 connections, 2 threads;
 Debian package ``wrk``) using realistic requests built from the acceptance scenario fixtures:
@@ -68,11 +68,11 @@ def request_body(n: int) -> dict:
     return body
 
 
-def start_gunicorn(app: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_gunicorn(app: str, port: int, workdir: Path, threads: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(workdir / "ncci.sqlite"),
                FLUORO_CDS_STATE_DB=str(workdir / "state.sqlite"))
     cmd = [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
-           "--threads", "4", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
+           "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / f"gunicorn-{port}.log", "wb"))
 
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=30, help="seconds per target (default 30)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=4,
+                        help="gthread threads per worker, both apps (default 4, as deploy/)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; each target runs duration/rounds s per round")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -117,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="fluoro-bench-"))
     svc_port, echo_port = free_port(), free_port()
-    procs = [start_gunicorn("service.app:create_app()", svc_port, workdir),
-             start_gunicorn("benchmarks.echo_app:create_app()", echo_port, workdir)]
+    procs = [start_gunicorn("service.app:create_app()", svc_port, workdir, args.threads),
+             start_gunicorn("benchmarks.echo_app:create_app()", echo_port, workdir, args.threads)]
     try:
         wait_up(f"http://127.0.0.1:{svc_port}/healthz")
         wait_up(f"http://127.0.0.1:{echo_port}/")
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "PYTHONPATH=. /work/venv/bin/python benchmarks/bench_load.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         print(f"# {cmd.strip()}")
-        print(f"# gunicorn 2 gthread workers x 4 threads; wrk -t2 -c{args.connections}; "
+        print(f"# gunicorn 2 gthread workers x {args.threads} threads; wrk -t2 -c{args.connections}; "
               f"{args.rounds} interleaved rounds of {slice_s}s per target (medians); "
               f"{os.cpu_count()} CPUs")
         print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}{'cards':>7}")

@@ -205,3 +205,11 @@ def test_scenario_17_invalid_claim_date_is_400_naming_the_path(client, with_bund
     err = resp.get_json()
     assert s.expected.error_path in err["issue"][0].get("expression", []) or \
         s.expected.error_path in err["error"], err
+
+
+@pytest.mark.parametrize("n", [12, 13])
+def test_no_prefetch_and_unreachable_fhir_server_is_412_for_every_hook(client, n):
+    s = scenario(n)
+    resp = _post(client, s, s.request(with_prefetch=False, fhir_server="http://127.0.0.1:9/fhir"))
+    assert resp.status_code == 412, resp.get_data(as_text=True)
+    assert resp.get_json()["error"] and "cards" not in resp.get_json()
