@@ -377,7 +377,8 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     facility = fr.reference(claim.get("facility"), "Claim.facility")
     if facility:
         location_refs.append(facility)
-    procs = _procedure_lines(index)
+    procs = [(pcode, _procedure_date(proc, pp), _concepts_keys(proc.get("bodySite"), f"{pp}.bodySite"),
+              _procedure_reasons(proc, pp)) for pp, proc, pcode in _procedure_lines(index)]
     lines: list[Line] = []
     fluoro_pos: list[str] = []
     other_pos: list[str] = []
@@ -422,14 +423,11 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
             sites.extend(_concept_keys(sub, sp))
         if code:
             # The Procedures of the same code (and date) document this item's site and reason.
-            for pp, proc, pcode in procs:
-                if pcode != code:
+            for pcode, pday, psites, preasons in procs:
+                if pcode != code or (day and pday and pday != day):
                     continue
-                pday = _procedure_date(proc, pp)
-                if day and pday and pday != day:
-                    continue
-                sites.extend(_concepts_keys(proc.get("bodySite"), f"{pp}.bodySite"))
-                dx_keys.extend(_procedure_reasons(proc, pp))
+                sites.extend(psites)
+                dx_keys.extend(preasons)
         if pos:
             (fluoro_pos if code == FLUORO else other_pos).append(pos)
         if not code:

@@ -124,17 +124,38 @@ def period_start(node: Any, path: str) -> date | None:
     return start or end
 
 
-def codings(node: Any, path: str) -> Iterator[tuple[str | None, str]]:
-    """(system, code) of each Coding of a CodeableConcept (codings without code are skipped)."""
-    cc = obj(node, path)
-    if cc is None:
-        return
-    string(cc.get("text"), f"{path}.text")
-    for p, c in objects(cc.get("coding"), f"{path}.coding"):
-        system = string(c.get("system"), f"{p}.system")
-        code = string(c.get("code"), f"{p}.code")
+def codings(node: Any, path: str) -> list[tuple[str | None, str]]:
+    """(system, code) of each Coding of a CodeableConcept (codings without code are skipped).
+
+    Hot path: paths are only formatted when an element is invalid.
+    """
+    if node is None:
+        return []
+    if type(node) is not dict:
+        obj(node, path)
+    text = node.get("text")
+    if text is not None and type(text) is not str:
+        string(text, f"{path}.text")
+    cs = node.get("coding")
+    if cs is None:
+        return []
+    if type(cs) is not list:
+        raise invalid(f"{path}.coding", f"must be a JSON array, got {type(cs).__name__}")
+    out = []
+    for i, c in enumerate(cs):
+        if type(c) is not dict:
+            obj(c, f"{path}.coding[{i}]", required=True)
+        system = c.get("system")
+        code = c.get("code")
+        if (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
+            string(system, f"{path}.coding[{i}].system")
+            string(code, f"{path}.coding[{i}].code")
         if code:
-            yield system, code.strip()
+            code = code.strip()
+            if not code:
+                raise invalid(f"{path}.coding[{i}].code", "must not be blank")
+            out.append((system, code))
+    return out
 
 
 def concept_text(node: Any, path: str) -> str | None:

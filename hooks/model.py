@@ -33,7 +33,7 @@ class Setting:
 class Line:
     """One billed (Claim.item) or ordered (ServiceRequest / Procedure) service."""
 
-    key: str  # stable id within the case: "Claim.item[sequence=2]", "ServiceRequest/sr-1"
+    key: str  # stable id within the case: "Claim.item[1]" (0-based array index), "ServiceRequest/sr-1"
     code: str  # CPT/HCPCS code
     modifiers: tuple[str, ...] = ()
     units: int = 1

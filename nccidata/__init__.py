@@ -3,18 +3,24 @@
 Importers for the CMS file formats, an effective-dated SQLite store keeping releases side by side,
 and the embedded starter set. Knows nothing of FHIR or Flask.
 """
-from .api import (OUTPATIENT_HOSPITAL, PRACTITIONER, SETTINGS, AddOnEdit, FeeSchedule, MueLimit,
+from .api import (DME, OUTPATIENT_HOSPITAL, PRACTITIONER, SETTINGS, AddOnEdit, FeeSchedule, MueLimit,
                   PlaceOfService, PtpEdit, ReferenceData, Release)
 
-__all__ = ["OUTPATIENT_HOSPITAL", "PRACTITIONER", "SETTINGS", "AddOnEdit", "FeeSchedule", "MueLimit",
+__all__ = ["DME", "OUTPATIENT_HOSPITAL", "PRACTITIONER", "SETTINGS", "AddOnEdit", "FeeSchedule", "MueLimit",
            "PlaceOfService", "PtpEdit", "ReferenceData", "Release"]
 
 
 def open_reference(db_path: str | None = None) -> ReferenceData:
     """The reference data in service: the SQLite store at `db_path` when it holds imported
-    releases, otherwise the embedded starter set."""
+    releases (table kinds it lacks are answered by the starter set, as describe() says),
+    otherwise the embedded starter set. Opening reads only the small catalog."""
     from .starter import starter
+    from .store import SqliteStore
 
+    if db_path:
+        store = SqliteStore(db_path)
+        if store.has_releases():
+            return store
     return starter()
 
 

@@ -15,6 +15,7 @@ from typing import Iterable, Protocol, runtime_checkable
 PRACTITIONER = "practitioner"
 OUTPATIENT_HOSPITAL = "outpatient-hospital"
 SETTINGS = (PRACTITIONER, OUTPATIENT_HOSPITAL)
+DME = "dme"  # MUE tables only: DME supplier services
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class PtpEdit:
     modifier_indicator: str
     rationale: str
     release: Release
+    row: int | None = None  # line of the row in its source file (None for the starter set)
+    source_file: str | None = None  # the file that line is in (a zip member as "x.zip!y.txt")
 
     def in_force(self, on: date) -> bool:
         """Effective-date rule of the NCCI PTP files."""
@@ -125,8 +128,9 @@ class ReferenceData(Protocol):
     def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
         """The add-on edit of `add_on_code` (its primaries), or None."""
 
-    def fee(self, code: str, modifier: str = "") -> FeeSchedule | None:
-        """The MPFS row of `code` with `modifier` ("", "26", "TC"), or None."""
+    def fee(self, code: str, modifier: str = "", on: date | None = None) -> FeeSchedule | None:
+        """The MPFS row of `code` with `modifier` ("", "26", "TC"), or None; `on` picks the
+        release by date of service (None: the newest)."""
 
     def place_of_service(self, code: str) -> PlaceOfService | None:
         """The CMS place-of-service code, or None if unknown."""

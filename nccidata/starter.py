@@ -50,7 +50,8 @@ class StarterData:
     """In-memory starter set implementing :class:`nccidata.api.ReferenceData`."""
 
     ptp: dict[str, dict[tuple[str, str], PtpEdit]] = field(default_factory=dict)
-    mues: dict[str, MueLimit] = field(default_factory=dict)
+    mues: dict[str, MueLimit] = field(default_factory=dict)  # practitioner values (compatibility)
+    mues_by_setting: dict[str, dict[str, MueLimit]] = field(default_factory=dict)
     add_ons: dict[str, AddOnEdit] = field(default_factory=dict)
     fees: dict[tuple[str, str], FeeSchedule] = field(default_factory=dict)
     places: dict[str, PlaceOfService] = field(default_factory=dict)
@@ -68,9 +69,14 @@ class StarterData:
                         modifier_indicator=row["modifier_indicator"],
                         rationale=row["ptp_edit_rationale"], release=rel)
         for row in _rows("mue.tsv"):
-            data.mues[row["hcpcs_code"]] = MueLimit(
-                code=row["hcpcs_code"], units=int(row["mue_units"]), mai=int(row["mue_mai"]),
-                rationale=row["mue_rationale"], release=_release("mue", None))
+            spec = row.get("settings") or "both"
+            for setting in (SETTINGS if spec == "both" else (spec,)):
+                data.mues_by_setting.setdefault(setting, {})[row["hcpcs_code"]] = MueLimit(
+                    code=row["hcpcs_code"], units=int(row["mue_units"]), mai=int(row["mue_mai"]),
+                    rationale=row["mue_rationale"], release=_release("mue", setting))
+            if spec == "both" or spec == PRACTITIONER:
+                data.mues[row["hcpcs_code"]] = data.mues_by_setting[spec if spec != "both" else PRACTITIONER][
+                    row["hcpcs_code"]]
         for row in _rows("aoc.tsv"):
             contractor = row["primary_codes"].strip() == "CCCCC"
             prim = frozenset() if contractor else frozenset(expand_codes(row["primary_codes"]))
@@ -102,12 +108,15 @@ class StarterData:
         return out
 
     def mue(self, code: str, on: date, setting: str) -> MueLimit | None:
+        by_setting = self.mues_by_setting.get(setting)
+        if by_setting is not None:
+            return by_setting.get(code)
         return self.mues.get(code)
 
     def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
         return self.add_ons.get(add_on_code)
 
-    def fee(self, code: str, modifier: str = "") -> FeeSchedule | None:
+    def fee(self, code: str, modifier: str = "", on: date | None = None) -> FeeSchedule | None:
         return self.fees.get((code, modifier))
 
     def place_of_service(self, code: str) -> PlaceOfService | None:

@@ -91,6 +91,9 @@ def create_app(settings: Settings | None = None,
     state = StateStore(settings.state_db_path)
     app.config["FLUORO_STATE"] = state
     verifier = JwtVerifier(settings, state) if settings.auth == "jwt" else None
+    if verifier is not None and not settings.base_url:
+        log.warning("FLUORO_CDS_AUTH=jwt without FLUORO_CDS_BASE_URL: the JWT aud is checked "
+                    "against a URL built from the request's Host header; set FLUORO_CDS_BASE_URL")
     release = _ReleaseLabel(reference)
     client_settings = FhirClientSettings(connect_timeout=settings.fhir_connect_timeout,
                                          read_timeout=settings.fhir_timeout,
@@ -232,7 +235,7 @@ def create_app(settings: Settings | None = None,
         hook = body.get("hook")
         if hook != service.hook:
             raise ApiError(400, f"service '{service.id}' answers hook '{service.hook}', "
-                                f"not '{hook}'", expression="$.hook")
+                                f"not '{str(hook)[:64]}'", expression="$.hook")
         try:
             check(request_validator(hook) if hook in schema_hooks else generic_request,
                   body, "request")

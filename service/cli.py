@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nccidata.cli import add_commands as add_ncci_commands
+
 
 def _serve(args: argparse.Namespace) -> int:
     from .settings import Settings, SettingsError
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="gunicorn worker processes")
     serve.add_argument("--dev", action="store_true", help="Flask development server")
     serve.set_defaults(func=_serve)
+    add_ncci_commands(sub)
     return parser
 
 

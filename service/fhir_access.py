@@ -365,7 +365,10 @@ class FhirAccess:
 
     def read(self, reference: str) -> dict | None:
         """Read "Type/id": from prefetch, else from fhirServer (None on 404)."""
-        query = Query.parse(reference.split("/_history/")[0])
+        reference = reference.split("/_history/")[0]
+        if self._client is not None and reference.startswith(self._client.base_url + "/"):
+            reference = reference[len(self._client.base_url) + 1:]  # absolute, on fhirServer
+        query = Query.parse(reference)
         if query is None or not query.is_read:
             raise ValueError(f"not a relative Type/id reference: {reference!r}")
         ref = query.relative()

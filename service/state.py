@@ -7,7 +7,10 @@ card/suggestion ids, outcome codes and the user's comment; audit holds ids, code
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -16,6 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .jsonio import dumps, loads
+
+log = logging.getLogger("fluoro_cds.state")
+AUDIT_BATCH = 500  # rows written per transaction by the audit writer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -78,7 +84,10 @@ class StateStore:
         if path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._pid = os.getpid()
+        self._audit_queue: queue.SimpleQueue | None = None
+        self._audit_writer: threading.Thread | None = None
+        self._audit_pid = 0
+        self._audit_lock = threading.Lock()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
 
@@ -127,15 +136,62 @@ class StateStore:
 
     # -- audit ------------------------------------------------------------------------------
     def record_audit(self, rec: AuditRecord) -> None:
-        self._conn().execute(
-            "INSERT INTO audit (at, service_id, hook_instance, status, card_uuids, topics, "
-            "data_release, latency_ms) VALUES (?,?,?,?,?,?,?,?)",
-            (utc_now(), rec.service_id, rec.hook_instance, rec.status,
-             dumps(list(rec.card_uuids)).decode(), dumps(list(rec.topics)).decode(),
-             rec.data_release, round(rec.latency_ms, 3)))
+        """Queue an audit row; a writer thread of this process stores it (in batches) within
+        milliseconds, off the request path. `flush()` waits until queued rows are stored."""
+        row = (utc_now(), rec.service_id, rec.hook_instance, rec.status,
+               dumps(list(rec.card_uuids)).decode(), dumps(list(rec.topics)).decode(),
+               rec.data_release, round(rec.latency_ms, 3))
+        self._writer_queue().put(row)
+
+    def _writer_queue(self) -> queue.SimpleQueue:
+        if self._audit_pid != os.getpid():  # first use in this process (gunicorn forks workers)
+            with self._audit_lock:
+                if self._audit_pid != os.getpid():
+                    self._audit_queue = queue.SimpleQueue()
+                    self._audit_writer = threading.Thread(target=self._write_audit, daemon=True,
+                                                          name="fluoro-cds-audit")
+                    self._audit_writer.start()
+                    self._audit_pid = os.getpid()
+                    atexit.register(self.flush)
+        assert self._audit_queue is not None
+        return self._audit_queue
+
+    def _write_audit(self) -> None:
+        q = self._audit_queue
+        assert q is not None
+        while True:
+            items = [q.get()]
+            while len(items) < AUDIT_BATCH:
+                try:
+                    items.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [i for i in items if isinstance(i, tuple)]
+            if rows:
+                try:
+                    conn = self._conn()
+                    with conn:
+                        conn.execute("BEGIN IMMEDIATE")
+                        conn.executemany(
+                            "INSERT INTO audit (at, service_id, hook_instance, status, card_uuids, "
+                            "topics, data_release, latency_ms) VALUES (?,?,?,?,?,?,?,?)", rows)
+                except sqlite3.Error as exc:
+                    log.error("%d audit records not written: %s", len(rows), exc)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every audit row queued so far is written (True) or `timeout` passes."""
+        if self._audit_pid != os.getpid() or self._audit_queue is None:
+            return True
+        done = threading.Event()
+        self._audit_queue.put(done)
+        return done.wait(timeout)
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """The latest audit records, oldest first."""
+        """The latest audit records, oldest first (after writing the queued ones)."""
+        self.flush()
         rows = self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,),
                           json_cols=("card_uuids", "topics"))
         return rows[::-1]

@@ -177,7 +177,8 @@ LOCATION_KINDS = {
 
 def location(lid: str, kind: str) -> dict:
     name, type_ = LOCATION_KINDS[kind]
-    return {"resourceType": "Location", "id": lid, "status": "active", "name": name, "type": [type_]}
+    return {"resourceType": "Location", "id": lid, "status": "active", "name": name,
+            "type": [copy.deepcopy(type_)]}
 
 
 def encounter(eid: str, pat: dict, cls: str, loc: dict | None, day: str) -> dict:

@@ -82,6 +82,37 @@ def claim(claim_id: str = "claim-1", patient: str = "pat-1") -> dict:
                       "servicedDate": "2024-07-15"}]}
 
 
+def _minimal(resource_type: str, resource_id: str) -> dict:
+    res = {"resourceType": resource_type, "id": resource_id}
+    if resource_type == "Encounter":
+        res.update(status="finished", subject={"reference": "Patient/pat-1"},
+                   **{"class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                "code": "AMB"}})
+    return res
+
+
+def full_prefetch(service_id: str, context: dict) -> dict:
+    """A prefetch answering every template of a shipped service for `context`: reads get a minimal
+    valid resource, searches an empty searchset Bundle (an `_id` search gets that resource), so a
+    real handler has all the data it asks for without a FHIR server."""
+    from hooks.services import BY_ID
+    from service.fhir_access import Query, resolve_template
+
+    out: dict = {}
+    for key, template in BY_ID[service_id].prefetch.items():
+        rel = resolve_template(template, context)
+        query = Query.parse(rel) if rel else None
+        if query is None:
+            continue
+        if query.is_read:
+            out[key] = _minimal(query.resource_type, query.resource_id or "x")
+            continue
+        ids = dict(query.params).get("_id")
+        entries = [{"resource": _minimal(query.resource_type, ids)}] if ids else []
+        out[key] = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+    return out
+
+
 def claim_review_request(**extra) -> dict:
     body = {"hook": "org.fluorocds.claim-review", "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": "pat-1", "claim": claim()}}

@@ -257,3 +257,36 @@ def test_not_done_procedures_are_ignored():
             r["status"] = "not-done"
     case = case_from_encounter(s.encounter, comps, None, REF)
     assert [ln.code for ln in case.lines] == ["20650"]
+
+
+def _fetch_plan(s):
+    """Run the no-prefetch fetch plan against the scenario's resources (as a FHIR server would hold them)."""
+    store = {f"{r['resourceType']}/{r['id']}": r for r in s.resources}
+    fetched = {r: store[r] for r in claim_references(s.claim) if r in store}
+    for enc in [k for k in list(fetched) if k.startswith("Encounter/")]:
+        for rtype, params in encounter_searches(enc.split("/", 1)[1]):
+            for key, r in store.items():
+                if r["resourceType"] == rtype and r.get("encounter", {}).get("reference") == params["encounter"]:
+                    fetched[key] = r
+    for key in follow_references(list(fetched.values())):
+        if key in store:
+            fetched[key] = store[key]
+    return fetched
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 9, 10, 11, 14, 15])
+def test_no_prefetch_fetch_plan_recovers_every_companion(n):
+    s = scenario(n)
+    fetched = _fetch_plan(s)
+    assert set(fetched) == {f"{r['resourceType']}/{r['id']}" for r in s.companions}
+    assert case_from_claim(s.claim, list(fetched.values()), REF) == case_from_claim(*split_claim_bundle(
+        s.context["claim"]), REF)
+
+
+def test_fixture_prefetch_keys_match_the_service_templates():
+    from hooks.services import BY_ID
+    from tests.scenario_fixtures import NUMBERS
+    for n in NUMBERS:
+        s = scenario(n)
+        assert set(s.prefetch) <= set(BY_ID[s.service_id].prefetch), n
+        assert BY_ID[s.service_id].hook == s.hook

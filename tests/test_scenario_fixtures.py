@@ -67,3 +67,11 @@ def test_ids_are_unique_across_scenarios():
 def test_unknown_scenario_raises():
     with pytest.raises(KeyError):
         scenario(18)
+
+
+def test_scenarios_are_built_fresh_and_independent():
+    a, b = scenario(1), scenario(1)
+    loc = [r for r in a.resources if r["resourceType"] == "Location"][0]
+    loc["type"][0]["coding"][0]["code"] = "XX"
+    assert [r for r in b.resources if r["resourceType"] == "Location"][0]["type"][0]["coding"][0]["code"] == "24"
+    assert [r for r in scenario(1).resources if r["resourceType"] == "Location"][0]["type"][0]["coding"][0]["code"] == "24"

@@ -128,6 +128,9 @@ def test_missing_prefetch_is_fetched_with_the_bearer_token(fhir):
     assert access.prefetched("user")["id"] == "fx-doc-1"
     assert access.read(f"Patient/{PATIENT}")["id"] == PATIENT
     assert access.read("Patient/nobody") is None
+    assert access.read(f"{fhir.base_url}/Patient/{PATIENT}")["id"] == PATIENT  # absolute, cached
+    with pytest.raises(ValueError):
+        access.read("https://elsewhere.example.org/fhir/Patient/1")
     assert {p["id"] for p in access.search("Procedure", {"encounter": ENCOUNTER})} == \
         {f"fx-proc-{i}" for i in range(5)}
     assert access.fetch_count == 5
@@ -265,3 +268,26 @@ def test_fhir_server_off_the_allowlist_is_403_without_any_connection(app_client)
         assert listener.connections >= 1
     finally:
         listener.close()
+
+
+def test_concurrent_requests_share_nothing_they_should_not(fhir, app_client):
+    """Threads (as in gunicorn gthread workers) each get their own FHIR access and DB connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = app_client(fhir_allowlist=(fhir.base_url,))
+
+    def call(i: int) -> tuple[int, str]:
+        token = fhir.token if i % 3 else "wrong-token"
+        resp = client.post("/cds-services/test-fhir-reader", json=_request(fhir.base_url, token))
+        body = resp.get_json()
+        return resp.status_code, body["cards"][0]["summary"] if resp.status_code == 200 else body["error"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(call, range(18)))
+    for i, (status, text) in enumerate(results):
+        if i % 3:
+            assert (status, text) == (200, "codes 29881 29882 29883 29884 76000")
+        else:
+            assert status == 412 and "refused access" in text
+    audit = client.application.config["FLUORO_STATE"].audit()
+    assert sorted(r["status"] for r in audit) == [200] * 12 + [412] * 6

@@ -10,7 +10,7 @@ import pytest
 from hooks.services.base import CdsService
 from service.validation import SchemaViolation, check, validator
 from tests.service_support import (assert_json_error, assert_valid_response, claim,
-                                   claim_review_request, discharge_request, make_app,
+                                   claim_review_request, discharge_request, full_prefetch, make_app,
                                    order_sign_request)
 
 SERVICES = ("fluoroscopy-order-review", "fluoroscopy-discharge-review", "fluoroscopy-claim-review")
@@ -33,16 +33,17 @@ def test_discovery_matches_the_discovery_schema(client):
     ("fluoroscopy-claim-review", claim_review_request),
 ])
 def test_valid_requests_are_answered_with_schema_valid_responses(client, service_id, build):
-    # The handlers need the encounter when the context names one (412 otherwise): prefetch it,
-    # and say "no data" (null) for the service's other prefetch keys.
-    from hooks.services import BY_ID
-    prefetch = {key: None for key in BY_ID[service_id].prefetch}
-    if "encounter" in prefetch:
-        prefetch["encounter"] = {"resourceType": "Encounter", "id": "enc-1", "status": "finished",
-                                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                           "code": "AMB"},
-                                 "subject": {"reference": "Patient/pat-1"}}
-    resp = client.post(f"/cds-services/{service_id}", json=build(prefetch=prefetch))
+    body = build()
+    body["prefetch"] = full_prefetch(service_id, body["context"])
+    resp = client.post(f"/cds-services/{service_id}", json=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert_valid_response(resp.get_json())
+
+
+def test_order_sign_without_encounter_needs_no_prefetch(client):
+    body = order_sign_request()
+    del body["context"]["encounterId"]  # the encounter templates do not apply
+    resp = client.post("/cds-services/fluoroscopy-order-review", json=body)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert_valid_response(resp.get_json())
 
@@ -289,3 +290,27 @@ def test_healthz_and_readyz(tmp_path):
     err = assert_json_error(client.get("/readyz"), 503)
     assert "state database" in err["error"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_fast_and_reference_schema_engines_agree():
+    """jsonschema-rs (hot path) and jsonschema (errors) must judge the same messages alike."""
+    from service.validation import request_validator
+
+    v = request_validator("org.fluorocds.claim-review")
+    if v.rs is None:
+        pytest.skip("jsonschema-rs is not installed: only the reference engine is used")
+    good = claim_review_request()
+    cases = [good,
+             dict(good, hookInstance=""),
+             dict(good, fhirServer="ftp://x/"),
+             dict(good, prefetch={"p": None}),
+             dict(good, prefetch={"p": {"resourceType": "OperationOutcome"}}),
+             dict(good, context={"patientId": "p", "claim": {"resourceType": "Bundle", "entry": []}}),
+             dict(good, context={"patientId": "p", "claim": {"resourceType": "Bundle",
+                                                             "entry": [{"resource": claim()}]}}),
+             dict(good, fhirServer="https://fhir.example.org/r4",
+                  fhirAuthorization={"access_token": "a", "token_type": "Bearer", "expires_in": 1,
+                                     "scope": "s", "subject": "c", "patient": "p/1"})]
+    for case in cases:
+        assert v.rs.is_valid(case) == v.py.is_valid(case), case
+    assert v.rs.is_valid(good) and not v.rs.is_valid(cases[1])

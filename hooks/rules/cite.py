@@ -1,6 +1,8 @@
 """Citations and payment-effect text built from the reference data rows the rules used."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from nccidata.api import AddOnEdit, FeeSchedule, MueLimit, PtpEdit, Release
 
 from ..findings import Citation
@@ -17,6 +19,7 @@ def _source(release: Release) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def ptp(edit: PtpEdit) -> Citation:
     meaning = INDICATOR_MEANING.get(edit.modifier_indicator, "")
     dates = ""
@@ -34,6 +37,7 @@ def ptp(edit: PtpEdit) -> Citation:
                              ("deletion", edit.deletion.isoformat() if edit.deletion else "*")))
 
 
+@lru_cache(maxsize=256)
 def mue(limit: MueLimit) -> Citation:
     scope = "per line" if limit.mai == 1 else "per date of service"
     text = (f"{_source(limit.release)}: MUE {limit.code} = {limit.units} units {scope} (MAI {limit.mai}, "
@@ -43,6 +47,7 @@ def mue(limit: MueLimit) -> Citation:
                              ("rationale", limit.rationale)))
 
 
+@lru_cache(maxsize=1024)
 def aoc(edit: AddOnEdit, primary: str) -> Citation:
     text = (f"{_source(edit.release)}: add-on {edit.add_on} (edit type {edit.edit_type}) lists primary "
             f"{primary}")

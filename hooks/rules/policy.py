@@ -28,6 +28,9 @@ class PolicyEntry:
     add_on: str | None = None  # guidance entries: the add-on code
 
     def citation(self) -> Citation:
+        return _entry_citation(self)
+
+    def _build_citation(self) -> Citation:
         what = f"add-on {self.add_on} for primaries {self.codes_spec}" if self.add_on else \
             f"{self.codes_spec} ({self.category})"
         return Citation(kind="policy",
@@ -37,6 +40,11 @@ class PolicyEntry:
                         details=(("policy", self.policy), ("version", self.version),
                                  ("codes", self.codes_spec), ("category", self.category),
                                  ("source", self.source)))
+
+
+@lru_cache(maxsize=512)
+def _entry_citation(entry: PolicyEntry) -> Citation:
+    return entry._build_citation()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,491 @@
+"""The SQLite store of imported CMS releases, side by side, answering by date of service.
+
+Layout on disk:
+- ``<db>`` (``--db`` / ``FLUORO_CDS_DB``): the catalog, one row per release with its provenance
+  (kind, setting, label, period covered, source file names and sha256, row count, import time);
+- ``<db>.releases/``: one SQLite file per release (one table kind of one setting and quarter),
+  built aside and never modified once registered.
+
+An import builds its release files first and then registers them all in one catalog
+transaction: that commit is the switch. A failed import leaves no catalog row, so the releases
+in service keep answering. Queries open every file read-only (``mode=ro``; release files also
+``immutable=1``), one connection per thread (gunicorn gthread), and never load a table into
+memory: a claim's PTP edits are index seeks on (column_1, column_2).
+
+Which release answers a date of service D, per table kind and setting (NCCI tables are
+quarterly): the releases whose label covers D (2024Q3 covers 2024-07-01..2024-09-30, 2024 the
+year); among several, the latest period start, then the newest import; if none covers D, the
+latest period start <= D; if none, the newest import. Within a PTP release an edit applies
+when effective <= D and (deletion is ``*`` or D <= deletion) (CMS NCCI PTP file rules).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+from .api import AddOnEdit, FeeSchedule, MueLimit, PlaceOfService, PtpEdit, Release
+from .layouts import KINDS, period_of_label
+
+CATALOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS releases(
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    setting TEXT,
+    label TEXT NOT NULL,
+    period_start TEXT,
+    period_end TEXT,
+    file TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    row_count INTEGER NOT NULL,
+    imported_at TEXT NOT NULL
+)"""
+# Table kinds and settings the rules ask for; a missing one falls back to the starter set.
+EXPECTED = (("ptp", "practitioner"), ("ptp", "outpatient-hospital"), ("mue", "practitioner"),
+            ("mue", "outpatient-hospital"), ("aoc", None), ("mpfs-indicators", None),
+            ("mpfs-rvu", None), ("pos", None))
+
+
+def default_db_path() -> str:
+    """FLUORO_CDS_DB, else ncci.sqlite in the user's data dir (as service.settings computes)."""
+    env = os.environ.get("FLUORO_CDS_DB")
+    if env:
+        return env
+    from platformdirs import user_data_dir
+
+    return str(Path(user_data_dir("fluoro-cds", appauthor=False)) / "ncci.sqlite")
+
+
+def releases_dir(db_path: str | Path) -> Path:
+    p = Path(db_path)
+    return p.with_name(p.name + ".releases")
+
+
+def date_key(on: date) -> int:
+    return on.year * 10000 + on.month * 100 + on.day
+
+
+def int_date(value: int | None) -> date | None:
+    if value is None:
+        return None
+    return date(value // 10000, value // 100 % 100, value % 100)
+
+
+def ro_connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True)
+
+
+@dataclass
+class ReleaseInfo:
+    """A catalog row."""
+
+    id: int
+    kind: str
+    setting: str | None
+    label: str
+    period_start: date | None
+    period_end: date | None
+    file: str
+    sources: list[dict]
+    row_count: int
+    imported_at: str
+    _release: Release | None = field(default=None, repr=False)
+    _lookups: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def release(self) -> Release:
+        if self._release is None:
+            kind = "mpfs" if self.kind.startswith("mpfs") else self.kind
+            self._release = Release(label=self.label, kind=kind, setting=self.setting, starter=False,
+                                    source=", ".join(s["name"] for s in self.sources))
+        return self._release
+
+    def covers(self, on: date) -> bool:
+        return (self.period_start is not None and self.period_end is not None
+                and self.period_start <= on <= self.period_end)
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "setting": self.setting, "label": self.label,
+                "period": ([self.period_start.isoformat(), self.period_end.isoformat()]
+                           if self.period_start and self.period_end else None),
+                "sources": self.sources, "rows": self.row_count, "imported_at": self.imported_at,
+                "file": self.file}
+
+
+def read_catalog(db_path: str | Path) -> list[ReleaseInfo]:
+    """All releases in the catalog (empty when the file or its table is absent)."""
+    path = Path(db_path)
+    if not path.is_file():
+        return []
+    try:
+        conn = ro_connect(path)
+        try:
+            rows = conn.execute("SELECT id, kind, setting, label, period_start, period_end, file,"
+                                " sources, row_count, imported_at FROM releases ORDER BY id").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return [ReleaseInfo(id=r[0], kind=r[1], setting=r[2], label=r[3],
+                        period_start=date.fromisoformat(r[4]) if r[4] else None,
+                        period_end=date.fromisoformat(r[5]) if r[5] else None,
+                        file=r[6], sources=json.loads(r[7]), row_count=r[8], imported_at=r[9])
+            for r in rows]
+
+
+def pick_release(candidates: list[ReleaseInfo], on: date | None) -> ReleaseInfo | None:
+    """The release answering date of service `on` among releases of one kind and setting
+    (`candidates` in import order). See the module docstring for the rule."""
+    if not candidates:
+        return None
+    if on is None:
+        return candidates[-1]
+    covering = [c for c in candidates if c.covers(on)]
+    if covering:
+        return max(covering, key=lambda c: (c.period_start, c.id))
+    started = [c for c in candidates if c.period_start is not None and c.period_start <= on]
+    if started:
+        return max(started, key=lambda c: (c.period_start, c.id))
+    return candidates[-1]
+
+
+# --- building ------------------------------------------------------------------------------
+
+class ReleaseBuilder:
+    """Builds one release file aside (journal off, sync off); `finish` indexes and closes it."""
+
+    def __init__(self, db_path: str | Path, kind: str, setting: str | None, label: str):
+        from .loaders import SCHEMAS
+
+        self.kind, self.setting, self.label = kind, setting, label
+        self.dir = releases_dir(db_path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
+        self.name = f"{kind}-{setting or 'all'}-{safe}-{stamp}-{uuid.uuid4().hex[:8]}.sqlite"
+        self.tmp = self.dir / f".building-{self.name}"
+        self.conn = sqlite3.connect(self.tmp, isolation_level=None)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-262144",
+                       "temp_store=MEMORY", "locking_mode=EXCLUSIVE"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.conn.execute("BEGIN")
+        self.conn.execute("CREATE TABLE sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                          " sha256 TEXT NOT NULL, rows INTEGER NOT NULL)")
+        self.conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+        for ddl in SCHEMAS[kind]:
+            self.conn.execute(ddl)
+        self.sources: list[dict] = []
+        self.rationales: dict[str, int] = {}
+        self.rows = 0
+
+    def add(self, source, layout, progress=None) -> int:
+        from .loaders import LOADERS, load_ptp
+
+        source_id = len(self.sources) + 1
+        if self.kind == "ptp":
+            n = load_ptp(self.conn, source, source_id, layout, self.rationales, progress)
+        else:
+            n = LOADERS[self.kind](self.conn, source, source_id, layout, progress)
+        self.conn.execute("INSERT INTO sources VALUES (?,?,?,?)", (source_id, source.name, source.sha256, n))
+        self.sources.append({"name": source.name, "sha256": source.sha256, "rows": n})
+        self.rows += n
+        return n
+
+    def finish(self) -> Path:
+        from .loaders import INDEXES
+
+        for ddl in INDEXES[self.kind]:
+            self.conn.execute(ddl)
+        meta = {"kind": self.kind, "setting": self.setting or "", "label": self.label}
+        self.conn.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
+        self.conn.execute("COMMIT")
+        self.conn.execute("PRAGMA journal_mode=DELETE")
+        self.conn.close()
+        final = self.dir / self.name
+        os.replace(self.tmp, final)
+        return final
+
+    def discard(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        for p in (self.tmp, Path(str(self.tmp) + "-journal")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def register(db_path: str | Path, builders: list[ReleaseBuilder]) -> list[ReleaseInfo]:
+    """Register finished release files in one catalog transaction: the atomic switch."""
+    path = Path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute(CATALOG_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for b in builders:
+            start, end = period_of_label(b.label)
+            conn.execute(
+                "INSERT INTO releases(kind, setting, label, period_start, period_end, file, sources,"
+                " row_count, imported_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (b.kind, b.setting, b.label, start.isoformat() if start else None,
+                 end.isoformat() if end else None, b.name, json.dumps(b.sources), b.rows, now))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+    names = {b.name for b in builders}
+    return [r for r in read_catalog(path) if r.file in names]
+
+
+# --- querying ------------------------------------------------------------------------------
+
+class SqliteStore:
+    """:class:`nccidata.api.ReferenceData` over the catalog at `db_path`; kinds the store lacks
+    are answered by `fallback` (the starter set), and describe() says so."""
+
+    REFRESH_SECONDS = 1.0
+
+    def __init__(self, db_path: str | Path, fallback=None):
+        from .starter import starter
+
+        self.db_path = Path(db_path)
+        self.fallback = fallback if fallback is not None else starter()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self._by_kind: dict[tuple[str, str | None], list[ReleaseInfo]] = {}
+        self._all: list[ReleaseInfo] = []
+        self._picks: dict = {}
+        self._ptp_cached = lru_cache(maxsize=8192)(self._ptp_query)
+        self.refresh()
+
+    # --- catalog -------------------------------------------------------------------------
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.db_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> None:
+        """Re-read the catalog (done automatically when the catalog file changes)."""
+        with self._lock:
+            self._stamp = self._file_stamp()
+            self._checked = time.monotonic()
+            infos = read_catalog(self.db_path)
+            by_kind: dict = {}
+            for info in infos:
+                by_kind.setdefault((info.kind, info.setting), []).append(info)
+            self._all, self._by_kind = infos, by_kind
+            self._picks = {}
+            self._ptp_cached.cache_clear()
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.REFRESH_SECONDS:
+            return
+        self._checked = now
+        if self._file_stamp() != self._stamp:
+            self.refresh()
+
+    @property
+    def releases(self) -> list[ReleaseInfo]:
+        self._maybe_refresh()
+        return list(self._all)
+
+    def has_releases(self) -> bool:
+        return bool(self._all)
+
+    def pick(self, kind: str, setting: str | None, on: date | None) -> ReleaseInfo | None:
+        self._maybe_refresh()
+        key = (kind, setting, on)
+        picks = self._picks
+        if key in picks:
+            return picks[key]
+        info = pick_release(self._by_kind.get((kind, setting), []), on)
+        if len(picks) > 10000:
+            picks.clear()
+        picks[key] = info
+        return info
+
+    def connection(self, info: ReleaseInfo) -> sqlite3.Connection:
+        """This thread's read-only connection to a release file."""
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get(info.file)
+        if conn is None:
+            conn = conns[info.file] = ro_connect(releases_dir(self.db_path) / info.file, immutable=True)
+        return conn
+
+    def _lookups(self, info: ReleaseInfo) -> dict:
+        """Small per-release tables: rationale texts and source names."""
+        if not info._lookups:
+            conn = self.connection(info)
+            lk = {"sources": dict(conn.execute("SELECT id, name FROM sources"))}
+            if info.kind == "ptp":
+                lk["rationale"] = dict(conn.execute("SELECT id, text FROM rationale"))
+            info._lookups = lk
+        return info._lookups
+
+    # --- ReferenceData ------------------------------------------------------------------
+    def ptp_edits(self, codes: Iterable[str], on: date, setting: str) -> list[PtpEdit]:
+        info = self.pick("ptp", setting, on)
+        if info is None:
+            return self.fallback.ptp_edits(codes, on, setting)
+        key = tuple(sorted({c.strip().upper() for c in codes}))
+        if len(key) < 2:
+            return []
+        return list(self._ptp_cached(info.id, key, date_key(on)))
+
+    def _info(self, release_id: int) -> ReleaseInfo:
+        for info in self._all:
+            if info.id == release_id:
+                return info
+        raise KeyError(release_id)
+
+    def _ptp_query(self, release_id: int, codes: tuple[str, ...], day: int) -> tuple[PtpEdit, ...]:
+        info = self._info(release_id)
+        conn = self.connection(info)
+        marks = ",".join("?" * len(codes))
+        sql = ("SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
+               f" FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})"
+               " AND (effective IS NULL OR effective <= ?) AND (deletion IS NULL OR deletion >= ?)")
+        rows = conn.execute(sql, (*codes, *codes, day, day)).fetchall()
+        if not rows:
+            return ()
+        lk = self._lookups(info)
+        rel = info.release
+        return tuple(PtpEdit(column1=r[0], column2=r[1], effective=int_date(r[2]), deletion=int_date(r[3]),
+                             modifier_indicator=r[4], rationale=lk["rationale"][r[5]], release=rel,
+                             row=r[7], source_file=lk["sources"].get(r[6]))
+                     for r in rows)
+
+    def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:
+        """Every row of the pair in the release answering `on`, in force or not (for `ncci pair`)."""
+        info = self.pick("ptp", setting, on)
+        if info is None:
+            return []
+        conn = self.connection(info)
+        lk = self._lookups(info)
+        rows = conn.execute("SELECT column_1, column_2, effective, deletion, modifier, rationale_id,"
+                            " source_id, line FROM ptp WHERE column_1=? AND column_2=?",
+                            (column1.strip().upper(), column2.strip().upper())).fetchall()
+        return [PtpEdit(column1=r[0], column2=r[1], effective=int_date(r[2]), deletion=int_date(r[3]),
+                        modifier_indicator=r[4], rationale=lk["rationale"][r[5]], release=info.release,
+                        row=r[7], source_file=lk["sources"].get(r[6])) for r in rows]
+
+    def mue(self, code: str, on: date, setting: str) -> MueLimit | None:
+        info = self.pick("mue", setting, on)
+        if info is None:
+            return self.fallback.mue(code, on, setting)
+        row = self.connection(info).execute(
+            "SELECT units, mai, rationale FROM mue WHERE code=? ORDER BY source_id, line LIMIT 1",
+            (code.strip().upper(),)).fetchone()
+        if row is None:
+            return None
+        return MueLimit(code=code.strip().upper(), units=row[0], mai=row[1], rationale=row[2],
+                        release=info.release)
+
+    def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
+        info = self.pick("aoc", None, on)
+        if info is None:
+            return self.fallback.add_on(add_on_code, on)
+        day = date_key(on)
+        rows = self.connection(info).execute(
+            "SELECT primary_code, edit_type FROM aoc WHERE add_on=?"
+            " AND (effective IS NULL OR effective <= ?) AND (deletion IS NULL OR deletion >= ?)"
+            " ORDER BY source_id, line", (add_on_code.strip().upper(), day, day)).fetchall()
+        if not rows:
+            return None
+        contractor = any(r[0] == "CCCCC" for r in rows)
+        return AddOnEdit(add_on=add_on_code.strip().upper(), edit_type=rows[0][1],
+                         primaries=frozenset(r[0] for r in rows if r[0] != "CCCCC"),
+                         contractor_defined=contractor, release=info.release)
+
+    def fee(self, code: str, modifier: str = "", on: date | None = None) -> FeeSchedule | None:
+        ind = self.pick("mpfs-indicators", None, on)
+        rvu = self.pick("mpfs-rvu", None, on)
+        if ind is None and rvu is None:
+            return self.fallback.fee(code, modifier, on)
+        code, modifier = code.strip().upper(), (modifier or "").strip().upper()
+        irow = rrow = None
+        if ind is not None:
+            irow = self.connection(ind).execute(
+                "SELECT status, pctc, glob FROM mpfs_indicators WHERE code=? AND mod=? LIMIT 1",
+                (code, modifier)).fetchone()
+        if rvu is not None:
+            rrow = self.connection(rvu).execute(
+                "SELECT rvu_fac_sum, rvu_non_sum, cf FROM mpfs_rvu WHERE code=? AND mod=? LIMIT 1",
+                (code, modifier)).fetchone()
+        if irow is None and rrow is None:
+            return None
+        main = ind if irow is not None else rvu
+        rel = main.release
+        if ind is not None and rvu is not None:
+            rel = Release(label=ind.label, kind="mpfs", setting=None, starter=False,
+                          source=", ".join(s["name"] for s in ind.sources + rvu.sources))
+        return FeeSchedule(code=code, modifier=modifier, status=irow[0] if irow else "",
+                           pctc=irow[1] if irow else "", global_days=irow[2] if irow else "",
+                           rvu_facility_total=rrow[0] if rrow else None,
+                           rvu_nonfacility_total=rrow[1] if rrow else None,
+                           conversion_factor=rrow[2] if rrow else None, release=rel)
+
+    def place_of_service(self, code: str) -> PlaceOfService | None:
+        info = self.pick("pos", None, None)
+        if info is None:
+            return self.fallback.place_of_service(code)
+        code = code.strip().zfill(2)
+        row = self.connection(info).execute(
+            "SELECT facility, name FROM pos WHERE code=? LIMIT 1", (code,)).fetchone()
+        if row is None:
+            return None
+        return PlaceOfService(code=code, facility=bool(row[0]), name=row[1], release=info.release)
+
+    def describe(self, on: date | None = None) -> dict:
+        """Releases in service on `on` (default today) per kind and setting, and fallbacks."""
+        self._maybe_refresh()
+        on = on or date.today()
+        in_service, fallback = [], []
+        seen = set()
+        for kind, setting in list(EXPECTED) + sorted(k for k in self._by_kind if k not in EXPECTED):
+            if (kind, setting) in seen:
+                continue
+            seen.add((kind, setting))
+            info = self.pick(kind, setting, on)
+            if info is None:
+                fallback.append({"kind": kind, "setting": setting,
+                                 "answered_by": "fluoro-cds starter data set (not a CMS release)"})
+            else:
+                in_service.append(info.as_dict())
+        return {"source": "sqlite", "db": str(self.db_path), "date": on.isoformat(),
+                "starter": bool(fallback), "in_service": in_service, "fallback": fallback,
+                "releases": len(self._all)}
+
+    def close(self) -> None:
+        """Close this thread's connections."""
+        for conn in getattr(self._local, "conns", {}).values():
+            conn.close()
+        self._local.conns = {}
+
+
+__all__ = ["SqliteStore", "ReleaseBuilder", "ReleaseInfo", "register", "read_catalog", "pick_release",
+           "default_db_path", "releases_dir", "KINDS"]
