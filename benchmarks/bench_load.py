@@ -77,6 +77,28 @@ def start_gunicorn(app: str, port: int, workdir: Path, threads: int) -> subproce
                             stderr=open(workdir / f"gunicorn-{port}.log", "wb"))
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by a gunicorn master and its workers."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if int(entry.name) == master or ppid == master:
+                total += _proc_cpu_seconds(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def wait_up(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=4,
                         help="gthread threads per worker, both apps (default 4, as deploy/)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds; each target runs duration/rounds s per round")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -118,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="fluoro-bench-"))
+    load0 = tuple(round(x, 2) for x in os.getloadavg())
     svc_port, echo_port = free_port(), free_port()
     procs = [start_gunicorn("service.app:create_app()", svc_port, workdir, args.threads),
              start_gunicorn("benchmarks.echo_app:create_app()", echo_port, workdir, args.threads)]
@@ -139,13 +162,18 @@ def main(argv: list[str] | None = None) -> int:
         # alike; each figure is the median over the rounds.
         rounds: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
         slice_s = max(1, args.duration // args.rounds)
+        master = {"echo": procs[1].pid}
         for _ in range(args.rounds):
             for name, url, _ in targets:
-                rounds[name].append(run_wrk(url, raws[name], slice_s, args.connections, workdir))
+                pid = master.get(name, procs[0].pid)
+                cpu0 = server_cpu_seconds(pid)
+                r = run_wrk(url, raws[name], slice_s, args.connections, workdir)
+                r["server_cpu_ms_per_req"] = (server_cpu_seconds(pid) - cpu0) * 1000 / max(1, r["requests"])
+                rounds[name].append(r)
         results = {}
         for name, runs in rounds.items():
             results[name] = {k: statistics.median(r[k] for r in runs)
-                             for k in ("rps", "p50_ms", "p99_ms")}
+                             for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req")}
             results[name]["non_2xx"] = sum(r["non_2xx"] for r in runs)
             results[name]["requests"] = sum(r["requests"] for r in runs)
             results[name]["body_bytes"], results[name]["cards"] = len(raws[name]), cards_of[name]
@@ -157,16 +185,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# gunicorn 2 gthread workers x {args.threads} threads; wrk -t2 -c{args.connections}; "
               f"{args.rounds} interleaved rounds of {slice_s}s per target (medians); "
               f"{os.cpu_count()} CPUs")
-        print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}{'cards':>7}")
+        print(f"# load average before/after: {load0} / {tuple(round(x, 2) for x in os.getloadavg())}")
+        print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}"
+              f"{'non-2xx':>9}{'cards':>7}")
         for name, r in results.items():
             print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+                  f"{r['server_cpu_ms_per_req']:>12.3f}"
                   f"{r['non_2xx']:>9}{'' if r['cards'] is None else r['cards']:>7}")
+        cpu_ratio = results["echo"]["server_cpu_ms_per_req"] / results["claim-review"]["server_cpu_ms_per_req"]
+        print(f"server CPU per request, echo / claim-review: {cpu_ratio:.2f} (the throughput ratio "
+              "a machine with nothing else running would approach)")
         p99 = results["claim-review"]["p99_ms"]
         print(f"claim-review / echo throughput: {ratio:.2f}x (target >= 0.5x: "
               f"{'met' if ratio >= 0.5 else 'MISSED'}); claim-review p99 {p99:.1f} ms "
               f"(target < 50 ms: {'met' if p99 < 50 else 'MISSED'})")
         if args.json:
-            Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+            Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio,
+                                                   "cpu_ratio": cpu_ratio}, indent=2))
         return 0
     finally:
         for p in procs:
