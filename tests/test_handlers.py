@@ -176,3 +176,40 @@ def test_fast_schema_path_agrees_with_jsonschema(n):
         assert fast.is_valid(instance) == v.py.is_valid(instance)
     assert first_error(v, body) is None
     assert all(first_error(v, b) is not None for b in broken)
+
+
+def _with_primary(s, code: str) -> dict:
+    """Scenario `s`'s prefetch request with its primary procedure (20650) changed to `code`."""
+    body = s.request(with_prefetch=True)
+    for entry in body["context"]["claim"]["entry"]:
+        res = entry["resource"]
+        concepts = [it["productOrService"] for it in res.get("item", [])] if res["resourceType"] == "Claim" \
+            else [res["code"]] if res["resourceType"] == "Procedure" else []
+        for concept in concepts:
+            if concept["coding"][0]["code"] == "20650":
+                concept["coding"][0]["code"] = code
+    return body
+
+
+def test_ptp_modifier_allowed_offers_removal_and_the_configured_bypass_modifier(client):
+    """27235 + 76000: PTP edit with modifier indicator 1 ("CPT Separate procedure definition")."""
+    s = scenario(4)
+    body = _with_primary(s, "27235")
+    body["extension"] = {"fluoro-cds.configuration": {"distinct-modifier": "59"}}
+    cards = _post(client, s.service_id, body)
+    [card] = [c for c in cards if c["source"]["topic"]["code"] == "ptp-modifier-allowed"]
+    assert {r["code"] for r in card["overrideReasons"]} >= {"distinct-site", "distinct-session"}
+    assert all(r["system"] == "https://fluoro-cds.org/CodeSystem/override-reason"
+               for r in card["overrideReasons"])
+    rec, bypass = card["suggestions"]
+    assert rec["isRecommended"] and not bypass["isRecommended"]
+    state = {f"Claim/{s.claim['id']}": s.claim}
+    assert "76000" not in billed_codes(apply_actions(state, rec["actions"]))
+    [update] = bypass["actions"]
+    claim = update["resource"]
+    from fhir.resources.R4B.claim import Claim
+    Claim.model_validate(claim)
+    [item] = [it for it in claim["item"] if it["productOrService"]["coding"][0]["code"] == "76000"]
+    assert {"system": "http://www.ama-assn.org/go/cpt", "code": "59"} in \
+        [c for m in item["modifier"] for c in m["coding"]]
+    assert "column 1 27235" in card["detail"] and "modifier indicator 1" in card["detail"]

@@ -114,6 +114,10 @@ def check_answer(s: Scenario, resp) -> list[dict]:
         after = apply_actions(state, _recommended(card)["actions"])
         [item] = claim_items_with(after, "76000")
         assert exp.add_modifier in modifiers_of(item)
+    for card in cards:
+        if card["source"]["topic"]["code"] == "mue-exceeded":  # units brought down to the MUE (3)
+            after = apply_actions(state, _recommended(card)["actions"])
+            assert sum(it["quantity"]["value"] for it in claim_items_with(after, "76000")) <= 3
     if exp.missing is not None:
         [card] = [c for c in cards if c["source"]["topic"]["code"] == "documentation-missing"]
         assert card["extension"]["fluoro-cds.missing-documentation"] == list(exp.missing)
