@@ -110,16 +110,37 @@ def _status(resource: dict, path: str) -> str | None:
 
 
 # --- companions --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Proc:
+    """An active, coded Procedure of the record, parsed once."""
+
+    path: str
+    resource: dict
+    code: str
+    day: date | None
+    sites: tuple[str, ...]
+    reasons: tuple[str, ...]
+    reports: tuple[str, ...]
+    line: Line | None  # as a line of its own (None without id)
+
+
 @dataclass
 class _Index:
     by_key: dict[str, dict] = field(default_factory=dict)
     by_type: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
+    _procs: list[_Proc] | None = None
 
     def of(self, rtype: str) -> list[tuple[str, dict]]:
         return self.by_type.get(rtype, [])
 
     def get(self, key: str | None) -> dict | None:
         return self.by_key.get(key) if key else None
+
+    def procedures(self) -> list[_Proc]:
+        if self._procs is None:
+            self._procs = [_parse_procedure(p, proc) for p, proc in _active(self.of("Procedure"))]
+            self._procs = [pr for pr in self._procs if pr is not None]
+        return self._procs
 
 
 def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
@@ -265,13 +286,16 @@ def _is_lab(rep: dict, path: str) -> bool:
     return False
 
 
-def _procedure_lines(index: _Index) -> list[tuple[str, dict, str]]:
-    out = []
-    for p, proc in _active(index.of("Procedure")):
-        code = procedure_code(proc.get("code"), f"{p}.code")
-        if code:
-            out.append((p, proc, code))
-    return out
+def _parse_procedure(p: str, proc: dict) -> _Proc | None:
+    code = procedure_code(proc.get("code"), f"{p}.code")
+    if not code:
+        return None
+    reports = tuple(r for rp, x in fr.items(proc.get("report"), f"{p}.report") if (r := fr.reference(x, rp)))
+    line = _order_line(proc, p) if proc.get("id") is not None else None
+    if line is not None:
+        return _Proc(p, proc, code, line.service_date, line.body_sites, line.diagnoses, reports, line)
+    return _Proc(p, proc, code, _procedure_date(proc, p), _concepts_keys(proc.get("bodySite"), f"{p}.bodySite"),
+                 _procedure_reasons(proc, p), reports, None)
 
 
 def _procedure_date(proc: dict, path: str) -> date | None:
@@ -288,17 +312,14 @@ def _procedure_reasons(proc: dict, path: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequence[tuple[str, dict]]) -> Evidence:
+def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequence[_Proc]) -> Evidence:
     indication = any(line.diagnoses for line in fluoro_lines)
     body_site = any(line.body_sites for line in fluoro_lines)
     report_refs: set[str] = set()
-    for p, proc in fluoro_procs:
-        indication = indication or bool(_procedure_reasons(proc, p))
-        body_site = body_site or bool(_concepts_keys(proc.get("bodySite"), f"{p}.bodySite"))
-        for rp, r in fr.items(proc.get("report"), f"{p}.report"):
-            ref = fr.reference(r, rp)
-            if ref:
-                report_refs.add(ref)
+    for proc in fluoro_procs:
+        indication = indication or bool(proc.reasons)
+        body_site = body_site or bool(proc.sites)
+        report_refs.update(proc.reports)
     minutes: list[float] = []
     dose = False
     for p, obs in _active(index.of("Observation")):
@@ -377,8 +398,7 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     facility = fr.reference(claim.get("facility"), "Claim.facility")
     if facility:
         location_refs.append(facility)
-    procs = [(pcode, _procedure_date(proc, pp), _concepts_keys(proc.get("bodySite"), f"{pp}.bodySite"),
-              _procedure_reasons(proc, pp)) for pp, proc, pcode in _procedure_lines(index)]
+    procs = [(pr.code, pr.day, pr.sites, pr.reasons) for pr in index.procedures()]
     lines: list[Line] = []
     fluoro_pos: list[str] = []
     other_pos: list[str] = []
@@ -453,8 +473,8 @@ def _encounter_start(encounters: Sequence[tuple[str, dict]]) -> date | None:
     return None
 
 
-def _fluoro_procs(index: _Index) -> list[tuple[str, dict]]:
-    return [(p, proc) for p, proc, code in _procedure_lines(index) if code == FLUORO]
+def _fluoro_procs(index: _Index) -> list[_Proc]:
+    return [pr for pr in index.procedures() if pr.code == FLUORO]
 
 
 def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _Index,
@@ -469,7 +489,23 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _I
     evidence = _with_distinct(parts.lines, evidence, default_date)
     checked = any(index.of(t) for t in _CLINICAL_TYPES)
     return Case(kind=kind, setting=setting, lines=tuple(parts.lines), evidence=evidence,
-                default_date=default_date, claim=claim, evidence_checked=checked)
+                default_date=default_date, claim=claim, evidence_checked=checked,
+                context_lines=_unbilled_procedures(parts.lines, index))
+
+
+def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ...]:
+    """Active Procedures of the record whose code (on their date) is not among the billed lines."""
+    billed = {(ln.code, ln.service_date) for ln in lines}
+    billed_codes = {ln.code for ln in lines}
+    out = []
+    for pr in index.procedures():
+        line = pr.line
+        if line is None or line.code == FLUORO:
+            continue
+        if (line.code, line.service_date) in billed or (line.service_date is None and line.code in billed_codes):
+            continue
+        out.append(line)
+    return tuple(out)
 
 
 def case_from_claim(claim: dict, companions: Sequence[dict], reference: ReferenceData, *,
@@ -547,9 +583,8 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
         if line is not None and line.key not in seen:
             seen.add(line.key)
             lines.append(line)
-    for p, proc in _active(index.of("Procedure")):
-        fr.string(proc.get("id"), f"{p}.id")
-        line = _order_line(proc, p) if proc.get("id") else None
+    for pr in index.procedures():
+        line = pr.line
         if line is not None and line.key not in seen:
             seen.add(line.key)
             lines.append(line)
@@ -582,13 +617,7 @@ def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict
             fr.validate_full(claim)
         parts = _claim_parts(claim, index)
         return _case_from_claim_parts("encounter", claim, parts, index, reference, encounters)
-    lines: list[Line] = []
-    for p, proc in _active(index.of("Procedure")):
-        if not proc.get("id"):
-            continue
-        line = _order_line(proc, p)
-        if line is not None:
-            lines.append(line)
+    lines = [pr.line for pr in index.procedures() if pr.line is not None]
     setting = _setting((), (), encounters, index, reference, PRACTITIONER)
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
     evidence = _evidence(fluoro_lines, index, _fluoro_procs(index))

@@ -10,11 +10,11 @@ from datetime import date
 
 FLUORO = "76000"
 
-# Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
 # NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
 DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
-COMPONENT_MODIFIERS = frozenset({"26", "TC"})
+COMPONENT_MODIFIERS = frozenset({"26", "TC"})  # professional / technical component (MPFS PC/TC)
 
+# Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
 DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
                 "images-retained", "signed-interpretation", "separate-procedure")
 
@@ -73,7 +73,7 @@ class Evidence:
     findings: bool = False  # a DiagnosticReport conclusion
     images_retained: bool = False  # ImagingStudy / DiagnosticReport.imagingStudy / media
     signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
-    separate_procedure: bool = True  # no other same-date procedure that includes fluoroscopy
+    separate_procedure: bool = True  # extraction leaves True; the rules check same-date lines and Case.context_lines
     distinct_marker: bool = False  # something in the record shows the fluoroscopy was distinct
 
     def missing(self) -> tuple[str, ...]:
@@ -102,6 +102,9 @@ class Case:
     default_date: date | None = None  # date of service when a line carries none
     claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
     evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
+    # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
+    # a "separate procedure" when none of them on the same date includes fluoroscopy (DESIGN.md s. 4).
+    context_lines: tuple[Line, ...] = ()
 
     def line_date(self, line: Line) -> date | None:
         return line.service_date or self.default_date

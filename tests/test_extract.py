@@ -290,3 +290,22 @@ def test_fixture_prefetch_keys_match_the_service_templates():
         s = scenario(n)
         assert set(s.prefetch) <= set(BY_ID[s.service_id].prefetch), n
         assert BY_ID[s.service_id].hook == s.hook
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c["item"][1].__setitem__("servicedDate", "2024-13-45"),
+    lambda c: c["item"][1].__setitem__("servicedDate", "2024-02-30"),
+    lambda c: c["item"][0].pop("sequence"),
+    lambda c: c["item"][1].__setitem__("modifier", {"coding": []}),
+    lambda c: c["item"][0]["productOrService"]["coding"][0].__setitem__("code", 20650),
+    lambda c: c["item"][0].update(servicedPeriod={"start": "yesterday"}) or c["item"][0].pop("servicedDate"),
+])
+def test_element_validation_reports_the_same_path_as_r4b(mutate):
+    from hooks.fhir_read import validate_full
+    claim = copy.deepcopy(scenario(4).claim)
+    mutate(claim)
+    with pytest.raises(InvalidResource) as ours:
+        case_from_claim(claim, [], REF)
+    with pytest.raises(InvalidResource) as r4b:
+        validate_full(claim)
+    assert ours.value.path == r4b.value.path

@@ -1,6 +1,7 @@
 """Rule semantics beyond the scenarios: suppression order, configuration, modifiers, MUE, orders."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -74,7 +75,9 @@ def test_documented_distinct_service_is_separately_reportable():
     assert run(line("29881", sites=knee), line("76000", "XS", seq=2, sites=hip)) == []
     # the modifier alone does not show it was distinct
     (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2))
-    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # no second XS offered
+    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # XS is already there: not offered again
+    (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2), **{"distinct-modifier": "59"})
+    assert [x.modifier for x in f.fixes] == [None, "59"]
     # a different documented indication also shows it
     assert run(line("27235", dx=("icd|S72.001A",)), line("76000", "XS", seq=2, dx=("icd|R13.10",))) == []
 
@@ -196,3 +199,27 @@ def test_policy_files_are_versioned_with_sources():
 def test_separately_reportable_primaries_give_no_bundling(code):
     fs = run(line(code), line("76000", seq=2))
     assert not {F.PTP_BUNDLED, F.PTP_MODIFIER_ALLOWED, F.FLUOROSCOPY_INTEGRAL} & set(codes(fs))
+
+
+def test_unbilled_procedure_that_includes_fluoroscopy_questions_separate_procedure():
+    unbilled = (Line(key="Procedure/p1", code="29881", service_date=DAY, kind="procedure", resource="Procedure/p1"),)
+    case = Case(kind="claim", setting=OFFICE, lines=(line("76000"),), evidence=DOCS, default_date=DAY,
+                context_lines=unbilled)
+    (f,) = evaluate(case, REF, resolve(None))
+    assert f.code == F.DOCUMENTATION_MISSING and f.missing == ("separate-procedure",)
+    assert "29881" in f.reason and any(c.kind == "policy" for c in f.citations)
+    other_day = replace(unbilled[0], service_date=date(2024, 8, 9))
+    assert evaluate(replace(case, context_lines=(other_day,)), REF, resolve(None)) == []
+
+
+def test_extraction_finds_unbilled_procedures():
+    from hooks.extract import case_from_claim, split_claim_bundle
+    from tests.scenario_fixtures import scenario
+    s = scenario(1)
+    claim, companions = split_claim_bundle(s.context["claim"])
+    claim["item"] = claim["item"][1:]  # bill 76000 alone; the record still shows 29881 that day
+    case = case_from_claim(claim, companions, REF)
+    assert [ln.code for ln in case.context_lines] == ["29881"]
+    (f,) = [f for f in evaluate(case, REF, resolve(None)) if f.code == F.DOCUMENTATION_MISSING]
+    assert f.missing == ("separate-procedure",)
+    assert case_from_claim(*split_claim_bundle(scenario(1).context["claim"]), REF).context_lines == ()

@@ -127,3 +127,34 @@ def test_ptp_citation_names_release_and_row(real):
     (f,) = findings_of(scenario(9), starter())
     ptp = [c for c in f.citations if c.kind == "ncci-ptp"][0]
     assert ptp.starter and "starter set, not a CMS release" in ptp.text
+
+
+from tests.ncci_support import real_ncci_db, real_reference  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_real_sqlite_store_gives_the_same_answer(real_reference, n):
+    """The imported CMS July 2024 release in the nccidata SQLite store answers like the starter set."""
+    s = scenario(n)
+    findings = findings_of(s, real_reference)
+    check(s, findings, case_of(s, real_reference))
+    check_contract(findings)
+    assert _answer(findings) == _answer(findings_of(s, starter()))
+    assert not any(c.starter for f in findings for c in f.citations if c.kind.startswith("ncci"))
+
+
+def test_policy_files_agree_with_the_real_tables(real):
+    """Entries whose source cites the CMS tables are backed by rows of the July 2024 release."""
+    from datetime import date
+
+    from hooks.rules import policy
+    pol, on = policy(), date(2024, 8, 1)
+    for add_on in ("77002", "77003"):
+        prims = set().union(*[e.codes for e in pol.guidance.values() if e.add_on == add_on])
+        assert prims <= real.add_ons[add_on].primaries, add_on
+    assert real.add_ons["77001"].contractor_defined
+    table = real.ptp["practitioner"]
+    for entry in {e.codes_spec: e for e in pol.integral.values()}.values():
+        if "NCCI PTP" in entry.source:
+            active = [c for c in entry.codes if (c, "76000") in table and table[(c, "76000")].in_force(on)]
+            assert active, entry.codes_spec

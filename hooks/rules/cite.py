@@ -13,10 +13,12 @@ INDICATOR_MEANING = {"0": "no modifier allowed", "1": "an NCCI-associated modifi
 
 
 def _source(release: Release) -> str:
-    text = release.citation()
-    if release.starter and STARTER_NOTE not in text:
-        text += f" ({STARTER_NOTE})"
-    return text
+    """The release's citation; starter rows say "starter set, not a CMS release" in so many words."""
+    if release.starter:
+        where = f" {release.setting}" if release.setting else ""
+        return (f"fluoro-cds {STARTER_NOTE} ({release.kind.upper()} {release.label}{where}, authored from CMS "
+                "NCCI facts)")
+    return release.citation()
 
 
 @lru_cache(maxsize=4096)

@@ -10,7 +10,7 @@ mue-exceeded are then not reported for it (they would fix a line that must go).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Sequence
 
@@ -18,7 +18,7 @@ from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
 
 from .. import findings as F
 from ..findings import Citation, Finding, Fix
-from ..model import COMPONENT_MODIFIERS, FLUORO, Case, Line
+from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, Case, Line
 from . import cite
 from .policy import Policy, PolicyEntry, policy
 
@@ -39,7 +39,7 @@ OVERRIDE_REASONS = (
 ELEMENT_LABELS = {"indication": "indication", "fluoroscopy-time": "fluoroscopy time",
                   "radiation-dose": "radiation dose", "body-site": "body site", "findings": "findings",
                   "images-retained": "retained images", "signed-interpretation": "signed interpretation",
-                  "separate-procedure": "separate-procedure status"}
+                  "separate-procedure": "that it was a separate procedure"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
             if f is not None:
                 out.append(f)
         if case.evidence_checked and enabled[F.DOCUMENTATION_MISSING]:
-            f = _documentation(case, billable, reference)
+            unbilled = [p for r in billable for p in _unbilled_conflicts(case, r, reference, pol)]
+            f = _documentation(case, billable, unbilled)
             if f is not None:
                 out.append(f)
     out.sort(key=lambda f: f.priority)
@@ -180,6 +181,15 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
         if edit is not None:
             review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit))
     return review
+
+
+def _unbilled_conflicts(case: Case, review: _LineReview, reference: ReferenceData, pol: Policy) -> list[Problem]:
+    """Problems of a billable 76000 with Procedures of the record that are not on the claim: they
+    question whether the fluoroscopy was a separate procedure (DESIGN.md section 4)."""
+    if not case.context_lines:
+        return []
+    pseudo = replace(case, lines=(review.line,) + case.context_lines)
+    return _review_line(pseudo, review.line, reference, pol).problems
 
 
 def _fee_modifier(line: Line) -> str:
@@ -265,7 +275,7 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     elif problem.code == F.FLUOROSCOPY_INTEGRAL:
         entry = problem.entry
         summary = f"Remove 76000: fluoroscopy is integral to {partner.code} ({entry.category.replace('-', ' ')})"
-        reason = (f"Fluoroscopy is part of **{partner.code}** ({entry.description}); it is not separately "
+        reason = (f"Fluoroscopy is part of **{partner.code}**: {entry.description}. It is not separately "
                   f"reportable as 76000{when}. Never add 76000 to this procedure.")
         fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (integral to {partner.code})"),)
     else:  # PTP_MODIFIER_ALLOWED
@@ -278,7 +288,7 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
                   f"fluoroscopy was distinct (different site, session or indication), so 76000 is bundled. "
                   f"Append {modifier} only if it truly was distinct, and document why.")
         fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})"),)
-        if not line.has_distinct_modifier():
+        if modifier not in line.modifiers:
             fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
                           label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
         override = OVERRIDE_REASONS
@@ -327,10 +337,11 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             fee_mod = _fee_modifier(target)
             amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
             scope = "on one line" if limit.mai == 1 else "on one date of service"
+            when_paren = f" ({day.isoformat()})" if day else ""
             out.append(Finding(
                 code=F.MUE_EXCEEDED, severity="warning",
                 summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"),
-                reason=(f"{total} units of 76000 are billed {scope}{when}; the Medically Unlikely Edit allows "
+                reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
                         f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."),
                 lines=tuple(r.line.key for r in lines),
                 citations=(cite.mue(limit), policy().facts["mue"].citation()), fixes=(fix,),
@@ -386,17 +397,28 @@ def _duration(case: Case, billable: Sequence[_LineReview]) -> Finding | None:
         fixes=fixes, priority=PRIORITY[F.DURATION_EXCEEDED])
 
 
-def _documentation(case: Case, billable: Sequence[_LineReview], reference: ReferenceData) -> Finding | None:
-    missing = case.evidence.missing()
+def _documentation(case: Case, billable: Sequence[_LineReview], unbilled: Sequence[Problem]) -> Finding | None:
+    missing = set(case.evidence.missing())
+    if unbilled:
+        missing.add("separate-procedure")
     if not missing:
         return None
-    names = [ELEMENT_LABELS[m] for m in missing]
+    missing_t = tuple(e for e in DOC_ELEMENTS if e in missing)
+    names = [ELEMENT_LABELS[m] for m in missing_t]
     listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+    reason = ("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
+              + ". Each element is read from the FHIR record as listed in docs/rules.md.")
+    citations = [policy().facts["documentation"].citation()]
+    if unbilled:
+        procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
+        reason += ("\n\nThe record shows " + ", ".join(procs) + " on the same date, which includes or bundles "
+                   "fluoroscopy; document that the fluoroscopy was a separate procedure (different site, "
+                   "session or indication), or do not bill 76000.")
+        citations += [c for p in unbilled for c in p.citations()]
     return Finding(
         code=F.DOCUMENTATION_MISSING, severity="warning",
         summary=_clip(f"Document {listed} for 76000, or do not bill it"),
-        reason=("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
-                + ". Each element is read from the FHIR record as listed in docs/rules.md."),
-        lines=tuple(r.line.key for r in billable), citations=(policy().facts["documentation"].citation(),),
-        fixes=(Fix(F.DOCUMENT, elements=missing, label="Complete the fluoroscopy documentation"),),
-        missing=missing, priority=PRIORITY[F.DOCUMENTATION_MISSING])
+        reason=reason, missing=missing_t,
+        lines=tuple(r.line.key for r in billable), citations=_dedupe(citations),
+        fixes=(Fix(F.DOCUMENT, elements=missing_t, label="Complete the fluoroscopy documentation"),),
+        priority=PRIORITY[F.DOCUMENTATION_MISSING])
