@@ -12,7 +12,6 @@ Pure functions: the only randomness is the id of a created draft order, drawn fr
 """
 from __future__ import annotations
 
-import copy
 import re
 import uuid
 from typing import Callable

@@ -8,7 +8,7 @@ from hooks import cards
 from hooks.config import resolve
 from hooks.findings import Citation, Fix
 from hooks.model import Case, Line, Setting
-from tests.cards_support import (PTP_CITATION, claim_case, claim_item, finding, line_key,
+from tests.cards_support import (claim_case, claim_item, finding, line_key,
                                  make_claim, remove_fix, validate_claim)
 
 LABEL = "fluoro-cds claim review"
