@@ -12,12 +12,12 @@ Pure functions: the only randomness is the id of a created draft order, drawn fr
 """
 from __future__ import annotations
 
-import copy
 import re
 import uuid
 from typing import Callable
 
 from . import claim_edit
+from .claim_edit import clone
 from .findings import (ADD_MODIFIER, DOCUMENT, REDUCE_UNITS, REMOVE_LINE, REMOVE_MODIFIER,
                        REPLACE_CODE, Fix)
 from .model import Case, Line
@@ -113,7 +113,7 @@ def _describe(fix: Fix, line: Line | None) -> str:
 
 def _new_draft(draft: dict, code: str, new_id: str) -> dict:
     """A copy of a draft order with `code` (CPT) in place of its code, under a new id."""
-    order = copy.deepcopy(draft)
+    order = clone(draft)
     order["id"] = new_id
     order.pop("meta", None)
     order.pop("identifier", None)  # identifiers belong to the original order

@@ -8,6 +8,8 @@ data set, not a CMS release.
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 import uuid
 from typing import Callable
 
@@ -15,6 +17,24 @@ from .actions import actions_for
 from .findings import (ADD_MODIFIER, DOCUMENTATION_MISSING, FINDING_CODES, PTP_MODIFIER_ALLOWED,
                        Citation, Finding, Fix)
 from .model import Case
+
+_rng: tuple[int, random.Random] | None = None
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID for a card or suggestion.
+
+    Drawn from a per-process Mersenne Twister seeded from os.urandom (reseeded after a fork), not
+    from os.urandom on every call: uuid4() releases the GIL in getrandom(), and under gunicorn's
+    threaded workers each release is a GIL hand-off that showed up as the top wait in py-spy
+    profiles. Card ids need uniqueness, not unpredictability.
+    """
+    global _rng
+    pid = os.getpid()
+    if _rng is None or _rng[0] != pid:
+        _rng = (pid, random.Random(os.urandom(32)))
+    return str(uuid.UUID(int=_rng[1].getrandbits(128), version=4))
+
 
 TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"
 OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
@@ -159,7 +179,7 @@ def _suggestions(f: Finding, case: Case, config: dict, drafts: dict | None,
 
 def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
                 drafts: dict | None = None,
-                new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> dict:
+                new_id: Callable[[], str] = new_uuid) -> dict:
     """One finding as one card."""
     indicator = f.severity if f.severity in ("info", "warning") else "warning"
     suggestions = _suggestions(f, case, config, drafts, new_id)
@@ -190,7 +210,7 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
 
 def render(findings: list[Finding], case: Case, config: dict, *, service_label: str,
            drafts: dict[str, dict] | None = None,
-           new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> list[dict]:
+           new_id: Callable[[], str] = new_uuid) -> list[dict]:
     """Cards for `findings`: one per finding, most important first, at most ``max-cards``.
 
     `drafts` maps "Type/id" to the draft order resources of an order-sign request (used to build

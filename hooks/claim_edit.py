@@ -21,12 +21,22 @@ import copy
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 # Modifiers are CPT (26, 59) or HCPCS Level II (XS, XU, XE, XP, TC) codes; the card contract asks
 # for the CPT system on the modifier Codings we add (DESIGN.md section 3).
 MODIFIER_SYSTEM = CPT_SYSTEM
 
 _SEQ_REFS = ("diagnosisSequence", "procedureSequence", "careTeamSequence", "informationSequence")
+
+
+def clone(resource: dict) -> dict:
+    """A deep copy of a JSON resource (orjson round trip: ~10x faster than copy.deepcopy)."""
+    try:
+        return orjson.loads(orjson.dumps(resource))
+    except TypeError:  # not plain JSON (e.g. Decimal values): the general copy
+        return copy.deepcopy(resource)
 
 
 class ClaimEditError(ValueError):
@@ -115,7 +125,8 @@ def _recompute_total(claim: dict) -> None:
 
 def remove_item(claim: dict, sequence: int) -> dict:
     """Drop the item with `sequence`; re-sequence items 1..n and remap item-sequence references."""
-    out = copy.deepcopy(claim)
+    raw = orjson.dumps(claim)
+    out = orjson.loads(raw)
     idx = _item_index(out, sequence)
     items = out["item"]
     del items[idx]
@@ -123,7 +134,8 @@ def remove_item(claim: dict, sequence: int) -> dict:
     for n, item in enumerate(items, start=1):
         mapping[item["sequence"]] = n
     rest = {k: v for k, v in out.items() if k != "item"}
-    rest = _remap_item_sequences(rest, mapping)
+    if b'"itemSequence"' in raw:  # only contained resources / extensions can point at items
+        rest = _remap_item_sequences(rest, mapping)
     for n, item in enumerate(items, start=1):
         item["sequence"] = n
         _renumber_details(item)
@@ -139,7 +151,7 @@ def remove_item(claim: dict, sequence: int) -> dict:
 def replace_code(claim: dict, sequence: int, code: str, display: str | None = None,
                  system: str = CPT_SYSTEM) -> dict:
     """Set item.productOrService to the single Coding {system, code[, display]}."""
-    out = copy.deepcopy(claim)
+    out = clone(claim)
     item = out["item"][_item_index(out, sequence)]
     coding = {"system": system, "code": code}
     if display:
@@ -156,7 +168,7 @@ def item_modifiers(item: dict) -> list[str]:
 
 def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     """Append modifier `modifier` (Coding system CPT) unless the item already carries it."""
-    out = copy.deepcopy(claim)
+    out = clone(claim)
     item = out["item"][_item_index(out, sequence)]
     if modifier.upper() in (m.upper() for m in item_modifiers(item)):
         return out
@@ -167,7 +179,7 @@ def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:
 
 def remove_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     """Remove every Coding of `modifier` from the item; drop emptied CodeableConcepts."""
-    out = copy.deepcopy(claim)
+    out = clone(claim)
     item = out["item"][_item_index(out, sequence)]
     kept = []
     for cc in item.get("modifier") or []:
@@ -188,7 +200,7 @@ def set_units(claim: dict, sequence: int, units: int) -> dict:
     """Set item.quantity.value to `units`; keep item.net and Claim.total consistent."""
     if units < 1:
         raise ClaimEditError("units must be at least 1 (remove the item instead)")
-    out = copy.deepcopy(claim)
+    out = clone(claim)
     item = out["item"][_item_index(out, sequence)]
     quantity = dict(item.get("quantity") or {})
     quantity["value"] = units

@@ -8,7 +8,7 @@ from hooks import cards
 from hooks.config import resolve
 from hooks.findings import Citation, Fix
 from hooks.model import Case, Line, Setting
-from tests.cards_support import (PTP_CITATION, claim_case, claim_item, finding, line_key,
+from tests.cards_support import (claim_case, claim_item, finding, line_key,
                                  make_claim, remove_fix, validate_claim)
 
 LABEL = "fluoro-cds claim review"
@@ -236,3 +236,12 @@ def test_encounter_with_claim_updates_the_matching_claim_item():
     assert action["resource"]["item"][1]["modifier"][0]["coding"][0]["code"] == "26"
     assert "modifier" not in action["resource"]["item"][0]
     validate_claim(action["resource"])
+
+
+def test_new_uuid_is_a_version_4_uuid_and_unique():
+    import uuid as uuidlib
+    ids = {cards.new_uuid() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in list(ids)[:50]:
+        parsed = uuidlib.UUID(value)
+        assert parsed.version == 4 and str(parsed) == value

@@ -114,6 +114,10 @@ def check_answer(s: Scenario, resp) -> list[dict]:
         after = apply_actions(state, _recommended(card)["actions"])
         [item] = claim_items_with(after, "76000")
         assert exp.add_modifier in modifiers_of(item)
+    for card in cards:
+        if card["source"]["topic"]["code"] == "mue-exceeded":  # units brought down to the MUE (3)
+            after = apply_actions(state, _recommended(card)["actions"])
+            assert sum(it["quantity"]["value"] for it in claim_items_with(after, "76000")) <= 3
     if exp.missing is not None:
         [card] = [c for c in cards if c["source"]["topic"]["code"] == "documentation-missing"]
         assert card["extension"]["fluoro-cds.missing-documentation"] == list(exp.missing)
@@ -205,3 +209,11 @@ def test_scenario_17_invalid_claim_date_is_400_naming_the_path(client, with_bund
     err = resp.get_json()
     assert s.expected.error_path in err["issue"][0].get("expression", []) or \
         s.expected.error_path in err["error"], err
+
+
+@pytest.mark.parametrize("n", [12, 13])
+def test_no_prefetch_and_unreachable_fhir_server_is_412_for_every_hook(client, n):
+    s = scenario(n)
+    resp = _post(client, s, s.request(with_prefetch=False, fhir_server="http://127.0.0.1:9/fhir"))
+    assert resp.status_code == 412, resp.get_data(as_text=True)
+    assert resp.get_json()["error"] and "cards" not in resp.get_json()

@@ -51,6 +51,8 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     have = {key_of(r) for r in bundled} | {key_of(claim)}
     complete = bool(of_type(bundled, "Encounter"))
     companions = merge(bundled, _read_all(request, claim_references(claim), have, optional=False))
+    if complete and not getattr(request.fhir, "has_server", True):
+        return companions  # a complete Bundle and nowhere to search: nothing more to gather
     for enc in of_type(companions, "Encounter"):
         for rtype, params in encounter_searches(enc["id"]):
             try:
