@@ -18,6 +18,7 @@ from service.validation import validator
 from tests.cards_support import (BYPASS_MODIFIERS, apply_actions, billed_codes, claim_items_with,
                                  full_prefetch, modifiers_of, strip_volatile)
 from tests.fhir_server import fhir_server  # noqa: F401  (session fixture)
+from tests.ncci_support import real_ncci_db  # noqa: F401  (session fixture)
 from tests.scenario_fixtures import NUMBERS, Scenario, scenario
 
 REVIEW_SCENARIOS = [n for n in NUMBERS if n not in (16, 17)]
@@ -45,21 +46,15 @@ def real_ncci_client(request):
 
 
 @pytest.fixture(scope="session")
-def ncci_real_app(tmp_path_factory):
-    """The app over the real CMS July 2024 tables (the fluoroscopy rows, tests/rules_support.py)."""
-    from tests.conftest import require_shared_ncci
-    ncci = require_shared_ncci()
-    import service.app as app_module
+def ncci_real_app(real_ncci_db, tmp_path_factory):
+    """The app served from a real SQLite store of the CMS July 2024 tables (nccidata importer)."""
+    from service.app import create_app
     from service.settings import Settings
-    from tests.rules_support import real_ncci
-    tmp = tmp_path_factory.mktemp("ncci-real")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(app_module, "open_reference", lambda db_path=None: real_ncci(str(ncci)))
-    try:
-        return app_module.create_app(Settings(db_path=str(tmp / "ncci.sqlite"),
-                                              state_db_path=str(tmp / "state.sqlite")))
-    finally:
-        mp.undo()
+    tmp = tmp_path_factory.mktemp("ncci-real-app")
+    app = create_app(Settings(db_path=str(real_ncci_db), state_db_path=str(tmp / "state.sqlite")))
+    from nccidata.store import SqliteStore
+    assert isinstance(app.config["FLUORO_REFERENCE"], SqliteStore)  # not the starter fallback
+    return app
 
 
 def _initial_state(s: Scenario) -> dict[str, dict]:
