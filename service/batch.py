@@ -62,14 +62,19 @@ def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config:
                  first_line: int = 1) -> Iterator[dict]:
     """Review NDJSON lines (blank lines skipped), yielding one output record per record."""
     for number, raw in enumerate(lines, start=first_line):
-        if not raw.strip():
-            continue
-        try:
-            value = loads(raw)
-        except Exception as exc:  # orjson.JSONDecodeError
-            yield {"line": number, "claim": None, "error": f"not valid JSON: {exc}", "path": "$"}
-            continue
-        yield {"line": number, **review_record(value, reference, config)}
+        if raw.strip():
+            yield {"line": number, **review_raw(raw, reference, config)}
+
+
+def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict:
+    """Decode and review one NDJSON line; a line that is not JSON becomes an error record."""
+    if isinstance(raw, str):
+        raw = raw.encode()  # same bytes path (and error messages) as the file reader
+    try:
+        value = loads(raw.strip())
+    except Exception as exc:  # orjson.JSONDecodeError
+        return {"claim": None, "error": f"not valid JSON: {exc}", "path": "$"}
+    return review_record(value, reference, config)
 
 
 # --- process pool -------------------------------------------------------------------------------
