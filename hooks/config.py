@@ -43,6 +43,9 @@ OPTIONS: tuple[Option, ...] = (
            DISTINCT_MODIFIERS),
     Option("max-cards", "integer", "Maximum cards",
            "Return at most this many cards, most important first (0 = no limit).", 0),
+    Option("documentation-url", "string", "Documentation app URL",
+           "Absolute http(s) URL of the documentation app; when set, documentation-missing cards "
+           "link to it (empty = no link).", ""),
 ) + tuple(
     Option(code, "boolean", f"Check {code}", f"Report '{code}' findings.", True)
     for code in FINDING_CODES
@@ -63,6 +66,10 @@ def _coerce(option: Option, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         raise ConfigError(f"configuration option '{option.code}' must be a non-negative integer")
+    if option.code == "documentation-url":
+        if not isinstance(value, str) or (value and not value.startswith(("https://", "http://"))):
+            raise ConfigError("configuration option 'documentation-url' must be an http(s) URL or ''")
+        return value
     if not isinstance(value, str) or (option.values and value not in option.values):
         allowed = ", ".join(option.values)
         raise ConfigError(f"configuration option '{option.code}' must be one of: {allowed}")

@@ -24,14 +24,25 @@ class InvalidResource(ValueError):
 
 
 class FhirData(Protocol):
+    """FHIR data of one hook call (service/fhir_access.py implements it; docs/service.md).
+
+    Every method raises DataUnavailable when the data is neither in prefetch nor fetchable
+    (no fhirServer, server unreachable, 401/403/5xx): let it propagate for data the service
+    needs (the service layer answers 412), catch it for data that is merely useful.
+    """
+
     def prefetched(self, key: str) -> Any:
-        """The prefetch value under `key` (already resolved), or None when absent."""
+        """The data of the service's prefetch template `key` (a resource or a searchset Bundle):
+        the client's prefetch, else fetched from the FHIR server. None when the template does
+        not apply (a prefetch token without value, e.g. no encounterId) or there is no data
+        (the client sent null and the server, if any, has none)."""
 
     def read(self, reference: str) -> dict | None:
         """Read "Type/id" from prefetch or the FHIR server; None when the server says 404."""
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
-        """Search the FHIR server (all pages, bounded); resources of `resource_type` only."""
+        """Search the FHIR server (all pages, bounded); resources of `resource_type` only.
+        A search equal to one of the service's prefetch templates is answered from prefetch."""
 
 
 @dataclass

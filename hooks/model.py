@@ -10,6 +10,10 @@ from datetime import date
 
 FLUORO = "76000"
 
+# NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
+DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
+COMPONENT_MODIFIERS = frozenset({"26", "TC"})  # professional / technical component (MPFS PC/TC)
+
 # Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
 DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
                 "images-retained", "signed-interpretation", "separate-procedure")
@@ -29,7 +33,7 @@ class Setting:
 class Line:
     """One billed (Claim.item) or ordered (ServiceRequest / Procedure) service."""
 
-    key: str  # stable id within the case: "Claim.item[sequence=2]", "ServiceRequest/sr-1"
+    key: str  # stable id within the case: "Claim.item[1]" (0-based array index), "ServiceRequest/sr-1"
     code: str  # CPT/HCPCS code
     modifiers: tuple[str, ...] = ()
     units: int = 1
@@ -39,6 +43,23 @@ class Line:
     kind: str = "claim-item"  # "claim-item" | "service-request" | "procedure"
     resource: str | None = None  # "ServiceRequest/sr-1", "Procedure/p-1", or None for claim items
     sequence: int | None = None  # Claim.item.sequence
+
+    def has_distinct_modifier(self) -> bool:
+        return bool(DISTINCT_MODIFIERS.intersection(self.modifiers))
+
+    def distinct_from(self, other: "Line") -> bool:
+        """The record shows this service was distinct from `other`: an NCCI-associated modifier
+        (59/XE/XP/XS/XU) together with a different body site or a different documented indication
+        (both sides known and not overlapping). NCCI Policy Manual, Chapter I, modifier 59 / X{EPSU}."""
+        if not self.has_distinct_modifier():
+            return False
+        if self.body_sites and other.body_sites and not set(self.body_sites) & set(other.body_sites):
+            return True
+        return bool(self.diagnoses and other.diagnoses and not set(self.diagnoses) & set(other.diagnoses))
+
+    def same_site_as(self, other: "Line") -> bool:
+        """Both body sites are known and overlap (same anatomic site)."""
+        return bool(self.body_sites and other.body_sites and set(self.body_sites) & set(other.body_sites))
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ class Evidence:
     findings: bool = False  # a DiagnosticReport conclusion
     images_retained: bool = False  # ImagingStudy / DiagnosticReport.imagingStudy / media
     signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
-    separate_procedure: bool = True  # no other same-date procedure that includes fluoroscopy
+    separate_procedure: bool = True  # extraction leaves True; the rules check same-date lines and Case.context_lines
     distinct_marker: bool = False  # something in the record shows the fluoroscopy was distinct
 
     def missing(self) -> tuple[str, ...]:
@@ -81,6 +102,9 @@ class Case:
     default_date: date | None = None  # date of service when a line carries none
     claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
     evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
+    # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
+    # a "separate procedure" when none of them on the same date includes fluoroscopy (DESIGN.md s. 4).
+    context_lines: tuple[Line, ...] = ()
 
     def line_date(self, line: Line) -> date | None:
         return line.service_date or self.default_date

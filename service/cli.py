@@ -8,6 +8,13 @@ from nccidata.cli import add_commands as add_ncci_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()  # fail fast, before gunicorn forks workers
+    except SettingsError as exc:
+        print(f"fluoro-cds: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.dev:
         from .app import create_app
 
@@ -29,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="Flask development server")
     serve.set_defaults(func=_serve)
     add_ncci_commands(sub)
+    from .batch import add_command as add_batch_command
+
+    add_batch_command(sub)
     return parser
 
 

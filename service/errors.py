@@ -10,8 +10,9 @@ class ApiError(Exception):
     """An error answered as JSON with an HTTP status."""
 
     def __init__(self, status: int, message: str, *, code: str = "invalid",
-                 expression: str | None = None):
+                 expression: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
+        self.headers = headers or {}
         self.status = status
         self.message = message
         self.code = code
@@ -25,4 +26,7 @@ class ApiError(Exception):
 
 
 def error_response(err: ApiError) -> Response:
-    return Response(dumps(err.body()), status=err.status, mimetype="application/json")
+    resp = Response(dumps(err.body()), status=err.status, mimetype="application/json")
+    for name, value in err.headers.items():
+        resp.headers[name] = value
+    return resp

@@ -24,8 +24,9 @@ class CdsService:
 
     def discovery(self) -> dict:
         entry = {"hook": self.hook, "title": self.title, "description": self.description,
-                 "id": self.id, "prefetch": dict(self.prefetch),
-                 "extension": discovery_extension()}
+                 "id": self.id, "extension": discovery_extension()}
+        if self.prefetch:  # CDS Hooks 2.0: optional elements are omitted, never empty
+            entry["prefetch"] = dict(self.prefetch)
         if self.usage_requirements:
             entry["usageRequirements"] = self.usage_requirements
         return entry

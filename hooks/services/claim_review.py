@@ -1,19 +1,82 @@
-"""fluoroscopy-claim-review on the custom hook org.fluorocds.claim-review: reviews a FHIR Claim."""
+"""fluoroscopy-claim-review on the custom hook org.fluorocds.claim-review: reviews a FHIR Claim.
+
+``context.claim`` is a Claim, or a Bundle whose first entry is the Claim followed by companions
+(Encounter, Procedures, Observations, DiagnosticReports, ImagingStudies, Locations). The handler
+fetches the clinical resources the Claim references and the Bundle lacks (hooks.extract
+``claim_references``) and searches the encounter's documentation (``encounter_searches``).
+A clinical reference that can be neither found nor fetched is a 412; the searches are optional
+when the Bundle already carries the Encounter (it is then taken as complete). Suggestions carry
+one ``update`` action with the whole corrected Claim (DESIGN.md section 3).
+"""
 from __future__ import annotations
 
-from ..context import HookRequest
+from .. import cards, rules
+from ..context import DataUnavailable, HookRequest
+from ..extract import (case_from_claim, claim_references, encounter_searches, follow_references,
+                       split_claim_bundle)
 from .base import CdsService
+from .gather import key_of, merge, of_type
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
+SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
 
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
 }
 
 
+def _read_all(request: HookRequest, refs: list[str], have: set[str], *, optional: bool) -> list[dict]:
+    """Read each reference not yet held; 404s are skipped; unavailable data raises unless optional."""
+    out = []
+    for ref in refs:
+        if ref in have:
+            continue
+        try:
+            res = request.fhir.read(ref)
+        except DataUnavailable:
+            if optional:
+                continue
+            raise
+        if res is not None:
+            out.append(res)
+            have.add(ref)
+    return out
+
+
+def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
+    """The Bundle's companions, the clinical resources the Claim references (required), the
+    encounters' documentation (searched) and second-hop references (Encounter.location,
+    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
+    taken as complete: searches and second-hop reads that cannot be made are skipped."""
+    have = {key_of(r) for r in bundled} | {key_of(claim)}
+    complete = bool(of_type(bundled, "Encounter"))
+    companions = merge(bundled, _read_all(request, claim_references(claim), have, optional=False))
+    if complete and not getattr(request.fhir, "has_server", True):
+        return companions  # a complete Bundle and nowhere to search: nothing more to gather
+    for enc in of_type(companions, "Encounter"):
+        for rtype, params in encounter_searches(enc["id"]):
+            try:
+                found = request.fhir.search(rtype, params)
+            except DataUnavailable:
+                if complete:
+                    continue
+                raise
+            companions = merge(companions, found)
+    have |= {key_of(r) for r in companions}
+    return merge(companions, _read_all(request, follow_references(companions), have,
+                                       optional=complete))
+
+
 def handle(request: HookRequest) -> dict:
-    """Placeholder until the rules land: no cards."""
-    return {"cards": []}
+    claim, bundled = split_claim_bundle(request.context.get("claim"))
+    try:
+        companions = gather_companions(request, claim, bundled)
+    except DataUnavailable:
+        case_from_claim(claim, bundled, request.reference)  # an invalid Claim is a 400, not a 412
+        raise
+    case = case_from_claim(claim, companions, request.reference)
+    findings = rules.evaluate(case, request.reference, request.config)
+    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
 
 SERVICE = CdsService(

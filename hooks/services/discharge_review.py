@@ -1,21 +1,96 @@
-"""fluoroscopy-discharge-review on encounter-discharge: reviews the encounter's 76000 before billing."""
+"""fluoroscopy-discharge-review on encounter-discharge: reviews the encounter's 76000 before billing.
+
+Data: the Encounter (required), its Locations, Procedures, Observations, DiagnosticReports,
+ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR server. With a Claim,
+suggestions carry one ``update`` of the corrected Claim; without one, the cards explain what not to
+bill and what to document (DESIGN.md section 3).
+"""
 from __future__ import annotations
 
-from ..context import HookRequest
+from .. import cards, rules
+from ..context import DataUnavailable, HookRequest
+from ..extract import case_from_encounter, encounter_searches, follow_references
 from .base import CdsService
+from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
+                     reference_of)
+
+SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
 PREFETCH = {
     "encounter": "Encounter/{{context.encounterId}}",
+    "encounterLocations": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
     "procedures": "Procedure?encounter={{context.encounterId}}",
     "observations": "Observation?encounter={{context.encounterId}}",
     "reports": "DiagnosticReport?encounter={{context.encounterId}}",
+    "imagingStudies": "ImagingStudy?encounter={{context.encounterId}}",
     "claims": "Claim?encounter={{context.encounterId}}",
 }
 
+# Prefetch key holding the result of each encounter search (hooks.extract.encounter_searches).
+SEARCH_KEYS = {"Procedure": "procedures", "Observation": "observations",
+               "DiagnosticReport": "reports", "ImagingStudy": "imagingStudies"}
+
+
+def _claims_for_encounter(request: HookRequest, encounter: dict) -> list[dict]:
+    """Claims whose item.encounter is this encounter: prefetch, else Claim?encounter=, else
+    Claim?patient= filtered by item.encounter (for servers without the encounter parameter)."""
+    enc_ref = f"Encounter/{encounter['id']}"
+    try:
+        value = request.fhir.prefetched("claims")
+        if value is not None:
+            return prefetched_or_search(request.fhir, "claims", "Claim", {})
+        return []  # the client said: no Claim for this encounter
+    except DataUnavailable as first:
+        patient = request.context.get("patientId") or \
+            (reference_of(encounter.get("subject")) or "").split("/")[-1]
+        if not patient:
+            raise
+        try:
+            claims = request.fhir.search("Claim", {"patient": patient})
+        except DataUnavailable:
+            raise first from None
+    return [c for c in claims
+            if any(reference_of(e) == enc_ref for item in c.get("item") or []
+                   for e in item.get("encounter") or [])]
+
+
+def pick_claim(claims: list[dict]) -> dict | None:
+    """The Claim to correct: not cancelled / entered-in-error, preferring one billing 76000,
+    then the latest created."""
+    def bills_76000(c):
+        return any(cd.get("code") == "76000" for it in c.get("item") or []
+                   for cd in (it.get("productOrService") or {}).get("coding") or [])
+    live = [c for c in claims if c.get("resourceType") == "Claim"
+            and c.get("status") not in ("cancelled", "entered-in-error")]
+    if not live:
+        return None
+    return sorted(live, key=lambda c: (bills_76000(c), str(c.get("created", ""))))[-1]
+
 
 def handle(request: HookRequest) -> dict:
-    """Placeholder until the rules land: no cards."""
-    return {"cards": []}
+    enc_id = request.context["encounterId"]
+    encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
+    if encounter is None:
+        raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
+    found = [encounter_locations(request.fhir, encounter)]
+    for rtype, params in encounter_searches(enc_id):
+        found.append(prefetched_or_search(request.fhir, SEARCH_KEYS.get(rtype), rtype, params))
+    companions = merge([encounter], *found)
+    have = {key_of(r) for r in companions}
+    for ref in follow_references(companions):  # Procedure.report, DiagnosticReport.imagingStudy
+        if ref in have:
+            continue
+        try:
+            res = request.fhir.read(ref)
+        except DataUnavailable:
+            continue  # supplemental: the encounter searches already gave the documentation
+        if res is not None:
+            companions.append(res)
+            have.add(ref)
+    claim = pick_claim(_claims_for_encounter(request, encounter))
+    case = case_from_encounter(encounter, companions, claim, request.reference)
+    findings = rules.evaluate(case, request.reference, request.config)
+    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
 
 SERVICE = CdsService(

@@ -1,18 +1,46 @@
-"""fluoroscopy-order-review on order-sign: reviews draft orders for 76000 before they are signed."""
+"""fluoroscopy-order-review on order-sign: reviews draft orders for 76000 before they are signed.
+
+Data: ``context.draftOrders`` (a Bundle of ServiceRequest and/or Procedure) and, when
+``context.encounterId`` is given, the Encounter (required then), its Locations and Procedures, from
+prefetch or the FHIR server. Removing 76000 is a ``delete`` of the draft; replacing it is that
+``delete`` plus a ``create`` of the new draft order (DESIGN.md section 3).
+"""
 from __future__ import annotations
 
-from ..context import HookRequest
+from .. import cards, rules
+from ..context import DataUnavailable, HookRequest, InvalidResource
+from ..extract import case_from_orders
 from .base import CdsService
+from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
+                     resources_of)
+
+SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
 PREFETCH = {
     "encounter": "Encounter/{{context.encounterId}}",
+    "encounterLocations": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
     "procedures": "Procedure?encounter={{context.encounterId}}",
 }
 
 
 def handle(request: HookRequest) -> dict:
-    """Placeholder until the rules land: no cards."""
-    return {"cards": []}
+    draft_orders = request.context.get("draftOrders")
+    if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
+        raise InvalidResource("context.draftOrders must be a FHIR Bundle", "draftOrders")
+    drafts = {key_of(r): r for r in resources_of(draft_orders)}
+    companions: list[dict] = []
+    enc_id = request.context.get("encounterId")
+    if enc_id:
+        encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
+        if encounter is None:
+            raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
+        procedures = prefetched_or_search(request.fhir, "procedures", "Procedure",
+                                          {"encounter": f"Encounter/{enc_id}"})
+        companions = merge([encounter], encounter_locations(request.fhir, encounter), procedures)
+    case = case_from_orders(draft_orders, companions, request.reference)
+    findings = rules.evaluate(case, request.reference, request.config)
+    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL,
+                                  drafts=drafts)}
 
 
 SERVICE = CdsService(

@@ -1,0 +1,221 @@
+"""Render findings as CDS Hooks 2.0 cards (DESIGN.md section 3, CONTRACT; docs/cards.md).
+
+One card per finding, never two for the same problem; cards ordered by (priority, finding code,
+lines) so the same request gives the same cards apart from uuids; ``max-cards`` keeps the most
+important. Every card cites its source in ``detail`` and says so when the source is the starter
+data set, not a CMS release.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import uuid
+from typing import Callable
+
+from .actions import actions_for
+from .findings import (ADD_MODIFIER, DOCUMENTATION_MISSING, FINDING_CODES, PTP_MODIFIER_ALLOWED,
+                       Citation, Finding, Fix)
+from .model import Case
+
+_rng: tuple[int, random.Random] | None = None
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID for a card or suggestion.
+
+    Drawn from a per-process Mersenne Twister seeded from os.urandom (reseeded after a fork), not
+    from os.urandom on every call: uuid4() releases the GIL in getrandom(), and under gunicorn's
+    threaded workers each release is a GIL hand-off that showed up as the top wait in py-spy
+    profiles. Card ids need uniqueness, not unpredictability.
+    """
+    global _rng
+    pid = os.getpid()
+    if _rng is None or _rng[0] != pid:
+        _rng = (pid, random.Random(os.urandom(32)))
+    return str(uuid.UUID(int=_rng[1].getrandbits(128), version=4))
+
+
+TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"
+OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
+MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
+STARTER_NOTICE = "starter data set, not a CMS release"
+SUMMARY_MAX = 140
+
+TOPIC_DISPLAY = {
+    "ptp-bundled": "76000 bundled by an NCCI PTP edit (modifier indicator 0)",
+    "ptp-modifier-allowed": "76000 in an NCCI PTP edit that allows a modifier (indicator 1)",
+    "fluoroscopy-integral": "Fluoroscopy is integral to the primary procedure",
+    "use-guidance-code": "A fluoroscopic guidance code applies instead of 76000",
+    "modifier-26": "Professional component (modifier 26) in a facility setting",
+    "documentation-missing": "Fluoroscopy documentation missing",
+    "duration-exceeded": "Fluoroscopy time over one hour",
+    "modifier-misuse": "Modifier misused on 76000",
+    "mue-exceeded": "76000 units over the MUE",
+}
+
+DOC_ELEMENT_DISPLAY = {
+    "indication": "indication (reason code or linked diagnosis)",
+    "fluoroscopy-time": "fluoroscopy time (DICOM 113730 Total Fluoro Time)",
+    "radiation-dose": "radiation dose (DICOM 113722 / 113726 / 113725)",
+    "body-site": "body site examined",
+    "findings": "findings (report conclusion)",
+    "images-retained": "images retained (imaging study)",
+    "signed-interpretation": "signed interpretation (final report with interpreter)",
+    "separate-procedure": "a separate procedure (no other same-date procedure that includes "
+                          "fluoroscopy)",
+}
+
+DEFAULT_OVERRIDE_REASONS = (
+    ("distinct-site", "Fluoroscopy of a separate anatomic site"),
+    ("distinct-session", "Fluoroscopy in a separate session or encounter"),
+    ("distinct-indication", "Distinct, unrelated indication documented"),
+    ("payer-policy", "Payer policy allows separate reporting"),
+)
+
+_DETAIL_LABELS = {
+    "column1": "column 1", "column_1": "column 1", "column2": "column 2", "column_2": "column 2",
+    "modifier_indicator": "modifier indicator", "modifier-indicator": "modifier indicator",
+    "mue_units": "MUE units", "mai": "MAI",
+}
+
+
+def finding_order(f: Finding) -> tuple:
+    """Most important first: priority, then finding code (contract order), then lines."""
+    code_rank = FINDING_CODES.index(f.code) if f.code in FINDING_CODES else len(FINDING_CODES)
+    return (f.priority, code_rank, f.code, tuple(f.lines))
+
+
+def select(findings: list[Finding], config: dict) -> list[Finding]:
+    """Enabled findings, one per (code, lines), in card order, at most ``max-cards``."""
+    seen: set[tuple] = set()
+    out = []
+    for f in sorted(findings, key=finding_order):
+        if config.get(f.code, True) is False:
+            continue
+        key = (f.code, tuple(f.lines))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(f)
+    limit = int(config.get("max-cards") or 0)
+    return out[:limit] if limit > 0 else out
+
+
+def _summary(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_MAX else text[:SUMMARY_MAX - 1].rstrip() + "\u2026"
+
+
+def _citation_md(c: Citation) -> str:
+    """One bullet: the citation's line, plus the row fields its text does not already show."""
+    text = c.text.strip()
+    line = f"- {text}"
+    if c.release and c.release not in text:
+        line += f" (release {c.release})"
+    extra = []
+    for key, value in c.details:
+        if value in (None, ""):
+            continue
+        label, value = _DETAIL_LABELS.get(key, key.replace("_", " ")), str(value)
+        shown = (f"{label} {value}" in line or f"{label}: {value}" in line
+                 or (len(value) >= 4 and value in line))
+        if not shown:
+            extra.append(f"{label}: {value}")
+    if extra:
+        line += "; " + "; ".join(extra)
+    return line
+
+
+def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> str:
+    """Reason, missing elements, citations, payment effect, and (without actions) what to do."""
+    blocks = [f.reason.strip()]
+    if f.missing:
+        items = "\n".join(f"- {DOC_ELEMENT_DISPLAY.get(m, m)}" for m in f.missing)
+        blocks.append(f"**Missing documentation**\n\n{items}")
+    if f.citations:
+        source = "**Source**\n\n" + "\n".join(_citation_md(c) for c in f.citations)
+        if any(c.starter for c in f.citations):
+            source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
+                       "tables for authoritative edits.*")
+        blocks.append(source)
+    if f.payment:
+        blocks.append(f"**Payment effect:** {f.payment}")
+    if not actionable and fixes:
+        todo = "\n".join(f"- {fx.label}" for fx in fixes if fx.label)
+        if todo:
+            blocks.append(f"**What to do**\n\n{todo}")
+    return "\n\n".join(b for b in blocks if b)
+
+
+def _fill(fix: Fix, finding: Finding, config: dict) -> Fix:
+    """Give the configured distinct-service modifier to a bypass suggestion that names none."""
+    if fix.action == ADD_MODIFIER and not fix.modifier and finding.code == PTP_MODIFIER_ALLOWED:
+        modifier = config.get("distinct-modifier") or "XS"
+        label = fix.label or f"Append modifier {modifier} (distinct service documented)"
+        return dataclasses.replace(fix, modifier=modifier, label=label)
+    return fix
+
+
+def _suggestions(f: Finding, case: Case, config: dict, drafts: dict | None,
+                 new_id: Callable[[], str]) -> list[dict]:
+    out: list[dict] = []
+    seen: set[str] = set()
+    recommended_given = False
+    for fix in (_fill(fx, f, config) for fx in f.fixes):
+        actions = actions_for(fix, case, drafts=drafts, new_id=new_id)
+        if not actions:
+            continue
+        signature = repr([(a["type"], a.get("resourceId"), a.get("description")) for a in actions])
+        if signature in seen:
+            continue
+        seen.add(signature)
+        recommended = bool(fix.recommended) and not recommended_given
+        recommended_given |= recommended
+        out.append({"label": fix.label or actions[0]["description"], "uuid": new_id(),
+                    "isRecommended": recommended, "actions": actions})
+    return out
+
+
+def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
+                drafts: dict | None = None,
+                new_id: Callable[[], str] = new_uuid) -> dict:
+    """One finding as one card."""
+    indicator = f.severity if f.severity in ("info", "warning") else "warning"
+    suggestions = _suggestions(f, case, config, drafts, new_id)
+    card: dict = {
+        "uuid": new_id(),
+        "summary": _summary(f.summary),
+        "indicator": indicator,
+        "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes),
+        "source": {"label": service_label,
+                   "topic": {"system": TOPIC_SYSTEM, "code": f.code,
+                             "display": TOPIC_DISPLAY.get(f.code, f.code)}},
+    }
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
+    if f.code == PTP_MODIFIER_ALLOWED:
+        reasons = f.override_reasons or DEFAULT_OVERRIDE_REASONS
+        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
+                                   for c, d in reasons]
+    if f.code == DOCUMENTATION_MISSING:
+        card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing)}
+        url = config.get("documentation-url") or ""
+        if url:
+            card["links"] = [{"label": "Complete the fluoroscopy documentation", "url": url,
+                              "type": "absolute"}]
+    return card
+
+
+def render(findings: list[Finding], case: Case, config: dict, *, service_label: str,
+           drafts: dict[str, dict] | None = None,
+           new_id: Callable[[], str] = new_uuid) -> list[dict]:
+    """Cards for `findings`: one per finding, most important first, at most ``max-cards``.
+
+    `drafts` maps "Type/id" to the draft order resources of an order-sign request (used to build
+    the ``create`` action of a replacement order).
+    """
+    return [render_card(f, case, config, service_label=service_label, drafts=drafts,
+                        new_id=new_id)
+            for f in select(findings, config)]

@@ -1,0 +1,220 @@
+"""Typed, validating accessors over FHIR R4 JSON: every read checks the element it reads.
+
+The rules read a few dozen elements of a Claim and its companions. Validating a whole Claim with
+``fhir.resources.R4B`` costs ~0.5 ms (1.7 ms for a 10-line Claim, 2 ms for a Bundle), so on the
+hot path extraction validates *exactly the elements it reads*, with the FHIR R4 rules of their
+datatypes (date / dateTime regular expressions of the R4 spec plus a calendar check, positiveInt,
+decimal, string, CodeableConcept / Coding / Reference / Quantity / Period shapes). A violation
+raises :class:`hooks.context.InvalidResource` with the FHIR path of the element, e.g.
+``Claim.item[1].servicedDate``. Elements the rules do not read are not checked on this path;
+:func:`validate_full` runs the complete R4B model validation for callers that want it (and maps
+pydantic's error location to the same FHIR path form).
+"""
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, Iterator
+
+from .context import InvalidResource
+
+# FHIR R4 primitive regular expressions (http://hl7.org/fhir/R4/datatypes.html).
+_DATE_RE = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?")
+_DATETIME_RE = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?")
+
+
+def invalid(path: str, message: str) -> InvalidResource:
+    return InvalidResource(f"{path}: {message}", path)
+
+
+def obj(node: Any, path: str, *, required: bool = False) -> dict | None:
+    """A JSON object (FHIR complex element) or None when absent."""
+    if node is None:
+        if required:
+            raise invalid(path, "is required")
+        return None
+    if not isinstance(node, dict):
+        raise invalid(path, f"must be a JSON object, got {type(node).__name__}")
+    return node
+
+
+def items(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(path[i], element) of a FHIR repeating element (absent = empty)."""
+    if node is None:
+        return
+    if not isinstance(node, list):
+        raise invalid(path, f"must be a JSON array, got {type(node).__name__}")
+    for i, element in enumerate(node):
+        yield f"{path}[{i}]", element
+
+
+def objects(node: Any, path: str) -> Iterator[tuple[str, dict]]:
+    for p, element in items(node, path):
+        yield p, obj(element, p, required=True)
+
+
+def string(node: Any, path: str, *, required: bool = False) -> str | None:
+    if node is None:
+        if required:
+            raise invalid(path, "is required")
+        return None
+    if not isinstance(node, str):
+        raise invalid(path, f"must be a string, got {type(node).__name__}")
+    if node.strip() == "" and node != "":
+        raise invalid(path, "must not be blank")
+    return node
+
+
+def positive_int(node: Any, path: str, *, required: bool = False) -> int | None:
+    if node is None:
+        if required:
+            raise invalid(path, "is required")
+        return None
+    if isinstance(node, bool) or not isinstance(node, int) or node < 1:
+        raise invalid(path, f"must be a positiveInt, got {node!r}")
+    return node
+
+
+def decimal(node: Any, path: str) -> float | None:
+    if node is None:
+        return None
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or node != node:
+        raise invalid(path, f"must be a decimal number, got {node!r}")
+    return float(node)
+
+
+def fhir_date(node: Any, path: str) -> date | None:
+    """A FHIR ``date``; partial dates (YYYY, YYYY-MM) give None (not a day of service)."""
+    text = string(node, path)
+    if text is None:
+        return None
+    if not _DATE_RE.fullmatch(text):
+        raise invalid(path, f"is not a valid FHIR date: {text!r}")
+    return _calendar(text, path)
+
+
+def fhir_datetime_date(node: Any, path: str) -> date | None:
+    """The calendar date of a FHIR ``dateTime`` (None for partial dates)."""
+    text = string(node, path)
+    if text is None:
+        return None
+    if not _DATETIME_RE.fullmatch(text):
+        raise invalid(path, f"is not a valid FHIR dateTime: {text!r}")
+    return _calendar(text[:10], path)
+
+
+def _calendar(text: str, path: str) -> date | None:
+    if len(text) < 10:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise invalid(path, f"is not a calendar date: {text[:10]!r}") from None
+
+
+def period_start(node: Any, path: str) -> date | None:
+    period = obj(node, path)
+    if period is None:
+        return None
+    start = fhir_datetime_date(period.get("start"), f"{path}.start")
+    end = fhir_datetime_date(period.get("end"), f"{path}.end")
+    return start or end
+
+
+def codings(node: Any, path: str) -> list[tuple[str | None, str]]:
+    """(system, code) of each Coding of a CodeableConcept (codings without code are skipped).
+
+    Hot path: paths are only formatted when an element is invalid.
+    """
+    if node is None:
+        return []
+    if type(node) is not dict:
+        obj(node, path)
+    text = node.get("text")
+    if text is not None and type(text) is not str:
+        string(text, f"{path}.text")
+    cs = node.get("coding")
+    if cs is None:
+        return []
+    if type(cs) is not list:
+        raise invalid(f"{path}.coding", f"must be a JSON array, got {type(cs).__name__}")
+    out = []
+    for i, c in enumerate(cs):
+        if type(c) is not dict:
+            obj(c, f"{path}.coding[{i}]", required=True)
+        system = c.get("system")
+        code = c.get("code")
+        if (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
+            string(system, f"{path}.coding[{i}].system")
+            string(code, f"{path}.coding[{i}].code")
+        if code:
+            code = code.strip()
+            if not code:
+                raise invalid(f"{path}.coding[{i}].code", "must not be blank")
+            out.append((system, code))
+    return out
+
+
+def concept_text(node: Any, path: str) -> str | None:
+    cc = obj(node, path)
+    return string(cc.get("text"), f"{path}.text") if cc else None
+
+
+def reference(node: Any, path: str) -> str | None:
+    """The literal reference of a Reference, normalized to "Type/id" where possible."""
+    r = obj(node, path)
+    if r is None:
+        return None
+    value = string(r.get("reference"), f"{path}.reference")
+    return normalize_reference(value) if value else None
+
+
+_REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def normalize_reference(value: str) -> str:
+    """"Encounter/1", "https://x/fhir/Encounter/1/_history/2" -> "Encounter/1"; others unchanged."""
+    m = _REF_RE.search(value)
+    return f"{m.group(1)}/{m.group(2)}" if m else value
+
+
+def resource_type(resource: Any, path: str, expected: str | tuple[str, ...] | None = None) -> str:
+    res = obj(resource, path, required=True)
+    rtype = string(res.get("resourceType"), f"{path}.resourceType", required=True)
+    if expected is not None:
+        allowed = (expected,) if isinstance(expected, str) else expected
+        if rtype not in allowed:
+            raise invalid(f"{path}.resourceType", f"expected {' or '.join(allowed)}, got {rtype!r}")
+    return rtype
+
+
+def key_of(resource: dict) -> str | None:
+    rid = resource.get("id")
+    rtype = resource.get("resourceType")
+    if isinstance(rid, str) and isinstance(rtype, str):
+        return f"{rtype}/{rid}"
+    return None
+
+
+def validate_full(resource: dict) -> None:
+    """Full ``fhir.resources.R4B`` validation; the first error becomes an InvalidResource with a FHIR path."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(rtype, str):
+        raise invalid("resourceType", "is required")
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError, AttributeError):
+        raise invalid(f"{rtype}.resourceType", f"unknown FHIR R4 resource type {rtype!r}") from None
+    try:
+        model.model_validate(resource)
+    except ValidationError as err:
+        first = err.errors()[0]
+        path = rtype + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]
+                               if not str(p).startswith("function-"))
+        raise InvalidResource(f"{path}: {first['msg']}", path) from None

@@ -1,0 +1,424 @@
+"""The fluoroscopy (CPT 76000) billing rules: a pure function from a :class:`~hooks.model.Case` to
+:class:`~hooks.findings.Finding` s (DESIGN.md section 3). See ``docs/rules.md``.
+
+Per 76000 line, every same-date partner line is checked for *removal problems*: an NCCI PTP edit
+(76000 as column 2), a policy entry saying fluoroscopy is integral to the partner, or a guidance
+add-on code that replaces 76000 for the partner. One problem per line is reported, the most
+specific enabled one (:data:`RANK`), citing every row and policy entry that applies. A line with a
+removal problem is not billable: modifier-26, documentation-missing, duration-exceeded and
+mue-exceeded are then not reported for it (they would fix a line that must go).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Sequence
+
+from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
+
+from .. import findings as F
+from ..findings import Citation, Finding, Fix
+from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, Case, Line
+from . import cite
+from .policy import Policy, PolicyEntry, policy
+
+NO_DATE = date(9999, 12, 31)  # a line without a date of service: only edits without deletion apply
+DURATION_LIMIT_MINUTES = 60.0
+
+# Specificity of removal problems, most specific first (lower wins).
+RANK = {F.MODIFIER_MISUSE: 0, F.PTP_BUNDLED: 1, F.USE_GUIDANCE_CODE: 2, F.FLUOROSCOPY_INTEGRAL: 3,
+        F.PTP_MODIFIER_ALLOWED: 4}
+PRIORITY = {F.MODIFIER_MISUSE: 10, F.PTP_BUNDLED: 10, F.USE_GUIDANCE_CODE: 20, F.FLUOROSCOPY_INTEGRAL: 20,
+            F.PTP_MODIFIER_ALLOWED: 30, F.MUE_EXCEEDED: 40, F.MODIFIER_26: 50, F.DURATION_EXCEEDED: 60,
+            F.DOCUMENTATION_MISSING: 70}
+OVERRIDE_REASONS = (
+    ("distinct-site", "Fluoroscopy of a different anatomic site than the procedure"),
+    ("distinct-session", "Separate session or encounter on the same date"),
+    ("distinct-indication", "Separate, unrelated diagnostic indication documented"),
+)
+ELEMENT_LABELS = {"indication": "indication", "fluoroscopy-time": "fluoroscopy time",
+                  "radiation-dose": "radiation dose", "body-site": "body site", "findings": "findings",
+                  "images-retained": "retained images", "signed-interpretation": "signed interpretation",
+                  "separate-procedure": "that it was a separate procedure"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a 76000 line cannot be billed as it stands, against one partner line."""
+
+    code: str
+    partner: Line
+    edit: PtpEdit | None = None
+    entry: PolicyEntry | None = None  # integral or guidance policy entry
+    add_on: str | None = None  # use-guidance-code: the add-on code
+    aoc: AddOnEdit | None = None  # use-guidance-code: the AOC row that lists the partner
+    add_on_billed: bool = False  # the add-on is already on the case that date
+    why: str = ""  # modifier-misuse: what was misused
+
+    @property
+    def rank(self) -> int:
+        return RANK[self.code]
+
+    def citations(self) -> list[Citation]:
+        out = []
+        if self.edit is not None:
+            out.append(cite.ptp(self.edit))
+        if self.aoc is not None:
+            out.append(cite.aoc(self.aoc, self.partner.code))
+        if self.entry is not None:
+            out.append(self.entry.citation())
+        return out
+
+
+@dataclass
+class _LineReview:
+    line: Line
+    day: date | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def billable(self) -> bool:
+        return not self.problems
+
+
+def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding]:
+    """All findings for `case`, most important first, at most ``config['max-cards']`` (0 = all).
+
+    Pure: depends only on its arguments (and the immutable policy files).
+    """
+    pol = policy()
+    fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
+    if not fluoro:
+        return []
+    enabled = {code: bool(config.get(code, True)) for code in F.FINDING_CODES}
+    reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
+    out: list[Finding] = []
+    for review in reviews:
+        chosen = [p for p in review.problems if enabled[p.code]]
+        if chosen:
+            out.append(_removal_finding(case, review, min(chosen, key=lambda p: p.rank), reference, config))
+    billable = [r for r in reviews if r.billable]
+    if billable:
+        if enabled[F.MUE_EXCEEDED]:
+            out.extend(_mue_findings(case, billable, reference))
+        if enabled[F.MODIFIER_26]:
+            out.extend(f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None)
+        if case.evidence_checked and enabled[F.DURATION_EXCEEDED]:
+            f = _duration(case, billable)
+            if f is not None:
+                out.append(f)
+        if case.evidence_checked and enabled[F.DOCUMENTATION_MISSING]:
+            unbilled = [p for r in billable for p in _unbilled_conflicts(case, r, reference, pol)]
+            f = _documentation(case, billable, unbilled)
+            if f is not None:
+                out.append(f)
+    out.sort(key=lambda f: f.priority)
+    limit = config.get("max-cards") or 0
+    return out[:limit] if isinstance(limit, int) and limit > 0 else out
+
+
+# --- removal problems ----------------------------------------------------------------------------
+def _same_day(a: date | None, b: date | None) -> bool:
+    return a is None or b is None or a == b
+
+
+def guidance_add_on(code: str, on: date, reference: ReferenceData, pol: Policy) -> tuple[str, AddOnEdit | None, PolicyEntry | None] | None:
+    """The guidance add-on that replaces 76000 for primary `code`: the AOC table in service first
+    (77001/77002/77003 rows listing `code`), then the guidance policy file."""
+    entry = pol.guidance.get(code)
+    for add_on in pol.guidance_add_ons:
+        edit = reference.add_on(add_on, on)
+        if edit is not None and code in edit.primaries:
+            return add_on, edit, entry if entry is not None and entry.add_on == add_on else None
+    if entry is not None and entry.add_on:
+        return entry.add_on, None, entry
+    return None
+
+
+def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) -> _LineReview:
+    day = case.line_date(line)
+    review = _LineReview(line, day)
+    partners = [p for p in case.lines if p.code != FLUORO and p.units > 0 and _same_day(day, case.line_date(p))]
+    if not partners:
+        return review
+    on = day or NO_DATE
+    codes = {p.code for p in partners} | {FLUORO}
+    edits = {e.column1: e for e in reference.ptp_edits(codes, on, case.setting.ncci_setting)
+             if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1")
+             and e.in_force(on)}
+    billed = {p.code for p in partners}
+    components = COMPONENT_MODIFIERS.intersection(line.modifiers)
+    for partner in partners:
+        edit = edits.get(partner.code)
+        distinct = line.distinct_from(partner)
+        if edit is not None and edit.modifier_indicator == "0":
+            if line.has_distinct_modifier():
+                mods = "/".join(m for m in line.modifiers if m in {"59", "XE", "XP", "XS", "XU"})
+                review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
+                                               why=f"modifier {mods} cannot bypass an edit with modifier indicator 0"))
+            elif components:
+                review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
+                                               why=f"modifier {'/'.join(sorted(components))} identifies a payment "
+                                                   "component; it does not bypass an NCCI edit"))
+            else:
+                review.problems.append(Problem(F.PTP_BUNDLED, partner, edit=edit))
+            continue
+        if distinct:
+            continue  # documented distinct service: separately reportable (indicator 1 bypass)
+        if edit is not None and line.has_distinct_modifier() and line.same_site_as(partner):
+            mods = "/".join(m for m in line.modifiers if m in {"59", "XE", "XP", "XS", "XU"})
+            review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
+                                           why=f"modifier {mods} is on a 76000 at the same site and session as "
+                                               f"{partner.code}"))
+        guidance = guidance_add_on(partner.code, on, reference, pol)
+        if guidance is not None:
+            add_on, aoc, entry = guidance
+            review.problems.append(Problem(F.USE_GUIDANCE_CODE, partner, edit=edit, entry=entry, add_on=add_on,
+                                           aoc=aoc, add_on_billed=add_on in billed))
+        entry = pol.integral.get(partner.code)
+        if entry is not None:
+            review.problems.append(Problem(F.FLUOROSCOPY_INTEGRAL, partner, edit=edit, entry=entry))
+        if edit is not None:
+            review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit))
+    return review
+
+
+def _unbilled_conflicts(case: Case, review: _LineReview, reference: ReferenceData, pol: Policy) -> list[Problem]:
+    """Problems of a billable 76000 with Procedures of the record that are not on the claim: they
+    question whether the fluoroscopy was a separate procedure (DESIGN.md section 4)."""
+    if not case.context_lines:
+        return []
+    pseudo = replace(case, lines=(review.line,) + case.context_lines)
+    return _review_line(pseudo, review.line, reference, pol).problems
+
+
+def _fee_modifier(line: Line) -> str:
+    for m in ("26", "TC"):
+        if m in line.modifiers:
+            return m
+    return ""
+
+
+def _dedupe(citations: Sequence[Citation]) -> tuple[Citation, ...]:
+    seen: dict[str, Citation] = {}
+    for c in citations:
+        seen.setdefault(c.text, c)
+    return tuple(seen.values())
+
+
+def _clip(text: str, limit: int = 140) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _removal_finding(case: Case, review: _LineReview, problem: Problem, reference: ReferenceData,
+                     config: dict) -> Finding:
+    line, partner = review.line, problem.partner
+    others = [p for p in review.problems if p is not problem]
+    citations = problem.citations() + [c for p in others for c in p.citations()]
+    if problem.code == F.MODIFIER_MISUSE:
+        citations.append(policy().facts["distinct-modifiers"].citation())
+    fee_mod = _fee_modifier(line)
+    fee = reference.fee(FLUORO, fee_mod)
+    amount = cite.money(fee, case.setting.facility, line.units)
+    payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable" if amount else None
+    remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (with {partner.code})")
+    when = f" on {review.day.isoformat()}" if review.day else ""
+    also = ""
+    if others:
+        also = "\n\nAlso applies: " + "; ".join(sorted({_problem_phrase(p) for p in others})) + "."
+    component_note = ""
+    if COMPONENT_MODIFIERS.intersection(line.modifiers) and problem.code != F.MODIFIER_MISUSE:
+        component_note = "\n\nModifier 26/TC identifies a payment component; it does not bypass an NCCI edit."
+    fixes: tuple[Fix, ...] = (remove,)
+    override: tuple[tuple[str, str], ...] = ()
+    severity = "warning"
+    if problem.code == F.PTP_BUNDLED:
+        e = problem.edit
+        summary = f"Remove 76000: NCCI bundles it into {partner.code}{when}; no modifier can bypass this edit"
+        reason = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** "
+                  f"(modifier indicator **0**: no modifier allowed; rationale: {e.rationale}). "
+                  f"76000 is not separately reportable with {partner.code}{when}.")
+        remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})")
+        fixes = (remove,)
+    elif problem.code == F.MODIFIER_MISUSE:
+        mods = "/".join(line.modifiers)
+        if problem.edit is not None and problem.edit.modifier_indicator == "0":
+            summary = f"Remove 76000: modifier {mods} cannot bypass the NCCI edit with {partner.code} (indicator 0)"
+        else:
+            summary = f"Remove 76000: {mods} is at the same site and session as {partner.code}; 76000 stays bundled"
+        e = problem.edit
+        reason = (f"The 76000 line carries {', '.join(line.modifiers)}, but {problem.why}. "
+                  f"The NCCI PTP edit {e.column1}/76000 (modifier indicator {e.modifier_indicator}, "
+                  f"rationale: {e.rationale}) applies{when}, so 76000 is not separately reportable.")
+        remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})")
+        fixes = (remove,)
+    elif problem.code == F.USE_GUIDANCE_CODE:
+        add_on = problem.add_on
+        if problem.add_on_billed:
+            summary = f"Remove 76000: {add_on} already reports the fluoroscopic guidance for {partner.code}"
+            reason = (f"Fluoroscopic guidance for {partner.code} is reported with add-on **{add_on}**, which is "
+                      f"already billed{when}; 76000 would report the same fluoroscopy twice.")
+            fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 ({add_on} already billed)"),)
+        else:
+            summary = f"Replace 76000 with {add_on}: fluoroscopic guidance for {partner.code} uses the add-on code"
+            reason = (f"{partner.code} is a listed primary procedure of the fluoroscopic guidance add-on "
+                      f"**{add_on}**. Guidance for it is reported with {add_on}, not with 76000 "
+                      f"(a separate diagnostic fluoroscopy).")
+            fixes = (Fix(F.REPLACE_CODE, line=line.key, code=add_on, units=1,
+                         label=f"Replace 76000 with {add_on}"),)
+            new_fee = reference.fee(add_on, fee_mod)
+            new_amount = cite.money(new_fee, case.setting.facility)
+            if amount and new_amount:
+                cf = fee.conversion_factor
+                payment = (f"{cite.label(FLUORO, fee_mod)} {amount} -> {cite.label(add_on, fee_mod)} {new_amount}"
+                           + (f" at CF {cf}" if cf else ""))
+    elif problem.code == F.FLUOROSCOPY_INTEGRAL:
+        entry = problem.entry
+        summary = f"Remove 76000: fluoroscopy is integral to {partner.code} ({entry.category.replace('-', ' ')})"
+        reason = (f"Fluoroscopy is part of **{partner.code}**: {entry.description}. It is not separately "
+                  f"reportable as 76000{when}. Never add 76000 to this procedure.")
+        fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (integral to {partner.code})"),)
+    else:  # PTP_MODIFIER_ALLOWED
+        e = problem.edit
+        modifier = config.get("distinct-modifier") or "XS"
+        summary = (f"Remove 76000 (bundled into {partner.code}) unless the fluoroscopy was distinct; "
+                   f"then append {modifier}")
+        reason = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** "
+                  f"(modifier indicator **1**; rationale: {e.rationale}). Nothing in the record shows the "
+                  f"fluoroscopy was distinct (different site, session or indication), so 76000 is bundled. "
+                  f"Append {modifier} only if it truly was distinct, and document why.")
+        fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})"),)
+        if modifier not in line.modifiers:
+            fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
+                          label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
+        override = OVERRIDE_REASONS
+    return Finding(code=problem.code, severity=severity, summary=_clip(summary), reason=reason + also + component_note,
+                   lines=(line.key,), citations=_dedupe(citations), fixes=fixes, payment=payment,
+                   override_reasons=override, priority=PRIORITY[problem.code])
+
+
+def _problem_phrase(p: Problem) -> str:
+    if p.code == F.FLUOROSCOPY_INTEGRAL:
+        return f"fluoroscopy is integral to {p.partner.code} (policy)"
+    if p.code == F.USE_GUIDANCE_CODE:
+        return f"{p.partner.code} is a primary of guidance add-on {p.add_on}"
+    if p.code in (F.PTP_MODIFIER_ALLOWED, F.PTP_BUNDLED):
+        return f"NCCI PTP edit {p.edit.column1}/76000, modifier indicator {p.edit.modifier_indicator}"
+    return p.why
+
+
+# --- billable-line findings ----------------------------------------------------------------------
+def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData) -> list[Finding]:
+    out = []
+    by_day: dict[date | None, list[_LineReview]] = {}
+    for r in billable:
+        by_day.setdefault(r.day, []).append(r)
+    for day, group in by_day.items():
+        limit = reference.mue(FLUORO, day or NO_DATE, case.setting.ncci_setting)
+        if limit is None:
+            continue
+        if limit.mai == 1:
+            checks = [[r] for r in group]
+        else:
+            checks = [group]
+        for lines in checks:
+            total = sum(r.line.units for r in lines)
+            if total <= limit.units:
+                continue
+            excess = total - limit.units
+            target = max(lines, key=lambda r: r.line.units).line
+            new_units = target.units - excess
+            if new_units > 0:
+                fix = Fix(F.REDUCE_UNITS, line=target.key, units=new_units,
+                          label=f"Reduce 76000 to {new_units} unit{'s' if new_units != 1 else ''}")
+            else:
+                fix = Fix(F.REMOVE_LINE, line=target.key, label="Remove the extra 76000 line")
+            when = f" on {day.isoformat()}" if day else ""
+            fee_mod = _fee_modifier(target)
+            amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
+            scope = "on one line" if limit.mai == 1 else "on one date of service"
+            when_paren = f" ({day.isoformat()})" if day else ""
+            out.append(Finding(
+                code=F.MUE_EXCEEDED, severity="warning",
+                summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"),
+                reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
+                        f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."),
+                lines=tuple(r.line.key for r in lines),
+                citations=(cite.mue(limit), policy().facts["mue"].citation()), fixes=(fix,),
+                payment=f"{excess} unit{'s' if excess != 1 else ''} over the MUE: {amount} denied" if amount else None,
+                priority=PRIORITY[F.MUE_EXCEEDED]))
+    return out
+
+
+def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
+    """Facility setting + professional claim/encounter + no 26/TC + not global billing + PC/TC 1."""
+    line = review.line
+    if (case.kind == "order" or not case.setting.facility or config.get("global-billing")
+            or case.setting.ncci_setting != "practitioner" or COMPONENT_MODIFIERS.intersection(line.modifiers)):
+        return None
+    glob, prof = reference.fee(FLUORO, ""), reference.fee(FLUORO, "26")
+    if glob is not None and glob.pctc != "1":
+        return None
+    where = "; ".join(case.setting.reasons) or "facility setting"
+    citations = [policy().facts["modifier-26"].citation()]
+    payment = None
+    if glob is not None and prof is not None:
+        citations.insert(0, cite.mpfs(glob, prof))
+        a, b = cite.money(glob, True), cite.money(prof, True)
+        if a and b:
+            payment = f"76000 global {a} vs -26 {b}" + (f" at CF {glob.conversion_factor}" if glob.conversion_factor else "")
+    return Finding(
+        code=F.MODIFIER_26, severity="warning",
+        summary=_clip(f"Append modifier 26 to 76000: professional component in a facility setting ({where})"),
+        reason=(f"76000 is billed in a facility setting ({where}) without modifier 26 or TC. The facility is paid "
+                f"the technical component; the professional reports 76000-26 unless the practice bills "
+                f"globally (configuration `global-billing`)."),
+        lines=(line.key,), citations=tuple(citations),
+        fixes=(Fix(F.ADD_MODIFIER, line=line.key, modifier="26", label="Append modifier 26 to 76000"),),
+        payment=payment, priority=PRIORITY[F.MODIFIER_26])
+
+
+def _duration(case: Case, billable: Sequence[_LineReview]) -> Finding | None:
+    minutes = case.evidence.fluoro_minutes
+    if minutes is None or minutes <= DURATION_LIMIT_MINUTES:
+        return None
+    fixes: tuple[Fix, ...] = ()
+    multi = [r.line for r in billable if r.line.units > 1]
+    if multi:
+        fixes = tuple(Fix(F.REDUCE_UNITS, line=ln.key, units=1,
+                          label="Bill one unit of 76000; time over one hour is not more units") for ln in multi)
+    return Finding(
+        code=F.DURATION_EXCEEDED, severity="info",
+        summary=_clip(f"Fluoroscopy time {minutes:g} min exceeds 76000's one hour: bill one unit, document the time"),
+        reason=(f"The documented fluoroscopy time is **{minutes:g} minutes**. CPT 76000 covers up to one hour; "
+                f"76001 (over one hour) was deleted (edits end 2018-12-31) and more units of 76000 are not the "
+                f"fix. Document the reason for the prolonged time in the report."),
+        lines=tuple(r.line.key for r in billable), citations=(policy().facts["duration"].citation(),),
+        fixes=fixes, priority=PRIORITY[F.DURATION_EXCEEDED])
+
+
+def _documentation(case: Case, billable: Sequence[_LineReview], unbilled: Sequence[Problem]) -> Finding | None:
+    missing = set(case.evidence.missing())
+    if unbilled:
+        missing.add("separate-procedure")
+    if not missing:
+        return None
+    missing_t = tuple(e for e in DOC_ELEMENTS if e in missing)
+    names = [ELEMENT_LABELS[m] for m in missing_t]
+    listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+    reason = ("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
+              + ". Each element is read from the FHIR record as listed in docs/rules.md.")
+    citations = [policy().facts["documentation"].citation()]
+    if unbilled:
+        procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
+        reason += ("\n\nThe record shows " + ", ".join(procs) + " on the same date, which includes or bundles "
+                   "fluoroscopy; document that the fluoroscopy was a separate procedure (different site, "
+                   "session or indication), or do not bill 76000.")
+        citations += [c for p in unbilled for c in p.citations()]
+    return Finding(
+        code=F.DOCUMENTATION_MISSING, severity="warning",
+        summary=_clip(f"Document {listed} for 76000, or do not bill it"),
+        reason=reason, missing=missing_t,
+        lines=tuple(r.line.key for r in billable), citations=_dedupe(citations),
+        fixes=(Fix(F.DOCUMENT, elements=missing_t, label="Complete the fluoroscopy documentation"),),
+        priority=PRIORITY[F.DOCUMENTATION_MISSING])

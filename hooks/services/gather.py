@@ -1,0 +1,111 @@
+"""Gathering the FHIR data a handler needs: prefetch first, then the FHIR server.
+
+CDS Hooks 2.0 (https://cds-hooks.hl7.org/2.0/#prefetch-template): a prefetch key that is absent or
+null means the client did not prefetch it, and the service fetches it from ``fhirServer``
+itself. :class:`hooks.context.DataUnavailable` (answered 412) is raised only for data that is
+needed and can be neither found nor fetched; callers decide what is needed.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..context import DataUnavailable, FhirData
+
+
+def resources_of(value) -> list[dict]:
+    """Resources held by a prefetch value: a Bundle's entries, a lone resource, or nothing."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") == "Bundle":
+        return [e["resource"] for e in value.get("entry") or []
+                if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    if value.get("resourceType") == "OperationOutcome":
+        return []
+    return [value]
+
+
+def key_of(resource: dict) -> str:
+    """"Type/id" of a resource ("Type/" when it has no id)."""
+    return f"{resource.get('resourceType')}/{resource.get('id', '')}"
+
+
+def of_type(resources: Iterable[dict], resource_type: str) -> list[dict]:
+    return [r for r in resources if r.get("resourceType") == resource_type]
+
+
+def prefetched_or_read(fhir: FhirData, key: str, reference: str) -> dict | None:
+    """The resource `reference` from prefetch `key`, else read from the FHIR server."""
+    rtype = reference.split("/", 1)[0]
+    for res in of_type(resources_of(fhir.prefetched(key)), rtype):
+        if key_of(res) == reference:
+            return res
+    return fhir.read(reference)
+
+
+def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
+                         params: dict[str, str]) -> list[dict]:
+    """Resources of `resource_type` under prefetch `key`, else a search of the FHIR server.
+
+    The service layer's ``prefetched`` already fetches a declared template's query from the
+    server when the client did not prefetch it, and answers None when the client said there is
+    no data (null): that is taken at its word. The search covers keys the service does not declare.
+    """
+    if key:
+        return of_type(resources_of(fhir.prefetched(key)), resource_type)
+    return fhir.search(resource_type, params)
+
+
+def reference_of(node) -> str | None:
+    """The relative "Type/id" of a FHIR Reference dict (absolute URLs reduced to their tail)."""
+    if not isinstance(node, dict):
+        return None
+    ref = node.get("reference")
+    if not isinstance(ref, str) or "/" not in ref or ref.startswith("#"):
+        return None
+    parts = ref.rstrip("/").split("/")
+    if "_history" in parts:
+        parts = parts[:parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+def encounter_locations(fhir: FhirData, encounter: dict, key: str = "encounterLocations",
+                        have: Iterable[dict] = ()) -> list[dict]:
+    """Locations of Encounter.location: from prefetch `key` (an _include Bundle) or read one by one.
+
+    A Location the server does not know (404) is skipped; an unreachable server raises.
+    """
+    wanted = [r for r in (reference_of(loc.get("location")) for loc in encounter.get("location") or [])
+              if r and r.startswith("Location/")]
+    known = {key_of(r): r for r in have if r.get("resourceType") == "Location"}
+    if wanted:
+        try:
+            included = fhir.prefetched(key)
+        except DataUnavailable:
+            included = None  # not prefetched and not fetchable as a whole: read one by one
+        known.update({key_of(r): r for r in of_type(resources_of(included), "Location")})
+    out = []
+    for ref in dict.fromkeys(wanted):
+        res = known.get(ref)
+        if res is None:
+            res = fhir.read(ref)
+        if res is not None:
+            out.append(res)
+    return out
+
+
+def merge(*groups: Iterable[dict]) -> list[dict]:
+    """Resources of all groups, first occurrence of each Type/id kept, order preserved."""
+    seen: set[str] = set()
+    out = []
+    for group in groups:
+        for res in group:
+            k = key_of(res)
+            if res.get("id") and k in seen:
+                continue
+            seen.add(k)
+            out.append(res)
+    return out
+
+
+__all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read",
+           "prefetched_or_search", "reference_of", "encounter_locations", "merge"]

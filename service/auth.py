@@ -1,0 +1,163 @@
+"""CDS client authentication: the JWT bearer token of CDS Hooks 2.0 "Trusting CDS Clients".
+
+Every call (discovery, service, feedback) carries ``Authorization: Bearer <JWT>`` signed by the
+CDS client. Checks, in order (each failure is a 401 with ``WWW-Authenticate: Bearer``):
+
+* header: ``alg`` is ES384 or RS384 (the algorithms 2.0 recommends; never ``none`` or HMAC, which
+  2.0 forbids), ``kid`` present, ``typ`` (when present) is ``JWT``;
+* ``iss`` is on the issuer allowlist FLUORO_CDS_TRUSTED_ISSUERS (issuer -> JWKS URL; 2.0: "CDS
+  Services SHOULD maintain an allowlist of the iss and jku fields");
+* the key: from the issuer's JWKS (PyJWKClient, cached). A ``jku`` header is honoured only when
+  it is that issuer's configured JWKS URL or on FLUORO_CDS_JKU_ALLOWLIST; the ``kid`` must be in
+  the set, and the key must suit ``alg``;
+* signature; ``aud`` (string or array) contains this endpoint's URL (2.0: "the URL of the CDS
+  Service endpoint being invoked"); ``exp`` not passed; ``iat`` not in the future (both with
+  FLUORO_CDS_JWT_LEEWAY seconds); ``exp - iat`` at most FLUORO_CDS_JWT_MAX_LIFETIME;
+* ``jti`` present and never seen before (replay cache: in memory, and in the state SQLite DB so
+  every gunicorn worker sees it), kept until the token expires.
+
+The token itself is never logged.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import jwt
+from jwt import PyJWKClient
+
+from .settings import Settings
+from .state import StateStore
+
+log = logging.getLogger("fluoro_cds.auth")
+
+ALGORITHMS = ("ES384", "RS384")
+_KEY_TYPES = {"ES384": "EC", "RS384": "RSA"}
+
+
+class AuthError(Exception):
+    """The request is not authenticated (answered 401); the message never holds the token."""
+
+
+class _ReplayCache:
+    """(issuer, jti) -> expiry, in memory, backed by the shared SQLite table."""
+
+    def __init__(self, state: StateStore):
+        self._state = state
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._next_purge = 0.0
+
+    def claim(self, issuer: str, jti: str, expires: float) -> bool:
+        now = time.time()
+        key = (issuer, jti)
+        with self._lock:
+            if self._seen.get(key, 0) > now:
+                return False
+            if now >= self._next_purge:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+                self._next_purge = now + 60
+                purge = True
+            else:
+                purge = False
+            self._seen[key] = expires
+        if purge:
+            self._state.purge_jti(now)
+        return self._state.claim_jti(issuer, jti, expires)
+
+
+class JwtVerifier:
+    """Verifies CDS client JWTs for one deployment (thread-safe; one per app)."""
+
+    def __init__(self, settings: Settings, state: StateStore):
+        self.issuers = dict(settings.trusted_issuers)
+        self.jku_allowlist = frozenset(settings.jku_allowlist)
+        self.leeway = settings.jwt_leeway
+        self.max_lifetime = settings.jwt_max_lifetime
+        self.timeout = max(1.0, settings.fhir_connect_timeout + 2.0)
+        self._clients: dict[str, PyJWKClient] = {}
+        self._lock = threading.Lock()
+        self._replay = _ReplayCache(state)
+
+    def _jwks(self, url: str) -> PyJWKClient:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = PyJWKClient(url, cache_keys=True, cache_jwk_set=True, lifespan=300,
+                                     timeout=self.timeout)
+                self._clients[url] = client
+            return client
+
+    def verify(self, authorization: str | None, audience: str) -> dict:
+        """The verified claims of the request's bearer JWT; AuthError otherwise."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("a bearer JWT is required (Authorization: Bearer <JWT>)")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError("the bearer token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise AuthError(f"JWT alg must be one of {', '.join(ALGORITHMS)}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("JWT header has no kid")
+        typ = header.get("typ")
+        if typ is not None and str(typ).upper() != "JWT":
+            raise AuthError("JWT typ must be JWT")
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or issuer not in self.issuers:
+            raise AuthError("JWT issuer is not trusted")
+        jwks_url = self.issuers[issuer]
+        jku = header.get("jku")
+        if jku is not None:
+            if jku != jwks_url and jku not in self.jku_allowlist:
+                raise AuthError("JWT jku is not an allowed JWK Set URL")
+            jwks_url = jku
+        try:
+            signing_key = self._jwks(jwks_url).get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError:
+            raise AuthError("the issuer's JWK Set could not be fetched") from None
+        except jwt.PyJWKClientError:
+            raise AuthError("JWT kid is not in the issuer's JWK Set") from None
+        except jwt.PyJWTError:
+            raise AuthError("the issuer's JWK Set is not usable") from None
+        jwk = signing_key._jwk_data if hasattr(signing_key, "_jwk_data") else {}
+        if jwk.get("kty") and jwk["kty"] != _KEY_TYPES[alg]:
+            raise AuthError("JWT alg does not match the key type")
+        if jwk.get("alg") and jwk["alg"] != alg:
+            raise AuthError("JWT alg does not match the key's alg")
+        try:
+            claims = jwt.decode(token, signing_key.key, algorithms=[alg], audience=audience,
+                                issuer=issuer, leeway=self.leeway,
+                                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("JWT has expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("JWT aud is not this endpoint's URL") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("JWT iat is in the future") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"JWT has no {exc.claim} claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("JWT signature is invalid") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"JWT is invalid ({type(exc).__name__})") from None
+        jti, exp, iat = claims.get("jti"), claims["exp"], claims["iat"]
+        if not isinstance(jti, str) or not jti or len(jti) > 256:
+            raise AuthError("JWT jti must be a non-empty string")
+        if exp - iat > self.max_lifetime:
+            raise AuthError(f"JWT lifetime (exp - iat) exceeds {self.max_lifetime} seconds")
+        if not self._replay.claim(issuer, jti, float(exp) + self.leeway):
+            raise AuthError("JWT jti was already used (replay)")
+        return claims
+
+
+def challenge(message: str) -> str:
+    """WWW-Authenticate value for a failed JWT check (RFC 6750 section 3)."""
+    safe = message.replace("\\", "").replace('"', "'")
+    return f'Bearer realm="fluoro-cds", error="invalid_token", error_description="{safe}"'

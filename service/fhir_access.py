@@ -1,0 +1,408 @@
+"""FHIR data for a hook call: prefetch first, then the client's FHIR server (CDS Hooks 2.0).
+
+Implements :class:`hooks.context.FhirData` over
+
+1. the request's ``prefetch`` (CDS Hooks 2.0 "Providing FHIR Resources to a CDS Service"), keyed
+   by the service's prefetch templates, resolved against the request context (prefetch tokens
+   ``{{context.<field>}}`` and ``{{userPractitionerId}}``, ``{{userPractitionerRoleId}}``,
+   ``{{userPatientId}}``, ``{{userRelatedPersonId}}`` derived from ``context.userId``);
+2. the ``fhirServer`` with ``Authorization: Bearer <fhirAuthorization.access_token>`` (2.0 "FHIR
+   Resource Access"), through a pooled ``requests.Session``, with timeouts and bounded paging.
+
+Reading of the specification for the prefetch values (documented in docs/service.md):
+
+* key absent: the client chose not to (or could not) prefetch it -> the service fetches it itself
+  from ``fhirServer``; with no server the data is unavailable (DataUnavailable -> 412).
+* ``null``: the client had no data for the key (2.0: "If the CDS Client has no data to populate a
+  template prefetch key, the prefetch template key MUST have a value of null"). With a usable
+  ``fhirServer`` the service re-checks it there (a client may also send null when it could not
+  fetch); if that fails, or there is no server, null is taken at its word: no data (None / []).
+* an ``OperationOutcome`` (2.0 allows a client to send one when prefetching failed): treated as
+  absent - fetched from ``fhirServer`` when possible, otherwise unavailable.
+
+A template whose token has no value in the context (e.g. no encounterId) does not apply: its key
+is None. Prefetch values are only looked at when a handler asks for them.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import requests
+
+from hooks.context import DataUnavailable
+
+log = logging.getLogger("fluoro_cds.fhir")
+
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+_MISSING = object()
+
+
+# --- fhirServer allowlist --------------------------------------------------------------------
+
+def normalize_base(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path without trailing slash) of an http(s) URL, or None when the URL
+    is not an acceptable FHIR base (other scheme, no host, user info, query or fragment)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        return None
+    port = port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname.lower().rstrip("."), port, parts.path.rstrip("/")
+
+
+def fhir_server_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
+    """True when `url` is an http(s) base URL and, if an allowlist is set, equals an allowlisted
+    base or lies under one on a path boundary (scheme, host and port compared normalized).
+    ``https://fhir.example.org/r4`` allows ``.../r4`` and ``.../r4/tenant1``, not ``.../r4x``."""
+    target = normalize_base(url)
+    if target is None:
+        return False
+    if not allowlist:
+        return True
+    for allowed in allowlist:
+        base = normalize_base(allowed)
+        if base is None or base[:3] != target[:3]:
+            continue
+        if target[3] == base[3] or target[3].startswith(base[3] + "/"):
+            return True
+    return False
+
+
+# --- prefetch templates ----------------------------------------------------------------------
+
+def _token_value(token: str, context: dict) -> str | None:
+    if token.startswith("context."):
+        value = context.get(token[len("context."):])
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+            return None  # only root-level primitive context fields are tokens (2.0)
+        return str(value)
+    rtype = USER_TOKENS.get(token)
+    if rtype:
+        user = context.get("userId")
+        if isinstance(user, str) and user.startswith(rtype + "/"):
+            return user[len(rtype) + 1:] or None
+        return None
+    log.warning("unknown prefetch token {{%s}}", token)
+    return None
+
+
+def resolve_template(template: str, context: dict) -> str | None:
+    """The relative FHIR URL of a prefetch template for this context, or None when a token has
+    no value (the template does not apply). Values are percent-encoded (``/`` kept)."""
+    missing = False
+
+    def sub(m: re.Match) -> str:
+        nonlocal missing
+        value = _token_value(m.group(1), context)
+        if value is None:
+            missing = True
+            return ""
+        return quote(value, safe="/")
+
+    url = _TOKEN.sub(sub, template)
+    return None if missing else url
+
+
+@dataclass(frozen=True)
+class Query:
+    """A relative FHIR request: a read (Type/id) or a type-level search (Type?params)."""
+
+    resource_type: str
+    resource_id: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_read(self) -> bool:
+        return self.resource_id is not None
+
+    @classmethod
+    def parse(cls, relative: str) -> "Query | None":
+        path, _, query = relative.strip().lstrip("/").partition("?")
+        segs = [s for s in path.split("/") if s]
+        if len(segs) == 2 and not query:
+            return cls(segs[0], segs[1])
+        if len(segs) == 1:
+            return cls(segs[0], None, tuple(sorted(parse_qsl(query, keep_blank_values=True))))
+        return None
+
+    def relative(self) -> str:
+        return f"{self.resource_type}/{self.resource_id}" if self.is_read else self.resource_type
+
+
+def _is_usable(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome")
+
+
+def bundle_resources(bundle: dict, resource_type: str | None = None) -> list[dict]:
+    """Resources in a Bundle's entries (optionally of one type)."""
+    out = []
+    for entry in bundle.get("entry") or ():
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict) and (resource_type is None or res.get("resourceType") == resource_type):
+            out.append(res)
+    return out
+
+
+# --- FHIR server client ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FhirClientSettings:
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_pages: int = 10
+    max_resources: int = 1000
+
+
+_sessions = threading.local()
+
+
+def _session() -> requests.Session:
+    """A pooled Session per thread; trust_env off (no proxies or .netrc credentials from the
+    environment), so the bearer token only ever goes to the fhirServer."""
+    s = getattr(_sessions, "session", None)
+    if s is None:
+        s = requests.Session()
+        s.trust_env = False
+        _sessions.session = s
+    return s
+
+
+class FhirClient:
+    """GETs against one FHIR base URL with one bearer token (never logged)."""
+
+    def __init__(self, base_url: str, token: str | None, settings: FhirClientSettings):
+        self.base_url = base_url.rstrip("/")
+        self._norm = normalize_base(self.base_url)
+        self._headers = {"Accept": "application/fhir+json, application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.settings = settings
+
+    def _get(self, url: str, params: list[tuple[str, str]] | None = None) -> requests.Response:
+        try:
+            return _session().get(url, params=params, headers=self._headers, allow_redirects=False,
+                                  timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+        except requests.RequestException as exc:
+            raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
+                                  f"({type(exc).__name__})") from None
+
+    def _json(self, resp: requests.Response, what: str) -> dict:
+        try:
+            body = resp.json()
+        except ValueError:
+            raise DataUnavailable(f"the FHIR server answered {what} with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise DataUnavailable(f"the FHIR server answered {what} with JSON that is not a resource")
+        return body
+
+    def _fail(self, resp: requests.Response, what: str) -> DataUnavailable:
+        if resp.status_code in (401, 403):
+            why = "refused access (check fhirAuthorization)"
+        elif 300 <= resp.status_code < 400:
+            why = "redirected (not followed)"
+        else:
+            why = "failed"
+        return DataUnavailable(f"the FHIR server {why}: HTTP {resp.status_code} on {what}")
+
+    def read(self, resource_type: str, resource_id: str) -> dict | None:
+        """GET [base]/Type/id; None on 404 / 410."""
+        what = f"{resource_type} read"
+        resp = self._get(f"{self.base_url}/{quote(resource_type)}/{quote(resource_id, safe='')}")
+        if resp.status_code in (404, 410):
+            return None
+        if resp.status_code != 200:
+            raise self._fail(resp, what)
+        body = self._json(resp, what)
+        if body.get("resourceType") != resource_type:
+            raise DataUnavailable(f"the FHIR server answered a {what} with a "
+                                  f"{body.get('resourceType')}")
+        return body
+
+    def search(self, resource_type: str, params: list[tuple[str, str]] | tuple = ()) -> dict:
+        """GET [base]/Type?params and its `next` pages (bounded); one searchset Bundle."""
+        what = f"{resource_type} search"
+        entries: list[dict] = []
+        url: str | None = f"{self.base_url}/{quote(resource_type)}"
+        query: list[tuple[str, str]] | None = list(params)
+        pages = 0
+        while url:
+            resp = self._get(url, query)
+            if resp.status_code != 200:
+                raise self._fail(resp, what)
+            body = self._json(resp, what)
+            if body.get("resourceType") != "Bundle":
+                raise DataUnavailable(f"the FHIR server answered a {what} with a "
+                                      f"{body.get('resourceType')}")
+            entries.extend(e for e in body.get("entry") or () if isinstance(e, dict))
+            pages += 1
+            url, query = self._next_link(body), None
+            if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
+                log.warning("%s truncated after %d pages / %d entries", what, pages, len(entries))
+                break
+        return {"resourceType": "Bundle", "type": "searchset",
+                "entry": entries[: self.settings.max_resources]}
+
+    def _next_link(self, bundle: dict) -> str | None:
+        for link in bundle.get("link") or ():
+            if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+                url = str(link["url"])
+                if not url.startswith(("http://", "https://")):
+                    url = f"{self.base_url}/{url.lstrip('/')}"
+                target = normalize_base(url.split("?", 1)[0])
+                base = self._norm
+                if (target is None or base is None or target[:3] != base[:3]
+                        or not (target[3] == base[3] or target[3].startswith(base[3] + "/"))):
+                    # never send the token elsewhere (e.g. a proxy's internal host name)
+                    raise DataUnavailable("the FHIR server's next-page link leaves its base URL; "
+                                          "not followed")
+                return url
+        return None
+
+    def fetch(self, query: Query) -> dict | None:
+        if query.is_read:
+            return self.read(query.resource_type, query.resource_id or "")
+        return self.search(query.resource_type, list(query.params))
+
+
+# --- FhirData over prefetch + server ---------------------------------------------------------
+
+class FhirAccess:
+    """hooks.context.FhirData for one hook call (not shared between requests)."""
+
+    def __init__(self, *, prefetch: dict | None, templates: dict[str, str], context: dict,
+                 client: FhirClient | None):
+        self._prefetch = prefetch or {}
+        self._templates = templates
+        self._context = context
+        self._client = client
+        self._queries: dict[str, Query | None] | None = None
+        self._fetched: dict[str, Any] = {}
+        self._index: dict[str, dict] | None = None
+        self.fetch_count = 0  # server round trips made (for audit/tests)
+
+    @property
+    def has_server(self) -> bool:
+        return self._client is not None
+
+    def queries(self) -> dict[str, Query | None]:
+        """Prefetch key -> resolved query (None when the template does not apply)."""
+        if self._queries is None:
+            out: dict[str, Query | None] = {}
+            for key, template in self._templates.items():
+                rel = resolve_template(template, self._context)
+                out[key] = Query.parse(rel) if rel is not None else None
+            self._queries = out
+        return self._queries
+
+    def _fetch(self, query: Query) -> dict | None:
+        assert self._client is not None
+        self.fetch_count += 1
+        return self._client.fetch(query)
+
+    def prefetched(self, key: str) -> Any:
+        """The data of prefetch key `key`: the client's prefetch, else fetched from fhirServer.
+
+        None when the template does not apply (a token without value) or there is no data
+        (null). Raises DataUnavailable when it is neither prefetched nor fetchable."""
+        if key in self._fetched:
+            return self._fetched[key]
+        queries = self.queries()
+        value = self._prefetch.get(key, _MISSING)
+        if key not in queries:  # not one of our templates: only what the client sent
+            return value if _is_usable(value) else None
+        query = queries[key]
+        if query is None:
+            return None
+        if _is_usable(value):
+            return value
+        if value is None:  # null: no data, re-checked on the server when there is one
+            result = None
+            if self._client is not None:
+                try:
+                    result = self._fetch(query)
+                except DataUnavailable as exc:
+                    log.info("prefetch '%s' was null and the server re-check failed: %s", key, exc)
+            self._fetched[key] = result
+            return result
+        if self._client is None:  # absent or an OperationOutcome, nothing to fetch from
+            why = "was not prefetched" if value is _MISSING else "failed in prefetch"
+            raise DataUnavailable(f"prefetch '{key}' ({query.relative()}) {why} and the request "
+                                  "has no fhirServer to fetch it from")
+        result = self._fetch(query)
+        self._fetched[key] = result
+        return result
+
+    def _prefetch_index(self) -> dict[str, dict]:
+        """"Type/id" -> resource over every usable prefetch value (Bundles: their entries)."""
+        if self._index is None:
+            index: dict[str, dict] = {}
+            for value in self._prefetch.values():
+                if not _is_usable(value):
+                    continue
+                resources = bundle_resources(value) if value["resourceType"] == "Bundle" else [value]
+                for res in resources:
+                    if res.get("id"):
+                        index.setdefault(f"{res['resourceType']}/{res['id']}", res)
+            self._index = index
+        return self._index
+
+    def read(self, reference: str) -> dict | None:
+        """Read "Type/id": from prefetch, else from fhirServer (None on 404)."""
+        reference = reference.split("/_history/")[0]
+        if self._client is not None and reference.startswith(self._client.base_url + "/"):
+            reference = reference[len(self._client.base_url) + 1:]  # absolute, on fhirServer
+        query = Query.parse(reference)
+        if query is None or not query.is_read:
+            raise ValueError(f"not a relative Type/id reference: {reference!r}")
+        ref = query.relative()
+        found = self._prefetch_index().get(ref)
+        if found is not None:
+            return found
+        for key, q in self.queries().items():
+            if q == query and key in self._prefetch and self._prefetch[key] is None \
+                    and self._client is None:
+                return None  # the client said there is no such resource
+        cache_key = "read:" + ref
+        if cache_key in self._fetched:
+            return self._fetched[cache_key]
+        if self._client is None:
+            raise DataUnavailable(f"{ref} is not in prefetch and the request has no fhirServer")
+        result = self._fetch(query)
+        self._fetched[cache_key] = result
+        return result
+
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
+        """Search: a prefetch template with the same query answers it; else fhirServer."""
+        wanted = Query(resource_type, None, tuple(sorted((str(k), str(v)) for k, v in params.items())))
+        for key, q in self.queries().items():
+            if q == wanted:
+                value = self.prefetched(key)
+                return bundle_resources(value, resource_type) if _is_usable(value) else []
+        cache_key = "search:" + repr(wanted)
+        if cache_key in self._fetched:
+            return self._fetched[cache_key]
+        if self._client is None:
+            raise DataUnavailable(f"{resource_type} search is not in prefetch and the request has "
+                                  "no fhirServer")
+        self.fetch_count += 1
+        result = bundle_resources(self._client.search(resource_type, list(wanted.params)),
+                                  resource_type)
+        self._fetched[cache_key] = result
+        return result

@@ -1,0 +1,247 @@
+"""Card rendering and actions on hand-made Findings and Cases (no rules, no HTTP)."""
+from __future__ import annotations
+
+import itertools
+from datetime import date
+
+from hooks import cards
+from hooks.config import resolve
+from hooks.findings import Citation, Fix
+from hooks.model import Case, Line, Setting
+from tests.cards_support import (claim_case, claim_item, finding, line_key,
+                                 make_claim, remove_fix, validate_claim)
+
+LABEL = "fluoro-cds claim review"
+
+
+def _config(**over):
+    return resolve({"fluoro-cds.configuration": over})
+
+
+def _case():
+    return claim_case(make_claim(claim_item(1, "29881"), claim_item(2, "76000")))
+
+
+def _render(findings, case=None, **config):
+    return cards.render(findings, case or _case(), _config(**config), service_label=LABEL)
+
+
+def _apply_recommended(card):
+    [rec] = [s for s in card["suggestions"] if s["isRecommended"]]
+    return rec["actions"]
+
+
+def test_remove_line_card_shape_and_update_action():
+    [card] = _render([finding("ptp-modifier-allowed", fixes=[
+        remove_fix(), Fix(action="add-modifier", line=line_key(2), recommended=False)])])
+    assert card["source"]["topic"] == {"system": cards.TOPIC_SYSTEM, "code": "ptp-modifier-allowed",
+                                       "display": cards.TOPIC_DISPLAY["ptp-modifier-allowed"]}
+    assert card["source"]["label"] == LABEL
+    assert card["indicator"] == "warning"
+    assert card["selectionBehavior"] == "at-most-one"
+    assert len(card["summary"]) <= 140
+    assert card["overrideReasons"] and all({"system", "code", "display"} <= set(r)
+                                           for r in card["overrideReasons"])
+    [rec, bypass] = card["suggestions"]
+    assert rec["isRecommended"] is True and bypass["isRecommended"] is False
+    assert rec["uuid"] != bypass["uuid"] != card["uuid"]
+    [action] = rec["actions"]
+    assert action["type"] == "update"
+    claim = action["resource"]
+    validate_claim(claim)
+    assert [i["productOrService"]["coding"][0]["code"] for i in claim["item"]] == ["29881"]
+    # the bypass suggestion appends the configured distinct modifier (XS by default)
+    [upd] = bypass["actions"]
+    mods = [c["code"] for m in upd["resource"]["item"][1]["modifier"] for c in m["coding"]]
+    assert mods == ["XS"]
+    validate_claim(upd["resource"])
+
+
+def test_distinct_modifier_follows_configuration():
+    [card] = _render([finding("ptp-modifier-allowed", fixes=[
+        remove_fix(), Fix(action="add-modifier", line=line_key(2), recommended=False)])],
+        **{"distinct-modifier": "59"})
+    upd = card["suggestions"][1]["actions"][0]["resource"]
+    assert upd["item"][1]["modifier"][0]["coding"][0] == {
+        "system": "http://www.ama-assn.org/go/cpt", "code": "59"}
+
+
+def test_detail_cites_row_and_says_starter():
+    [card] = _render([finding("ptp-bundled", fixes=[remove_fix()],
+                              payment="76000 would not be paid separately")])
+    d = card["detail"]
+    for text in ("29881 / 76000", "modifier indicator 1",
+                 "Standards of medical/surgical practice", "starter data set, not a CMS release",
+                 "**Payment effect:** 76000 would not be paid separately"):
+        assert text in d
+    assert "overrideReasons" not in card  # only ptp-modifier-allowed offers overrides
+
+
+def test_cms_release_citation_does_not_say_starter():
+    cms = Citation(kind="ncci-ptp", text="CMS NCCI PTP practitioner 2024Q3: 33289 / 76000",
+                   release="2024Q3", starter=False, details=(("modifier_indicator", "0"),))
+    [card] = _render([finding("ptp-bundled", fixes=[remove_fix()], citations=[cms])])
+    assert "starter" not in card["detail"]
+    assert "modifier indicator: 0" in card["detail"]
+
+
+def test_replace_code_and_add_modifier_and_units():
+    claim = make_claim(claim_item(1, "20610"), claim_item(2, "76000", units=4))
+    case = claim_case(claim)
+    fs = [finding("use-guidance-code", fixes=[Fix(action="replace-code", line=line_key(2),
+                                                     code="77002", label="Bill 77002 instead")]),
+          finding("modifier-26", fixes=[Fix(action="add-modifier", line=line_key(2),
+                                                modifier="26", label="Append 26")], priority=60),
+          finding("mue-exceeded", fixes=[Fix(action="reduce-units", line=line_key(2), units=3,
+                                                 label="Bill 3 units")], priority=70)]
+    out = {c["source"]["topic"]["code"]: c for c in _render(fs, case)}
+    guide = _apply_recommended(out["use-guidance-code"])[0]["resource"]
+    assert guide["item"][1]["productOrService"]["coding"][0]["code"] == "77002"
+    assert guide["item"][1]["productOrService"]["coding"][0]["system"] == "http://www.ama-assn.org/go/cpt"
+    m26 = _apply_recommended(out["modifier-26"])[0]["resource"]
+    assert m26["item"][1]["modifier"] == [{"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+                                                       "code": "26"}]}]
+    units = _apply_recommended(out["mue-exceeded"])[0]["resource"]
+    assert units["item"][1]["quantity"]["value"] == 3
+    for c in (guide, m26, units):
+        validate_claim(c)
+    assert claim["item"][1]["quantity"]["value"] == 4  # the case's Claim is never mutated
+
+
+def test_documentation_missing_extension_and_link():
+    f = finding("documentation-missing", severity="info", missing=["fluoroscopy-time", "radiation-dose"],
+                fixes=[Fix(action="document", line=line_key(2),
+                           elements=("fluoroscopy-time", "radiation-dose"),
+                           label="Document fluoroscopy time and dose")], citations=[])
+    [card] = _render([f], **{"documentation-url": "https://ehr.example.org/fluoro-doc"})
+    assert card["extension"] == {"fluoro-cds.missing-documentation": ["fluoroscopy-time",
+                                                                      "radiation-dose"]}
+    assert card["links"] == [{"label": "Complete the fluoroscopy documentation",
+                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute"}]
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert card["indicator"] == "info"
+    assert "fluoroscopy time" in card["detail"] and "Document fluoroscopy time" in card["detail"]
+    [nolink] = _render([f])
+    assert "links" not in nolink
+
+
+def test_ordering_dedup_disable_and_max_cards():
+    fs = [finding("mue-exceeded", priority=70, fixes=[remove_fix()]),
+          finding("ptp-bundled", priority=10, fixes=[remove_fix()]),
+          finding("ptp-bundled", priority=10, fixes=[remove_fix()]),  # duplicate problem
+          finding("modifier-26", priority=40, fixes=[]),
+          finding("duration-exceeded", priority=40, fixes=[])]
+    codes = [c["source"]["topic"]["code"] for c in _render(fs)]
+    assert codes == ["ptp-bundled", "modifier-26", "duration-exceeded", "mue-exceeded"]
+    assert [c["source"]["topic"]["code"] for c in _render(list(reversed(fs)))] == codes
+    assert [c["source"]["topic"]["code"] for c in _render(fs, **{"max-cards": 2})] == codes[:2]
+    assert "ptp-bundled" not in [c["source"]["topic"]["code"]
+                                 for c in _render(fs, **{"ptp-bundled": False})]
+
+
+def test_same_request_same_cards_apart_from_uuids():
+    fs = [finding("ptp-bundled", fixes=[remove_fix()]), finding("modifier-26", priority=60)]
+    counter = itertools.count()
+    a = cards.render(fs, _case(), _config(), service_label=LABEL, new_id=lambda: "x")
+    b = cards.render(fs, _case(), _config(), service_label=LABEL,
+                     new_id=lambda: f"id-{next(counter)}")
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "uuid"}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    assert strip(a) == strip(b)
+    all_uuids = [c["uuid"] for c in b] + [s["uuid"] for c in b for s in c.get("suggestions", [])]
+    assert len(all_uuids) == len(set(all_uuids))
+
+
+def test_long_summary_is_cut_and_critical_is_never_used():
+    [card] = _render([finding("ptp-bundled", summary="Remove 76000 " * 30, severity="critical")])
+    assert len(card["summary"]) <= 140
+    assert card["indicator"] == "warning"
+
+
+def _order_case():
+    lines = (Line(key="ServiceRequest/sr-64483", code="64483", kind="service-request",
+                  resource="ServiceRequest/sr-64483"),
+             Line(key="ServiceRequest/sr-76000", code="76000", kind="service-request",
+                  resource="ServiceRequest/sr-76000"))
+    return Case(kind="order", setting=Setting(facility=False, ncci_setting="practitioner"),
+                lines=lines, default_date=date(2024, 8, 14), evidence_checked=False)
+
+
+def test_order_remove_is_delete_of_the_draft():
+    f = finding("ptp-modifier-allowed", lines=["ServiceRequest/sr-76000"],
+                fixes=[remove_fix(line="ServiceRequest/sr-76000"),
+                       Fix(action="add-modifier", line="ServiceRequest/sr-76000", modifier="XS",
+                           recommended=False)])
+    [card] = cards.render([f], _order_case(), _config(), service_label=LABEL)
+    # the modifier fix has no order action, so only the removal remains
+    [rec] = card["suggestions"]
+    assert rec["isRecommended"]
+    assert rec["actions"] == [{"type": "delete", "description": "Remove 76000",
+                               "resourceId": "ServiceRequest/sr-76000"}]
+
+
+def test_order_replace_is_delete_plus_create_of_a_copy():
+    draft = {"resourceType": "ServiceRequest", "id": "sr-76000", "status": "draft",
+             "intent": "order", "subject": {"reference": "Patient/pat-1"},
+             "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "76000"}]},
+             "reasonCode": [{"text": "knee effusion"}]}
+    f = finding("use-guidance-code", lines=["ServiceRequest/sr-76000"],
+                fixes=[Fix(action="replace-code", line="ServiceRequest/sr-76000", code="77002",
+                           label="Order 77002 instead")])
+    [card] = cards.render([f], _order_case(), _config(), service_label=LABEL,
+                          drafts={"ServiceRequest/sr-76000": draft}, new_id=lambda: "new-1")
+    [delete, create] = card["suggestions"][0]["actions"]
+    assert delete == {"type": "delete", "description": "Remove the 76000 draft order",
+                      "resourceId": "ServiceRequest/sr-76000"}
+    new = create["resource"]
+    assert create["type"] == "create" and new["id"] == "new-1"
+    assert new["code"]["coding"][0]["code"] == "77002"
+    assert new["reasonCode"] == draft["reasonCode"] and new["subject"] == draft["subject"]
+    assert draft["code"]["coding"][0]["code"] == "76000"  # not mutated
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+    ServiceRequest.model_validate(new)
+
+
+def test_encounter_without_claim_explains_without_actions():
+    lines = (Line(key="Procedure/p-76000", code="76000", kind="procedure",
+                  resource="Procedure/p-76000"),)
+    case = Case(kind="encounter", setting=Setting(facility=True, ncci_setting="practitioner"),
+                lines=lines, default_date=date(2024, 8, 14))
+    f = finding("modifier-26", lines=["Procedure/p-76000"],
+                fixes=[Fix(action="add-modifier", line="Procedure/p-76000", modifier="26",
+                           label="Bill 76000 with modifier 26 (professional component)")])
+    [card] = cards.render([f], case, _config(), service_label=LABEL)
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert "Bill 76000 with modifier 26" in card["detail"]
+
+
+def test_encounter_with_claim_updates_the_matching_claim_item():
+    claim = make_claim(claim_item(1, "20650"), claim_item(2, "76000"))
+    lines = (Line(key="Procedure/p-20650", code="20650", kind="procedure", resource="Procedure/p-20650"),
+             Line(key="Procedure/p-76000", code="76000", kind="procedure",
+                  resource="Procedure/p-76000", service_date=date(2024, 8, 14)))
+    case = Case(kind="encounter", setting=Setting(facility=True, ncci_setting="practitioner"),
+                lines=lines, default_date=date(2024, 8, 14), claim=claim)
+    f = finding("modifier-26", lines=["Procedure/p-76000"],
+                fixes=[Fix(action="add-modifier", line="Procedure/p-76000", modifier="26",
+                           label="Append 26")])
+    [card] = cards.render([f], case, _config(), service_label=LABEL)
+    [action] = _apply_recommended(card)
+    assert action["type"] == "update"
+    assert action["resource"]["item"][1]["modifier"][0]["coding"][0]["code"] == "26"
+    assert "modifier" not in action["resource"]["item"][0]
+    validate_claim(action["resource"])
+
+
+def test_new_uuid_is_a_version_4_uuid_and_unique():
+    import uuid as uuidlib
+    ids = {cards.new_uuid() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in list(ids)[:50]:
+        parsed = uuidlib.UUID(value)
+        assert parsed.version == 4 and str(parsed) == value

@@ -1,0 +1,225 @@
+"""Rule semantics beyond the scenarios: suppression order, configuration, modifiers, MUE, orders."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+
+from hooks import findings as F
+from hooks.config import resolve
+from hooks.model import Case, Evidence, Line, Setting
+from hooks.rules import evaluate, policy
+from nccidata.starter import starter
+
+REF = starter()
+DAY = date(2024, 8, 5)
+DOCS = Evidence(indication=True, fluoro_minutes=5, radiation_dose=True, body_site=True, findings=True,
+                images_retained=True, signed_interpretation=True)
+OFFICE = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=("POS 11 (Office)",))
+HOSPITAL = Setting(facility=True, ncci_setting="practitioner", pos="22", reasons=("POS 22",))
+
+
+def line(code, *mods, units=1, seq=1, sites=(), dx=(), day=DAY, kind="claim-item"):
+    return Line(key=f"Claim.item[{seq - 1}]", code=code, modifiers=tuple(mods), units=units, service_date=day,
+                body_sites=tuple(sites), diagnoses=tuple(dx), kind=kind, sequence=seq)
+
+
+def run(*lines, setting=OFFICE, evidence=DOCS, kind="claim", checked=True, **config):
+    case = Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence, default_date=DAY,
+                evidence_checked=checked)
+    return evaluate(case, REF, resolve({"fluoro-cds.configuration": config} if config else None))
+
+
+def codes(findings):
+    return [f.code for f in findings]
+
+
+def test_no_76000_no_finding():
+    assert run(line("29881"), line("20610", seq=2), setting=HOSPITAL, evidence=Evidence()) == []
+
+
+def test_integral_and_ptp_give_one_finding_citing_both():
+    (f,) = run(line("29881"), line("76000", seq=2))
+    assert f.code == F.FLUOROSCOPY_INTEGRAL
+    kinds = {c.kind for c in f.citations}
+    assert {"ncci-ptp", "policy"} <= kinds
+    assert "29800-29999" in " ".join(c.text for c in f.citations)
+
+
+def test_integral_without_any_ptp_edit():
+    (f,) = run(line("29999"), line("76000", seq=2))  # unlisted arthroscopy: no starter PTP row
+    assert f.code == F.FLUOROSCOPY_INTEGRAL and {c.kind for c in f.citations} == {"policy"}
+
+
+def test_disabled_finding_falls_back_to_the_next_most_specific():
+    (f,) = run(line("29881"), line("76000", seq=2), **{"fluoroscopy-integral": False})
+    assert f.code == F.PTP_MODIFIER_ALLOWED
+    assert [x.recommended for x in f.fixes] == [True, False]
+    assert f.fixes[1].action == F.ADD_MODIFIER and f.fixes[1].modifier == "XS"
+    assert f.override_reasons
+
+
+def test_disabled_removal_findings_still_suppress_downstream_findings():
+    off = {"fluoroscopy-integral": False, "ptp-modifier-allowed": False}
+    assert run(line("29881"), line("76000", seq=2), setting=HOSPITAL, evidence=Evidence(), **off) == []
+
+
+def test_distinct_modifier_from_configuration():
+    (f,) = run(line("27235"), line("76000", seq=2), **{"distinct-modifier": "59"})
+    assert f.code == F.PTP_MODIFIER_ALLOWED and f.fixes[1].modifier == "59"
+
+
+def test_documented_distinct_service_is_separately_reportable():
+    knee, hip = ("sct|72696002",), ("sct|24136001",)
+    assert run(line("29881", sites=knee), line("76000", "XS", seq=2, sites=hip)) == []
+    # the modifier alone does not show it was distinct
+    (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2))
+    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # XS is already there: not offered again
+    (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2), **{"distinct-modifier": "59"})
+    assert [x.modifier for x in f.fixes] == [None, "59"]
+    # a different documented indication also shows it
+    assert run(line("27235", dx=("icd|S72.001A",)), line("76000", "XS", seq=2, dx=("icd|R13.10",))) == []
+
+
+def test_modifier_at_same_site_and_session_is_misuse():
+    knee = ("sct|72696002",)
+    (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2, sites=knee))
+    assert f.code == F.MODIFIER_MISUSE and f.fixes[0].action == F.REMOVE_LINE
+
+
+def test_component_modifier_on_indicator_0_pair_is_misuse():
+    (f,) = run(line("33289"), line("76000", "26", seq=2), setting=HOSPITAL)
+    assert f.code == F.MODIFIER_MISUSE and "does not bypass" in f.reason
+
+
+def test_component_modifier_on_indicator_1_pair_explains_it_does_not_bypass():
+    (f,) = run(line("27235"), line("76000", "26", seq=2), setting=HOSPITAL)
+    assert f.code == F.PTP_MODIFIER_ALLOWED and "does not bypass" in f.reason
+
+
+def test_guidance_add_on_already_billed_removes_76000():
+    fs = run(line("20610"), line("77002", seq=2), line("76000", seq=3))
+    (f,) = fs
+    assert f.code in (F.USE_GUIDANCE_CODE, F.FLUOROSCOPY_INTEGRAL)
+    assert f.fixes[0].action == F.REMOVE_LINE
+
+
+def test_guidance_from_policy_when_aoc_is_contractor_defined():
+    (f,) = run(line("36556"), line("76000", seq=2))
+    assert f.code == F.USE_GUIDANCE_CODE and f.fixes[0].code == "77001"
+    assert any(c.kind == "policy" and "77001" in c.text for c in f.citations)
+
+
+def test_guidance_from_the_aoc_table():
+    (f,) = run(line("47000"), line("76000", seq=2))  # no PTP edit; AOC lists 47000 for 77002
+    assert f.code == F.USE_GUIDANCE_CODE and f.fixes[0].code == "77002"
+    assert any(c.kind == "ncci-aoc" for c in f.citations)
+
+
+def test_other_date_does_not_bundle():
+    other = date(2024, 8, 6)
+    fs = run(line("29881"), line("76000", seq=2, day=other))
+    assert codes(fs) == []
+
+
+def test_no_date_uses_only_edits_without_deletion():
+    fs = run(line("33289", day=None), line("76000", seq=2, day=None))
+    assert codes(fs) == [F.PTP_BUNDLED]
+
+
+def test_modifier_26_rules():
+    assert codes(run(line("20650"), line("76000", seq=2), setting=HOSPITAL)) == [F.MODIFIER_26]
+    assert run(line("20650"), line("76000", "TC", seq=2), setting=HOSPITAL) == []
+    assert run(line("20650"), line("76000", seq=2), setting=HOSPITAL, **{"global-billing": True}) == []
+    inst = Setting(facility=True, ncci_setting="outpatient-hospital", pos=None)
+    assert run(line("20650"), line("76000", seq=2), setting=inst) == []
+    sr = line("76000", kind="service-request")
+    assert run(sr, setting=HOSPITAL, kind="order", checked=False) == []
+    (f,) = run(line("76000"), setting=HOSPITAL)
+    assert f.payment == "76000 global 1.28 RVU ($42.61) vs -26 0.44 RVU ($14.65) at CF 33.2875"
+    assert any(c.kind == "mpfs" for c in f.citations)
+
+
+def test_removal_suppresses_modifier_26_documentation_duration_and_mue():
+    fs = run(line("33289"), line("76000", units=5, seq=2), setting=HOSPITAL,
+             evidence=Evidence(fluoro_minutes=90))
+    assert codes(fs) == [F.PTP_BUNDLED]
+
+
+def test_mue_per_date_across_lines():
+    fs = run(line("76000", units=2), line("76000", units=2, seq=2))
+    (f,) = [f for f in fs if f.code == F.MUE_EXCEEDED]
+    assert f.fixes[0].action == F.REDUCE_UNITS and f.fixes[0].units == 1
+    assert len(f.lines) == 2
+    assert codes(run(line("76000", units=3))) == []
+
+
+def test_duration_exceeded_and_units():
+    (f,) = run(line("76000"), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 61}))
+    assert f.code == F.DURATION_EXCEEDED and f.fixes == () and f.severity == "info"
+    (f,) = run(line("76000", units=2), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 120}))
+    assert f.fixes[0].action == F.REDUCE_UNITS and f.fixes[0].units == 1
+    assert "76001" in f.reason
+    assert run(line("76000"), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 60})) == []
+
+
+def test_documentation_not_judged_when_not_checked():
+    assert run(line("76000"), evidence=Evidence(), checked=False) == []
+    (f,) = run(line("76000"), evidence=Evidence())
+    assert f.missing == ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
+                         "images-retained", "signed-interpretation")
+
+
+def test_max_cards_keeps_the_most_important():
+    fs = run(line("76000", units=5), setting=HOSPITAL, evidence=Evidence())
+    assert codes(fs) == [F.MUE_EXCEEDED, F.MODIFIER_26, F.DOCUMENTATION_MISSING]
+    assert codes(run(line("76000", units=5), setting=HOSPITAL, evidence=Evidence(), **{"max-cards": 1})) == \
+        [F.MUE_EXCEEDED]
+
+
+def test_every_finding_code_can_be_switched_off():
+    fs = run(line("76000", units=5), setting=HOSPITAL, evidence=Evidence(),
+             **{"mue-exceeded": False, "modifier-26": False, "documentation-missing": False})
+    assert fs == []
+
+
+def test_policy_files_are_versioned_with_sources():
+    pol = policy()
+    assert all(pol.versions.values())
+    for entry in list(pol.integral.values()) + list(pol.guidance.values()):
+        assert entry.source and entry.version
+    assert "29881" in pol.integral and "62323" in pol.integral and "64483" in pol.integral
+    assert pol.guidance["20610"].add_on == "77002"
+    assert "20650" not in pol.integral and "20650" not in pol.guidance
+    assert "50080" not in pol.integral
+
+
+@pytest.mark.parametrize("code", ["20650", "50080", "10160"])
+def test_separately_reportable_primaries_give_no_bundling(code):
+    fs = run(line(code), line("76000", seq=2))
+    assert not {F.PTP_BUNDLED, F.PTP_MODIFIER_ALLOWED, F.FLUOROSCOPY_INTEGRAL} & set(codes(fs))
+
+
+def test_unbilled_procedure_that_includes_fluoroscopy_questions_separate_procedure():
+    unbilled = (Line(key="Procedure/p1", code="29881", service_date=DAY, kind="procedure", resource="Procedure/p1"),)
+    case = Case(kind="claim", setting=OFFICE, lines=(line("76000"),), evidence=DOCS, default_date=DAY,
+                context_lines=unbilled)
+    (f,) = evaluate(case, REF, resolve(None))
+    assert f.code == F.DOCUMENTATION_MISSING and f.missing == ("separate-procedure",)
+    assert "29881" in f.reason and any(c.kind == "policy" for c in f.citations)
+    other_day = replace(unbilled[0], service_date=date(2024, 8, 9))
+    assert evaluate(replace(case, context_lines=(other_day,)), REF, resolve(None)) == []
+
+
+def test_extraction_finds_unbilled_procedures():
+    from hooks.extract import case_from_claim, split_claim_bundle
+    from tests.scenario_fixtures import scenario
+    s = scenario(1)
+    claim, companions = split_claim_bundle(s.context["claim"])
+    claim["item"] = claim["item"][1:]  # bill 76000 alone; the record still shows 29881 that day
+    case = case_from_claim(claim, companions, REF)
+    assert [ln.code for ln in case.context_lines] == ["29881"]
+    (f,) = [f for f in evaluate(case, REF, resolve(None)) if f.code == F.DOCUMENTATION_MISSING]
+    assert f.missing == ("separate-procedure",)
+    assert case_from_claim(*split_claim_bundle(scenario(1).context["claim"]), REF).context_lines == ()

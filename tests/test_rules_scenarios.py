@@ -1,0 +1,160 @@
+"""Scenarios 1-15 through extraction and the rules: on the starter set, and on the real CMS July 2024
+tables (same answers wherever the starter set covers the scenario; scenario 14 needs the real table)."""
+from __future__ import annotations
+
+import pytest
+
+from hooks import findings as F
+from hooks.model import DISTINCT_MODIFIERS, FLUORO
+from nccidata.starter import starter
+from tests.conftest import require_shared_ncci
+from tests.rules_support import case_of, findings_of, real_ncci
+from tests.scenario_fixtures import scenario
+
+RULE_SCENARIOS = tuple(range(1, 16))
+
+
+def check(s, findings, case) -> None:
+    """Assert the findings answer scenario `s` as scenarios.md requires."""
+    exp = s.expected
+    topics = [f.code for f in findings]
+    assert exp.topics <= set(topics), (s.number, topics)
+    if exp.any_topic:
+        assert exp.any_topic & set(topics), (s.number, topics)
+    assert not exp.forbidden_topics & set(topics), (s.number, topics)
+    if exp.card_count is not None:
+        assert len(findings) == exp.card_count, (s.number, topics)
+    assert len(topics) == len(set(topics)) or F.MUE_EXCEEDED in topics, "one finding per problem"
+    lines = {ln.key: ln for ln in case.lines}
+    if exp.removal_topics:
+        hits = [f for f in findings if f.code in exp.removal_topics and f.fixes and f.fixes[0].recommended
+                and f.fixes[0].action in (F.REMOVE_LINE, F.REPLACE_CODE) and lines[f.fixes[0].line].code == FLUORO]
+        assert hits, (s.number, topics)
+        if exp.replace_with:
+            assert hits[0].fixes[0].action == F.REPLACE_CODE and hits[0].fixes[0].code == exp.replace_with
+        else:
+            assert hits[0].fixes[0].action == F.REMOVE_LINE
+    if exp.add_modifier:
+        (f,) = [f for f in findings if f.code == exp.modifier_topic]
+        fix = f.fixes[0]
+        assert fix.recommended and fix.action == F.ADD_MODIFIER and fix.modifier == exp.add_modifier
+        assert lines[fix.line].code == FLUORO
+    if exp.missing is not None:
+        (f,) = [f for f in findings if f.code == F.DOCUMENTATION_MISSING]
+        assert f.missing == exp.missing
+        assert f.fixes[0].elements == exp.missing
+    if exp.no_bypass_suggestion:
+        assert not [x for f in findings for x in f.fixes
+                    if x.action == F.ADD_MODIFIER and x.modifier in DISTINCT_MODIFIERS]
+
+
+def check_contract(findings) -> None:
+    for f in findings:
+        assert f.code in F.FINDING_CODES
+        assert f.severity in ("info", "warning")
+        assert 0 < len(f.summary) <= 140
+        assert f.reason and f.citations
+        if f.fixes:
+            assert f.fixes[0].recommended
+        for c in f.citations:
+            if c.starter:
+                assert "starter set, not a CMS release" in c.text
+            if c.kind == "ncci-ptp":
+                d = dict(c.details)
+                assert {"column1", "column2", "modifier_indicator", "rationale"} <= set(d)
+            if c.kind == "policy":
+                assert "Source:" in c.text
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_scenario_on_the_starter_set(n):
+    s = scenario(n)
+    ref = starter()
+    case = case_of(s, ref)
+    findings = findings_of(s, ref)
+    check(s, findings, case)
+    check_contract(findings)
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_scenario_without_prefetch_extracts_the_same_case(n):
+    s = scenario(n)
+    ref = starter()
+    assert case_of(s, ref, with_prefetch=False) == case_of(s, ref, with_prefetch=True)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return real_ncci(str(require_shared_ncci()))
+
+
+def _answer(findings):
+    return [(f.code, tuple((x.action, x.code, x.modifier, x.units, x.recommended) for x in f.fixes), f.missing)
+            for f in findings]
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_real_tables_give_the_same_answer(real, n):
+    s = scenario(n)
+    findings = findings_of(s, real)
+    check(s, findings, case_of(s, real))
+    check_contract(findings)
+    assert _answer(findings) == _answer(findings_of(s, starter()))
+    assert not any(c.starter for f in findings for c in f.citations)
+
+
+def test_scenario_14_edit_exists_but_was_deleted_in_2016(real):
+    edit = real.ptp["practitioner"][("50080", "76000")]
+    assert edit.modifier_indicator == "9" and edit.deletion.isoformat() == "2016-01-01"
+    s = scenario(14)
+    assert findings_of(s, real) == []
+    # The same claim dated before the deletion date does meet the edit in the real table ...
+    from datetime import date
+    assert real.ptp_edits({"50080", "76000"}, date(2015, 6, 1), "practitioner") == [edit]
+    # ... but indicator 9 is never a bundling finding.
+    case = case_of(s, real)
+    from dataclasses import replace
+    from hooks.config import resolve
+    from hooks.rules import evaluate
+    old = replace(case, lines=tuple(replace(ln, service_date=date(2015, 6, 1)) for ln in case.lines))
+    assert [f.code for f in evaluate(old, real, resolve(None))] == []
+
+
+def test_ptp_citation_names_release_and_row(real):
+    (f,) = findings_of(scenario(9), real)
+    ptp = [c for c in f.citations if c.kind == "ncci-ptp"][0]
+    assert "2024Q3" in ptp.text and "33289" in ptp.text and "modifier indicator 0" in ptp.text
+    (f,) = findings_of(scenario(9), starter())
+    ptp = [c for c in f.citations if c.kind == "ncci-ptp"][0]
+    assert ptp.starter and "starter set, not a CMS release" in ptp.text
+
+
+from tests.ncci_support import real_ncci_db, real_reference  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("n", RULE_SCENARIOS)
+def test_real_sqlite_store_gives_the_same_answer(real_reference, n):
+    """The imported CMS July 2024 release in the nccidata SQLite store answers like the starter set."""
+    s = scenario(n)
+    findings = findings_of(s, real_reference)
+    check(s, findings, case_of(s, real_reference))
+    check_contract(findings)
+    assert _answer(findings) == _answer(findings_of(s, starter()))
+    assert not any(c.starter for f in findings for c in f.citations if c.kind.startswith("ncci"))
+
+
+def test_policy_files_agree_with_the_real_tables(real):
+    """Entries whose source cites the CMS tables are backed by rows of the July 2024 release."""
+    from datetime import date
+
+    from hooks.rules import policy
+    pol, on = policy(), date(2024, 8, 1)
+    for add_on in ("77002", "77003"):
+        prims = set().union(*[e.codes for e in pol.guidance.values() if e.add_on == add_on])
+        assert prims <= real.add_ons[add_on].primaries, add_on
+    assert real.add_ons["77001"].contractor_defined
+    table = real.ptp["practitioner"]
+    for entry in {e.codes_spec: e for e in pol.integral.values()}.values():
+        if "NCCI PTP" in entry.source:
+            active = [c for c in entry.codes if (c, "76000") in table and table[(c, "76000")].in_force(on)]
+            assert active, entry.codes_spec

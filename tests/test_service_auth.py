@@ -1,0 +1,238 @@
+"""JWT authentication of CDS clients (CDS Hooks 2.0 "Trusting CDS Clients") with real keys and a
+real JWKS endpoint on 127.0.0.1."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.service_support import (StaticJsonServer, TokenFactory, assert_json_error, claim_review_request,
+                                   ec_key, make_app, rsa_key)
+
+ISSUER = "https://ehr.example.org"
+BASE = "https://cds.example.org"  # FLUORO_CDS_BASE_URL for most tests
+CLAIM_URL = f"{BASE}/cds-services/fluoroscopy-claim-review"
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return {"ec": ec_key("ec-1"), "rsa": rsa_key("rsa-1"), "attacker": ec_key("ec-1")}
+
+
+@pytest.fixture(scope="module")
+def jwks(keys):
+    server = StaticJsonServer({
+        "/jwks.json": {"keys": [keys["ec"].public_jwk, keys["rsa"].public_jwk]},
+        "/attacker.json": {"keys": [keys["attacker"].public_jwk]},
+        "/extra.json": {"keys": [keys["attacker"].public_jwk]},
+    })
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def tokens(keys):
+    return TokenFactory(ISSUER, {"ec-1": keys["ec"], "rsa-1": keys["rsa"]}, "ec-1")
+
+
+@pytest.fixture
+def app(tmp_path, jwks):
+    return make_app(tmp_path, auth="jwt", base_url=BASE,
+                    trusted_issuers={ISSUER: jwks.url("/jwks.json")},
+                    jku_allowlist=(jwks.url("/extra.json"),))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _unsigned(payload: dict, header: dict) -> str:
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+    return f"{enc(header)}.{enc(payload)}."
+
+
+def _payload(aud: str, **claims) -> dict:
+    now = int(time.time())
+    return {"iss": ISSUER, "aud": aud, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4()), **claims}
+
+
+def test_valid_es384_and_rs384_tokens_pass_on_every_endpoint(client, tokens):
+    resp = client.get("/cds-services", headers=_bearer(tokens.mint(f"{BASE}/cds-services")))
+    assert resp.status_code == 200
+    resp = client.post("/cds-services/fluoroscopy-claim-review", json=claim_review_request(),
+                       headers=_bearer(tokens.mint(CLAIM_URL, kid="rsa-1")))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    resp = client.post("/cds-services/fluoroscopy-claim-review/feedback",
+                       json={"feedback": [{"card": "c", "outcome": "overridden",
+                                           "outcomeTimestamp": "2024-07-15T10:00:00Z"}]},
+                       headers=_bearer(tokens.mint(f"{CLAIM_URL}/feedback")))
+    assert resp.status_code == 200
+    # aud as an array holding the endpoint URL
+    resp = client.get("/cds-services", headers=_bearer(
+        tokens.mint([f"{BASE}/cds-services", "https://other.example.org"])))
+    assert resp.status_code == 200
+    # a jku equal to the issuer's configured JWKS URL is honoured
+    tokens.extra_headers = {"jku": client.application.config["FLUORO_SETTINGS"].trusted_issuers[ISSUER]}
+    assert client.get("/cds-services", headers=_bearer(tokens.mint(f"{BASE}/cds-services"))).status_code == 200
+
+
+def test_jku_on_the_allowlist_is_honoured(client, tokens, keys, jwks):
+    token = tokens.mint(f"{BASE}/cds-services", key=keys["attacker"], headers={"jku": jwks.url("/extra.json")})
+    assert client.get("/cds-services", headers=_bearer(token)).status_code == 200
+
+
+def _rejections(tokens, keys, jwks):
+    aud = f"{BASE}/cds-services"
+    return {
+        "alg none": _unsigned(_payload(aud), {"alg": "none", "typ": "JWT", "kid": "ec-1"}),
+        "HS256": jwt.encode(_payload(aud), "shared-secret-shared-secret-shared!", algorithm="HS256",
+                            headers={"kid": "ec-1"}),
+        "HS384 with the public key as secret": _hmac_signed(
+            _payload(aud), {"alg": "HS384", "typ": "JWT", "kid": "rsa-1"},
+            json.dumps(keys["rsa"].public_jwk).encode()),
+        "ES256 (not allowed)": jwt.encode(_payload(aud), ec.generate_private_key(ec.SECP256R1()),
+                                          algorithm="ES256", headers={"kid": "ec-1"}),
+        "wrong aud": tokens.mint(f"{BASE}/cds-services/fluoroscopy-claim-review"),
+        "aud of another host": tokens.mint("https://evil.example.com/cds-services"),
+        "expired": tokens.mint(aud, iat=int(time.time()) - 900, exp=int(time.time()) - 600),
+        "iat in the future": tokens.mint(aud, iat=int(time.time()) + 600, exp=int(time.time()) + 900),
+        "lifetime too long": tokens.mint(aud, exp=int(time.time()) + 86400),
+        "unknown issuer": tokens.mint(aud, iss="https://evil.example.com"),
+        "no iss": tokens.mint(aud, iss=None),
+        "unknown kid": tokens.mint(aud, key=ec_key("ec-unknown")),
+        "no kid": jwt.encode(_payload(aud), keys["ec"].private, algorithm="ES384"),
+        "no jti": tokens.mint(aud, jti=None),
+        "no exp": tokens.mint(aud, exp=None),
+        "jku off the allowlist": tokens.mint(aud, key=keys["attacker"],
+                                             headers={"jku": jwks.url("/attacker.json")}),
+        "signed by another key with a known kid": tokens.mint(aud, key=keys["attacker"]),
+        "RS384 header on an EC key": _swap_alg(tokens.mint(aud, kid="ec-1"), "RS384"),
+        "typ not JWT": tokens.mint(aud, headers={"typ": "JOSE+JSON"}),
+    }
+
+
+def _hmac_signed(payload: dict, header: dict, secret: bytes) -> str:
+    """An HMAC-signed JWT made by hand (key-confusion attack: the public JWK as the secret)."""
+    head_payload = _unsigned(payload, header)[:-1]
+    sig = hmac.new(secret, head_payload.encode(), hashlib.sha384).digest()
+    return f"{head_payload}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+
+
+def _swap_alg(token: str, alg: str) -> str:
+    head, payload, sig = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    header["alg"] = alg
+    new_head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return f"{new_head}.{payload}.{sig}"
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("alg none", "alg must be"), ("HS256", "alg must be"),
+    ("HS384 with the public key as secret", "alg must be"), ("ES256 (not allowed)", "alg must be"),
+    ("wrong aud", "aud"), ("aud of another host", "aud"), ("expired", "expired"),
+    ("iat in the future", "iat"), ("lifetime too long", "lifetime"),
+    ("unknown issuer", "issuer"), ("no iss", "issuer"), ("unknown kid", "kid is not"),
+    ("no kid", "no kid"), ("no jti", "jti"), ("no exp", "exp"), ("jku off the allowlist", "jku"),
+    ("signed by another key with a known kid", "signature"),
+    ("RS384 header on an EC key", "key type"), ("typ not JWT", "typ"),
+])
+def test_bad_tokens_are_401(client, tokens, keys, jwks, case, reason, caplog):
+    token = _rejections(tokens, keys, jwks)[case]
+    with caplog.at_level(logging.DEBUG):
+        resp = client.get("/cds-services", headers=_bearer(token))
+    err = assert_json_error(resp, 401)
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert reason in err["error"]
+    assert token not in caplog.text and token not in err["error"]
+
+
+def test_missing_or_malformed_authorization_is_401(client):
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer "},
+                    {"Authorization": "Bearer not.a.jwt"}):
+        resp = client.post("/cds-services/fluoroscopy-claim-review", json=claim_review_request(),
+                           headers=headers)
+        assert_json_error(resp, 401)
+        assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+
+
+def test_tampered_payload_is_401(client, tokens):
+    token = tokens.mint(f"{BASE}/cds-services")
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] += 3600
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert_json_error(client.get("/cds-services", headers=_bearer(f"{head}.{forged}.{sig}")), 401)
+
+
+def test_replayed_jti_is_401_even_in_another_worker(tmp_path, client, tokens, jwks):
+    token = tokens.mint(f"{BASE}/cds-services")
+    assert client.get("/cds-services", headers=_bearer(token)).status_code == 200
+    err = assert_json_error(client.get("/cds-services", headers=_bearer(token)), 401)
+    assert "replay" in err["error"]
+    # another app instance on the same state DB (as another gunicorn worker would be)
+    other = make_app(tmp_path, auth="jwt", base_url=BASE,
+                     trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()
+    token2 = tokens.mint(f"{BASE}/cds-services")
+    assert client.get("/cds-services", headers=_bearer(token2)).status_code == 200
+    assert_json_error(other.get("/cds-services", headers=_bearer(token2)), 401)
+
+
+def test_aud_is_the_request_url_when_no_base_url_is_set(tmp_path, tokens, jwks):
+    client = make_app(tmp_path, auth="jwt", trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()
+    ok = tokens.mint("http://localhost/cds-services")
+    assert client.get("/cds-services", headers=_bearer(ok)).status_code == 200
+    assert_json_error(client.get("/cds-services", headers=_bearer(tokens.mint(f"{BASE}/cds-services"))), 401)
+
+
+def test_health_and_preflight_need_no_token(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    resp = client.open("/cds-services", method="OPTIONS",
+                       headers={"Origin": "https://x.example", "Access-Control-Request-Method": "GET"})
+    assert resp.status_code == 204
+
+
+def test_jwks_is_fetched_once_and_cached(tmp_path, keys):
+    server = StaticJsonServer({"/jwks.json": {"keys": [keys["ec"].public_jwk]}})
+    try:
+        client = make_app(tmp_path, auth="jwt", base_url=BASE,
+                          trusted_issuers={ISSUER: server.url("/jwks.json")}).test_client()
+        factory = TokenFactory(ISSUER, {"ec-1": keys["ec"]}, "ec-1")
+        for _ in range(3):
+            assert client.get("/cds-services",
+                              headers=_bearer(factory.mint(f"{BASE}/cds-services"))).status_code == 200
+        assert server.hits == ["/jwks.json"]
+    finally:
+        server.close()
+
+
+def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
+    from hooks.services.base import CdsService
+
+    seen = {}
+
+    def handler(req):
+        seen.update(req.extras)
+        return {"cards": []}
+
+    svc = CdsService(id="test-extras", hook="org.fluorocds.claim-review", title="t",
+                     description="test-only", prefetch={}, handler=handler)
+    client = make_app(tmp_path, services=(svc,), auth="jwt", base_url=BASE,
+                      trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()
+    token = tokens.mint(f"{BASE}/cds-services/test-extras", tenant="hospital-7")
+    assert client.post("/cds-services/test-extras", json=claim_review_request(),
+                       headers=_bearer(token)).status_code == 200
+    assert seen == {"client_issuer": ISSUER, "tenant": "hospital-7"}

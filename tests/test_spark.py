@@ -1,0 +1,54 @@
+"""The Spark job gives the same findings as `fluoro-cds batch`, on a real local Spark (pyspark)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import orjson
+import pytest
+
+from hooks.config import ConfigError, resolve
+from service.batch import run
+from tests.scenario_fixtures import scenario
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark (test extra) is not installed")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from service.spark import local_session
+
+    session = local_session("fluoro-cds-test")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_spark_job_matches_the_batch_runner(spark, tmp_path):
+    from service.spark import run_job
+
+    records = [scenario(n).context["claim"] for n in (1, 3, 4, 5, 9, 11)]
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records) + b"{broken\n")
+    count = run_job(spark, str(src), str(tmp_path / "out"))
+    assert count == len(records) + 1
+    rows = []
+    for part in sorted((tmp_path / "out").glob("part-*")):
+        rows += [json.loads(line) for line in part.read_text().splitlines()]
+    rows.sort(key=lambda r: r["line"])
+    expected = io.BytesIO()
+    run(str(src), expected, db_path=str(tmp_path / "absent.sqlite"), config=resolve(None))
+    batch_rows = [json.loads(line) for line in expected.getvalue().splitlines()]
+    assert rows == batch_rows
+    assert rows[-1]["error"].startswith("not valid JSON")
+    assert {f["code"] for f in rows[4]["findings"]} == {"ptp-bundled"}
+
+
+def test_spark_job_rejects_bad_configuration_before_running(spark, tmp_path):
+    from service.spark import run_job
+
+    with pytest.raises(ConfigError):
+        run_job(spark, str(tmp_path / "none.ndjson"), str(tmp_path / "out"),
+                config_overrides={"distinct-modifier": "ZZ"})
