@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
@@ -116,9 +116,8 @@ def _status(resource: dict, path: str) -> str | None:
 
 
 # --- companions --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Proc:
-    """An active, coded Procedure of the record, parsed once."""
+class _Proc(NamedTuple):
+    """An active, coded Procedure of the record, parsed once (a NamedTuple: built per request)."""
 
     path: str
     resource: dict
@@ -297,7 +296,7 @@ def _parse_procedure(p: str, proc: dict) -> _Proc | None:
     if not code:
         return None
     reports = tuple(r for rp, x in fr.items(proc.get("report"), p, "report") if (r := fr.reference(x, rp)))
-    line = _order_line(proc, p) if proc.get("id") is not None else None
+    line = _order_line(proc, p, code) if proc.get("id") is not None else None
     if line is not None:
         return _Proc(p, proc, code, line.service_date, line.body_sites, line.diagnoses, reports, line)
     return _Proc(p, proc, code, _procedure_date(proc, p), _concepts_keys(proc.get("bodySite"), p, "bodySite"),
@@ -532,10 +531,12 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
 
 
 # --- orders ------------------------------------------------------------------------------------
-def _order_line(res: dict, path: str) -> Line | None:
+def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
+    """`code`: the resource's procedure code when the caller has already read it."""
     rtype = res["resourceType"]
     rid = fr.string(res.get("id"), path, "id", required=True)
-    code = procedure_code(res.get("code"), path, "code")
+    if code is None:
+        code = procedure_code(res.get("code"), path, "code")
     if not code:
         return None
     if rtype == "ServiceRequest":
