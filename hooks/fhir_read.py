@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 from .context import InvalidResource
@@ -201,7 +200,6 @@ def reference(node: Any, path: str, key: str | None = None) -> str | None:
 _REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
-@lru_cache(maxsize=4096)  # a pure function of the string; references repeat across requests
 def normalize_reference(value: str) -> str:
     """"Encounter/1", "https://x/fhir/Encounter/1/_history/2" -> "Encounter/1"; others unchanged."""
     m = _REF_RE.search(value)
