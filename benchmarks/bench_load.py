@@ -215,6 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ratio = results["echo"]["server_cpu_ms_per_req"] / results["claim-review"]["server_cpu_ms_per_req"]
         print(f"server CPU per request, echo / claim-review: {cpu_ratio:.2f} (the throughput ratio "
               "a machine with nothing else running would approach)")
+        # Each round runs the targets back to back, so a per-round ratio compares figures taken
+        # seconds apart: its median is the steadiest figure when other load comes and goes.
+        def round_ratios(name: str, key: str, inverse: bool = False) -> float:
+            pairs = zip(rounds[name], rounds["echo"])
+            return statistics.median((e[key] / r[key]) if inverse else (r[key] / e[key]) for r, e in pairs)
+
+        per_round = {name: {"rps_ratio": round_ratios(name, "rps"),
+                            "cpu_ratio": round_ratios(name, "server_cpu_ms_per_req", inverse=True)}
+                     for name in rounds if name != "echo"}
+        for name, pr in per_round.items():
+            print(f"median of per-round ratios, {name} / echo: throughput {pr['rps_ratio']:.2f}x, "
+                  f"server CPU per request (echo / {name}) {pr['cpu_ratio']:.2f}")
         if base_port is not None:
             base = results["claim-review@baseline"]
             print(f"baseline claim-review / echo throughput: {base['rps'] / results['echo']['rps']:.2f}x; "
@@ -226,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(target < 50 ms: {'met' if p99 < 50 else 'MISSED'})")
         if args.json:
             Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio,
-                                                   "cpu_ratio": cpu_ratio}, indent=2))
+                                                   "cpu_ratio": cpu_ratio, "per_round": per_round},
+                                                  indent=2))
         return 0
     finally:
         for p in procs:
