@@ -14,7 +14,12 @@ Reports requests/s, p50 and p99 latency for each (median over interleaved rounds
 from elsewhere on the machine hits every target alike) and the ratio claim-review / echo.
 Targets: claim-review >= 0.5x echo throughput and p99 < 50 ms.
 
+``--baseline DIR`` also serves the claim-review service of another checkout of the repository
+(e.g. ``git archive <commit> | tar -x -C DIR``) the same way, as one more interleaved target
+(``claim-review@baseline``), so that a change is measured against its baseline side by side.
+
     PYTHONPATH=. /work/venv/bin/python benchmarks/bench_load.py [--duration 30] [--connections 16]
+        [--baseline DIR]
 """
 from __future__ import annotations
 
@@ -68,12 +73,13 @@ def request_body(n: int) -> dict:
     return body
 
 
-def start_gunicorn(app: str, port: int, workdir: Path, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(workdir / "ncci.sqlite"),
-               FLUORO_CDS_STATE_DB=str(workdir / "state.sqlite"))
+def start_gunicorn(app: str, port: int, workdir: Path, threads: int,
+                   root: Path = ROOT) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(root), FLUORO_CDS_DB=str(workdir / f"ncci-{port}.sqlite"),
+               FLUORO_CDS_STATE_DB=str(workdir / f"state-{port}.sqlite"))
     cmd = [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
            "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / f"gunicorn-{port}.log", "wb"))
 
 
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds; each target runs duration/rounds s per round")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout whose claim-review is served and measured alongside")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -147,11 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_up(f"http://127.0.0.1:{svc_port}/healthz")
         wait_up(f"http://127.0.0.1:{echo_port}/")
+        base_port = None
+        if args.baseline is not None:
+            base_port = free_port()
+            procs.append(start_gunicorn("service.app:create_app()", base_port, workdir, args.threads,
+                                        root=args.baseline.resolve()))
+            wait_up(f"http://127.0.0.1:{base_port}/healthz")
         bodies = {"claim-review": request_body(1), "order-review": request_body(12),
                   "discharge-review": request_body(13)}
         targets = [("echo", f"http://127.0.0.1:{echo_port}/echo", bodies["claim-review"])]
         targets += [(name, f"http://127.0.0.1:{svc_port}/cds-services/fluoroscopy-{name}", body)
                     for name, body in bodies.items()]
+        if base_port is not None:
+            targets.insert(2, ("claim-review@baseline",
+                               f"http://127.0.0.1:{base_port}/cds-services/fluoroscopy-claim-review",
+                               bodies["claim-review"]))
         raws = {name: json.dumps(body).encode() for name, _, body in targets}
         cards_of: dict[str, int | None] = {}
         for name, url, _ in targets:  # check each target answers, and warm it up
@@ -163,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
         slice_s = max(1, args.duration // args.rounds)
         master = {"echo": procs[1].pid}
+        if base_port is not None:
+            master["claim-review@baseline"] = procs[2].pid
         for _ in range(args.rounds):
             for name, url, _ in targets:
                 pid = master.get(name, procs[0].pid)
@@ -186,22 +206,40 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.rounds} interleaved rounds of {slice_s}s per target (medians); "
               f"{os.cpu_count()} CPUs")
         print(f"# load average before/after: {load0} / {tuple(round(x, 2) for x in os.getloadavg())}")
-        print(f"{'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}"
+        print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}"
               f"{'non-2xx':>9}{'cards':>7}")
         for name, r in results.items():
-            print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+            print(f"{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
                   f"{r['server_cpu_ms_per_req']:>12.3f}"
                   f"{r['non_2xx']:>9}{'' if r['cards'] is None else r['cards']:>7}")
         cpu_ratio = results["echo"]["server_cpu_ms_per_req"] / results["claim-review"]["server_cpu_ms_per_req"]
         print(f"server CPU per request, echo / claim-review: {cpu_ratio:.2f} (the throughput ratio "
               "a machine with nothing else running would approach)")
+        # Each round runs the targets back to back, so a per-round ratio compares figures taken
+        # seconds apart: its median is the steadiest figure when other load comes and goes.
+        def round_ratios(name: str, key: str, inverse: bool = False) -> float:
+            pairs = zip(rounds[name], rounds["echo"])
+            return statistics.median((e[key] / r[key]) if inverse else (r[key] / e[key]) for r, e in pairs)
+
+        per_round = {name: {"rps_ratio": round_ratios(name, "rps"),
+                            "cpu_ratio": round_ratios(name, "server_cpu_ms_per_req", inverse=True)}
+                     for name in rounds if name != "echo"}
+        for name, pr in per_round.items():
+            print(f"median of per-round ratios, {name} / echo: throughput {pr['rps_ratio']:.2f}x, "
+                  f"server CPU per request (echo / {name}) {pr['cpu_ratio']:.2f}")
+        if base_port is not None:
+            base = results["claim-review@baseline"]
+            print(f"baseline claim-review / echo throughput: {base['rps'] / results['echo']['rps']:.2f}x; "
+                  f"server CPU per request, echo / baseline claim-review: "
+                  f"{results['echo']['server_cpu_ms_per_req'] / base['server_cpu_ms_per_req']:.2f}")
         p99 = results["claim-review"]["p99_ms"]
         print(f"claim-review / echo throughput: {ratio:.2f}x (target >= 0.5x: "
               f"{'met' if ratio >= 0.5 else 'MISSED'}); claim-review p99 {p99:.1f} ms "
               f"(target < 50 ms: {'met' if p99 < 50 else 'MISSED'})")
         if args.json:
             Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio,
-                                                   "cpu_ratio": cpu_ratio}, indent=2))
+                                                   "cpu_ratio": cpu_ratio, "per_round": per_round},
+                                                  indent=2))
         return 0
     finally:
         for p in procs:

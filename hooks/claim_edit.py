@@ -133,19 +133,21 @@ def remove_item(claim: dict, sequence: int) -> dict:
     mapping: dict[int, int | None] = {sequence: None}
     for n, item in enumerate(items, start=1):
         mapping[item["sequence"]] = n
-    rest = {k: v for k, v in out.items() if k != "item"}
-    if b'"itemSequence"' in raw:  # only contained resources / extensions can point at items
-        rest = _remap_item_sequences(rest, mapping)
     for n, item in enumerate(items, start=1):
         item["sequence"] = n
         _renumber_details(item)
-    if items:
-        rest["item"] = items
-    # keep the original key order
-    ordered = {k: rest[k] for k in out if k in rest}
-    ordered.update({k: v for k, v in rest.items() if k not in ordered})
-    _recompute_total(ordered)
-    return ordered
+    if b'"itemSequence"' in raw:  # only contained resources / extensions can point at items
+        rest = _remap_item_sequences({k: v for k, v in out.items() if k != "item"}, mapping)
+        if items:
+            rest["item"] = items
+        # keep the original key order
+        ordered = {k: rest[k] for k in out if k in rest}
+        ordered.update({k: v for k, v in rest.items() if k not in ordered})
+        out = ordered
+    elif not items:
+        del out["item"]
+    _recompute_total(out)
+    return out
 
 
 def replace_code(claim: dict, sequence: int, code: str, display: str | None = None,

@@ -51,6 +51,7 @@ OPTIONS: tuple[Option, ...] = (
     for code in FINDING_CODES
 )
 BY_CODE = {o.code: o for o in OPTIONS}
+_DEFAULTS = {o.code: o.default for o in OPTIONS}  # copied per call, never handed out
 
 
 class ConfigError(ValueError):
@@ -81,7 +82,7 @@ def resolve(request_extension: dict | None, deployment: dict | None = None) -> d
 
     Unknown option codes are rejected, so a typo does not silently do nothing.
     """
-    config = {o.code: o.default for o in OPTIONS}
+    config = dict(_DEFAULTS)
     layers = [deployment or {}]
     ext = request_extension or {}
     if not isinstance(ext, dict):

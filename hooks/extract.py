@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
@@ -64,11 +64,11 @@ _CLINICAL_TYPES = ("Encounter", "Procedure", "Observation", "DiagnosticReport", 
 
 
 # --- code helpers ------------------------------------------------------------------------------
-def procedure_code(concept, path: str) -> str | None:
+def procedure_code(concept, path: str, key: str | None = None) -> str | None:
     """The CPT/HCPCS code of a CodeableConcept: a coding in a CPT or HCPCS system, else a
     system-less coding that looks like a CPT/HCPCS code (five characters)."""
     fallback = None
-    for system, code in fr.codings(concept, path):
+    for system, code in fr.codings(concept, path, key):
         code = code.upper()
         if system in PROCEDURE_SYSTEMS:
             return code
@@ -77,9 +77,11 @@ def procedure_code(concept, path: str) -> str | None:
     return fallback
 
 
-def _modifier_codes(node, path: str) -> tuple[str, ...]:
+def _modifier_codes(node, path: str, key: str | None = None) -> tuple[str, ...]:
+    if node is None:
+        return ()
     out = []
-    for p, cc in fr.items(node, path):
+    for p, cc in fr.items(node, path, key):
         for system, code in fr.codings(cc, p):
             code = code.upper()
             if _MODIFIER_RE.fullmatch(code) and (system is None or system in PROCEDURE_SYSTEMS):
@@ -88,31 +90,34 @@ def _modifier_codes(node, path: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _concept_keys(node, path: str) -> tuple[str, ...]:
+def _concept_keys(node, path: str, key: str | None = None) -> tuple[str, ...]:
     """Identity keys of a CodeableConcept ("system|code", or "text:..." when uncoded)."""
-    keys = [f"{s or ''}|{c}" for s, c in fr.codings(node, path)]
+    if node is None:
+        return ()
+    keys = [f"{s or ''}|{c}" for s, c in fr.codings(node, path, key)]
     if not keys:
-        text = fr.concept_text(node, path)
+        text = fr.concept_text(node, path, key)
         if text and text.strip():
             keys.append("text:" + text.strip().lower())
     return tuple(keys)
 
 
-def _concepts_keys(node, path: str) -> tuple[str, ...]:
+def _concepts_keys(node, path: str, key: str | None = None) -> tuple[str, ...]:
+    if node is None:
+        return ()
     out: list[str] = []
-    for p, cc in fr.items(node, path):
+    for p, cc in fr.items(node, path, key):
         out.extend(_concept_keys(cc, p))
     return tuple(out)
 
 
 def _status(resource: dict, path: str) -> str | None:
-    return fr.string(resource.get("status"), f"{path}.status")
+    return fr.string(resource.get("status"), path, "status")
 
 
 # --- companions --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Proc:
-    """An active, coded Procedure of the record, parsed once."""
+class _Proc(NamedTuple):
+    """An active, coded Procedure of the record, parsed once (a NamedTuple: built per request)."""
 
     path: str
     resource: dict
@@ -153,7 +158,7 @@ def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
         rtype = fr.resource_type(res, f"companions[{i}]")
         if full_validation:
             fr.validate_full(res)
-        rid = fr.string(res.get("id"), f"{rtype}.id")
+        rid = fr.string(res.get("id"), rtype, "id")
         path = f"{rtype}/{rid}" if rid else f"{rtype}[{i}]"
         if rid:
             idx.by_key.setdefault(f"{rtype}/{rid}", res)
@@ -166,8 +171,8 @@ def _active(pairs: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 
 # --- setting -----------------------------------------------------------------------------------
-def _pos_of(concept, path: str) -> str | None:
-    for system, code in fr.codings(concept, path):
+def _pos_of(concept, path: str, key: str | None = None) -> str | None:
+    for system, code in fr.codings(concept, path, key):
         if system in POS_SYSTEMS:
             return code.strip()
     return None
@@ -175,8 +180,8 @@ def _pos_of(concept, path: str) -> str | None:
 
 def _location_facility(loc: dict, path: str, reference: ReferenceData) -> str | None:
     """Why this Location is a facility, or None."""
-    name = fr.string(loc.get("name"), f"{path}.name") or path
-    for p, cc in fr.items(loc.get("type"), f"{path}.type"):
+    name = fr.string(loc.get("name"), path, "name") or path
+    for p, cc in fr.items(loc.get("type"), path, "type"):
         for system, code in fr.codings(cc, p):
             if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
                 return f"Location {name}: type {code} (v3 RoleCode)"
@@ -190,11 +195,11 @@ def _location_facility(loc: dict, path: str, reference: ReferenceData) -> str | 
 
 
 def _encounter_facility(enc: dict, path: str) -> str | None:
-    cls = fr.obj(enc.get("class"), f"{path}.class")
+    cls = fr.obj(enc.get("class"), path, "class")
     if cls is None:
         return None
-    code = fr.string(cls.get("code"), f"{path}.class.code")
-    fr.string(cls.get("system"), f"{path}.class.system")
+    code = fr.string(cls.get("code"), f"{path}.class", "code")
+    fr.string(cls.get("system"), f"{path}.class", "system")
     if code in FACILITY_ENCOUNTER_CLASSES:
         return f"Encounter.class {code}"
     return None
@@ -202,8 +207,8 @@ def _encounter_facility(enc: dict, path: str) -> str | None:
 
 def _encounter_locations(enc: dict, path: str) -> list[str]:
     out = []
-    for p, entry in fr.objects(enc.get("location"), f"{path}.location"):
-        r = fr.reference(entry.get("location"), f"{p}.location")
+    for p, entry in fr.objects(enc.get("location"), path, "location"):
+        r = fr.reference(entry.get("location"), p, "location")
         if r:
             out.append(r)
     return out
@@ -236,10 +241,10 @@ def _setting(pos_codes: Sequence[str], location_refs: Sequence[str], encounters:
 
 # --- evidence ----------------------------------------------------------------------------------
 def _quantity_minutes(q: dict, path: str) -> float | None:
-    value = fr.decimal(q.get("value"), f"{path}.value")
+    value = fr.decimal(q.get("value"), path, "value")
     if value is None:
         return None
-    unit = (fr.string(q.get("code"), f"{path}.code") or fr.string(q.get("unit"), f"{path}.unit") or "")
+    unit = (fr.string(q.get("code"), path, "code") or fr.string(q.get("unit"), path, "unit") or "")
     factor = _TIME_UNITS.get(unit.strip().lower())
     return None if factor is None else value * factor
 
@@ -248,12 +253,12 @@ def _observation_facts(obs: dict, path: str) -> tuple[list[float], bool]:
     """(fluoroscopy minutes found, dose found) in an Observation's code/value and components."""
     minutes: list[float] = []
     dose = False
-    parts = [(path, obs)] + list(fr.objects(obs.get("component"), f"{path}.component"))
+    parts = [(path, obs)] + list(fr.objects(obs.get("component"), path, "component"))
     for p, part in parts:
-        codes = {c for s, c in fr.codings(part.get("code"), f"{p}.code") if s in DCM_SYSTEMS}
+        codes = {c for s, c in fr.codings(part.get("code"), p, "code") if s in DCM_SYSTEMS}
         if not codes:
             continue
-        q = fr.obj(part.get("valueQuantity"), f"{p}.valueQuantity")
+        q = fr.obj(part.get("valueQuantity"), p, "valueQuantity")
         if q is None:
             continue
         if FLUORO_TIME in codes:
@@ -267,19 +272,19 @@ def _observation_facts(obs: dict, path: str) -> tuple[list[float], bool]:
 
 def _report_facts(rep: dict, path: str) -> tuple[bool, bool, bool]:
     """(findings, signed interpretation, images referenced) of a DiagnosticReport."""
-    conclusion = fr.string(rep.get("conclusion"), f"{path}.conclusion")
+    conclusion = fr.string(rep.get("conclusion"), path, "conclusion")
     findings = bool(conclusion and conclusion.strip()) or bool(_concepts_keys(rep.get("conclusionCode"),
-                                                                              f"{path}.conclusionCode"))
-    interpreters = [r for p, x in fr.items(rep.get("resultsInterpreter"), f"{path}.resultsInterpreter")
+                                                                              path, "conclusionCode"))
+    interpreters = [r for p, x in fr.items(rep.get("resultsInterpreter"), path, "resultsInterpreter")
                     if (r := fr.reference(x, p))]
     signed = _status(rep, path) in _SIGNED_REPORT and bool(interpreters)
-    studies = [r for p, x in fr.items(rep.get("imagingStudy"), f"{path}.imagingStudy") if (r := fr.reference(x, p))]
-    media = [m for _, m in fr.objects(rep.get("media"), f"{path}.media")]
+    studies = [r for p, x in fr.items(rep.get("imagingStudy"), path, "imagingStudy") if (r := fr.reference(x, p))]
+    media = [m for _, m in fr.objects(rep.get("media"), path, "media")]
     return findings, signed, bool(studies or media)
 
 
 def _is_lab(rep: dict, path: str) -> bool:
-    for p, cc in fr.items(rep.get("category"), f"{path}.category"):
+    for p, cc in fr.items(rep.get("category"), path, "category"):
         for _s, code in fr.codings(cc, p):
             if code.upper() in ("LAB", "laboratory".upper()):
                 return True
@@ -287,25 +292,25 @@ def _is_lab(rep: dict, path: str) -> bool:
 
 
 def _parse_procedure(p: str, proc: dict) -> _Proc | None:
-    code = procedure_code(proc.get("code"), f"{p}.code")
+    code = procedure_code(proc.get("code"), p, "code")
     if not code:
         return None
-    reports = tuple(r for rp, x in fr.items(proc.get("report"), f"{p}.report") if (r := fr.reference(x, rp)))
-    line = _order_line(proc, p) if proc.get("id") is not None else None
+    reports = tuple(r for rp, x in fr.items(proc.get("report"), p, "report") if (r := fr.reference(x, rp)))
+    line = _order_line(proc, p, code) if proc.get("id") is not None else None
     if line is not None:
         return _Proc(p, proc, code, line.service_date, line.body_sites, line.diagnoses, reports, line)
-    return _Proc(p, proc, code, _procedure_date(proc, p), _concepts_keys(proc.get("bodySite"), f"{p}.bodySite"),
+    return _Proc(p, proc, code, _procedure_date(proc, p), _concepts_keys(proc.get("bodySite"), p, "bodySite"),
                  _procedure_reasons(proc, p), reports, None)
 
 
 def _procedure_date(proc: dict, path: str) -> date | None:
-    d = fr.fhir_datetime_date(proc.get("performedDateTime"), f"{path}.performedDateTime")
-    return d or fr.period_start(proc.get("performedPeriod"), f"{path}.performedPeriod")
+    d = fr.fhir_datetime_date(proc.get("performedDateTime"), path, "performedDateTime")
+    return d or fr.period_start(proc.get("performedPeriod"), path, "performedPeriod")
 
 
 def _procedure_reasons(proc: dict, path: str) -> tuple[str, ...]:
-    keys = list(_concepts_keys(proc.get("reasonCode"), f"{path}.reasonCode"))
-    for p, r in fr.items(proc.get("reasonReference"), f"{path}.reasonReference"):
+    keys = list(_concepts_keys(proc.get("reasonCode"), path, "reasonCode"))
+    for p, r in fr.items(proc.get("reasonReference"), path, "reasonReference"):
         ref = fr.reference(r, p)
         if ref:
             keys.append(ref)
@@ -367,7 +372,7 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
         raise fr.invalid("Bundle.entry", "must hold the Claim as its first entry")
     resources = []
     for p, entry in entries:
-        resources.append(fr.obj(entry.get("resource"), f"{p}.resource", required=True))
+        resources.append(fr.obj(entry.get("resource"), p, "resource", required=True))
     fr.resource_type(resources[0], "Bundle.entry[0].resource", "Claim")
     for i, res in enumerate(resources[1:], start=1):
         fr.resource_type(res, f"Bundle.entry[{i}].resource")
@@ -390,9 +395,9 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     institutional = "institutional" in claim_type
     diagnoses: dict[int, tuple[str, ...]] = {}
     for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
-        seq = fr.positive_int(dx.get("sequence"), f"{p}.sequence", required=True)
-        keys = _concept_keys(dx.get("diagnosisCodeableConcept"), f"{p}.diagnosisCodeableConcept")
-        ref = fr.reference(dx.get("diagnosisReference"), f"{p}.diagnosisReference")
+        seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
+        keys = _concept_keys(dx.get("diagnosisCodeableConcept"), p, "diagnosisCodeableConcept")
+        ref = fr.reference(dx.get("diagnosisReference"), p, "diagnosisReference")
         diagnoses[seq] = keys + ((ref,) if ref else ())
     location_refs = []
     facility = fr.reference(claim.get("facility"), "Claim.facility")
@@ -405,14 +410,14 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     encounter_refs: list[str] = []
     seen_seq: set[int] = set()
     for i, (p, item) in enumerate(fr.objects(claim.get("item"), "Claim.item")):
-        seq = fr.positive_int(item.get("sequence"), f"{p}.sequence", required=True)
+        seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
         if seq in seen_seq:
             raise fr.invalid(f"{p}.sequence", f"duplicate item sequence {seq}")
         seen_seq.add(seq)
-        code = procedure_code(fr.obj(item.get("productOrService"), f"{p}.productOrService", required=True),
-                              f"{p}.productOrService")
-        modifiers = _modifier_codes(item.get("modifier"), f"{p}.modifier")
-        qty = fr.obj(item.get("quantity"), f"{p}.quantity")
+        code = procedure_code(fr.obj(item.get("productOrService"), p, "productOrService", required=True),
+                              p, "productOrService")
+        modifiers = _modifier_codes(item.get("modifier"), p, "modifier")
+        qty = fr.obj(item.get("quantity"), p, "quantity")
         units = 1
         if qty is not None:
             value = fr.decimal(qty.get("value"), f"{p}.quantity.value")
@@ -422,24 +427,24 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
                 units = int(math.ceil(value))
         if item.get("servicedDate") is not None and item.get("servicedPeriod") is not None:
             raise fr.invalid(f"{p}.serviced[x]", "only one of servicedDate and servicedPeriod may be present")
-        day = fr.fhir_date(item.get("servicedDate"), f"{p}.servicedDate")
-        day = day or fr.period_start(item.get("servicedPeriod"), f"{p}.servicedPeriod")
-        pos = _pos_of(item.get("locationCodeableConcept"), f"{p}.locationCodeableConcept")
-        loc_ref = fr.reference(item.get("locationReference"), f"{p}.locationReference")
+        day = fr.fhir_date(item.get("servicedDate"), p, "servicedDate")
+        day = day or fr.period_start(item.get("servicedPeriod"), p, "servicedPeriod")
+        pos = _pos_of(item.get("locationCodeableConcept"), p, "locationCodeableConcept")
+        loc_ref = fr.reference(item.get("locationReference"), p, "locationReference")
         if loc_ref:
             location_refs.append(loc_ref)
-        for ep, e in fr.items(item.get("encounter"), f"{p}.encounter"):
+        for ep, e in fr.items(item.get("encounter"), p, "encounter"):
             r = fr.reference(e, ep)
             if r:
                 encounter_refs.append(r)
         dx_keys: list[str] = []
-        for sp, s in fr.items(item.get("diagnosisSequence"), f"{p}.diagnosisSequence"):
+        for sp, s in fr.items(item.get("diagnosisSequence"), p, "diagnosisSequence"):
             s = fr.positive_int(s, sp)
             if s not in diagnoses:
                 raise fr.invalid(sp, f"refers to no Claim.diagnosis with sequence {s}")
             dx_keys.extend(diagnoses[s])
-        sites = list(_concept_keys(item.get("bodySite"), f"{p}.bodySite"))
-        for sp, sub in fr.items(item.get("subSite"), f"{p}.subSite"):
+        sites = list(_concept_keys(item.get("bodySite"), p, "bodySite"))
+        for sp, sub in fr.items(item.get("subSite"), p, "subSite"):
             sites.extend(_concept_keys(sub, sp))
         if code:
             # The Procedures of the same code (and date) document this item's site and reason.
@@ -467,7 +472,7 @@ def _encounters_for(refs: Sequence[str], index: _Index) -> list[tuple[str, dict]
 
 def _encounter_start(encounters: Sequence[tuple[str, dict]]) -> date | None:
     for p, enc in encounters:
-        d = fr.period_start(enc.get("period"), f"{p}.period")
+        d = fr.period_start(enc.get("period"), p, "period")
         if d:
             return d
     return None
@@ -526,25 +531,27 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
 
 
 # --- orders ------------------------------------------------------------------------------------
-def _order_line(res: dict, path: str) -> Line | None:
+def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
+    """`code`: the resource's procedure code when the caller has already read it."""
     rtype = res["resourceType"]
-    rid = fr.string(res.get("id"), f"{path}.id", required=True)
-    code = procedure_code(res.get("code"), f"{path}.code")
+    rid = fr.string(res.get("id"), path, "id", required=True)
+    if code is None:
+        code = procedure_code(res.get("code"), path, "code")
     if not code:
         return None
     if rtype == "ServiceRequest":
-        day = fr.fhir_datetime_date(res.get("occurrenceDateTime"), f"{path}.occurrenceDateTime")
-        day = day or fr.period_start(res.get("occurrencePeriod"), f"{path}.occurrencePeriod")
+        day = fr.fhir_datetime_date(res.get("occurrenceDateTime"), path, "occurrenceDateTime")
+        day = day or fr.period_start(res.get("occurrencePeriod"), path, "occurrencePeriod")
         units = 1
-        qty = fr.obj(res.get("quantityQuantity"), f"{path}.quantityQuantity")
+        qty = fr.obj(res.get("quantityQuantity"), path, "quantityQuantity")
         if qty is not None:
             value = fr.decimal(qty.get("value"), f"{path}.quantityQuantity.value")
             if value is not None:
                 if value < 0 or value > 1e6:
                     raise fr.invalid(f"{path}.quantityQuantity.value", f"units out of range: {value!r}")
                 units = int(math.ceil(value))
-        reasons = list(_concepts_keys(res.get("reasonCode"), f"{path}.reasonCode"))
-        for p, r in fr.items(res.get("reasonReference"), f"{path}.reasonReference"):
+        reasons = list(_concepts_keys(res.get("reasonCode"), path, "reasonCode"))
+        for p, r in fr.items(res.get("reasonReference"), path, "reasonReference"):
             ref = fr.reference(r, p)
             if ref:
                 reasons.append(ref)
@@ -554,7 +561,7 @@ def _order_line(res: dict, path: str) -> Line | None:
         units = 1
         reasons = list(_procedure_reasons(res, path))
         kind = "procedure"
-    sites = _concepts_keys(res.get("bodySite"), f"{path}.bodySite")
+    sites = _concepts_keys(res.get("bodySite"), path, "bodySite")
     return Line(key=f"{rtype}/{rid}", code=code, modifiers=(), units=units, service_date=day,
                 body_sites=tuple(dict.fromkeys(sites)), diagnoses=tuple(dict.fromkeys(reasons)), kind=kind,
                 resource=f"{rtype}/{rid}")
@@ -573,7 +580,7 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
     lines: list[Line] = []
     seen: set[str] = set()
     for p, entry in fr.objects(draft_orders.get("entry"), "Bundle.entry"):
-        res = fr.obj(entry.get("resource"), f"{p}.resource", required=True)
+        res = fr.obj(entry.get("resource"), p, "resource", required=True)
         rtype = fr.resource_type(res, f"{p}.resource")
         if rtype not in ("ServiceRequest", "Procedure"):
             continue
@@ -650,13 +657,13 @@ def claim_references(claim: dict) -> list[str]:
     fr.resource_type(claim, "Claim", "Claim")
     refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
     for p, item in fr.objects(claim.get("item"), "Claim.item"):
-        for ep, e in fr.items(item.get("encounter"), f"{p}.encounter"):
+        for ep, e in fr.items(item.get("encounter"), p, "encounter"):
             refs.append(fr.reference(e, ep))
-        refs.append(fr.reference(item.get("locationReference"), f"{p}.locationReference"))
+        refs.append(fr.reference(item.get("locationReference"), p, "locationReference"))
     for p, proc in fr.objects(claim.get("procedure"), "Claim.procedure"):
-        refs.append(fr.reference(proc.get("procedureReference"), f"{p}.procedureReference"))
+        refs.append(fr.reference(proc.get("procedureReference"), p, "procedureReference"))
     for p, info in fr.objects(claim.get("supportingInfo"), "Claim.supportingInfo"):
-        refs.append(fr.reference(info.get("valueReference"), f"{p}.valueReference"))
+        refs.append(fr.reference(info.get("valueReference"), p, "valueReference"))
     return _fetchable(refs)
 
 
@@ -672,10 +679,10 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
         if rtype == "Encounter":
             refs.extend(_encounter_locations(res, path))
         elif rtype == "Procedure":
-            refs.append(fr.reference(res.get("location"), f"{path}.location"))
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("report"), f"{path}.report"))
+            refs.append(fr.reference(res.get("location"), path, "location"))
+            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("report"), path, "report"))
         elif rtype == "DiagnosticReport":
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("imagingStudy"), f"{path}.imagingStudy"))
+            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("imagingStudy"), path, "imagingStudy"))
     have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
 

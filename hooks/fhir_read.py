@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .context import InvalidResource
 
@@ -30,101 +30,122 @@ def invalid(path: str, message: str) -> InvalidResource:
     return InvalidResource(f"{path}: {message}", path)
 
 
-def obj(node: Any, path: str, *, required: bool = False) -> dict | None:
+def _join(path: str, key: str | None) -> str:
+    """The FHIR path of element `key` of the element at `path` (`path` itself when key is None)."""
+    return path if key is None else f"{path}.{key}"
+
+
+# Every accessor takes the element, the FHIR path of the element (or of its parent) and an
+# optional `key`: the element's name in its parent. The element's path, ``path.key``, is only
+# formatted when the element is invalid (hot path: a valid element costs no string building).
+
+def obj(node: Any, path: str, key: str | None = None, *, required: bool = False) -> dict | None:
     """A JSON object (FHIR complex element) or None when absent."""
+    if type(node) is dict:
+        return node
     if node is None:
         if required:
-            raise invalid(path, "is required")
+            raise invalid(_join(path, key), "is required")
         return None
     if not isinstance(node, dict):
-        raise invalid(path, f"must be a JSON object, got {type(node).__name__}")
+        raise invalid(_join(path, key), f"must be a JSON object, got {type(node).__name__}")
     return node
 
 
-def items(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+def items(node: Any, path: str, key: str | None = None) -> Sequence[tuple[str, Any]]:
     """(path[i], element) of a FHIR repeating element (absent = empty)."""
     if node is None:
-        return
+        return ()
     if not isinstance(node, list):
-        raise invalid(path, f"must be a JSON array, got {type(node).__name__}")
-    for i, element in enumerate(node):
-        yield f"{path}[{i}]", element
+        raise invalid(_join(path, key), f"must be a JSON array, got {type(node).__name__}")
+    base = _join(path, key)
+    return [(f"{base}[{i}]", element) for i, element in enumerate(node)]
 
 
-def objects(node: Any, path: str) -> Iterator[tuple[str, dict]]:
-    for p, element in items(node, path):
-        yield p, obj(element, p, required=True)
+def objects(node: Any, path: str, key: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(path[i], object) of a repeating complex element; each is checked as it is reached."""
+    for p, element in items(node, path, key):
+        if type(element) is not dict:
+            obj(element, p, required=True)
+        yield p, element
 
 
-def string(node: Any, path: str, *, required: bool = False) -> str | None:
+def string(node: Any, path: str, key: str | None = None, *, required: bool = False) -> str | None:
+    if type(node) is str:
+        if node and not node.strip():
+            raise invalid(_join(path, key), "must not be blank")
+        return node
     if node is None:
         if required:
-            raise invalid(path, "is required")
+            raise invalid(_join(path, key), "is required")
         return None
     if not isinstance(node, str):
-        raise invalid(path, f"must be a string, got {type(node).__name__}")
+        raise invalid(_join(path, key), f"must be a string, got {type(node).__name__}")
     if node.strip() == "" and node != "":
-        raise invalid(path, "must not be blank")
+        raise invalid(_join(path, key), "must not be blank")
     return node
 
 
-def positive_int(node: Any, path: str, *, required: bool = False) -> int | None:
+def positive_int(node: Any, path: str, key: str | None = None, *, required: bool = False) -> int | None:
+    if type(node) is int and node >= 1:
+        return node
     if node is None:
         if required:
-            raise invalid(path, "is required")
+            raise invalid(_join(path, key), "is required")
         return None
     if isinstance(node, bool) or not isinstance(node, int) or node < 1:
-        raise invalid(path, f"must be a positiveInt, got {node!r}")
+        raise invalid(_join(path, key), f"must be a positiveInt, got {node!r}")
     return node
 
 
-def decimal(node: Any, path: str) -> float | None:
+def decimal(node: Any, path: str, key: str | None = None) -> float | None:
     if node is None:
         return None
     if isinstance(node, bool) or not isinstance(node, (int, float)) or node != node:
-        raise invalid(path, f"must be a decimal number, got {node!r}")
+        raise invalid(_join(path, key), f"must be a decimal number, got {node!r}")
     return float(node)
 
 
-def fhir_date(node: Any, path: str) -> date | None:
+def fhir_date(node: Any, path: str, key: str | None = None) -> date | None:
     """A FHIR ``date``; partial dates (YYYY, YYYY-MM) give None (not a day of service)."""
-    text = string(node, path)
+    text = string(node, path, key)
     if text is None:
         return None
     if not _DATE_RE.fullmatch(text):
-        raise invalid(path, f"is not a valid FHIR date: {text!r}")
-    return _calendar(text, path)
+        raise invalid(_join(path, key), f"is not a valid FHIR date: {text!r}")
+    return _calendar(text, path, key)
 
 
-def fhir_datetime_date(node: Any, path: str) -> date | None:
+def fhir_datetime_date(node: Any, path: str, key: str | None = None) -> date | None:
     """The calendar date of a FHIR ``dateTime`` (None for partial dates)."""
-    text = string(node, path)
+    text = string(node, path, key)
     if text is None:
         return None
     if not _DATETIME_RE.fullmatch(text):
-        raise invalid(path, f"is not a valid FHIR dateTime: {text!r}")
-    return _calendar(text[:10], path)
+        raise invalid(_join(path, key), f"is not a valid FHIR dateTime: {text!r}")
+    return _calendar(text[:10], path, key)
 
 
-def _calendar(text: str, path: str) -> date | None:
+def _calendar(text: str, path: str, key: str | None = None) -> date | None:
     if len(text) < 10:
         return None
     try:
         return date.fromisoformat(text[:10])
     except ValueError:
-        raise invalid(path, f"is not a calendar date: {text[:10]!r}") from None
+        raise invalid(_join(path, key), f"is not a calendar date: {text[:10]!r}") from None
 
 
-def period_start(node: Any, path: str) -> date | None:
-    period = obj(node, path)
+def period_start(node: Any, path: str, key: str | None = None) -> date | None:
+    period = obj(node, path, key)
     if period is None:
         return None
-    start = fhir_datetime_date(period.get("start"), f"{path}.start")
-    end = fhir_datetime_date(period.get("end"), f"{path}.end")
+    path = _join(path, key)
+    start = fhir_datetime_date(period.get("start"), path, "start")
+    end = fhir_datetime_date(period.get("end"), path, "end")
     return start or end
 
 
-def codings(node: Any, path: str) -> list[tuple[str | None, str]]:
+def codings(node: Any, path: str, key: str | None = None) -> list[tuple[str | None, str]]:
     """(system, code) of each Coding of a CodeableConcept (codings without code are skipped).
 
     Hot path: paths are only formatted when an element is invalid.
@@ -132,43 +153,47 @@ def codings(node: Any, path: str) -> list[tuple[str | None, str]]:
     if node is None:
         return []
     if type(node) is not dict:
-        obj(node, path)
+        obj(node, path, key)
     text = node.get("text")
     if text is not None and type(text) is not str:
-        string(text, f"{path}.text")
+        string(text, _join(path, key), "text")
     cs = node.get("coding")
     if cs is None:
         return []
     if type(cs) is not list:
-        raise invalid(f"{path}.coding", f"must be a JSON array, got {type(cs).__name__}")
+        raise invalid(f"{_join(path, key)}.coding", f"must be a JSON array, got {type(cs).__name__}")
     out = []
     for i, c in enumerate(cs):
         if type(c) is not dict:
-            obj(c, f"{path}.coding[{i}]", required=True)
+            obj(c, f"{_join(path, key)}.coding[{i}]", required=True)
         system = c.get("system")
         code = c.get("code")
         if (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
-            string(system, f"{path}.coding[{i}].system")
-            string(code, f"{path}.coding[{i}].code")
+            string(system, f"{_join(path, key)}.coding[{i}].system")
+            string(code, f"{_join(path, key)}.coding[{i}].code")
         if code:
             code = code.strip()
             if not code:
-                raise invalid(f"{path}.coding[{i}].code", "must not be blank")
+                raise invalid(f"{_join(path, key)}.coding[{i}].code", "must not be blank")
             out.append((system, code))
     return out
 
 
-def concept_text(node: Any, path: str) -> str | None:
-    cc = obj(node, path)
-    return string(cc.get("text"), f"{path}.text") if cc else None
+def concept_text(node: Any, path: str, key: str | None = None) -> str | None:
+    cc = obj(node, path, key)
+    return string(cc.get("text"), _join(path, key), "text") if cc else None
 
 
-def reference(node: Any, path: str) -> str | None:
+def reference(node: Any, path: str, key: str | None = None) -> str | None:
     """The literal reference of a Reference, normalized to "Type/id" where possible."""
-    r = obj(node, path)
+    if type(node) is dict:
+        value = node.get("reference")
+        if type(value) is str and value.strip():  # hot path: a valid, non-blank reference
+            return normalize_reference(value)
+    r = obj(node, path, key)
     if r is None:
         return None
-    value = string(r.get("reference"), f"{path}.reference")
+    value = string(r.get("reference"), _join(path, key), "reference")
     return normalize_reference(value) if value else None
 
 
@@ -182,6 +207,11 @@ def normalize_reference(value: str) -> str:
 
 
 def resource_type(resource: Any, path: str, expected: str | tuple[str, ...] | None = None) -> str:
+    if type(resource) is dict:  # hot path: a valid resourceType
+        rtype = resource.get("resourceType")
+        if type(rtype) is str and rtype.strip() and (
+                expected is None or rtype == expected or (type(expected) is tuple and rtype in expected)):
+            return rtype
     res = obj(resource, path, required=True)
     rtype = string(res.get("resourceType"), f"{path}.resourceType", required=True)
     if expected is not None:

@@ -552,7 +552,8 @@ def _order_scenario_12() -> Scenario:
     return Scenario(
         number=n, title=spec.title, service_id=service_id, hook=hook, context=context,
         context_without_prefetch=copy.deepcopy(context),
-        prefetch={"encounter": built.encounter, "procedures": bundle([], "searchset")},
+        prefetch={"encounter": built.encounter, "encounterLocations": _encounter_locations(built),
+                  "procedures": bundle([], "searchset")},
         resources=built.base() + companions + drafts,
         expected=Expected(any_topic=frozenset({"fluoroscopy-integral", "ptp-modifier-allowed"}),
                           removal_topics=frozenset({"fluoroscopy-integral", "ptp-modifier-allowed"}),
@@ -560,11 +561,18 @@ def _order_scenario_12() -> Scenario:
         companions=companions, draft_orders=draft_bundle, encounter=built.encounter)
 
 
+def _encounter_locations(built: _Built) -> dict:
+    """Prefetch ``Encounter?_id={{context.encounterId}}&_include=Encounter:location``."""
+    return bundle([built.encounter] + ([built.location] if built.location else []), "searchset")
+
+
 def _discharge_prefetch(built: _Built, claims: list[dict]) -> dict:
     return {"encounter": built.encounter,
+            "encounterLocations": _encounter_locations(built),
             "procedures": bundle(built.procedures, "searchset"),
             "observations": bundle(built.observations, "searchset"),
             "reports": bundle(built.reports, "searchset"),
+            "imagingStudies": bundle(built.studies, "searchset"),
             "claims": bundle(claims, "searchset")}
 
 

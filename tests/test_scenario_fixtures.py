@@ -75,3 +75,17 @@ def test_scenarios_are_built_fresh_and_independent():
     loc["type"][0]["coding"][0]["code"] = "XX"
     assert [r for r in b.resources if r["resourceType"] == "Location"][0]["type"][0]["coding"][0]["code"] == "24"
     assert [r for r in scenario(1).resources if r["resourceType"] == "Location"][0]["type"][0]["coding"][0]["code"] == "24"
+
+
+def test_prefetch_keys_match_the_service_templates():
+    """Each prefetch run sends exactly the keys its service's prefetch templates declare
+    (scenario 16 is the no-prefetch run: it sends none)."""
+    from hooks.services import BY_ID
+
+    for n in NUMBERS:
+        s = scenario(n)
+        declared = set(BY_ID[s.service_id].prefetch)
+        if n == 16:
+            assert s.prefetch == {}
+            continue
+        assert set(s.prefetch) == declared, (n, sorted(set(s.prefetch) ^ declared))

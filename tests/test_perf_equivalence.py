@@ -1,0 +1,66 @@
+"""The hot-path shortcuts of the performance work give exactly what the plain code gave."""
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+
+from hooks import fhir_read as fr
+from hooks.cards import _uuid4_text, new_uuid
+from hooks.context import InvalidResource
+
+
+def test_uuid4_text_is_the_uuid_module_text():
+    rng = random.Random(20241123)
+    for bits in [0, (1 << 128) - 1] + [rng.getrandbits(128) for _ in range(5000)]:
+        assert _uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
+    u = uuid.UUID(new_uuid())
+    assert u.version == 4 and u.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("call, path", [
+    (lambda: fr.string({"a": 1}.get("a"), "Claim.item[0]", "a"), "Claim.item[0].a"),
+    (lambda: fr.string("  ", "Claim", "id"), "Claim.id"),
+    (lambda: fr.string(None, "Claim", "status", required=True), "Claim.status"),
+    (lambda: fr.obj([], "Claim.item[1]", "quantity"), "Claim.item[1].quantity"),
+    (lambda: fr.obj(None, "Claim.item[1]", "productOrService", required=True),
+     "Claim.item[1].productOrService"),
+    (lambda: fr.positive_int(0, "Claim.item[0]", "sequence"), "Claim.item[0].sequence"),
+    (lambda: fr.positive_int(True, "Claim.item[0]", "sequence"), "Claim.item[0].sequence"),
+    (lambda: fr.decimal("1", "Claim.item[0].quantity", "value"), "Claim.item[0].quantity.value"),
+    (lambda: fr.fhir_date("2024-13-45", "Claim.item[1]", "servicedDate"), "Claim.item[1].servicedDate"),
+    (lambda: fr.fhir_date("2024-02-30", "Claim.item[1]", "servicedDate"), "Claim.item[1].servicedDate"),
+    (lambda: fr.fhir_datetime_date("x", "Procedure/p", "performedDateTime"),
+     "Procedure/p.performedDateTime"),
+    (lambda: fr.period_start({"start": "2024-1"}, "Claim.item[0]", "servicedPeriod"),
+     "Claim.item[0].servicedPeriod.start"),
+    (lambda: fr.reference({"reference": 5}, "Claim.item[0]", "locationReference"),
+     "Claim.item[0].locationReference.reference"),
+    (lambda: fr.reference("Location/1", "Claim", "facility"), "Claim.facility"),
+    (lambda: fr.codings({"coding": [{"code": 3}]}, "Claim.item[0]", "productOrService"),
+     "Claim.item[0].productOrService.coding[0].code"),
+    (lambda: fr.codings({"coding": {}}, "Claim", "type"), "Claim.type.coding"),
+    (lambda: fr.codings({"coding": [{"code": " "}]}, "Claim", "type"), "Claim.type.coding[0].code"),
+    (lambda: fr.codings({"text": 1}, "Claim", "type"), "Claim.type.text"),
+    (lambda: list(fr.items({}, "Claim", "item")), "Claim.item"),
+    (lambda: list(fr.objects([{}, 3], "Claim", "item")), "Claim.item[1]"),
+    (lambda: fr.resource_type({"resourceType": "Bundle"}, "context.claim", "Claim"),
+     "context.claim.resourceType"),
+    (lambda: fr.resource_type({"resourceType": " "}, "companions[0]"), "companions[0].resourceType"),
+])
+def test_accessors_name_the_fhir_path_of_an_invalid_element(call, path):
+    with pytest.raises(InvalidResource) as err:
+        call()
+    assert err.value.path == path
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_accessors_read_valid_elements():
+    assert fr.string("x", "P", "k") == "x" and fr.string("", "P", "k") == ""
+    assert fr.positive_int(3, "P", "k") == 3 and fr.positive_int(None, "P", "k") is None
+    assert fr.reference({"reference": "https://h/fhir/Encounter/e1/_history/2"}, "P", "k") == "Encounter/e1"
+    assert fr.reference({"reference": ""}, "P", "k") is None
+    assert fr.resource_type({"resourceType": "Claim"}, "P", ("Claim", "Bundle")) == "Claim"
+    assert fr.items(None, "P", "k") == ()
+    assert fr.items([1, 2], "Claim", "item") == [("Claim.item[0]", 1), ("Claim.item[1]", 2)]
