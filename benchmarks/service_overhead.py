@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
-from flask import Flask, Response, request  # noqa: E402
+from benchmarks.echo_app import create_app as create_echo_app  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -78,16 +78,6 @@ def side_by_side_us(fns: list, seconds: float) -> list[float]:
     return [statistics.median(s) for s in samples]
 
 
-def echo_app() -> Flask:
-    app = Flask("echo")
-
-    @app.post("/echo")
-    def echo():
-        return Response(orjson.dumps(orjson.loads(request.get_data())), mimetype="application/json")
-
-    return app
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -103,7 +93,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(db_path=f"{tmp}/ncci.sqlite", state_db_path=f"{tmp}/state.sqlite"))
         cds = app.test_client()
-        echo = echo_app().test_client()
+        echo = create_echo_app().test_client()
         headers = {"Content-Type": "application/json"}
         assert cds.post("/cds-services/fluoroscopy-claim-review", data=raw, headers=headers).status_code == 200
         assert echo.post("/echo", data=raw, headers=headers).status_code == 200
