@@ -1,14 +1,16 @@
 """Benchmark: "all PTP edits among the 10 codes of a claim on a date" on the full practitioner
 table, and service start-up with the full store.
 
-Usage: PYTHONPATH=. python benchmarks/bench_ncci_query.py [--db STORE] [--claims 2000]
+Usage: PYTHONPATH=. python benchmarks/bench_ncci_query.py [--db STORE] [--claims 2000] [--rounds 5]
 (without --db the practitioner PTP table of ../shared/ncci is imported into a temporary store).
 
 Claims: 76000 plus 9 codes drawn (seeded) from the column-1 codes of 76000's edits and common
-E/M, injection and imaging codes. Figures (medians per claim):
-- sql: the indexed lookup and its row objects (one prepared statement, IN x IN on the
-  (column_1, column_2) key; every row among the codes, the date rule applied after);
-- cold: ReferenceData.ptp_edits with the per-store LRU cleared before each call (SQL + objects);
+E/M, injection and imaging codes. Figures (medians per claim, in interleaved rounds):
+- SQL: the store without its pair index (one prepared statement, IN x IN on the
+  (column_1, column_2) key, ~100 B-tree seeks), rows as PtpEdit objects;
+- index: the same answer from the release's memory-mapped pair index (nccidata/pairindex.py);
+  both paths are checked to give the same rows for every claim first;
+- cold: ReferenceData.ptp_edits with the per-store LRU cleared before each call;
 - warm: ReferenceData.ptp_edits on codes seen before, on any date (LRU hit).
 Start-up: a fresh interpreter opening the store (open_reference) and the Flask app
 (create_app), with the process's peak RSS, to show nothing is loaded into memory.
@@ -83,6 +85,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db")
     ap.add_argument("--claims", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "ncci"))
     args = ap.parse_args()
     print("command:", " ".join(["python", *sys.argv]))
@@ -100,22 +103,36 @@ def main() -> int:
     info = store.pick("ptp", "practitioner", dos)
     store.ptp_edits(batch[0], dos, "practitioner")  # open the connection, load lookups
 
-    hits = [len(store.ptp_edits(c, dos, "practitioner")) for c in batch]
-    sql = median_us(lambda c: store._ptp_query(info.id, tuple(c)), batch)
+    sql_store = SqliteStore(db, use_pair_index=False)
+    assert store.pair_index(info) is not None, "the release has no pair index"
+    hits = []
+    for c in batch:  # both paths give the same rows
+        by_index = store._ptp_query(info.id, tuple(c))
+        by_sql = sql_store._ptp_query(info.id, tuple(c))
+        assert sorted(by_index, key=repr) == sorted(by_sql, key=repr), c
+        hits.append(len(store.ptp_edits(c, dos, "practitioner")))
 
     def cold(c):
         store._ptp_cached.cache_clear()
         store.ptp_edits(c, dos, "practitioner")
 
-    cold_us = median_us(cold, batch)
-    for c in batch:
-        store.ptp_edits(c, dos, "practitioner")
-    warm_us = median_us(lambda c: store.ptp_edits(c, dos, "practitioner"), batch)
-    print(f"claims: {len(batch)} of 10 codes; edits per claim median {statistics.median(hits)}, "
-          f"max {max(hits)}")
-    print(f"median sql lookup:         {sql:.1f} us")
-    print(f"median ptp_edits (cold):   {cold_us:.1f} us")
-    print(f"median ptp_edits (warm):   {warm_us:.1f} us")
+    rounds: dict[str, list[float]] = {"sql": [], "index": [], "cold": [], "warm": []}
+    for _ in range(args.rounds):  # interleaved, so that load from elsewhere hits each alike
+        rounds["sql"].append(median_us(lambda c: sql_store._ptp_query(info.id, tuple(c)), batch))
+        rounds["index"].append(median_us(lambda c: store._ptp_query(info.id, tuple(c)), batch))
+        rounds["cold"].append(median_us(cold, batch))
+        for c in batch:
+            store.ptp_edits(c, dos, "practitioner")
+        rounds["warm"].append(median_us(lambda c: store.ptp_edits(c, dos, "practitioner"), batch))
+    print(f"claims: {len(batch)} of 10 codes; edits in force per claim median {statistics.median(hits)}, "
+          f"max {max(hits)}; {args.rounds} interleaved rounds, per-round medians:")
+    labels = {"sql": "SQL IN x IN lookup + row objects", "index": "pair index lookup + row objects",
+              "cold": "ptp_edits, LRU cleared (index)", "warm": "ptp_edits, LRU hit"}
+    for key, label in labels.items():
+        figures = ", ".join(f"{x:.1f}" for x in rounds[key])
+        print(f"  {label:34s} median {statistics.median(rounds[key]):6.1f} us  (rounds: {figures})")
+    ratios = [s_ / i for s_, i in zip(rounds["sql"], rounds["index"])]
+    print(f"  SQL / pair index, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     store_mb = sum(f.stat().st_size for f in releases_dir(db).iterdir()) / 1e6
     starts = []
     for _ in range(5):

@@ -1,4 +1,4 @@
-"""The query API the rules use: plain dataclasses and one Protocol.
+"""The query API the rules use: plain immutable records and one Protocol.
 
 Every answer carries the :class:`Release` it came from so that a card can cite it
 ("NCCI PTP practitioner 2024Q3, row column 1 29881 / column 2 76000, modifier indicator 1,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, NamedTuple, Protocol, runtime_checkable
 
 PRACTITIONER = "practitioner"
 OUTPATIENT_HOSPITAL = "outpatient-hospital"
@@ -37,13 +37,15 @@ class Release:
         return f"CMS {self.kind.upper()} release {self.label}{where} ({self.source})"
 
 
-@dataclass(frozen=True)
-class PtpEdit:
-    """One NCCI procedure-to-procedure edit row.
+class PtpEdit(NamedTuple):
+    """One NCCI procedure-to-procedure edit row (immutable).
 
     In force on a date of service D when effective <= D and (deletion is None or D <= deletion).
     modifier_indicator: "0" no modifier allowed, "1" an NCCI-associated modifier may bypass,
     "9" not applicable (deleted edits only).
+
+    A NamedTuple rather than a frozen dataclass: the store builds one per row of a claim's
+    edits, and a tuple is built several times faster (benchmarks/RESULTS.md, claim lookup).
     """
 
     column1: str

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from .api import SETTINGS
 from .layouts import DME, KINDS, SETTING_KINDS, detect_layout, label_from_name, setting_from_name
 from .readers import BadInput, Source, open_sources
-from .store import ReleaseBuilder, ReleaseInfo, register
+from .store import ReleaseBuilder, ReleaseInfo, register, remove_release_file
 
 SETTING_CHOICES = SETTINGS + (DME,)
 
@@ -72,13 +72,13 @@ def import_paths(db_path: str | Path, paths: Iterable[str | Path], *, setting: s
         for b in builders:
             b.discard()
         for path in finished:
-            path.unlink(missing_ok=True)
+            remove_release_file(path)
         raise
     try:
         return register(db_path, builders)
     except BaseException:
         for path in finished:
-            path.unlink(missing_ok=True)
+            remove_release_file(path)
         raise
 
 

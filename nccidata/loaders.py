@@ -21,9 +21,11 @@ import gc
 import re
 import sqlite3
 from datetime import date
+from itertools import repeat
 from typing import Callable
 
 from .layouts import Layout
+from .pairindex import PairIndexBuilder
 from .readers import BadInput, Source, clean_text, read_batch
 
 BATCH = 20_000  # rows per executemany; small enough to stay in CPU caches
@@ -127,14 +129,17 @@ class _PtpBatcher:
 
     INSERT = "INSERT INTO ptp VALUES (?,?,?,?,?,?,?,?)"
 
-    def __init__(self, conn, source: Source, source_id: int, layout: Layout, rationales: dict[str, int]):
+    def __init__(self, conn, source: Source, source_id: int, layout: Layout, rationales: dict[str, int],
+                 pairs: PairIndexBuilder | None = None):
         cols = layout.columns
+        self.pairs = pairs if pairs is not None and pairs.usable else None
         self.conn, self.source, self.sid, self.layout = conn, source, source_id, layout
         self.i1, self.i2, self.idel, self.imod = (cols["column_1"], cols["column_2"], cols["deletion"],
                                                   cols["modifier"])
         self.ieff, self.irat = cols.get("effective"), cols.get("rationale")
         self.width = layout.width
         self.dates = DateCache()
+        self.date_numbers: dict[str, int] = {"*": 0, "": 0}  # as dates, with 0 for none (pair index)
         self.codes: set[str] = set()
         self.rationales = rationales
         self.seen_data = False
@@ -191,6 +196,7 @@ class _PtpBatcher:
                 self.dates[text] = None if text.strip() in ("*", "") else date_int(text)
             except ValueError:
                 return None
+            self.date_numbers[text] = self.dates[text] or 0
             if text in ("*", "") or (len(text) == 8 and text.isdigit()):
                 self.plain_dates.add(text)
         if not set(cols[imod]) <= PTP_MODIFIERS:
@@ -207,6 +213,13 @@ class _PtpBatcher:
             for text in batch_rats - self.rationales.keys():
                 self._rationale(text)
             rats = self.rationales
+        if self.pairs is not None:
+            n, numbers = len(batch), self.date_numbers
+            self.pairs.add(cols[i1], cols[i2],
+                           repeat(0, n) if ieff is None else map(numbers.__getitem__, cols[ieff]),
+                           map(numbers.__getitem__, cols[idel]), cols[imod],
+                           repeat(rid, n) if rats is None else map(rats.__getitem__, cols[irat]),
+                           self.sid, lines)
         if texts <= self.plain_dates and not (batch_rats & self.dirty):
             return self.raw_sql, zip(*cols[: self.width], lines)
         eff = [None] * len(batch) if ieff is None else [dates[t] for t in cols[ieff]]
@@ -244,13 +257,19 @@ class _PtpBatcher:
                 raise BadInput(name, line, f"unknown modifier indicator {row[self.imod]!r} (expected 0, 1 or 9)")
             rid = self._rationale(row[self.irat] if self.irat is not None else "")
             out.append((c1, c2, self.sid, line, effective, deletion, mod, rid))
+        if self.pairs is not None and out:
+            c1s, c2s, _, lines_, effs, dels, mods, rids = zip(*out)
+            self.pairs.add(c1s, c2s, (e or 0 for e in effs), (d or 0 for d in dels), mods, rids,
+                           self.sid, lines_)
         return out
 
 
 def load_ptp(conn: sqlite3.Connection, source: Source, source_id: int, layout: Layout,
-             rationales: dict[str, int], progress: Progress | None = None) -> int:
-    """Rows of a PTP table into ``ptp``; returns the row count."""
-    batcher = _PtpBatcher(conn, source, source_id, layout, rationales)
+             rationales: dict[str, int], progress: Progress | None = None,
+             pairs: PairIndexBuilder | None = None) -> int:
+    """Rows of a PTP table into ``ptp`` (and into `pairs`, the release's pair index, when
+    given); returns the row count."""
+    batcher = _PtpBatcher(conn, source, source_id, layout, rationales, pairs)
     count = 0
     rows, close = _open(source, layout)
     # Millions of short-lived row lists would trigger the cyclic GC over and over; none of

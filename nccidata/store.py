@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from .api import AddOnEdit, FeeSchedule, MueLimit, PlaceOfService, PtpEdit, Release
 from .layouts import KINDS, period_of_label
+from .pairindex import PairIndex, PairIndexBuilder, index_paths
 
 CATALOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS releases(
@@ -80,6 +81,19 @@ def int_date(value: int | None) -> date | None:
     return date(value // 10000, value // 100 % 100, value % 100)
 
 
+class _DateTable(dict):
+    """YYYYMMDD int -> date, 0 and None -> None; filled on first sight (a release holds a few
+    hundred distinct dates)."""
+
+    def __missing__(self, value: int | None) -> date | None:
+        self[value] = result = int_date(value or None)
+        return result
+
+
+_MODIFIERS = {0: "0", 1: "1", 9: "9"}  # pair index modifier indicator -> the CMS text
+_tuple_new = tuple.__new__
+
+
 def ro_connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
     uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
     return sqlite3.connect(uri, uri=True)
@@ -101,6 +115,7 @@ class ReleaseInfo:
     imported_at: str
     _release: Release | None = field(default=None, repr=False)
     _lookups: dict = field(default_factory=dict, repr=False)
+    _pairs: list = field(default_factory=list, repr=False)  # [PairIndex | None] once opened
 
     @property
     def release(self) -> Release:
@@ -187,13 +202,14 @@ class ReleaseBuilder:
         self.sources: list[dict] = []
         self.rationales: dict[str, int] = {}
         self.rows = 0
+        self.pairs = PairIndexBuilder() if kind == "ptp" else None
 
     def add(self, source, layout, progress=None) -> int:
         from .loaders import LOADERS, load_ptp
 
         source_id = len(self.sources) + 1
         if self.kind == "ptp":
-            n = load_ptp(self.conn, source, source_id, layout, self.rationales, progress)
+            n = load_ptp(self.conn, source, source_id, layout, self.rationales, progress, self.pairs)
         else:
             n = LOADERS[self.kind](self.conn, source, source_id, layout, progress)
         self.conn.execute("INSERT INTO sources VALUES (?,?,?,?)", (source_id, source.name, source.sha256, n))
@@ -213,6 +229,12 @@ class ReleaseBuilder:
         self.conn.close()
         final = self.dir / self.name
         os.replace(self.tmp, final)
+        if self.pairs is not None:
+            try:
+                self.pairs.write(final)
+            except BaseException:
+                remove_release_file(final)
+                raise
         return final
 
     def discard(self) -> None:
@@ -225,6 +247,12 @@ class ReleaseBuilder:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+def remove_release_file(path: str | Path) -> None:
+    """Delete an unregistered release file and its pair index, if any."""
+    for p in (Path(path), *index_paths(path)):
+        p.unlink(missing_ok=True)
 
 
 def register(db_path: str | Path, builders: list[ReleaseBuilder]) -> list[ReleaseInfo]:
@@ -262,11 +290,12 @@ class SqliteStore:
 
     REFRESH_SECONDS = 1.0
 
-    def __init__(self, db_path: str | Path, fallback=None):
+    def __init__(self, db_path: str | Path, fallback=None, use_pair_index: bool = True):
         from .starter import starter
 
         self.db_path = Path(db_path)
         self.fallback = fallback if fallback is not None else starter()
+        self.use_pair_index = use_pair_index  # False: SQL only (for comparisons and tests)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
@@ -353,6 +382,7 @@ class SqliteStore:
             lk = {"sources": dict(conn.execute("SELECT id, name FROM sources"))}
             if info.kind == "ptp":
                 lk["rationale"] = dict(conn.execute("SELECT id, text FROM rationale"))
+                lk["dates"] = _DateTable()
             info._lookups = lk
         return info._lookups
 
@@ -365,8 +395,10 @@ class SqliteStore:
         if len(key) < 2:
             return []
         # The cache holds every row among the codes, whatever its dates, so that the same
-        # codes on another date of service are a hit; the date rule is applied here.
-        return [e for e in self._ptp_cached(info.id, key) if e.in_force(on)]
+        # codes on another date of service are a hit; the date rule (PtpEdit.in_force) is
+        # applied here, inlined.
+        return [e for e in self._ptp_cached(info.id, key)
+                if (e.effective is None or e.effective <= on) and (e.deletion is None or on <= e.deletion)]
 
     def _info(self, release_id: int) -> ReleaseInfo:
         for info in self._all:
@@ -374,33 +406,45 @@ class SqliteStore:
                 return info
         raise KeyError(release_id)
 
+    def pair_index(self, info: ReleaseInfo) -> PairIndex | None:
+        """The release's memory-mapped pair index (None: answered by SQL)."""
+        if not self.use_pair_index:
+            return None
+        if not info._pairs:
+            info._pairs.append(PairIndex.open(releases_dir(self.db_path) / info.file))
+        return info._pairs[0]
+
     def _ptp_query(self, release_id: int, codes: tuple[str, ...]) -> tuple[PtpEdit, ...]:
-        """Every row of the release among `codes` (one prepared statement per code count)."""
+        """Every row of the release among `codes`: from the pair index (vectorised binary
+        searches over a memory-mapped sorted array) or, for a release without one, SQL (one
+        prepared IN x IN statement on the (column_1, column_2) key)."""
         info = self._info(release_id)
-        conn = self.connection(info)
+        index = self.pair_index(info)
+        lk = self._lookups(info)
+        dates, rationale, sources, rel = lk["dates"], lk["rationale"], lk["sources"], info.release
+        # PtpEdit built as a plain tuple: the fields in order, converted by table lookups
+        if index is not None:
+            return tuple([_tuple_new(PtpEdit, (c1, c2, dates[eff], dates[dele], _MODIFIERS[mod], rationale[rat],
+                                               rel, line, sources.get(src)))
+                          for c1, c2, (eff, dele, mod, rat, src, line) in index.among(codes)])
         marks = ",".join("?" * len(codes))
         sql = ("SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
                f" FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})")
-        rows = conn.execute(sql, (*codes, *codes)).fetchall()
-        if not rows:
-            return ()
-        lk = self._lookups(info)
-        rel = info.release
-        return tuple(PtpEdit(column1=r[0], column2=r[1], effective=int_date(r[2]), deletion=int_date(r[3]),
-                             modifier_indicator=r[4], rationale=lk["rationale"][r[5]], release=rel,
-                             row=r[7], source_file=lk["sources"].get(r[6]))
-                     for r in rows)
+        return tuple([_tuple_new(PtpEdit, (c1, c2, dates[eff], dates[dele], mod, rationale[rat], rel, line,
+                                           sources.get(src)))
+                      for c1, c2, eff, dele, mod, rat, src, line in
+                      self.connection(info).execute(sql, (*codes, *codes))])
 
     def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:
         """Every row of the pair in the release answering `on`, in force or not (for `ncci pair`)."""
         info = self.pick("ptp", setting, on)
         if info is None:
             return []
-        conn = self.connection(info)
         lk = self._lookups(info)
-        rows = conn.execute("SELECT column_1, column_2, effective, deletion, modifier, rationale_id,"
-                            " source_id, line FROM ptp WHERE column_1=? AND column_2=?",
-                            (column1.strip().upper(), column2.strip().upper())).fetchall()
+        rows = self.connection(info).execute(
+            "SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
+            " FROM ptp WHERE column_1=? AND column_2=?",
+            (column1.strip().upper(), column2.strip().upper())).fetchall()
         return [PtpEdit(column1=r[0], column2=r[1], effective=int_date(r[2]), deletion=int_date(r[3]),
                         modifier_indicator=r[4], rationale=lk["rationale"][r[5]], release=info.release,
                         row=r[7], source_file=lk["sources"].get(r[6])) for r in rows]
