@@ -98,3 +98,17 @@ def test_fast_init_matches_the_dataclass_fields(cls):
     copy = dataclasses.replace(obj, **{fields[-1].name: "changed"})
     assert getattr(copy, fields[-1].name) == "changed" and copy != obj
     assert cls(**required) == obj and hash(cls(**required)) == hash(obj)
+
+
+def test_normalize_reference_hot_path_equals_the_regular_expression():
+    def by_regex(value: str) -> str:
+        m = fr._REF_RE.search(value)
+        return f"{m.group(1)}/{m.group(2)}" if m else value
+
+    rng = random.Random(20261124)
+    cases = ["Encounter/1", "Encounter/1\n", "encounter/1", "/x", "x/", "E/1", "Ab/" + "1" * 64,
+             "Ab/" + "1" * 65, "Ab/1/_history/2", "http://x/fhir/Encounter/1", "Encounter/ 1", "Ab/1\n\n",
+             "Encounter/1/", "Location/s01-location", "#contained", ""]
+    cases += ["".join(rng.choice("aZ09/-._\n h") for _ in range(rng.randint(0, 9))) for _ in range(50000)]
+    for value in cases:
+        assert fr.normalize_reference(value) == by_regex(value), repr(value)
