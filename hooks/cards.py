@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
@@ -118,8 +119,11 @@ def _summary(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[:SUMMARY_MAX - 1].rstrip() + "\u2026"
 
 
+@lru_cache(maxsize=4096)
 def _citation_md(c: Citation) -> str:
-    """One bullet: the citation's line, plus the row fields its text does not already show."""
+    """One bullet: the citation's line, plus the row fields its text does not already show.
+
+    Cached: a Citation is an immutable value and the same rows are cited again and again."""
     text = c.text.strip()
     line = f"- {text}"
     if c.release and c.release not in text:

@@ -1,4 +1,11 @@
-"""Pure edits of a FHIR R4 Claim (JSON dict): each returns a corrected deep copy, never mutates.
+"""Pure edits of a FHIR R4 Claim (JSON dict): each returns a corrected copy, never mutates.
+
+The copy is new wherever the edit changes something: the Claim object, its ``item`` list, every
+remaining item object, and a deep copy of the edited item (or of an item whose details are
+renumbered, and of everything an ``itemSequence`` remap touches). Elements the edit leaves as they
+are (diagnosis, careTeam, insurance, an untouched item's codings...) are shared with the input:
+treat both the input and the result as immutable (the service only serializes them). Copying the
+whole Claim cost ~10 us per suggestion (orjson round trip of a 2.5 kB Claim), ~3 us this way.
 
 Used to build the single ``update`` action a claim-review (or discharge-with-claim) suggestion
 carries (DESIGN.md section 3: "one update action carrying the whole corrected Claim").
@@ -126,7 +133,29 @@ def _recompute_total(claim: dict) -> None:
 def remove_item(claim: dict, sequence: int) -> dict:
     """Drop the item with `sequence`; re-sequence items 1..n and remap item-sequence references."""
     raw = orjson.dumps(claim)
-    out = orjson.loads(raw)
+    if b'"itemSequence"' in raw:  # only contained resources / extensions can point at items
+        return _remove_item_remapped(orjson.loads(raw), sequence)
+    idx = _item_index(claim, sequence)
+    out = dict(claim)
+    items = []
+    for n, item in enumerate(claim["item"][:idx] + claim["item"][idx + 1:], start=1):
+        if item.get("detail"):
+            item = clone(item)  # its details are renumbered in place
+            item["sequence"] = n
+            _renumber_details(item)
+        else:
+            item = dict(item, sequence=n)
+        items.append(item)
+    if items:
+        out["item"] = items
+    else:
+        del out["item"]
+    _recompute_total(out)
+    return out
+
+
+def _remove_item_remapped(out: dict, sequence: int) -> dict:
+    """remove_item on a private deep copy `out` of a Claim where ``itemSequence`` occurs."""
     idx = _item_index(out, sequence)
     items = out["item"]
     del items[idx]
@@ -136,25 +165,29 @@ def remove_item(claim: dict, sequence: int) -> dict:
     for n, item in enumerate(items, start=1):
         item["sequence"] = n
         _renumber_details(item)
-    if b'"itemSequence"' in raw:  # only contained resources / extensions can point at items
-        rest = _remap_item_sequences({k: v for k, v in out.items() if k != "item"}, mapping)
-        if items:
-            rest["item"] = items
-        # keep the original key order
-        ordered = {k: rest[k] for k in out if k in rest}
-        ordered.update({k: v for k, v in rest.items() if k not in ordered})
-        out = ordered
-    elif not items:
-        del out["item"]
-    _recompute_total(out)
-    return out
+    rest = _remap_item_sequences({k: v for k, v in out.items() if k != "item"}, mapping)
+    if items:
+        rest["item"] = items
+    # keep the original key order
+    ordered = {k: rest[k] for k in out if k in rest}
+    ordered.update({k: v for k, v in rest.items() if k not in ordered})
+    _recompute_total(ordered)
+    return ordered
+
+
+def _edit_item(claim: dict, sequence: int) -> tuple[dict, dict]:
+    """(a copy of `claim` with a new item list, a deep copy of the item with `sequence` in it)."""
+    idx = _item_index(claim, sequence)
+    out = dict(claim)
+    out["item"] = items = list(claim["item"])
+    items[idx] = item = clone(items[idx])
+    return out, item
 
 
 def replace_code(claim: dict, sequence: int, code: str, display: str | None = None,
                  system: str = CPT_SYSTEM) -> dict:
     """Set item.productOrService to the single Coding {system, code[, display]}."""
-    out = clone(claim)
-    item = out["item"][_item_index(out, sequence)]
+    out, item = _edit_item(claim, sequence)
     coding = {"system": system, "code": code}
     if display:
         coding["display"] = display
@@ -170,8 +203,7 @@ def item_modifiers(item: dict) -> list[str]:
 
 def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     """Append modifier `modifier` (Coding system CPT) unless the item already carries it."""
-    out = clone(claim)
-    item = out["item"][_item_index(out, sequence)]
+    out, item = _edit_item(claim, sequence)
     if modifier.upper() in (m.upper() for m in item_modifiers(item)):
         return out
     item.setdefault("modifier", []).append(
@@ -181,8 +213,7 @@ def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:
 
 def remove_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     """Remove every Coding of `modifier` from the item; drop emptied CodeableConcepts."""
-    out = clone(claim)
-    item = out["item"][_item_index(out, sequence)]
+    out, item = _edit_item(claim, sequence)
     kept = []
     for cc in item.get("modifier") or []:
         codings = [c for c in cc.get("coding") or []
@@ -202,8 +233,7 @@ def set_units(claim: dict, sequence: int, units: int) -> dict:
     """Set item.quantity.value to `units`; keep item.net and Claim.total consistent."""
     if units < 1:
         raise ClaimEditError("units must be at least 1 (remove the item instead)")
-    out = clone(claim)
-    item = out["item"][_item_index(out, sequence)]
+    out, item = _edit_item(claim, sequence)
     quantity = dict(item.get("quantity") or {})
     quantity["value"] = units
     item["quantity"] = quantity

@@ -642,11 +642,11 @@ _LOCAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 
 
 def _fetchable(refs: Iterable[str | None]) -> list[str]:
-    out = []
+    out: dict[str, None] = {}  # first occurrence order, each once
     for r in refs:
-        if r and _LOCAL_REF.fullmatch(r) and r.split("/", 1)[0] in FETCHABLE_TYPES:
-            out.append(r)
-    return list(dict.fromkeys(out))
+        if r and r not in out and r.split("/", 1)[0] in FETCHABLE_TYPES and _LOCAL_REF.fullmatch(r):
+            out[r] = None
+    return list(out)
 
 
 def claim_references(claim: dict) -> list[str]:
@@ -659,7 +659,9 @@ def claim_references(claim: dict) -> list[str]:
     for p, item in fr.objects(claim.get("item"), "Claim.item"):
         for ep, e in fr.items(item.get("encounter"), p, "encounter"):
             refs.append(fr.reference(e, ep))
-        refs.append(fr.reference(item.get("locationReference"), p, "locationReference"))
+        location = item.get("locationReference")
+        if location is not None:
+            refs.append(fr.reference(location, p, "locationReference"))
     for p, proc in fr.objects(claim.get("procedure"), "Claim.procedure"):
         refs.append(fr.reference(proc.get("procedureReference"), p, "procedureReference"))
     for p, info in fr.objects(claim.get("supportingInfo"), "Claim.supportingInfo"):

@@ -202,6 +202,10 @@ _REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_histor
 
 def normalize_reference(value: str) -> str:
     """"Encounter/1", "https://x/fhir/Encounter/1/_history/2" -> "Encounter/1"; others unchanged."""
+    if value.count("/") == 1 and value[-1:] != "\n":
+        # Hot path, "Type/id": with one slash a match can only be the whole value (its "$" is the
+        # end: no trailing newline), and no match leaves the value unchanged too.
+        return value
     m = _REF_RE.search(value)
     return f"{m.group(1)}/{m.group(2)}" if m else value
 

@@ -1,6 +1,9 @@
 """Findings: what the rules conclude, with reason, citations, payment effect and a machine-readable fix.
 
 The finding codes are the card topics of the CONTRACT (DESIGN.md section 3).
+
+Fix and Finding, built per request, define their own ``__init__`` (one ``__dict__`` update instead
+of one ``object.__setattr__`` per field; see hooks/model.py): still frozen, same fields and defaults.
 """
 from __future__ import annotations
 
@@ -53,6 +56,12 @@ class Fix:
     label: str = ""  # what the suggestion says, e.g. "Remove 76000 (bundled into 33289)"
     recommended: bool = True
 
+    def __init__(self, action: str, line: str | None = None, code: str | None = None,
+                 modifier: str | None = None, units: int | None = None,
+                 elements: tuple[str, ...] = (), label: str = "", recommended: bool = True) -> None:
+        self.__dict__.update(action=action, line=line, code=code, modifier=modifier, units=units,
+                             elements=elements, label=label, recommended=recommended)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -67,3 +76,12 @@ class Finding:
     payment: str | None = None  # payment effect, e.g. "76000 global 1.28 RVU ($42.61) vs -26 0.44 RVU ($14.65)"
     override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) a clinician may give to keep 76000
     priority: int = 50  # lower sorts first; used by max-cards
+
+    def __init__(self, code: str, severity: str, summary: str, reason: str,
+                 lines: tuple[str, ...] = (), citations: tuple[Citation, ...] = (),
+                 fixes: tuple[Fix, ...] = (), missing: tuple[str, ...] = (),
+                 payment: str | None = None, override_reasons: tuple[tuple[str, str], ...] = (),
+                 priority: int = 50) -> None:
+        self.__dict__.update(code=code, severity=severity, summary=summary, reason=reason,
+                             lines=lines, citations=citations, fixes=fixes, missing=missing,
+                             payment=payment, override_reasons=override_reasons, priority=priority)

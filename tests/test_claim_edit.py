@@ -98,3 +98,66 @@ def test_set_units_keeps_net_and_total():
 def test_unknown_sequence_is_an_error():
     with pytest.raises(claim_edit.ClaimEditError):
         claim_edit.remove_item(_claim(), 7)
+
+
+# --- the copies share what an edit leaves unchanged: same JSON as a full deep copy ----------------
+def _full_copy_reference(edit, claim, *args):
+    """What every edit returned when it worked on a whole deep copy (orjson round trip)."""
+    import orjson
+    return orjson.loads(orjson.dumps(edit(claim_edit.clone(claim), *args)))
+
+
+def _edit_cases():
+    from tests.scenario_fixtures import NUMBERS, scenario
+    claims = [s.claim for s in map(scenario, NUMBERS) if getattr(s, "claim", None)]
+    with_details = _claim()
+    with_details["item"][2]["detail"] = [
+        {"sequence": 4, "productOrService": {"coding": [{"code": "A4550"}]},
+         "subDetail": [{"sequence": 7, "productOrService": {"coding": [{"code": "A4551"}]}}]},
+        {"sequence": 9, "productOrService": {"coding": [{"code": "A4649"}]}}]
+    claims += [_claim(), with_details, make_claim(claim_item(1, "76000", price=42.61), total=True)]
+    for c in claims:
+        seqs = [i["sequence"] for i in c["item"]]
+        for seq in seqs:
+            yield claim_edit.remove_item, c, seq
+            yield claim_edit.replace_code, c, seq, "77002", "display"
+            yield claim_edit.add_modifier, c, seq, "XS"
+            yield claim_edit.add_modifier, c, seq, "26"
+            yield claim_edit.remove_modifier, c, seq, "26"
+            yield claim_edit.set_units, c, seq, 2
+
+
+def test_edits_equal_a_full_copy_and_never_mutate_the_input():
+    import orjson
+    cases = list(_edit_cases())
+    assert len(cases) > 60
+    for edit, claim, *args in cases:
+        before = orjson.dumps(claim)
+        out = edit(claim, *args)
+        assert orjson.dumps(claim) == before, edit.__name__  # input untouched
+        assert orjson.dumps(out) == orjson.dumps(_full_copy_reference(edit, claim, *args)), edit.__name__
+        # what an edit changes is the result's own: the Claim, its item list, the edited item (for
+        # remove_item: every item) down to its leaves are new objects, never the input's
+        assert out is not claim and out.get("item") is not claim["item"]
+        input_ids = _container_ids(claim)
+        edited = out.get("item", []) if edit is claim_edit.remove_item else [
+            i for i in out["item"] if i["sequence"] == args[0]]
+        for item in edited:
+            assert id(item) not in input_ids, edit.__name__
+            if edit is not claim_edit.remove_item or item.get("detail"):
+                assert not _container_ids(item) & input_ids, edit.__name__
+
+
+def _container_ids(node) -> set[int]:
+    """ids of every dict and list in a JSON value."""
+    out = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            out.add(id(n))
+            stack.extend(n.values())
+        elif isinstance(n, list):
+            out.add(id(n))
+            stack.extend(n)
+    return out

@@ -64,3 +64,51 @@ def test_accessors_read_valid_elements():
     assert fr.resource_type({"resourceType": "Claim"}, "P", ("Claim", "Bundle")) == "Claim"
     assert fr.items(None, "P", "k") == ()
     assert fr.items([1, 2], "Claim", "item") == [("Claim.item[0]", 1), ("Claim.item[1]", 2)]
+
+
+# --- hand-written __init__ of the frozen dataclasses built per request ---------------------------
+def _fast_init_classes():
+    from hooks.findings import Finding, Fix
+    from hooks.model import Evidence, Line, Setting
+    from hooks.rules.engine import Problem
+    return [Setting, Line, Evidence, Fix, Finding, Problem]
+
+
+@pytest.mark.parametrize("cls", _fast_init_classes(), ids=lambda c: c.__name__)
+def test_fast_init_matches_the_dataclass_fields(cls):
+    """Same parameters, in field order, with the fields' defaults; still frozen; replace() works."""
+    import dataclasses
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(cls)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields):
+        assert f.default_factory is dataclasses.MISSING
+        expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        assert p.default == expected, f.name
+    required = {p.name: f"v-{p.name}" for p in params if p.default is inspect.Parameter.empty}
+    obj = cls(**required)
+    assert {f.name: getattr(obj, f.name) for f in fields} == {
+        f.name: required.get(f.name, f.default) for f in fields}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, fields[0].name, "x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        delattr(obj, fields[0].name)
+    copy = dataclasses.replace(obj, **{fields[-1].name: "changed"})
+    assert getattr(copy, fields[-1].name) == "changed" and copy != obj
+    assert cls(**required) == obj and hash(cls(**required)) == hash(obj)
+
+
+def test_normalize_reference_hot_path_equals_the_regular_expression():
+    def by_regex(value: str) -> str:
+        m = fr._REF_RE.search(value)
+        return f"{m.group(1)}/{m.group(2)}" if m else value
+
+    rng = random.Random(20261124)
+    cases = ["Encounter/1", "Encounter/1\n", "encounter/1", "/x", "x/", "E/1", "Ab/" + "1" * 64,
+             "Ab/" + "1" * 65, "Ab/1/_history/2", "http://x/fhir/Encounter/1", "Encounter/ 1", "Ab/1\n\n",
+             "Encounter/1/", "Location/s01-location", "#contained", ""]
+    cases += ["".join(rng.choice("aZ09/-._\n h") for _ in range(rng.randint(0, 9))) for _ in range(50000)]
+    for value in cases:
+        assert fr.normalize_reference(value) == by_regex(value), repr(value)
