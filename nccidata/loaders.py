@@ -128,6 +128,7 @@ class _PtpBatcher:
     """
 
     INSERT = "INSERT INTO ptp VALUES (?,?,?,?,?,?,?,?)"
+    INSERT_NUMBERS = "INSERT INTO ptp VALUES (?,?,?,?,NULLIF(?,0),NULLIF(?,0),?,?)"  # dates: 0 is none
 
     def __init__(self, conn, source: Source, source_id: int, layout: Layout, rationales: dict[str, int],
                  pairs: PairIndexBuilder | None = None):
@@ -203,29 +204,18 @@ class _PtpBatcher:
             return None
         self.codes |= new_codes
         self.seen_data = True
-        dates, sid = self.dates, self.sid
-        batch_rats: set[str] = set()
+        n, numbers, sid = len(batch), self.date_numbers, self.sid
         if irat is None:
-            rid = self._rationale("")
-            rats = None
+            rat = [self._rationale("")] * n
         else:
-            batch_rats = set(cols[irat])
-            for text in batch_rats - self.rationales.keys():
+            for text in set(cols[irat]) - self.rationales.keys():
                 self._rationale(text)
-            rats = self.rationales
+            rat = list(map(self.rationales.__getitem__, cols[irat]))
+        eff = [0] * n if ieff is None else list(map(numbers.__getitem__, cols[ieff]))
+        dele = list(map(numbers.__getitem__, cols[idel]))
         if self.pairs is not None:
-            n, numbers = len(batch), self.date_numbers
-            self.pairs.add(cols[i1], cols[i2],
-                           repeat(0, n) if ieff is None else map(numbers.__getitem__, cols[ieff]),
-                           map(numbers.__getitem__, cols[idel]), cols[imod],
-                           repeat(rid, n) if rats is None else map(rats.__getitem__, cols[irat]),
-                           self.sid, lines)
-        if texts <= self.plain_dates and not (batch_rats & self.dirty):
-            return self.raw_sql, zip(*cols[: self.width], lines)
-        eff = [None] * len(batch) if ieff is None else [dates[t] for t in cols[ieff]]
-        dele = [dates[t] for t in cols[idel]]
-        rat = [rid] * len(batch) if rats is None else [rats[t] for t in cols[irat]]
-        return self.INSERT, zip(cols[i1], cols[i2], [sid] * len(batch), lines, eff, dele, cols[imod], rat)
+            self.pairs.add(cols[i1], cols[i2], eff, dele, cols[imod], rat, sid, lines)
+        return self.INSERT_NUMBERS, zip(cols[i1], cols[i2], repeat(sid, n), lines, eff, dele, cols[imod], rat)
 
     def slow(self, batch: list[list[str]], lines) -> list[tuple]:
         """Row by row: skips blank rows and wrapped-header lines; BadInput names the line."""

@@ -23,7 +23,6 @@ the index is derived from the same rows in the same import and checked against S
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -40,10 +39,9 @@ SENTINEL = np.uint64(2 ** 64 - 1)  # after the last key: greater than any pair's
 KEYS_SUFFIX = ".pairkeys.npy"
 ROWS_SUFFIX = ".pairrows.npy"
 
-_DIGITS = np.full(256, 255, dtype=np.uint64)
+_DIGITS = np.full(256, 255, dtype=np.uint8)
 for _i, _ch in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
     _DIGITS[ord(_ch)] = _i  # upper case only: SQL compares codes as text, so must the index
-_POWERS = np.array([36 ** (CODE_WIDTH - 1 - i) for i in range(CODE_WIDTH)], dtype=np.uint64)
 
 
 def code_number(code: str) -> int | None:
@@ -55,15 +53,19 @@ def code_number(code: str) -> int | None:
 
 
 def code_numbers(codes: Sequence[str]) -> np.ndarray | None:
-    """Vectorised code_number for a column of already validated codes (ASCII letters and
-    digits); None when any code is not five characters long."""
+    """Vectorised code_number for a column of codes already checked to be ASCII letters and
+    digits; None when any code is not five characters long or has a lower-case letter."""
     joined = "".join(codes).encode("ascii")
     if len(joined) != CODE_WIDTH * len(codes):
         return None
-    digits = _DIGITS[np.frombuffer(joined, dtype=np.uint8).reshape(len(codes), CODE_WIDTH)]
-    if (digits == 255).any():
+    digits = _DIGITS[np.frombuffer(joined, dtype=np.uint8)].reshape(len(codes), CODE_WIDTH)
+    if digits.max() >= 36:
         return None
-    return digits @ _POWERS
+    number = digits[:, 0].astype(np.uint64)
+    for i in range(1, CODE_WIDTH):
+        number *= np.uint64(36)
+        number += digits[:, i]
+    return number
 
 
 def index_paths(release_file: str | Path) -> tuple[Path, Path]:
@@ -95,7 +97,8 @@ class PairIndexBuilder:
         rows = np.empty(n, dtype=ROW_DTYPE)
         rows["effective"] = np.fromiter(effective, np.int32, n)
         rows["deletion"] = np.fromiter(deletion, np.int32, n)
-        rows["line"] = np.fromiter(lines, np.uint32, n)
+        rows["line"] = (np.arange(lines.start, lines.stop, lines.step, dtype=np.uint32)
+                        if isinstance(lines, range) else np.fromiter(lines, np.uint32, n))
         rows["rationale"] = np.fromiter(rationale, np.uint16, n)
         rows["source"] = source
         rows["modifier"] = np.frombuffer("".join(modifier).encode("ascii"), dtype=np.uint8) - ord("0")
@@ -122,10 +125,10 @@ class PairIndexBuilder:
         padded = np.concatenate([keys, np.full(longest, SENTINEL, dtype=np.uint64)])
         written = []
         for path, array in zip(index_paths(release_file), (padded, rows)):
+            # written like the release file itself (synchronous=OFF): the catalog commit that
+            # registers the release is the durable switch
             with open(path, "wb") as f:
                 np.save(f, array, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
             written.append(path)
         return written
 
