@@ -79,9 +79,14 @@ def claim_sequence(case: Case, line: Line | None, key: str | None) -> int:
 
 def corrected_claim(case: Case, fix: Fix) -> dict:
     """The whole Claim with `fix` applied."""
+    return _corrected_claim(case, fix, _line(case, fix.line))
+
+
+def _corrected_claim(case: Case, fix: Fix, line: Line | None) -> dict:
+    """corrected_claim with the case's line of `fix` already looked up."""
     if case.claim is None:
         raise NotApplicable("no Claim")
-    seq = claim_sequence(case, _line(case, fix.line), fix.line)
+    seq = claim_sequence(case, line, fix.line)
     claim = case.claim
     if fix.action == REMOVE_LINE:
         return claim_edit.remove_item(claim, seq)
@@ -134,7 +139,7 @@ def actions_for(fix: Fix, case: Case, *, drafts: dict[str, dict] | None = None,
     description = fix.label or _describe(fix, line)
     if case.claim is not None:
         try:
-            claim = corrected_claim(case, fix)
+            claim = _corrected_claim(case, fix, line)
         except (NotApplicable, claim_edit.ClaimEditError):
             return []
         return [{"type": "update", "description": description, "resource": claim}]

@@ -18,22 +18,30 @@ from .findings import (ADD_MODIFIER, DOCUMENTATION_MISSING, FINDING_CODES, PTP_M
                        Citation, Finding, Fix)
 from .model import Case
 
-_rng: tuple[int, random.Random] | None = None
+_getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
 
 
 def new_uuid() -> str:
     """A random (version 4) UUID for a card or suggestion.
 
-    Drawn from a per-process Mersenne Twister seeded from os.urandom (reseeded after a fork), not
-    from os.urandom on every call: uuid4() releases the GIL in getrandom(), and under gunicorn's
-    threaded workers each release is a GIL hand-off that showed up as the top wait in py-spy
-    profiles. Card ids need uniqueness, not unpredictability.
+    Drawn from a per-process Mersenne Twister seeded from os.urandom (reseeded in a forked child,
+    see ``_reseed``), not from os.urandom on every call: uuid4() releases the GIL in getrandom(),
+    and under gunicorn's threaded workers each release is a GIL hand-off that showed up as the top
+    wait in py-spy profiles. Card ids need uniqueness, not unpredictability.
     """
-    global _rng
-    pid = os.getpid()
-    if _rng is None or _rng[0] != pid:
-        _rng = (pid, random.Random(os.urandom(32)))
-    return _uuid4_text(_rng[1].getrandbits(128))
+    global _getrandbits
+    if _getrandbits is None:
+        _getrandbits = random.Random(os.urandom(32)).getrandbits
+    return _uuid4_text(_getrandbits(128))
+
+
+def _reseed() -> None:
+    """Forget the generator (in a forked child, so that it draws its own seed)."""
+    global _getrandbits
+    _getrandbits = None
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def _uuid4_text(bits: int) -> str:
@@ -142,6 +150,18 @@ def _citation_md(c: Citation) -> str:
     return line
 
 
+@lru_cache(maxsize=4096)
+def _source_md(citations: tuple[Citation, ...]) -> str:
+    """The **Source** block of a card: one bullet per citation, and the starter-set notice.
+
+    Cached like the bullets: a finding's citations are a tuple of immutable values."""
+    source = "**Source**\n\n" + "\n".join([_citation_md(c) for c in citations])
+    if any(c.starter for c in citations):
+        source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
+                   "tables for authoritative edits.*")
+    return source
+
+
 def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> str:
     """Reason, missing elements, citations, payment effect, and (without actions) what to do."""
     blocks = [f.reason.strip()]
@@ -149,11 +169,8 @@ def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> 
         items = "\n".join(f"- {DOC_ELEMENT_DISPLAY.get(m, m)}" for m in f.missing)
         blocks.append(f"**Missing documentation**\n\n{items}")
     if f.citations:
-        source = "**Source**\n\n" + "\n".join(_citation_md(c) for c in f.citations)
-        if any(c.starter for c in f.citations):
-            source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
-                       "tables for authoritative edits.*")
-        blocks.append(source)
+        citations = f.citations
+        blocks.append(_source_md(citations if type(citations) is tuple else tuple(citations)))
     if f.payment:
         blocks.append(f"**Payment effect:** {f.payment}")
     if not actionable and fixes:
@@ -175,13 +192,14 @@ def _fill(fix: Fix, finding: Finding, config: dict) -> Fix:
 def _suggestions(f: Finding, case: Case, config: dict, drafts: dict | None,
                  new_id: Callable[[], str]) -> list[dict]:
     out: list[dict] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     recommended_given = False
-    for fix in (_fill(fx, f, config) for fx in f.fixes):
+    for fx in f.fixes:
+        fix = _fill(fx, f, config)
         actions = actions_for(fix, case, drafts=drafts, new_id=new_id)
         if not actions:
             continue
-        signature = repr([(a["type"], a.get("resourceId"), a.get("description")) for a in actions])
+        signature = tuple([(a["type"], a.get("resourceId"), a.get("description")) for a in actions])
         if signature in seen:
             continue
         seen.add(signature)

@@ -245,3 +245,19 @@ def test_new_uuid_is_a_version_4_uuid_and_unique():
     for value in list(ids)[:50]:
         parsed = uuidlib.UUID(value)
         assert parsed.version == 4 and str(parsed) == value
+
+
+def test_new_uuid_is_reseeded_in_a_forked_child():
+    """A gunicorn worker (a forked child) must not draw the same uuids as its parent or siblings."""
+    import os
+    cards.new_uuid()  # the parent's generator is seeded
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next uuid and leave at once
+        os.write(write_end, cards.new_uuid().encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child) == 36 and child != cards.new_uuid()

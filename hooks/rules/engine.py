@@ -24,6 +24,7 @@ from .policy import Policy, PolicyEntry, policy
 
 NO_DATE = date(9999, 12, 31)  # a line without a date of service: only edits without deletion apply
 DURATION_LIMIT_MINUTES = 60.0
+_FLUORO_SET = frozenset({FLUORO})
 
 # Specificity of removal problems, most specific first (lower wins).
 RANK = {F.MODIFIER_MISUSE: 0, F.PTP_BUNDLED: 1, F.USE_GUIDANCE_CODE: 2, F.FLUOROSCOPY_INTEGRAL: 3,
@@ -100,11 +101,15 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
     enabled = {code: bool(config.get(code, True)) for code in F.FINDING_CODES}
     reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     out: list[Finding] = []
+    billable = []
     for review in reviews:
+        if not review.problems:
+            billable.append(review)
+            continue
         chosen = [p for p in review.problems if enabled[p.code]]
         if chosen:
-            out.append(_removal_finding(case, review, min(chosen, key=lambda p: p.rank), reference, config))
-    billable = [r for r in reviews if r.billable]
+            problem = chosen[0] if len(chosen) == 1 else min(chosen, key=_rank_of)
+            out.append(_removal_finding(case, review, problem, reference, config))
     if billable:
         if enabled[F.MUE_EXCEEDED]:
             out.extend(_mue_findings(case, billable, reference))
@@ -119,9 +124,18 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
             f = _documentation(case, billable, unbilled)
             if f is not None:
                 out.append(f)
-    out.sort(key=lambda f: f.priority)
+    if len(out) > 1:
+        out.sort(key=_priority_of)
     limit = config.get("max-cards") or 0
     return out[:limit] if isinstance(limit, int) and limit > 0 else out
+
+
+def _rank_of(p: Problem) -> int:
+    return RANK[p.code]
+
+
+def _priority_of(f: Finding) -> int:
+    return f.priority
 
 
 # --- removal problems ----------------------------------------------------------------------------
@@ -143,17 +157,19 @@ def guidance_add_on(code: str, on: date, reference: ReferenceData, pol: Policy) 
 
 
 def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) -> _LineReview:
-    day = case.line_date(line)
+    default_date = case.default_date
+    day = line.service_date or default_date
     review = _LineReview(line, day)
-    partners = [p for p in case.lines if p.code != FLUORO and p.units > 0 and _same_day(day, case.line_date(p))]
+    # partners: the other (non-76000, billed) lines of the same date (Case.line_date inlined)
+    partners = [p for p in case.lines if p.code != FLUORO and p.units > 0
+                and (day is None or (p.service_date or default_date) in (None, day))]
     if not partners:
         return review
     on = day or NO_DATE
-    codes = {p.code for p in partners} | {FLUORO}
-    edits = {e.column1: e for e in reference.ptp_edits(codes, on, case.setting.ncci_setting)
+    billed = {p.code for p in partners}
+    edits = {e.column1: e for e in reference.ptp_edits(billed | _FLUORO_SET, on, case.setting.ncci_setting)
              if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1")
              and e.in_force(on)}
-    billed = {p.code for p in partners}
     components = COMPONENT_MODIFIERS.intersection(line.modifiers)
     for partner in partners:
         edit = edits.get(partner.code)
@@ -200,13 +216,19 @@ def _unbilled_conflicts(case: Case, review: _LineReview, reference: ReferenceDat
 
 
 def _fee_modifier(line: Line) -> str:
+    mods = line.modifiers
+    if not mods:
+        return ""
     for m in ("26", "TC"):
-        if m in line.modifiers:
+        if m in mods:
             return m
     return ""
 
 
 def _dedupe(citations: Sequence[Citation]) -> tuple[Citation, ...]:
+    """The citations, the first of each text kept, in order."""
+    if len(citations) < 2:
+        return tuple(citations)
     seen: dict[str, Citation] = {}
     for c in citations:
         seen.setdefault(c.text, c)
@@ -221,22 +243,23 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
                      config: dict) -> Finding:
     line, partner = review.line, problem.partner
     others = [p for p in review.problems if p is not problem]
-    citations = problem.citations() + [c for p in others for c in p.citations()]
+    citations = problem.citations()
+    for p in others:
+        citations += p.citations()
     if problem.code == F.MODIFIER_MISUSE:
         citations.append(policy().facts["distinct-modifiers"].citation())
     fee_mod = _fee_modifier(line)
     fee = reference.fee(FLUORO, fee_mod)
     amount = cite.money(fee, case.setting.facility, line.units)
     payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable" if amount else None
-    remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (with {partner.code})")
     when = f" on {review.day.isoformat()}" if review.day else ""
     also = ""
     if others:
         also = "\n\nAlso applies: " + "; ".join(sorted({_problem_phrase(p) for p in others})) + "."
     component_note = ""
-    if COMPONENT_MODIFIERS.intersection(line.modifiers) and problem.code != F.MODIFIER_MISUSE:
+    if line.modifiers and problem.code != F.MODIFIER_MISUSE and COMPONENT_MODIFIERS.intersection(line.modifiers):
         component_note = "\n\nModifier 26/TC identifies a payment component; it does not bypass an NCCI edit."
-    fixes: tuple[Fix, ...] = (remove,)
+    fixes: tuple[Fix, ...]
     override: tuple[tuple[str, str], ...] = ()
     severity = "warning"
     if problem.code == F.PTP_BUNDLED:

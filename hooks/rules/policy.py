@@ -28,7 +28,12 @@ class PolicyEntry:
     add_on: str | None = None  # guidance entries: the add-on code
 
     def citation(self) -> Citation:
-        return _entry_citation(self)
+        """The entry's citation, built on first use and kept on the (immutable) entry."""
+        try:
+            return self.__dict__["_citation"]
+        except KeyError:
+            citation = self.__dict__["_citation"] = self._build_citation()
+            return citation
 
     def _build_citation(self) -> Citation:
         what = f"add-on {self.add_on} for primaries {self.codes_spec}" if self.add_on else \
@@ -42,11 +47,6 @@ class PolicyEntry:
                                  ("source", self.source)))
 
 
-@lru_cache(maxsize=512)
-def _entry_citation(entry: PolicyEntry) -> Citation:
-    return entry._build_citation()
-
-
 @dataclass(frozen=True)
 class Fact:
     key: str
@@ -55,10 +55,15 @@ class Fact:
     source: str
 
     def citation(self) -> Citation:
-        return Citation(kind="policy", text=f"{self.text} Source: {self.source}",
-                        release=f"facts@{self.version}",
-                        details=(("policy", "facts"), ("entry", self.key), ("version", self.version),
-                                 ("source", self.source)))
+        """The fact's citation, built on first use and kept on the (immutable) fact."""
+        try:
+            return self.__dict__["_citation"]
+        except KeyError:
+            citation = self.__dict__["_citation"] = Citation(
+                kind="policy", text=f"{self.text} Source: {self.source}", release=f"facts@{self.version}",
+                details=(("policy", "facts"), ("entry", self.key), ("version", self.version),
+                         ("source", self.source)))
+            return citation
 
 
 @dataclass(frozen=True)
