@@ -57,6 +57,19 @@ def _topic_code(card: dict) -> str | None:
     return str(code) if code else None
 
 
+def _audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The cards' uuids and topic codes for the audit record (cards without one are skipped)."""
+    uuids: list[str] = []
+    topics: list[str] = []
+    for card in cards:
+        if card.get("uuid"):
+            uuids.append(str(card["uuid"]))
+        topic = _topic_code(card)
+        if topic:
+            topics.append(topic)
+    return tuple(uuids), tuple(topics)
+
+
 class _ReleaseLabel:
     """The reference data release in service (for audit records), cached for a minute."""
 
@@ -155,9 +168,10 @@ def create_app(settings: Settings | None = None,
     @app.after_request
     def _cors(resp: Response) -> Response:
         # answers may describe a patient's care: never cache them, never sniff their type
-        resp.headers["Cache-Control"] = "no-store"
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        origin = request.headers.get("Origin")
+        headers = resp.headers
+        headers.set("Cache-Control", "no-store")
+        headers.set("X-Content-Type-Options", "nosniff")
+        origin = request.environ.get("HTTP_ORIGIN")  # the Origin header (request.headers reads it there)
         if origin:
             if cors_any:
                 resp.headers["Access-Control-Allow-Origin"] = "*"
@@ -223,12 +237,12 @@ def create_app(settings: Settings | None = None,
         finally:
             latency = (time.perf_counter() - started) * 1000
             cards = audit["cards"]
+            card_uuids, topics = _audit_ids(cards)
             try:
                 state.record_audit(AuditRecord(
                     service_id=service.id, hook_instance=audit["hook_instance"], status=status,
-                    card_uuids=tuple(str(c["uuid"]) for c in cards if c.get("uuid")),
-                    topics=tuple(t for t in map(_topic_code, cards) if t),
-                    data_release=release.get(), latency_ms=latency))
+                    card_uuids=card_uuids, topics=topics, data_release=release.get(),
+                    latency_ms=latency))
             except sqlite3.Error as exc:
                 log.error("audit record not written: %s", exc)
             log.info("service=%s status=%d cards=%d ms=%.1f", service.id, status, len(cards), latency)
@@ -266,7 +280,7 @@ def create_app(settings: Settings | None = None,
         fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
                           context=context, client=client)
         extras = {}
-        claims = g.get("jwt_claims")
+        claims = g.get("jwt_claims") if verifier is not None else None  # set by _preflight_and_auth
         if claims:  # who called: the verified issuer and, when given, the tenant (2.0 JWT claims)
             extras["client_issuer"] = claims["iss"]
             if isinstance(claims.get("tenant"), str):

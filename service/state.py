@@ -69,6 +69,9 @@ def utc_now(t: float | None = None) -> str:
 
 @dataclass(frozen=True)
 class AuditRecord:
+    """One answered request, as the audit table stores it (built per request: its ``__init__``
+    sets the fields in one ``__dict__`` update, as hooks/model.py's classes do)."""
+
     service_id: str
     hook_instance: str | None
     status: int
@@ -76,6 +79,13 @@ class AuditRecord:
     topics: tuple[str, ...]
     data_release: str | None
     latency_ms: float
+
+    def __init__(self, service_id: str, hook_instance: str | None, status: int,
+                 card_uuids: tuple[str, ...], topics: tuple[str, ...], data_release: str | None,
+                 latency_ms: float) -> None:
+        self.__dict__.update(service_id=service_id, hook_instance=hook_instance, status=status,
+                             card_uuids=card_uuids, topics=topics, data_release=data_release,
+                             latency_ms=latency_ms)
 
 
 def _audit_row(at: float, rec: AuditRecord) -> tuple:

@@ -71,7 +71,8 @@ def _fast_init_classes():
     from hooks.findings import Finding, Fix
     from hooks.model import Evidence, Line, Setting
     from hooks.rules.engine import Problem
-    return [Setting, Line, Evidence, Fix, Finding, Problem]
+    from service.state import AuditRecord
+    return [Setting, Line, Evidence, Fix, Finding, Problem, AuditRecord]
 
 
 @pytest.mark.parametrize("cls", _fast_init_classes(), ids=lambda c: c.__name__)

@@ -48,14 +48,19 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     encounters' documentation (searched) and second-hop references (Encounter.location,
     Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
     taken as complete: searches and second-hop reads that cannot be made are skipped."""
-    keys = [key_of(r) for r in bundled]
-    have = set(keys)
+    have: set[str] = set()
+    complete = False  # the Bundle carries the Encounter
+    for r in bundled:  # one pass: the Type/id keys (as gather.key_of) and the Encounter
+        rtype = r.get("resourceType")
+        if rtype == "Encounter":
+            complete = True
+        have.add(f"{rtype}/{r.get('id', '')}")
+    repeated = len(have) != len(bundled)
     have.add(key_of(claim))
-    complete = any(r.get("resourceType") == "Encounter" for r in bundled)
     read = _read_all(request, claim_references(claim), have, optional=False)
     # merge() keeps the first of each Type/id: with nothing read and no repeated key in the Bundle
     # it would return the Bundle's resources as they are
-    companions = merge(bundled, read) if read or len(set(keys)) != len(keys) else list(bundled)
+    companions = merge(bundled, read) if read or repeated else list(bundled)
     if complete and not getattr(request.fhir, "has_server", True):
         return companions  # a complete Bundle and nowhere to search: nothing more to gather
     for enc in of_type(companions, "Encounter"):
