@@ -47,8 +47,7 @@ os.register_at_fork(after_in_child=_reseed)
 def _uuid4_text(bits: int) -> str:
     """str(uuid.UUID(int=bits, version=4)) without building the UUID object (RFC 4122 4.4:
     version 4 in bits 76-79, variant 10 in bits 62-63)."""
-    bits = (bits & _UUID4_CLEAR) | _UUID4_SET
-    h = f"{bits:032x}"
+    h = "%032x" % ((bits & _UUID4_CLEAR) | _UUID4_SET)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -110,7 +109,7 @@ def select(findings: list[Finding], config: dict) -> list[Finding]:
     """Enabled findings, one per (code, lines), in card order, at most ``max-cards``."""
     seen: set[tuple] = set()
     out = []
-    for f in sorted(findings, key=finding_order):
+    for f in (sorted(findings, key=finding_order) if len(findings) > 1 else findings):
         if config.get(f.code, True) is False:
             continue
         key = (f.code, tuple(f.lines))
@@ -177,7 +176,7 @@ def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> 
         todo = "\n".join(f"- {fx.label}" for fx in fixes if fx.label)
         if todo:
             blocks.append(f"**What to do**\n\n{todo}")
-    return "\n\n".join(b for b in blocks if b)
+    return "\n\n".join([b for b in blocks if b])
 
 
 def _fill(fix: Fix, finding: Finding, config: dict) -> Fix:

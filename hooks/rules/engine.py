@@ -98,7 +98,7 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
     fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
     if not fluoro:
         return []
-    enabled = {code: bool(config.get(code, True)) for code in F.FINDING_CODES}
+    # a finding code is enabled unless the configuration switches it off (a falsy value)
     reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     out: list[Finding] = []
     billable = []
@@ -106,20 +106,20 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
         if not review.problems:
             billable.append(review)
             continue
-        chosen = [p for p in review.problems if enabled[p.code]]
+        chosen = [p for p in review.problems if config.get(p.code, True)]
         if chosen:
             problem = chosen[0] if len(chosen) == 1 else min(chosen, key=_rank_of)
             out.append(_removal_finding(case, review, problem, reference, config))
     if billable:
-        if enabled[F.MUE_EXCEEDED]:
+        if config.get(F.MUE_EXCEEDED, True):
             out.extend(_mue_findings(case, billable, reference))
-        if enabled[F.MODIFIER_26]:
+        if config.get(F.MODIFIER_26, True):
             out.extend(f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None)
-        if case.evidence_checked and enabled[F.DURATION_EXCEEDED]:
+        if case.evidence_checked and config.get(F.DURATION_EXCEEDED, True):
             f = _duration(case, billable)
             if f is not None:
                 out.append(f)
-        if case.evidence_checked and enabled[F.DOCUMENTATION_MISSING]:
+        if case.evidence_checked and config.get(F.DOCUMENTATION_MISSING, True):
             unbilled = [p for r in billable for p in _unbilled_conflicts(case, r, reference, pol)]
             f = _documentation(case, billable, unbilled)
             if f is not None:
@@ -254,7 +254,9 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable" if amount else None
     when = f" on {review.day.isoformat()}" if review.day else ""
     also = ""
-    if others:
+    if len(others) == 1:
+        also = "\n\nAlso applies: " + _problem_phrase(others[0]) + "."
+    elif others:
         also = "\n\nAlso applies: " + "; ".join(sorted({_problem_phrase(p) for p in others})) + "."
     component_note = ""
     if line.modifiers and problem.code != F.MODIFIER_MISUSE and COMPONENT_MODIFIERS.intersection(line.modifiers):
