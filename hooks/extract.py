@@ -94,7 +94,9 @@ def _concept_keys(node, path: str, key: str | None = None, index: int | None = N
     """Identity keys of a CodeableConcept ("system|code", or "text:..." when uncoded)."""
     if node is None:
         return []
-    keys = [f"{s or ''}|{c}" for s, c in fr.codings(node, path, key, index)]
+    keys = []
+    for system, code in fr.codings(node, path, key, index):
+        keys.append(f"{system or ''}|{code}")
     if not keys:
         text = fr.concept_text(node, path, key, index)
         if text and text.strip():
@@ -132,7 +134,16 @@ class _Proc(NamedTuple):
     sites: tuple[str, ...]
     reasons: tuple[str, ...]
     reports: tuple[str, ...]
-    line: Line | None  # as a line of its own (None without id)
+    key: str | None  # "Procedure/id" (None without id)
+
+    @property
+    def line(self) -> Line | None:
+        """The Procedure as a line of its own (None without id), as _order_line reads it; built
+        on use (claim-review needs few of them)."""
+        if self.key is None:
+            return None
+        return Line(key=self.key, code=self.code, service_date=self.day, body_sites=self.sites,
+                    diagnoses=self.reasons, kind="procedure", resource=self.key)
 
 
 class _Index:
@@ -168,10 +179,15 @@ def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
         raise fr.invalid("companions", "must be a list of resources")
     by_key, by_type = idx.by_key, idx.by_type
     for i, res in enumerate(companions):
-        rtype = fr.resource_type(res, "companions", index=i)
+        # Hot path: the accessors are called only when resourceType or id is not a non-blank string.
+        rtype = res.get("resourceType") if type(res) is dict else None
+        if type(rtype) is not str or not rtype.strip():
+            rtype = fr.resource_type(res, "companions", index=i)
         if full_validation:
             fr.validate_full(res)
-        rid = fr.string(res.get("id"), rtype, "id")
+        rid = res.get("id")
+        if type(rid) is not str or not rid.strip():
+            rid = fr.string(rid, rtype, "id")
         if rid:
             path = f"{rtype}/{rid}"
             by_key.setdefault(path, res)
@@ -186,7 +202,15 @@ def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
 
 
 def _active(pairs: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
-    return [(p, r) for p, r in pairs if _status(r, p) not in _INACTIVE]
+    """The (path, resource) pairs whose status (validated) is not an inactive one."""
+    out = []
+    for p, r in pairs:
+        status = r.get("status")
+        if type(status) is not str or not status.strip():  # not a plain status: validate
+            status = _status(r, p)
+        if status not in _INACTIVE:
+            out.append((p, r))
+    return out
 
 
 # --- setting -----------------------------------------------------------------------------------
@@ -273,7 +297,10 @@ def _quantity_minutes(q: dict, path: str) -> float | None:
 def _value_facts(part: dict, path: str, minutes: list[float]) -> bool:
     """Adds the fluoroscopy minutes of an Observation or component to `minutes`; True when it holds
     a dose. Read: code, then (when it has a DCM coding) valueQuantity."""
-    codes = [c for s, c in fr.codings(part.get("code"), path, "code") if s in DCM_SYSTEMS]
+    codes = []
+    for system, code in fr.codings(part.get("code"), path, "code"):
+        if system in DCM_SYSTEMS:
+            codes.append(code)
     if not codes:
         return False
     q = fr.obj(part.get("valueQuantity"), path, "valueQuantity")
@@ -326,16 +353,20 @@ def _is_lab(rep: dict, path: str) -> bool:
 
 def _parse_procedure(p: str, proc: dict) -> _Proc | None:
     """An active Procedure of the record (None without a procedure code). Read in this order: code,
-    report, then with an id: id, performed[x], reasonCode, reasonReference, bodySite; without one:
-    performed[x], bodySite, reasonCode, reasonReference."""
+    report, performed[x], then with an id (as _order_line reads it): reasonCode, reasonReference,
+    bodySite; without one: bodySite, reasonCode, reasonReference.
+
+    The id was validated by _index (a string, or absent)."""
     code = procedure_code(proc.get("code"), p, "code")
     if not code:
         return None
     reports = tuple(fr.references(proc.get("report"), p, "report"))
-    if proc.get("id") is not None:
-        line = _order_line(proc, p, code)
-        return _Proc(p, proc, code, line.service_date, line.body_sites, line.diagnoses, reports, line)
+    rid = proc.get("id")
     day = _procedure_date(proc, p)
+    if rid is not None:
+        reasons = _unique(_procedure_reasons(proc, p))
+        sites = _unique(_concepts_keys(proc.get("bodySite"), p, "bodySite"))
+        return _Proc(p, proc, code, day, sites, reasons, reports, f"Procedure/{rid}")
     sites = tuple(_concepts_keys(proc.get("bodySite"), p, "bodySite"))
     return _Proc(p, proc, code, day, sites, tuple(_procedure_reasons(proc, p)), reports, None)
 
@@ -438,7 +469,7 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     bodySite, subSite).
     """
     fr.string(claim.get("id"), "Claim.id")
-    institutional = any(c == "institutional" for _s, c in fr.codings(claim.get("type"), "Claim.type"))
+    institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
     diagnoses: dict[int, list[str]] = {}
     for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
         seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
@@ -504,8 +535,7 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
         if not code:
             continue
         lines.append(Line(key=p, code=code, modifiers=modifiers, units=units, service_date=day,
-                          body_sites=_unique(sites), diagnoses=_unique(dx_keys), kind="claim-item",
-                          resource=None, sequence=seq))
+                          body_sites=_unique(sites), diagnoses=_unique(dx_keys), sequence=seq))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
 
 
@@ -552,12 +582,11 @@ def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ..
     billed_codes = {ln.code for ln in lines}
     out = []
     for pr in index.procedures():
-        line = pr.line
-        if line is None or line.code == FLUORO:
+        if pr.key is None or pr.code == FLUORO:
             continue
-        if (line.code, line.service_date) in billed or (line.service_date is None and line.code in billed_codes):
+        if (pr.code, pr.day) in billed or (pr.day is None and pr.code in billed_codes):
             continue
-        out.append(line)
+        out.append(pr.line)
     return tuple(out)
 
 
@@ -609,7 +638,7 @@ def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
     reasons = _procedure_reasons(res, path)
     sites = _concepts_keys(res.get("bodySite"), path, "bodySite")
     key = f"{rtype}/{rid}"
-    return Line(key=key, code=code, modifiers=(), units=units, service_date=day, body_sites=_unique(sites),
+    return Line(key=key, code=code, units=units, service_date=day, body_sites=_unique(sites),
                 diagnoses=_unique(reasons), kind=kind, resource=key)
 
 
@@ -637,10 +666,9 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
             seen.add(line.key)
             lines.append(line)
     for pr in index.procedures():
-        line = pr.line
-        if line is not None and line.key not in seen:
-            seen.add(line.key)
-            lines.append(line)
+        if pr.key is not None and pr.key not in seen:
+            seen.add(pr.key)
+            lines.append(pr.line)
     encounters = list(index.of("Encounter"))
     setting = _setting((), (), encounters, index, reference, PRACTITIONER)
     default_date = _default_date(lines, encounters)
@@ -669,7 +697,7 @@ def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict
             fr.validate_full(claim)
         parts = _claim_parts(claim, index)
         return _case_from_claim_parts("encounter", claim, parts, index, reference, encounters)
-    lines = [pr.line for pr in index.procedures() if pr.line is not None]
+    lines = [pr.line for pr in index.procedures() if pr.key is not None]
     setting = _setting((), (), encounters, index, reference, PRACTITIONER)
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
     evidence = _evidence(fluoro_lines, index, _fluoro_procs(index), _distinct(lines))

@@ -201,8 +201,37 @@ def codings(node: Any, path: str, key: str | None = None, index: int | None = No
 
     Validated: the concept is an object, its text a string, its coding an array of objects whose
     system and code are strings, each code not blank (returned stripped).
-    Hot path: paths are only formatted when an element is invalid.
     """
+    if type(node) is dict:
+        # Hot path: a well-formed concept. Anything else (an invalid element, or shapes this loop
+        # does not take, e.g. no coding array) goes to _checked_codings, which decides.
+        cs = node.get("coding")
+        text = node.get("text")
+        if type(cs) is list and (text is None or type(text) is str):
+            out = []
+            for c in cs:
+                if type(c) is not dict:
+                    break
+                system = c.get("system")
+                code = c.get("code")
+                if system is not None and type(system) is not str:
+                    break
+                if type(code) is str:
+                    if code:
+                        stripped = code.strip()
+                        if not stripped:
+                            break
+                        out.append((system, stripped))
+                elif code is not None:
+                    break
+            else:
+                return out
+    return _checked_codings(node, path, key, index)
+
+
+def _checked_codings(node: Any, path: str, key: str | None = None,
+                     index: int | None = None) -> list[tuple[str | None, str]]:
+    """codings(), element by element: the first invalid element raises (paths formatted here)."""
     if node is None:
         return []
     if type(node) is not dict:
@@ -253,11 +282,17 @@ def reference(node: Any, path: str, key: str | None = None, index: int | None = 
 
 def references(node: Any, path: str, key: str | None = None) -> list[str]:
     """The literal references (normalized, empty ones left out) of a repeating Reference element."""
-    out = []
+    out: list[str] = []
+    if node is None:
+        return out
     for i, r in enumerate(elements(node, path, key)):
-        value = reference(r, path, key, i)
-        if value:
-            out.append(value)
+        value = r.get("reference") if type(r) is dict else None
+        if type(value) is str and value.strip():  # hot path, as in reference()
+            out.append(normalize_reference(value))
+        else:
+            value = reference(r, path, key, i)
+            if value:
+                out.append(value)
     return out
 
 
