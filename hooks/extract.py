@@ -109,7 +109,7 @@ def _concepts_keys(node, path: str, key: str | None = None) -> list[str]:
     if node is None:
         return []
     out: list[str] = []
-    for i, cc in enumerate(fr.elements(node, path, key)):
+    for i, cc in enumerate(node if type(node) is list else fr.elements(node, path, key)):
         out += _concept_keys(cc, path, key, i)
     return out
 
@@ -317,14 +317,17 @@ def _observation_facts(obs: dict, path: str) -> tuple[list[float], bool]:
     """(fluoroscopy minutes found, dose found) in an Observation's code/value and components.
 
     Every component is checked to be an object before the Observation's own code is read."""
-    components = fr.elements(obs.get("component"), path, "component")
-    for i, part in enumerate(components):
-        if type(part) is not dict:
-            fr.obj(part, path, "component", i, required=True)
+    components = obs.get("component")
+    if components is not None:
+        components = fr.elements(components, path, "component")
+        for i, part in enumerate(components):
+            if type(part) is not dict:
+                fr.obj(part, path, "component", i, required=True)
     minutes: list[float] = []
     dose = _value_facts(obs, path, minutes)
-    for i, part in enumerate(components):
-        dose = _value_facts(part, f"{path}.component[{i}]", minutes) or dose
+    if components:
+        for i, part in enumerate(components):
+            dose = _value_facts(part, f"{path}.component[{i}]", minutes) or dose
     return minutes, dose
 
 
@@ -336,10 +339,11 @@ def _report_facts(rep: dict, path: str) -> tuple[bool, bool, bool]:
     interpreters = fr.references(rep.get("resultsInterpreter"), path, "resultsInterpreter")
     signed = _status(rep, path) in _SIGNED_REPORT and bool(interpreters)
     studies = fr.references(rep.get("imagingStudy"), path, "imagingStudy")
-    media = fr.elements(rep.get("media"), path, "media")
-    for i, m in enumerate(media):
-        if type(m) is not dict:
-            fr.obj(m, path, "media", i, required=True)
+    media = rep.get("media")
+    if media is not None:
+        for i, m in enumerate(fr.elements(media, path, "media")):
+            if type(m) is not dict:
+                fr.obj(m, path, "media", i, required=True)
     return findings, signed, bool(studies or media)
 
 
@@ -385,8 +389,10 @@ def _procedure_reasons(proc: dict, path: str) -> list[str]:
 
 def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequence[_Proc],
               distinct_marker: bool) -> Evidence:
-    indication = any(line.diagnoses for line in fluoro_lines)
-    body_site = any(line.body_sites for line in fluoro_lines)
+    indication = body_site = False
+    for line in fluoro_lines:
+        indication = indication or bool(line.diagnoses)
+        body_site = body_site or bool(line.body_sites)
     report_refs: set[str] = set()
     for proc in fluoro_procs:
         indication = indication or bool(proc.reasons)
@@ -407,20 +413,18 @@ def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequenc
         findings, signed, images = findings or f, signed or s, images or i
     images = images or bool(_active(index.of("ImagingStudy")))
     return Evidence(indication=indication, fluoro_minutes=max(minutes) if minutes else None,
-                    radiation_dose=dose, body_site=body_site, findings=findings,
-                    images_retained=images, signed_interpretation=signed, separate_procedure=True,
-                    distinct_marker=distinct_marker)
+                    radiation_dose=dose, body_site=body_site, findings=findings, images_retained=images,
+                    signed_interpretation=signed, distinct_marker=distinct_marker)
 
 
 def _distinct(case_lines: Sequence[Line]) -> bool:
     """Evidence.distinct_marker: a 76000 line carries 59/X{EPSU} and differs in body site or
     indication from every other line (with no other line, the modifier alone)."""
-    fluoro = [ln for ln in case_lines if ln.code == FLUORO]
+    marked = [ln for ln in case_lines if ln.code == FLUORO and ln.has_distinct_modifier()]
+    if not marked:
+        return False
     others = [ln for ln in case_lines if ln.code != FLUORO]
-    if not others:
-        return any(ln.has_distinct_modifier() for ln in fluoro)
-    return any(line.has_distinct_modifier() and all(line.distinct_from(o) for o in others)
-               for line in fluoro)
+    return any(all(line.distinct_from(o) for o in others) for line in marked)
 
 
 def _default_date(lines: Sequence[Line], encounters: Sequence[tuple[str, dict]]) -> date | None:
@@ -534,8 +538,9 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
             (fluoro_pos if code == FLUORO else other_pos).append(pos)
         if not code:
             continue
-        lines.append(Line(key=p, code=code, modifiers=modifiers, units=units, service_date=day,
-                          body_sites=_unique(sites), diagnoses=_unique(dx_keys), sequence=seq))
+        # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
+        # kind, resource, sequence): a call with keywords costs about twice as much.
+        lines.append(Line(p, code, modifiers, units, day, _unique(sites), _unique(dx_keys), "claim-item", None, seq))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
 
 
@@ -570,7 +575,7 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _I
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
     evidence = _evidence(fluoro_lines, index, _fluoro_procs(index), _distinct(lines))
     default_date = _default_date(lines, encounters)
-    checked = any(t in index.by_type for t in _CLINICAL_TYPES)
+    checked = not index.by_type.keys().isdisjoint(_CLINICAL_TYPES)
     return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=claim, evidence_checked=checked,
                 context_lines=_unbilled_procedures(lines, index))
@@ -578,14 +583,12 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _I
 
 def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ...]:
     """Active Procedures of the record whose code (on their date) is not among the billed lines."""
-    billed = {(ln.code, ln.service_date) for ln in lines}
-    billed_codes = {ln.code for ln in lines}
     out = []
     for pr in index.procedures():
         if pr.key is None or pr.code == FLUORO:
             continue
-        if (pr.code, pr.day) in billed or (pr.day is None and pr.code in billed_codes):
-            continue
+        if any(ln.code == pr.code and (pr.day is None or ln.service_date == pr.day) for ln in lines):
+            continue  # billed (on its date)
         out.append(pr.line)
     return tuple(out)
 
