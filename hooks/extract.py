@@ -47,7 +47,10 @@ DOSE_CODES = frozenset({"113722", "113726", "113725"})  # DAP Total, Fluoro DAP 
 
 # Encounter.class codes (v3 ActCode) that mean a facility setting; AMB alone is not enough.
 FACILITY_ENCOUNTER_CLASSES = frozenset({"IMP", "EMER", "OBSENC", "ACUTE", "NONAC", "SS"})
-# Location.type codes (v3 RoleCode, ServiceDeliveryLocationRoleType) that mean a hospital setting.
+# Location.type codes (v3 RoleCode, ServiceDeliveryLocationRoleType) that mean a hospital setting:
+# hospitals (HOSP, GACH, CHR, MHSP, PSYCHF, RH) and hospital units (HU and its ER, ETU, ICU, CCU,
+# PEDICU, PEDNICU, HRAD radiology unit, HUSCS specimen collection site), checked against the
+# HL7 v3 RoleCode code system (terminology.hl7.org/CodeSystem/v3-RoleCode).
 FACILITY_ROLE_CODES = frozenset({"HOSP", "GACH", "CHR", "MHSP", "PSYCHF", "RH", "HU", "ER", "ETU",
                                  "ICU", "CCU", "PEDICU", "PEDNICU", "HRAD", "HUSCS"})
 ASC_CODE = "ASC"  # accepted in any system for an ambulatory surgical center Location
