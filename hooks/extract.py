@@ -447,15 +447,20 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
     rtype = fr.resource_type(value, "context.claim", ("Claim", "Bundle"))
     if rtype == "Claim":
         return value, []
-    entries = list(fr.objects(value.get("entry"), "Bundle.entry"))
+    entries = fr.elements(value.get("entry"), "Bundle", "entry")
     if not entries:
         raise fr.invalid("Bundle.entry", "must hold the Claim as its first entry")
     resources = []
-    for p, entry in entries:
-        resources.append(fr.obj(entry.get("resource"), p, "resource", required=True))
-    fr.resource_type(resources[0], "Bundle.entry[0].resource", "Claim")
-    for i, res in enumerate(resources[1:], start=1):
-        fr.resource_type(res, f"Bundle.entry[{i}].resource")
+    for i, entry in enumerate(entries):  # paths are formatted only for an invalid entry
+        if type(entry) is not dict:
+            fr.obj(entry, f"Bundle.entry[{i}]", required=True)
+        resource = entry.get("resource")
+        if type(resource) is not dict:
+            fr.obj(resource, f"Bundle.entry[{i}]", "resource", required=True)
+        rtype = resource.get("resourceType")
+        if not (type(rtype) is str and rtype.strip() and (i or rtype == "Claim")):
+            fr.resource_type(resource, f"Bundle.entry[{i}].resource", "Claim" if i == 0 else None)
+        resources.append(resource)
     return resources[0], resources[1:]
 
 
