@@ -457,10 +457,11 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
         resource = entry.get("resource")
         if type(resource) is not dict:
             fr.obj(resource, f"Bundle.entry[{i}]", "resource", required=True)
+        resources.append(resource)
+    for i, resource in enumerate(resources):  # then their types (the first error is reported)
         rtype = resource.get("resourceType")
         if not (type(rtype) is str and rtype.strip() and (i or rtype == "Claim")):
             fr.resource_type(resource, f"Bundle.entry[{i}].resource", "Claim" if i == 0 else None)
-        resources.append(resource)
     return resources[0], resources[1:]
 
 
@@ -738,16 +739,21 @@ def claim_references(claim: dict) -> list[str]:
     ImagingStudy, Location). Absolute URLs are reduced to "Type/id"."""
     fr.resource_type(claim, "Claim", "Claim")
     refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
-    for p, item in fr.objects(claim.get("item"), "Claim.item"):
-        for ep, e in fr.items(item.get("encounter"), p, "encounter"):
-            refs.append(fr.reference(e, ep))
+    for i, item in enumerate(fr.elements(claim.get("item"), "Claim", "item")):
+        if type(item) is not dict:
+            fr.obj(item, "Claim.item", index=i, required=True)
+        p = f"Claim.item[{i}]"
+        refs.extend(fr.references(item.get("encounter"), p, "encounter"))
         location = item.get("locationReference")
         if location is not None:
             refs.append(fr.reference(location, p, "locationReference"))
-    for p, proc in fr.objects(claim.get("procedure"), "Claim.procedure"):
-        refs.append(fr.reference(proc.get("procedureReference"), p, "procedureReference"))
-    for p, info in fr.objects(claim.get("supportingInfo"), "Claim.supportingInfo"):
-        refs.append(fr.reference(info.get("valueReference"), p, "valueReference"))
+    for key, element in (("procedure", "procedureReference"), ("supportingInfo", "valueReference")):
+        for i, entry in enumerate(fr.elements(claim.get(key), "Claim", key)):
+            if type(entry) is not dict:
+                fr.obj(entry, f"Claim.{key}", index=i, required=True)
+            value = entry.get(element)
+            if value is not None:
+                refs.append(fr.reference(value, f"Claim.{key}[{i}]", element))
     return _fetchable(refs)
 
 
@@ -764,9 +770,9 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
             refs.extend(_encounter_locations(res, path))
         elif rtype == "Procedure":
             refs.append(fr.reference(res.get("location"), path, "location"))
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("report"), path, "report"))
+            refs.extend(fr.references(res.get("report"), path, "report"))
         elif rtype == "DiagnosticReport":
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("imagingStudy"), path, "imagingStudy"))
+            refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
     have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
 

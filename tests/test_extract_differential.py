@@ -2,7 +2,8 @@
 
     EXTRACT_BASELINE=<git revision> PYTHONPATH=. python -m pytest -q tests/test_extract_differential.py
 
-runs case_from_claim / case_from_orders / case_from_encounter of this checkout and of the
+runs case_from_claim / case_from_orders / case_from_encounter (and the claim-review service's
+split_claim_bundle, claim_references and follow_references) of this checkout and of the
 baseline revision on randomly mutated scenario requests (seeded; EXTRACT_DIFF_CASES, default
 5000) and requires the same Case (repr) or the same InvalidResource path and message. Use it when
 changing extraction for speed (e.g. baseline = the commit before the change); it is skipped
@@ -193,6 +194,16 @@ def _case(rng):
             mutate(rng, rng.choice([claim] + comps) if comps and rng.random() < .6 else claim)
         if comps and rng.random() < .1: rng.shuffle(comps)
         fv = rng.random() < 0.01
+        r = rng.random()
+        if r < 0.15:  # the claim-review service's own reads: the Bundle split and the references to fetch
+            bundle = {"resourceType": "Bundle", "type": "collection",
+                      "entry": [{"resource": x} for x in [claim] + comps]}
+            for _ in range(rng.choice([0, 1, 2])):
+                mutate(rng, bundle)
+            return n, "split", (lambda m: lambda: m.split_claim_bundle(copy.deepcopy(bundle)))
+        if r < 0.3:
+            return n, "refs", (lambda m: lambda: (m.claim_references(copy.deepcopy(claim)),
+                                                  m.follow_references(copy.deepcopy(comps))))
         return n, "claim", (lambda m: lambda: m.case_from_claim(copy.deepcopy(claim), copy.deepcopy(comps), REF, full_validation=fv))
     if s.hook != "order-sign":
         enc, comps, claim = copy.deepcopy(s.encounter), copy.deepcopy(s.companions), copy.deepcopy(s.claim)
