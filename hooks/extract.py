@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, NamedTuple, Sequence
 
@@ -48,7 +47,10 @@ DOSE_CODES = frozenset({"113722", "113726", "113725"})  # DAP Total, Fluoro DAP 
 
 # Encounter.class codes (v3 ActCode) that mean a facility setting; AMB alone is not enough.
 FACILITY_ENCOUNTER_CLASSES = frozenset({"IMP", "EMER", "OBSENC", "ACUTE", "NONAC", "SS"})
-# Location.type codes (v3 RoleCode, ServiceDeliveryLocationRoleType) that mean a hospital setting.
+# Location.type codes (v3 RoleCode, ServiceDeliveryLocationRoleType) that mean a hospital setting:
+# hospitals (HOSP, GACH, CHR, MHSP, PSYCHF, RH) and hospital units (HU and its ER, ETU, ICU, CCU,
+# PEDICU, PEDNICU, HRAD radiology unit, HUSCS specimen collection site), checked against the
+# HL7 v3 RoleCode code system (terminology.hl7.org/CodeSystem/v3-RoleCode).
 FACILITY_ROLE_CODES = frozenset({"HOSP", "GACH", "CHR", "MHSP", "PSYCHF", "RH", "HU", "ER", "ETU",
                                  "ICU", "CCU", "PEDICU", "PEDNICU", "HRAD", "HUSCS"})
 ASC_CODE = "ASC"  # accepted in any system for an ambulatory surgical center Location
@@ -64,11 +66,11 @@ _CLINICAL_TYPES = ("Encounter", "Procedure", "Observation", "DiagnosticReport", 
 
 
 # --- code helpers ------------------------------------------------------------------------------
-def procedure_code(concept, path: str, key: str | None = None) -> str | None:
+def procedure_code(concept, path: str, key: str | None = None, index: int | None = None) -> str | None:
     """The CPT/HCPCS code of a CodeableConcept: a coding in a CPT or HCPCS system, else a
     system-less coding that looks like a CPT/HCPCS code (five characters)."""
     fallback = None
-    for system, code in fr.codings(concept, path, key):
+    for system, code in fr.codings(concept, path, key, index):
         code = code.upper()
         if system in PROCEDURE_SYSTEMS:
             return code
@@ -78,11 +80,12 @@ def procedure_code(concept, path: str, key: str | None = None) -> str | None:
 
 
 def _modifier_codes(node, path: str, key: str | None = None) -> tuple[str, ...]:
+    """The first modifier-like code (two characters, CPT/HCPCS or no system) of each concept."""
     if node is None:
         return ()
     out = []
-    for p, cc in fr.items(node, path, key):
-        for system, code in fr.codings(cc, p):
+    for i, cc in enumerate(fr.elements(node, path, key)):
+        for system, code in fr.codings(cc, path, key, i):
             code = code.upper()
             if _MODIFIER_RE.fullmatch(code) and (system is None or system in PROCEDURE_SYSTEMS):
                 out.append(code)
@@ -90,25 +93,33 @@ def _modifier_codes(node, path: str, key: str | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _concept_keys(node, path: str, key: str | None = None) -> tuple[str, ...]:
+def _concept_keys(node, path: str, key: str | None = None, index: int | None = None) -> list[str]:
     """Identity keys of a CodeableConcept ("system|code", or "text:..." when uncoded)."""
     if node is None:
-        return ()
-    keys = [f"{s or ''}|{c}" for s, c in fr.codings(node, path, key)]
+        return []
+    keys = []
+    for system, code in fr.codings(node, path, key, index):
+        keys.append(f"{system or ''}|{code}")
     if not keys:
-        text = fr.concept_text(node, path, key)
+        text = fr.concept_text(node, path, key, index)
         if text and text.strip():
             keys.append("text:" + text.strip().lower())
-    return tuple(keys)
+    return keys
 
 
-def _concepts_keys(node, path: str, key: str | None = None) -> tuple[str, ...]:
+def _concepts_keys(node, path: str, key: str | None = None) -> list[str]:
+    """Identity keys of the concepts of a repeating CodeableConcept element, in order."""
     if node is None:
-        return ()
+        return []
     out: list[str] = []
-    for p, cc in fr.items(node, path, key):
-        out.extend(_concept_keys(cc, p))
-    return tuple(out)
+    for i, cc in enumerate(node if type(node) is list else fr.elements(node, path, key)):
+        out += _concept_keys(cc, path, key, i)
+    return out
+
+
+def _unique(keys: Sequence[str]) -> tuple[str, ...]:
+    """`keys` without repeats, in first-occurrence order."""
+    return tuple(keys) if len(keys) < 2 else tuple(dict.fromkeys(keys))
 
 
 def _status(resource: dict, path: str) -> str | None:
@@ -126,14 +137,28 @@ class _Proc(NamedTuple):
     sites: tuple[str, ...]
     reasons: tuple[str, ...]
     reports: tuple[str, ...]
-    line: Line | None  # as a line of its own (None without id)
+    key: str | None  # "Procedure/id" (None without id)
+
+    @property
+    def line(self) -> Line | None:
+        """The Procedure as a line of its own (None without id), as _order_line reads it; built
+        on use (claim-review needs few of them)."""
+        if self.key is None:
+            return None
+        return Line(key=self.key, code=self.code, service_date=self.day, body_sites=self.sites,
+                    diagnoses=self.reasons, kind="procedure", resource=self.key)
 
 
-@dataclass
 class _Index:
-    by_key: dict[str, dict] = field(default_factory=dict)
-    by_type: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
-    _procs: list[_Proc] | None = None
+    """The companions by "Type/id" and by type ((path, resource) pairs in order); a resource's path
+    is "Type/id", or "Type[i]" (i: its position among the companions) without id."""
+
+    __slots__ = ("by_key", "by_type", "_procs")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, dict] = {}
+        self.by_type: dict[str, list[tuple[str, dict]]] = {}
+        self._procs: list[_Proc] | None = None
 
     def of(self, rtype: str) -> list[tuple[str, dict]]:
         return self.by_type.get(rtype, [])
@@ -142,9 +167,10 @@ class _Index:
         return self.by_key.get(key) if key else None
 
     def procedures(self) -> list[_Proc]:
+        """The active, coded Procedures, parsed on first use (every active one is validated)."""
         if self._procs is None:
-            self._procs = [_parse_procedure(p, proc) for p, proc in _active(self.of("Procedure"))]
-            self._procs = [pr for pr in self._procs if pr is not None]
+            parsed = [_parse_procedure(p, proc) for p, proc in _active(self.of("Procedure"))]
+            self._procs = [pr for pr in parsed if pr is not None]
         return self._procs
 
 
@@ -154,20 +180,40 @@ def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
         return idx
     if not isinstance(companions, (list, tuple)):
         raise fr.invalid("companions", "must be a list of resources")
+    by_key, by_type = idx.by_key, idx.by_type
     for i, res in enumerate(companions):
-        rtype = fr.resource_type(res, f"companions[{i}]")
+        # Hot path: the accessors are called only when resourceType or id is not a non-blank string.
+        rtype = res.get("resourceType") if type(res) is dict else None
+        if type(rtype) is not str or not rtype.strip():
+            rtype = fr.resource_type(res, "companions", index=i)
         if full_validation:
             fr.validate_full(res)
-        rid = fr.string(res.get("id"), rtype, "id")
-        path = f"{rtype}/{rid}" if rid else f"{rtype}[{i}]"
+        rid = res.get("id")
+        if type(rid) is not str or not rid.strip():
+            rid = fr.string(rid, rtype, "id")
         if rid:
-            idx.by_key.setdefault(f"{rtype}/{rid}", res)
-        idx.by_type.setdefault(rtype, []).append((path, res))
+            path = f"{rtype}/{rid}"
+            by_key.setdefault(path, res)
+        else:
+            path = f"{rtype}[{i}]"
+        group = by_type.get(rtype)
+        if group is None:
+            by_type[rtype] = [(path, res)]
+        else:
+            group.append((path, res))
     return idx
 
 
 def _active(pairs: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
-    return [(p, r) for p, r in pairs if _status(r, p) not in _INACTIVE]
+    """The (path, resource) pairs whose status (validated) is not an inactive one."""
+    out = []
+    for p, r in pairs:
+        status = r.get("status")
+        if type(status) is not str or not status.strip():  # not a plain status: validate
+            status = _status(r, p)
+        if status not in _INACTIVE:
+            out.append((p, r))
+    return out
 
 
 # --- setting -----------------------------------------------------------------------------------
@@ -181,8 +227,8 @@ def _pos_of(concept, path: str, key: str | None = None) -> str | None:
 def _location_facility(loc: dict, path: str, reference: ReferenceData) -> str | None:
     """Why this Location is a facility, or None."""
     name = fr.string(loc.get("name"), path, "name") or path
-    for p, cc in fr.items(loc.get("type"), path, "type"):
-        for system, code in fr.codings(cc, p):
+    for i, cc in enumerate(fr.elements(loc.get("type"), path, "type")):
+        for system, code in fr.codings(cc, path, "type", i):
             if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
                 return f"Location {name}: type {code} (v3 RoleCode)"
             if system in POS_SYSTEMS:
@@ -241,32 +287,50 @@ def _setting(pos_codes: Sequence[str], location_refs: Sequence[str], encounters:
 
 # --- evidence ----------------------------------------------------------------------------------
 def _quantity_minutes(q: dict, path: str) -> float | None:
-    value = fr.decimal(q.get("value"), path, "value")
+    """Minutes of the valueQuantity `q` of the element at `path` (value; code, else unit)."""
+    value = fr.decimal(q.get("value"), path, "valueQuantity.value")
     if value is None:
         return None
-    unit = (fr.string(q.get("code"), path, "code") or fr.string(q.get("unit"), path, "unit") or "")
+    unit = (fr.string(q.get("code"), path, "valueQuantity.code")
+            or fr.string(q.get("unit"), path, "valueQuantity.unit") or "")
     factor = _TIME_UNITS.get(unit.strip().lower())
     return None if factor is None else value * factor
 
 
+def _value_facts(part: dict, path: str, minutes: list[float]) -> bool:
+    """Adds the fluoroscopy minutes of an Observation or component to `minutes`; True when it holds
+    a dose. Read: code, then (when it has a DCM coding) valueQuantity."""
+    codes = []
+    for system, code in fr.codings(part.get("code"), path, "code"):
+        if system in DCM_SYSTEMS:
+            codes.append(code)
+    if not codes:
+        return False
+    q = fr.obj(part.get("valueQuantity"), path, "valueQuantity")
+    if q is None:
+        return False
+    if FLUORO_TIME in codes:
+        m = _quantity_minutes(q, path)
+        if m is not None:
+            minutes.append(m)
+    return not DOSE_CODES.isdisjoint(codes) and fr.decimal(q.get("value"), path, "valueQuantity.value") is not None
+
+
 def _observation_facts(obs: dict, path: str) -> tuple[list[float], bool]:
-    """(fluoroscopy minutes found, dose found) in an Observation's code/value and components."""
+    """(fluoroscopy minutes found, dose found) in an Observation's code/value and components.
+
+    Every component is checked to be an object before the Observation's own code is read."""
+    components = obs.get("component")
+    if components is not None:
+        components = fr.elements(components, path, "component")
+        for i, part in enumerate(components):
+            if type(part) is not dict:
+                fr.obj(part, path, "component", i, required=True)
     minutes: list[float] = []
-    dose = False
-    parts = [(path, obs)] + list(fr.objects(obs.get("component"), path, "component"))
-    for p, part in parts:
-        codes = {c for s, c in fr.codings(part.get("code"), p, "code") if s in DCM_SYSTEMS}
-        if not codes:
-            continue
-        q = fr.obj(part.get("valueQuantity"), p, "valueQuantity")
-        if q is None:
-            continue
-        if FLUORO_TIME in codes:
-            m = _quantity_minutes(q, f"{p}.valueQuantity")
-            if m is not None:
-                minutes.append(m)
-        if codes & DOSE_CODES and fr.decimal(q.get("value"), f"{p}.valueQuantity.value") is not None:
-            dose = True
+    dose = _value_facts(obs, path, minutes)
+    if components:
+        for i, part in enumerate(components):
+            dose = _value_facts(part, f"{path}.component[{i}]", minutes) or dose
     return minutes, dose
 
 
@@ -275,32 +339,43 @@ def _report_facts(rep: dict, path: str) -> tuple[bool, bool, bool]:
     conclusion = fr.string(rep.get("conclusion"), path, "conclusion")
     findings = bool(conclusion and conclusion.strip()) or bool(_concepts_keys(rep.get("conclusionCode"),
                                                                               path, "conclusionCode"))
-    interpreters = [r for p, x in fr.items(rep.get("resultsInterpreter"), path, "resultsInterpreter")
-                    if (r := fr.reference(x, p))]
+    interpreters = fr.references(rep.get("resultsInterpreter"), path, "resultsInterpreter")
     signed = _status(rep, path) in _SIGNED_REPORT and bool(interpreters)
-    studies = [r for p, x in fr.items(rep.get("imagingStudy"), path, "imagingStudy") if (r := fr.reference(x, p))]
-    media = [m for _, m in fr.objects(rep.get("media"), path, "media")]
+    studies = fr.references(rep.get("imagingStudy"), path, "imagingStudy")
+    media = rep.get("media")
+    if media is not None:
+        for i, m in enumerate(fr.elements(media, path, "media")):
+            if type(m) is not dict:
+                fr.obj(m, path, "media", i, required=True)
     return findings, signed, bool(studies or media)
 
 
 def _is_lab(rep: dict, path: str) -> bool:
-    for p, cc in fr.items(rep.get("category"), path, "category"):
-        for _s, code in fr.codings(cc, p):
+    for i, cc in enumerate(fr.elements(rep.get("category"), path, "category")):
+        for _s, code in fr.codings(cc, path, "category", i):
             if code.upper() in ("LAB", "laboratory".upper()):
                 return True
     return False
 
 
 def _parse_procedure(p: str, proc: dict) -> _Proc | None:
+    """An active Procedure of the record (None without a procedure code). Read in this order: code,
+    report, performed[x], then with an id (as _order_line reads it): reasonCode, reasonReference,
+    bodySite; without one: bodySite, reasonCode, reasonReference.
+
+    The id was validated by _index (a string, or absent)."""
     code = procedure_code(proc.get("code"), p, "code")
     if not code:
         return None
-    reports = tuple(r for rp, x in fr.items(proc.get("report"), p, "report") if (r := fr.reference(x, rp)))
-    line = _order_line(proc, p, code) if proc.get("id") is not None else None
-    if line is not None:
-        return _Proc(p, proc, code, line.service_date, line.body_sites, line.diagnoses, reports, line)
-    return _Proc(p, proc, code, _procedure_date(proc, p), _concepts_keys(proc.get("bodySite"), p, "bodySite"),
-                 _procedure_reasons(proc, p), reports, None)
+    reports = tuple(fr.references(proc.get("report"), p, "report"))
+    rid = proc.get("id")
+    day = _procedure_date(proc, p)
+    if rid is not None:
+        reasons = _unique(_procedure_reasons(proc, p))
+        sites = _unique(_concepts_keys(proc.get("bodySite"), p, "bodySite"))
+        return _Proc(p, proc, code, day, sites, reasons, reports, f"Procedure/{rid}")
+    sites = tuple(_concepts_keys(proc.get("bodySite"), p, "bodySite"))
+    return _Proc(p, proc, code, day, sites, tuple(_procedure_reasons(proc, p)), reports, None)
 
 
 def _procedure_date(proc: dict, path: str) -> date | None:
@@ -308,18 +383,19 @@ def _procedure_date(proc: dict, path: str) -> date | None:
     return d or fr.period_start(proc.get("performedPeriod"), path, "performedPeriod")
 
 
-def _procedure_reasons(proc: dict, path: str) -> tuple[str, ...]:
-    keys = list(_concepts_keys(proc.get("reasonCode"), path, "reasonCode"))
-    for p, r in fr.items(proc.get("reasonReference"), path, "reasonReference"):
-        ref = fr.reference(r, p)
-        if ref:
-            keys.append(ref)
-    return tuple(keys)
+def _procedure_reasons(proc: dict, path: str) -> list[str]:
+    """reasonCode keys, then reasonReference references (of a Procedure or ServiceRequest)."""
+    keys = _concepts_keys(proc.get("reasonCode"), path, "reasonCode")
+    keys += fr.references(proc.get("reasonReference"), path, "reasonReference")
+    return keys
 
 
-def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequence[_Proc]) -> Evidence:
-    indication = any(line.diagnoses for line in fluoro_lines)
-    body_site = any(line.body_sites for line in fluoro_lines)
+def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequence[_Proc],
+              distinct_marker: bool) -> Evidence:
+    indication = body_site = False
+    for line in fluoro_lines:
+        indication = indication or bool(line.diagnoses)
+        body_site = body_site or bool(line.body_sites)
     report_refs: set[str] = set()
     for proc in fluoro_procs:
         indication = indication or bool(proc.reasons)
@@ -329,7 +405,7 @@ def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequenc
     dose = False
     for p, obs in _active(index.of("Observation")):
         m, d = _observation_facts(obs, p)
-        minutes.extend(m)
+        minutes += m
         dose = dose or d
     findings = signed = images = False
     for p, rep in _active(index.of("DiagnosticReport")):
@@ -340,22 +416,26 @@ def _evidence(fluoro_lines: Sequence[Line], index: _Index, fluoro_procs: Sequenc
         findings, signed, images = findings or f, signed or s, images or i
     images = images or bool(_active(index.of("ImagingStudy")))
     return Evidence(indication=indication, fluoro_minutes=max(minutes) if minutes else None,
-                    radiation_dose=dose, body_site=body_site, findings=findings,
-                    images_retained=images, signed_interpretation=signed, separate_procedure=True,
-                    distinct_marker=False)
+                    radiation_dose=dose, body_site=body_site, findings=findings, images_retained=images,
+                    signed_interpretation=signed, distinct_marker=distinct_marker)
 
 
-def _distinct_marker(fluoro_lines: Sequence[Line], others: Sequence[Line]) -> bool:
-    """A 76000 line carries 59/X{EPSU} and differs in body site or indication from every other line."""
-    return any(line.has_distinct_modifier() and all(line.distinct_from(o) for o in others)
-               for line in fluoro_lines)
-
-
-def _with_distinct(case_lines: Sequence[Line], evidence: Evidence, case_date: date | None) -> Evidence:
-    fluoro = [ln for ln in case_lines if ln.code == FLUORO]
+def _distinct(case_lines: Sequence[Line]) -> bool:
+    """Evidence.distinct_marker: a 76000 line carries 59/X{EPSU} and differs in body site or
+    indication from every other line (with no other line, the modifier alone)."""
+    marked = [ln for ln in case_lines if ln.code == FLUORO and ln.has_distinct_modifier()]
+    if not marked:
+        return False
     others = [ln for ln in case_lines if ln.code != FLUORO]
-    marker = _distinct_marker(fluoro, others) if others else any(ln.has_distinct_modifier() for ln in fluoro)
-    return Evidence(**{**evidence.__dict__, "distinct_marker": marker})
+    return any(all(line.distinct_from(o) for o in others) for line in marked)
+
+
+def _default_date(lines: Sequence[Line], encounters: Sequence[tuple[str, dict]]) -> date | None:
+    """The first line's date of service, else the encounters' start (read only then)."""
+    for ln in lines:
+        if ln.service_date:
+            return ln.service_date
+    return _encounter_start(encounters)
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -367,20 +447,25 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
     rtype = fr.resource_type(value, "context.claim", ("Claim", "Bundle"))
     if rtype == "Claim":
         return value, []
-    entries = list(fr.objects(value.get("entry"), "Bundle.entry"))
+    entries = fr.elements(value.get("entry"), "Bundle", "entry")
     if not entries:
         raise fr.invalid("Bundle.entry", "must hold the Claim as its first entry")
     resources = []
-    for p, entry in entries:
-        resources.append(fr.obj(entry.get("resource"), p, "resource", required=True))
-    fr.resource_type(resources[0], "Bundle.entry[0].resource", "Claim")
-    for i, res in enumerate(resources[1:], start=1):
-        fr.resource_type(res, f"Bundle.entry[{i}].resource")
+    for i, entry in enumerate(entries):  # paths are formatted only for an invalid entry
+        if type(entry) is not dict:
+            fr.obj(entry, f"Bundle.entry[{i}]", required=True)
+        resource = entry.get("resource")
+        if type(resource) is not dict:
+            fr.obj(resource, f"Bundle.entry[{i}]", "resource", required=True)
+        resources.append(resource)
+    for i, resource in enumerate(resources):  # then their types (the first error is reported)
+        rtype = resource.get("resourceType")
+        if not (type(rtype) is str and rtype.strip() and (i or rtype == "Claim")):
+            fr.resource_type(resource, f"Bundle.entry[{i}].resource", "Claim" if i == 0 else None)
     return resources[0], resources[1:]
 
 
-@dataclass
-class _ClaimParts:
+class _ClaimParts(NamedTuple):
     lines: list[Line]
     pos_codes: list[str]  # 76000 lines' POS first
     location_refs: list[str]
@@ -389,16 +474,23 @@ class _ClaimParts:
 
 
 def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
-    fr.resource_type(claim, "Claim", "Claim")
+    """The lines and setting signals of a Claim (whose resourceType the caller has checked).
+
+    Read in this order: id, type, diagnosis, facility, the record's Procedures
+    (``index.procedures()``), then each item (sequence, productOrService, modifier, quantity,
+    serviced[x], locationCodeableConcept, locationReference, encounter, diagnosisSequence,
+    bodySite, subSite).
+    """
     fr.string(claim.get("id"), "Claim.id")
-    claim_type = [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
-    institutional = "institutional" in claim_type
-    diagnoses: dict[int, tuple[str, ...]] = {}
+    institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
+    diagnoses: dict[int, list[str]] = {}
     for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
         seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
         keys = _concept_keys(dx.get("diagnosisCodeableConcept"), p, "diagnosisCodeableConcept")
         ref = fr.reference(dx.get("diagnosisReference"), p, "diagnosisReference")
-        diagnoses[seq] = keys + ((ref,) if ref else ())
+        if ref:
+            keys.append(ref)
+        diagnoses[seq] = keys
     location_refs = []
     facility = fr.reference(claim.get("facility"), "Claim.facility")
     if facility:
@@ -409,7 +501,7 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
     other_pos: list[str] = []
     encounter_refs: list[str] = []
     seen_seq: set[int] = set()
-    for i, (p, item) in enumerate(fr.objects(claim.get("item"), "Claim.item")):
+    for p, item in fr.objects(claim.get("item"), "Claim.item"):
         seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
         if seq in seen_seq:
             raise fr.invalid(f"{p}.sequence", f"duplicate item sequence {seq}")
@@ -420,53 +512,54 @@ def _claim_parts(claim: dict, index: _Index) -> _ClaimParts:
         qty = fr.obj(item.get("quantity"), p, "quantity")
         units = 1
         if qty is not None:
-            value = fr.decimal(qty.get("value"), f"{p}.quantity.value")
+            value = fr.decimal(qty.get("value"), p, "quantity.value")
             if value is not None:
                 if value < 0 or value > 1e6:
                     raise fr.invalid(f"{p}.quantity.value", f"units out of range: {value!r}")
                 units = int(math.ceil(value))
-        if item.get("servicedDate") is not None and item.get("servicedPeriod") is not None:
+        serviced_date, serviced_period = item.get("servicedDate"), item.get("servicedPeriod")
+        if serviced_date is not None and serviced_period is not None:
             raise fr.invalid(f"{p}.serviced[x]", "only one of servicedDate and servicedPeriod may be present")
-        day = fr.fhir_date(item.get("servicedDate"), p, "servicedDate")
-        day = day or fr.period_start(item.get("servicedPeriod"), p, "servicedPeriod")
+        day = (fr.fhir_date(serviced_date, p, "servicedDate")
+               or fr.period_start(serviced_period, p, "servicedPeriod"))
         pos = _pos_of(item.get("locationCodeableConcept"), p, "locationCodeableConcept")
         loc_ref = fr.reference(item.get("locationReference"), p, "locationReference")
         if loc_ref:
             location_refs.append(loc_ref)
-        for ep, e in fr.items(item.get("encounter"), p, "encounter"):
-            r = fr.reference(e, ep)
-            if r:
-                encounter_refs.append(r)
+        encounter_refs += fr.references(item.get("encounter"), p, "encounter")
         dx_keys: list[str] = []
-        for sp, s in fr.items(item.get("diagnosisSequence"), p, "diagnosisSequence"):
-            s = fr.positive_int(s, sp)
-            if s not in diagnoses:
-                raise fr.invalid(sp, f"refers to no Claim.diagnosis with sequence {s}")
-            dx_keys.extend(diagnoses[s])
-        sites = list(_concept_keys(item.get("bodySite"), p, "bodySite"))
-        for sp, sub in fr.items(item.get("subSite"), p, "subSite"):
-            sites.extend(_concept_keys(sub, sp))
+        for j, s in enumerate(fr.elements(item.get("diagnosisSequence"), p, "diagnosisSequence")):
+            s = fr.positive_int(s, p, "diagnosisSequence", j)
+            keys = diagnoses.get(s)
+            if keys is None:
+                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", f"refers to no Claim.diagnosis with sequence {s}")
+            dx_keys += keys
+        sites = _concept_keys(item.get("bodySite"), p, "bodySite")
+        sites += _concepts_keys(item.get("subSite"), p, "subSite")
         if code:
             # The Procedures of the same code (and date) document this item's site and reason.
             for pcode, pday, psites, preasons in procs:
                 if pcode != code or (day and pday and pday != day):
                     continue
-                sites.extend(psites)
-                dx_keys.extend(preasons)
+                sites += psites
+                dx_keys += preasons
         if pos:
             (fluoro_pos if code == FLUORO else other_pos).append(pos)
         if not code:
             continue
-        lines.append(Line(key=f"Claim.item[{i}]", code=code, modifiers=modifiers, units=units,
-                          service_date=day, body_sites=tuple(dict.fromkeys(sites)),
-                          diagnoses=tuple(dict.fromkeys(dx_keys)), kind="claim-item", resource=None,
-                          sequence=seq))
+        # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
+        # kind, resource, sequence): a call with keywords costs about twice as much.
+        lines.append(Line(p, code, modifiers, units, day, _unique(sites), _unique(dx_keys), "claim-item", None, seq))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
 
 
 def _encounters_for(refs: Sequence[str], index: _Index) -> list[tuple[str, dict]]:
-    chosen = [(r, index.get(r)) for r in dict.fromkeys(refs) if index.get(r) is not None]
-    chosen = [(r, e) for r, e in chosen if e.get("resourceType") == "Encounter"]
+    """The Encounters that `refs` name (each once), else every Encounter of the record."""
+    chosen = []
+    for r in dict.fromkeys(refs):
+        enc = index.by_key.get(r) if r else None
+        if enc is not None and enc.get("resourceType") == "Encounter":
+            chosen.append((r, enc))
     return chosen or list(index.of("Encounter"))
 
 
@@ -487,29 +580,25 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: _I
     encounters = list(extra_encounters) or _encounters_for(parts.encounter_refs, index)
     ncci = OUTPATIENT_HOSPITAL if parts.institutional else PRACTITIONER
     setting = _setting(parts.pos_codes, parts.location_refs, encounters, index, reference, ncci)
-    fluoro_lines = [ln for ln in parts.lines if ln.code == FLUORO]
-    evidence = _evidence(fluoro_lines, index, _fluoro_procs(index))
-    dates = [ln.service_date for ln in parts.lines if ln.service_date]
-    default_date = dates[0] if dates else _encounter_start(encounters)
-    evidence = _with_distinct(parts.lines, evidence, default_date)
-    checked = any(index.of(t) for t in _CLINICAL_TYPES)
-    return Case(kind=kind, setting=setting, lines=tuple(parts.lines), evidence=evidence,
+    lines = parts.lines
+    fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
+    evidence = _evidence(fluoro_lines, index, _fluoro_procs(index), _distinct(lines))
+    default_date = _default_date(lines, encounters)
+    checked = not index.by_type.keys().isdisjoint(_CLINICAL_TYPES)
+    return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=claim, evidence_checked=checked,
-                context_lines=_unbilled_procedures(parts.lines, index))
+                context_lines=_unbilled_procedures(lines, index))
 
 
 def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ...]:
     """Active Procedures of the record whose code (on their date) is not among the billed lines."""
-    billed = {(ln.code, ln.service_date) for ln in lines}
-    billed_codes = {ln.code for ln in lines}
     out = []
     for pr in index.procedures():
-        line = pr.line
-        if line is None or line.code == FLUORO:
+        if pr.key is None or pr.code == FLUORO:
             continue
-        if (line.code, line.service_date) in billed or (line.service_date is None and line.code in billed_codes):
-            continue
-        out.append(line)
+        if any(ln.code == pr.code and (pr.day is None or ln.service_date == pr.day) for ln in lines):
+            continue  # billed (on its date)
+        out.append(pr.line)
     return tuple(out)
 
 
@@ -532,39 +621,37 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
 
 # --- orders ------------------------------------------------------------------------------------
 def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
-    """`code`: the resource's procedure code when the caller has already read it."""
+    """A ServiceRequest or Procedure as a line (None without a procedure code). Read in this order:
+    id, code, occurrence[x] and quantityQuantity (ServiceRequest) or performed[x] (Procedure),
+    reasonCode, reasonReference, bodySite.
+
+    `code`: the resource's procedure code when the caller has already read it."""
     rtype = res["resourceType"]
     rid = fr.string(res.get("id"), path, "id", required=True)
     if code is None:
         code = procedure_code(res.get("code"), path, "code")
     if not code:
         return None
+    units = 1
     if rtype == "ServiceRequest":
         day = fr.fhir_datetime_date(res.get("occurrenceDateTime"), path, "occurrenceDateTime")
         day = day or fr.period_start(res.get("occurrencePeriod"), path, "occurrencePeriod")
-        units = 1
         qty = fr.obj(res.get("quantityQuantity"), path, "quantityQuantity")
         if qty is not None:
-            value = fr.decimal(qty.get("value"), f"{path}.quantityQuantity.value")
+            value = fr.decimal(qty.get("value"), path, "quantityQuantity.value")
             if value is not None:
                 if value < 0 or value > 1e6:
                     raise fr.invalid(f"{path}.quantityQuantity.value", f"units out of range: {value!r}")
                 units = int(math.ceil(value))
-        reasons = list(_concepts_keys(res.get("reasonCode"), path, "reasonCode"))
-        for p, r in fr.items(res.get("reasonReference"), path, "reasonReference"):
-            ref = fr.reference(r, p)
-            if ref:
-                reasons.append(ref)
         kind = "service-request"
     else:
         day = _procedure_date(res, path)
-        units = 1
-        reasons = list(_procedure_reasons(res, path))
         kind = "procedure"
+    reasons = _procedure_reasons(res, path)
     sites = _concepts_keys(res.get("bodySite"), path, "bodySite")
-    return Line(key=f"{rtype}/{rid}", code=code, modifiers=(), units=units, service_date=day,
-                body_sites=tuple(dict.fromkeys(sites)), diagnoses=tuple(dict.fromkeys(reasons)), kind=kind,
-                resource=f"{rtype}/{rid}")
+    key = f"{rtype}/{rid}"
+    return Line(key=key, code=code, units=units, service_date=day, body_sites=_unique(sites),
+                diagnoses=_unique(reasons), kind=kind, resource=key)
 
 
 def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: ReferenceData, *,
@@ -591,15 +678,13 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
             seen.add(line.key)
             lines.append(line)
     for pr in index.procedures():
-        line = pr.line
-        if line is not None and line.key not in seen:
-            seen.add(line.key)
-            lines.append(line)
+        if pr.key is not None and pr.key not in seen:
+            seen.add(pr.key)
+            lines.append(pr.line)
     encounters = list(index.of("Encounter"))
     setting = _setting((), (), encounters, index, reference, PRACTITIONER)
-    dates = [ln.service_date for ln in lines if ln.service_date]
-    default_date = dates[0] if dates else _encounter_start(encounters)
-    evidence = _with_distinct(lines, Evidence(), default_date)
+    default_date = _default_date(lines, encounters)
+    evidence = Evidence(distinct_marker=_distinct(lines))
     return Case(kind="order", setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=None, evidence_checked=False)
 
@@ -624,13 +709,11 @@ def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict
             fr.validate_full(claim)
         parts = _claim_parts(claim, index)
         return _case_from_claim_parts("encounter", claim, parts, index, reference, encounters)
-    lines = [pr.line for pr in index.procedures() if pr.line is not None]
+    lines = [pr.line for pr in index.procedures() if pr.key is not None]
     setting = _setting((), (), encounters, index, reference, PRACTITIONER)
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
-    evidence = _evidence(fluoro_lines, index, _fluoro_procs(index))
-    dates = [ln.service_date for ln in lines if ln.service_date]
-    default_date = dates[0] if dates else _encounter_start(encounters)
-    evidence = _with_distinct(lines, evidence, default_date)
+    evidence = _evidence(fluoro_lines, index, _fluoro_procs(index), _distinct(lines))
+    default_date = _default_date(lines, encounters)
     return Case(kind="encounter", setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=None, evidence_checked=True)
 
@@ -656,16 +739,21 @@ def claim_references(claim: dict) -> list[str]:
     ImagingStudy, Location). Absolute URLs are reduced to "Type/id"."""
     fr.resource_type(claim, "Claim", "Claim")
     refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
-    for p, item in fr.objects(claim.get("item"), "Claim.item"):
-        for ep, e in fr.items(item.get("encounter"), p, "encounter"):
-            refs.append(fr.reference(e, ep))
+    for i, item in enumerate(fr.elements(claim.get("item"), "Claim", "item")):
+        if type(item) is not dict:
+            fr.obj(item, "Claim.item", index=i, required=True)
+        p = f"Claim.item[{i}]"
+        refs.extend(fr.references(item.get("encounter"), p, "encounter"))
         location = item.get("locationReference")
         if location is not None:
             refs.append(fr.reference(location, p, "locationReference"))
-    for p, proc in fr.objects(claim.get("procedure"), "Claim.procedure"):
-        refs.append(fr.reference(proc.get("procedureReference"), p, "procedureReference"))
-    for p, info in fr.objects(claim.get("supportingInfo"), "Claim.supportingInfo"):
-        refs.append(fr.reference(info.get("valueReference"), p, "valueReference"))
+    for key, element in (("procedure", "procedureReference"), ("supportingInfo", "valueReference")):
+        for i, entry in enumerate(fr.elements(claim.get(key), "Claim", key)):
+            if type(entry) is not dict:
+                fr.obj(entry, f"Claim.{key}", index=i, required=True)
+            value = entry.get(element)
+            if value is not None:
+                refs.append(fr.reference(value, f"Claim.{key}[{i}]", element))
     return _fetchable(refs)
 
 
@@ -682,9 +770,9 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
             refs.extend(_encounter_locations(res, path))
         elif rtype == "Procedure":
             refs.append(fr.reference(res.get("location"), path, "location"))
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("report"), path, "report"))
+            refs.extend(fr.references(res.get("report"), path, "report"))
         elif rtype == "DiagnosticReport":
-            refs.extend(fr.reference(r, p) for p, r in fr.items(res.get("imagingStudy"), path, "imagingStudy"))
+            refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
     have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 from .context import InvalidResource
@@ -30,25 +31,46 @@ def invalid(path: str, message: str) -> InvalidResource:
     return InvalidResource(f"{path}: {message}", path)
 
 
-def _join(path: str, key: str | None) -> str:
-    """The FHIR path of element `key` of the element at `path` (`path` itself when key is None)."""
-    return path if key is None else f"{path}.{key}"
+def _join(path: str, key: str | None, index: int | None = None) -> str:
+    """The FHIR path ``path.key[index]``: element `key` of the element at `path` (`path` itself when
+    key is None), item `index` of it when given (an item of a repeating element)."""
+    if key is not None:
+        path = f"{path}.{key}"
+    return path if index is None else f"{path}[{index}]"
 
 
-# Every accessor takes the element, the FHIR path of the element (or of its parent) and an
-# optional `key`: the element's name in its parent. The element's path, ``path.key``, is only
-# formatted when the element is invalid (hot path: a valid element costs no string building).
+# Every accessor takes the element, the FHIR path of the element (or of its parent), an optional
+# `key`: the element's name in its parent (or its path relative to `path`, e.g.
+# "valueQuantity.value"), and an optional `index`: its position in a repeating element. The
+# element's path, ``path.key[index]``, is only formatted when the element is invalid (hot path: a
+# valid element costs no string building).
 
-def obj(node: Any, path: str, key: str | None = None, *, required: bool = False) -> dict | None:
+def obj(node: Any, path: str, key: str | None = None, index: int | None = None, *,
+        required: bool = False) -> dict | None:
     """A JSON object (FHIR complex element) or None when absent."""
     if type(node) is dict:
         return node
     if node is None:
         if required:
-            raise invalid(_join(path, key), "is required")
+            raise invalid(_join(path, key, index), "is required")
         return None
     if not isinstance(node, dict):
-        raise invalid(_join(path, key), f"must be a JSON object, got {type(node).__name__}")
+        raise invalid(_join(path, key, index), f"must be a JSON object, got {type(node).__name__}")
+    return node
+
+
+def elements(node: Any, path: str, key: str | None = None) -> Sequence[Any]:
+    """The items of a FHIR repeating element (absent = empty); only the JSON array is checked.
+
+    Item ``i`` is at ``path.key[i]``: callers hand (path, key, i) on to the accessors, which
+    format that path only for an invalid item.
+    """
+    if type(node) is list:
+        return node
+    if node is None:
+        return ()
+    if not isinstance(node, list):
+        raise invalid(_join(path, key), f"must be a JSON array, got {type(node).__name__}")
     return node
 
 
@@ -56,49 +78,56 @@ def items(node: Any, path: str, key: str | None = None) -> Sequence[tuple[str, A
     """(path[i], element) of a FHIR repeating element (absent = empty)."""
     if node is None:
         return ()
-    if not isinstance(node, list):
-        raise invalid(_join(path, key), f"must be a JSON array, got {type(node).__name__}")
     base = _join(path, key)
-    return [(f"{base}[{i}]", element) for i, element in enumerate(node)]
+    return [(f"{base}[{i}]", element) for i, element in enumerate(elements(node, path, key))]
 
 
 def objects(node: Any, path: str, key: str | None = None) -> Iterator[tuple[str, dict]]:
     """(path[i], object) of a repeating complex element; each is checked as it is reached."""
-    for p, element in items(node, path, key):
+    array = elements(node, path, key)
+    if not array:
+        return
+    base = _join(path, key)
+    for i, element in enumerate(array):
         if type(element) is not dict:
-            obj(element, p, required=True)
-        yield p, element
+            obj(element, base, None, i, required=True)
+        yield f"{base}[{i}]", element
 
 
-def string(node: Any, path: str, key: str | None = None, *, required: bool = False) -> str | None:
+def string(node: Any, path: str, key: str | None = None, index: int | None = None, *,
+           required: bool = False) -> str | None:
+    """A FHIR string: a JSON string, empty or not blank."""
     if type(node) is str:
         if node and not node.strip():
-            raise invalid(_join(path, key), "must not be blank")
+            raise invalid(_join(path, key, index), "must not be blank")
         return node
     if node is None:
         if required:
-            raise invalid(_join(path, key), "is required")
+            raise invalid(_join(path, key, index), "is required")
         return None
     if not isinstance(node, str):
-        raise invalid(_join(path, key), f"must be a string, got {type(node).__name__}")
+        raise invalid(_join(path, key, index), f"must be a string, got {type(node).__name__}")
     if node.strip() == "" and node != "":
-        raise invalid(_join(path, key), "must not be blank")
+        raise invalid(_join(path, key, index), "must not be blank")
     return node
 
 
-def positive_int(node: Any, path: str, key: str | None = None, *, required: bool = False) -> int | None:
+def positive_int(node: Any, path: str, key: str | None = None, index: int | None = None, *,
+                 required: bool = False) -> int | None:
+    """A FHIR positiveInt: a JSON integer >= 1 (not a boolean)."""
     if type(node) is int and node >= 1:
         return node
     if node is None:
         if required:
-            raise invalid(_join(path, key), "is required")
+            raise invalid(_join(path, key, index), "is required")
         return None
     if isinstance(node, bool) or not isinstance(node, int) or node < 1:
-        raise invalid(_join(path, key), f"must be a positiveInt, got {node!r}")
+        raise invalid(_join(path, key, index), f"must be a positiveInt, got {node!r}")
     return node
 
 
 def decimal(node: Any, path: str, key: str | None = None) -> float | None:
+    """A FHIR decimal: a JSON number (not a boolean, not NaN), as a float."""
     if node is None:
         return None
     if isinstance(node, bool) or not isinstance(node, (int, float)) or node != node:
@@ -111,9 +140,10 @@ def fhir_date(node: Any, path: str, key: str | None = None) -> date | None:
     text = string(node, path, key)
     if text is None:
         return None
-    if not _DATE_RE.fullmatch(text):
-        raise invalid(_join(path, key), f"is not a valid FHIR date: {text!r}")
-    return _calendar(text, path, key)
+    try:
+        return _date_day(text)
+    except ValueError as err:
+        raise invalid(_join(path, key), str(err)) from None
 
 
 def fhir_datetime_date(node: Any, path: str, key: str | None = None) -> date | None:
@@ -121,21 +151,42 @@ def fhir_datetime_date(node: Any, path: str, key: str | None = None) -> date | N
     text = string(node, path, key)
     if text is None:
         return None
+    try:
+        return _datetime_day(text)
+    except ValueError as err:
+        raise invalid(_join(path, key), str(err)) from None
+
+
+# The two parsers below are pure functions of the text: the days of the last texts read are kept
+# (dates repeat within a request and across requests); an invalid text raises every time.
+@lru_cache(maxsize=1024)
+def _date_day(text: str) -> date | None:
+    """The day of a FHIR ``date`` text (None when partial); ValueError(message) when invalid."""
+    if not _DATE_RE.fullmatch(text):
+        raise ValueError(f"is not a valid FHIR date: {text!r}")
+    return _calendar(text)
+
+
+@lru_cache(maxsize=1024)
+def _datetime_day(text: str) -> date | None:
+    """The day of a FHIR ``dateTime`` text (None when partial); ValueError(message) when invalid."""
     if not _DATETIME_RE.fullmatch(text):
-        raise invalid(_join(path, key), f"is not a valid FHIR dateTime: {text!r}")
-    return _calendar(text[:10], path, key)
+        raise ValueError(f"is not a valid FHIR dateTime: {text!r}")
+    return _calendar(text[:10])
 
 
-def _calendar(text: str, path: str, key: str | None = None) -> date | None:
+def _calendar(text: str) -> date | None:
+    """The day of a "YYYY-MM-DD..." text that matched a date pattern (None when shorter)."""
     if len(text) < 10:
         return None
     try:
         return date.fromisoformat(text[:10])
     except ValueError:
-        raise invalid(_join(path, key), f"is not a calendar date: {text[:10]!r}") from None
+        raise ValueError(f"is not a calendar date: {text[:10]!r}") from None
 
 
 def period_start(node: Any, path: str, key: str | None = None) -> date | None:
+    """The day of a Period's start, else of its end (both are validated as dateTime)."""
     period = obj(node, path, key)
     if period is None:
         return None
@@ -145,56 +196,104 @@ def period_start(node: Any, path: str, key: str | None = None) -> date | None:
     return start or end
 
 
-def codings(node: Any, path: str, key: str | None = None) -> list[tuple[str | None, str]]:
+def codings(node: Any, path: str, key: str | None = None, index: int | None = None) -> list[tuple[str | None, str]]:
     """(system, code) of each Coding of a CodeableConcept (codings without code are skipped).
 
-    Hot path: paths are only formatted when an element is invalid.
+    Validated: the concept is an object, its text a string, its coding an array of objects whose
+    system and code are strings, each code not blank (returned stripped).
     """
+    if type(node) is dict:
+        # Hot path: a well-formed concept. Anything else (an invalid element, or shapes this loop
+        # does not take, e.g. no coding array) goes to _checked_codings, which decides.
+        cs = node.get("coding")
+        text = node.get("text")
+        if type(cs) is list and (text is None or type(text) is str):
+            out = []
+            for c in cs:
+                if type(c) is not dict:
+                    break
+                system = c.get("system")
+                code = c.get("code")
+                if system is not None and type(system) is not str:
+                    break
+                if type(code) is str:
+                    if code:
+                        stripped = code.strip()
+                        if not stripped:
+                            break
+                        out.append((system, stripped))
+                elif code is not None:
+                    break
+            else:
+                return out
+    return _checked_codings(node, path, key, index)
+
+
+def _checked_codings(node: Any, path: str, key: str | None = None,
+                     index: int | None = None) -> list[tuple[str | None, str]]:
+    """codings(), element by element: the first invalid element raises (paths formatted here)."""
     if node is None:
         return []
     if type(node) is not dict:
-        obj(node, path, key)
+        obj(node, path, key, index)
     text = node.get("text")
     if text is not None and type(text) is not str:
-        string(text, _join(path, key), "text")
+        string(text, _join(path, key, index), "text")
     cs = node.get("coding")
     if cs is None:
         return []
     if type(cs) is not list:
-        raise invalid(f"{_join(path, key)}.coding", f"must be a JSON array, got {type(cs).__name__}")
+        raise invalid(f"{_join(path, key, index)}.coding", f"must be a JSON array, got {type(cs).__name__}")
     out = []
     for i, c in enumerate(cs):
         if type(c) is not dict:
-            obj(c, f"{_join(path, key)}.coding[{i}]", required=True)
+            obj(c, f"{_join(path, key, index)}.coding[{i}]", required=True)
         system = c.get("system")
         code = c.get("code")
         if (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
-            string(system, f"{_join(path, key)}.coding[{i}].system")
-            string(code, f"{_join(path, key)}.coding[{i}].code")
+            string(system, f"{_join(path, key, index)}.coding[{i}].system")
+            string(code, f"{_join(path, key, index)}.coding[{i}].code")
         if code:
             code = code.strip()
             if not code:
-                raise invalid(f"{_join(path, key)}.coding[{i}].code", "must not be blank")
+                raise invalid(f"{_join(path, key, index)}.coding[{i}].code", "must not be blank")
             out.append((system, code))
     return out
 
 
-def concept_text(node: Any, path: str, key: str | None = None) -> str | None:
-    cc = obj(node, path, key)
-    return string(cc.get("text"), _join(path, key), "text") if cc else None
+def concept_text(node: Any, path: str, key: str | None = None, index: int | None = None) -> str | None:
+    """The text of a CodeableConcept (an object; text a string)."""
+    cc = obj(node, path, key, index)
+    return string(cc.get("text"), _join(path, key, index), "text") if cc else None
 
 
-def reference(node: Any, path: str, key: str | None = None) -> str | None:
+def reference(node: Any, path: str, key: str | None = None, index: int | None = None) -> str | None:
     """The literal reference of a Reference, normalized to "Type/id" where possible."""
     if type(node) is dict:
         value = node.get("reference")
         if type(value) is str and value.strip():  # hot path: a valid, non-blank reference
             return normalize_reference(value)
-    r = obj(node, path, key)
+    r = obj(node, path, key, index)
     if r is None:
         return None
-    value = string(r.get("reference"), _join(path, key), "reference")
+    value = string(r.get("reference"), _join(path, key, index), "reference")
     return normalize_reference(value) if value else None
+
+
+def references(node: Any, path: str, key: str | None = None) -> list[str]:
+    """The literal references (normalized, empty ones left out) of a repeating Reference element."""
+    out: list[str] = []
+    if node is None:
+        return out
+    for i, r in enumerate(elements(node, path, key)):
+        value = r.get("reference") if type(r) is dict else None
+        if type(value) is str and value.strip():  # hot path, as in reference()
+            out.append(normalize_reference(value))
+        else:
+            value = reference(r, path, key, i)
+            if value:
+                out.append(value)
+    return out
 
 
 _REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -210,12 +309,16 @@ def normalize_reference(value: str) -> str:
     return f"{m.group(1)}/{m.group(2)}" if m else value
 
 
-def resource_type(resource: Any, path: str, expected: str | tuple[str, ...] | None = None) -> str:
+def resource_type(resource: Any, path: str, expected: str | tuple[str, ...] | None = None, *,
+                  index: int | None = None) -> str:
+    """The resourceType of a resource (an object with a non-blank resourceType, one of `expected`
+    when given); the resource is at `path`, or at ``path[index]`` when index is given."""
     if type(resource) is dict:  # hot path: a valid resourceType
         rtype = resource.get("resourceType")
         if type(rtype) is str and rtype.strip() and (
                 expected is None or rtype == expected or (type(expected) is tuple and rtype in expected)):
             return rtype
+    path = _join(path, None, index)
     res = obj(resource, path, required=True)
     rtype = string(res.get("resourceType"), f"{path}.resourceType", required=True)
     if expected is not None:

@@ -3,17 +3,19 @@
 Extraction (:mod:`hooks.extract`) builds it from FHIR R4 resources; the rules (:mod:`hooks.rules`)
 are pure functions of it. Frozen dataclasses only: no FHIR objects leak past extraction.
 
-The classes built per request (Setting, Line, Evidence) define their own ``__init__``, which sets
+The classes built per request (Setting, Line, Evidence, Case) define their own ``__init__``, which sets
 every field in one ``__dict__`` update: the frozen dataclass's generated ``__init__`` calls
 ``object.__setattr__`` once per field (a 10-field Line cost ~2.4 us, ~0.9 us this way). The
 instances stay immutable (the dataclass's ``__setattr__`` / ``__delattr__`` still refuse), and
 equality, hashing, ``repr`` and ``dataclasses.replace`` are the dataclass's own;
-tests/test_perf_equivalence.py checks that each ``__init__`` has the fields' names and defaults.
+tests/test_perf_equivalence.py checks that each ``__init__`` has the fields' names and defaults
+(tests/test_extract_fast_paths.py for Case, whose evidence default is a default_factory).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 FLUORO = "76000"
 
@@ -120,6 +122,9 @@ class Evidence:
         return tuple(e for e in DOC_ELEMENTS if not have[e])
 
 
+_NEW_EVIDENCE: Any = object()  # Case's evidence default: a new Evidence() (the field's default_factory)
+
+
 @dataclass(frozen=True)
 class Case:
     """Everything one service invocation reviews."""
@@ -134,6 +139,15 @@ class Case:
     # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
     # a "separate procedure" when none of them on the same date includes fluoroscopy (DESIGN.md s. 4).
     context_lines: tuple[Line, ...] = ()
+
+    def __init__(self, kind: str, setting: Setting, lines: tuple[Line, ...], evidence: Evidence = _NEW_EVIDENCE,
+                 default_date: date | None = None, claim: dict | None = None, evidence_checked: bool = True,
+                 context_lines: tuple[Line, ...] = ()) -> None:
+        if evidence is _NEW_EVIDENCE:  # the field's default_factory
+            evidence = Evidence()
+        self.__dict__.update(kind=kind, setting=setting, lines=lines, evidence=evidence,
+                             default_date=default_date, claim=claim, evidence_checked=evidence_checked,
+                             context_lines=context_lines)
 
     def line_date(self, line: Line) -> date | None:
         return line.service_date or self.default_date

@@ -1,14 +1,18 @@
 """Payer batch on Apache Spark: the claim-review rules mapped over NDJSON claims.
 
-Each executor opens the reference data once per partition (the SQLite store shipped with
-``SparkContext.addFile``, or the embedded starter set) and reviews its records with
+Each executor opens the reference data once per partition (the SQLite store's catalog and
+release files, shipped as one directory with ``SparkContext.addFile``, or the embedded starter
+set) and reviews its records with
 :func:`service.batch.review_record`, exactly as ``fluoro-cds batch`` does. Output: one JSON line
 per input line, with its 1-based global line number. Entry point: deploy/spark_job.py.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from hooks.config import resolve
@@ -17,16 +21,42 @@ from .batch import review_raw
 from .jsonio import dumps
 
 
-def review_partition(rows: Iterable[tuple[str, int]], db_name: str | None,
+def ship_store(sc, db_path: str) -> Path:
+    """Ship the store to the executors: its catalog and its release files (with their pair
+    indexes), staged as one directory (hard links where the file system allows, else copies)
+    and sent with ``addFile(recursive=True)``. Returns (directory name, catalog name) for
+    :func:`review_partition`. A missing store ships nothing: executors use the starter set."""
+    from nccidata.store import releases_dir
+
+    catalog = Path(db_path)
+    staging = Path(tempfile.mkdtemp(prefix="fluoro-cds-store-"))
+    if catalog.is_file():
+        shutil.copy2(catalog, staging / catalog.name)  # small, and written by imports: a copy
+        source = releases_dir(catalog)
+        if source.is_dir():
+            target = releases_dir(staging / catalog.name)
+            target.mkdir()
+            for f in source.iterdir():
+                if f.is_file() and not f.name.startswith("."):  # not releases being built
+                    try:
+                        os.link(f, target / f.name)  # release files are never changed
+                    except OSError:
+                        shutil.copy2(f, target / f.name)
+    sc.addFile(str(staging), recursive=True)
+    return staging
+
+
+def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | None,
                      config: dict) -> Iterator[str]:
     """Review (line, index) pairs of one partition; yields NDJSON strings (blank lines skipped)."""
     from nccidata import open_reference
 
     db_path = None
-    if db_name:
+    if store:
         from pyspark import SparkFiles
 
-        db_path = SparkFiles.get(db_name)
+        directory, catalog = store
+        db_path = os.path.join(SparkFiles.get(directory), catalog)
     reference = open_reference(db_path)
     for line, index in rows:
         if line.strip():
@@ -55,11 +85,13 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
     """
     config = resolve({"fluoro-cds.configuration": config_overrides or {}})
     sc = spark.sparkContext
-    db_name = None
-    if db_path:
-        sc.addFile(db_path)
-        db_name = os.path.basename(db_path)
-    out = (sc.textFile(input_path).zipWithIndex()
-           .mapPartitions(lambda rows: review_partition(rows, db_name, config)))
-    out.saveAsTextFile(output_path)
-    return sc.textFile(output_path).count()
+    staging = ship_store(sc, db_path) if db_path else None
+    store = (staging.name, Path(db_path).name) if staging else None
+    try:
+        out = (sc.textFile(input_path).zipWithIndex()
+               .mapPartitions(lambda rows: review_partition(rows, store, config)))
+        out.saveAsTextFile(output_path)
+        return sc.textFile(output_path).count()
+    finally:
+        if staging:  # the staged copy of the store, once every task has fetched it
+            shutil.rmtree(staging, ignore_errors=True)

@@ -86,6 +86,27 @@ def test_bundle_must_start_with_the_claim():
     assert err.value.path == "Bundle.entry[0].resource.resourceType"
 
 
+@pytest.mark.parametrize("mutate, path", [
+    (lambda b: b.update(entry=[]), "Bundle.entry"),
+    (lambda b: b.update(entry={"resource": {}}), "Bundle.entry"),
+    (lambda b: b["entry"].__setitem__(1, "x"), "Bundle.entry[1]"),
+    (lambda b: b["entry"][2].pop("resource"), "Bundle.entry[2].resource"),
+    (lambda b: b["entry"][1].__setitem__("resource", []), "Bundle.entry[1].resource"),
+    (lambda b: b["entry"][1]["resource"].pop("resourceType"), "Bundle.entry[1].resource.resourceType"),
+    (lambda b: b["entry"][1]["resource"].__setitem__("resourceType", " "),
+     "Bundle.entry[1].resource.resourceType"),
+    (lambda b: b["entry"][0]["resource"].__setitem__("resourceType", 7), "Bundle.entry[0].resource.resourceType"),
+])
+def test_bundle_entries_are_checked_with_their_paths(mutate, path):
+    b = scenario(4).context["claim"]
+    claim, companions = split_claim_bundle(b)
+    assert claim["resourceType"] == "Claim" and len(companions) == len(b["entry"]) - 1
+    mutate(b)
+    with pytest.raises(InvalidResource) as err:
+        split_claim_bundle(b)
+    assert err.value.path == path
+
+
 def test_lines_codes_modifiers_units_dates():
     case = _claim_case(10)
     (c1, fl) = case.lines

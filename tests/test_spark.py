@@ -52,3 +52,28 @@ def test_spark_job_rejects_bad_configuration_before_running(spark, tmp_path):
     with pytest.raises(ConfigError):
         run_job(spark, str(tmp_path / "none.ndjson"), str(tmp_path / "out"),
                 config_overrides={"distinct-modifier": "ZZ"})
+
+
+def test_spark_job_reads_the_imported_store(spark, tmp_path):
+    """The store's catalog, release files and pair indexes reach the executors: findings cite
+    the imported release (not the starter set) and match the batch runner on the same store."""
+    from nccidata.importer import import_paths
+    from service.spark import run_job
+
+    table = tmp_path / "ptp_practitioner_2024q3.tsv"
+    table.write_text("column_1\tcolumn_2\teffective_date\tdeletion_date\tmodifier_indicator\t"
+                     "ptp_edit_rationale\n29881\t76000\t20020101\t*\t1\tStandards of medical/surgical "
+                     "practice\n", encoding="utf-8")
+    db = str(tmp_path / "store" / "ncci.sqlite")
+    import_paths(db, [table])
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(orjson.dumps(scenario(1).context["claim"]) + b"\n")
+    assert run_job(spark, str(src), str(tmp_path / "out"), db_path=db) == 1
+    [row] = [json.loads(line) for part in sorted((tmp_path / "out").glob("part-*"))
+             for line in part.read_text().splitlines()]
+    expected = io.BytesIO()
+    run(str(src), expected, db_path=db, config=resolve(None))
+    assert row == json.loads(expected.getvalue())
+    assert row["findings"], row
+    cited = json.dumps(row["findings"])  # the PTP edit's citation names the imported file and row
+    assert "ptp_practitioner_2024q3.tsv" in cited and "2024Q3" in cited
