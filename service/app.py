@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from hooks.config import ConfigError, resolve
 from hooks.context import DataUnavailable, HookRequest, InvalidResource
 from hooks.services import SERVICES, CdsService
-from nccidata import open_reference
+from nccidata.live import LiveReference
 
 from .auth import AuthError, JwtVerifier, challenge
 from .errors import ApiError, error_response
@@ -73,16 +73,19 @@ def _audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]
 class _ReleaseLabel:
     """The reference data release in service (for audit records), cached for a minute."""
 
-    def __init__(self, reference):
-        self._reference = reference
+    def __init__(self, live: LiveReference):
+        self._live = live
+        self._of = None  # the reference data the cached label describes
         self._label: str | None = None
         self._until = 0.0
 
     def get(self) -> str | None:
         now = time.monotonic()
-        if now >= self._until:
+        reference = self._live.current()
+        if now >= self._until or reference is not self._of:  # expired, or the first import landed
+            self._of = reference
             try:
-                info = self._reference.describe()
+                info = reference.describe()
                 self._label = str(info.get("label") or info.get("source") or "")[:200] or None
             except Exception:  # the audit must not fail the request
                 self._label = None
@@ -99,15 +102,17 @@ def create_app(settings: Settings | None = None,
     app = Flask("fluoro_cds")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["FLUORO_SETTINGS"] = settings
-    reference = open_reference(settings.db_path)
-    app.config["FLUORO_REFERENCE"] = reference
+    # The store once it holds releases (a service started before the first import switches to
+    # it within a second), else the starter set; app.config["FLUORO_REFERENCE"] is the holder.
+    live = LiveReference(settings.db_path)
+    app.config["FLUORO_REFERENCE"] = live
     state = StateStore(settings.state_db_path)
     app.config["FLUORO_STATE"] = state
     verifier = JwtVerifier(settings, state) if settings.auth == "jwt" else None
     if verifier is not None and not settings.base_url:
         log.warning("FLUORO_CDS_AUTH=jwt without FLUORO_CDS_BASE_URL: the JWT aud is checked "
                     "against a URL built from the request's Host header; set FLUORO_CDS_BASE_URL")
-    release = _ReleaseLabel(reference)
+    release = _ReleaseLabel(live)
     client_settings = FhirClientSettings(connect_timeout=settings.fhir_connect_timeout,
                                          read_timeout=settings.fhir_timeout,
                                          max_pages=settings.fhir_max_pages,
@@ -196,7 +201,7 @@ def create_app(settings: Settings | None = None,
         problems = []
         data = None
         try:
-            data = reference.describe()
+            data = live.current().describe()
         except Exception as exc:
             problems.append(f"reference data unusable ({type(exc).__name__})")
         try:
@@ -286,7 +291,7 @@ def create_app(settings: Settings | None = None,
             if isinstance(claims.get("tenant"), str):
                 extras["tenant"] = claims["tenant"]
         hook_request = HookRequest(hook=hook, hook_instance=body["hookInstance"], context=context,
-                                   config=config, fhir=fhir, reference=reference, extras=extras)
+                                   config=config, fhir=fhir, reference=live.current(), extras=extras)
         try:
             result = service.handler(hook_request)
         except InvalidResource as exc:

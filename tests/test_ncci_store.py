@@ -182,8 +182,30 @@ def test_service_serves_from_the_store(two_quarters):
     from service.settings import Settings
 
     app = create_app(Settings(db_path=two_quarters, state_db_path=two_quarters + ".state"))
-    ref = app.config["FLUORO_REFERENCE"]
+    ref = app.config["FLUORO_REFERENCE"].current()
     assert isinstance(ref, SqliteStore)
     body = app.test_client().get("/readyz").get_json()
     assert body["data"]["source"] == "sqlite"
     assert {(f["kind"], f["setting"]) for f in body["data"]["fallback"]} >= {("mue", "practitioner")}
+
+
+def test_running_service_follows_its_first_import(tmp_path):
+    """Started before any import, the service answers from the starter set; after the first
+    import it answers from the store, without a restart (the catalog is re-checked)."""
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.scenario_fixtures import scenario
+
+    db = str(tmp_path / "ncci.sqlite")
+    app = create_app(Settings(db_path=db, state_db_path=str(tmp_path / "state.sqlite")))
+    app.config["FLUORO_REFERENCE"].interval = 0.0  # re-check on every request (default: 1 s)
+    client = app.test_client()
+    assert client.get("/readyz").get_json()["data"]["source"] == "starter"
+    body = scenario(1).request(with_prefetch=True)
+    url = "/cds-services/fluoroscopy-claim-review"
+    before = client.post(url, json=body).get_json()
+    assert "starter data set" in str(before)
+    import_paths(db, [_ptp(tmp_path / "ptp_practitioner_2024q3.tsv", Q3)])
+    assert client.get("/readyz").get_json()["data"]["source"] == "sqlite"
+    after = client.post(url, json=body).get_json()
+    assert "ptp_practitioner_2024q3.tsv" in str(after)

@@ -53,7 +53,7 @@ def ncci_real_app(real_ncci_db, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ncci-real-app")
     app = create_app(Settings(db_path=str(real_ncci_db), state_db_path=str(tmp / "state.sqlite")))
     from nccidata.store import SqliteStore
-    assert isinstance(app.config["FLUORO_REFERENCE"], SqliteStore)  # not the starter fallback
+    assert isinstance(app.config["FLUORO_REFERENCE"].current(), SqliteStore)  # not the starter fallback
     return app
 
 
