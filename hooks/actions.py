@@ -4,7 +4,8 @@
   draft resource's "Type/id"; replacing is that ``delete`` plus a ``create`` of a copy of the draft
   order with the new code and a new id.
 - claim review, and discharge when a Claim exists (``Case.claim``): ONE ``update`` action carrying
-  the whole corrected Claim (see :mod:`hooks.claim_edit` for the consistency rules).
+  the whole corrected Claim (see :mod:`hooks.claim_edit` for the consistency rules); none for a
+  Claim without an id, which a client could not update (the card still says what to change).
 - discharge without a Claim: no actions (the card explains what not to bill and what to document).
 
 Pure functions: the only randomness is the id of a created draft order, drawn from the injected
@@ -138,6 +139,9 @@ def actions_for(fix: Fix, case: Case, *, drafts: dict[str, dict] | None = None,
     line = _line(case, fix.line)
     description = fix.label or _describe(fix, line)
     if case.claim is not None:
+        claim_id = case.claim.get("id")
+        if not isinstance(claim_id, str) or not claim_id.strip():
+            return []  # an update is a PUT of [type]/[id]: a Claim without an id cannot be updated
         try:
             claim = _corrected_claim(case, fix, line)
         except (NotApplicable, claim_edit.ClaimEditError):

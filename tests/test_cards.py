@@ -261,3 +261,20 @@ def test_new_uuid_is_reseeded_in_a_forked_child():
     os.close(read_end)
     os.waitpid(pid, 0)
     assert len(child) == 36 and child != cards.new_uuid()
+
+
+def test_claim_without_id_gets_the_card_but_no_update_action():
+    """An update is a PUT of Claim/[id]: without an id there is nothing a client could update, so
+    the card explains the fix and offers no action (a malformed action is worse than none)."""
+    claim = make_claim(claim_item(1, "29881"), claim_item(2, "76000"))
+    claim.pop("id", None)
+    [card] = _render([finding("ptp-modifier-allowed", fixes=[
+        remove_fix(), Fix(action="add-modifier", line=line_key(2), recommended=False)])],
+        case=claim_case(claim))
+    assert card["source"]["topic"]["code"] == "ptp-modifier-allowed"
+    assert "76000" in card["summary"] + card["detail"]
+    assert not card.get("suggestions")
+    assert "selectionBehavior" not in card
+    claim["id"] = "   "
+    [card] = _render([finding("ptp-modifier-allowed", fixes=[remove_fix()])], case=claim_case(claim))
+    assert not card.get("suggestions")
