@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import date
-from typing import Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
@@ -174,7 +174,10 @@ class _Index:
         return self._procs
 
 
-def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
+def _index(companions: Sequence[dict], full_validation: bool,
+           aliases: Mapping[str, dict] | None = None) -> _Index:
+    """The companions indexed; `aliases` (see bundle_aliases) adds the references a Bundle gives
+    its entries through fullUrl, e.g. "urn:uuid:..." for a resource without an id."""
     idx = _Index()
     if companions is None:
         return idx
@@ -201,6 +204,11 @@ def _index(companions: Sequence[dict], full_validation: bool) -> _Index:
             by_type[rtype] = [(path, res)]
         else:
             group.append((path, res))
+    if aliases:
+        members = {id(res) for res in companions}
+        for alias, res in aliases.items():
+            if id(res) in members:  # only resources that are companions of this case
+                by_key.setdefault(alias, res)
     return idx
 
 
@@ -465,6 +473,32 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
     return resources[0], resources[1:]
 
 
+def bundle_aliases(value: Any) -> dict[str, dict]:
+    """The references a Bundle's entries answer to through their ``fullUrl``: "urn:uuid:..." and
+    "urn:oid:..." as written; for a resource without an id, another URL reduced to "Type/id"
+    (FHIR R4 Bundle rules: a reference inside a Bundle resolves against the entries' fullUrls).
+    {} for a lone Claim.
+    Run after split_claim_bundle, which has checked the entries; each fullUrl read is checked."""
+    aliases: dict[str, dict] = {}
+    if type(value) is not dict or value.get("resourceType") != "Bundle":
+        return aliases
+    for i, entry in enumerate(fr.elements(value.get("entry"), "Bundle", "entry")):
+        if type(entry) is not dict or type(entry.get("resource")) is not dict:
+            continue
+        url = entry.get("fullUrl")
+        if url is None:
+            continue
+        if type(url) is not str or not url.strip():
+            fr.string(url, f"Bundle.entry[{i}]", "fullUrl", required=True)
+            continue
+        url = url.strip()
+        if url.startswith(("urn:uuid:", "urn:oid:")):
+            aliases.setdefault(url, entry["resource"])
+        elif not entry["resource"].get("id"):  # with an id, "Type/id" already finds the resource
+            aliases.setdefault(fr.normalize_reference(url), entry["resource"])
+    return aliases
+
+
 class _ClaimParts(NamedTuple):
     lines: list[Line]
     pos_codes: list[str]  # 76000 lines' POS first
@@ -603,9 +637,11 @@ def _unbilled_procedures(lines: Sequence[Line], index: _Index) -> tuple[Line, ..
 
 
 def case_from_claim(claim: dict, companions: Sequence[dict], reference: ReferenceData, *,
-                    full_validation: bool = False) -> Case:
+                    full_validation: bool = False, aliases: Mapping[str, dict] | None = None) -> Case:
     """claim-review: the Claim's items are the lines; companions (Encounter, Procedures,
     Observations, DiagnosticReports, ImagingStudies, Locations) give setting and evidence.
+    `aliases`: the Bundle's fullUrl references of companions (bundle_aliases), so that
+    "urn:uuid:..." references resolve.
 
     Documentation is judged (``evidence_checked``) only when at least one clinical companion
     (Encounter, Procedure, Observation, DiagnosticReport or ImagingStudy) is available: a bare
@@ -614,7 +650,7 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
     fr.resource_type(claim, "Claim", "Claim")
     if full_validation:
         fr.validate_full(claim)
-    index = _index(companions, full_validation)
+    index = _index(companions, full_validation, aliases)
     parts = _claim_parts(claim, index)
     return _case_from_claim_parts("claim", claim, parts, index, reference)
 

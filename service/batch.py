@@ -26,7 +26,7 @@ from typing import IO, Iterable, Iterator
 
 from hooks.config import ConfigError, resolve
 from hooks.context import InvalidResource
-from hooks.extract import case_from_claim, split_claim_bundle
+from hooks.extract import bundle_aliases, case_from_claim, split_claim_bundle
 from hooks.findings import Finding
 from hooks.rules import evaluate
 from nccidata import open_reference
@@ -51,7 +51,7 @@ def review_record(value: object, reference: ReferenceData, config: dict) -> dict
             raise InvalidResource("record must be a JSON object (a Claim or a Bundle)", "$")
         claim, companions = split_claim_bundle(value)
         claim_id = claim.get("id") if isinstance(claim.get("id"), str) else None
-        case = case_from_claim(claim, companions, reference)
+        case = case_from_claim(claim, companions, reference, aliases=bundle_aliases(value))
         findings = evaluate(case, reference, config)
     except InvalidResource as exc:
         return {"claim": claim_id, "error": str(exc), "path": exc.path}

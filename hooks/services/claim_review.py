@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from .. import cards, rules
 from ..context import DataUnavailable, HookRequest
-from ..extract import (case_from_claim, claim_references, encounter_searches, follow_references,
-                       split_claim_bundle)
+from ..extract import (bundle_aliases, case_from_claim, claim_references, encounter_searches,
+                       follow_references, split_claim_bundle)
 from .base import CdsService
 from .gather import key_of, merge, of_type
 
@@ -79,12 +79,13 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
 
 def handle(request: HookRequest) -> dict:
     claim, bundled = split_claim_bundle(request.context.get("claim"))
+    aliases = bundle_aliases(request.context.get("claim"))  # "urn:uuid:..." references of entries
     try:
         companions = gather_companions(request, claim, bundled)
     except DataUnavailable:
         case_from_claim(claim, bundled, request.reference)  # an invalid Claim is a 400, not a 412
         raise
-    case = case_from_claim(claim, companions, request.reference)
+    case = case_from_claim(claim, companions, request.reference, aliases=aliases)
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
