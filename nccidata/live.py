@@ -11,18 +11,16 @@ from __future__ import annotations
 import threading
 import time
 
+from . import open_reference
 from .api import ReferenceData
+from .store import SqliteStore
 
 
 class LiveReference:
     """``current()``: the store at `db_path` once it holds releases, the starter set until then."""
 
     def __init__(self, db_path: str | None, interval: float = 1.0):
-        from . import open_reference
-        from .store import SqliteStore
-
         self.db_path, self.interval = db_path, interval
-        self._open, self._store_type = open_reference, SqliteStore
         self._lock = threading.Lock()
         self._reference = open_reference(db_path)
         self._settled = not db_path or isinstance(self._reference, SqliteStore)
@@ -36,8 +34,8 @@ class LiveReference:
         if now - self._checked >= self.interval and self._lock.acquire(blocking=False):
             try:
                 self._checked = now
-                reference = self._open(self.db_path)
-                if isinstance(reference, self._store_type):
+                reference = open_reference(self.db_path)
+                if isinstance(reference, SqliteStore):
                     self._reference, self._settled = reference, True
             finally:
                 self._lock.release()

@@ -4,7 +4,9 @@ A release file is a standalone SQLite database holding one table kind of one set
 quarter (see :mod:`nccidata.store`). It is built aside with journal_mode=OFF and
 synchronous=OFF (it only becomes visible when the catalog registers it), indexes are created
 after the rows are in, and the PTP table is a WITHOUT ROWID table keyed by
-(column_1, column_2, source, line) so that the pair lookups of a claim are index seeks.
+(column_1, column_2, source, line) (for `ncci pair` / `ncci diff` and the SQL fallback). PTP
+rows also go to the release's pair index (:mod:`nccidata.pairindex`), which answers a claim's
+pair lookups.
 
 Validation rules (each failure names the file and the line):
 - PTP: codes are 1-7 letters or digits; dates are YYYYMMDD (also YYYY-MM-DD or MM/DD/YYYY, as
@@ -144,9 +146,6 @@ class _PtpBatcher:
         self.codes: set[str] = set()
         self.rationales = rationales
         self.seen_data = False
-        self.dirty: set[str] = set()
-        self.plain_dates = {"*", ""}  # texts SQLite can convert: *, blank, YYYYMMDD
-        self.raw_sql = self._raw_sql()
 
     def _rationale(self, text: str) -> int:
         rid = self.rationales.get(text)
@@ -154,31 +153,14 @@ class _PtpBatcher:
             rid = len(self.rationales) + 1
             self.rationales[text] = rid
             clean = clean_text(text)
-            if clean != text:
-                self.dirty.add(text)  # not bindable as is: such batches take the tuple path
             self.conn.execute("INSERT INTO rationale VALUES (?,?,?)", (rid, clean.strip(), clean))
         return rid
-
-    def _raw_sql(self) -> str:
-        """INSERT taking a csv row (+ its line appended) as is; SQLite converts the columns."""
-        def p(i):
-            return f"?{i + 1}"
-
-        def as_date(i):
-            return f"CASE WHEN {p(i)} IN ('*', '') THEN NULL ELSE CAST({p(i)} AS INTEGER) END"
-
-        eff = "NULL" if self.ieff is None else as_date(self.ieff)
-        rat = (f"(SELECT id FROM rationale WHERE raw = {p(self.irat)})" if self.irat is not None
-               else str(self._rationale("")))
-        return ("INSERT INTO ptp(column_1, column_2, source_id, line, effective, deletion, modifier,"
-                f" rationale_id) VALUES ({p(self.i1)}, {p(self.i2)}, {self.sid}, {p(self.width)}, {eff},"
-                f" {as_date(self.idel)}, {p(self.imod)}, {rat})")
 
     def fast(self, batch: list[list[str]], lines) -> tuple[str, object] | None:
         """(INSERT statement, rows) for a clean batch, or None when the batch needs the
         row-by-row path. The batch is transposed once (in C) so that every check is a set
-        built from a column; when SQLite can convert every column (dates YYYYMMDD or *,
-        bindable text) the columns go to executemany as they are, with the line numbers."""
+        built from a column; dates and rationales become numbers by dict lookups (a table holds
+        a few hundred of each), shared by the SQLite rows and the pair index."""
         if not batch:
             return None
         widths = set(map(len, batch))
@@ -198,8 +180,6 @@ class _PtpBatcher:
             except ValueError:
                 return None
             self.date_numbers[text] = self.dates[text] or 0
-            if text in ("*", "") or (len(text) == 8 and text.isdigit()):
-                self.plain_dates.add(text)
         if not set(cols[imod]) <= PTP_MODIFIERS:
             return None
         self.codes |= new_codes

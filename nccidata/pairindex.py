@@ -2,8 +2,8 @@
 
 Why: "all PTP edits among a claim's codes" is ~90 ordered code pairs. Asked of SQLite, that is
 ~90 B-tree seeks through the sqlite3 module, about 1 us each on this class of machine (measured:
-100-125 us per claim, see benchmarks/RESULTS.md), whatever the key layout. The pair index answers
-the same question with two vectorised binary searches over a sorted array (numpy), reading only
+90-125 us per claim, see benchmarks/RESULTS.md), whatever the key layout. The pair index answers
+the same question with one vectorised binary search over a sorted array (numpy), reading only
 the pages it touches: nothing is loaded at start-up and the operating system shares the pages
 between worker processes.
 

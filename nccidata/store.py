@@ -91,6 +91,7 @@ class _DateTable(dict):
 
 
 _MODIFIERS = {0: "0", 1: "1", 9: "9"}  # pair index modifier indicator -> the CMS text
+_PTP_COLUMNS = "column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
 _tuple_new = tuple.__new__
 
 
@@ -415,39 +416,38 @@ class SqliteStore:
         return info._pairs[0]
 
     def _ptp_query(self, release_id: int, codes: tuple[str, ...]) -> tuple[PtpEdit, ...]:
-        """Every row of the release among `codes`: from the pair index (vectorised binary
-        searches over a memory-mapped sorted array) or, for a release without one, SQL (one
+        """Every row of the release among `codes`: from the pair index (a vectorised binary
+        search over a memory-mapped sorted array) or, for a release without one, SQL (one
         prepared IN x IN statement on the (column_1, column_2) key)."""
         info = self._info(release_id)
         index = self.pair_index(info)
-        lk = self._lookups(info)
-        dates, rationale, sources, rel = lk["dates"], lk["rationale"], lk["sources"], info.release
-        # PtpEdit built as a plain tuple: the fields in order, converted by table lookups
         if index is not None:
+            lk = self._lookups(info)
+            dates, rationale, sources, rel = lk["dates"], lk["rationale"], lk["sources"], info.release
+            # PtpEdit built as a plain tuple: the fields in order, converted by table lookups
             return tuple([_tuple_new(PtpEdit, (c1, c2, dates[eff], dates[dele], _MODIFIERS[mod], rationale[rat],
                                                rel, line, sources.get(src)))
                           for c1, c2, (eff, dele, mod, rat, src, line) in index.among(codes)])
         marks = ",".join("?" * len(codes))
-        sql = ("SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
-               f" FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})")
-        return tuple([_tuple_new(PtpEdit, (c1, c2, dates[eff], dates[dele], mod, rationale[rat], rel, line,
-                                           sources.get(src)))
-                      for c1, c2, eff, dele, mod, rat, src, line in
-                      self.connection(info).execute(sql, (*codes, *codes))])
+        sql = f"SELECT {_PTP_COLUMNS} FROM ptp WHERE column_1 IN ({marks}) AND column_2 IN ({marks})"
+        return tuple(self._sql_edits(info, self.connection(info).execute(sql, (*codes, *codes))))
+
+    def _sql_edits(self, info: ReleaseInfo, rows: Iterable[tuple]) -> list[PtpEdit]:
+        """PtpEdits of rows of the ptp table read as _PTP_COLUMNS."""
+        lk = self._lookups(info)
+        dates, rationale, sources, rel = lk["dates"], lk["rationale"], lk["sources"], info.release
+        return [_tuple_new(PtpEdit, (c1, c2, dates[eff], dates[dele], mod, rationale[rat], rel, line,
+                                     sources.get(src)))
+                for c1, c2, eff, dele, mod, rat, src, line in rows]
 
     def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:
         """Every row of the pair in the release answering `on`, in force or not (for `ncci pair`)."""
         info = self.pick("ptp", setting, on)
         if info is None:
             return []
-        lk = self._lookups(info)
-        rows = self.connection(info).execute(
-            "SELECT column_1, column_2, effective, deletion, modifier, rationale_id, source_id, line"
-            " FROM ptp WHERE column_1=? AND column_2=?",
-            (column1.strip().upper(), column2.strip().upper())).fetchall()
-        return [PtpEdit(column1=r[0], column2=r[1], effective=int_date(r[2]), deletion=int_date(r[3]),
-                        modifier_indicator=r[4], rationale=lk["rationale"][r[5]], release=info.release,
-                        row=r[7], source_file=lk["sources"].get(r[6])) for r in rows]
+        rows = self.connection(info).execute(f"SELECT {_PTP_COLUMNS} FROM ptp WHERE column_1=? AND column_2=?",
+                                             (column1.strip().upper(), column2.strip().upper()))
+        return self._sql_edits(info, rows)
 
     def mue(self, code: str, on: date, setting: str) -> MueLimit | None:
         info = self.pick("mue", setting, on)

@@ -24,8 +24,9 @@ from .jsonio import dumps
 def ship_store(sc, db_path: str) -> Path:
     """Ship the store to the executors: its catalog and its release files (with their pair
     indexes), staged as one directory (hard links where the file system allows, else copies)
-    and sent with ``addFile(recursive=True)``. Returns (directory name, catalog name) for
-    :func:`review_partition`. A missing store ships nothing: executors use the starter set."""
+    and sent with ``addFile(recursive=True)``. Returns the staging directory (remove it once the
+    job is done); its name and the catalog's name locate the store for :func:`review_partition`.
+    A missing store ships an empty directory: executors then use the starter set."""
     from nccidata.store import releases_dir
 
     catalog = Path(db_path)

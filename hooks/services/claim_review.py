@@ -50,11 +50,9 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     taken as complete: searches and second-hop reads that cannot be made are skipped."""
     have: set[str] = set()
     complete = False  # the Bundle carries the Encounter
-    for r in bundled:  # one pass: the Type/id keys (as gather.key_of) and the Encounter
-        rtype = r.get("resourceType")
-        if rtype == "Encounter":
-            complete = True
-        have.add(f"{rtype}/{r.get('id', '')}")
+    for r in bundled:  # one pass: the Type/id keys and the Encounter
+        complete = complete or r.get("resourceType") == "Encounter"
+        have.add(key_of(r))
     repeated = len(have) != len(bundled)
     have.add(key_of(claim))
     read = _read_all(request, claim_references(claim), have, optional=False)
