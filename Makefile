@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test install install-test clean
+.PHONY: serve test install install-test test-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ install-test: $(PY)
 serve: install
 	$(VENV)/bin/fluoro-cds serve --host $(HOST) --port $(PORT)
 
-test: install-test
+test-deps:
+	tools/test-deps.sh
+
+test: install-test test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
