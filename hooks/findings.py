@@ -1,6 +1,6 @@
 """Findings: what the rules conclude, with reason, citations, payment effect and a machine-readable fix.
 
-The finding codes are the card topics of the CONTRACT (DESIGN.md section 3).
+The finding codes are the card topics of docs/contract.md#card-topics.
 
 Finding, built several times per request, defines its own ``__init__`` (one ``__dict__`` update
 instead of one ``object.__setattr__`` per field, 0.7 us instead of 2.6 us; see hooks/model.py):

@@ -1,5 +1,6 @@
-"""Code systems accepted (DESIGN.md section 4) and the coded elements read from them: procedure
-codes, modifiers, and identity keys of CodeableConcepts (for comparing sites and indications)."""
+"""Code systems accepted (docs/contract.md#where-the-facts-live-in-fhir) and the coded elements read
+from them: procedure codes, modifiers, and identity keys of CodeableConcepts (for comparing sites and
+indications)."""
 from __future__ import annotations
 
 import re
