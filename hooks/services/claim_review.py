@@ -6,7 +6,7 @@ fetches the clinical resources the Claim references and the Bundle lacks (gather
 ``claim_references``) and searches the encounter's documentation (``encounter_searches``).
 A clinical reference that can be neither found nor fetched is a 412; the searches are optional
 when the Bundle already carries the Encounter (it is then taken as complete). Suggestions carry
-one ``update`` action with the whole corrected Claim (DESIGN.md section 3).
+one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
 
