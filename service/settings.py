@@ -34,6 +34,7 @@ class Settings:
     jwt_leeway: int = 30  # FLUORO_CDS_JWT_LEEWAY seconds of clock skew for exp / iat
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
+    state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -72,6 +73,7 @@ class Settings:
             jwt_leeway=int(_number(env, "FLUORO_CDS_JWT_LEEWAY", 30)),
             jwt_max_lifetime=int(_number(env, "FLUORO_CDS_JWT_MAX_LIFETIME", 3600)),
             cors_origins=cors,
+            state_retention_days=int(_number(env, "FLUORO_CDS_STATE_RETENTION_DAYS", 365)),
         )
 
 
