@@ -4,9 +4,9 @@ Public API (the services code against these names):
 
 - :func:`case_from_claim` (claim-review), :func:`case_from_orders` (order-sign),
   :func:`case_from_encounter` (encounter-discharge);
-- :func:`split_claim_bundle`: a claim-review ``context.claim`` Bundle -> (Claim, companions);
-- :func:`claim_references`, :func:`encounter_searches`, :func:`follow_references`: what the service
-  fetches from the FHIR server when the data is not in the request.
+- :func:`split_claim_bundle`: a claim-review ``context.claim`` Bundle -> (Claim, companions).
+
+What the services fetch when the data is not in the request is planned in :mod:`hooks.services.gather`.
 
 Only the elements listed in ``docs/rules.md`` are read, and each is validated as it is read
 (:mod:`hooks.fhir_read`); an invalid element raises :class:`hooks.context.InvalidResource` with its
@@ -25,7 +25,7 @@ from . import fhir_read as fr
 from .context import InvalidResource
 from .model import FLUORO, Case, Evidence, Line, Setting
 
-# --- code systems accepted (DESIGN.md section 4) ---------------------------------------------
+# --- code systems accepted (docs/contract.md#where-the-facts-live-in-fhir) ---------------------------------------------
 CPT_SYSTEMS = frozenset({"http://www.ama-assn.org/go/cpt", "https://www.ama-assn.org/go/cpt",
                          "urn:oid:2.16.840.1.113883.6.12"})
 HCPCS_SYSTEMS = frozenset({"http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
@@ -259,7 +259,8 @@ def _encounter_facility(enc: dict, path: str) -> str | None:
     return None
 
 
-def _encounter_locations(enc: dict, path: str) -> list[str]:
+def encounter_location_refs(enc: dict, path: str) -> list[str]:
+    """The Location references of Encounter.location (each validated)."""
     out = []
     for p, entry in fr.objects(enc.get("location"), path, "location"):
         r = fr.reference(entry.get("location"), p, "location")
@@ -280,7 +281,7 @@ def _setting(pos_codes: Sequence[str], location_refs: Sequence[str], encounters:
     reasons: list[str] = []
     refs = list(location_refs)
     for p, enc in encounters:
-        refs.extend(_encounter_locations(enc, p))
+        refs.extend(encounter_location_refs(enc, p))
         why = _encounter_facility(enc, p)
         if why:
             reasons.append(why)
@@ -754,71 +755,5 @@ def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict
                 default_date=default_date, claim=None, evidence_checked=True)
 
 
-# --- what to fetch -----------------------------------------------------------------------------
-FETCHABLE_TYPES = frozenset({"Encounter", "Procedure", "Observation", "DiagnosticReport", "ImagingStudy",
-                             "Location"})
-_LOCAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
-
-
-def _fetchable(refs: Iterable[str | None]) -> list[str]:
-    out: dict[str, None] = {}  # first occurrence order, each once
-    for r in refs:
-        if r and r not in out and r.split("/", 1)[0] in FETCHABLE_TYPES and _LOCAL_REF.fullmatch(r):
-            out[r] = None
-    return list(out)
-
-
-def claim_references(claim: dict) -> list[str]:
-    """"Type/id" references of a Claim to fetch when not in the Bundle: item.encounter,
-    item.locationReference, Claim.facility, Claim.procedure.procedureReference and
-    Claim.supportingInfo.valueReference (types: Encounter, Procedure, Observation, DiagnosticReport,
-    ImagingStudy, Location). Absolute URLs are reduced to "Type/id"."""
-    fr.resource_type(claim, "Claim", "Claim")
-    refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
-    for i, item in enumerate(fr.elements(claim.get("item"), "Claim", "item")):
-        if type(item) is not dict:
-            fr.obj(item, "Claim.item", index=i, required=True)
-        p = f"Claim.item[{i}]"
-        refs.extend(fr.references(item.get("encounter"), p, "encounter"))
-        location = item.get("locationReference")
-        if location is not None:
-            refs.append(fr.reference(location, p, "locationReference"))
-    for key, element in (("procedure", "procedureReference"), ("supportingInfo", "valueReference")):
-        for i, entry in enumerate(fr.elements(claim.get(key), "Claim", key)):
-            if type(entry) is not dict:
-                fr.obj(entry, f"Claim.{key}", index=i, required=True)
-            value = entry.get(element)
-            if value is not None:
-                refs.append(fr.reference(value, f"Claim.{key}[{i}]", element))
-    return _fetchable(refs)
-
-
-def follow_references(resources: Sequence[dict]) -> list[str]:
-    """Second-hop references worth reading once the first companions are in: Encounter.location,
-    Procedure.report / Procedure.location, DiagnosticReport.imagingStudy."""
-    refs: list[str | None] = []
-    for i, res in enumerate(resources):
-        if not isinstance(res, dict):
-            continue
-        rtype = res.get("resourceType")
-        path = f"{rtype}[{i}]"
-        if rtype == "Encounter":
-            refs.extend(_encounter_locations(res, path))
-        elif rtype == "Procedure":
-            refs.append(fr.reference(res.get("location"), path, "location"))
-            refs.extend(fr.references(res.get("report"), path, "report"))
-        elif rtype == "DiagnosticReport":
-            refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
-    have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
-    return [r for r in _fetchable(refs) if r not in have]
-
-
-def encounter_searches(encounter_id: str) -> list[tuple[str, dict]]:
-    """The FHIR searches for an encounter's clinical companions when they were not prefetched."""
-    enc = encounter_id if encounter_id.startswith("Encounter/") else f"Encounter/{encounter_id}"
-    return [(t, {"encounter": enc}) for t in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
-
-
 __all__ = ["case_from_claim", "case_from_orders", "case_from_encounter", "split_claim_bundle",
-           "claim_references", "encounter_searches", "follow_references", "procedure_code",
-           "InvalidResource"]
+           "bundle_aliases", "encounter_location_refs", "procedure_code", "InvalidResource"]

@@ -6,8 +6,8 @@ import copy
 import pytest
 
 from hooks.context import InvalidResource
-from hooks.extract import (case_from_claim, case_from_encounter, case_from_orders, claim_references,
-                           encounter_searches, follow_references, split_claim_bundle)
+from hooks.extract import case_from_claim, case_from_encounter, case_from_orders, split_claim_bundle
+from hooks.services.gather import claim_references, encounter_searches, follow_references
 from nccidata.starter import starter
 from tests.scenario_fixtures import DCM, UCUM, scenario
 

@@ -2,20 +2,19 @@
 
 ``context.claim`` is a Claim, or a Bundle whose first entry is the Claim followed by companions
 (Encounter, Procedures, Observations, DiagnosticReports, ImagingStudies, Locations). The handler
-fetches the clinical resources the Claim references and the Bundle lacks (hooks.extract
+fetches the clinical resources the Claim references and the Bundle lacks (gather
 ``claim_references``) and searches the encounter's documentation (``encounter_searches``).
 A clinical reference that can be neither found nor fetched is a 412; the searches are optional
 when the Bundle already carries the Encounter (it is then taken as complete). Suggestions carry
-one ``update`` action with the whole corrected Claim (DESIGN.md section 3).
+one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
 
 from .. import cards, rules
 from ..context import DataUnavailable, HookRequest
-from ..extract import (bundle_aliases, case_from_claim, claim_references, encounter_searches,
-                       follow_references, split_claim_bundle)
+from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
 from .base import CdsService
-from .gather import key_of, merge, of_type
+from .gather import claim_references, encounter_searches, follow_references, key_of, merge, of_type
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"

@@ -3,16 +3,16 @@
 Data: the Encounter (required), its Locations, Procedures, Observations, DiagnosticReports,
 ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR server. With a Claim,
 suggestions carry one ``update`` of the corrected Claim; without one, the cards explain what not to
-bill and what to document (DESIGN.md section 3).
+bill and what to document (docs/contract.md#actions).
 """
 from __future__ import annotations
 
 from .. import cards, rules
 from ..context import DataUnavailable, HookRequest
-from ..extract import case_from_encounter, encounter_searches, follow_references
+from ..extract import case_from_encounter
 from .base import CdsService
-from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
-                     reference_of)
+from .gather import (encounter_locations, encounter_searches, follow_references, key_of, merge,
+                     prefetched_or_read, prefetched_or_search, reference_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
@@ -26,7 +26,7 @@ PREFETCH = {
     "claims": "Claim?encounter={{context.encounterId}}",
 }
 
-# Prefetch key holding the result of each encounter search (hooks.extract.encounter_searches).
+# Prefetch key holding the result of each encounter search (gather.encounter_searches).
 SEARCH_KEYS = {"Procedure": "procedures", "Observation": "observations",
                "DiagnosticReport": "reports", "ImagingStudy": "imagingStudies"}
 

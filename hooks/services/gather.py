@@ -4,12 +4,18 @@ CDS Hooks 2.0 (https://cds-hooks.hl7.org/2.0/#prefetch-template): a prefetch key
 null means the client did not prefetch it, and the service fetches it from ``fhirServer``
 itself. :class:`hooks.context.DataUnavailable` (answered 412) is raised only for data that is
 needed and can be neither found nor fetched; callers decide what is needed.
+
+What to fetch is planned here too: :func:`claim_references` (a Claim's first-hop references),
+:func:`follow_references` (second hop) and :func:`encounter_searches` (an encounter's documentation).
 """
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from typing import Iterable, Sequence
 
+from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData
+from ..extract import encounter_location_refs
 
 
 def resources_of(value) -> list[dict]:
@@ -107,5 +113,71 @@ def merge(*groups: Iterable[dict]) -> list[dict]:
     return out
 
 
+# --- what to fetch (planned from the resources in hand; each element read is validated) ---------
+FETCHABLE_TYPES = frozenset({"Encounter", "Procedure", "Observation", "DiagnosticReport", "ImagingStudy",
+                             "Location"})
+_LOCAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
+
+
+def _fetchable(refs: Iterable[str | None]) -> list[str]:
+    out: dict[str, None] = {}  # first occurrence order, each once
+    for r in refs:
+        if r and r not in out and r.split("/", 1)[0] in FETCHABLE_TYPES and _LOCAL_REF.fullmatch(r):
+            out[r] = None
+    return list(out)
+
+
+def claim_references(claim: dict) -> list[str]:
+    """"Type/id" references of a Claim to fetch when not in the Bundle: item.encounter,
+    item.locationReference, Claim.facility, Claim.procedure.procedureReference and
+    Claim.supportingInfo.valueReference (types: Encounter, Procedure, Observation, DiagnosticReport,
+    ImagingStudy, Location). Absolute URLs are reduced to "Type/id"."""
+    fr.resource_type(claim, "Claim", "Claim")
+    refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
+    for i, item in enumerate(fr.elements(claim.get("item"), "Claim", "item")):
+        if type(item) is not dict:
+            fr.obj(item, "Claim.item", index=i, required=True)
+        p = f"Claim.item[{i}]"
+        refs.extend(fr.references(item.get("encounter"), p, "encounter"))
+        location = item.get("locationReference")
+        if location is not None:
+            refs.append(fr.reference(location, p, "locationReference"))
+    for key, element in (("procedure", "procedureReference"), ("supportingInfo", "valueReference")):
+        for i, entry in enumerate(fr.elements(claim.get(key), "Claim", key)):
+            if type(entry) is not dict:
+                fr.obj(entry, f"Claim.{key}", index=i, required=True)
+            value = entry.get(element)
+            if value is not None:
+                refs.append(fr.reference(value, f"Claim.{key}[{i}]", element))
+    return _fetchable(refs)
+
+
+def follow_references(resources: Sequence[dict]) -> list[str]:
+    """Second-hop references worth reading once the first companions are in: Encounter.location,
+    Procedure.report / Procedure.location, DiagnosticReport.imagingStudy."""
+    refs: list[str | None] = []
+    for i, res in enumerate(resources):
+        if not isinstance(res, dict):
+            continue
+        rtype = res.get("resourceType")
+        path = f"{rtype}[{i}]"
+        if rtype == "Encounter":
+            refs.extend(encounter_location_refs(res, path))
+        elif rtype == "Procedure":
+            refs.append(fr.reference(res.get("location"), path, "location"))
+            refs.extend(fr.references(res.get("report"), path, "report"))
+        elif rtype == "DiagnosticReport":
+            refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
+    have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
+    return [r for r in _fetchable(refs) if r not in have]
+
+
+def encounter_searches(encounter_id: str) -> list[tuple[str, dict]]:
+    """The FHIR searches for an encounter's clinical companions when they were not prefetched."""
+    enc = encounter_id if encounter_id.startswith("Encounter/") else f"Encounter/{encounter_id}"
+    return [(t, {"encounter": enc}) for t in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
+
+
 __all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read",
-           "prefetched_or_search", "reference_of", "encounter_locations", "merge"]
+           "prefetched_or_search", "reference_of", "encounter_locations", "merge", "FETCHABLE_TYPES",
+           "claim_references", "follow_references", "encounter_searches"]

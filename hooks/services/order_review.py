@@ -3,7 +3,7 @@
 Data: ``context.draftOrders`` (a Bundle of ServiceRequest and/or Procedure) and, when
 ``context.encounterId`` is given, the Encounter (required then), its Locations and Procedures, from
 prefetch or the FHIR server. Removing 76000 is a ``delete`` of the draft; replacing it is that
-``delete`` plus a ``create`` of the new draft order (DESIGN.md section 3).
+``delete`` plus a ``create`` of the new draft order (docs/contract.md#actions).
 """
 from __future__ import annotations
 
