@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test install install-test test-deps clean
+.PHONY: serve serve-deps test install install-test test-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(PY)
 install-test: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 
-serve: install
+serve-deps:
+	tools/serve-deps.sh
+
+serve: install serve-deps
 	$(VENV)/bin/fluoro-cds serve --host $(HOST) --port $(PORT)
 
 test-deps:
