@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from tests.service_support import claim_review_request
-from tests.slow_clients import SlowClients, normal_requests, start_serve, stop
+from tests.slow_clients import SlowClients, normal_requests, start_serve
 
 
 def run(mode: str, seconds: float, headers: int, bodies: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-slow-"))
-    args = ["--workers", "2"] + (["--direct"] if mode == "direct" else [])
-    proc, port = start_serve(tmp, *args)
+    served = start_serve(tmp, *(["--direct"] if mode == "direct" else []), workers=2)
+    port = served.port
     body = json.dumps(claim_review_request()).encode()
     try:
         quiet = normal_requests(port, 5.0, body)
@@ -33,7 +33,7 @@ def run(mode: str, seconds: float, headers: int, bodies: int) -> dict:
         finally:
             clients.close()
     finally:
-        stop(proc)
+        served.stop()
     return {"mode": mode, "quiet": quiet, "attacked": attacked, "slow_opened": clients.opened,
             "slow_closed_by_server": clients.closed_by_server}
 

@@ -19,10 +19,12 @@ _INHERITED = ("FLUORO_CDS_AUTH", "FLUORO_CDS_TRUSTED_ISSUERS", "FLUORO_CDS_FHIR_
 
 
 def serve_env(tmp_path: Path, **extra: str) -> dict:
-    """The environment of a served process: temp databases, no inherited FLUORO_CDS_ settings."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(tmp_path / "ncci.sqlite"),
+    """The environment of a served process: temp databases, no inherited FLUORO_CDS_ settings.
+    FLUORO_CDS_DB stays unset with the user data dir in `tmp_path` (a set FLUORO_CDS_DB must
+    exist): the default store, absent, so the embedded starter set, as on a fresh machine."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "data"),
                FLUORO_CDS_STATE_DB=str(tmp_path / "state.sqlite"))
-    for name in _INHERITED:
+    for name in _INHERITED + ("FLUORO_CDS_DB",):
         env.pop(name, None)
     env.update(extra)
     return env
@@ -31,14 +33,15 @@ def serve_env(tmp_path: Path, **extra: str) -> dict:
 class Served:
     """A `fluoro-cds serve` process; `url` is its base URL once it answers /healthz."""
 
-    def __init__(self, env: dict, workers: int = 1, port: int | None = None, timeout: float = 60):
+    def __init__(self, env: dict, workers: int = 1, port: int | None = None, timeout: float = 60,
+                 args: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(env.get("TMPDIR", "/tmp")) / f"fluoro-serve-{self.port}.log"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--workers", str(workers)],
+             str(self.port), "--workers", str(workers), *args],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:

@@ -7,58 +7,22 @@ tests/test_service_front.py (seconds) and benchmarks/bench_slow_clients.py (a mi
 """
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-from tests.fhir_server import free_port
+from tests.serve_support import Served, serve_env
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PATH = "/cds-services/fluoroscopy-claim-review"
 
 
-def serve_env(tmp: Path, **extra: str) -> dict:
-    """The environment of a server on the starter data with its state in `tmp`."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp / "data"),
-               FLUORO_CDS_STATE_DB=str(tmp / "state.sqlite"))
-    for name in [n for n in env if n.startswith("FLUORO_CDS_") and n != "FLUORO_CDS_STATE_DB"]:
-        env.pop(name, None)
-    env.update(extra)
-    return env
-
-
-def start_serve(tmp: Path, *args: str, wait: float = 60.0, **env: str) -> tuple[subprocess.Popen, int]:
-    """`fluoro-cds serve ARGS` on 127.0.0.1:<free port>, once it answers /healthz with 200."""
-    port = free_port()
-    log = open(tmp / f"serve-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), *args], cwd=ROOT, env=serve_env(tmp, **env),
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
-                return proc, port
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop(proc)
-    raise AssertionError((tmp / f"serve-{port}.log").read_text(errors="replace"))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def start_serve(tmp: Path, *args: str, workers: int = 1, **env: str) -> Served:
+    """`fluoro-cds serve --workers N ARGS` on the starter data with its state in `tmp`."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Served(serve_env(tmp, TMPDIR=str(tmp), **env), workers=workers, args=args)
 
 
 class SlowClients:

@@ -15,7 +15,7 @@ import requests
 from service.app import MAX_BODY_BYTES
 from service.front import find_nginx
 from tests.service_support import claim_review_request
-from tests.slow_clients import SERVICE_PATH, SlowClients, normal_requests, start_serve, stop
+from tests.slow_clients import SERVICE_PATH, SlowClients, normal_requests, start_serve
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed "
                                 "(tools/test-deps.sh installs it)")
@@ -26,9 +26,8 @@ TIMEOUTS = {"FLUORO_CDS_CLIENT_HEADER_TIMEOUT": "2", "FLUORO_CDS_CLIENT_BODY_TIM
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("front")
-    proc, port = start_serve(tmp, "--workers", "1", **TIMEOUTS)
-    yield port
-    stop(proc)
+    with start_serve(tmp, **TIMEOUTS) as served:
+        yield served.port
 
 
 def _body() -> bytes:
@@ -120,7 +119,8 @@ def test_front_errors_are_json(served):
 
 
 def test_serve_direct_runs_gunicorn_alone_and_refuses_long_chunked_bodies(tmp_path):
-    proc, port = start_serve(tmp_path, "--workers", "1", "--direct")
+    served = start_serve(tmp_path, "--direct")
+    port = served.port
     try:
         resp = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert resp.status_code == 200 and "nginx" not in resp.headers.get("Server", "")
@@ -133,13 +133,14 @@ def test_serve_direct_runs_gunicorn_alone_and_refuses_long_chunked_bodies(tmp_pa
                              headers={"Content-Type": "application/json"}, timeout=30)
         assert resp.status_code == 413, resp.text[:200]  # refused, not cut at the limit
     finally:
-        stop(proc)
+        served.stop()
 
 
 def test_serve_stops_its_front(tmp_path):
-    proc, port = start_serve(tmp_path, "--workers", "1")
+    served = start_serve(tmp_path)
+    port = served.port
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).headers["Server"] == "nginx"
-    stop(proc)
-    assert proc.returncode == 0
+    served.stop()
+    assert served.proc.returncode == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
