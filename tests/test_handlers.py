@@ -99,6 +99,8 @@ class ServerWithoutClaimEncounterSearch:
     """hooks.context.FhirData over a dict of resources, as a FHIR server that rejects the
     Claim?encounter= search (sekmet-fhir supports it, so the fallback needs this stand-in)."""
 
+    has_server = True
+
     def __init__(self, resources: list[dict]):
         self.resources = {f"{r['resourceType']}/{r['id']}": r for r in resources}
         self.searches: list[tuple[str, dict]] = []

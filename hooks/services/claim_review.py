@@ -58,7 +58,7 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     # merge() keeps the first of each Type/id: with nothing read and no repeated key in the Bundle
     # it would return the Bundle's resources as they are
     companions = merge(bundled, read) if read or repeated else list(bundled)
-    if complete and not getattr(request.fhir, "has_server", True):
+    if complete and not request.fhir.has_server:
         return companions  # a complete Bundle and nowhere to search: nothing more to gather
     for enc in of_type(companions, "Encounter"):
         for rtype, params in encounter_searches(enc["id"]):

@@ -7,12 +7,12 @@ bill and what to document (docs/contract.md#actions).
 """
 from __future__ import annotations
 
-from .. import cards, rules
-from ..context import DataUnavailable, HookRequest
+from .. import cards, fhir_read as fr, rules
+from ..context import DataUnavailable, HookRequest, InvalidResource
 from ..extract import case_from_encounter
 from .base import CdsService
 from .gather import (encounter_locations, encounter_searches, follow_references, key_of, merge,
-                     prefetched_or_read, prefetched_or_search, reference_of)
+                     prefetched_or_read, prefetched_or_search)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
@@ -42,16 +42,25 @@ def _claims_for_encounter(request: HookRequest, encounter: dict) -> list[dict]:
         return []  # the client said: no Claim for this encounter
     except DataUnavailable as first:
         patient = request.context.get("patientId") or \
-            (reference_of(encounter.get("subject")) or "").split("/")[-1]
+            (fr.reference(encounter.get("subject"), "Encounter", "subject") or "").split("/")[-1]
         if not patient:
             raise
         try:
             claims = request.fhir.search("Claim", {"patient": patient})
         except DataUnavailable:
             raise first from None
-    return [c for c in claims
-            if any(reference_of(e) == enc_ref for item in c.get("item") or []
-                   for e in item.get("encounter") or [])]
+    return [c for c in claims if _bills_encounter(c, enc_ref)]
+
+
+def _bills_encounter(claim: dict, enc_ref: str) -> bool:
+    """A Claim has an item whose encounter is `enc_ref` ("Encounter/id"); a Claim whose items
+    cannot be read is not this encounter's (it is another visit's record, not the request's)."""
+    try:
+        return any(enc_ref in fr.references(item.get("encounter"), "Claim.item", "encounter")
+                   for item in fr.elements(claim.get("item"), "Claim", "item")
+                   if isinstance(item, dict))
+    except InvalidResource:
+        return False
 
 
 def pick_claim(claims: list[dict]) -> dict | None:

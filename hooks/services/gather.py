@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData
 from ..extract import encounter_location_refs
+from ..fhir_read import key_of
 
 
 def resources_of(value) -> list[dict]:
@@ -28,11 +29,6 @@ def resources_of(value) -> list[dict]:
     if value.get("resourceType") == "OperationOutcome":
         return []
     return [value]
-
-
-def key_of(resource: dict) -> str:
-    """"Type/id" of a resource ("Type/" when it has no id)."""
-    return f"{resource.get('resourceType')}/{resource.get('id', '')}"
 
 
 def of_type(resources: Iterable[dict], resource_type: str) -> list[dict]:
@@ -61,27 +57,13 @@ def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
     return fhir.search(resource_type, params)
 
 
-def reference_of(node) -> str | None:
-    """The relative "Type/id" of a FHIR Reference dict (absolute URLs reduced to their tail)."""
-    if not isinstance(node, dict):
-        return None
-    ref = node.get("reference")
-    if not isinstance(ref, str) or "/" not in ref or ref.startswith("#"):
-        return None
-    parts = ref.rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[:parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
-
-
 def encounter_locations(fhir: FhirData, encounter: dict, key: str = "encounterLocations",
                         have: Iterable[dict] = ()) -> list[dict]:
     """Locations of Encounter.location: from prefetch `key` (an _include Bundle) or read one by one.
 
     A Location the server does not know (404) is skipped; an unreachable server raises.
     """
-    wanted = [r for r in (reference_of(loc.get("location")) for loc in encounter.get("location") or [])
-              if r and r.startswith("Location/")]
+    wanted = [r for r in follow_references([encounter]) if r.startswith("Location/")]
     known = {key_of(r): r for r in have if r.get("resourceType") == "Location"}
     if wanted:
         try:
@@ -100,15 +82,17 @@ def encounter_locations(fhir: FhirData, encounter: dict, key: str = "encounterLo
 
 
 def merge(*groups: Iterable[dict]) -> list[dict]:
-    """Resources of all groups, first occurrence of each Type/id kept, order preserved."""
+    """Resources of all groups, first occurrence of each Type/id kept (every resource without an
+    id kept), order preserved."""
     seen: set[str] = set()
     out = []
     for group in groups:
         for res in group:
             k = key_of(res)
-            if res.get("id") and k in seen:
-                continue
-            seen.add(k)
+            if k is not None:  # resources without an id are all kept
+                if k in seen:
+                    continue
+                seen.add(k)
             out.append(res)
     return out
 
@@ -168,7 +152,7 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
             refs.extend(fr.references(res.get("report"), path, "report"))
         elif rtype == "DiagnosticReport":
             refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
-    have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
+    have = {key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
 
 
@@ -179,5 +163,5 @@ def encounter_searches(encounter_id: str) -> list[tuple[str, dict]]:
 
 
 __all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read",
-           "prefetched_or_search", "reference_of", "encounter_locations", "merge", "FETCHABLE_TYPES",
+           "prefetched_or_search", "encounter_locations", "merge", "FETCHABLE_TYPES",
            "claim_references", "follow_references", "encounter_searches"]

@@ -27,7 +27,7 @@ def handle(request: HookRequest) -> dict:
     draft_orders = request.context.get("draftOrders")
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise InvalidResource("context.draftOrders must be a FHIR Bundle", "draftOrders")
-    drafts = {key_of(r): r for r in resources_of(draft_orders)}
+    drafts = {k: r for r in resources_of(draft_orders) if (k := key_of(r)) is not None}
     companions: list[dict] = []
     enc_id = request.context.get("encounterId")
     if enc_id:
