@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_command as add_batch_command
 
     add_batch_command(sub)
+    _add_ops_commands(sub)
     return parser
 
 
@@ -68,6 +69,13 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
         pass
+
+
+def _add_ops_commands(sub) -> None:
+    """Operations: `state prune` (retention)."""
+    from .state_cli import add_command as add_state_command
+
+    add_state_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
