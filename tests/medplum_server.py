@@ -3,7 +3,9 @@
 tests/node/medplum_server.mjs wraps medplum's FhirRouter and in-memory repository in a node:http
 server on 127.0.0.1 (a free port, base ``/fhir``, one bearer token). It is strict where sekmet is
 lenient: a reference search parameter only matches a typed reference (``encounter=Encounter/e1``;
-a bare id matches nothing), and ``patient=`` too. Usage is the same as tests/fhir_server.py::
+a bare id matches nothing), and ``patient=`` too. Like many EHRs it does not support
+``Claim?encounter=`` (UNSUPPORTED: answered 400, as a server refuses an unknown parameter), so
+the service's narrowed search (by patient, filtered by item.encounter) runs on it. Usage is the same as tests/fhir_server.py::
 
     from tests.medplum_server import medplum_server  # noqa: F401  (session fixture)
 
@@ -34,6 +36,7 @@ from tests.fhir_server import STOP_TIMEOUT, FhirServer, free_port
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "medplum_server.mjs"
 START_TIMEOUT = 30.0
+UNSUPPORTED = "Claim:encounter"  # search parameters the test server refuses
 
 
 def medplum_missing() -> str | None:
@@ -50,7 +53,8 @@ def start_medplum_server(timeout: float = START_TIMEOUT) -> FhirServer:
     workdir = Path(tempfile.mkdtemp(prefix="fluoro-medplum-"))
     port = free_port()
     token = secrets.token_urlsafe(24)
-    env = dict(os.environ, MEDPLUM_TEST_TOKEN=token, MEDPLUM_TEST_LIFETIME="1800")
+    env = dict(os.environ, MEDPLUM_TEST_TOKEN=token, MEDPLUM_TEST_LIFETIME="1800",
+               MEDPLUM_TEST_UNSUPPORTED=UNSUPPORTED)
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen(["node", str(SCRIPT), str(port)], cwd=NODE_DIR, env=env,
                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)

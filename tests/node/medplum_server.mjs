@@ -16,6 +16,9 @@ const port = Number(process.argv[2] || 0);
 const token = process.env.MEDPLUM_TEST_TOKEN || '';
 const lifetime = Number(process.env.MEDPLUM_TEST_LIFETIME || 1800) * 1000;
 const MAX_BODY = 32 * 1024 * 1024;
+// "Type:param,..." search parameters this server refuses (400), as servers that do not support
+// them do (many EHRs have no Claim?encounter=): the default of the test fixture.
+const unsupported = new Set((process.env.MEDPLUM_TEST_UNSUPPORTED || '').split(',').filter(Boolean));
 
 // The FHIR R4 structure definitions and search parameters medplum validates and searches with.
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
@@ -85,6 +88,14 @@ const server = http.createServer(async (req, res) => {
       return send(res, 401, badRequest('bearer token required'));
     }
     const text = await readBody(req);
+    const [rtype, ...rest] = pathname.split('/').filter(Boolean);
+    if (req.method === 'GET' && rtype && rest.length === 0) {
+      for (const name of url.searchParams.keys()) {
+        if (unsupported.has(`${rtype}:${name.split(':')[0]}`)) {
+          return send(res, 400, badRequest(`Unknown search parameter: ${name}`));
+        }
+      }
+    }
     const query = {};
     for (const [k, v] of url.searchParams) {
       if (k in query) {
