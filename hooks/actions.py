@@ -1,4 +1,4 @@
-"""Turn a :class:`~hooks.findings.Fix` into CDS Hooks 2.0 actions (DESIGN.md section 3, CONTRACT).
+"""Turn a :class:`~hooks.findings.Fix` into CDS Hooks 2.0 actions (docs/contract.md#actions).
 
 - order-sign (``Case.kind == "order"``): removing 76000 is a ``delete`` whose ``resourceId`` is the
   draft resource's "Type/id"; replacing is that ``delete`` plus a ``create`` of a copy of the draft

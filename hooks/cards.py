@@ -1,4 +1,4 @@
-"""Render findings as CDS Hooks 2.0 cards (DESIGN.md section 3, CONTRACT; docs/cards.md).
+"""Render findings as CDS Hooks 2.0 cards (docs/contract.md#card-topics; docs/cards.md).
 
 One card per finding, never two for the same problem; cards ordered by (priority, finding code,
 lines) so the same request gives the same cards apart from uuids; ``max-cards`` keeps the most

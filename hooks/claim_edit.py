@@ -8,7 +8,7 @@ treat both the input and the result as immutable (the service only serializes th
 whole Claim cost ~10 us per suggestion (orjson round trip of a 2.5 kB Claim), ~3 us this way.
 
 Used to build the single ``update`` action a claim-review (or discharge-with-claim) suggestion
-carries (DESIGN.md section 3: "one update action carrying the whole corrected Claim").
+carries (docs/contract.md#actions: "one update action carrying the whole corrected Claim").
 
 Consistency rules kept by every edit (FHIR R4 Claim, http://hl7.org/fhir/R4/claim.html):
 - ``Claim.item.sequence`` is 1..n in order after a removal ("Number to uniquely identify item"),
@@ -32,7 +32,7 @@ import orjson
 
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 # Modifiers are CPT (26, 59) or HCPCS Level II (XS, XU, XE, XP, TC) codes; the card contract asks
-# for the CPT system on the modifier Codings we add (DESIGN.md section 3).
+# for the CPT system on the modifier Codings we add (docs/contract.md#actions).
 MODIFIER_SYSTEM = CPT_SYSTEM
 
 _SEQ_REFS = ("diagnosisSequence", "procedureSequence", "careTeamSequence", "informationSequence")

@@ -1,4 +1,4 @@
-"""Configuration options of the services (CONTRACT, DESIGN.md section 3).
+"""Configuration options of the services (docs/contract.md#configuration).
 
 Advertised in each discovery entry's ``extension`` in the style of Da Vinci CRD's configuration
 options; a request sets them in ``extension["fluoro-cds.configuration"]`` (or

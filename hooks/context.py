@@ -39,6 +39,10 @@ class FhirData(Protocol):
     needs (the service layer answers 412), catch it for data that is merely useful.
     """
 
+    @property
+    def has_server(self) -> bool:
+        """True when the request named a ``fhirServer``: data not in prefetch may be fetched."""
+
     def prefetched(self, key: str) -> Any:
         """The data of the service's prefetch template `key` (a resource or a searchset Bundle):
         the client's prefetch, else fetched from the FHIR server. None when the template does

@@ -25,7 +25,7 @@ from . import fhir_read as fr
 from .context import InvalidResource
 from .model import FLUORO, Case, Evidence, Line, Setting
 
-# --- code systems accepted (DESIGN.md section 4) ---------------------------------------------
+# --- code systems accepted (docs/contract.md#where-the-facts-live-in-fhir) ---------------------------------------------
 CPT_SYSTEMS = frozenset({"http://www.ama-assn.org/go/cpt", "https://www.ama-assn.org/go/cpt",
                          "urn:oid:2.16.840.1.113883.6.12"})
 HCPCS_SYSTEMS = frozenset({"http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",

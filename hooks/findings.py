@@ -1,6 +1,6 @@
 """Findings: what the rules conclude, with reason, citations, payment effect and a machine-readable fix.
 
-The finding codes are the card topics of the CONTRACT (DESIGN.md section 3).
+The finding codes are the card topics of docs/contract.md#card-topics.
 
 Fix and Finding, built per request, define their own ``__init__`` (one ``__dict__`` update instead
 of one ``object.__setattr__`` per field; see hooks/model.py): still frozen, same fields and defaults.

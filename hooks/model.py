@@ -23,7 +23,7 @@ FLUORO = "76000"
 DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
 COMPONENT_MODIFIERS = frozenset({"26", "TC"})  # professional / technical component (MPFS PC/TC)
 
-# Codes of the documentation elements, as listed in the card contract (DESIGN.md section 3).
+# Codes of the documentation elements, as listed in the card contract (docs/contract.md#actions).
 DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
                 "images-retained", "signed-interpretation", "separate-procedure")
 
@@ -85,7 +85,7 @@ class Line:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the record shows about one 76000 service (DESIGN.md section 4)."""
+    """What the record shows about one 76000 service (docs/contract.md#where-the-facts-live-in-fhir)."""
 
     indication: bool = False
     fluoro_minutes: float | None = None  # DCM 113730 Total Fluoro Time, converted to minutes
@@ -137,7 +137,7 @@ class Case:
     claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
     evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
     # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
-    # a "separate procedure" when none of them on the same date includes fluoroscopy (DESIGN.md s. 4).
+    # a "separate procedure" when none of them on the same date includes fluoroscopy (docs/contract.md#where-the-facts-live-in-fhir).
     context_lines: tuple[Line, ...] = ()
 
     def __init__(self, kind: str, setting: Setting, lines: tuple[Line, ...], evidence: Evidence = _NEW_EVIDENCE,

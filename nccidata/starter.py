@@ -1,7 +1,7 @@
 """The embedded starter data set: a small, hand-authored, in-memory :class:`ReferenceData`.
 
 It lets the service answer out of the box before any CMS release is imported. Its rows are
-authored from the facts in DESIGN.md section 5 (checked against the CMS July 2024 tables) and
+authored from the facts in docs/contract.md#reference-data-facts (checked against the CMS July 2024 tables) and
 every :class:`Release` it returns has ``starter=True``, so every card that cites it says it is a
 starter set, not a CMS release. The TSV files live in ``nccidata/starter_data/``.
 """

@@ -11,14 +11,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import Settings, SettingsError
 
     try:
-        Settings.from_env()  # fail fast, before gunicorn forks workers
+        settings = Settings.from_env(serving=True)  # fail fast, before gunicorn forks workers
     except SettingsError as exc:
         print(f"fluoro-cds: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.dev:
         from .app import create_app
 
-        create_app().run(host=args.host, port=args.port, debug=False)
+        create_app(settings).run(host=args.host, port=args.port, debug=False)
         return 0
     from .gunicorn_app import run_gunicorn
 

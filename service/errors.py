@@ -1,9 +1,15 @@
 """HTTP errors as JSON bodies: an OperationOutcome that names the problem (and its FHIR path)."""
 from __future__ import annotations
 
-from flask import Response
+import logging
+import traceback
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from .jsonio import dumps
+
+log = logging.getLogger("fluoro_cds")
 
 
 class ApiError(Exception):
@@ -30,3 +36,34 @@ def error_response(err: ApiError) -> Response:
     for name, value in err.headers.items():
         resp.headers[name] = value
     return resp
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error of `app` answered as JSON (ApiError, 404, 405, 413, other HTTP errors, 500)."""
+    app.register_error_handler(ApiError, error_response)
+
+    @app.errorhandler(404)
+    def _not_found(_):
+        return error_response(ApiError(404, f"no such endpoint: {request.path}", code="not-found"))
+
+    @app.errorhandler(405)
+    def _bad_method(_):
+        return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
+                                       code="not-supported"))
+
+    @app.errorhandler(413)
+    def _too_large(_):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return error_response(ApiError(413, f"request body larger than {limit} bytes",
+                                       code="too-costly"))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, HTTPException):
+            status = exc.code or 500
+            return error_response(ApiError(status, exc.description or exc.name,
+                                           code="invalid" if status < 500 else "exception"))
+        # type and stack only: an exception message may quote patient data
+        log.error("unexpected %s on %s %s\n%s", type(exc).__name__, request.method, request.path,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        return error_response(ApiError(500, "internal error", code="exception"))

@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import requests
 
 from hooks.context import DataUnavailable, SearchRefused
+from hooks.fhir_read import key_of, normalize_reference
 
 T = TypeVar("T")
 
@@ -150,7 +151,9 @@ class Query:
     @classmethod
     def parse(cls, relative: str) -> "Query | None":
         path, _, query = relative.strip().lstrip("/").partition("?")
-        segs = [s for s in path.split("/") if s]
+        segs = path.split("/")
+        if not all(segs):  # an empty segment ("Encounter/1/", "Encounter//1") is no FHIR URL
+            return None
         if len(segs) == 2 and not query:
             return cls(segs[0], segs[1])
         if len(segs) == 1:
@@ -492,17 +495,18 @@ class FhirAccess:
                     continue
                 resources = bundle_resources(value) if value["resourceType"] == "Bundle" else [value]
                 for res in resources:
-                    if res.get("id"):
-                        index.setdefault(f"{res['resourceType']}/{res['id']}", res)
+                    key = key_of(res)
+                    if key is not None:
+                        index.setdefault(key, res)
             self._index = index
         return self._index
 
     def read(self, reference: str) -> dict | None:
-        """Read "Type/id": from prefetch, else from fhirServer (None on 404)."""
-        reference = reference.split("/_history/")[0]
+        """Read "Type/id" (a version is dropped, as hooks.fhir_read.normalize_reference does; an
+        absolute URL only under fhirServer): from prefetch, else from fhirServer (None on 404)."""
         if self._client is not None and reference.startswith(self._client.base_url + "/"):
             reference = reference[len(self._client.base_url) + 1:]  # absolute, on fhirServer
-        query = Query.parse(reference)
+        query = None if "://" in reference else Query.parse(normalize_reference(reference))
         if query is None or not query.is_read:
             raise ValueError(f"not a relative Type/id reference: {reference!r}")
         ref = query.relative()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from flask import Response
 
 
 def dumps(value: Any) -> bytes:
@@ -20,3 +21,8 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """An application/json answer of `value`."""
+    return Response(dumps(value), status=status, mimetype="application/json")

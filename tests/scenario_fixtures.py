@@ -1,4 +1,4 @@
-"""FHIR R4 fixtures for the acceptance scenarios 1-17 of ``../shared/scenarios.md``.
+"""FHIR R4 fixtures for the acceptance scenarios 1-17 of ``docs/scenarios.md``.
 
 Every resource is a plain JSON dict built by a small builder function below; every resource has
 an id (prefixed ``sNN-`` so all scenarios can be loaded into one FHIR server side by side) and
@@ -326,7 +326,7 @@ def bundle(resources: list[dict], btype: str = "collection") -> dict:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Docs:
-    """Which fluoroscopy documentation exists (DESIGN.md section 4); defaults = docs complete."""
+    """Which fluoroscopy documentation exists (docs/contract.md#where-the-facts-live-in-fhir); defaults = docs complete."""
 
     indication: bool = True
     time: tuple[float, str] | None = (4.5, "min")

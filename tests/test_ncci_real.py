@@ -1,4 +1,4 @@
-"""The store over the real CMS July 2024 tables (../shared/ncci): facts from DESIGN.md section 5
+"""The store over the real CMS July 2024 tables (../shared/ncci): facts from docs/contract.md#reference-data-facts
 and the shared README, checked through the query API and the CLI."""
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ RULE_SCENARIOS = tuple(range(1, 16))
 
 
 def check(s, findings, case) -> None:
-    """Assert the findings answer scenario `s` as scenarios.md requires."""
+    """Assert the findings answer scenario `s` as docs/scenarios.md requires."""
     exp = s.expected
     topics = [f.code for f in findings]
     assert exp.topics <= set(topics), (s.number, topics)

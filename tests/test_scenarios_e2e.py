@@ -1,4 +1,4 @@
-"""All acceptance scenarios (../shared/scenarios.md) end to end over HTTP, with and without prefetch.
+"""All acceptance scenarios (docs/scenarios.md) end to end over HTTP, with and without prefetch.
 
 With prefetch: the Flask app's test client, the prefetch built from each service's own templates
 (as a CDS client would). Without prefetch: the same app, data fetched from each of two real FHIR

@@ -1,5 +1,5 @@
 """The fluoroscopy (CPT 76000) billing rules: a pure function from a :class:`~hooks.model.Case` to
-:class:`~hooks.findings.Finding` s (DESIGN.md section 3). See ``docs/rules.md``.
+:class:`~hooks.findings.Finding` s (docs/contract.md#card-topics). See ``docs/rules.md``.
 
 Per 76000 line, every same-date partner line is checked for *removal problems*: an NCCI PTP edit
 (76000 as column 2), a policy entry saying fluoroscopy is integral to the partner, or a guidance
@@ -208,7 +208,7 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
 
 def _unbilled_conflicts(case: Case, review: _LineReview, reference: ReferenceData, pol: Policy) -> list[Problem]:
     """Problems of a billable 76000 with Procedures of the record that are not on the claim: they
-    question whether the fluoroscopy was a separate procedure (DESIGN.md section 4)."""
+    question whether the fluoroscopy was a separate procedure (docs/contract.md#where-the-facts-live-in-fhir)."""
     if not case.context_lines:
         return []
     pseudo = replace(case, lines=(review.line,) + case.context_lines)

@@ -6,16 +6,16 @@ fetches the clinical resources the Claim references and the Bundle lacks (gather
 ``claim_references``) and searches the encounter's documentation (``encounter_searches``).
 A clinical reference that can be neither found nor fetched is a 412; the searches are optional
 when the Bundle already carries the Encounter (it is then taken as complete). Suggestions carry
-one ``update`` action with the whole corrected Claim (DESIGN.md section 3).
+one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
 
-from .. import cards, rules
+from .. import cards, fhir_read as fr, rules
 from ..context import DataUnavailable, HookRequest
 from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
 from .base import CdsService
 from .gather import (all_of, claim_references, encounter_searches, follow_references, key_of, merge,
-                     of_type, read_refs, reference_of, search_with_fallback)
+                     of_type, read_refs, search_with_fallback)
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
@@ -26,7 +26,7 @@ PREFETCH = {
 
 
 def _patient_of(request: HookRequest, claim: dict) -> str | None:
-    ref = reference_of(claim.get("patient"))
+    ref = fr.reference(claim.get("patient"), "Claim", "patient")
     if ref and ref.startswith("Patient/"):
         return ref
     pid = request.context.get("patientId")

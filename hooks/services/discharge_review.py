@@ -3,7 +3,7 @@
 Data: the Encounter (required), its Locations, Procedures, Observations, DiagnosticReports,
 ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR server. With a Claim,
 suggestions carry one ``update`` of the corrected Claim; without one, the cards explain what not to
-bill and what to document (DESIGN.md section 3).
+bill and what to document (docs/contract.md#actions).
 """
 from __future__ import annotations
 

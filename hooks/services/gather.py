@@ -22,8 +22,9 @@ import re
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
-from ..context import DataUnavailable, FhirData, SearchRefused
+from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused
 from ..extract import encounter_location_refs
+from ..fhir_read import key_of
 
 
 def resources_of(value) -> list[dict]:
@@ -36,11 +37,6 @@ def resources_of(value) -> list[dict]:
     if value.get("resourceType") == "OperationOutcome":
         return []
     return [value]
-
-
-def key_of(resource: dict) -> str:
-    """"Type/id" of a resource ("Type/" when it has no id)."""
-    return f"{resource.get('resourceType')}/{resource.get('id', '')}"
 
 
 def of_type(resources: Iterable[dict], resource_type: str) -> list[dict]:
@@ -84,6 +80,8 @@ _PARAM_PATHS = {
 
 
 def _references_at(resource: dict, path: tuple[str, ...]) -> set[str]:
+    """The references at `path` (normalized "Type/id"); an unreadable one is no match (the
+    resource is a search result, not the request's)."""
     nodes: list = [resource]
     for name in path:
         nxt: list = []
@@ -91,7 +89,15 @@ def _references_at(resource: dict, path: tuple[str, ...]) -> set[str]:
             value = node.get(name) if isinstance(node, dict) else None
             nxt.extend(value if isinstance(value, list) else [value])
         nodes = nxt
-    return {r for r in (reference_of(n) for n in nodes) if r}
+    out = set()
+    for node in nodes:
+        try:
+            ref = fr.reference(node, resource.get("resourceType") or "resource", path[-1])
+        except InvalidResource:
+            continue
+        if ref:
+            out.add(ref)
+    return out
 
 
 def matches(resource: dict, name: str, value: str) -> bool:
@@ -155,19 +161,6 @@ def read_all(fhir: FhirData, refs: Iterable[str], *, optional: bool) -> list[dic
     return [found[r] for r in refs if r in found]
 
 
-def reference_of(node) -> str | None:
-    """The relative "Type/id" of a FHIR Reference dict (absolute URLs reduced to their tail)."""
-    if not isinstance(node, dict):
-        return None
-    ref = node.get("reference")
-    if not isinstance(ref, str) or "/" not in ref or ref.startswith("#"):
-        return None
-    parts = ref.rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[:parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
-
-
 def included_locations(fhir: FhirData, key: str = "encounterLocations") -> list[dict]:
     """The Locations of prefetch `key` (an ``Encounter?_id=..&_include=Encounter:location``
     Bundle, fetched when not prefetched); none when it can be neither (they are read one by one)."""
@@ -191,22 +184,22 @@ def encounter_locations(fhir: FhirData, encounter: dict, key: str = "encounterLo
 
 
 def location_refs(encounter: dict) -> list[str]:
-    """"Location/id" references of Encounter.location, each once."""
-    refs = (reference_of(loc.get("location")) for loc in encounter.get("location") or []
-            if isinstance(loc, dict))
-    return list(dict.fromkeys(r for r in refs if r and r.startswith("Location/")))
+    """"Location/id" references of Encounter.location, each once (validated)."""
+    return [r for r in follow_references([encounter]) if r.startswith("Location/")]
 
 
 def merge(*groups: Iterable[dict]) -> list[dict]:
-    """Resources of all groups, first occurrence of each Type/id kept, order preserved."""
+    """Resources of all groups, first occurrence of each Type/id kept (every resource without an
+    id kept), order preserved."""
     seen: set[str] = set()
     out = []
     for group in groups:
         for res in group:
             k = key_of(res)
-            if res.get("id") and k in seen:
-                continue
-            seen.add(k)
+            if k is not None:  # resources without an id are all kept
+                if k in seen:
+                    continue
+                seen.add(k)
             out.append(res)
     return out
 
@@ -266,7 +259,7 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
             refs.extend(fr.references(res.get("report"), path, "report"))
         elif rtype == "DiagnosticReport":
             refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
-    have = {fr.key_of(r) for r in resources if isinstance(r, dict)}
+    have = {key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
 
 
@@ -286,5 +279,5 @@ def encounter_searches(encounter_id: str, patient_id: str | None = None) -> list
 
 __all__ = ["DataUnavailable", "SearchRefused", "resources_of", "key_of", "of_type",
            "prefetched_or_read", "prefetched_or_search", "search_with_fallback", "matches", "all_of",
-           "read_all", "reference_of", "included_locations", "encounter_locations", "merge",
+           "read_all", "included_locations", "encounter_locations", "merge",
            "FETCHABLE_TYPES", "claim_references", "follow_references", "encounter_searches", "typed"]

@@ -3,7 +3,7 @@
 Data: ``context.draftOrders`` (a Bundle of ServiceRequest and/or Procedure) and, when
 ``context.encounterId`` is given, the Encounter (required then), its Locations and Procedures, from
 prefetch or the FHIR server. Removing 76000 is a ``delete`` of the draft; replacing it is that
-``delete`` plus a ``create`` of the new draft order (DESIGN.md section 3).
+``delete`` plus a ``create`` of the new draft order (docs/contract.md#actions).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def handle(request: HookRequest) -> dict:
     draft_orders = request.context.get("draftOrders")
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise InvalidResource("context.draftOrders must be a FHIR Bundle", "draftOrders")
-    drafts = {key_of(r): r for r in resources_of(draft_orders)}
+    drafts = {k: r for r in resources_of(draft_orders) if (k := key_of(r)) is not None}
     companions: list[dict] = []
     enc_id = request.context.get("encounterId")
     if enc_id:

@@ -1,0 +1,234 @@
+"""The CDS Hooks 2.0 endpoints as a blueprint: discovery, service invocation, feedback.
+
+A service call runs four named steps (docs/service.md):
+
+1. :func:`authenticate` (before the view, when FLUORO_CDS_AUTH=jwt): the client's JWT;
+2. :func:`parse_hook_request`: JSON, hook, JSON Schema, required context, fhirServer allowlist,
+   configuration -> a :class:`hooks.context.HookRequest` with FHIR access over prefetch + fhirServer;
+3. :func:`run_handler`: the service's handler; InvalidResource -> 400, DataUnavailable -> 412;
+4. :func:`record_call`: the audit record (status, cards, data release, latency), always.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from flask import Blueprint, Response, g, request
+
+from hooks.config import ConfigError, resolve
+from hooks.context import DataUnavailable, HookRequest, InvalidResource
+from hooks.services import CdsService
+
+from .auth import AuthError, challenge
+from .errors import ApiError
+from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
+from .jsonio import json_response, loads
+from .runtime import Runtime, runtime
+from .state import AuditRecord
+from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
+
+log = logging.getLogger("fluoro_cds")
+
+bp = Blueprint("cds_hooks", __name__)
+
+PREFIX = "/cds-services"
+
+
+# -- step 1: authentication ------------------------------------------------------------------
+@bp.before_app_request
+def authenticate() -> None:
+    """With FLUORO_CDS_AUTH=jwt, every /cds-services... call needs a valid client JWT whose
+    ``aud`` is the endpoint's URL; its claims are kept in ``g.jwt_claims``."""
+    rt = runtime()
+    if rt.verifier is None or not request.path.startswith(PREFIX):
+        return
+    base = rt.settings.base_url
+    audience = base.rstrip("/") + request.path if base else request.base_url
+    try:
+        g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
+    except AuthError as exc:
+        log.info("401 on %s: %s", request.path, exc)
+        raise ApiError(401, f"unauthorized: {exc}", code="login",
+                       headers={"WWW-Authenticate": challenge(str(exc))}) from None
+
+
+# -- step 2: the request ---------------------------------------------------------------------
+def read_json_object(what: str) -> dict:
+    """The request body as a JSON object; 400 otherwise."""
+    try:
+        body = loads(request.get_data(cache=False))
+    except Exception as exc:
+        raise ApiError(400, f"{what} is not valid JSON: {exc}", code="structure") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{what} must be a JSON object", code="structure", expression="$")
+    return body
+
+
+def _request_schema(hook: str) -> CompiledSchema:
+    """The hook's request schema (with its context schema), else the generic request schema."""
+    try:
+        return request_validator(hook)
+    except KeyError:
+        return validator("request")
+
+
+def validate_request(service: CdsService, body: dict) -> None:
+    """`hook` is the service's hook and the body matches its JSON Schema; 400 otherwise."""
+    hook = body.get("hook")
+    if hook != service.hook:
+        raise ApiError(400, f"service '{service.id}' answers hook '{service.hook}', "
+                            f"not '{str(hook)[:64]}'", expression="$.hook")
+    validate(_request_schema(hook), body, "request")
+
+
+def validate(schema: CompiledSchema, body: dict, what: str) -> None:
+    try:
+        check(schema, body, what)
+    except SchemaViolation as exc:
+        raise ApiError(400, str(exc), code="structure", expression=exc.path) from None
+
+
+def check_required_context(service: CdsService, context: dict) -> None:
+    missing = [k for k in service.required_context if k not in context]
+    if missing:
+        raise ApiError(400, f"context lacks {', '.join(missing)}", code="required",
+                       expression=f"$.context.{missing[0]}")
+
+
+def fhir_client(rt: Runtime, body: dict) -> FhirClient | None:
+    """A client for the request's fhirServer (403 when it is not allowlisted), or None."""
+    server = body.get("fhirServer")
+    if server is None:
+        return None
+    if not fhir_server_allowed(server, rt.settings.fhir_allowlist):
+        raise ApiError(403, "fhirServer is not on this service's FHIR server allowlist "
+                            "(FLUORO_CDS_FHIR_ALLOWLIST)", code="forbidden", expression="$.fhirServer")
+    token = (body.get("fhirAuthorization") or {}).get("access_token")
+    return FhirClient(server, token, rt.client_settings)
+
+
+def configuration(rt: Runtime, body: dict) -> dict:
+    """The call's configuration options (defaults, deployment, request); 400 when invalid."""
+    try:
+        return resolve(body.get("extension"), rt.settings.defaults)
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), expression="$.extension") from exc
+
+
+def caller_extras() -> dict:
+    """Who called: the verified JWT issuer and, when given, the tenant (2.0 JWT claims)."""
+    claims = g.get("jwt_claims")
+    if not claims:
+        return {}
+    extras = {"client_issuer": claims["iss"]}
+    if isinstance(claims.get("tenant"), str):
+        extras["tenant"] = claims["tenant"]
+    return extras
+
+
+@dataclass
+class CallRecord:
+    """What the audit records of one service call."""
+
+    service_id: str
+    hook_instance: str | None = None
+    status: int = 500
+    cards: tuple[dict, ...] = ()
+
+
+def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> HookRequest:
+    """The request body as the handler's HookRequest; every problem is an ApiError (400/403)."""
+    body = read_json_object("request body")
+    validate_request(service, body)
+    call.hook_instance = body["hookInstance"]
+    context = body["context"]
+    check_required_context(service, context)
+    client = fhir_client(rt, body)
+    config = configuration(rt, body)
+    fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
+                      context=context, client=client)
+    return HookRequest(hook=body["hook"], hook_instance=body["hookInstance"], context=context,
+                       config=config, fhir=fhir, reference=rt.live.current(),
+                       extras=caller_extras())
+
+
+# -- step 3: the handler ---------------------------------------------------------------------
+def run_handler(service: CdsService, hook_request: HookRequest) -> dict:
+    """The handler's response; an invalid resource is a 400, data it cannot get a 412."""
+    try:
+        return service.handler(hook_request)
+    except InvalidResource as exc:
+        raise ApiError(400, str(exc), expression=exc.path) from None
+    except DataUnavailable as exc:
+        raise ApiError(412, f"precondition failed: {exc}", code="not-found") from None
+
+
+# -- step 4: the audit -----------------------------------------------------------------------
+def _topic_code(card: dict) -> str | None:
+    topic = (card.get("source") or {}).get("topic") or {}
+    code = topic.get("code") if isinstance(topic, dict) else None
+    return str(code) if code else None
+
+
+def audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The cards' uuids and topic codes for the audit record (cards without one are skipped)."""
+    uuids: list[str] = []
+    topics: list[str] = []
+    for card in cards:
+        if card.get("uuid"):
+            uuids.append(str(card["uuid"]))
+        topic = _topic_code(card)
+        if topic:
+            topics.append(topic)
+    return tuple(uuids), tuple(topics)
+
+
+def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
+    """Write the call's audit record and log line (a failed write is logged, never raised)."""
+    latency = (time.perf_counter() - started) * 1000
+    card_uuids, topics = audit_ids(call.cards)
+    try:
+        rt.state.record_audit(AuditRecord(
+            service_id=call.service_id, hook_instance=call.hook_instance, status=call.status,
+            card_uuids=card_uuids, topics=topics, data_release=rt.release.get(),
+            latency_ms=latency))
+    except sqlite3.Error as exc:
+        log.error("audit record not written: %s", exc)
+    log.info("service=%s status=%d cards=%d ms=%.1f", call.service_id, call.status,
+             len(call.cards), latency)
+
+
+# -- views -----------------------------------------------------------------------------------
+@bp.get(PREFIX)
+def discovery() -> Response:
+    return Response(runtime().discovery_body, mimetype="application/json")
+
+
+@bp.post(PREFIX + "/<service_id>")
+def invoke(service_id: str) -> Response:
+    started = time.perf_counter()
+    rt = runtime()
+    service = rt.service(service_id)
+    call = CallRecord(service.id)
+    try:
+        result = run_handler(service, parse_hook_request(rt, service, call))
+        call.cards = tuple(c for c in result.get("cards", ()) if isinstance(c, dict))
+        call.status = 200
+        return json_response(result)
+    except ApiError as err:
+        call.status = err.status
+        raise
+    finally:
+        record_call(rt, call, started)
+
+
+@bp.post(PREFIX + "/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    rt = runtime()
+    service = rt.service(service_id)
+    body = read_json_object("feedback body")
+    validate(validator("feedback"), body, "feedback")
+    return json_response({"stored": rt.state.add_feedback(service.id, body["feedback"])})

@@ -1,0 +1,38 @@
+"""Liveness and readiness: ``GET /healthz`` (the process is up) and ``GET /readyz`` (reference
+data and state database usable, else 503 JSON). Never authenticated."""
+from __future__ import annotations
+
+import sqlite3
+
+from flask import Blueprint
+
+from .jsonio import json_response
+from .runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return json_response({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    rt = runtime()
+    problems = []
+    data = None
+    try:
+        data = rt.live.current().describe()
+    except Exception as exc:
+        problems.append(f"reference data unusable ({type(exc).__name__})")
+    try:
+        rt.state.check()
+    except sqlite3.Error as exc:
+        problems.append(f"state database unusable ({exc})")
+    if problems:
+        return json_response({"resourceType": "OperationOutcome", "status": "not-ready",
+                              "error": "; ".join(problems),
+                              "issue": [{"severity": "error", "code": "transient", "diagnostics": p}
+                                        for p in problems]}, 503)
+    return json_response({"status": "ready", "data": data})
