@@ -39,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_command as add_batch_command
 
     add_batch_command(sub)
+    _add_ops_commands(sub)
     return parser
+
+
+def _add_ops_commands(sub) -> None:
+    """Operations: `state prune` (retention)."""
+    from .state_cli import add_command as add_state_command
+
+    add_state_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

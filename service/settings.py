@@ -37,6 +37,7 @@ NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "FLUORO_CDS_FHIR_MAX_RESOURCES": (1000, 1, 100_000, True),
     "FLUORO_CDS_JWT_LEEWAY": (30, 0, 600, True),
     "FLUORO_CDS_JWT_MAX_LIFETIME": (3600, 1, 86_400, True),
+    "FLUORO_CDS_STATE_RETENTION_DAYS": (365, 0, 36_500, True),
 }
 
 
@@ -57,6 +58,7 @@ class Settings:
     jwt_leeway: int = 30  # FLUORO_CDS_JWT_LEEWAY seconds of clock skew for exp / iat
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
+    state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, serving: bool = False) -> "Settings":
@@ -113,6 +115,7 @@ class Settings:
             jwt_leeway=int(numbers["FLUORO_CDS_JWT_LEEWAY"]),
             jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),
             cors_origins=cors,
+            state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
         )
 
 
