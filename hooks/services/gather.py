@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused
-from ..extract import encounter_location_refs
+from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
 
 
