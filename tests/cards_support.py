@@ -6,7 +6,7 @@ from datetime import date
 
 from fhir.resources.R4B.claim import Claim
 
-from hooks.findings import Citation, Finding, Fix
+from hooks.findings import KINDS, Citation, Finding, Fix
 from hooks.model import Case, Evidence, Line, Setting
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -81,12 +81,15 @@ PTP_CITATION = Citation(
              ("rationale", "Standards of medical/surgical practice")))
 
 
-def finding(code: str, *, lines=("Claim.item[sequence=2]",), fixes=(), priority=50,
+def finding(code: str, *, lines=("Claim.item[sequence=2]",), fixes=(),
             severity="warning", summary=None, missing=(), citations=(PTP_CITATION,),
-            payment=None) -> Finding:
+            payment=None, override_reasons=None) -> Finding:
+    if override_reasons is None:
+        override_reasons = KINDS[code].override_reasons  # as the engine fills them
     return Finding(code=code, severity=severity, summary=summary or f"Review 76000 ({code})",
                    reason=f"Because of {code}.", lines=tuple(lines), citations=tuple(citations),
-                   fixes=tuple(fixes), missing=tuple(missing), payment=payment, priority=priority)
+                   fixes=tuple(fixes), missing=tuple(missing), payment=payment,
+                   override_reasons=tuple(override_reasons))
 
 
 def remove_fix(line="Claim.item[sequence=2]", **kw) -> Fix:
@@ -117,7 +120,7 @@ def resolve_template(template: str, context: dict, resources: list[dict]) -> dic
     """What a CDS client would prefetch for `template`, computed from the scenario resources.
 
     Understands the template shapes the fluoro-cds services declare: Type/{{id}},
-    Type?encounter={{id}} and Encounter?_id={{id}}&_include=Encounter:location.
+    Type?encounter=[Encounter/]{{id}}[&patient=...] and Encounter?_id={{id}}[&patient=...]&_include=Encounter:location.
     """
     url = _TOKEN.sub(lambda m: str(context.get(m.group(1), "")), template)
     by_key = {f"{r['resourceType']}/{r.get('id')}": r for r in resources}
@@ -125,9 +128,10 @@ def resolve_template(template: str, context: dict, resources: list[dict]) -> dic
     if not query:
         return by_key.get(path)
     params = dict(p.split("=", 1) for p in query.split("&"))
-    if "encounter" in params:
+    if "encounter" in params:  # typed (Encounter/id) or bare; patient= is implied by it here
+        enc = params["encounter"].removeprefix("Encounter/")
         found = [r for r in resources if r["resourceType"] == path
-                 and _refers_to(r, f"Encounter/{params['encounter']}")]
+                 and _refers_to(r, f"Encounter/{enc}")]
     elif path == "Encounter" and "_id" in params:
         enc = by_key.get(f"Encounter/{params['_id']}")
         found = [enc] if enc else []
