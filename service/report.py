@@ -259,6 +259,7 @@ def add_command(sub) -> None:
     fb = report_sub.add_parser("feedback", help="cards shown, accepted and overridden, per finding "
                                                 "and per NCCI row or policy entry")
     fb.add_argument("--since", help="only cards and feedback from this date (YYYY-MM-DD) or time on")
-    fb.add_argument("--format", choices=("json", "html"), default="json")
+    fb.add_argument("--format", choices=("json", "html"), default="json",
+                    help="json (for tooling) or html (a self-contained page with charts); default json")
     fb.add_argument("--out", help="write to this file instead of stdout")
     fb.set_defaults(func=_command)
