@@ -11,15 +11,17 @@ from .. import cards, rules
 from ..context import DataUnavailable, HookRequest, InvalidResource
 from ..extract import case_from_orders
 from .base import CdsService
-from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
-                     resources_of)
+from .gather import (all_of, encounter_locations, encounter_searches, included_locations, key_of,
+                     merge, prefetched_or_read, prefetched_or_search, resources_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
+# Typed references and the patient on every search (strict and US Core servers).
 PREFETCH = {
     "encounter": "Encounter/{{context.encounterId}}",
-    "encounterLocations": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
-    "procedures": "Procedure?encounter={{context.encounterId}}",
+    "encounterLocations": "Encounter?_id={{context.encounterId}}&patient=Patient/{{context.patientId}}"
+                          "&_include=Encounter:location",
+    "procedures": "Procedure?encounter=Encounter/{{context.encounterId}}&patient=Patient/{{context.patientId}}",
 }
 
 
@@ -31,12 +33,17 @@ def handle(request: HookRequest) -> dict:
     companions: list[dict] = []
     enc_id = request.context.get("encounterId")
     if enc_id:
-        encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
+        fhir = request.fhir
+        [(_, params)] = [s for s in encounter_searches(enc_id, request.context.get("patientId"))
+                         if s[0] == "Procedure"]
+        encounter, included, procedures = all_of(fhir.concurrently([  # one round trip
+            lambda: prefetched_or_read(fhir, "encounter", f"Encounter/{enc_id}"),
+            lambda: included_locations(fhir),
+            lambda: prefetched_or_search(fhir, "procedures", "Procedure", params)]))
         if encounter is None:
             raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
-        procedures = prefetched_or_search(request.fhir, "procedures", "Procedure",
-                                          {"encounter": f"Encounter/{enc_id}"})
-        companions = merge([encounter], encounter_locations(request.fhir, encounter), procedures)
+        locations = encounter_locations(fhir, encounter, included=included)
+        companions = merge([encounter], locations, procedures)
     case = case_from_orders(draft_orders, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL,
