@@ -22,10 +22,12 @@ from hooks.context import DataUnavailable, HookRequest, InvalidResource
 from hooks.cards import card_citations
 from hooks.services import CdsService
 
+from . import metrics
 from .auth import AuthError, challenge
 from .errors import ApiError
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
+from .logs import log_call
 from .runtime import Runtime, runtime
 from .state import AuditRecord, StateError
 from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
@@ -51,6 +53,7 @@ def authenticate() -> None:
         g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
         log.info("401 on %s: %s", request.path, exc)
+        metrics.jwt_refused(str(exc))
         raise ApiError(401, f"unauthorized: {exc}", code="login",
                        headers={"WWW-Authenticate": challenge(str(exc))}) from None
 
@@ -212,15 +215,21 @@ def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
     """Write the call's audit record and log line (a failed write is logged, never raised)."""
     latency = (time.perf_counter() - started) * 1000
     card_uuids, topics, citations = audit_ids(call.cards)
+    release = rt.release.get()
     try:
         rt.state.record_audit(AuditRecord(
             service_id=call.service_id, hook_instance=call.hook_instance, status=call.status,
-            card_uuids=card_uuids, topics=topics, data_release=rt.release.get(),
+            card_uuids=card_uuids, topics=topics, data_release=release,
             latency_ms=latency, citations=citations))
     except StateError as exc:
         log.error("audit record not written: %s", exc)
-    log.info("service=%s status=%d cards=%d ms=%.1f", call.service_id, call.status,
-             len(call.cards), latency)
+    metrics.service_call(call.service_id, call.status, latency / 1000, topics)
+    claims = g.get("jwt_claims") or {}
+    tenant = claims.get("tenant")
+    log_call({"service": call.service_id, "status": call.status, "latency_ms": round(latency, 2),
+              "hookInstance": call.hook_instance, "data_release": release,
+              "client_issuer": claims.get("iss"),
+              "tenant": tenant if isinstance(tenant, str) else None})
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -253,4 +262,6 @@ def feedback(service_id: str) -> Response:
     service = rt.service(service_id)
     body = read_json_object("feedback body")
     validate(validator("feedback"), body, "feedback")
-    return json_response({"stored": rt.state.add_feedback(service.id, body["feedback"])})
+    stored = rt.state.add_feedback(service.id, body["feedback"])
+    metrics.feedback_stored(body["feedback"])
+    return json_response({"stored": stored})

@@ -49,6 +49,8 @@ import requests
 from hooks.context import DataUnavailable, SearchRefused
 from hooks.fhir_read import key_of, normalize_reference
 
+from . import metrics
+
 T = TypeVar("T")
 
 log = logging.getLogger("fluoro_cds.fhir")
@@ -296,10 +298,14 @@ class FhirClient:
     def _get(self, url: str, params: list[tuple[str, str]] | None = None, *,
              strict: bool = False) -> requests.Response:
         headers = self._search_headers if strict else self._headers
+        kind = "search" if strict else "read"
         try:
-            return _session().get(url, params=params, headers=headers, allow_redirects=False,
+            resp = _session().get(url, params=params, headers=headers, allow_redirects=False,
                                   timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+            metrics.fhir_fetch(kind, resp.status_code)
+            return resp
         except requests.RequestException as exc:
+            metrics.fhir_fetch(kind, None)
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
                                   f"({type(exc).__name__})") from None
 
