@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
 
-from hooks.context import DataUnavailable
+from hooks.context import DataUnavailable, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
 
 log = logging.getLogger("fluoro_cds.fhir")
@@ -290,7 +290,7 @@ class FhirAccess:
     """hooks.context.FhirData for one hook call (not shared between requests)."""
 
     def __init__(self, *, prefetch: dict | None, templates: dict[str, str], context: dict,
-                 client: FhirClient | None):
+                 client: FhirClient | None, unchecked: Unchecked | None = None):
         self._prefetch = prefetch or {}
         self._templates = templates
         self._context = context
@@ -299,6 +299,9 @@ class FhirAccess:
         self._fetched: dict[str, Any] = {}
         self._index: dict[str, dict] | None = None
         self.fetch_count = 0  # server round trips made (for audit/tests)
+        # what could not be checked, shared with the handler's HookRequest: record here what was
+        # given up without raising (a refused search parameter, a page not followed, a deadline)
+        self.unchecked = unchecked if unchecked is not None else Unchecked()
 
     @property
     def has_server(self) -> bool:

@@ -1,18 +1,24 @@
 """fluoroscopy-discharge-review on encounter-discharge: reviews the encounter's 76000 before billing.
 
-Data: the Encounter (required), its Locations, Procedures, Observations, DiagnosticReports,
-ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR server. With a Claim,
+Data: the Encounter (required: 412 without it), its Locations, Procedures, Observations,
+DiagnosticReports, ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR
+server. Those that cannot be had are recorded in ``request.unchecked`` (an info card says what was
+not checked); with neither Procedures nor a Claim there is nothing to review (412). With a Claim,
 suggestions carry one ``update`` of the corrected Claim; without one, the cards explain what not to
 bill and what to document (docs/contract.md#actions).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import cards, fhir_read as fr, rules
-from ..context import DataUnavailable, HookRequest, InvalidResource
+from ..context import (CLAIM, DOCUMENTATION, PROCEDURES, SETTING, DataUnavailable, HookRequest,
+                       InvalidResource)
+from ..unchecked import affected_by, optional
 from ..extract import case_from_encounter
 from .base import CdsService
 from .gather import (encounter_locations, encounter_searches, follow_references, key_of, merge,
-                     prefetched_or_read, prefetched_or_search)
+                     not_found, prefetched_or_read, prefetched_or_search)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
@@ -78,26 +84,37 @@ def pick_claim(claims: list[dict]) -> dict | None:
 
 def handle(request: HookRequest) -> dict:
     enc_id = request.context["encounterId"]
+    unchecked = request.unchecked
     encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
     if encounter is None:
-        raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
-    found = [encounter_locations(request.fhir, encounter)]
+        raise not_found(request.fhir, f"Encounter/{enc_id}", "encounter")
+    found = [optional(unchecked, f"the Locations of Encounter/{enc_id}",
+                      lambda: encounter_locations(request.fhir, encounter), [], SETTING)]
     for rtype, params in encounter_searches(enc_id):
-        found.append(prefetched_or_search(request.fhir, SEARCH_KEYS.get(rtype), rtype, params))
+        key = SEARCH_KEYS.get(rtype)
+        found.append(optional(unchecked, f"the encounter's {rtype} resources (prefetch '{key}')",
+                              lambda: prefetched_or_search(request.fhir, key, rtype, params), [],
+                              *affected_by(rtype)))
     companions = merge([encounter], *found)
     have = {key_of(r) for r in companions}
+    have.update(follow_references([encounter]))  # its Locations: tried above, found or not
     for ref in follow_references(companions):  # Procedure.report, DiagnosticReport.imagingStudy
         if ref in have:
             continue
-        try:
-            res = request.fhir.read(ref)
-        except DataUnavailable:
-            continue  # supplemental: the encounter searches already gave the documentation
+        res = optional(unchecked, ref, lambda: request.fhir.read(ref), None,
+                       *affected_by(ref.split("/", 1)[0]))
         if res is not None:
             companions.append(res)
             have.add(ref)
-    claim = pick_claim(_claims_for_encounter(request, encounter))
+    claims = optional(unchecked, "the encounter's Claim (prefetch 'claims')",
+                      lambda: _claims_for_encounter(request, encounter), [], CLAIM)
+    claim = pick_claim(claims)
+    if claim is None and unchecked.affects(PROCEDURES):
+        # no Claim and no Procedures: nothing to review (412 with what could not be had)
+        raise DataUnavailable("nothing to review: " + "; ".join(f"{g.what}: {g.why}" for g in unchecked))
     case = case_from_encounter(encounter, companions, claim, request.reference)
+    if unchecked.affects(DOCUMENTATION):
+        case = replace(case, evidence_checked=False)  # no documentation card on missing data
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
@@ -110,5 +127,6 @@ SERVICE = CdsService(
                 "facility settings, and missing fluoroscopy documentation.",
     prefetch=PREFETCH,
     handler=handle,
+    source_label=SERVICE_LABEL,
     required_context=("userId", "patientId", "encounterId"),
 )

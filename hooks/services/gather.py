@@ -44,6 +44,14 @@ def prefetched_or_read(fhir: FhirData, key: str, reference: str) -> dict | None:
     return fhir.read(reference)
 
 
+def not_found(fhir: FhirData, reference: str, key: str) -> DataUnavailable:
+    """The 412 reason for a needed resource that came back as None: what really happened."""
+    if fhir.has_server:
+        return DataUnavailable(f"{reference} was not found on the FHIR server (HTTP 404/410)")
+    return DataUnavailable(f"the client's prefetch '{key}' says there is no {reference} (null) "
+                           "and the request has no fhirServer")
+
+
 def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
                          params: dict[str, str]) -> list[dict]:
     """Resources of `resource_type` under prefetch `key`, else a search of the FHIR server.
@@ -162,6 +170,6 @@ def encounter_searches(encounter_id: str) -> list[tuple[str, dict]]:
     return [(t, {"encounter": enc}) for t in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
 
 
-__all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read",
+__all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read", "not_found",
            "prefetched_or_search", "encounter_locations", "merge", "FETCHABLE_TYPES",
            "claim_references", "follow_references", "encounter_searches"]

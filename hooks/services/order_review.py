@@ -2,17 +2,18 @@
 
 Data: ``context.draftOrders`` (a Bundle of ServiceRequest and/or Procedure) and, when
 ``context.encounterId`` is given, the Encounter (required then), its Locations and Procedures, from
-prefetch or the FHIR server. Removing 76000 is a ``delete`` of the draft; replacing it is that
+prefetch or the FHIR server (recorded in ``request.unchecked`` when they cannot be had). Removing 76000 is a ``delete`` of the draft; replacing it is that
 ``delete`` plus a ``create`` of the new draft order (docs/contract.md#actions).
 """
 from __future__ import annotations
 
 from .. import cards, rules
-from ..context import DataUnavailable, HookRequest, InvalidResource
+from ..context import PROCEDURES, SETTING, HookRequest, InvalidResource
+from ..unchecked import optional
 from ..extract import case_from_orders
 from .base import CdsService
-from .gather import (encounter_locations, key_of, merge, prefetched_or_read, prefetched_or_search,
-                     resources_of)
+from .gather import (encounter_locations, key_of, merge, not_found, prefetched_or_read,
+                     prefetched_or_search, resources_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
@@ -33,10 +34,15 @@ def handle(request: HookRequest) -> dict:
     if enc_id:
         encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
         if encounter is None:
-            raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
-        procedures = prefetched_or_search(request.fhir, "procedures", "Procedure",
-                                          {"encounter": f"Encounter/{enc_id}"})
-        companions = merge([encounter], encounter_locations(request.fhir, encounter), procedures)
+            raise not_found(request.fhir, f"Encounter/{enc_id}", "encounter")
+        unchecked = request.unchecked
+        procedures = optional(
+            unchecked, "the encounter's Procedure resources (prefetch 'procedures')",
+            lambda: prefetched_or_search(request.fhir, "procedures", "Procedure",
+                                         {"encounter": f"Encounter/{enc_id}"}), [], PROCEDURES)
+        locations = optional(unchecked, f"the Locations of Encounter/{enc_id}",
+                             lambda: encounter_locations(request.fhir, encounter), [], SETTING)
+        companions = merge([encounter], locations, procedures)
     case = case_from_orders(draft_orders, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL,
@@ -51,5 +57,6 @@ SERVICE = CdsService(
                 "policy before signing: bundled or integral fluoroscopy, guidance add-on codes.",
     prefetch=PREFETCH,
     handler=handle,
+    source_label=SERVICE_LABEL,
     required_context=("userId", "patientId", "draftOrders"),
 )
