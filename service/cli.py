@@ -11,14 +11,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import Settings, SettingsError
 
     try:
-        Settings.from_env()  # fail fast, before gunicorn forks workers
+        settings = Settings.from_env(serving=True)  # fail fast, before gunicorn forks workers
     except SettingsError as exc:
         print(f"fluoro-cds: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.dev:
         from .app import create_app
 
-        create_app().run(host=args.host, port=args.port, debug=False)
+        create_app(settings).run(host=args.host, port=args.port, debug=False)
         return 0
     from .gunicorn_app import run_gunicorn
 
@@ -39,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_command as add_batch_command
 
     add_batch_command(sub)
+    _add_ops_commands(sub)
     return parser
+
+
+def _add_ops_commands(sub) -> None:
+    """Operations: `state prune` (retention)."""
+    from .state_cli import add_command as add_state_command
+
+    add_state_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,10 @@ def gunicorn_defaults() -> dict:
         "accesslog": None,  # no access log by default: URLs may carry ids
         "errorlog": "-",
         "loglevel": "info",
+        # gunicorn >= 25 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl or
+        # ~/.gunicorn/gunicorn.ctl, one path for every instance of the machine's user (and a
+        # worker fails to boot when HOME is not writable): none here.
+        "control_socket_disable": True,
     }
 
 

@@ -1,4 +1,12 @@
-"""Deployment settings, from environment variables (documented in the README)."""
+"""Deployment settings, from environment variables (documented in the README and docs/service.md).
+
+Everything is checked once, when the settings are read: JSON values parse, the configuration
+defaults resolve against the option list, numbers are in range. :meth:`Settings.from_env` with
+``serving=True`` (``fluoro-cds serve`` and the gunicorn app factory) adds the checks that only
+matter to a running service: a ``FLUORO_CDS_DB`` that is set must exist, and ``FLUORO_CDS_AUTH=jwt``
+needs ``FLUORO_CDS_FHIR_ALLOWLIST`` (a caller's FHIR token must not go to any server it names).
+Each failure is a :class:`SettingsError` whose message names the variable, never its value.
+"""
 from __future__ import annotations
 
 import json
@@ -8,13 +16,29 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from hooks.config import ConfigError, resolve
+
+from .fhir_access import normalize_base
+
 
 class SettingsError(ValueError):
-    """An environment variable has an invalid value."""
+    """An environment variable has an invalid value (the message names the variable)."""
 
 
 def _data_dir() -> Path:
     return Path(user_data_dir("fluoro-cds", appauthor=False))
+
+
+# name -> (default, lowest, highest, integer?) for the numeric settings
+NUMBERS: dict[str, tuple[float, float, float, bool]] = {
+    "FLUORO_CDS_FHIR_CONNECT_TIMEOUT": (3.0, 0.1, 60.0, False),
+    "FLUORO_CDS_FHIR_TIMEOUT": (10.0, 0.1, 300.0, False),
+    "FLUORO_CDS_FHIR_MAX_PAGES": (10, 1, 1000, True),
+    "FLUORO_CDS_FHIR_MAX_RESOURCES": (1000, 1, 100_000, True),
+    "FLUORO_CDS_JWT_LEEWAY": (30, 0, 600, True),
+    "FLUORO_CDS_JWT_MAX_LIFETIME": (3600, 1, 86_400, True),
+    "FLUORO_CDS_STATE_RETENTION_DAYS": (365, 0, 36_500, True),
+}
 
 
 @dataclass(frozen=True)
@@ -34,44 +58,64 @@ class Settings:
     jwt_leeway: int = 30  # FLUORO_CDS_JWT_LEEWAY seconds of clock skew for exp / iat
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
+    state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None, *, serving: bool = False) -> "Settings":
+        """The settings of `env` (default os.environ); SettingsError naming the first bad one."""
         env = dict(os.environ if env is None else env)
         auth = env.get("FLUORO_CDS_AUTH", "off").strip().lower() or "off"
         if auth not in ("off", "jwt"):
             raise SettingsError("FLUORO_CDS_AUTH must be 'off' or 'jwt'")
         issuers = _json_object(env, "FLUORO_CDS_TRUSTED_ISSUERS")
+        for issuer, url in issuers.items():
+            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                raise SettingsError("FLUORO_CDS_TRUSTED_ISSUERS must map each issuer to an "
+                                    "http(s) JWKS URL (a string)")
         defaults = _json_object(env, "FLUORO_CDS_DEFAULTS")
+        try:
+            resolve(None, defaults)
+        except ConfigError as exc:
+            raise SettingsError(f"FLUORO_CDS_DEFAULTS: {exc}") from None
         allow = tuple(u.strip().rstrip("/") for u in env.get("FLUORO_CDS_FHIR_ALLOWLIST", "").split(",")
                       if u.strip())
+        if any(normalize_base(u) is None for u in allow):
+            raise SettingsError("FLUORO_CDS_FHIR_ALLOWLIST must hold comma-separated http(s) base "
+                                "URLs without user info, query or fragment")
         data = _data_dir()
-        try:
-            timeout = float(env.get("FLUORO_CDS_FHIR_TIMEOUT", "10"))
-        except ValueError as exc:
-            raise SettingsError("FLUORO_CDS_FHIR_TIMEOUT must be a number of seconds") from exc
+        numbers = {name: _number(env, name) for name in NUMBERS}
         cors = tuple(o.strip().rstrip("/") for o in env.get("FLUORO_CDS_CORS_ORIGINS", "*").split(",")
                      if o.strip()) or ("*",)
         jku = tuple(u.strip() for u in env.get("FLUORO_CDS_JKU_ALLOWLIST", "").split(",") if u.strip())
         if auth == "jwt" and not issuers:
             raise SettingsError("FLUORO_CDS_AUTH=jwt needs FLUORO_CDS_TRUSTED_ISSUERS "
                                 '(a JSON object: issuer -> JWKS URL)')
+        db_set = (env.get("FLUORO_CDS_DB") or "").strip()
+        if serving:
+            if db_set and not Path(db_set).is_file():
+                raise SettingsError("FLUORO_CDS_DB names a file that does not exist (import a "
+                                    "release with `fluoro-cds ncci import`, or unset it to use the "
+                                    "default store or the embedded starter data)")
+            if auth == "jwt" and not allow:
+                raise SettingsError("FLUORO_CDS_AUTH=jwt needs FLUORO_CDS_FHIR_ALLOWLIST: the "
+                                    "caller's fhirAuthorization token must only go to known servers")
         return cls(
             auth=auth,
-            trusted_issuers={str(k): str(v) for k, v in issuers.items()},
+            trusted_issuers={str(k): v for k, v in issuers.items()},
             base_url=(env.get("FLUORO_CDS_BASE_URL") or None),
             fhir_allowlist=allow,
-            db_path=env.get("FLUORO_CDS_DB") or str(data / "ncci.sqlite"),
+            db_path=db_set or str(data / "ncci.sqlite"),
             state_db_path=env.get("FLUORO_CDS_STATE_DB") or str(data / "state.sqlite"),
             defaults=defaults,
-            fhir_timeout=timeout,
-            fhir_connect_timeout=_number(env, "FLUORO_CDS_FHIR_CONNECT_TIMEOUT", 3.0),
-            fhir_max_pages=int(_number(env, "FLUORO_CDS_FHIR_MAX_PAGES", 10)),
-            fhir_max_resources=int(_number(env, "FLUORO_CDS_FHIR_MAX_RESOURCES", 1000)),
+            fhir_timeout=numbers["FLUORO_CDS_FHIR_TIMEOUT"],
+            fhir_connect_timeout=numbers["FLUORO_CDS_FHIR_CONNECT_TIMEOUT"],
+            fhir_max_pages=int(numbers["FLUORO_CDS_FHIR_MAX_PAGES"]),
+            fhir_max_resources=int(numbers["FLUORO_CDS_FHIR_MAX_RESOURCES"]),
             jku_allowlist=jku,
-            jwt_leeway=int(_number(env, "FLUORO_CDS_JWT_LEEWAY", 30)),
-            jwt_max_lifetime=int(_number(env, "FLUORO_CDS_JWT_MAX_LIFETIME", 3600)),
+            jwt_leeway=int(numbers["FLUORO_CDS_JWT_LEEWAY"]),
+            jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),
             cors_origins=cors,
+            state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
         )
 
 
@@ -82,20 +126,23 @@ def _json_object(env: dict[str, str], name: str) -> dict:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} is not valid JSON: {exc.msg}") from exc
+        raise SettingsError(f"{name} is not valid JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(value, dict):
         raise SettingsError(f"{name} must be a JSON object")
     return value
 
 
-def _number(env: dict[str, str], name: str, default: float) -> float:
+def _number(env: dict[str, str], name: str) -> float:
+    """The value of numeric setting `name`, range-checked against NUMBERS."""
+    default, low, high, integer = NUMBERS[name]
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    kind = "a whole number" if integer else "a number"
     try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number") from exc
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative")
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}") from None
+    if not (low <= value <= high):  # also refuses nan
+        raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}")
     return value

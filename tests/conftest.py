@@ -34,3 +34,23 @@ def app(tmp_path, monkeypatch):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for the session (tests/pg_server.py)."""
+    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
+    from tests.pg_server import PostgresServer, pg_bindir
+
+    if pg_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (tools/test-deps.sh installs the "
+                    "Debian package postgresql)")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a new empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

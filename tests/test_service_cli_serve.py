@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.fhir_server import free_port
@@ -15,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(tmp_path, **extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(tmp_path / "ncci.sqlite"),
+    """FLUORO_CDS_DB unset and the user data dir in tmp_path: the default store (absent here),
+    so the embedded starter set, as on a fresh machine."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "data"),
                FLUORO_CDS_STATE_DB=str(tmp_path / "state.sqlite"))
-    for name in ("FLUORO_CDS_AUTH", "FLUORO_CDS_TRUSTED_ISSUERS", "FLUORO_CDS_FHIR_ALLOWLIST"):
+    for name in [n for n in env if n.startswith("FLUORO_CDS_") and n != "FLUORO_CDS_STATE_DB"]:
         env.pop(name, None)
     env.update(extra)
     return env
@@ -41,7 +44,9 @@ def test_serve_answers_discovery(tmp_path):
         assert resp is not None, proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "timeout"
         assert resp.status_code == 200
         assert len(resp.json()["services"]) == 3
-        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        assert ready.status_code == 200
+        assert ready.json()["data"]["source"] == "starter"  # which reference data is in service
     finally:
         proc.terminate()
         try:
@@ -51,12 +56,44 @@ def test_serve_answers_discovery(tmp_path):
             proc.wait(5)
 
 
-def test_serve_with_bad_settings_exits_2(tmp_path):
+@pytest.mark.parametrize("variable, value", [
+    ("FLUORO_CDS_AUTH", "jwt"),  # no trusted issuers
+    ("FLUORO_CDS_DEFAULTS", '{"max-cardz": 2}'),  # unknown option
+    ("FLUORO_CDS_FHIR_TIMEOUT", "-1"),
+    ("FLUORO_CDS_DB", "/nonexistent/ncci.sqlite"),  # set but absent
+])
+def test_serve_with_bad_settings_exits_2_naming_the_variable(tmp_path, variable, value):
     result = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "1"],
-                            cwd=ROOT, env=_env(tmp_path, FLUORO_CDS_AUTH="jwt"),
+                            cwd=ROOT, env=_env(tmp_path, **{variable: value}),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "FLUORO_CDS_TRUSTED_ISSUERS" in result.stderr
+    wanted = "FLUORO_CDS_TRUSTED_ISSUERS" if variable == "FLUORO_CDS_AUTH" else variable
+    assert wanted in result.stderr
+    assert value not in result.stderr or value == "jwt"  # the value is never echoed
+
+
+def test_serve_refuses_jwt_without_fhir_allowlist(tmp_path):
+    env = _env(tmp_path, FLUORO_CDS_AUTH="jwt",
+               FLUORO_CDS_TRUSTED_ISSUERS='{"https://ehr.test": "https://ehr.test/jwks.json"}')
+    result = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "1"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "FLUORO_CDS_FHIR_ALLOWLIST" in result.stderr
+
+
+def test_serve_without_writable_home_has_no_control_socket(tmp_path):
+    """gunicorn's control socket would go to ~/.gunicorn/, shared by every instance: none."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    env = _env(tmp_path, HOME=str(home))
+    env.pop("XDG_RUNTIME_DIR", None)
+    proc, port = _start(tmp_path, env)
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
+    finally:
+        _stop(proc)
+    out = proc.stdout.read().decode(errors="replace")
+    assert "control" not in out.lower(), out
 
 
 def _start(tmp_path, env: dict, workers: int = 1):
@@ -93,6 +130,7 @@ def test_jwt_replay_is_refused_across_gunicorn_workers(tmp_path):
     jwks = StaticJsonServer({"/jwks.json": {"keys": [key.public_jwk]}})
     base = "http://cds.test"
     env = _env(tmp_path, FLUORO_CDS_AUTH="jwt", FLUORO_CDS_BASE_URL=base,
+               FLUORO_CDS_FHIR_ALLOWLIST="https://fhir.test/r4",
                FLUORO_CDS_TRUSTED_ISSUERS=json.dumps({"https://ehr.test": jwks.url("/jwks.json")}))
     proc, port = _start(tmp_path, env, workers=2)
     try:

@@ -15,6 +15,12 @@ need_apt() {  # need_apt COMMAND PACKAGE: install PACKAGE unless COMMAND is on P
 
 # --- sections (one per dependency) ---
 
+# PostgreSQL server (tests/pg_server.py starts one in a temp dir for the shared-state tests).
+# Debian keeps initdb and pg_ctl in /usr/lib/postgresql/<major>/bin, off PATH.
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  APT_PACKAGES+=(postgresql)
+fi
+
 # --- end of sections ---
 
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then

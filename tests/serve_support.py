@@ -1,0 +1,71 @@
+"""Start `fluoro-cds serve` (gunicorn) as a real process on 127.0.0.1 for a test, and stop it.
+
+Every wait is bounded; the process is killed when it does not stop by itself."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.fhir_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+_INHERITED = ("FLUORO_CDS_AUTH", "FLUORO_CDS_TRUSTED_ISSUERS", "FLUORO_CDS_FHIR_ALLOWLIST",
+              "FLUORO_CDS_BASE_URL", "FLUORO_CDS_ADMIN_TOKEN", "FLUORO_CDS_LOG_FORMAT")
+
+
+def serve_env(tmp_path: Path, **extra: str) -> dict:
+    """The environment of a served process: temp databases, no inherited FLUORO_CDS_ settings."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(tmp_path / "ncci.sqlite"),
+               FLUORO_CDS_STATE_DB=str(tmp_path / "state.sqlite"))
+    for name in _INHERITED:
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+class Served:
+    """A `fluoro-cds serve` process; `url` is its base URL once it answers /healthz."""
+
+    def __init__(self, env: dict, workers: int = 1, port: int | None = None, timeout: float = 60):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env.get("TMPDIR", "/tmp")) / f"fluoro-serve-{self.port}.log"
+        self._log = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
+             str(self.port), "--workers", str(workers)],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:  # gunicorn listens before its workers have loaded the app: wait for an answer
+                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"serve did not start: {self.output()[-3000:]}")
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def __enter__(self) -> "Served":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
