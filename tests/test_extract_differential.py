@@ -48,7 +48,7 @@ def _baseline_extract(tmp: Path):
 
 
 # The modules that have held the extraction API over time (hooks/extract.py was split by job).
-API_MODULES = ("extract", "cases", "claim_bundle", "services.gather")
+API_MODULES = ("extract", "extract.cases", "extract.bundle", "services.gather")
 API_NAMES = ("case_from_claim", "case_from_orders", "case_from_encounter", "split_claim_bundle",
              "claim_references", "follow_references")
 

@@ -2,15 +2,12 @@
 
 - fr.codings (a loop over a well-formed concept) against fr._checked_codings (the general path);
 - fr.references against fr.reference over fr.items;
-- the inline resourceType / id / status checks of _index / _active, and the memoized date
-  parsers, name the same FHIR path and message as the accessors;
-- model.Case's hand-written __init__ against its dataclass fields.
+- the inline resourceType / id / status checks of extract.companions (index_companions, active),
+  and the memoized date parsers, name the same FHIR path and message as the accessors.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +16,6 @@ from hypothesis import strategies as st
 from hooks import fhir_read as fr
 from hooks.context import InvalidResource
 from hooks.extract import case_from_claim, split_claim_bundle
-from hooks.model import Case, Evidence, Setting
 from nccidata.starter import starter
 from tests.scenario_fixtures import scenario
 
@@ -147,24 +143,3 @@ def test_invalid_dates_raise_every_time(text, message):
         fr.fhir_datetime_date(text + "T10:00:00Z", "Procedure/p", "performedDateTime")
     assert err.value.path == "Procedure/p.performedDateTime"
     assert fr.fhir_date("2024-02", "P", "d") is None and fr.fhir_datetime_date("2024", "P", "d") is None
-
-
-# --- model.Case ---------------------------------------------------------------------------------
-def test_case_init_matches_the_dataclass_fields():
-    params = list(inspect.signature(Case.__init__).parameters.values())[1:]
-    fields = dataclasses.fields(Case)
-    assert [p.name for p in params] == [f.name for f in fields]
-    for p, f in zip(params, fields):
-        if f.default_factory is not dataclasses.MISSING:
-            continue
-        expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
-        assert p.default == expected, f.name
-    setting = Setting(facility=False, ncci_setting="practitioner")
-    case = Case("claim", setting, ())
-    assert case.evidence == Evidence() and case.evidence is not Case("claim", setting, ()).evidence
-    assert (case.default_date, case.claim, case.evidence_checked, case.context_lines) == (None, None, True, ())
-    assert Case("claim", setting, (), evidence=None).evidence is None  # an explicit value is kept
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        case.kind = "order"
-    changed = dataclasses.replace(case, kind="order")
-    assert changed.kind == "order" and changed.evidence == case.evidence and changed != case

@@ -56,12 +56,6 @@ class Problem:
     add_on_billed: bool = False  # the add-on is already on the case that date
     why: str = ""  # modifier-misuse: what was misused
 
-    def __init__(self, code: str, partner: Line, edit: PtpEdit | None = None,
-                 entry: PolicyEntry | None = None, add_on: str | None = None,
-                 aoc: AddOnEdit | None = None, add_on_billed: bool = False, why: str = "") -> None:
-        # one __dict__ update instead of one object.__setattr__ per field (see hooks/model.py)
-        self.__dict__.update(code=code, partner=partner, edit=edit, entry=entry, add_on=add_on,
-                             aoc=aoc, add_on_billed=add_on_billed, why=why)
 
     @property
     def rank(self) -> int:

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData
-from ..extract import encounter_location_refs
+from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
 
 

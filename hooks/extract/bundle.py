@@ -1,0 +1,58 @@
+"""The claim-review ``context.claim`` Bundle: the Claim and its companions, and the references
+the entries answer to through their fullUrl."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import fhir_read as fr
+
+def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
+    """``context.claim`` of claim-review: a Claim, or a Bundle whose first entry is the Claim.
+
+    Returns (claim, companions); companions are the other entries' resources.
+    """
+    rtype = fr.resource_type(value, "context.claim", ("Claim", "Bundle"))
+    if rtype == "Claim":
+        return value, []
+    entries = fr.elements(value.get("entry"), "Bundle", "entry")
+    if not entries:
+        raise fr.invalid("Bundle.entry", "must hold the Claim as its first entry")
+    resources = []
+    for i, entry in enumerate(entries):  # paths are formatted only for an invalid entry
+        if type(entry) is not dict:
+            fr.obj(entry, f"Bundle.entry[{i}]", required=True)
+        resource = entry.get("resource")
+        if type(resource) is not dict:
+            fr.obj(resource, f"Bundle.entry[{i}]", "resource", required=True)
+        resources.append(resource)
+    for i, resource in enumerate(resources):  # then their types (the first error is reported)
+        rtype = resource.get("resourceType")
+        if not (type(rtype) is str and rtype.strip() and (i or rtype == "Claim")):
+            fr.resource_type(resource, f"Bundle.entry[{i}].resource", "Claim" if i == 0 else None)
+    return resources[0], resources[1:]
+
+
+def bundle_aliases(value: Any) -> dict[str, dict]:
+    """The references a Bundle's entries answer to through their ``fullUrl``: "urn:uuid:..." and
+    "urn:oid:..." as written; for a resource without an id, another URL reduced to "Type/id"
+    (FHIR R4 Bundle rules: a reference inside a Bundle resolves against the entries' fullUrls).
+    {} for a lone Claim.
+    Run after split_claim_bundle, which has checked the entries; each fullUrl read is checked."""
+    aliases: dict[str, dict] = {}
+    if type(value) is not dict or value.get("resourceType") != "Bundle":
+        return aliases
+    for i, entry in enumerate(fr.elements(value.get("entry"), "Bundle", "entry")):
+        if type(entry) is not dict or type(entry.get("resource")) is not dict:
+            continue
+        url = entry.get("fullUrl")
+        if url is None:
+            continue
+        if type(url) is not str or not url.strip():
+            fr.string(url, f"Bundle.entry[{i}]", "fullUrl", required=True)
+            continue
+        url = url.strip()
+        if url.startswith(("urn:uuid:", "urn:oid:")):
+            aliases.setdefault(url, entry["resource"])
+        elif not entry["resource"].get("id"):  # with an id, "Type/id" already finds the resource
+            aliases.setdefault(fr.normalize_reference(url), entry["resource"])
+    return aliases

@@ -1,0 +1,279 @@
+"""The three case builders: :func:`case_from_claim` (claim-review), :func:`case_from_orders`
+(order-sign), :func:`case_from_encounter` (encounter-discharge)."""
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Mapping, NamedTuple, Sequence
+
+from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
+
+from .. import fhir_read as fr
+from ..model import FLUORO, Case, Evidence, Line
+from .codes import concept_keys, concepts_keys, modifier_codes, procedure_code, unique
+from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons
+from .evidence import distinct_marker_of, evidence_of
+from .setting import pos_of, setting_of
+
+CLINICAL_TYPES = ("Encounter", "Procedure", "Observation", "DiagnosticReport", "ImagingStudy")
+
+
+class _ClaimParts(NamedTuple):
+    lines: list[Line]
+    pos_codes: list[str]  # 76000 lines' POS first
+    location_refs: list[str]
+    encounter_refs: list[str]
+    institutional: bool
+
+
+def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
+    """The lines and setting signals of a Claim (whose resourceType the caller has checked).
+
+    Read in this order: id, type, diagnosis, facility, the record's Procedures
+    (``index.procedures()``), then each item (sequence, productOrService, modifier, quantity,
+    serviced[x], locationCodeableConcept, locationReference, encounter, diagnosisSequence,
+    bodySite, subSite).
+    """
+    fr.string(claim.get("id"), "Claim.id")
+    institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
+    diagnoses: dict[int, list[str]] = {}
+    for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
+        seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
+        keys = concept_keys(dx.get("diagnosisCodeableConcept"), p, "diagnosisCodeableConcept")
+        ref = fr.reference(dx.get("diagnosisReference"), p, "diagnosisReference")
+        if ref:
+            keys.append(ref)
+        diagnoses[seq] = keys
+    location_refs = []
+    facility = fr.reference(claim.get("facility"), "Claim.facility")
+    if facility:
+        location_refs.append(facility)
+    procs = [(pr.code, pr.day, pr.sites, pr.reasons) for pr in index.procedures()]
+    lines: list[Line] = []
+    fluoro_pos: list[str] = []
+    other_pos: list[str] = []
+    encounter_refs: list[str] = []
+    seen_seq: set[int] = set()
+    for p, item in fr.objects(claim.get("item"), "Claim.item"):
+        seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
+        if seq in seen_seq:
+            raise fr.invalid(f"{p}.sequence", f"duplicate item sequence {seq}")
+        seen_seq.add(seq)
+        code = procedure_code(fr.obj(item.get("productOrService"), p, "productOrService", required=True),
+                              p, "productOrService")
+        modifiers = modifier_codes(item.get("modifier"), p, "modifier")
+        qty = fr.obj(item.get("quantity"), p, "quantity")
+        units = 1
+        if qty is not None:
+            value = fr.decimal(qty.get("value"), p, "quantity.value")
+            if value is not None:
+                if value < 0 or value > 1e6:
+                    raise fr.invalid(f"{p}.quantity.value", f"units out of range: {value!r}")
+                units = int(math.ceil(value))
+        serviced_date, serviced_period = item.get("servicedDate"), item.get("servicedPeriod")
+        if serviced_date is not None and serviced_period is not None:
+            raise fr.invalid(f"{p}.serviced[x]", "only one of servicedDate and servicedPeriod may be present")
+        day = (fr.fhir_date(serviced_date, p, "servicedDate")
+               or fr.period_start(serviced_period, p, "servicedPeriod"))
+        pos = pos_of(item.get("locationCodeableConcept"), p, "locationCodeableConcept")
+        loc_ref = fr.reference(item.get("locationReference"), p, "locationReference")
+        if loc_ref:
+            location_refs.append(loc_ref)
+        encounter_refs += fr.references(item.get("encounter"), p, "encounter")
+        dx_keys: list[str] = []
+        for j, s in enumerate(fr.elements(item.get("diagnosisSequence"), p, "diagnosisSequence")):
+            s = fr.positive_int(s, p, "diagnosisSequence", j)
+            keys = diagnoses.get(s)
+            if keys is None:
+                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", f"refers to no Claim.diagnosis with sequence {s}")
+            dx_keys += keys
+        sites = concept_keys(item.get("bodySite"), p, "bodySite")
+        sites += concepts_keys(item.get("subSite"), p, "subSite")
+        if code:
+            # The Procedures of the same code (and date) document this item's site and reason.
+            for pcode, pday, psites, preasons in procs:
+                if pcode != code or (day and pday and pday != day):
+                    continue
+                sites += psites
+                dx_keys += preasons
+        if pos:
+            (fluoro_pos if code == FLUORO else other_pos).append(pos)
+        if not code:
+            continue
+        # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
+        # kind, resource, sequence): a call with keywords costs about twice as much.
+        lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq))
+    return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
+
+
+def _encounters_for(refs: Sequence[str], index: Index) -> list[tuple[str, dict]]:
+    """The Encounters that `refs` name (each once), else every Encounter of the record."""
+    chosen = []
+    for r in dict.fromkeys(refs):
+        enc = index.by_key.get(r) if r else None
+        if enc is not None and enc.get("resourceType") == "Encounter":
+            chosen.append((r, enc))
+    return chosen or list(index.of("Encounter"))
+
+
+def _encounter_start(encounters: Sequence[tuple[str, dict]]) -> date | None:
+    for p, enc in encounters:
+        d = fr.period_start(enc.get("period"), p, "period")
+        if d:
+            return d
+    return None
+
+
+def _fluoro_procs(index: Index) -> list[Proc]:
+    return [pr for pr in index.procedures() if pr.code == FLUORO]
+
+
+def _default_date(lines: Sequence[Line], encounters: Sequence[tuple[str, dict]]) -> date | None:
+    """The first line's date of service, else the encounters' start (read only then)."""
+    for ln in lines:
+        if ln.service_date:
+            return ln.service_date
+    return _encounter_start(encounters)
+
+
+def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: Index,
+                           reference: ReferenceData, extra_encounters: Sequence[tuple[str, dict]] = ()) -> Case:
+    encounters = list(extra_encounters) or _encounters_for(parts.encounter_refs, index)
+    ncci = OUTPATIENT_HOSPITAL if parts.institutional else PRACTITIONER
+    setting = setting_of(parts.pos_codes, parts.location_refs, encounters, index, reference, ncci)
+    lines = parts.lines
+    fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
+    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index), distinct_marker_of(lines))
+    default_date = _default_date(lines, encounters)
+    checked = not index.by_type.keys().isdisjoint(CLINICAL_TYPES)
+    return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
+                default_date=default_date, claim=claim, evidence_checked=checked,
+                context_lines=_unbilled_procedures(lines, index))
+
+
+def _unbilled_procedures(lines: Sequence[Line], index: Index) -> tuple[Line, ...]:
+    """Active Procedures of the record whose code (on their date) is not among the billed lines."""
+    out = []
+    for pr in index.procedures():
+        if pr.key is None or pr.code == FLUORO:
+            continue
+        if any(ln.code == pr.code and (pr.day is None or ln.service_date == pr.day) for ln in lines):
+            continue  # billed (on its date)
+        out.append(pr.line)
+    return tuple(out)
+
+
+def case_from_claim(claim: dict, companions: Sequence[dict], reference: ReferenceData, *,
+                    full_validation: bool = False, aliases: Mapping[str, dict] | None = None) -> Case:
+    """claim-review: the Claim's items are the lines; companions (Encounter, Procedures,
+    Observations, DiagnosticReports, ImagingStudies, Locations) give setting and evidence.
+    `aliases`: the Bundle's fullUrl references of companions (bundle_aliases), so that
+    "urn:uuid:..." references resolve.
+
+    Documentation is judged (``evidence_checked``) only when at least one clinical companion
+    (Encounter, Procedure, Observation, DiagnosticReport or ImagingStudy) is available: a bare
+    Claim documents nothing, and asking for documentation it cannot carry would be noise.
+    """
+    fr.resource_type(claim, "Claim", "Claim")
+    if full_validation:
+        fr.validate_full(claim)
+    index = index_companions(companions, full_validation, aliases)
+    parts = _claim_parts(claim, index)
+    return _case_from_claim_parts("claim", claim, parts, index, reference)
+
+
+def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
+    """A ServiceRequest or Procedure as a line (None without a procedure code). Read in this order:
+    id, code, occurrence[x] and quantityQuantity (ServiceRequest) or performed[x] (Procedure),
+    reasonCode, reasonReference, bodySite.
+
+    `code`: the resource's procedure code when the caller has already read it."""
+    rtype = res["resourceType"]
+    rid = fr.string(res.get("id"), path, "id", required=True)
+    if code is None:
+        code = procedure_code(res.get("code"), path, "code")
+    if not code:
+        return None
+    units = 1
+    if rtype == "ServiceRequest":
+        day = fr.fhir_datetime_date(res.get("occurrenceDateTime"), path, "occurrenceDateTime")
+        day = day or fr.period_start(res.get("occurrencePeriod"), path, "occurrencePeriod")
+        qty = fr.obj(res.get("quantityQuantity"), path, "quantityQuantity")
+        if qty is not None:
+            value = fr.decimal(qty.get("value"), path, "quantityQuantity.value")
+            if value is not None:
+                if value < 0 or value > 1e6:
+                    raise fr.invalid(f"{path}.quantityQuantity.value", f"units out of range: {value!r}")
+                units = int(math.ceil(value))
+        kind = "service-request"
+    else:
+        day = procedure_date(res, path)
+        kind = "procedure"
+    reasons = procedure_reasons(res, path)
+    sites = concepts_keys(res.get("bodySite"), path, "bodySite")
+    key = f"{rtype}/{rid}"
+    return Line(key=key, code=code, units=units, service_date=day, body_sites=unique(sites),
+                diagnoses=unique(reasons), kind=kind, resource=key)
+
+
+def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: ReferenceData, *,
+                     full_validation: bool = False) -> Case:
+    """order-sign: each draft ServiceRequest / Procedure is a line; the encounter's existing
+    (active) Procedures are lines too, so a draft 76000 is checked against what was done that day.
+
+    ``evidence_checked`` is False: documentation is not expected before the order is signed, so
+    order-sign never yields documentation-missing or duration-exceeded.
+    """
+    fr.resource_type(draft_orders, "Bundle", "Bundle")
+    index = index_companions(companions, full_validation)
+    lines: list[Line] = []
+    seen: set[str] = set()
+    for p, entry in fr.objects(draft_orders.get("entry"), "Bundle.entry"):
+        res = fr.obj(entry.get("resource"), p, "resource", required=True)
+        rtype = fr.resource_type(res, f"{p}.resource")
+        if rtype not in ("ServiceRequest", "Procedure"):
+            continue
+        if full_validation:
+            fr.validate_full(res)
+        line = _order_line(res, f"{p}.resource")
+        if line is not None and line.key not in seen:
+            seen.add(line.key)
+            lines.append(line)
+    for pr in index.procedures():
+        if pr.key is not None and pr.key not in seen:
+            seen.add(pr.key)
+            lines.append(pr.line)
+    encounters = list(index.of("Encounter"))
+    setting = setting_of((), (), encounters, index, reference, PRACTITIONER)
+    default_date = _default_date(lines, encounters)
+    evidence = Evidence(distinct_marker=distinct_marker_of(lines))
+    return Case(kind="order", setting=setting, lines=tuple(lines), evidence=evidence,
+                default_date=default_date, claim=None, evidence_checked=False)
+
+
+def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict | None,
+                        reference: ReferenceData, *, full_validation: bool = False) -> Case:
+    """encounter-discharge: with a Claim, its items are the lines (and ``Case.claim`` holds it);
+    without one, the encounter's active Procedures are the lines. Companions give the evidence."""
+    fr.resource_type(encounter, "Encounter", "Encounter")
+    if full_validation:
+        fr.validate_full(encounter)
+    index = index_companions(list(companions or ()), full_validation)
+    enc_key = fr.key_of(encounter) or "Encounter"
+    index.by_key.setdefault(enc_key, encounter)
+    if not any(r is encounter for _, r in index.of("Encounter")):
+        index.by_type.setdefault("Encounter", []).insert(0, ("Encounter", encounter))
+    encounters = [("Encounter", encounter)]
+    if claim is not None:
+        fr.resource_type(claim, "Claim", "Claim")
+        if full_validation:
+            fr.validate_full(claim)
+        parts = _claim_parts(claim, index)
+        return _case_from_claim_parts("encounter", claim, parts, index, reference, encounters)
+    lines = [pr.line for pr in index.procedures() if pr.key is not None]
+    setting = setting_of((), (), encounters, index, reference, PRACTITIONER)
+    fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
+    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index), distinct_marker_of(lines))
+    default_date = _default_date(lines, encounters)
+    return Case(kind="encounter", setting=setting, lines=tuple(lines), evidence=evidence,
+                default_date=default_date, claim=None, evidence_checked=True)

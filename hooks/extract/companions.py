@@ -1,0 +1,141 @@
+"""The companion resources of a case, indexed by "Type/id" and by type, and the record's active
+Procedures parsed once (code, date, sites, reasons, reports)."""
+from __future__ import annotations
+
+from datetime import date
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+from .. import fhir_read as fr
+from ..model import Line
+from .codes import concepts_keys, procedure_code, status_of, unique
+
+INACTIVE = frozenset({"entered-in-error", "cancelled", "not-done", "revoked"})
+
+
+class Proc(NamedTuple):
+    """An active, coded Procedure of the record, parsed once (a NamedTuple: built per request)."""
+
+    path: str
+    resource: dict
+    code: str
+    day: date | None
+    sites: tuple[str, ...]
+    reasons: tuple[str, ...]
+    reports: tuple[str, ...]
+    key: str | None  # "Procedure/id" (None without id)
+
+    @property
+    def line(self) -> Line | None:
+        """The Procedure as a line of its own (None without id), as _order_line reads it; built
+        on use (claim-review needs few of them)."""
+        if self.key is None:
+            return None
+        return Line(key=self.key, code=self.code, service_date=self.day, body_sites=self.sites,
+                    diagnoses=self.reasons, kind="procedure", resource=self.key)
+
+
+class Index:
+    """The companions by "Type/id" and by type ((path, resource) pairs in order); a resource's path
+    is "Type/id", or "Type[i]" (i: its position among the companions) without id."""
+
+    __slots__ = ("by_key", "by_type", "_procs")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, dict] = {}
+        self.by_type: dict[str, list[tuple[str, dict]]] = {}
+        self._procs: list[Proc] | None = None
+
+    def of(self, rtype: str) -> list[tuple[str, dict]]:
+        return self.by_type.get(rtype, [])
+
+    def get(self, key: str | None) -> dict | None:
+        return self.by_key.get(key) if key else None
+
+    def procedures(self) -> list[Proc]:
+        """The active, coded Procedures, parsed on first use (every active one is validated)."""
+        if self._procs is None:
+            parsed = [parse_procedure(p, proc) for p, proc in active(self.of("Procedure"))]
+            self._procs = [pr for pr in parsed if pr is not None]
+        return self._procs
+
+
+def index_companions(companions: Sequence[dict], full_validation: bool,
+           aliases: Mapping[str, dict] | None = None) -> Index:
+    """The companions indexed; `aliases` (see bundle_aliases) adds the references a Bundle gives
+    its entries through fullUrl, e.g. "urn:uuid:..." for a resource without an id."""
+    idx = Index()
+    if companions is None:
+        return idx
+    if not isinstance(companions, (list, tuple)):
+        raise fr.invalid("companions", "must be a list of resources")
+    by_key, by_type = idx.by_key, idx.by_type
+    for i, res in enumerate(companions):
+        # Hot path: the accessors are called only when resourceType or id is not a non-blank string.
+        rtype = res.get("resourceType") if type(res) is dict else None
+        if type(rtype) is not str or not rtype.strip():
+            rtype = fr.resource_type(res, "companions", index=i)
+        if full_validation:
+            fr.validate_full(res)
+        rid = res.get("id")
+        if type(rid) is not str or not rid.strip():
+            rid = fr.string(rid, rtype, "id")
+        if rid:
+            path = f"{rtype}/{rid}"
+            by_key.setdefault(path, res)
+        else:
+            path = f"{rtype}[{i}]"
+        group = by_type.get(rtype)
+        if group is None:
+            by_type[rtype] = [(path, res)]
+        else:
+            group.append((path, res))
+    if aliases:
+        members = {id(res) for res in companions}
+        for alias, res in aliases.items():
+            if id(res) in members:  # only resources that are companions of this case
+                by_key.setdefault(alias, res)
+    return idx
+
+
+def active(pairs: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The (path, resource) pairs whose status (validated) is not an inactive one."""
+    out = []
+    for p, r in pairs:
+        status = r.get("status")
+        if type(status) is not str or not status.strip():  # not a plain status: validate
+            status = status_of(r, p)
+        if status not in INACTIVE:
+            out.append((p, r))
+    return out
+
+
+def parse_procedure(p: str, proc: dict) -> Proc | None:
+    """An active Procedure of the record (None without a procedure code). Read in this order: code,
+    report, performed[x], then with an id (as _order_line reads it): reasonCode, reasonReference,
+    bodySite; without one: bodySite, reasonCode, reasonReference.
+
+    The id was validated by index_companions (a string, or absent)."""
+    code = procedure_code(proc.get("code"), p, "code")
+    if not code:
+        return None
+    reports = tuple(fr.references(proc.get("report"), p, "report"))
+    rid = proc.get("id")
+    day = procedure_date(proc, p)
+    if rid is not None:
+        reasons = unique(procedure_reasons(proc, p))
+        sites = unique(concepts_keys(proc.get("bodySite"), p, "bodySite"))
+        return Proc(p, proc, code, day, sites, reasons, reports, f"Procedure/{rid}")
+    sites = tuple(concepts_keys(proc.get("bodySite"), p, "bodySite"))
+    return Proc(p, proc, code, day, sites, tuple(procedure_reasons(proc, p)), reports, None)
+
+
+def procedure_date(proc: dict, path: str) -> date | None:
+    d = fr.fhir_datetime_date(proc.get("performedDateTime"), path, "performedDateTime")
+    return d or fr.period_start(proc.get("performedPeriod"), path, "performedPeriod")
+
+
+def procedure_reasons(proc: dict, path: str) -> list[str]:
+    """reasonCode keys, then reasonReference references (of a Procedure or ServiceRequest)."""
+    keys = concepts_keys(proc.get("reasonCode"), path, "reasonCode")
+    keys += fr.references(proc.get("reasonReference"), path, "reasonReference")
+    return keys
