@@ -19,9 +19,12 @@ _INHERITED = ("FLUORO_CDS_AUTH", "FLUORO_CDS_TRUSTED_ISSUERS", "FLUORO_CDS_FHIR_
 
 
 def serve_env(tmp_path: Path, **extra: str) -> dict:
-    """The environment of a served process: temp databases, no inherited FLUORO_CDS_ settings."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FLUORO_CDS_DB=str(tmp_path / "ncci.sqlite"),
+    """The environment of a served process: a temp state database, FLUORO_CDS_DB unset and the user
+    data dir in tmp_path (so the embedded starter set: a set FLUORO_CDS_DB must exist), no
+    inherited FLUORO_CDS_ settings."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "data"),
                FLUORO_CDS_STATE_DB=str(tmp_path / "state.sqlite"))
+    env.pop("FLUORO_CDS_DB", None)
     for name in _INHERITED:
         env.pop(name, None)
     env.update(extra)
