@@ -14,19 +14,14 @@ import requests
 from tests.fhir_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-_INHERITED = ("FLUORO_CDS_AUTH", "FLUORO_CDS_TRUSTED_ISSUERS", "FLUORO_CDS_FHIR_ALLOWLIST",
-              "FLUORO_CDS_BASE_URL", "FLUORO_CDS_ADMIN_TOKEN", "FLUORO_CDS_LOG_FORMAT")
 
 
 def serve_env(tmp_path: Path, **extra: str) -> dict:
-    """The environment of a served process: a temp state database, FLUORO_CDS_DB unset and the user
-    data dir in tmp_path (so the embedded starter set: a set FLUORO_CDS_DB must exist), no
-    inherited FLUORO_CDS_ settings."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "data"),
+    """The environment of a served process: no inherited FLUORO_CDS_ settings, the state DB and
+    the user data dir in `tmp_path` (so no reference store: the embedded starter set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUORO_CDS_")}
+    env.update(PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(tmp_path / "data"),
                FLUORO_CDS_STATE_DB=str(tmp_path / "state.sqlite"))
-    env.pop("FLUORO_CDS_DB", None)
-    for name in _INHERITED:
-        env.pop(name, None)
     env.update(extra)
     return env
 
@@ -54,7 +49,8 @@ class Served:
         raise AssertionError(f"serve did not start: {self.output()[-3000:]}")
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:

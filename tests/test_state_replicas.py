@@ -21,7 +21,7 @@ def test_replicas_share_the_replay_cache_and_the_feedback(tmp_path, pg_url):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     settings = dict(FLUORO_CDS_AUTH="jwt", FLUORO_CDS_BASE_URL=BASE, FLUORO_CDS_STATE_DB=pg_url,
-                    FLUORO_CDS_FHIR_ALLOWLIST="https://fhir.test/r4",
+                    FLUORO_CDS_FHIR_ALLOWLIST="https://ehr.example.test/fhir",
                     FLUORO_CDS_TRUSTED_ISSUERS=json.dumps({ISSUER: jwks.url("/jwks.json")}))
     try:
         with Served(serve_env(tmp_path / "a", **settings)) as a, \
