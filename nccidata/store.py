@@ -283,6 +283,32 @@ def register(db_path: str | Path, builders: list[ReleaseBuilder]) -> list[Releas
     return [r for r in read_catalog(path) if r.file in names]
 
 
+def retire(db_path: str | Path, label: str, kind: str | None = None,
+           setting: str | None = None) -> list[ReleaseInfo]:
+    """Remove the releases labelled `label` (of one `kind` / `setting` when given) from the
+    catalog in one transaction, then delete their release files and pair indexes. Returns the
+    releases removed (none: nothing changed). A running service drops them within a second
+    (its catalog stamp changes); files it still has open stay readable until it does."""
+    gone = [r for r in read_catalog(db_path) if r.label.lower() == label.lower()
+            and (kind is None or r.kind == kind) and (setting is None or r.setting == setting)]
+    if not gone:
+        return []
+    conn = sqlite3.connect(Path(db_path), isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM releases WHERE id = ?", [(r.id,) for r in gone])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+    for r in gone:
+        remove_release_file(releases_dir(db_path) / r.file)
+    return gone
+
+
 # --- querying ------------------------------------------------------------------------------
 
 class SqliteStore:
@@ -543,5 +569,5 @@ class SqliteStore:
         self._local.conns = {}
 
 
-__all__ = ["SqliteStore", "ReleaseBuilder", "ReleaseInfo", "register", "read_catalog", "pick_release",
+__all__ = ["SqliteStore", "ReleaseBuilder", "ReleaseInfo", "register", "retire", "read_catalog", "pick_release",
            "default_db_path", "releases_dir", "KINDS"]

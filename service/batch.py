@@ -16,6 +16,7 @@ record must carry what it needs. :func:`review_lines` is the partition function 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import sys
@@ -100,7 +101,38 @@ def _review_chunk(chunk: tuple[int, list[bytes]]) -> tuple[bytes, int, int, Coun
     return (b"\n".join(parts) + b"\n") if parts else b"", records, errors, counts
 
 
-def _chunks(stream: IO[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
+class NotNdjson(ValueError):
+    """The input is one JSON document spread over lines (pretty-printed), not NDJSON."""
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        loads(line.strip())
+    except Exception:  # orjson.JSONDecodeError
+        return False
+    return True
+
+
+def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of `stream`, after checking that its first record is on one line: input whose
+    first two non-blank lines are both not JSON, the first opening an object or array, is
+    pretty-printed JSON (raises NotNdjson). A single bad line is left to its own error record."""
+    head: list[bytes] = []
+    lines = iter(stream)
+    for line in lines:
+        head.append(line)
+        if sum(1 for h in head if h.strip()) == 2:
+            break
+    records = [h for h in head if h.strip()]
+    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
+            and not _parses(records[0]) and not _parses(records[1])):
+        raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
+                        "record spans several lines (pretty-printed JSON?). Convert it with "
+                        "`jq -c . FILE` (or `jq -c '.[]' FILE` for an array)")
+    return itertools.chain(head, lines)
+
+
+def _chunks(stream: Iterable[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
     buf: list[bytes] = []
     first = 1
     for number, line in enumerate(stream, start=1):
@@ -122,20 +154,21 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
     claims = errors = 0
     stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(unit=" claims", file=sys.stderr)
     try:
+        lines = ndjson_lines(stream)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(unit=" claims", file=sys.stderr)
         if workers <= 1:
             _init_worker(db_path, config)
             results: Iterable[tuple[bytes, int, int, Counter]] = map(
-                _review_chunk, _chunks(stream, chunk_size))
+                _review_chunk, _chunks(lines, chunk_size))
             pool = None
         else:
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config))
-            results = pool.imap(_review_chunk, _chunks(stream, chunk_size))
+            results = pool.imap(_review_chunk, _chunks(lines, chunk_size))
         try:
             for blob, n_records, n_errors, n_counts in results:
                 output.write(blob)
@@ -144,6 +177,12 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
                 counts.update(n_counts)
                 if bar is not None:
                     bar.update(n_records)
+        except BaseException:  # e.g. a closed output pipe: stop the workers, do not finish
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+                pool = None
+            raise
         finally:
             if pool is not None:
                 pool.close()
@@ -179,6 +218,17 @@ def command(args) -> int:
         return 2
     db_path = args.db or settings.db_path
     progress = sys.stderr.isatty() and not args.quiet
+    try:
+        summary = _run_to(args, db_path, config, progress)
+    except NotNdjson as exc:
+        print(f"fluoro-cds batch: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    sys.stderr.write(dumps(summary).decode() + "\n")
+    return 0
+
+
+def _run_to(args, db_path: str, config: dict, progress: bool) -> dict:
+    """Run the batch into stdout, or into --out written aside and renamed."""
     if args.out in (None, "-"):
         summary = run(args.input, sys.stdout.buffer, db_path=db_path, config=config,
                       workers=args.workers, progress=progress)
@@ -194,17 +244,17 @@ def command(args) -> int:
         except BaseException:
             os.unlink(tmp)
             raise
-    sys.stderr.write(dumps(summary).decode() + "\n")
-    return 0
+    return summary
 
 
 def add_command(sub) -> None:
     p = sub.add_parser("batch", help="review NDJSON FHIR claims offline (payer batch)")
     p.add_argument("input", help="NDJSON file of Claims or Bundles (Claim first); '-' for stdin")
-    p.add_argument("--out", help="output NDJSON file (default stdout)")
-    p.add_argument("--db", help="NCCI database (default FLUORO_CDS_DB; starter set if empty)")
+    p.add_argument("--out", help="output NDJSON file, written aside and renamed (default: stdout)")
+    p.add_argument("--db", help="NCCI store (default: $FLUORO_CDS_DB or the user data dir; the "
+                                "starter set when it holds no release)")
     p.add_argument("--config", help="configuration options as a JSON object, e.g. "
-                                    "'{\"global-billing\": true}'")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+                                    "'{\"global-billing\": true}' (over the defaults in $FLUORO_CDS_DEFAULTS)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=command)

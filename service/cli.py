@@ -1,10 +1,16 @@
-"""The `fluoro-cds` command line: serve, ncci ... . Bad usage exits with code 2."""
+"""The `fluoro-cds` command line: serve, ncci ..., batch. Bad usage exits with code 2; every
+--help shows the defaults; a closed stdout (``| head``) ends the command quietly with code 141,
+as a command killed by SIGPIPE."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from nccidata.cli import Parser
 from nccidata.cli import add_commands as add_ncci_commands
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,14 +31,27 @@ def _serve(args: argparse.Namespace) -> int:
     return run_gunicorn(host=args.host, port=args.port, workers=args.workers)
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("fluoro-cds")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fluoro-cds",
-                                     description="CDS Hooks service for CPT 76000 (fluoroscopy) billing")
+    parser = Parser(prog="fluoro-cds",
+                    description="CDS Hooks service for CPT 76000 (fluoroscopy) billing")
+    parser.add_argument("--version", action="version", version=f"fluoro-cds {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=None, help="gunicorn worker processes")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="gunicorn worker processes (default: deploy/gunicorn.conf.py's)")
     serve.add_argument("--dev", action="store_true", help="Flask development server")
     serve.set_defaults(func=_serve)
     add_ncci_commands(sub)
@@ -41,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_command(sub)
     _add_ops_commands(sub)
     return parser
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
 
 
 def _add_ops_commands(sub) -> None:
@@ -52,8 +80,16 @@ def _add_ops_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        try:
+            args = parser.parse_args(argv)  # --help and --version print and exit here
+            code = int(args.func(args) or 0)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop, no traceback
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -78,13 +78,38 @@ def local_session(app_name: str = "fluoro-cds"):
             .getOrCreate())
 
 
+class OutputExists(FileExistsError):
+    """The output folder is there already (Spark never overwrites one)."""
+
+
+def local_output_exists(output_path: str) -> bool:
+    """Whether `output_path`, a plain path or a file: URI, names something that exists (other
+    schemes, e.g. hdfs:, are left to Spark)."""
+    if output_path.startswith("file:"):
+        output_path = output_path.removeprefix("file:").removeprefix("//")
+    elif "://" in output_path:
+        return False
+    return os.path.lexists(output_path)
+
+
+def check_output(output_path: str) -> None:
+    """Refuse an output folder that exists already (OutputExists), before Spark does with a Java
+    traceback."""
+    if local_output_exists(output_path):
+        raise OutputExists(f"output folder {output_path} exists already; remove it or choose another")
+
+
 def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = None,
-            config_overrides: dict | None = None) -> int:
+            config_overrides: dict | None = None, defaults: dict | None = None) -> int:
     """Review every line of `input_path` into text files under `output_path`; returns the count.
 
-    Configuration is validated on the driver before any task runs (bad options: ConfigError).
+    `defaults` are the deployment's configuration defaults (FLUORO_CDS_DEFAULTS, as for
+    ``fluoro-cds batch``), `config_overrides` the job's own options over them. Configuration is
+    validated on the driver before any task runs (bad options: ConfigError); an existing local
+    output folder is refused before any task runs (OutputExists).
     """
-    config = resolve({"fluoro-cds.configuration": config_overrides or {}})
+    config = resolve({"fluoro-cds.configuration": config_overrides or {}}, defaults)
+    check_output(output_path)
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None
     store = (staging.name, Path(db_path).name) if staging else None

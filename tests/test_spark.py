@@ -77,3 +77,58 @@ def test_spark_job_reads_the_imported_store(spark, tmp_path):
     assert row["findings"], row
     cited = json.dumps(row["findings"])  # the PTP edit's citation names the imported file and row
     assert "ptp_practitioner_2024q3.tsv" in cited and "2024Q3" in cited
+
+
+def _spark_job_main():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("spark_job", ROOT / "deploy" / "spark_job.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_spark_job_honours_fluoro_cds_db_and_defaults_as_batch_does(spark, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Without --db / --config, deploy/spark_job.py reads FLUORO_CDS_DB and FLUORO_CDS_DEFAULTS,
+    and its output equals `fluoro-cds batch`'s under the same environment, line for line."""
+    from nccidata.importer import import_paths
+    from service.cli import main as cli_main
+
+    table = tmp_path / "ptp_practitioner_2024q3.tsv"
+    table.write_text("column_1\tcolumn_2\teffective_date\tdeletion_date\tmodifier_indicator\t"
+                     "ptp_edit_rationale\n29881\t76000\t20020101\t*\t1\tStandards of medical/surgical "
+                     "practice\n", encoding="utf-8")
+    db = str(tmp_path / "store" / "ncci.sqlite")
+    import_paths(db, [table])
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(scenario(n).context["claim"]) + b"\n" for n in (1, 4)))
+    monkeypatch.setenv("FLUORO_CDS_DB", db)
+    monkeypatch.setenv("FLUORO_CDS_DEFAULTS", '{"global-billing": true}')
+    assert _spark_job_main()([str(src), str(tmp_path / "out")]) == 0
+    rows = sorted((json.loads(line) for part in (tmp_path / "out").glob("part-*")
+                   for line in part.read_text().splitlines()), key=lambda r: r["line"])
+    assert cli_main(["batch", str(src), "--out", str(tmp_path / "batch.ndjson"), "--quiet"]) == 0
+    batch_rows = [json.loads(line) for line in (tmp_path / "batch.ndjson").read_text().splitlines()]
+    assert rows == batch_rows
+    assert "2024Q3" in json.dumps(rows[0]["findings"])  # the store of FLUORO_CDS_DB, not the starter set
+    assert "modifier-26" not in {f["code"] for f in rows[1]["findings"]}  # global-billing default
+    capsys.readouterr()
+
+
+def test_spark_job_refuses_an_existing_output_folder_in_one_line(tmp_path, capsys):
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(orjson.dumps(scenario(9).context["claim"]) + b"\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    assert _spark_job_main()([str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "exists already" in err and "Traceback" not in err
+    assert (out / "keep.txt").read_text() == "earlier results"
+    from service.spark import OutputExists, run_job
+
+    with pytest.raises(OutputExists):
+        run_job(None, str(src), f"file://{out}")
