@@ -1,13 +1,17 @@
 # Two entry points for a new user (see README):
 #   make serve   install into .venv and start the service on its embedded starter data
 #   make test    install into .venv (with the test extra) and run the whole test suite
+# and `make demo`: installs the test extra (it holds the FHIR server), starts a FHIR server with
+# the example patient and the service, sends every request of examples/ and prints the cards
+# (KEEP=600 keeps both running 10 minutes).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
+KEEP   ?= 0
 
-.PHONY: serve test install install-test test-deps clean
+.PHONY: serve test demo install install-test test-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,9 @@ install-test: $(PY)
 
 serve: install
 	$(VENV)/bin/fluoro-cds serve --host $(HOST) --port $(PORT)
+
+demo: install-test
+	$(PY) examples/demo.py --port $(PORT) --keep $(KEEP)
 
 test-deps:
 	tools/test-deps.sh
