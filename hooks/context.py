@@ -6,13 +6,21 @@ see this interface, so they can be tested with any implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from nccidata.api import ReferenceData
 
 
 class DataUnavailable(Exception):
     """Data the service needs is neither in prefetch nor fetchable (the service layer answers 412)."""
+
+
+class SearchRefused(DataUnavailable):
+    """The FHIR server refused a search as asked (HTTP 400, 422 or 501: typically a search
+    parameter it does not support); a narrower search may still work (hooks/services/gather.py)."""
+
+
+T = TypeVar("T")
 
 
 class InvalidResource(ValueError):
@@ -89,7 +97,13 @@ class FhirData(Protocol):
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
         """Search the FHIR server (all pages, bounded); resources of `resource_type` only.
-        A search equal to one of the service's prefetch templates is answered from prefetch."""
+        A search equal to one of the service's prefetch templates is answered from prefetch.
+        Raises SearchRefused when the server refuses the search itself."""
+
+    def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T | DataUnavailable]:
+        """Run independent calls (each using this object's methods) at the same time, a few in
+        flight at once; each call's result, or the DataUnavailable it raised, in call order.
+        Any other exception is raised. Without a FHIR server the calls simply run in turn."""
 
 
 @dataclass

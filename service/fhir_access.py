@@ -19,6 +19,16 @@ Reading of the specification for the prefetch values (documented in docs/service
   fetch); if that fails, or there is no server, null is taken at its word: no data (None / []).
 * an ``OperationOutcome`` (2.0 allows a client to send one when prefetching failed): treated as
   absent - fetched from ``fhirServer`` when possible, otherwise unavailable.
+* a Bundle whose ``self`` link still holds a template token (``{{context.encounterId}}``, also
+  percent-encoded, as the CDS Hooks Sandbox sends for templates it could not resolve): not data,
+  treated as absent.
+* a Bundle with a ``next`` link (one page of a longer result): with ``fhirServer`` the remaining
+  pages are read from it (bounded like searches); without one it is incomplete and treated as
+  absent (the service says it could not be completed).
+
+Independent fetches of one hook call run concurrently (:meth:`FhirAccess.concurrently`): a small
+pool of threads shared by the process, at most ``max_parallel`` (4) requests of one hook call in
+flight, so a review without prefetch costs about its dependency depth in round trips.
 
 A template whose token has no value in the context (e.g. no encounterId) does not apply: its key
 is None. Prefetch values are only looked at when a handler asks for them.
@@ -26,16 +36,20 @@ is None. Prefetch values are only looked at when a handler asks for them.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import requests
 
-from hooks.context import DataUnavailable, Unchecked
+from hooks.context import DataUnavailable, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
+
+T = TypeVar("T")
 
 log = logging.getLogger("fluoro_cds.fhir")
 
@@ -47,6 +61,7 @@ USER_TOKENS = {
     "userRelatedPersonId": "RelatedPerson",
 }
 _MISSING = object()
+_UNRESOLVED = object()
 
 
 # --- fhirServer allowlist --------------------------------------------------------------------
@@ -153,6 +168,28 @@ def _is_usable(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome")
 
 
+def _link(bundle: dict, relation: str) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == relation and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def unresolved_template(value: Any) -> bool:
+    """True for a Bundle whose ``self`` link still holds a prefetch token (``{{...}}``, raw or
+    percent-encoded): the client ran a template it could not resolve, so it says nothing."""
+    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        return False
+    self_url = _link(value, "self")
+    return self_url is not None and "{{" in unquote(self_url)
+
+
+def paginated(value: Any) -> bool:
+    """True for a Bundle that is one page of a longer result (it has a ``next`` link)."""
+    return isinstance(value, dict) and value.get("resourceType") == "Bundle" \
+        and _link(value, "next") is not None
+
+
 def bundle_resources(bundle: dict, resource_type: str | None = None) -> list[dict]:
     """Resources in a Bundle's entries (optionally of one type)."""
     out = []
@@ -171,6 +208,12 @@ class FhirClientSettings:
     read_timeout: float = 10.0
     max_pages: int = 10
     max_resources: int = 1000
+    max_parallel: int = 4  # requests of one hook call in flight at once
+
+
+# Search refusals: the server did not run the search as asked (an unsupported parameter, a
+# missing required one); gather.py then tries a narrower search.
+_REFUSED = frozenset({400, 422, 501})
 
 
 _sessions = threading.local()
@@ -196,11 +239,14 @@ class FhirClient:
         self._headers = {"Accept": "application/fhir+json, application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        self._search_headers = dict(self._headers, Prefer="handling=strict")
         self.settings = settings
 
-    def _get(self, url: str, params: list[tuple[str, str]] | None = None) -> requests.Response:
+    def _get(self, url: str, params: list[tuple[str, str]] | None = None, *,
+             strict: bool = False) -> requests.Response:
+        headers = self._search_headers if strict else self._headers
         try:
-            return _session().get(url, params=params, headers=self._headers, allow_redirects=False,
+            return _session().get(url, params=params, headers=headers, allow_redirects=False,
                                   timeout=(self.settings.connect_timeout, self.settings.read_timeout))
         except requests.RequestException as exc:
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
@@ -239,14 +285,30 @@ class FhirClient:
         return body
 
     def search(self, resource_type: str, params: list[tuple[str, str]] | tuple = ()) -> dict:
-        """GET [base]/Type?params and its `next` pages (bounded); one searchset Bundle."""
-        what = f"{resource_type} search"
-        entries: list[dict] = []
-        url: str | None = f"{self.base_url}/{quote(resource_type)}"
-        query: list[tuple[str, str]] | None = list(params)
-        pages = 0
+        """GET [base]/Type?params and its `next` pages (bounded); one searchset Bundle.
+        Asks for strict handling (FHIR R4 search: ``Prefer: handling=strict``), so that a server
+        refuses a parameter it does not support instead of ignoring it; a refusal (400, 422, 501)
+        raises SearchRefused."""
+        return self._pages(f"{resource_type} search", f"{self.base_url}/{quote(resource_type)}",
+                           list(params), [], 0)
+
+    def rest_of(self, bundle: dict, what: str) -> dict:
+        """The searchset Bundle `bundle` (a first page) with the entries of its `next` pages,
+        read from this server (bounded like a search)."""
+        entries = [e for e in bundle.get("entry") or () if isinstance(e, dict)]
+        url = self._next_link(bundle)
+        if url is None:
+            return bundle
+        return self._pages(what, url, None, entries, 1)
+
+    def _pages(self, what: str, url: str | None, query: list[tuple[str, str]] | None,
+               entries: list[dict], pages: int) -> dict:
+        if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
+            url = None
         while url:
-            resp = self._get(url, query)
+            resp = self._get(url, query, strict=True)
+            if resp.status_code in _REFUSED and pages == 0:
+                raise SearchRefused(f"the FHIR server refused the {what}: HTTP {resp.status_code}")
             if resp.status_code != 200:
                 raise self._fail(resp, what)
             body = self._json(resp, what)
@@ -284,6 +346,35 @@ class FhirClient:
         return self.search(query.resource_type, list(query.params))
 
 
+# --- the fetch pool ----------------------------------------------------------------------------
+# One small pool of threads per process (created on first use, again after a fork), so that its
+# threads keep their pooled Sessions (kept-alive connections) from one hook call to the next.
+POOL_THREADS = 16
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+_on_pool = threading.local()
+
+
+def _fetch_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="fhir-fetch"))
+        return _pool[1]
+
+
+def _attempt(call: Callable[[], T]) -> T | DataUnavailable:
+    try:
+        return call()
+    except DataUnavailable as exc:
+        return exc
+
+
+def _on_pool_thread(call: Callable[[], T]) -> T | DataUnavailable:
+    _on_pool.active = True
+    return _attempt(call)
+
+
 # --- FhirData over prefetch + server ---------------------------------------------------------
 
 class FhirAccess:
@@ -298,7 +389,8 @@ class FhirAccess:
         self._queries: dict[str, Query | None] | None = None
         self._fetched: dict[str, Any] = {}
         self._index: dict[str, dict] | None = None
-        self.fetch_count = 0  # server round trips made (for audit/tests)
+        self._count_lock = threading.Lock()
+        self.fetch_count = 0  # server requests made (for audit/tests)
         # what could not be checked, shared with the handler's HookRequest: record here what was
         # given up without raising (a refused search parameter, a page not followed, a deadline)
         self.unchecked = unchecked if unchecked is not None else Unchecked()
@@ -317,10 +409,39 @@ class FhirAccess:
             self._queries = out
         return self._queries
 
+    def _count(self) -> None:
+        with self._count_lock:
+            self.fetch_count += 1
+
     def _fetch(self, query: Query) -> dict | None:
         assert self._client is not None
-        self.fetch_count += 1
+        self._count()
         return self._client.fetch(query)
+
+    def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T | DataUnavailable]:
+        """hooks.context.FhirData.concurrently: the calls on the process's fetch pool, at most
+        ``max_parallel`` of this hook call in flight; in turn without a server (nothing to wait
+        for), for a single call, or when already on a pool thread (no nested waits on the pool)."""
+        if self._client is None or len(calls) < 2 or getattr(_on_pool, "active", False):
+            return [_attempt(call) for call in calls]
+        self.queries(), self._prefetch_index()  # built once, before the threads read them
+        limit = max(1, self._client.settings.max_parallel)
+        pool = _fetch_pool()
+        results: list[Any] = [None] * len(calls)
+        pending: dict[Future, int] = {}
+        todo = iter(enumerate(calls))
+        for i, call in todo:
+            pending[pool.submit(_on_pool_thread, call)] = i
+            if len(pending) >= limit:
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[pending.pop(future)] = future.result()  # other exceptions raise here
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending[pool.submit(_on_pool_thread, nxt[1])] = nxt[0]
+        return results
 
     def prefetched(self, key: str) -> Any:
         """The data of prefetch key `key`: the client's prefetch, else fetched from fhirServer.
@@ -336,6 +457,17 @@ class FhirAccess:
         query = queries[key]
         if query is None:
             return None
+        if unresolved_template(value):
+            value = _UNRESOLVED  # the client's template had no value for a token: not data
+        elif paginated(value):
+            if self._client is None:
+                raise DataUnavailable(f"prefetch '{key}' ({query.relative()}) is one page of a "
+                                      "longer result (link next) and the request has no "
+                                      "fhirServer to read the rest from")
+            self._count()
+            result = self._client.rest_of(value, f"prefetch '{key}' next page")
+            self._fetched[key] = result
+            return result
         if _is_usable(value):
             return value
         if value is None:  # null: no data, re-checked on the server when there is one
@@ -348,7 +480,9 @@ class FhirAccess:
             self._fetched[key] = result
             return result
         if self._client is None:  # absent or an OperationOutcome, nothing to fetch from
-            why = "was not prefetched" if value is _MISSING else "failed in prefetch"
+            why = ("was not prefetched" if value is _MISSING else
+                   "was prefetched from an unresolved template" if value is _UNRESOLVED else
+                   "failed in prefetch")
             raise DataUnavailable(f"prefetch '{key}' ({query.relative()}) {why} and the request "
                                   "has no fhirServer to fetch it from")
         result = self._fetch(query)
@@ -408,7 +542,7 @@ class FhirAccess:
         if self._client is None:
             raise DataUnavailable(f"{resource_type} search is not in prefetch and the request has "
                                   "no fhirServer")
-        self.fetch_count += 1
+        self._count()
         result = bundle_resources(self._client.search(resource_type, list(wanted.params)),
                                   resource_type)
         self._fetched[cache_key] = result

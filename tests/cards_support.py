@@ -117,7 +117,7 @@ def resolve_template(template: str, context: dict, resources: list[dict]) -> dic
     """What a CDS client would prefetch for `template`, computed from the scenario resources.
 
     Understands the template shapes the fluoro-cds services declare: Type/{{id}},
-    Type?encounter={{id}} and Encounter?_id={{id}}&_include=Encounter:location.
+    Type?encounter=[Encounter/]{{id}}[&patient=...] and Encounter?_id={{id}}[&patient=...]&_include=Encounter:location.
     """
     url = _TOKEN.sub(lambda m: str(context.get(m.group(1), "")), template)
     by_key = {f"{r['resourceType']}/{r.get('id')}": r for r in resources}
@@ -125,9 +125,10 @@ def resolve_template(template: str, context: dict, resources: list[dict]) -> dic
     if not query:
         return by_key.get(path)
     params = dict(p.split("=", 1) for p in query.split("&"))
-    if "encounter" in params:
+    if "encounter" in params:  # typed (Encounter/id) or bare; patient= is implied by it here
+        enc = params["encounter"].removeprefix("Encounter/")
         found = [r for r in resources if r["resourceType"] == path
-                 and _refers_to(r, f"Encounter/{params['encounter']}")]
+                 and _refers_to(r, f"Encounter/{enc}")]
     elif path == "Encounter" and "_id" in params:
         enc = by_key.get(f"Encounter/{params['_id']}")
         found = [enc] if enc else []

@@ -8,11 +8,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from hooks.config import resolve
-from hooks.context import DataUnavailable, HookRequest
 from hooks.services import BY_ID
-from hooks.services.discharge_review import handle as discharge_handle
-from nccidata.starter import starter
 from service.validation import first_error, request_validator, validator
 from tests.cards_support import apply_actions, billed_codes, full_prefetch
 from tests.scenario_fixtures import CPT, NUMBERS, bundle, scenario
@@ -93,72 +89,6 @@ def test_documentation_url_must_be_http(client):
     body["extension"] = {"fluoro-cds.configuration": {"documentation-url": "javascript:alert(1)"}}
     resp = client.post(f"/cds-services/{s.service_id}", json=body)
     assert resp.status_code == 400 and "documentation-url" in resp.get_json()["error"]
-
-
-class ServerWithoutClaimEncounterSearch:
-    """hooks.context.FhirData over a dict of resources, as a FHIR server that rejects the
-    Claim?encounter= search (sekmet-fhir supports it, so the fallback needs this stand-in)."""
-
-    has_server = True
-
-    def __init__(self, resources: list[dict]):
-        self.resources = {f"{r['resourceType']}/{r['id']}": r for r in resources}
-        self.searches: list[tuple[str, dict]] = []
-
-    def _search(self, rtype: str, params: dict) -> list[dict]:
-        self.searches.append((rtype, dict(params)))
-        if rtype == "Claim" and "encounter" in params:
-            raise DataUnavailable("HTTP 400 on Claim search: unknown parameter 'encounter'")
-        out = []
-        for res in self.resources.values():
-            if res["resourceType"] != rtype:
-                continue
-            ok = True
-            for name, value in params.items():
-                want = value.split("/")[-1]
-                target = res.get("patient" if rtype == "Claim" else name) if name == "patient" \
-                    else res.get(name)
-                if not isinstance(target, dict) or target.get("reference", "").split("/")[-1] != want:
-                    ok = False
-            if ok:
-                out.append(res)
-        return out
-
-    def prefetched(self, key):
-        templates = BY_ID["fluoroscopy-discharge-review"].prefetch
-        template = templates[key].replace("{{context.encounterId}}", self.encounter_id)
-        path, _, query = template.partition("?")
-        if not query:
-            return self.resources.get(path)
-        params = dict(p.split("=", 1) for p in query.split("&"))
-        if "_include" in params:
-            return None
-        found = self._search(path, params)
-        return {"resourceType": "Bundle", "type": "searchset",
-                "entry": [{"resource": r} for r in found]}
-
-    def read(self, reference):
-        return self.resources.get(reference)
-
-    def search(self, resource_type, params):
-        return self._search(resource_type, params)
-
-
-def test_discharge_falls_back_to_claim_patient_search_filtered_by_encounter():
-    s = scenario(13)
-    other_claim = copy.deepcopy(s.claim)
-    other_claim["id"] = "s13-other-claim"
-    for item in other_claim["item"]:
-        item["encounter"] = [{"reference": "Encounter/some-other-visit"}]
-    fhir = ServerWithoutClaimEncounterSearch(s.resources + [other_claim])
-    fhir.encounter_id = s.context["encounterId"]
-    req = HookRequest(hook=s.hook, hook_instance="t", context=s.context, config=resolve(None),
-                      fhir=fhir, reference=starter())
-    cards = discharge_handle(req)["cards"]
-    assert ("Claim", {"patient": s.context["patientId"]}) in fhir.searches
-    [m26] = [c for c in cards if c["source"]["topic"]["code"] == "modifier-26"]
-    [rec] = m26["suggestions"]
-    assert rec["actions"][0]["resource"]["id"] == s.claim["id"]  # not the other visit's Claim
 
 
 @pytest.mark.parametrize("n", [n for n in NUMBERS if n != 16])

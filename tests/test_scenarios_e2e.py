@@ -1,8 +1,10 @@
 """All acceptance scenarios (docs/scenarios.md) end to end over HTTP, with and without prefetch.
 
 With prefetch: the Flask app's test client, the prefetch built from each service's own templates
-(as a CDS client would). Without prefetch: the same app, data fetched from a real sekmet-fhir server
-on 127.0.0.1 holding the scenario resources (bearer token in fhirAuthorization). Every response is
+(as a CDS client would). Without prefetch: the same app, data fetched from each of two real FHIR
+servers on 127.0.0.1 holding the scenario resources (bearer token in fhirAuthorization): sekmet-fhir
+and the stricter @medplum/fhir-router (typed references only); both must give the cards the
+prefetch gives. Every response is
 validated against service/schemas/response.json; every updated Claim with fhir.resources R4B; the
 recommended suggestion's actions are applied to check what they leave billed.
 """
@@ -18,6 +20,7 @@ from service.validation import validator
 from tests.cards_support import (BYPASS_MODIFIERS, apply_actions, billed_codes, claim_items_with,
                                  full_prefetch, modifiers_of, strip_volatile)
 from tests.fhir_server import fhir_server  # noqa: F401  (session fixture)
+from tests.medplum_server import medplum_server  # noqa: F401  (session fixture)
 from tests.ncci_support import real_ncci_db  # noqa: F401  (session fixture)
 from tests.scenario_fixtures import NUMBERS, Scenario, scenario
 
@@ -134,14 +137,22 @@ def test_scenario_with_prefetch(n, client, real_ncci_client):
     check_answer(s, _post(_client_for(s, client, real_ncci_client), s, body))
 
 
-@pytest.fixture(scope="module")
-def loaded_fhir(fhir_server):  # noqa: F811
-    """The sekmet-fhir server holding the resources of every scenario (ids are sNN-prefixed)."""
-    for n in NUMBERS:
-        if n == 17:
-            continue  # its Claim is deliberately invalid
-        fhir_server.load(scenario(n).resources)
-    return fhir_server
+FHIR_SERVERS = ["sekmet", "medplum"]
+_loaded: dict[str, object] = {}
+
+
+@pytest.fixture(params=FHIR_SERVERS)
+def loaded_fhir(request):
+    """Each real FHIR server in turn, holding the resources of every scenario (ids are
+    sNN-prefixed); loaded once per server and test session."""
+    server = request.getfixturevalue("fhir_server" if request.param == "sekmet" else "medplum_server")
+    if _loaded.get(request.param) is not server:
+        for n in NUMBERS:
+            if n == 17:
+                continue  # its Claim is deliberately invalid
+            server.load(scenario(n).resources)
+        _loaded[request.param] = server
+    return server
 
 
 def _authorization(server) -> dict:

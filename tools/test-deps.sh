@@ -15,6 +15,14 @@ need_apt() {  # need_apt COMMAND PACKAGE: install PACKAGE unless COMMAND is on P
 
 # --- sections (one per dependency) ---
 
+# Node.js + npm (the machine's nodesource Node 20; @medplum/fhir-router 4.5.2 needs >= 20.19).
+need_apt node nodejs
+need_apt npm npm
+
+# Chromium (Debian's, /usr/bin/chromium) for the CDS Hooks Sandbox browser test; playwright-core
+# drives it: never a browser downloaded by a test tool.
+need_apt chromium chromium
+
 # PostgreSQL server (tests/pg_server.py starts one in a temp dir for the shared-state tests).
 # Debian keeps initdb and pg_ctl in /usr/lib/postgresql/<major>/bin, off PATH.
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
@@ -29,4 +37,15 @@ if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   echo "test-deps: installing Debian packages: ${APT_PACKAGES[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+fi
+
+# --- after the Debian packages ---
+
+# npm packages of tests/node (@medplum/fhir-router 4.5.2 for the second FHIR server,
+# playwright-core for the sandbox test), exactly as package-lock.json pins them; re-run when the
+# lock file is newer than the installed tree.
+if [ ! -f tests/node/node_modules/.package-lock.json ] \
+    || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+  echo "test-deps: npm ci in tests/node" >&2
+  (cd tests/node && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

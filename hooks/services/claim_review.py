@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import cards, rules
+from .. import cards, fhir_read as fr, rules
 from ..context import DOCUMENTATION, DataUnavailable, HookRequest
 from ..unchecked import affected_by
 from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
 from .base import CdsService
-from .gather import claim_references, encounter_searches, follow_references, key_of, merge, of_type
+from .gather import (claim_references, encounter_searches, follow_references, key_of, merge,
+                     of_type, or_unchecked, read_refs, search_with_fallback)
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
@@ -31,35 +32,25 @@ PREFETCH = {
 }
 
 
-def _read_all(request: HookRequest, refs: list[str], have: set[str], *, required: frozenset[str],
-              record: bool) -> list[dict]:
-    """Read each reference not yet held; 404s are skipped. An unavailable resource of a `required`
-    type raises (412); others are skipped, and recorded as not checked when `record`."""
-    out = []
-    for ref in refs:
-        if ref in have:
-            continue
-        try:
-            res = request.fhir.read(ref)
-        except DataUnavailable as exc:
-            rtype = ref.split("/", 1)[0]
-            if rtype in required:
-                raise
-            if record:
-                request.unchecked.add(ref, str(exc), *affected_by(rtype))
-            continue
-        if res is not None:
-            out.append(res)
-            have.add(ref)
-    return out
+def _patient_of(request: HookRequest, claim: dict) -> str | None:
+    ref = fr.reference(claim.get("patient"), "Claim", "patient")
+    if ref and ref.startswith("Patient/"):
+        return ref
+    pid = request.context.get("patientId")
+    return pid if isinstance(pid, str) and pid else None
 
 
 def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
     """The Bundle's companions, the clinical resources the Claim references (its Encounters
-    required), the encounters' documentation (searched) and second-hop references
-    (Encounter.location, Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries
-    the Encounter it is taken as complete: searches and second-hop reads that cannot be made are
-    skipped; otherwise they are recorded in ``request.unchecked``."""
+    required, the others recorded in ``request.unchecked`` when they cannot be had), the
+    encounters' documentation (searched) and second-hop references (Encounter.location,
+    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
+    taken as complete: searches and second-hop reads that cannot be made are skipped; otherwise
+    they are recorded in ``request.unchecked``.
+    Round trips without prefetch: the reads and the encounters' searches at once, then the
+    second-hop reads at once."""
+    fhir = request.fhir
+    unchecked = request.unchecked
     have: set[str] = set()
     complete = False  # the Bundle carries the Encounter
     for r in bundled:  # one pass: the Type/id keys and the Encounter
@@ -67,28 +58,42 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
         have.add(key_of(r))
     repeated = len(have) != len(bundled)
     have.add(key_of(claim))
-    read = _read_all(request, claim_references(claim), have, required=REQUIRED, record=True)
+    missing = [r for r in claim_references(claim) if r not in have]
+    searching = fhir.has_server or not complete  # a complete Bundle and nowhere to search: no
+    encounters = list(dict.fromkeys(
+        [r["id"] for r in of_type(bundled, "Encounter") if r.get("id")]
+        + [r.split("/", 1)[1] for r in missing if r.startswith("Encounter/")])) if searching else []
+    searches = [s for enc in encounters for s in encounter_searches(enc, _patient_of(request, claim))]
+    calls = [lambda r=r: fhir.read(r) for r in missing]
+    calls += [lambda rt=rt, p=p: search_with_fallback(fhir, rt, p) for rt, p in searches]
+    results = fhir.concurrently(calls) if calls else []
+    read = []
+    for ref, res in zip(missing, results[:len(missing)]):
+        rtype = ref.split("/", 1)[0]
+        if isinstance(res, DataUnavailable) and rtype in REQUIRED:
+            raise res
+        res = or_unchecked(unchecked, res, ref, None, *affected_by(rtype))
+        if res is not None:
+            read.append(res)
     # merge() keeps the first of each Type/id: with nothing read and no repeated key in the Bundle
     # it would return the Bundle's resources as they are
     companions = merge(bundled, read) if read or repeated else list(bundled)
-    if complete and not request.fhir.has_server:
-        return companions  # a complete Bundle and nowhere to search: nothing more to gather
-    for enc in of_type(companions, "Encounter"):
-        for rtype, params in encounter_searches(enc["id"]):
-            try:
-                found = request.fhir.search(rtype, params)
-            except DataUnavailable as exc:
-                if not complete:
-                    request.unchecked.add(_search_text(rtype, params), str(exc), *affected_by(rtype))
-                continue
-            companions = merge(companions, found)
+    if not searching:
+        return companions
+    held = {r.get("id") for r in of_type(companions, "Encounter")}
+    for (rtype, params), found in zip(searches, results[len(missing):]):
+        if params["encounter"].split("/", 1)[1] not in held:
+            continue  # an Encounter the server does not know: no documentation of it
+        if isinstance(found, DataUnavailable):
+            if not complete:
+                unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                              str(found), *affected_by(rtype))
+            continue
+        companions = merge(companions, found)
     have |= {key_of(r) for r in companions}
-    return merge(companions, _read_all(request, follow_references(companions), have,
-                                       required=frozenset(), record=not complete))
-
-
-def _search_text(resource_type: str, params: dict[str, str]) -> str:
-    return f"{resource_type}?" + "&".join(f"{k}={v}" for k, v in params.items())
+    extra = [r for r in follow_references(companions) if r not in have]
+    found = read_refs(fhir, (), extra, unchecked=None if complete else unchecked)
+    return merge(companions, [found[r] for r in extra if r in found])
 
 
 def handle(request: HookRequest) -> dict:

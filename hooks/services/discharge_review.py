@@ -11,25 +11,30 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import cards, fhir_read as fr, rules
-from ..context import (CLAIM, DOCUMENTATION, PROCEDURES, SETTING, DataUnavailable, HookRequest,
-                       InvalidResource)
-from ..unchecked import affected_by, optional
+from .. import cards, rules
+from ..context import CLAIM, DOCUMENTATION, PROCEDURES, DataUnavailable, HookRequest
+from ..unchecked import affected_by
 from ..extract import case_from_encounter
 from .base import CdsService
-from .gather import (encounter_locations, encounter_searches, follow_references, key_of, merge,
-                     not_found, prefetched_or_read, prefetched_or_search)
+from .gather import (all_of, encounter_searches, follow_references, included_locations, key_of,
+                     location_refs, merge, not_found, or_unchecked, prefetched_or_read,
+                     prefetched_or_search, read_refs, typed)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
+# Typed references and the patient on every search (strict and US Core servers).
 PREFETCH = {
     "encounter": "Encounter/{{context.encounterId}}",
-    "encounterLocations": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
-    "procedures": "Procedure?encounter={{context.encounterId}}",
-    "observations": "Observation?encounter={{context.encounterId}}",
-    "reports": "DiagnosticReport?encounter={{context.encounterId}}",
-    "imagingStudies": "ImagingStudy?encounter={{context.encounterId}}",
-    "claims": "Claim?encounter={{context.encounterId}}",
+    "encounterLocations": "Encounter?_id={{context.encounterId}}&patient=Patient/{{context.patientId}}"
+                          "&_include=Encounter:location",
+    "procedures": "Procedure?encounter=Encounter/{{context.encounterId}}&patient=Patient/{{context.patientId}}",
+    "observations": "Observation?encounter=Encounter/{{context.encounterId}}"
+                    "&patient=Patient/{{context.patientId}}",
+    "reports": "DiagnosticReport?encounter=Encounter/{{context.encounterId}}"
+               "&patient=Patient/{{context.patientId}}",
+    "imagingStudies": "ImagingStudy?encounter=Encounter/{{context.encounterId}}"
+                      "&patient=Patient/{{context.patientId}}",
+    "claims": "Claim?encounter=Encounter/{{context.encounterId}}&patient=Patient/{{context.patientId}}",
 }
 
 # Prefetch key holding the result of each encounter search (gather.encounter_searches).
@@ -37,36 +42,10 @@ SEARCH_KEYS = {"Procedure": "procedures", "Observation": "observations",
                "DiagnosticReport": "reports", "ImagingStudy": "imagingStudies"}
 
 
-def _claims_for_encounter(request: HookRequest, encounter: dict) -> list[dict]:
-    """Claims whose item.encounter is this encounter: prefetch, else Claim?encounter=, else
-    Claim?patient= filtered by item.encounter (for servers without the encounter parameter)."""
-    enc_ref = f"Encounter/{encounter['id']}"
-    try:
-        value = request.fhir.prefetched("claims")
-        if value is not None:
-            return prefetched_or_search(request.fhir, "claims", "Claim", {})
-        return []  # the client said: no Claim for this encounter
-    except DataUnavailable as first:
-        patient = request.context.get("patientId") or \
-            (fr.reference(encounter.get("subject"), "Encounter", "subject") or "").split("/")[-1]
-        if not patient:
-            raise
-        try:
-            claims = request.fhir.search("Claim", {"patient": patient})
-        except DataUnavailable:
-            raise first from None
-    return [c for c in claims if _bills_encounter(c, enc_ref)]
-
-
-def _bills_encounter(claim: dict, enc_ref: str) -> bool:
-    """A Claim has an item whose encounter is `enc_ref` ("Encounter/id"); a Claim whose items
-    cannot be read is not this encounter's (it is another visit's record, not the request's)."""
-    try:
-        return any(enc_ref in fr.references(item.get("encounter"), "Claim.item", "encounter")
-                   for item in fr.elements(claim.get("item"), "Claim", "item")
-                   if isinstance(item, dict))
-    except InvalidResource:
-        return False
+def claims_search(encounter_id: str, patient_id: str) -> dict[str, str]:
+    """Claim?encounter=&patient=: a server refusing ``encounter`` on Claim is searched by patient
+    and the Claims filtered by item.encounter (gather.search_with_fallback)."""
+    return {"encounter": typed("Encounter", encounter_id), "patient": typed("Patient", patient_id)}
 
 
 def pick_claim(claims: list[dict]) -> dict | None:
@@ -83,31 +62,37 @@ def pick_claim(claims: list[dict]) -> dict | None:
 
 
 def handle(request: HookRequest) -> dict:
+    fhir = request.fhir
     enc_id = request.context["encounterId"]
-    unchecked = request.unchecked
-    encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
+    patient = request.context["patientId"]
+    # round trip 1: everything that needs only the context, at once
+    calls = [lambda: prefetched_or_read(fhir, "encounter", f"Encounter/{enc_id}"),
+             lambda: included_locations(fhir),
+             lambda: prefetched_or_search(fhir, "claims", "Claim", claims_search(enc_id, patient))]
+    searches = encounter_searches(enc_id, patient)
+    calls += [lambda rt=rt, p=p: prefetched_or_search(fhir, SEARCH_KEYS.get(rt), rt, p)
+              for rt, p in searches]
+    results = fhir.concurrently(calls)
+    encounter, included = all_of(results[:2])  # the Encounter is needed
     if encounter is None:
-        raise not_found(request.fhir, f"Encounter/{enc_id}", "encounter")
-    found = [optional(unchecked, f"the Locations of Encounter/{enc_id}",
-                      lambda: encounter_locations(request.fhir, encounter), [], SETTING)]
-    for rtype, params in encounter_searches(enc_id):
-        key = SEARCH_KEYS.get(rtype)
-        found.append(optional(unchecked, f"the encounter's {rtype} resources (prefetch '{key}')",
-                              lambda: prefetched_or_search(request.fhir, key, rtype, params), [],
-                              *affected_by(rtype)))
-    companions = merge([encounter], *found)
-    have = {key_of(r) for r in companions}
-    have.update(follow_references([encounter]))  # its Locations: tried above, found or not
-    for ref in follow_references(companions):  # Procedure.report, DiagnosticReport.imagingStudy
-        if ref in have:
-            continue
-        res = optional(unchecked, ref, lambda: request.fhir.read(ref), None,
-                       *affected_by(ref.split("/", 1)[0]))
-        if res is not None:
-            companions.append(res)
-            have.add(ref)
-    claims = optional(unchecked, "the encounter's Claim (prefetch 'claims')",
-                      lambda: _claims_for_encounter(request, encounter), [], CLAIM)
+        raise not_found(fhir, f"Encounter/{enc_id}", "encounter")
+    unchecked = request.unchecked  # the rest is reviewed without, and said so
+    claims = or_unchecked(unchecked, results[2], "the encounter's Claim (prefetch 'claims')", [],
+                          CLAIM)
+    found = [or_unchecked(unchecked, res, f"the encounter's {rt} resources (prefetch "
+                                          f"'{SEARCH_KEYS.get(rt)}')", [], *affected_by(rt))
+             for (rt, _), res in zip(searches, results[3:])]
+    # round trip 2: the Locations the _include did not give and second-hop references
+    # (Procedure.report, DiagnosticReport.imagingStudy), at once
+    known = {key_of(r): r for r in included}
+    wanted = location_refs(encounter)
+    first = merge([encounter], *found)
+    have = {key_of(r) for r in first} | set(wanted)
+    extra = [r for r in follow_references(first) if r not in have]
+    read = read_refs(fhir, (), [r for r in wanted if r not in known] + extra, unchecked=unchecked)
+    locations = [res for res in (known.get(r) or read.get(r) for r in wanted) if res is not None]
+    companions = merge([encounter], locations, *found)
+    companions += [read[r] for r in extra if r in read]
     claim = pick_claim(claims)
     if claim is None and unchecked.affects(PROCEDURES):
         # no Claim and no Procedures: nothing to review (412 with what could not be had)

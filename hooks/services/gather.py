@@ -7,16 +7,25 @@ needed and can be neither found nor fetched; callers decide what is needed.
 
 What to fetch is planned here too: :func:`claim_references` (a Claim's first-hop references),
 :func:`follow_references` (second hop) and :func:`encounter_searches` (an encounter's documentation).
+
+Searches work on strict servers: references are typed (``encounter=Encounter/e1``: R4's
+``clinical-encounter`` parameter targets Encounter and EpisodeOfCare, so a bare id may match
+nothing), every search carries ``patient=Patient/<id>`` when the patient is known (US Core servers
+require it), and a search the server refuses (:class:`SearchRefused`: an unsupported parameter) is
+narrowed to one parameter at a time, the dropped ones checked here on the resources
+(:func:`search_with_fallback`). Independent fetches go through ``FhirData.concurrently`` so that a
+review without prefetch costs about its dependency depth in round trips.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
-from ..context import DataUnavailable, FhirData
+from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused, Unchecked
 from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
+from ..unchecked import affected_by
 
 
 def resources_of(value) -> list[dict]:
@@ -44,6 +53,123 @@ def prefetched_or_read(fhir: FhirData, key: str, reference: str) -> dict | None:
     return fhir.read(reference)
 
 
+def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
+                         params: dict[str, str]) -> list[dict]:
+    """Resources of `resource_type` under prefetch `key`, else a search of the FHIR server.
+
+    The service layer's ``prefetched`` already fetches a declared template's query from the
+    server when the client did not prefetch it, and answers None when the client said there is
+    no data (null): that is taken at its word. The search covers keys the service does not
+    declare, and templates whose search the server refused (narrowed: search_with_fallback).
+    """
+    if key:
+        try:
+            return of_type(resources_of(fhir.prefetched(key)), resource_type)
+        except SearchRefused as refused:  # the template's search as a whole: narrower ones
+            return search_with_fallback(fhir, resource_type, params, refused=refused)
+    return search_with_fallback(fhir, resource_type, params)
+
+
+# Where each reference search parameter the service uses points in a resource (FHIR R4 search
+# parameter expressions): checked here on the results when a narrowed search dropped it.
+_PARAM_PATHS = {
+    ("Claim", "encounter"): ("item", "encounter"),
+    ("Claim", "patient"): ("patient",),
+    "encounter": ("encounter",),  # Procedure, Observation, DiagnosticReport, ImagingStudy
+    "patient": ("subject",),
+}
+
+
+def _references_at(resource: dict, path: tuple[str, ...]) -> set[str]:
+    """The references at `path` (normalized "Type/id"); an unreadable one is no match (the
+    resource is a search result, not the request's)."""
+    nodes: list = [resource]
+    for name in path:
+        nxt: list = []
+        for node in nodes:
+            value = node.get(name) if isinstance(node, dict) else None
+            nxt.extend(value if isinstance(value, list) else [value])
+        nodes = nxt
+    out = set()
+    for node in nodes:
+        try:
+            ref = fr.reference(node, resource.get("resourceType") or "resource", path[-1])
+        except InvalidResource:
+            continue
+        if ref:
+            out.add(ref)
+    return out
+
+
+def matches(resource: dict, name: str, value: str) -> bool:
+    """Whether `resource` satisfies the reference search ``name=value`` ("Type/id")."""
+    path = _PARAM_PATHS.get((resource.get("resourceType"), name)) or _PARAM_PATHS[name]
+    return value in _references_at(resource, path)
+
+
+def search_with_fallback(fhir: FhirData, resource_type: str, params: dict[str, str], *,
+                         refused: SearchRefused | None = None) -> list[dict]:
+    """A search with all `params` (unless already `refused`); when the server refuses it, one
+    parameter at a time (in the order given: the most selective first), the others checked on
+    the results (:func:`matches`). Raises SearchRefused when every form is refused."""
+    if refused is None:
+        try:
+            return fhir.search(resource_type, params)
+        except SearchRefused as exc:
+            refused = exc
+    if len(params) < 2:
+        raise refused
+    last = refused
+    for name, value in params.items():
+        try:
+            found = fhir.search(resource_type, {name: value})
+        except SearchRefused as refused:
+            last = refused
+            continue
+        return [r for r in found
+                if all(matches(r, n, v) for n, v in params.items() if n != name)]
+    raise last
+
+
+T = TypeVar("T")
+
+
+def all_of(results: Sequence[T | DataUnavailable]) -> list[T]:
+    """The results of ``FhirData.concurrently`` when every call is needed: the first
+    DataUnavailable (in call order) is raised."""
+    for r in results:
+        if isinstance(r, DataUnavailable):
+            raise r
+    return list(results)  # type: ignore[arg-type]
+
+
+def read_refs(fhir: FhirData, required: Iterable[str], optional: Iterable[str] = (),
+              unchecked: Unchecked | None = None) -> dict[str, dict]:
+    """Read all references at once: "Type/id" -> resource for those found (404s left out).
+    A required one that is unavailable raises (the first, in order); optional ones are skipped,
+    and recorded as not checked in `unchecked` when given."""
+    required = list(dict.fromkeys(required))
+    optional = [r for r in dict.fromkeys(optional) if r not in required]
+    refs = required + optional
+    calls: list[Callable[[], dict | None]] = [lambda r=r: fhir.read(r) for r in refs]
+    results = fhir.concurrently(calls)
+    all_of(results[:len(required)])
+    if unchecked is not None:
+        for ref, res in zip(optional, results[len(required):]):
+            or_unchecked(unchecked, res, ref, None, *affected_by(ref.split("/", 1)[0]))
+    return {ref: res for ref, res in zip(refs, results) if isinstance(res, dict)}
+
+
+def or_unchecked(unchecked: Unchecked, result: T | DataUnavailable, what: str, default: T,
+                 *affects: str) -> T:
+    """A ``FhirData.concurrently`` result, or `default` with `what` recorded as not checked when
+    the data was unavailable (issue 11 section 2: supplementary data)."""
+    if isinstance(result, DataUnavailable):
+        unchecked.add(what, str(result), *affects)
+        return default
+    return result
+
+
 def not_found(fhir: FhirData, reference: str, key: str) -> DataUnavailable:
     """The 412 reason for a needed resource that came back as None: what really happened."""
     if fhir.has_server:
@@ -52,41 +178,38 @@ def not_found(fhir: FhirData, reference: str, key: str) -> DataUnavailable:
                            "and the request has no fhirServer")
 
 
-def prefetched_or_search(fhir: FhirData, key: str | None, resource_type: str,
-                         params: dict[str, str]) -> list[dict]:
-    """Resources of `resource_type` under prefetch `key`, else a search of the FHIR server.
+def read_all(fhir: FhirData, refs: Iterable[str], *, optional: bool) -> list[dict]:
+    """Read each reference at once (found ones, in order); unavailable data raises unless optional."""
+    refs = list(dict.fromkeys(refs))
+    found = read_refs(fhir, () if optional else refs, refs if optional else ())
+    return [found[r] for r in refs if r in found]
 
-    The service layer's ``prefetched`` already fetches a declared template's query from the
-    server when the client did not prefetch it, and answers None when the client said there is
-    no data (null): that is taken at its word. The search covers keys the service does not declare.
-    """
-    if key:
-        return of_type(resources_of(fhir.prefetched(key)), resource_type)
-    return fhir.search(resource_type, params)
+
+def included_locations(fhir: FhirData, key: str = "encounterLocations") -> list[dict]:
+    """The Locations of prefetch `key` (an ``Encounter?_id=..&_include=Encounter:location``
+    Bundle, fetched when not prefetched); none when it can be neither (they are read one by one)."""
+    try:
+        return of_type(resources_of(fhir.prefetched(key)), "Location")
+    except DataUnavailable:
+        return []
 
 
 def encounter_locations(fhir: FhirData, encounter: dict, key: str = "encounterLocations",
-                        have: Iterable[dict] = ()) -> list[dict]:
-    """Locations of Encounter.location: from prefetch `key` (an _include Bundle) or read one by one.
+                        included: Iterable[dict] | None = None) -> list[dict]:
+    """Locations of Encounter.location: from `included` (else prefetch `key`, an _include
+    Bundle) or read (all at once). A Location the server does not know (404) is skipped; an
+    unreachable server raises."""
+    wanted = location_refs(encounter)
+    if included is None:
+        included = included_locations(fhir, key) if wanted else []
+    known = {key_of(r): r for r in included if r.get("resourceType") == "Location"}
+    read = read_refs(fhir, [r for r in wanted if r not in known])
+    return [res for res in (known.get(ref) or read.get(ref) for ref in wanted) if res is not None]
 
-    A Location the server does not know (404) is skipped; an unreachable server raises.
-    """
-    wanted = [r for r in follow_references([encounter]) if r.startswith("Location/")]
-    known = {key_of(r): r for r in have if r.get("resourceType") == "Location"}
-    if wanted:
-        try:
-            included = fhir.prefetched(key)
-        except DataUnavailable:
-            included = None  # not prefetched and not fetchable as a whole: read one by one
-        known.update({key_of(r): r for r in of_type(resources_of(included), "Location")})
-    out = []
-    for ref in dict.fromkeys(wanted):
-        res = known.get(ref)
-        if res is None:
-            res = fhir.read(ref)
-        if res is not None:
-            out.append(res)
-    return out
+
+def location_refs(encounter: dict) -> list[str]:
+    """"Location/id" references of Encounter.location, each once (validated)."""
+    return [r for r in follow_references([encounter]) if r.startswith("Location/")]
 
 
 def merge(*groups: Iterable[dict]) -> list[dict]:
@@ -164,12 +287,21 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
     return [r for r in _fetchable(refs) if r not in have]
 
 
-def encounter_searches(encounter_id: str) -> list[tuple[str, dict]]:
-    """The FHIR searches for an encounter's clinical companions when they were not prefetched."""
-    enc = encounter_id if encounter_id.startswith("Encounter/") else f"Encounter/{encounter_id}"
-    return [(t, {"encounter": enc}) for t in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
+def typed(resource_type: str, ident: str) -> str:
+    """"Type/id" of an id or of a reference that already is "Type/id"."""
+    return ident if ident.startswith(resource_type + "/") else f"{resource_type}/{ident}"
 
 
-__all__ = ["DataUnavailable", "resources_of", "key_of", "of_type", "prefetched_or_read", "not_found",
-           "prefetched_or_search", "encounter_locations", "merge", "FETCHABLE_TYPES",
-           "claim_references", "follow_references", "encounter_searches"]
+def encounter_searches(encounter_id: str, patient_id: str | None = None) -> list[tuple[str, dict]]:
+    """The FHIR searches for an encounter's clinical companions when they were not prefetched:
+    typed references, the encounter first (the most selective), the patient when known."""
+    params = {"encounter": typed("Encounter", encounter_id)}
+    if patient_id:
+        params["patient"] = typed("Patient", patient_id)
+    return [(t, dict(params)) for t in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
+
+
+__all__ = ["DataUnavailable", "SearchRefused", "resources_of", "key_of", "of_type",
+           "prefetched_or_read", "prefetched_or_search", "search_with_fallback", "matches", "all_of",
+           "read_all", "read_refs", "or_unchecked", "not_found", "included_locations", "encounter_locations", "merge",
+           "FETCHABLE_TYPES", "claim_references", "follow_references", "encounter_searches", "typed"]

@@ -12,15 +12,18 @@ from ..context import PROCEDURES, SETTING, HookRequest, InvalidResource
 from ..unchecked import optional
 from ..extract import case_from_orders
 from .base import CdsService
-from .gather import (encounter_locations, key_of, merge, not_found, prefetched_or_read,
-                     prefetched_or_search, resources_of)
+from .gather import (all_of, encounter_locations, encounter_searches, included_locations, key_of,
+                     merge, not_found, or_unchecked, prefetched_or_read, prefetched_or_search,
+                     resources_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
+# Typed references and the patient on every search (strict and US Core servers).
 PREFETCH = {
     "encounter": "Encounter/{{context.encounterId}}",
-    "encounterLocations": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
-    "procedures": "Procedure?encounter={{context.encounterId}}",
+    "encounterLocations": "Encounter?_id={{context.encounterId}}&patient=Patient/{{context.patientId}}"
+                          "&_include=Encounter:location",
+    "procedures": "Procedure?encounter=Encounter/{{context.encounterId}}&patient=Patient/{{context.patientId}}",
 }
 
 
@@ -32,16 +35,23 @@ def handle(request: HookRequest) -> dict:
     companions: list[dict] = []
     enc_id = request.context.get("encounterId")
     if enc_id:
-        encounter = prefetched_or_read(request.fhir, "encounter", f"Encounter/{enc_id}")
+        fhir = request.fhir
+        [(_, params)] = [s for s in encounter_searches(enc_id, request.context.get("patientId"))
+                         if s[0] == "Procedure"]
+        results = fhir.concurrently([  # one round trip
+            lambda: prefetched_or_read(fhir, "encounter", f"Encounter/{enc_id}"),
+            lambda: included_locations(fhir),
+            lambda: prefetched_or_search(fhir, "procedures", "Procedure", params)])
+        encounter, included = all_of(results[:2])  # the Encounter is needed
         if encounter is None:
-            raise not_found(request.fhir, f"Encounter/{enc_id}", "encounter")
+            raise not_found(fhir, f"Encounter/{enc_id}", "encounter")
         unchecked = request.unchecked
-        procedures = optional(
-            unchecked, "the encounter's Procedure resources (prefetch 'procedures')",
-            lambda: prefetched_or_search(request.fhir, "procedures", "Procedure",
-                                         {"encounter": f"Encounter/{enc_id}"}), [], PROCEDURES)
+        procedures = or_unchecked(unchecked, results[2],
+                                  "the encounter's Procedure resources (prefetch 'procedures')", [],
+                                  PROCEDURES)
         locations = optional(unchecked, f"the Locations of Encounter/{enc_id}",
-                             lambda: encounter_locations(request.fhir, encounter), [], SETTING)
+                             lambda: encounter_locations(fhir, encounter, included=included), [],
+                             SETTING)
         companions = merge([encounter], locations, procedures)
     case = case_from_orders(draft_orders, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
