@@ -1,21 +1,20 @@
 """Render findings as CDS Hooks 2.0 cards (docs/contract.md#card-topics; docs/cards.md).
 
-One card per finding, never two for the same problem; cards ordered by (priority, finding code,
-lines) so the same request gives the same cards apart from uuids; ``max-cards`` keeps the most
-important. Every card cites its source in ``detail`` and says so when the source is the starter
-data set, not a CMS release.
+One card per finding, in the order :func:`hooks.rules.evaluate` gives them (ordered, deduplicated
+and cut to ``max-cards`` once, by :func:`hooks.findings.select`). A card's topic display and
+override reasons come from the finding's declaration (:data:`hooks.findings.KINDS`). Every card
+cites its source in ``detail`` and says so when the source is the starter data set, not a CMS
+release.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
-from .findings import (ADD_MODIFIER, DOCUMENTATION_MISSING, FINDING_CODES, PTP_MODIFIER_ALLOWED,
-                       Citation, Finding, Fix)
+from .findings import DOCUMENTATION_MISSING, KINDS, Citation, Finding, Fix
 from .model import Case
 
 _getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
@@ -61,18 +60,6 @@ MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
 STARTER_NOTICE = "starter data set, not a CMS release"
 SUMMARY_MAX = 140
 
-TOPIC_DISPLAY = {
-    "ptp-bundled": "76000 bundled by an NCCI PTP edit (modifier indicator 0)",
-    "ptp-modifier-allowed": "76000 in an NCCI PTP edit that allows a modifier (indicator 1)",
-    "fluoroscopy-integral": "Fluoroscopy is integral to the primary procedure",
-    "use-guidance-code": "A fluoroscopic guidance code applies instead of 76000",
-    "modifier-26": "Professional component (modifier 26) in a facility setting",
-    "documentation-missing": "Fluoroscopy documentation missing",
-    "duration-exceeded": "Fluoroscopy time over one hour",
-    "modifier-misuse": "Modifier misused on 76000",
-    "mue-exceeded": "76000 units over the MUE",
-}
-
 DOC_ELEMENT_DISPLAY = {
     "indication": "indication (reason code or linked diagnosis)",
     "fluoroscopy-time": "fluoroscopy time (DICOM 113730 Total Fluoro Time)",
@@ -85,40 +72,11 @@ DOC_ELEMENT_DISPLAY = {
                           "fluoroscopy)",
 }
 
-DEFAULT_OVERRIDE_REASONS = (
-    ("distinct-site", "Fluoroscopy of a separate anatomic site"),
-    ("distinct-session", "Fluoroscopy in a separate session or encounter"),
-    ("distinct-indication", "Distinct, unrelated indication documented"),
-    ("payer-policy", "Payer policy allows separate reporting"),
-)
-
 _DETAIL_LABELS = {
     "column1": "column 1", "column_1": "column 1", "column2": "column 2", "column_2": "column 2",
     "modifier_indicator": "modifier indicator", "modifier-indicator": "modifier indicator",
     "mue_units": "MUE units", "mai": "MAI",
 }
-
-
-def finding_order(f: Finding) -> tuple:
-    """Most important first: priority, then finding code (contract order), then lines."""
-    code_rank = FINDING_CODES.index(f.code) if f.code in FINDING_CODES else len(FINDING_CODES)
-    return (f.priority, code_rank, f.code, tuple(f.lines))
-
-
-def select(findings: list[Finding], config: dict) -> list[Finding]:
-    """Enabled findings, one per (code, lines), in card order, at most ``max-cards``."""
-    seen: set[tuple] = set()
-    out = []
-    for f in (sorted(findings, key=finding_order) if len(findings) > 1 else findings):
-        if config.get(f.code, True) is False:
-            continue
-        key = (f.code, tuple(f.lines))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(f)
-    limit = int(config.get("max-cards") or 0)
-    return out[:limit] if limit > 0 else out
 
 
 def _summary(text: str) -> str:
@@ -179,22 +137,12 @@ def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> 
     return "\n\n".join([b for b in blocks if b])
 
 
-def _fill(fix: Fix, finding: Finding, config: dict) -> Fix:
-    """Give the configured distinct-service modifier to a bypass suggestion that names none."""
-    if fix.action == ADD_MODIFIER and not fix.modifier and finding.code == PTP_MODIFIER_ALLOWED:
-        modifier = config.get("distinct-modifier") or "XS"
-        label = fix.label or f"Append modifier {modifier} (distinct service documented)"
-        return dataclasses.replace(fix, modifier=modifier, label=label)
-    return fix
-
-
-def _suggestions(f: Finding, case: Case, config: dict, drafts: dict | None,
+def _suggestions(f: Finding, case: Case, drafts: dict | None,
                  new_id: Callable[[], str]) -> list[dict]:
     out: list[dict] = []
     seen: set[tuple] = set()
     recommended_given = False
-    for fx in f.fixes:
-        fix = _fill(fx, f, config)
+    for fix in f.fixes:
         actions = actions_for(fix, case, drafts=drafts, new_id=new_id)
         if not actions:
             continue
@@ -214,7 +162,7 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
                 new_id: Callable[[], str] = new_uuid) -> dict:
     """One finding as one card."""
     indicator = f.severity if f.severity in ("info", "warning") else "warning"
-    suggestions = _suggestions(f, case, config, drafts, new_id)
+    suggestions = _suggestions(f, case, drafts, new_id)
     card: dict = {
         "uuid": new_id(),
         "summary": _summary(f.summary),
@@ -222,15 +170,14 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
         "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes),
         "source": {"label": service_label,
                    "topic": {"system": TOPIC_SYSTEM, "code": f.code,
-                             "display": TOPIC_DISPLAY.get(f.code, f.code)}},
+                             "display": KINDS[f.code].display}},
     }
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
-    if f.code == PTP_MODIFIER_ALLOWED:
-        reasons = f.override_reasons or DEFAULT_OVERRIDE_REASONS
+    if f.override_reasons:
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
-                                   for c, d in reasons]
+                                   for c, d in f.override_reasons]
     if f.code == DOCUMENTATION_MISSING:
         card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing)}
         url = config.get("documentation-url") or ""
@@ -243,11 +190,11 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
 def render(findings: list[Finding], case: Case, config: dict, *, service_label: str,
            drafts: dict[str, dict] | None = None,
            new_id: Callable[[], str] = new_uuid) -> list[dict]:
-    """Cards for `findings`: one per finding, most important first, at most ``max-cards``.
+    """Cards for `findings` (as :func:`hooks.rules.evaluate` selected and ordered them), one each.
 
     `drafts` maps "Type/id" to the draft order resources of an order-sign request (used to build
     the ``create`` action of a replacement order).
     """
     return [render_card(f, case, config, service_label=service_label, drafts=drafts,
                         new_id=new_id)
-            for f in select(findings, config)]
+            for f in findings]

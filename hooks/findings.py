@@ -1,6 +1,12 @@
 """Findings: what the rules conclude, with reason, citations, payment effect and a machine-readable fix.
 
-The finding codes are the card topics of docs/contract.md#card-topics.
+Each finding is declared once, as a :class:`Kind` in :data:`KINDS` (docs/rules.md, "Adding a
+finding"): its code (the card topic of docs/contract.md#card-topics), display, severity, card
+priority, removal rank, configuration switch, the fixes it may offer, the citations it needs, its
+"also applies" wording and its override reasons. The engine (:mod:`hooks.rules.engine`) and the
+cards (:mod:`hooks.cards`) both read it; a declaration missing a part raises
+:class:`DeclarationError` at import. :func:`select` orders the findings and applies ``max-cards``,
+in this one place.
 
 Finding, built several times per request, defines its own ``__init__`` (one ``__dict__`` update
 instead of one ``object.__setattr__`` per field, 0.7 us instead of 2.6 us; see hooks/model.py):
@@ -9,20 +15,7 @@ still frozen, same fields and defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-PTP_BUNDLED = "ptp-bundled"
-PTP_MODIFIER_ALLOWED = "ptp-modifier-allowed"
-FLUOROSCOPY_INTEGRAL = "fluoroscopy-integral"
-USE_GUIDANCE_CODE = "use-guidance-code"
-MODIFIER_26 = "modifier-26"
-DOCUMENTATION_MISSING = "documentation-missing"
-DURATION_EXCEEDED = "duration-exceeded"
-MODIFIER_MISUSE = "modifier-misuse"
-MUE_EXCEEDED = "mue-exceeded"
-
-FINDING_CODES = (PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE,
-                 MODIFIER_26, DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE,
-                 MUE_EXCEEDED)
+from typing import Iterable, Sequence
 
 # Fix actions
 REMOVE_LINE = "remove-line"
@@ -30,7 +23,126 @@ REPLACE_CODE = "replace-code"
 ADD_MODIFIER = "add-modifier"
 REMOVE_MODIFIER = "remove-modifier"
 REDUCE_UNITS = "reduce-units"
+SET_PLACE_OF_SERVICE = "set-place-of-service"
 DOCUMENT = "document"
+FIX_ACTIONS = frozenset({REMOVE_LINE, REPLACE_CODE, ADD_MODIFIER, REMOVE_MODIFIER, REDUCE_UNITS,
+                         SET_PLACE_OF_SERVICE, DOCUMENT})
+CITATION_KINDS = frozenset({"ncci-ptp", "ncci-mue", "ncci-aoc", "mpfs", "policy"})
+SEVERITIES = frozenset({"info", "warning"})  # payment risk is never "critical"
+
+
+class DeclarationError(ValueError):
+    """A finding declaration lacks a part or holds an unknown one."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One finding, declared once; the engine and the cards read it.
+
+    ``rank``: for a *removal problem* (a reason 76000 cannot be billed against a partner line), its
+    specificity among one line's problems (lower wins); None for the other findings.
+    ``priority``: card order and the ``max-cards`` cut (lower first). ``switch``: the configuration
+    option that turns it off. ``fixes``: the Fix actions it may offer. ``citations``: the citation
+    kinds it may cite (every finding cites at least one). ``also``: the phrase naming it under "Also
+    applies" on another removal finding's card (fields of the Problem: {partner}, {add_on}, {column1},
+    {indicator}, {why}). ``override_reasons``: (code, display) Codings a clinician may give to keep
+    76000. ``source``: where the rule comes from (cited in docs/rules.md).
+    """
+
+    code: str
+    display: str
+    severity: str
+    priority: int
+    rank: int | None
+    fixes: frozenset[str]
+    citations: frozenset[str]
+    source: str
+    also: str = ""
+    override_reasons: tuple[tuple[str, str], ...] = ()
+    switch: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.switch:
+            object.__setattr__(self, "switch", self.code)
+        missing = [name for name in ("code", "display", "source") if not str(getattr(self, name)).strip()]
+        if missing:
+            raise DeclarationError(f"finding {self.code!r}: missing {', '.join(missing)}")
+        if self.severity not in SEVERITIES:
+            raise DeclarationError(f"finding {self.code!r}: severity must be one of {sorted(SEVERITIES)}")
+        if type(self.priority) is not int or (self.rank is not None and type(self.rank) is not int):
+            raise DeclarationError(f"finding {self.code!r}: priority and rank are integers")
+        if not self.fixes or not self.fixes <= FIX_ACTIONS:
+            raise DeclarationError(f"finding {self.code!r}: fixes must be a non-empty subset of {sorted(FIX_ACTIONS)}")
+        if not self.citations or not self.citations <= CITATION_KINDS:
+            raise DeclarationError(f"finding {self.code!r}: citations must be a non-empty subset of "
+                                   f"{sorted(CITATION_KINDS)}")
+        if self.rank is not None and not self.also.strip():
+            raise DeclarationError(f"finding {self.code!r}: a removal problem needs its 'also' wording")
+
+
+def declare(kinds: Iterable[Kind]) -> dict[str, Kind]:
+    """The declarations by code, in contract order; codes, ranks and priorities-with-ranks unique."""
+    out: dict[str, Kind] = {}
+    ranks: dict[int, str] = {}
+    for k in kinds:
+        if k.code in out:
+            raise DeclarationError(f"finding {k.code!r} declared twice")
+        if k.rank is not None:
+            if k.rank in ranks:
+                raise DeclarationError(f"findings {ranks[k.rank]!r} and {k.code!r} share rank {k.rank}")
+            ranks[k.rank] = k.code
+        out[k.code] = k
+    return out
+
+
+_DISTINCT = "CMS NCCI Policy Manual for Medicare Services (2024), Chapter I, section E (modifiers and modifier indicators)"
+_PTP = "CMS NCCI PTP edits (column 1 / column 2, modifier indicator), July 2024 release"
+
+KINDS: dict[str, Kind] = declare([
+    Kind("ptp-bundled", "76000 bundled by an NCCI PTP edit (modifier indicator 0)", "warning",
+         priority=10, rank=1, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp"}),
+         source=_PTP, also="NCCI PTP edit {column1}/76000, modifier indicator {indicator}"),
+    Kind("ptp-modifier-allowed", "76000 in an NCCI PTP edit that allows a modifier (indicator 1)", "warning",
+         priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=frozenset({"ncci-ptp"}),
+         source=f"{_PTP}; {_DISTINCT}",
+         also="NCCI PTP edit {column1}/76000, modifier indicator {indicator}",
+         override_reasons=(
+             ("distinct-site", "Fluoroscopy of a different anatomic site than the procedure"),
+             ("distinct-session", "Separate session or encounter on the same date"),
+             ("distinct-practitioner", "Performed by a different practitioner"),
+             ("distinct-indication", "Separate, unrelated service documented"),
+             ("payer-policy", "Payer policy allows separate reporting"))),
+    Kind("fluoroscopy-integral", "Fluoroscopy is integral to the primary procedure", "warning",
+         priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"policy", "ncci-ptp"}),
+         source="hooks/policy/integral.tsv (CPT descriptors; NCCI Policy Manual Chapters IV, VIII, IX)",
+         also="fluoroscopy is integral to {partner} (policy)"),
+    Kind("use-guidance-code", "A fluoroscopic guidance code applies instead of 76000", "warning",
+         priority=20, rank=2, fixes=frozenset({REPLACE_CODE, REMOVE_LINE, ADD_MODIFIER}),
+         citations=frozenset({"ncci-aoc", "policy", "ncci-ptp", "mpfs"}),
+         source="CMS NCCI add-on code edits (77001-77003), July 2024; hooks/policy/guidance.tsv",
+         also="{partner} is a primary of guidance add-on {add_on}"),
+    Kind("modifier-26", "Professional component (modifier 26) in a facility setting", "warning",
+         priority=50, rank=None, fixes=frozenset({ADD_MODIFIER, REMOVE_MODIFIER}),
+         citations=frozenset({"mpfs", "policy"}),
+         source="CMS MPFS 2024 PC/TC indicators; Medicare Claims Processing Manual, Chapter 13, section 20"),
+    Kind("documentation-missing", "Fluoroscopy documentation missing", "warning",
+         priority=70, rank=None, fixes=frozenset({DOCUMENT}), citations=frozenset({"policy", "ncci-ptp"}),
+         source="Medicare Claims Processing Manual, Chapter 13, section 20.1; ACR-AAPM fluoroscopy practice parameter"),
+    Kind("duration-exceeded", "Fluoroscopy time over one hour", "info",
+         priority=60, rank=None, fixes=frozenset({REDUCE_UNITS}), citations=frozenset({"policy"}),
+         source="CPT 76000 descriptor (up to 1 hour); 76001 deleted (NCCI edits end 2018-12-31)"),
+    Kind("modifier-misuse", "Modifier misused on 76000", "warning",
+         priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp", "policy"}),
+         source=_DISTINCT, also="{why}"),
+    Kind("mue-exceeded", "76000 units over the MUE", "warning",
+         priority=40, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}),
+         citations=frozenset({"ncci-mue", "policy"}), source="CMS NCCI MUE table, practitioner, July 2024"),
+])
+
+FINDING_CODES = tuple(KINDS)
+PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE, MODIFIER_26, \
+    DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED = FINDING_CODES
+REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not None), key=lambda c: KINDS[c].rank))
 
 
 @dataclass(frozen=True)
@@ -48,7 +160,7 @@ class Citation:
 class Fix:
     """A machine-readable correction. The first fix of a finding is the recommended one."""
 
-    action: str  # REMOVE_LINE | REPLACE_CODE | ADD_MODIFIER | REMOVE_MODIFIER | REDUCE_UNITS | DOCUMENT
+    action: str  # one of FIX_ACTIONS
     line: str | None = None  # Line.key it applies to
     code: str | None = None  # REPLACE_CODE: the new code
     modifier: str | None = None  # ADD_MODIFIER / REMOVE_MODIFIER
@@ -60,6 +172,8 @@ class Fix:
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem the rules found, as the cards render it (its Kind: KINDS[code])."""
+
     code: str  # one of FINDING_CODES
     severity: str  # "info" | "warning" (payment risk is never "critical")
     summary: str  # at most 140 characters, actionable
@@ -70,13 +184,32 @@ class Finding:
     missing: tuple[str, ...] = ()  # DOCUMENTATION_MISSING: element codes
     payment: str | None = None  # payment effect, e.g. "76000 global 1.28 RVU ($42.61) vs -26 0.44 RVU ($14.65)"
     override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) a clinician may give to keep 76000
-    priority: int = 50  # lower sorts first; used by max-cards
 
     def __init__(self, code: str, severity: str, summary: str, reason: str,
                  lines: tuple[str, ...] = (), citations: tuple[Citation, ...] = (),
                  fixes: tuple[Fix, ...] = (), missing: tuple[str, ...] = (),
-                 payment: str | None = None, override_reasons: tuple[tuple[str, str], ...] = (),
-                 priority: int = 50) -> None:
+                 payment: str | None = None, override_reasons: tuple[tuple[str, str], ...] = ()) -> None:
         self.__dict__.update(code=code, severity=severity, summary=summary, reason=reason,
                              lines=lines, citations=citations, fixes=fixes, missing=missing,
-                             payment=payment, override_reasons=override_reasons, priority=priority)
+                             payment=payment, override_reasons=override_reasons)
+
+
+def order_key(f: Finding) -> tuple:
+    """Most important first: the kind's priority, then its position in the contract, then the lines."""
+    return (KINDS[f.code].priority, FINDING_CODES.index(f.code), tuple(f.lines))
+
+
+def select(findings: Sequence[Finding], config: dict) -> list[Finding]:
+    """The findings to show, in card order: switched-off kinds dropped, one per (code, lines), at
+    most ``max-cards`` (0 = all). The one place findings are ordered and cut."""
+    seen: set[tuple] = set()
+    out = []
+    for f in (sorted(findings, key=order_key) if len(findings) > 1 else findings):
+        if config.get(KINDS[f.code].switch, True) is False:
+            continue
+        key = (f.code, tuple(f.lines))
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    limit = config.get("max-cards") or 0
+    return out[:limit] if type(limit) is int and limit > 0 else out

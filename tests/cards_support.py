@@ -6,7 +6,7 @@ from datetime import date
 
 from fhir.resources.R4B.claim import Claim
 
-from hooks.findings import Citation, Finding, Fix
+from hooks.findings import KINDS, Citation, Finding, Fix
 from hooks.model import Case, Evidence, Line, Setting
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -81,12 +81,15 @@ PTP_CITATION = Citation(
              ("rationale", "Standards of medical/surgical practice")))
 
 
-def finding(code: str, *, lines=("Claim.item[sequence=2]",), fixes=(), priority=50,
+def finding(code: str, *, lines=("Claim.item[sequence=2]",), fixes=(),
             severity="warning", summary=None, missing=(), citations=(PTP_CITATION,),
-            payment=None) -> Finding:
+            payment=None, override_reasons=None) -> Finding:
+    if override_reasons is None:
+        override_reasons = KINDS[code].override_reasons  # as the engine fills them
     return Finding(code=code, severity=severity, summary=summary or f"Review 76000 ({code})",
                    reason=f"Because of {code}.", lines=tuple(lines), citations=tuple(citations),
-                   fixes=tuple(fixes), missing=tuple(missing), payment=payment, priority=priority)
+                   fixes=tuple(fixes), missing=tuple(missing), payment=payment,
+                   override_reasons=tuple(override_reasons))
 
 
 def remove_fix(line="Claim.item[sequence=2]", **kw) -> Fix:

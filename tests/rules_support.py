@@ -148,3 +148,16 @@ def findings_of(s, reference, **kw):
     from hooks.rules import evaluate
 
     return evaluate(case_of(s, reference, **kw), reference, resolve(s.extension))
+
+
+def assert_as_declared(f) -> None:
+    """A finding agrees with its declaration (hooks.findings.KINDS): severity, the fixes it may offer
+    (the extra edits of a fix too), the citations it may give (at least one), its override reasons."""
+    from hooks.findings import KINDS
+    kind = KINDS[f.code]
+    assert f.severity == kind.severity, f.code
+    assert f.citations and {c.kind for c in f.citations} <= kind.citations, (f.code, f.citations)
+    assert f.override_reasons == kind.override_reasons, f.code
+    for fix in f.fixes:
+        for part in (fix,) + tuple(getattr(fix, "then", ())):
+            assert part.action in kind.fixes, (f.code, part.action)

@@ -6,7 +6,7 @@ from datetime import date
 
 from hooks import cards
 from hooks.config import resolve
-from hooks.findings import Citation, Fix
+from hooks.findings import KINDS, Citation, Fix, select
 from hooks.model import Case, Line, Setting
 from tests.cards_support import (claim_case, claim_item, finding, line_key,
                                  make_claim, remove_fix, validate_claim)
@@ -33,15 +33,16 @@ def _apply_recommended(card):
 
 def test_remove_line_card_shape_and_update_action():
     [card] = _render([finding("ptp-modifier-allowed", fixes=[
-        remove_fix(), Fix(action="add-modifier", line=line_key(2), recommended=False)])])
+        remove_fix(), Fix(action="add-modifier", line=line_key(2), modifier="XS", recommended=False)])])
     assert card["source"]["topic"] == {"system": cards.TOPIC_SYSTEM, "code": "ptp-modifier-allowed",
-                                       "display": cards.TOPIC_DISPLAY["ptp-modifier-allowed"]}
+                                       "display": KINDS["ptp-modifier-allowed"].display}
     assert card["source"]["label"] == LABEL
     assert card["indicator"] == "warning"
     assert card["selectionBehavior"] == "at-most-one"
     assert len(card["summary"]) <= 140
-    assert card["overrideReasons"] and all({"system", "code", "display"} <= set(r)
-                                           for r in card["overrideReasons"])
+    assert [(r["code"], r["display"]) for r in card["overrideReasons"]] == list(
+        KINDS["ptp-modifier-allowed"].override_reasons)
+    assert all(r["system"] == cards.OVERRIDE_SYSTEM for r in card["overrideReasons"])
     [rec, bypass] = card["suggestions"]
     assert rec["isRecommended"] is True and bypass["isRecommended"] is False
     assert rec["uuid"] != bypass["uuid"] != card["uuid"]
@@ -50,20 +51,11 @@ def test_remove_line_card_shape_and_update_action():
     claim = action["resource"]
     validate_claim(claim)
     assert [i["productOrService"]["coding"][0]["code"] for i in claim["item"]] == ["29881"]
-    # the bypass suggestion appends the configured distinct modifier (XS by default)
+    # the bypass suggestion appends the fix's modifier
     [upd] = bypass["actions"]
     mods = [c["code"] for m in upd["resource"]["item"][1]["modifier"] for c in m["coding"]]
     assert mods == ["XS"]
     validate_claim(upd["resource"])
-
-
-def test_distinct_modifier_follows_configuration():
-    [card] = _render([finding("ptp-modifier-allowed", fixes=[
-        remove_fix(), Fix(action="add-modifier", line=line_key(2), recommended=False)])],
-        **{"distinct-modifier": "59"})
-    upd = card["suggestions"][1]["actions"][0]["resource"]
-    assert upd["item"][1]["modifier"][0]["coding"][0] == {
-        "system": "http://www.ama-assn.org/go/cpt", "code": "59"}
 
 
 def test_detail_cites_row_and_says_starter():
@@ -91,9 +83,9 @@ def test_replace_code_and_add_modifier_and_units():
     fs = [finding("use-guidance-code", fixes=[Fix(action="replace-code", line=line_key(2),
                                                      code="77002", label="Bill 77002 instead")]),
           finding("modifier-26", fixes=[Fix(action="add-modifier", line=line_key(2),
-                                                modifier="26", label="Append 26")], priority=60),
+                                                modifier="26", label="Append 26")]),
           finding("mue-exceeded", fixes=[Fix(action="reduce-units", line=line_key(2), units=3,
-                                                 label="Bill 3 units")], priority=70)]
+                                                 label="Bill 3 units")])]
     out = {c["source"]["topic"]["code"]: c for c in _render(fs, case)}
     guide = _apply_recommended(out["use-guidance-code"])[0]["resource"]
     assert guide["item"][1]["productOrService"]["coding"][0]["code"] == "77002"
@@ -125,22 +117,27 @@ def test_documentation_missing_extension_and_link():
     assert "links" not in nolink
 
 
-def test_ordering_dedup_disable_and_max_cards():
-    fs = [finding("mue-exceeded", priority=70, fixes=[remove_fix()]),
-          finding("ptp-bundled", priority=10, fixes=[remove_fix()]),
-          finding("ptp-bundled", priority=10, fixes=[remove_fix()]),  # duplicate problem
-          finding("modifier-26", priority=40, fixes=[]),
-          finding("duration-exceeded", priority=40, fixes=[])]
-    codes = [c["source"]["topic"]["code"] for c in _render(fs)]
-    assert codes == ["ptp-bundled", "modifier-26", "duration-exceeded", "mue-exceeded"]
-    assert [c["source"]["topic"]["code"] for c in _render(list(reversed(fs)))] == codes
-    assert [c["source"]["topic"]["code"] for c in _render(fs, **{"max-cards": 2})] == codes[:2]
-    assert "ptp-bundled" not in [c["source"]["topic"]["code"]
-                                 for c in _render(fs, **{"ptp-bundled": False})]
+def test_select_orders_dedups_disables_and_cuts_once():
+    """findings.select: the kinds' priority, then contract order, then lines; one per (code, lines)."""
+    fs = [finding("mue-exceeded", fixes=[remove_fix()]),
+          finding("modifier-misuse", fixes=[remove_fix()], lines=("Claim.item[sequence=3]",)),
+          finding("ptp-bundled", fixes=[remove_fix()]),
+          finding("ptp-bundled", fixes=[remove_fix()]),  # duplicate problem
+          finding("modifier-26", fixes=[]),
+          finding("duration-exceeded", fixes=[])]
+    codes = [f.code for f in select(fs, _config())]
+    # priorities: bundled = misuse 10 (bundled first in the contract), MUE 40, 26 50, duration 60
+    assert codes == ["ptp-bundled", "modifier-misuse", "mue-exceeded", "modifier-26", "duration-exceeded"]
+    assert [f.code for f in select(list(reversed(fs)), _config())] == codes
+    assert [f.code for f in select(fs, _config(**{"max-cards": 1}))] == codes[:1]
+    assert "ptp-bundled" not in [f.code for f in select(fs, _config(**{"ptp-bundled": False}))]
+    # the cards keep that order: rendering neither sorts nor cuts again
+    chosen = select(fs, _config(**{"max-cards": 2}))
+    assert [c["source"]["topic"]["code"] for c in _render(chosen)] == codes[:2]
 
 
 def test_same_request_same_cards_apart_from_uuids():
-    fs = [finding("ptp-bundled", fixes=[remove_fix()]), finding("modifier-26", priority=60)]
+    fs = [finding("ptp-bundled", fixes=[remove_fix()]), finding("modifier-26")]
     counter = itertools.count()
     a = cards.render(fs, _case(), _config(), service_label=LABEL, new_id=lambda: "x")
     b = cards.render(fs, _case(), _config(), service_label=LABEL,

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hooks.config import resolve
 from hooks.context import InvalidResource
 from hooks.extract import case_from_claim, case_from_encounter, case_from_orders, split_claim_bundle
-from hooks.findings import FINDING_CODES
+from hooks.findings import FINDING_CODES, order_key
 from hooks.rules import evaluate
 from nccidata.starter import starter
+from tests.rules_support import assert_as_declared
 from tests.scenario_fixtures import CPT, POS_SYSTEM, scenario
 
 REF = starter()
@@ -72,6 +73,8 @@ def test_any_claim_gives_findings_or_invalid_resource(items, institutional, conf
     for f in findings:
         assert f.code in FINDING_CODES and len(f.summary) <= 140 and f.severity in ("info", "warning")
         assert config.get(f.code, True)
+        assert_as_declared(f)
+    assert findings == sorted(findings, key=order_key)
     if config.get("max-cards"):
         assert len(findings) <= config["max-cards"]
     has_fluoro = any(i["productOrService"]["coding"][0]["code"] == "76000" for i in items)

@@ -8,7 +8,7 @@ from hooks import findings as F
 from hooks.model import DISTINCT_MODIFIERS, FLUORO
 from nccidata.starter import starter
 from tests.conftest import require_shared_ncci
-from tests.rules_support import case_of, findings_of, real_ncci
+from tests.rules_support import assert_as_declared, case_of, findings_of, real_ncci
 from tests.scenario_fixtures import scenario
 
 RULE_SCENARIOS = tuple(range(1, 16))
@@ -54,6 +54,7 @@ def check_contract(findings) -> None:
         assert f.severity in ("info", "warning")
         assert 0 < len(f.summary) <= 140
         assert f.reason and f.citations
+        assert_as_declared(f)
         if f.fixes:
             assert f.fixes[0].recommended
         for c in f.citations:

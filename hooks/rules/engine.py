@@ -4,20 +4,25 @@
 Per 76000 line, every same-date partner line is checked for *removal problems*: an NCCI PTP edit
 (76000 as column 2), a policy entry saying fluoroscopy is integral to the partner, or a guidance
 add-on code that replaces 76000 for the partner. One problem per line is reported, the most
-specific enabled one (:data:`RANK`), citing every row and policy entry that applies. A line with a
-removal problem is not billable: modifier-26, documentation-missing, duration-exceeded and
-mue-exceeded are then not reported for it (they would fix a line that must go).
+specific enabled one (the lowest ``rank`` of its :data:`hooks.findings.KINDS` declaration), citing
+every row and policy entry that applies. A line with a removal problem is not billable: modifier-26,
+documentation-missing, duration-exceeded and mue-exceeded are then not reported for it (they would
+fix a line that must go).
+
+Each declared finding has exactly one rule here: a removal builder in :data:`REMOVAL_BUILDERS` or a
+billable-line rule in :data:`LINE_RULES`; a declaration without one (or a rule without a
+declaration) raises :class:`hooks.findings.DeclarationError` at import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
 
 from .. import findings as F
-from ..findings import Citation, Finding, Fix
+from ..findings import KINDS, REMOVAL_CODES, Citation, DeclarationError, Finding, Fix
 from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, Case, Line
 from . import cite
 from .policy import Policy, PolicyEntry, policy
@@ -26,17 +31,6 @@ NO_DATE = date(9999, 12, 31)  # a line without a date of service: only edits wit
 DURATION_LIMIT_MINUTES = 60.0
 _FLUORO_SET = frozenset({FLUORO})
 
-# Specificity of removal problems, most specific first (lower wins).
-RANK = {F.MODIFIER_MISUSE: 0, F.PTP_BUNDLED: 1, F.USE_GUIDANCE_CODE: 2, F.FLUOROSCOPY_INTEGRAL: 3,
-        F.PTP_MODIFIER_ALLOWED: 4}
-PRIORITY = {F.MODIFIER_MISUSE: 10, F.PTP_BUNDLED: 10, F.USE_GUIDANCE_CODE: 20, F.FLUOROSCOPY_INTEGRAL: 20,
-            F.PTP_MODIFIER_ALLOWED: 30, F.MUE_EXCEEDED: 40, F.MODIFIER_26: 50, F.DURATION_EXCEEDED: 60,
-            F.DOCUMENTATION_MISSING: 70}
-OVERRIDE_REASONS = (
-    ("distinct-site", "Fluoroscopy of a different anatomic site than the procedure"),
-    ("distinct-session", "Separate session or encounter on the same date"),
-    ("distinct-indication", "Separate, unrelated diagnostic indication documented"),
-)
 ELEMENT_LABELS = {"indication": "indication", "fluoroscopy-time": "fluoroscopy time",
                   "radiation-dose": "radiation dose", "body-site": "body site", "findings": "findings",
                   "images-retained": "retained images", "signed-interpretation": "signed interpretation",
@@ -59,7 +53,13 @@ class Problem:
 
     @property
     def rank(self) -> int:
-        return RANK[self.code]
+        return KINDS[self.code].rank
+
+    def phrase(self) -> str:
+        """How this problem is named under "Also applies" (its kind's ``also`` wording)."""
+        e = self.edit
+        return KINDS[self.code].also.format(partner=self.partner.code, add_on=self.add_on, why=self.why,
+                                            column1=e.column1 if e else "", indicator=e.modifier_indicator if e else "")
 
     def citations(self) -> list[Citation]:
         out = []
@@ -84,7 +84,8 @@ class _LineReview:
 
 
 def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding]:
-    """All findings for `case`, most important first, at most ``config['max-cards']`` (0 = all).
+    """All findings for `case`, most important first, at most ``config['max-cards']`` (0 = all),
+    as :func:`hooks.findings.select` orders and cuts them.
 
     Pure: depends only on its arguments (and the immutable policy files).
     """
@@ -92,7 +93,6 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
     fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
     if not fluoro:
         return []
-    # a finding code is enabled unless the configuration switches it off (a falsy value)
     reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     out: list[Finding] = []
     billable = []
@@ -100,43 +100,23 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
         if not review.problems:
             billable.append(review)
             continue
-        chosen = [p for p in review.problems if config.get(p.code, True)]
+        # a finding is enabled unless the configuration switches it off (a falsy value)
+        chosen = [p for p in review.problems if config.get(KINDS[p.code].switch, True)]
         if chosen:
             problem = chosen[0] if len(chosen) == 1 else min(chosen, key=_rank_of)
             out.append(_removal_finding(case, review, problem, reference, config))
     if billable:
-        if config.get(F.MUE_EXCEEDED, True):
-            out.extend(_mue_findings(case, billable, reference))
-        if config.get(F.MODIFIER_26, True):
-            out.extend(f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None)
-        if case.evidence_checked and config.get(F.DURATION_EXCEEDED, True):
-            f = _duration(case, billable)
-            if f is not None:
-                out.append(f)
-        if case.evidence_checked and config.get(F.DOCUMENTATION_MISSING, True):
-            unbilled = [p for r in billable for p in _unbilled_conflicts(case, r, reference, pol)]
-            f = _documentation(case, billable, unbilled)
-            if f is not None:
-                out.append(f)
-    if len(out) > 1:
-        out.sort(key=_priority_of)
-    limit = config.get("max-cards") or 0
-    return out[:limit] if isinstance(limit, int) and limit > 0 else out
+        for code, rule in LINE_RULES.items():
+            if config.get(KINDS[code].switch, True):
+                out.extend(rule(case, billable, reference, config, pol))
+    return F.select(out, config)
 
 
 def _rank_of(p: Problem) -> int:
-    return RANK[p.code]
-
-
-def _priority_of(f: Finding) -> int:
-    return f.priority
+    return KINDS[p.code].rank
 
 
 # --- removal problems ----------------------------------------------------------------------------
-def _same_day(a: date | None, b: date | None) -> bool:
-    return a is None or b is None or a == b
-
-
 def guidance_add_on(code: str, on: date, reference: ReferenceData, pol: Policy) -> tuple[str, AddOnEdit | None, PolicyEntry | None] | None:
     """The guidance add-on that replaces 76000 for primary `code`: the AOC table in service first
     (77001/77002/77003 rows listing `code`), then the guidance policy file."""
@@ -233,9 +213,34 @@ def _clip(text: str, limit: int = 140) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+class _Removal:
+    """What a removal builder says: summary, reason, fixes and (when it differs from "not separately
+    payable") the payment effect."""
+
+    __slots__ = ("summary", "reason", "fixes", "payment")
+
+    def __init__(self, summary: str, reason: str, fixes: tuple[Fix, ...], payment: str | None = None) -> None:
+        self.summary, self.reason, self.fixes, self.payment = summary, reason, fixes, payment
+
+
+class _Context(NamedTuple):
+    """What every removal builder reads."""
+
+    case: Case
+    review: _LineReview
+    problem: Problem
+    reference: ReferenceData
+    config: dict
+    when: str  # " on 2024-08-05" or ""
+    fee_mod: str  # the line's 26 / TC, or ""
+    amount: str | None  # the line's fee ("1.28 RVU ($42.61)"), or None
+
+
 def _removal_finding(case: Case, review: _LineReview, problem: Problem, reference: ReferenceData,
                      config: dict) -> Finding:
-    line, partner = review.line, problem.partner
+    """The finding of a line's chosen removal problem: its kind's builder, plus what all removal
+    findings share (citations of every problem, "Also applies", the payment-component note)."""
+    line = review.line
     others = [p for p in review.problems if p is not problem]
     citations = problem.citations()
     for p in others:
@@ -243,98 +248,115 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     if problem.code == F.MODIFIER_MISUSE:
         citations.append(policy().facts["distinct-modifiers"].citation())
     fee_mod = _fee_modifier(line)
-    fee = reference.fee(FLUORO, fee_mod)
-    amount = cite.money(fee, case.setting.facility, line.units)
-    payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable" if amount else None
+    amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, line.units)
     when = f" on {review.day.isoformat()}" if review.day else ""
+    built = REMOVAL_BUILDERS[problem.code](_Context(case, review, problem, reference, config, when, fee_mod, amount))
+    payment = built.payment
+    if payment is None and amount:
+        payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable"
     also = ""
     if len(others) == 1:
-        also = "\n\nAlso applies: " + _problem_phrase(others[0]) + "."
+        also = "\n\nAlso applies: " + others[0].phrase() + "."
     elif others:
-        also = "\n\nAlso applies: " + "; ".join(sorted({_problem_phrase(p) for p in others})) + "."
+        also = "\n\nAlso applies: " + "; ".join(sorted({p.phrase() for p in others})) + "."
     component_note = ""
     if line.modifiers and problem.code != F.MODIFIER_MISUSE and COMPONENT_MODIFIERS.intersection(line.modifiers):
         component_note = "\n\nModifier 26/TC identifies a payment component; it does not bypass an NCCI edit."
-    fixes: tuple[Fix, ...]
-    override: tuple[tuple[str, str], ...] = ()
-    severity = "warning"
-    if problem.code == F.PTP_BUNDLED:
-        e = problem.edit
-        summary = f"Remove 76000: NCCI bundles it into {partner.code}{when}; no modifier can bypass this edit"
-        reason = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** "
-                  f"(modifier indicator **0**: no modifier allowed; rationale: {e.rationale}). "
-                  f"76000 is not separately reportable with {partner.code}{when}.")
-        remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})")
-        fixes = (remove,)
-    elif problem.code == F.MODIFIER_MISUSE:
-        mods = "/".join(line.modifiers)
-        if problem.edit is not None and problem.edit.modifier_indicator == "0":
-            summary = f"Remove 76000: modifier {mods} cannot bypass the NCCI edit with {partner.code} (indicator 0)"
-        else:
-            summary = f"Remove 76000: {mods} is at the same site and session as {partner.code}; 76000 stays bundled"
-        e = problem.edit
-        reason = (f"The 76000 line carries {', '.join(line.modifiers)}, but {problem.why}. "
-                  f"The NCCI PTP edit {e.column1}/76000 (modifier indicator {e.modifier_indicator}, "
-                  f"rationale: {e.rationale}) applies{when}, so 76000 is not separately reportable.")
-        remove = Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})")
-        fixes = (remove,)
-    elif problem.code == F.USE_GUIDANCE_CODE:
-        add_on = problem.add_on
-        if problem.add_on_billed:
-            summary = f"Remove 76000: {add_on} already reports the fluoroscopic guidance for {partner.code}"
-            reason = (f"Fluoroscopic guidance for {partner.code} is reported with add-on **{add_on}**, which is "
-                      f"already billed{when}; 76000 would report the same fluoroscopy twice.")
-            fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 ({add_on} already billed)"),)
-        else:
-            summary = f"Replace 76000 with {add_on}: fluoroscopic guidance for {partner.code} uses the add-on code"
-            reason = (f"{partner.code} is a listed primary procedure of the fluoroscopic guidance add-on "
-                      f"**{add_on}**. Guidance for it is reported with {add_on}, not with 76000 "
-                      f"(a separate diagnostic fluoroscopy).")
-            fixes = (Fix(F.REPLACE_CODE, line=line.key, code=add_on, units=1,
-                         label=f"Replace 76000 with {add_on}"),)
-            new_fee = reference.fee(add_on, fee_mod)
-            new_amount = cite.money(new_fee, case.setting.facility)
-            if amount and new_amount:
-                cf = fee.conversion_factor
-                payment = (f"{cite.label(FLUORO, fee_mod)} {amount} -> {cite.label(add_on, fee_mod)} {new_amount}"
-                           + (f" at CF {cf}" if cf else ""))
-    elif problem.code == F.FLUOROSCOPY_INTEGRAL:
-        entry = problem.entry
-        summary = f"Remove 76000: fluoroscopy is integral to {partner.code} ({entry.category.replace('-', ' ')})"
-        reason = (f"Fluoroscopy is part of **{partner.code}**: {entry.description}. It is not separately "
-                  f"reportable as 76000{when}. Never add 76000 to this procedure.")
-        fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (integral to {partner.code})"),)
-    else:  # PTP_MODIFIER_ALLOWED
-        e = problem.edit
-        modifier = config.get("distinct-modifier") or "XS"
-        summary = (f"Remove 76000 (bundled into {partner.code}) unless the fluoroscopy was distinct; "
-                   f"then append {modifier}")
-        reason = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** "
-                  f"(modifier indicator **1**; rationale: {e.rationale}). Nothing in the record shows the "
-                  f"fluoroscopy was distinct (different site, session or indication), so 76000 is bundled. "
-                  f"Append {modifier} only if it truly was distinct, and document why.")
-        fixes = (Fix(F.REMOVE_LINE, line=line.key, label=f"Remove 76000 (bundled into {partner.code})"),)
-        if modifier not in line.modifiers:
-            fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
-                          label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
-        override = OVERRIDE_REASONS
-    return Finding(code=problem.code, severity=severity, summary=_clip(summary), reason=reason + also + component_note,
-                   lines=(line.key,), citations=_dedupe(citations), fixes=fixes, payment=payment,
-                   override_reasons=override, priority=PRIORITY[problem.code])
+    kind = KINDS[problem.code]
+    return Finding(code=kind.code, severity=kind.severity, summary=_clip(built.summary),
+                   reason=built.reason + also + component_note, lines=(line.key,), citations=_dedupe(citations),
+                   fixes=built.fixes, payment=payment, override_reasons=kind.override_reasons)
 
 
-def _problem_phrase(p: Problem) -> str:
-    if p.code == F.FLUOROSCOPY_INTEGRAL:
-        return f"fluoroscopy is integral to {p.partner.code} (policy)"
-    if p.code == F.USE_GUIDANCE_CODE:
-        return f"{p.partner.code} is a primary of guidance add-on {p.add_on}"
-    if p.code in (F.PTP_MODIFIER_ALLOWED, F.PTP_BUNDLED):
-        return f"NCCI PTP edit {p.edit.column1}/76000, modifier indicator {p.edit.modifier_indicator}"
-    return p.why
+def _remove(c: _Context, why: str) -> Fix:
+    return Fix(F.REMOVE_LINE, line=c.review.line.key, label=f"Remove 76000 ({why})")
+
+
+def _ptp_bundled(c: _Context) -> _Removal:
+    e, partner = c.problem.edit, c.problem.partner.code
+    return _Removal(
+        f"Remove 76000: NCCI bundles it into {partner}{c.when}; no modifier can bypass this edit",
+        f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
+        f"**0**: no modifier allowed; rationale: {e.rationale}). 76000 is not separately reportable with "
+        f"{partner}{c.when}.",
+        (_remove(c, f"bundled into {partner}"),))
+
+
+def _modifier_misuse(c: _Context) -> _Removal:
+    line, e, partner = c.review.line, c.problem.edit, c.problem.partner.code
+    mods = "/".join(line.modifiers)
+    if e.modifier_indicator == "0":
+        summary = f"Remove 76000: modifier {mods} cannot bypass the NCCI edit with {partner} (indicator 0)"
+    else:
+        summary = f"Remove 76000: {mods} is at the same site and session as {partner}; 76000 stays bundled"
+    return _Removal(
+        summary,
+        f"The 76000 line carries {', '.join(line.modifiers)}, but {c.problem.why}. The NCCI PTP edit "
+        f"{e.column1}/76000 (modifier indicator {e.modifier_indicator}, rationale: {e.rationale}) applies{c.when}, "
+        f"so 76000 is not separately reportable.",
+        (_remove(c, f"bundled into {partner}"),))
+
+
+def _use_guidance_code(c: _Context) -> _Removal:
+    line, problem, partner = c.review.line, c.problem, c.problem.partner.code
+    add_on = problem.add_on
+    if problem.add_on_billed:
+        return _Removal(
+            f"Remove 76000: {add_on} already reports the fluoroscopic guidance for {partner}",
+            f"Fluoroscopic guidance for {partner} is reported with add-on **{add_on}**, which is already "
+            f"billed{c.when}; 76000 would report the same fluoroscopy twice.",
+            (_remove(c, f"{add_on} already billed"),))
+    payment = None
+    fee = c.reference.fee(FLUORO, c.fee_mod)
+    new_amount = cite.money(c.reference.fee(add_on, c.fee_mod), c.case.setting.facility)
+    if c.amount and new_amount:
+        cf = fee.conversion_factor
+        payment = (f"{cite.label(FLUORO, c.fee_mod)} {c.amount} -> {cite.label(add_on, c.fee_mod)} {new_amount}"
+                   + (f" at CF {cf}" if cf else ""))
+    return _Removal(
+        f"Replace 76000 with {add_on}: fluoroscopic guidance for {partner} uses the add-on code",
+        f"{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**. Guidance for "
+        f"it is reported with {add_on}, not with 76000 (a separate diagnostic fluoroscopy).",
+        (Fix(F.REPLACE_CODE, line=line.key, code=add_on, units=1, label=f"Replace 76000 with {add_on}"),),
+        payment)
+
+
+def _fluoroscopy_integral(c: _Context) -> _Removal:
+    entry, partner = c.problem.entry, c.problem.partner.code
+    return _Removal(
+        f"Remove 76000: fluoroscopy is integral to {partner} ({entry.category.replace('-', ' ')})",
+        f"Fluoroscopy is part of **{partner}**: {entry.description}. It is not separately reportable as "
+        f"76000{c.when}. Never add 76000 to this procedure.",
+        (_remove(c, f"integral to {partner}"),))
+
+
+def _ptp_modifier_allowed(c: _Context) -> _Removal:
+    line, e, partner = c.review.line, c.problem.edit, c.problem.partner.code
+    modifier = c.config.get("distinct-modifier") or "XS"
+    fixes: tuple[Fix, ...] = (_remove(c, f"bundled into {partner}"),)
+    if modifier not in line.modifiers:
+        fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
+                      label=f"Append {modifier}: fluoroscopy distinct from {partner}"),)
+    return _Removal(
+        f"Remove 76000 (bundled into {partner}) unless the fluoroscopy was distinct; then append {modifier}",
+        f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
+        f"**1**; rationale: {e.rationale}). Nothing in the record shows the fluoroscopy was distinct (different "
+        f"site, session or indication), so 76000 is bundled. Append {modifier} only if it truly was distinct, "
+        f"and document why.",
+        fixes)
+
+
+# The removal finding of each removal problem (declared with a rank in hooks.findings.KINDS).
+REMOVAL_BUILDERS: dict[str, Callable[[_Context], _Removal]] = {
+    F.MODIFIER_MISUSE: _modifier_misuse, F.PTP_BUNDLED: _ptp_bundled, F.USE_GUIDANCE_CODE: _use_guidance_code,
+    F.FLUOROSCOPY_INTEGRAL: _fluoroscopy_integral, F.PTP_MODIFIER_ALLOWED: _ptp_modifier_allowed,
+}
 
 
 # --- billable-line findings ----------------------------------------------------------------------
-def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData) -> list[Finding]:
+def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                  pol: Policy) -> list[Finding]:
+    """Units of 76000 per date of service (MAI 2/3) or per line (MAI 1) over the MUE."""
     out = []
     by_day: dict[date | None, list[_LineReview]] = {}
     for r in billable:
@@ -365,15 +387,19 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             scope = "on one line" if limit.mai == 1 else "on one date of service"
             when_paren = f" ({day.isoformat()})" if day else ""
             out.append(Finding(
-                code=F.MUE_EXCEEDED, severity="warning",
+                code=F.MUE_EXCEEDED, severity=KINDS[F.MUE_EXCEEDED].severity,
                 summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"),
                 reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
                         f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."),
                 lines=tuple(r.line.key for r in lines),
                 citations=(cite.mue(limit), policy().facts["mue"].citation()), fixes=(fix,),
-                payment=f"{excess} unit{'s' if excess != 1 else ''} over the MUE: {amount} denied" if amount else None,
-                priority=PRIORITY[F.MUE_EXCEEDED]))
+                payment=f"{excess} unit{'s' if excess != 1 else ''} over the MUE: {amount} denied" if amount else None))
     return out
+
+
+def _modifier_26_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                          pol: Policy) -> list[Finding]:
+    return [f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None]
 
 
 def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
@@ -394,41 +420,49 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
         if a and b:
             payment = f"76000 global {a} vs -26 {b}" + (f" at CF {glob.conversion_factor}" if glob.conversion_factor else "")
     return Finding(
-        code=F.MODIFIER_26, severity="warning",
+        code=F.MODIFIER_26, severity=KINDS[F.MODIFIER_26].severity,
         summary=_clip(f"Append modifier 26 to 76000: professional component in a facility setting ({where})"),
         reason=(f"76000 is billed in a facility setting ({where}) without modifier 26 or TC. The facility is paid "
                 f"the technical component; the professional reports 76000-26 unless the practice bills "
                 f"globally (configuration `global-billing`)."),
         lines=(line.key,), citations=tuple(citations),
         fixes=(Fix(F.ADD_MODIFIER, line=line.key, modifier="26", label="Append modifier 26 to 76000"),),
-        payment=payment, priority=PRIORITY[F.MODIFIER_26])
+        payment=payment)
 
 
-def _duration(case: Case, billable: Sequence[_LineReview]) -> Finding | None:
+def _duration(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+              pol: Policy) -> list[Finding]:
+    """Documented fluoroscopy time over one hour (evidence judged only)."""
     minutes = case.evidence.fluoro_minutes
-    if minutes is None or minutes <= DURATION_LIMIT_MINUTES:
-        return None
+    if not case.evidence_checked or minutes is None or minutes <= DURATION_LIMIT_MINUTES:
+        return []
     fixes: tuple[Fix, ...] = ()
     multi = [r.line for r in billable if r.line.units > 1]
     if multi:
         fixes = tuple(Fix(F.REDUCE_UNITS, line=ln.key, units=1,
                           label="Bill one unit of 76000; time over one hour is not more units") for ln in multi)
-    return Finding(
-        code=F.DURATION_EXCEEDED, severity="info",
+    return [Finding(
+        code=F.DURATION_EXCEEDED, severity=KINDS[F.DURATION_EXCEEDED].severity,
         summary=_clip(f"Fluoroscopy time {minutes:g} min exceeds 76000's one hour: bill one unit, document the time"),
         reason=(f"The documented fluoroscopy time is **{minutes:g} minutes**. CPT 76000 covers up to one hour; "
                 f"76001 (over one hour) was deleted (edits end 2018-12-31) and more units of 76000 are not the "
                 f"fix. Document the reason for the prolonged time in the report."),
         lines=tuple(r.line.key for r in billable), citations=(policy().facts["duration"].citation(),),
-        fixes=fixes, priority=PRIORITY[F.DURATION_EXCEEDED])
+        fixes=fixes)]
 
 
-def _documentation(case: Case, billable: Sequence[_LineReview], unbilled: Sequence[Problem]) -> Finding | None:
+def _documentation(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                   pol: Policy) -> list[Finding]:
+    """Documentation elements the record lacks (evidence judged only), including a same-date
+    Procedure of the record that questions whether 76000 was a separate procedure."""
+    if not case.evidence_checked:
+        return []
+    unbilled = [p for r in billable for p in _unbilled_conflicts(case, r, reference, pol)]
     missing = set(case.evidence.missing())
     if unbilled:
         missing.add("separate-procedure")
     if not missing:
-        return None
+        return []
     missing_t = tuple(e for e in DOC_ELEMENTS if e in missing)
     names = [ELEMENT_LABELS[m] for m in missing_t]
     listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
@@ -441,10 +475,31 @@ def _documentation(case: Case, billable: Sequence[_LineReview], unbilled: Sequen
                    "fluoroscopy; document that the fluoroscopy was a separate procedure (different site, "
                    "session or indication), or do not bill 76000.")
         citations += [c for p in unbilled for c in p.citations()]
-    return Finding(
-        code=F.DOCUMENTATION_MISSING, severity="warning",
+    return [Finding(
+        code=F.DOCUMENTATION_MISSING, severity=KINDS[F.DOCUMENTATION_MISSING].severity,
         summary=_clip(f"Document {listed} for 76000, or do not bill it"),
         reason=reason, missing=missing_t,
         lines=tuple(r.line.key for r in billable), citations=_dedupe(citations),
-        fixes=(Fix(F.DOCUMENT, elements=missing_t, label="Complete the fluoroscopy documentation"),),
-        priority=PRIORITY[F.DOCUMENTATION_MISSING])
+        fixes=(Fix(F.DOCUMENT, elements=missing_t, label="Complete the fluoroscopy documentation"),))]
+
+
+# The rule of each finding about billable 76000 lines (declared without a rank in hooks.findings.KINDS).
+LINE_RULES: dict[str, Callable[[Case, Sequence[_LineReview], ReferenceData, dict, Policy], list[Finding]]] = {
+    F.MUE_EXCEEDED: _mue_findings, F.MODIFIER_26: _modifier_26_findings, F.DURATION_EXCEEDED: _duration,
+    F.DOCUMENTATION_MISSING: _documentation,
+}
+
+
+def check_rules(kinds=KINDS, removal=REMOVAL_BUILDERS, line_rules=LINE_RULES) -> None:
+    """Every declared finding has exactly one rule of its sort, and every rule a declaration."""
+    want_removal = {c for c, k in kinds.items() if k.rank is not None}
+    want_line = set(kinds) - want_removal
+    for sort, want, have in (("removal builder", want_removal, set(removal)), ("line rule", want_line, set(line_rules))):
+        if want != have:
+            raise DeclarationError(f"{sort}s: declared without a rule {sorted(want - have)}, "
+                                   f"a rule without a declaration {sorted(have - want)}")
+    if REMOVAL_CODES and kinds is KINDS and tuple(sorted(want_removal, key=lambda c: kinds[c].rank)) != REMOVAL_CODES:
+        raise DeclarationError("REMOVAL_CODES is out of step with KINDS")
+
+
+check_rules()
