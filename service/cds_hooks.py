@@ -18,8 +18,9 @@ from typing import Sequence
 from flask import Blueprint, Response, current_app, g, request
 
 from hooks.config import ConfigError, resolve
-from hooks.context import DataUnavailable, HookRequest, InvalidResource
-from hooks.cards import card_citations
+from hooks import unchecked
+from hooks.cards import card_citations, new_uuid
+from hooks.context import DataUnavailable, HookRequest, InvalidResource, Unchecked
 from hooks.services import CdsService
 
 from . import metrics
@@ -171,22 +172,28 @@ def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> Ho
     check_required_context(service, context)
     client = fhir_client(rt, body)
     config = configuration(rt, body)
+    gaps = Unchecked()  # shared by the FHIR access and the handler
     fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
-                      context=context, client=client)
+                      context=context, client=client, unchecked=gaps)
     return HookRequest(hook=body["hook"], hook_instance=body["hookInstance"], context=context,
                        config=config, fhir=fhir, reference=rt.live.current(),
-                       extras=caller_extras())
+                       extras=caller_extras(), unchecked=gaps)
 
 
 # -- step 3: the handler ---------------------------------------------------------------------
 def run_handler(service: CdsService, hook_request: HookRequest) -> dict:
-    """The handler's response; an invalid resource is a 400, data it cannot get a 412."""
+    """The handler's response, plus an info card on what could not be checked (when anything);
+    an invalid resource is a 400, data it cannot do without a 412."""
     try:
-        return service.handler(hook_request)
+        result = service.handler(hook_request)
     except InvalidResource as exc:
         raise ApiError(400, str(exc), expression=exc.path) from None
     except DataUnavailable as exc:
         raise ApiError(412, f"precondition failed: {exc}", code="not-found") from None
+    if hook_request.unchecked:
+        result.setdefault("cards", []).append(
+            unchecked.card(hook_request.unchecked, service_label=service.label, uuid=new_uuid()))
+    return result
 
 
 # -- step 4: the audit -----------------------------------------------------------------------

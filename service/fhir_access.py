@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 
-from hooks.context import DataUnavailable, SearchRefused
+from hooks.context import DataUnavailable, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
 
 from . import metrics
@@ -492,7 +492,7 @@ class FhirAccess:
     """hooks.context.FhirData for one hook call (not shared between requests)."""
 
     def __init__(self, *, prefetch: dict | None, templates: dict[str, str], context: dict,
-                 client: FhirClient | None):
+                 client: FhirClient | None, unchecked: Unchecked | None = None):
         self._prefetch = prefetch or {}
         self._templates = templates
         self._context = context
@@ -502,6 +502,9 @@ class FhirAccess:
         self._index: dict[str, dict] | None = None
         self._count_lock = threading.Lock()
         self.fetch_count = 0  # server requests made (for audit/tests)
+        # what could not be checked, shared with the handler's HookRequest: record here what was
+        # given up without raising (a refused search parameter, a page not followed, a deadline)
+        self.unchecked = unchecked if unchecked is not None else Unchecked()
 
     @property
     def has_server(self) -> bool:
