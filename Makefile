@@ -11,7 +11,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 KEEP   ?= 0
 
-.PHONY: serve test demo install install-test test-deps clean
+.PHONY: serve serve-deps test demo install install-test test-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ install: $(PY)
 install-test: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 
-serve: install
+serve-deps:
+	tools/serve-deps.sh
+
+serve: install serve-deps
 	$(VENV)/bin/fluoro-cds serve --host $(HOST) --port $(PORT)
 
-demo: install-test
+demo: install-test serve-deps
 	$(PY) examples/demo.py --port $(PORT) --keep $(KEEP)
 
 test-deps:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 
 from hooks.config import ConfigError, resolve
 from hooks.context import DataUnavailable, HookRequest, InvalidResource
@@ -25,7 +25,7 @@ from hooks.services import CdsService
 from .auth import AuthError, challenge
 from .errors import ApiError
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
-from .jsonio import json_response, loads
+from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .runtime import Runtime, runtime
 from .state import AuditRecord
 from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
@@ -56,11 +56,30 @@ def authenticate() -> None:
 
 
 # -- step 2: the request ---------------------------------------------------------------------
+def request_body() -> bytes:
+    """The request body; 413 past MAX_CONTENT_LENGTH, with or without Content-Length.
+
+    Werkzeug stops a chunked body at the limit without a word; it is read here one byte past
+    the limit instead, so a longer one is refused rather than cut."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    environ = request.environ
+    if limit and request.content_length is None and environ.get("wsgi.input_terminated"):
+        data = environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes", code="too-costly")
+        return data
+    return request.get_data(cache=False)  # a Content-Length past the limit: 413 (errors.py)
+
+
 def read_json_object(what: str) -> dict:
-    """The request body as a JSON object; 400 otherwise."""
+    """The request body as a JSON object nested at most MAX_DEPTH deep; 400 otherwise."""
+    data = request_body()
+    if too_deep(data):
+        raise ApiError(400, f"{what} nests arrays and objects more than {MAX_DEPTH} deep",
+                       code="too-costly")
     try:
-        body = loads(request.get_data(cache=False))
-    except Exception as exc:
+        body = loads(data)
+    except ValueError as exc:  # orjson.JSONDecodeError: position only, never the text
         raise ApiError(400, f"{what} is not valid JSON: {exc}", code="structure") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"{what} must be a JSON object", code="structure", expression="$")

@@ -26,9 +26,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         create_app(settings).run(host=args.host, port=args.port, debug=False)
         return 0
+    from .app import MAX_BODY_BYTES
+    from .front import FrontSettings
     from .gunicorn_app import run_gunicorn
 
-    return run_gunicorn(host=args.host, port=args.port, workers=args.workers)
+    front = None if args.direct else FrontSettings(
+        header_timeout=settings.client_header_timeout, body_timeout=settings.client_body_timeout,
+        max_body=MAX_BODY_BYTES)
+    return run_gunicorn(host=args.host, port=args.port, workers=args.workers, front=front)
 
 
 def version() -> str:
@@ -53,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None,
                        help="gunicorn worker processes (default: deploy/gunicorn.conf.py's)")
     serve.add_argument("--dev", action="store_true", help="Flask development server")
+    serve.add_argument("--direct", action="store_true",
+                       help="gunicorn alone, without the nginx front (only behind another reverse "
+                            "proxy that bounds slow clients)")
     serve.set_defaults(func=_serve)
     add_ncci_commands(sub)
     from .batch import add_command as add_batch_command

@@ -1,9 +1,18 @@
-"""Run the app under gunicorn with deploy/gunicorn.conf.py settings, from the CLI."""
+"""Run the app under gunicorn with deploy/gunicorn.conf.py settings, from the CLI.
+
+`fluoro-cds serve` puts nginx in front (service/front.py): gunicorn listens on a Unix socket of
+this instance and nginx, started when gunicorn is ready and stopped when it exits, on host:port.
+"""
 from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
 
 from gunicorn.app.base import BaseApplication
 
-import multiprocessing
+from .front import FrontError, FrontSettings, NginxFront
 
 
 def gunicorn_defaults() -> dict:
@@ -41,10 +50,37 @@ class _App(BaseApplication):
         return create_app()
 
 
-def run_gunicorn(host: str, port: int, workers: int | None) -> int:
+def run_gunicorn(host: str, port: int, workers: int | None,
+                 front: FrontSettings | None = None) -> int:
+    """gunicorn on host:port (front None), or behind an nginx front on host:port."""
     options = gunicorn_defaults()
-    options["bind"] = f"{host}:{port}"
     if workers:
         options["workers"] = workers
-    _App(options).run()
+    if front is None:
+        options["bind"] = f"{host}:{port}"
+        _App(options).run()
+        return 0
+    try:
+        nginx = NginxFront(host, port, front)
+    except FrontError as exc:
+        print(f"fluoro-cds: {exc}", file=sys.stderr)
+        return 2
+    options["bind"] = f"unix:{nginx.upstream}"
+    master = os.getpid()
+
+    def when_ready(_server) -> None:  # gunicorn listens: start the front (FrontError stops serve)
+        nginx.start(on_exit=lambda: os.kill(master, signal.SIGTERM))
+
+    def on_exit(_server) -> None:
+        nginx.stop()
+
+    options["when_ready"] = when_ready
+    options["on_exit"] = on_exit
+    try:
+        _App(options).run()
+    except FrontError as exc:
+        print(f"fluoro-cds: the nginx front did not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        nginx.stop()
     return 0

@@ -38,6 +38,8 @@ NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "FLUORO_CDS_JWT_LEEWAY": (30, 0, 600, True),
     "FLUORO_CDS_JWT_MAX_LIFETIME": (3600, 1, 86_400, True),
     "FLUORO_CDS_STATE_RETENTION_DAYS": (365, 0, 36_500, True),
+    "FLUORO_CDS_CLIENT_HEADER_TIMEOUT": (10.0, 1.0, 300.0, False),
+    "FLUORO_CDS_CLIENT_BODY_TIMEOUT": (10.0, 1.0, 300.0, False),
 }
 
 
@@ -59,6 +61,8 @@ class Settings:
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
     state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
+    client_header_timeout: float = 10.0  # FLUORO_CDS_CLIENT_HEADER_TIMEOUT: whole request head (front)
+    client_body_timeout: float = 10.0  # FLUORO_CDS_CLIENT_BODY_TIMEOUT: longest body pause (front)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, serving: bool = False) -> "Settings":
@@ -116,6 +120,8 @@ class Settings:
             jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),
             cors_origins=cors,
             state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
+            client_header_timeout=numbers["FLUORO_CDS_CLIENT_HEADER_TIMEOUT"],
+            client_body_timeout=numbers["FLUORO_CDS_CLIENT_BODY_TIMEOUT"],
         )
 
 

@@ -29,14 +29,15 @@ def serve_env(tmp_path: Path, **extra: str) -> dict:
 class Served:
     """A `fluoro-cds serve` process; `url` is its base URL once it answers /healthz."""
 
-    def __init__(self, env: dict, workers: int = 1, port: int | None = None, timeout: float = 60):
+    def __init__(self, env: dict, workers: int = 1, port: int | None = None, timeout: float = 60,
+                 args: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(env.get("TMPDIR", "/tmp")) / f"fluoro-serve-{self.port}.log"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port), "--workers", str(workers)],
+             str(self.port), "--workers", str(workers), *args],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:

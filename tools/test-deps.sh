@@ -29,6 +29,11 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   APT_PACKAGES+=(postgresql)
 fi
 
+# nginx: the front of `fluoro-cds serve` (tests/test_service_front.py; make serve: tools/serve-deps.sh)
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  APT_PACKAGES+=(nginx)
+fi
+
 # --- end of sections ---
 
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then

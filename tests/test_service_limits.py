@@ -1,0 +1,46 @@
+"""Request body limits in the app itself (also without the nginx front): size and nesting depth."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from service.app import MAX_BODY_BYTES
+from service.jsonio import MAX_DEPTH, too_deep
+from tests.service_support import assert_json_error, make_app
+
+URL = "/cds-services/fluoroscopy-claim-review"
+BIG = b'{"hook": "' + b"x" * MAX_BODY_BYTES + b'"}'
+
+
+@pytest.fixture()
+def client(tmp_path):
+    return make_app(tmp_path).test_client()
+
+
+def test_body_over_the_limit_is_413_not_a_json_error(client):
+    body = assert_json_error(client.post(URL, data=BIG, content_type="application/json"), 413)
+    assert body["issue"][0]["code"] == "too-costly"
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(client):
+    resp = client.post(URL, input_stream=io.BytesIO(BIG), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert "larger than" in assert_json_error(resp, 413)["error"]
+
+
+@pytest.mark.parametrize("path", [URL, URL + "/feedback"])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 100_000])
+def test_deep_nesting_is_400_before_parsing(client, path, depth):
+    data = b'{"hook": ' + b"[" * depth + b"]" * depth + b"}"
+    body = assert_json_error(client.post(path, data=data, content_type="application/json"), 400)
+    assert f"more than {MAX_DEPTH} deep" in body["error"]
+
+
+def test_depth_scan_ignores_brackets_in_strings():
+    assert not too_deep(b'{"a": "' + b"[" * 500 + b'"}')
+    assert not too_deep(b'["\\"[[[", ' + b"[]," * 500 + b"[]]")
+    assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert too_deep(b'{"a": {"b": "}"' + b", \"c\": [" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}}")
