@@ -27,7 +27,7 @@ Reading of the specification for the prefetch values (documented in docs/service
   absent (the service says it could not be completed).
 
 Independent fetches of one hook call run concurrently (:meth:`FhirAccess.concurrently`): a small
-pool of threads shared by the process, at most ``max_parallel`` (4) requests of one hook call in
+pool of threads shared by the process, at most ``max_parallel`` (8) requests of one hook call in
 flight, so a review without prefetch costs about its dependency depth in round trips.
 
 A template whose token has no value in the context (e.g. no encounterId) does not apply: its key
@@ -208,7 +208,7 @@ class FhirClientSettings:
     read_timeout: float = 10.0
     max_pages: int = 10
     max_resources: int = 1000
-    max_parallel: int = 4  # requests of one hook call in flight at once
+    max_parallel: int = 8  # requests of one hook call in flight at once
 
 
 # Search refusals: the server did not run the search as asked (an unsupported parameter, a
