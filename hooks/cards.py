@@ -57,6 +57,7 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"
 OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
 MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
+SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
 STARTER_NOTICE = "starter data set, not a CMS release"
 SUMMARY_MAX = 140
 
@@ -112,7 +113,7 @@ def _source_md(citations: tuple[Citation, ...]) -> str:
     """The **Source** block of a card: one bullet per citation, and the starter-set notice.
 
     Cached like the bullets: a finding's citations are a tuple of immutable values."""
-    source = "**Source**\n\n" + "\n".join([_citation_md(c) for c in citations])
+    source = SOURCE_HEADING + "\n".join([_citation_md(c) for c in citations])
     if any(c.starter for c in citations):
         source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
                    "tables for authoritative edits.*")
@@ -198,3 +199,20 @@ def render(findings: list[Finding], case: Case, config: dict, *, service_label: 
     return [render_card(f, case, config, service_label=service_label, drafts=drafts,
                         new_id=new_id)
             for f in findings]
+
+
+def card_citations(card: dict) -> tuple[str, ...]:
+    """The citations a rendered card's **Source** block lists (one line each, as `_citation_md`
+    wrote them without the bullet): the NCCI rows and policy entries behind the card, which the
+    audit keeps per card for the feedback report. () when the card has no Source block."""
+    detail = card.get("detail")
+    if not isinstance(detail, str):
+        return ()
+    start = detail.find(SOURCE_HEADING)
+    if start < 0:
+        return ()
+    block = detail[start + len(SOURCE_HEADING):]
+    end = block.find("\n\n")
+    if end >= 0:
+        block = block[:end]
+    return tuple([line[2:] for line in block.split("\n") if line.startswith("- ")])

@@ -13,7 +13,7 @@ from flask import Flask
 
 from hooks.services import SERVICES, CdsService
 
-from . import cds_hooks, health
+from . import admin, cds_hooks, health
 from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
@@ -35,4 +35,5 @@ def create_app(settings: Settings | None = None,
     install_cors(app, settings)  # before the blueprints: preflights are never authenticated
     app.register_blueprint(cds_hooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
     return app

@@ -11,7 +11,6 @@ A service call runs four named steps (docs/service.md):
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from hooks.config import ConfigError, resolve
 from hooks.context import DataUnavailable, HookRequest, InvalidResource
+from hooks.cards import card_citations
 from hooks.services import CdsService
 
 from .auth import AuthError, challenge
@@ -27,7 +27,7 @@ from .errors import ApiError
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .runtime import Runtime, runtime
-from .state import AuditRecord
+from .state import AuditRecord, StateError
 from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
 
 log = logging.getLogger("fluoro_cds")
@@ -192,29 +192,32 @@ def _topic_code(card: dict) -> str | None:
     return str(code) if code else None
 
 
-def audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The cards' uuids and topic codes for the audit record (cards without one are skipped)."""
+def audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                               tuple[tuple[str, ...], ...]]:
+    """Per card with a uuid and a topic code: the uuid, the code and the rows or policy entries
+    its Source block cites, as three aligned tuples (the audit and the feedback report)."""
     uuids: list[str] = []
     topics: list[str] = []
+    citations: list[tuple[str, ...]] = []
     for card in cards:
-        if card.get("uuid"):
-            uuids.append(str(card["uuid"]))
-        topic = _topic_code(card)
-        if topic:
+        uuid, topic = card.get("uuid"), _topic_code(card)
+        if uuid and topic:
+            uuids.append(str(uuid))
             topics.append(topic)
-    return tuple(uuids), tuple(topics)
+            citations.append(card_citations(card))
+    return tuple(uuids), tuple(topics), tuple(citations)
 
 
 def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
     """Write the call's audit record and log line (a failed write is logged, never raised)."""
     latency = (time.perf_counter() - started) * 1000
-    card_uuids, topics = audit_ids(call.cards)
+    card_uuids, topics, citations = audit_ids(call.cards)
     try:
         rt.state.record_audit(AuditRecord(
             service_id=call.service_id, hook_instance=call.hook_instance, status=call.status,
             card_uuids=card_uuids, topics=topics, data_release=rt.release.get(),
-            latency_ms=latency))
-    except sqlite3.Error as exc:
+            latency_ms=latency, citations=citations))
+    except StateError as exc:
         log.error("audit record not written: %s", exc)
     log.info("service=%s status=%d cards=%d ms=%.1f", call.service_id, call.status,
              len(call.cards), latency)

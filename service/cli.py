@@ -80,10 +80,12 @@ def _quiet_stdout() -> None:
 
 
 def _add_ops_commands(sub) -> None:
-    """Operations: `state prune` (retention)."""
+    """Operations: `state prune` (retention), `report feedback`."""
+    from .report import add_command as add_report_command
     from .state_cli import add_command as add_state_command
 
     add_state_command(sub)
+    add_report_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 
 import requests
 
@@ -66,39 +66,88 @@ _UNRESOLVED = object()
 
 # --- fhirServer allowlist --------------------------------------------------------------------
 
-def normalize_base(url: str) -> tuple[str, str, int, str] | None:
-    """(scheme, host, port, path without trailing slash) of an http(s) URL, or None when the URL
-    is not an acceptable FHIR base (other scheme, no host, user info, query or fragment)."""
+_HOST = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+                   r"|\[[0-9a-f:.]+\]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", not escaped again
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on an absolute path: "." dropped, ".." drops its parent."""
+    out: list[str] = []
+    for seg in path.split("/")[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def normalize_url(url: str) -> tuple[str, str, int, str, str] | None:
+    """(scheme, host, port, path, query) of an http(s) URL in one canonical form, or None when
+    it is not acceptable: other scheme, no host or a host that is not a DNS name or IP literal,
+    user info, a fragment, backslashes (also encoded: some servers read them as "/"), control
+    characters or undecodable escapes.
+
+    The path is percent-decoded once (a "%" left after that, i.e. double encoding, is refused)
+    and its dot segments removed; scheme and host are lower-cased, the host's trailing dot and
+    a default port dropped; the trailing slash of the path is dropped."""
+    if not isinstance(url, str) or any(c in url for c in "\\\t\r\n") or not url.isprintable():
+        return None
     try:
         parts = urlsplit(url.strip())
         port = parts.port
-    except ValueError:
+        path = unquote(parts.path, errors="strict")
+    except (ValueError, UnicodeDecodeError):
         return None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not _HOST.fullmatch(host):
         return None
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc \
+            or parts.fragment or "%" in path or "\\" in path or not path.isprintable():
         return None
-    port = port or (443 if scheme == "https" else 80)
-    return scheme, parts.hostname.lower().rstrip("."), port, parts.path.rstrip("/")
+    if parts.path and not parts.path.startswith("/"):
+        return None
+    path = _remove_dot_segments(path or "/").rstrip("/")
+    return scheme, host, port or _DEFAULT_PORTS[scheme], path, parts.query
+
+
+def normalize_base(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of an acceptable FHIR base URL (normalize_url, no query)."""
+    norm = normalize_url(url)
+    if norm is None or norm[4]:
+        return None
+    return norm[:4]
+
+
+def canonical_url(norm: tuple) -> str:
+    """The URL of a normalize_url / normalize_base tuple (path re-encoded, query kept)."""
+    scheme, host, port, path = norm[:4]
+    netloc = host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    url = f"{scheme}://{netloc}{quote(path, safe=_PATH_SAFE)}"
+    return f"{url}?{norm[4]}" if len(norm) > 4 and norm[4] else url
+
+
+def _under(target: tuple, base: tuple) -> bool:
+    """`target` (normalized) is `base` or lies under it on a path boundary."""
+    return target[:3] == base[:3] and (target[3] == base[3] or target[3].startswith(base[3] + "/"))
 
 
 def fhir_server_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
-    """True when `url` is an http(s) base URL and, if an allowlist is set, equals an allowlisted
-    base or lies under one on a path boundary (scheme, host and port compared normalized).
-    ``https://fhir.example.org/r4`` allows ``.../r4`` and ``.../r4/tenant1``, not ``.../r4x``."""
+    """True when `url` is an acceptable http(s) base URL and, if an allowlist is set, equals an
+    allowlisted base or lies under one on a path boundary, both normalized (normalize_url:
+    dot segments, percent-encoding, case, default ports; user info refused).
+    ``https://fhir.example.org/r4`` allows ``.../r4`` and ``.../r4/tenant1``, not ``.../r4x``
+    nor ``.../r4/../admin``."""
     target = normalize_base(url)
     if target is None:
         return False
     if not allowlist:
         return True
-    for allowed in allowlist:
-        base = normalize_base(allowed)
-        if base is None or base[:3] != target[:3]:
-            continue
-        if target[3] == base[3] or target[3].startswith(base[3] + "/"):
-            return True
-    return False
+    return any(base is not None and _under(target, base)
+               for base in (normalize_base(allowed) for allowed in allowlist))
 
 
 # --- prefetch templates ----------------------------------------------------------------------
@@ -234,8 +283,10 @@ class FhirClient:
     """GETs against one FHIR base URL with one bearer token (never logged)."""
 
     def __init__(self, base_url: str, token: str | None, settings: FhirClientSettings):
-        self.base_url = base_url.rstrip("/")
-        self._norm = normalize_base(self.base_url)
+        self.given_base = base_url.rstrip("/")  # as the caller wrote it (absolute references)
+        self._norm = normalize_base(base_url)
+        # requests go to the normalized base: what the allowlist checked is what is fetched
+        self.base_url = canonical_url(self._norm) if self._norm else self.given_base
         self._headers = {"Accept": "application/fhir+json, application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -325,19 +376,21 @@ class FhirClient:
                 "entry": entries[: self.settings.max_resources]}
 
     def _next_link(self, bundle: dict) -> str | None:
+        """The normalized URL of the Bundle's `next` link; DataUnavailable when it leaves the
+        base URL (compared normalized, as the allowlist compares fhirServer)."""
         for link in bundle.get("link") or ():
             if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
-                url = str(link["url"])
-                if not url.startswith(("http://", "https://")):
-                    url = f"{self.base_url}/{url.lstrip('/')}"
-                target = normalize_base(url.split("?", 1)[0])
-                base = self._norm
-                if (target is None or base is None or target[:3] != base[:3]
-                        or not (target[3] == base[3] or target[3].startswith(base[3] + "/"))):
+                url = link["url"]
+                if not isinstance(url, str):
+                    raise DataUnavailable("the FHIR server's next-page link is not a string")
+                if not url.lower().startswith(("http://", "https://")):
+                    url = urljoin(self.base_url + "/", url)  # RFC 3986 5.2: "/x" is the host's
+                target = normalize_url(url)
+                if target is None or self._norm is None or not _under(target, self._norm):
                     # never send the token elsewhere (e.g. a proxy's internal host name)
                     raise DataUnavailable("the FHIR server's next-page link leaves its base URL; "
                                           "not followed")
-                return url
+                return canonical_url(target)
         return None
 
     def fetch(self, query: Query) -> dict | None:
@@ -504,8 +557,11 @@ class FhirAccess:
     def read(self, reference: str) -> dict | None:
         """Read "Type/id" (a version is dropped, as hooks.fhir_read.normalize_reference does; an
         absolute URL only under fhirServer): from prefetch, else from fhirServer (None on 404)."""
-        if self._client is not None and reference.startswith(self._client.base_url + "/"):
-            reference = reference[len(self._client.base_url) + 1:]  # absolute, on fhirServer
+        if self._client is not None:
+            for base in (self._client.given_base, self._client.base_url):
+                if reference.startswith(base + "/"):
+                    reference = reference[len(base) + 1:]  # absolute, on fhirServer
+                    break
         query = None if "://" in reference else Query.parse(normalize_reference(reference))
         if query is None or not query.is_read:
             raise ValueError(f"not a relative Type/id reference: {reference!r}")

@@ -2,12 +2,11 @@
 data and state database usable, else 503 JSON). Never authenticated."""
 from __future__ import annotations
 
-import sqlite3
-
 from flask import Blueprint
 
 from .jsonio import json_response
 from .runtime import runtime
+from .state import StateError
 
 bp = Blueprint("health", __name__)
 
@@ -28,7 +27,7 @@ def readyz():
         problems.append(f"reference data unusable ({type(exc).__name__})")
     try:
         rt.state.check()
-    except sqlite3.Error as exc:
+    except StateError as exc:
         problems.append(f"state database unusable ({exc})")
     if problems:
         return json_response({"resourceType": "OperationOutcome", "status": "not-ready",

@@ -61,6 +61,7 @@ class Settings:
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
     state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
+    admin_token: str | None = field(default=None, repr=False)  # FLUORO_CDS_ADMIN_TOKEN: /admin/report
     client_header_timeout: float = 10.0  # FLUORO_CDS_CLIENT_HEADER_TIMEOUT: whole request head (front)
     client_body_timeout: float = 10.0  # FLUORO_CDS_CLIENT_BODY_TIMEOUT: longest body pause (front)
 
@@ -94,6 +95,9 @@ class Settings:
         if auth == "jwt" and not issuers:
             raise SettingsError("FLUORO_CDS_AUTH=jwt needs FLUORO_CDS_TRUSTED_ISSUERS "
                                 '(a JSON object: issuer -> JWKS URL)')
+        admin_token = env.get("FLUORO_CDS_ADMIN_TOKEN", "").strip() or None
+        if admin_token is not None and len(admin_token) < 16:
+            raise SettingsError("FLUORO_CDS_ADMIN_TOKEN must be at least 16 characters")
         db_set = (env.get("FLUORO_CDS_DB") or "").strip()
         if serving:
             if db_set and not Path(db_set).is_file():
@@ -120,6 +124,7 @@ class Settings:
             jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),
             cors_origins=cors,
             state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
+            admin_token=admin_token,
             client_header_timeout=numbers["FLUORO_CDS_CLIENT_HEADER_TIMEOUT"],
             client_body_timeout=numbers["FLUORO_CDS_CLIENT_BODY_TIMEOUT"],
         )
