@@ -71,8 +71,9 @@ class Kind:
             raise DeclarationError(f"finding {self.code!r}: severity must be one of {sorted(SEVERITIES)}")
         if type(self.priority) is not int or (self.rank is not None and type(self.rank) is not int):
             raise DeclarationError(f"finding {self.code!r}: priority and rank are integers")
-        if not self.fixes or not self.fixes <= FIX_ACTIONS:
-            raise DeclarationError(f"finding {self.code!r}: fixes must be a non-empty subset of {sorted(FIX_ACTIONS)}")
+        if type(self.fixes) is not frozenset or not self.fixes <= FIX_ACTIONS:
+            raise DeclarationError(f"finding {self.code!r}: fixes must be a set of {sorted(FIX_ACTIONS)} "
+                                   "(empty for advice only)")
         if not self.citations or not self.citations <= CITATION_KINDS:
             raise DeclarationError(f"finding {self.code!r}: citations must be a non-empty subset of "
                                    f"{sorted(CITATION_KINDS)}")
@@ -129,7 +130,7 @@ KINDS: dict[str, Kind] = declare([
          priority=70, rank=None, fixes=frozenset({DOCUMENT}), citations=frozenset({"policy", "ncci-ptp"}),
          source="Medicare Claims Processing Manual, Chapter 13, section 20.1; ACR-AAPM fluoroscopy practice parameter"),
     Kind("duration-exceeded", "Fluoroscopy time over one hour", "info",
-         priority=60, rank=None, fixes=frozenset({REDUCE_UNITS}), citations=frozenset({"policy"}),
+         priority=60, rank=None, fixes=frozenset(), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (up to 1 hour); 76001 deleted (NCCI edits end 2018-12-31)"),
     Kind("modifier-misuse", "Modifier misused on 76000", "warning",
          priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp", "policy"}),
@@ -137,11 +138,15 @@ KINDS: dict[str, Kind] = declare([
     Kind("mue-exceeded", "76000 units over the MUE", "warning",
          priority=40, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}),
          citations=frozenset({"ncci-mue", "policy"}), source="CMS NCCI MUE table, practitioner, July 2024"),
+    Kind("session-units", "76000 billed more than once for one session", "warning",
+         priority=45, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}), citations=frozenset({"policy"}),
+         source="CPT 76000 descriptor (one session, up to 1 hour); NCCI Policy Manual Chapter I, section V "
+                "(MUEs) and Chapter IX, section G: units are per date of service, the code per session"),
 ])
 
 FINDING_CODES = tuple(KINDS)
 PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE, MODIFIER_26, \
-    DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED = FINDING_CODES
+    DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED, SESSION_UNITS = FINDING_CODES
 REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not None), key=lambda c: KINDS[c].rank))
 
 

@@ -15,7 +15,8 @@ stores every field from its own argument. The classes built once per request kee
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from typing import NamedTuple
 FLUORO = "76000"
 
 # NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
@@ -25,6 +26,15 @@ COMPONENT_MODIFIERS = frozenset({"26", "TC"})  # professional / technical compon
 # Codes of the documentation elements, as listed in the card contract (docs/contract.md#actions).
 DOC_ELEMENTS = ("indication", "fluoroscopy-time", "radiation-dose", "body-site", "findings",
                 "images-retained", "signed-interpretation", "separate-procedure")
+
+
+class Site(NamedTuple):
+    """A body site as a concept (Claim.item.bodySite / subSite, Procedure.bodySite), compared by
+    :mod:`hooks.rules.distinct`: its codings, its normalised text, its laterality."""
+
+    codes: tuple[str, ...]  # "system|code" of each coding (laterality qualifiers left out)
+    text: str | None  # the concept's text, else a coding's display: lower case, words only, laterality removed
+    laterality: str | None  # "left" | "right" | "bilateral" (from the text, a SNOMED CT qualifier or LT/RT/50)
 
 
 @dataclass(frozen=True)
@@ -47,36 +57,33 @@ class Line:
     modifiers: tuple[str, ...] = ()
     units: int = 1
     service_date: date | None = None
-    body_sites: tuple[str, ...] = ()
+    body_sites: tuple[Site, ...] = ()
     diagnoses: tuple[str, ...] = ()  # linked diagnosis / reason codes
     kind: str = "claim-item"  # "claim-item" | "service-request" | "procedure"
     resource: str | None = None  # "ServiceRequest/sr-1", "Procedure/p-1", or None for claim items
     sequence: int | None = None  # Claim.item.sequence
+    encounters: tuple[str, ...] = ()  # "Encounter/id" of the service (Claim.item.encounter, Procedure.encounter)
+    performers: tuple[str, ...] = ()  # rendering practitioners (item.careTeamSequence -> careTeam.provider, Procedure.performer)
+    start: datetime | None = None  # performed period (Procedure.performedPeriod), when known to the minute
+    end: datetime | None = None
+    sessions: int = 1  # separate fluoroscopy sessions the record documents for this line (76000 Procedures)
 
     def __init__(self, key: str, code: str, modifiers: tuple[str, ...] = (), units: int = 1,
-                 service_date: date | None = None, body_sites: tuple[str, ...] = (),
+                 service_date: date | None = None, body_sites: tuple[Site, ...] = (),
                  diagnoses: tuple[str, ...] = (), kind: str = "claim-item", resource: str | None = None,
-                 sequence: int | None = None) -> None:
+                 sequence: int | None = None, encounters: tuple[str, ...] = (), performers: tuple[str, ...] = (),
+                 start: datetime | None = None, end: datetime | None = None, sessions: int = 1) -> None:
         self.__dict__.update(key=key, code=code, modifiers=modifiers, units=units,
                              service_date=service_date, body_sites=body_sites, diagnoses=diagnoses,
-                             kind=kind, resource=resource, sequence=sequence)
+                             kind=kind, resource=resource, sequence=sequence, encounters=encounters,
+                             performers=performers, start=start, end=end, sessions=sessions)
 
     def has_distinct_modifier(self) -> bool:
         return bool(DISTINCT_MODIFIERS.intersection(self.modifiers))
 
-    def distinct_from(self, other: "Line") -> bool:
-        """The record shows this service was distinct from `other`: an NCCI-associated modifier
-        (59/XE/XP/XS/XU) together with a different body site or a different documented indication
-        (both sides known and not overlapping). NCCI Policy Manual, Chapter I, modifier 59 / X{EPSU}."""
-        if not self.has_distinct_modifier():
-            return False
-        if self.body_sites and other.body_sites and not set(self.body_sites) & set(other.body_sites):
-            return True
-        return bool(self.diagnoses and other.diagnoses and not set(self.diagnoses) & set(other.diagnoses))
-
-    def same_site_as(self, other: "Line") -> bool:
-        """Both body sites are known and overlap (same anatomic site)."""
-        return bool(self.body_sites and other.body_sites and set(self.body_sites) & set(other.body_sites))
+    def distinct_modifiers(self) -> tuple[str, ...]:
+        """The line's NCCI-associated distinct-service modifiers (59, XE, XP, XS, XU), in order."""
+        return tuple(m for m in self.modifiers if m in DISTINCT_MODIFIERS)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,6 @@ class Evidence:
     images_retained: bool = False  # ImagingStudy / DiagnosticReport.imagingStudy / media
     signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
     separate_procedure: bool = True  # extraction leaves True; the rules check same-date lines and Case.context_lines
-    distinct_marker: bool = False  # something in the record shows the fluoroscopy was distinct
 
 
     def missing(self) -> tuple[str, ...]:

@@ -330,3 +330,57 @@ def test_element_validation_reports_the_same_path_as_r4b(mutate):
     with pytest.raises(InvalidResource) as r4b:
         validate_full(claim)
     assert ours.value.path == r4b.value.path
+
+
+# --- distinct-service evidence: encounters, practitioners, periods, sites (issue 9 section 2) -------
+def test_rendering_practitioner_from_care_team_sequence():
+    def other_radiologist(c):
+        c["careTeam"].append({"sequence": 2, "provider": {"reference": "Practitioner/radiologist"}})
+        c["item"][1]["careTeamSequence"] = [2]
+    case = _claim_case(1, other_radiologist)
+    surgery, fluoro = case.lines
+    assert surgery.performers == ("Practitioner/s01-practitioner",)
+    assert fluoro.performers == ("Practitioner/radiologist",)
+    from hooks.config import resolve
+    from hooks.rules import evaluate
+    # another practitioner's 29881 is not a PTP pair, and the fluoroscopy is not part of it
+    assert not {f.code for f in evaluate(case, REF, resolve(None))} & {
+        "fluoroscopy-integral", "ptp-modifier-allowed", "ptp-bundled"}
+    err = _invalid(1, lambda c: c["item"][1].__setitem__("careTeamSequence", [9]))
+    assert err.path == "Claim.item[1].careTeamSequence[0]"
+
+
+def test_procedure_encounter_performer_and_period_reach_the_line():
+    def periods(comps):
+        for r in comps:
+            if r["resourceType"] == "Procedure":
+                r.pop("performedDateTime")
+                fluoro = r["code"]["coding"][0]["code"] == "76000"
+                r["performedPeriod"] = ({"start": "2024-08-05T14:00:00Z", "end": "2024-08-05T14:10:00Z"} if fluoro
+                                        else {"start": "2024-08-05T08:00:00Z", "end": "2024-08-05T09:00:00Z"})
+                r["performer"] = [{"actor": {"reference": "Practitioner/s01-practitioner"}}]
+    def no_item_encounter(c):
+        for item in c["item"]:
+            item.pop("encounter", None)
+            item.pop("careTeamSequence", None)
+    case = _claim_case(1, no_item_encounter, periods)
+    surgery, fluoro = case.lines
+    assert fluoro.encounters == ("Encounter/s01-encounter",) and fluoro.performers == ("Practitioner/s01-practitioner",)
+    assert (fluoro.start.hour, fluoro.end.minute) == (14, 10) and surgery.end.hour == 9
+    from hooks.distinct import encounter_relation
+    assert encounter_relation(fluoro, surgery) is False  # non-overlapping periods: separate sessions
+
+
+def test_sites_are_concepts_with_text_and_laterality():
+    def text_site_lt(c):
+        c["item"][1]["bodySite"] = {"text": "Knee, left"}
+        c["item"][1]["modifier"] = [{"coding": [{"code": "LT"}]}]  # the 76000 Procedure's knee is the left one
+        c["item"][0]["modifier"] = [{"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "RT"}]}]
+    case = _claim_case(1, text_site_lt)
+    surgery, fluoro = case.lines
+    assert fluoro.body_sites[0].text == "knee" and fluoro.body_sites[0].laterality == "left"
+    assert {s.laterality for s in surgery.body_sites} == {"right"}  # RT gives the line's sites their side
+    from hooks.distinct import sites_relation
+    assert sites_relation(fluoro.body_sites, surgery.body_sites) is False
+    err = _invalid(1, lambda c: c["item"][1].__setitem__("bodySite", {"coding": [{"code": "1", "display": 5}]}))
+    assert err.path == "Claim.item[1].bodySite.coding[0].display"

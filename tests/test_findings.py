@@ -17,7 +17,7 @@ GOOD = dict(code="x-finding", display="X", severity="warning", priority=99, rank
 
 @pytest.mark.parametrize("part, value", [
     ("display", ""), ("source", " "), ("severity", "critical"), ("priority", None), ("rank", "1"),
-    ("fixes", frozenset()), ("fixes", frozenset({"shout"})), ("citations", frozenset()),
+    ("fixes", ("remove-line",)), ("fixes", frozenset({"shout"})), ("citations", frozenset()),
     ("citations", frozenset({"blog"})),
 ])
 def test_a_declaration_missing_a_part_fails(part, value):

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pytest
 
 from hooks import findings as F
 from hooks.config import resolve
-from hooks.model import Case, Evidence, Line, Setting
+from hooks.model import Case, Evidence, Line, Setting, Site
 from hooks.rules import evaluate, policy
 from nccidata.starter import starter
 
@@ -20,9 +20,22 @@ OFFICE = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=
 HOSPITAL = Setting(facility=True, ncci_setting="practitioner", pos="22", reasons=("POS 22",))
 
 
-def line(code, *mods, units=1, seq=1, sites=(), dx=(), day=DAY, kind="claim-item"):
+def site(value):
+    """A Site from "system|code", from text, or as given."""
+    if isinstance(value, Site):
+        return value
+    return Site((value,), None, None) if "|" in value else Site((), value, None)
+
+
+def line(code, *mods, units=1, seq=1, sites=(), dx=(), day=DAY, kind="claim-item", enc=(), by=(),
+         start=None, end=None, sessions=1):
     return Line(key=f"Claim.item[{seq - 1}]", code=code, modifiers=tuple(mods), units=units, service_date=day,
-                body_sites=tuple(sites), diagnoses=tuple(dx), kind=kind, sequence=seq)
+                body_sites=tuple(site(x) for x in sites), diagnoses=tuple(dx), kind=kind, sequence=seq,
+                encounters=tuple(enc), performers=tuple(by), start=start, end=end, sessions=sessions)
+
+
+def at(hour, minute=0):
+    return datetime(2024, 8, 5, hour, minute, tzinfo=timezone.utc)
 
 
 def run(*lines, setting=OFFICE, evidence=DOCS, kind="claim", checked=True, **config):
@@ -76,10 +89,69 @@ def test_documented_distinct_service_is_separately_reportable():
     # the modifier alone does not show it was distinct
     (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2))
     assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1  # XS is already there: not offered again
+    # never a second distinct-service modifier on a line that has one
     (f,) = run(line("27235", sites=knee), line("76000", "XS", seq=2), **{"distinct-modifier": "59"})
-    assert [x.modifier for x in f.fixes] == [None, "59"]
-    # a different documented indication also shows it
-    assert run(line("27235", dx=("icd|S72.001A",)), line("76000", "XS", seq=2, dx=("icd|R13.10",))) == []
+    assert [x.modifier for x in f.fixes] == [None]
+    assert "supports XS" in f.summary
+
+
+def test_a_different_diagnosis_alone_is_not_evidence():
+    """CMS MLN1783722: different diagnoses are not adequate criteria for modifier 59 / X{EPSU}."""
+    (f,) = run(line("27235", dx=("icd|S72.001A",)), line("76000", "XS", seq=2, dx=("icd|R13.10",)))
+    assert f.code == F.PTP_MODIFIER_ALLOWED and "different diagnosis alone" in f.reason
+    (f,) = run(line("27235", dx=("icd|S72.001A",)), line("76000", seq=2, dx=("icd|R13.10",)))
+    assert [(x.action, x.recommended) for x in f.fixes] == [(F.REMOVE_LINE, True), (F.ADD_MODIFIER, False)]
+
+
+def test_separate_encounter_is_xe_evidence():
+    a, b = ("Encounter/e1",), ("Encounter/e2",)
+    assert run(line("27235", enc=a), line("76000", "XE", seq=2, enc=b)) == []
+    (f,) = run(line("27235", enc=a), line("76000", seq=2, enc=b))  # no modifier: append the one the record shows
+    assert f.code == F.PTP_MODIFIER_ALLOWED
+    assert [(x.action, x.modifier, x.recommended) for x in f.fixes] == [
+        (F.ADD_MODIFIER, "XE", True), (F.REMOVE_LINE, None, False)]
+    # non-overlapping performed periods that day are separate sessions, even in one encounter
+    assert run(line("27235", enc=a, start=at(8), end=at(9)),
+               line("76000", "XE", seq=2, enc=a, start=at(14), end=at(14, 20))) == []
+    # XE on the same encounter is contradicted by the record
+    (f,) = run(line("27235", enc=a), line("76000", "XE", seq=2, enc=a))
+    assert f.code == F.MODIFIER_MISUSE and "separate encounter" in f.reason
+    (f,) = run(line("27235", enc=a, start=at(8), end=at(9)),
+               line("76000", "XE", seq=2, enc=b, start=at(8, 30), end=at(8, 40)))
+    assert f.code == F.MODIFIER_MISUSE  # overlapping in time: one session whatever the encounters say
+    # an unknown side is not proof either way
+    (f,) = run(line("27235"), line("76000", "XE", seq=2, enc=b))
+    assert f.code == F.PTP_MODIFIER_ALLOWED and len(f.fixes) == 1
+
+
+def test_different_rendering_practitioners_are_not_a_ptp_pair():
+    """NCCI PTP edits pair services of the same provider for the same beneficiary and date."""
+    p1, p2 = ("Practitioner/surgeon",), ("Practitioner/radiologist",)
+    assert run(line("27235", by=p1), line("76000", seq=2, by=p2)) == []
+    assert run(line("33289", by=p1), line("76000", seq=2, by=p2)) == []  # even an indicator-0 edit
+    assert run(line("29881", by=p1), line("76000", seq=2, by=p2)) == []  # nor integral to another's procedure
+    (f,) = run(line("27235", by=p1), line("76000", "XP", seq=2, by=p1))
+    assert f.code == F.MODIFIER_MISUSE and "same practitioner" in f.reason
+
+
+def test_sites_compare_as_concepts():
+    knee_code = Site(("http://snomed.info/sct|72696002",), "knee", None)
+    knee_text = Site((), "knee", None)
+    left_knee, right_knee = Site((), "knee", "left"), Site((), "knee", "right")
+    hip_text = Site((), "hip", None)
+    bare_code = Site(("http://snomed.info/sct|24136001",), None, None)
+    # the same site as a code in one place and as text in the other: misuse of XS
+    (f,) = run(line("27235", sites=[knee_code]), line("76000", "XS", seq=2, sites=[knee_text]))
+    assert f.code == F.MODIFIER_MISUSE
+    # another side is another site
+    assert run(line("27235", sites=[left_knee]), line("76000", "XS", seq=2, sites=[right_knee])) == []
+    assert run(line("27235", sites=[knee_text]), line("76000", "XS", seq=2, sites=[hip_text])) == []
+    # a code without text against text only: cannot be compared, not proof
+    (f,) = run(line("27235", sites=[knee_text]), line("76000", "XS", seq=2, sites=[bare_code]))
+    assert f.code == F.PTP_MODIFIER_ALLOWED
+    # a different site and no modifier: append XS, recommended
+    (f,) = run(line("27235", sites=[knee_text]), line("76000", seq=2, sites=[hip_text]))
+    assert f.fixes[0].modifier == "XS" and f.fixes[0].recommended
 
 
 def test_modifier_at_same_site_and_session_is_misuse():
@@ -148,19 +220,42 @@ def test_removal_suppresses_modifier_26_documentation_duration_and_mue():
 
 
 def test_mue_per_date_across_lines():
-    fs = run(line("76000", units=2), line("76000", units=2, seq=2))
+    two = dict(sessions=2)  # each line documents two sessions: the MUE alone limits the units
+    fs = run(line("76000", units=2, **two), line("76000", units=2, seq=2, **two))
     (f,) = [f for f in fs if f.code == F.MUE_EXCEEDED]
     assert f.fixes[0].action == F.REDUCE_UNITS and f.fixes[0].units == 1
     assert len(f.lines) == 2
-    assert codes(run(line("76000", units=3))) == []
+    assert codes(run(line("76000", units=3, sessions=3))) == []
+
+
+def test_one_unit_per_session():
+    """CPT 76000: one unit per session whatever the number of sites; the MUE stays per date."""
+    (f,) = run(line("76000", units=2))
+    assert f.code == F.SESSION_UNITS and f.fixes[0].units == 1 and "one unit" in f.summary
+    assert any("CPT 76000 descriptor" in c.text for c in f.citations)
+    assert run(line("76000", units=2, sessions=2)) == []
+    # two 76000 lines in one encounter (no times): the second is removed
+    enc = ("Encounter/e1",)
+    (f,) = run(line("76000", enc=enc), line("76000", seq=2, enc=enc))
+    assert f.code == F.SESSION_UNITS and f.fixes[0].action == F.REMOVE_LINE and f.fixes[0].line == "Claim.item[1]"
+    # separate sessions that day (non-overlapping times), or unknown: no finding
+    assert run(line("76000", enc=enc, start=at(8), end=at(8, 10)),
+               line("76000", seq=2, enc=enc, start=at(15), end=at(15, 5))) == []
+    assert run(line("76000"), line("76000", seq=2)) == []
+    # over the MUE: one card, whose fix also respects the sessions
+    (f,) = run(line("76000", units=4))
+    assert f.code == F.MUE_EXCEEDED and f.fixes[0].units == 1 and "one unit per session" in f.summary
+    (f,) = run(line("76000", units=4), **{"mue-exceeded": False})
+    assert f.code == F.SESSION_UNITS and f.fixes[0].units == 1
 
 
 def test_duration_exceeded_and_units():
     (f,) = run(line("76000"), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 61}))
     assert f.code == F.DURATION_EXCEEDED and f.fixes == () and f.severity == "info"
-    (f,) = run(line("76000", units=2), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 120}))
-    assert f.fixes[0].action == F.REDUCE_UNITS and f.fixes[0].units == 1
-    assert "76001" in f.reason
+    fs = run(line("76000", units=2), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 120}))
+    assert codes(fs) == [F.SESSION_UNITS, F.DURATION_EXCEEDED]  # the units fix is session-units' alone
+    assert fs[0].fixes[0].action == F.REDUCE_UNITS and fs[0].fixes[0].units == 1
+    assert fs[1].fixes == () and "76001" in fs[1].reason
     assert run(line("76000"), evidence=Evidence(**{**DOCS.__dict__, "fluoro_minutes": 60})) == []
 
 
@@ -180,7 +275,7 @@ def test_max_cards_keeps_the_most_important():
 
 def test_every_finding_code_can_be_switched_off():
     fs = run(line("76000", units=5), setting=HOSPITAL, evidence=Evidence(),
-             **{"mue-exceeded": False, "modifier-26": False, "documentation-missing": False})
+             **{"mue-exceeded": False, "session-units": False, "modifier-26": False, "documentation-missing": False})
     assert fs == []
 
 

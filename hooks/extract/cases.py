@@ -10,9 +10,11 @@ from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
 from .. import fhir_read as fr
 from ..model import FLUORO, Case, Evidence, Line
-from .codes import concept_keys, concepts_keys, modifier_codes, procedure_code, unique
-from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons
-from .evidence import distinct_marker_of, evidence_of
+from ..distinct import separate_sessions
+from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, procedure_code, site_of, sites_of,
+                    unique)
+from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons, procedure_session
+from .evidence import evidence_of
 from .setting import pos_of, setting_of
 
 CLINICAL_TYPES = ("Encounter", "Procedure", "Observation", "DiagnosticReport", "ImagingStudy")
@@ -29,10 +31,15 @@ class _ClaimParts(NamedTuple):
 def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
     """The lines and setting signals of a Claim (whose resourceType the caller has checked).
 
-    Read in this order: id, type, diagnosis, facility, the record's Procedures
+    Read in this order: id, type, diagnosis, careTeam, facility, the record's Procedures
     (``index.procedures()``), then each item (sequence, productOrService, modifier, quantity,
     serviced[x], locationCodeableConcept, locationReference, encounter, diagnosisSequence,
-    bodySite, subSite).
+    careTeamSequence, bodySite, subSite).
+
+    The Procedures of the same code (and date) document an item: their sites and reasons are
+    added to the item's; their encounters and performers stand in for the item's when it names
+    none; the performed period is taken when one Procedure matches; and for 76000 the separate
+    sessions among them (different encounters or non-overlapping periods) are ``Line.sessions``.
     """
     fr.string(claim.get("id"), "Claim.id")
     institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
@@ -44,11 +51,12 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         if ref:
             keys.append(ref)
         diagnoses[seq] = keys
+    care_team = _care_team(claim)
     location_refs = []
     facility = fr.reference(claim.get("facility"), "Claim.facility")
     if facility:
         location_refs.append(facility)
-    procs = [(pr.code, pr.day, pr.sites, pr.reasons) for pr in index.procedures()]
+    procs = index.procedures()
     lines: list[Line] = []
     fluoro_pos: list[str] = []
     other_pos: list[str] = []
@@ -87,23 +95,66 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             if keys is None:
                 raise fr.invalid(f"{p}.diagnosisSequence[{j}]", f"refers to no Claim.diagnosis with sequence {s}")
             dx_keys += keys
-        sites = concept_keys(item.get("bodySite"), p, "bodySite")
-        sites += concepts_keys(item.get("subSite"), p, "subSite")
-        if code:
-            # The Procedures of the same code (and date) document this item's site and reason.
-            for pcode, pday, psites, preasons in procs:
-                if pcode != code or (day and pday and pday != day):
-                    continue
-                sites += psites
-                dx_keys += preasons
+        item_encounters = fr.references(item.get("encounter"), p, "encounter")
+        encounter_refs += item_encounters
+        performers: list[str] = []
+        for j, s in enumerate(fr.elements(item.get("careTeamSequence"), p, "careTeamSequence")):
+            s = fr.positive_int(s, p, "careTeamSequence", j)
+            if s not in care_team:
+                raise fr.invalid(f"{p}.careTeamSequence[{j}]", f"refers to no Claim.careTeam with sequence {s}")
+            if care_team[s]:
+                performers.append(care_team[s])
+        site = site_of(item.get("bodySite"), p, "bodySite")
+        sites = [site] if site is not None else []
+        sites += sites_of(item.get("subSite"), p, "subSite")
         if pos:
             (fluoro_pos if code == FLUORO else other_pos).append(pos)
         if not code:
             continue
+        matched = [pr for pr in procs if pr.code == code and not (day and pr.day and pr.day != day)]
+        start = end = None
+        sessions = 1
+        if matched:
+            for pr in matched:
+                sites += pr.sites
+                dx_keys += pr.reasons
+            if not item_encounters:
+                item_encounters = [e for pr in matched for e in pr.encounters]
+            if not performers:
+                performers = [a for pr in matched for a in pr.performers]
+            if len(matched) == 1:
+                start, end = matched[0].start, matched[0].end
+            elif code == FLUORO:
+                sessions = separate_sessions(matched)
+        laterality = _laterality(modifiers)
+        if laterality:
+            sites = [st if st.laterality else st._replace(laterality=laterality) for st in sites]
         # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
-        # kind, resource, sequence): a call with keywords costs about twice as much.
-        lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq))
+        # kind, resource, sequence, encounters, performers, start, end, sessions): a call with
+        # keywords costs about twice as much.
+        lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
+                          unique(item_encounters), unique(performers), start, end, sessions))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
+
+
+def _care_team(claim: dict) -> dict[int, str | None]:
+    """Claim.careTeam by sequence: the provider reference of each member (None without one)."""
+    team: dict[int, str | None] = {}
+    members = claim.get("careTeam")
+    if members is None:
+        return team
+    for p, member in fr.objects(members, "Claim.careTeam"):
+        seq = fr.positive_int(member.get("sequence"), p, "sequence", required=True)
+        team[seq] = fr.reference(member.get("provider"), p, "provider")
+    return team
+
+
+def _laterality(modifiers: Sequence[str]) -> str | None:
+    """The side the line's anatomic modifiers (LT, RT, 50) give its sites."""
+    for m in modifiers:
+        if m in LATERALITY_MODIFIERS:
+            return LATERALITY_MODIFIERS[m]
+    return None
 
 
 def _encounters_for(refs: Sequence[str], index: Index) -> list[tuple[str, dict]]:
@@ -143,7 +194,7 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: In
     setting = setting_of(parts.pos_codes, parts.location_refs, encounters, index, reference, ncci)
     lines = parts.lines
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
-    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index), distinct_marker_of(lines))
+    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index))
     default_date = _default_date(lines, encounters)
     checked = not index.by_type.keys().isdisjoint(CLINICAL_TYPES)
     return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
@@ -210,10 +261,12 @@ def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
         day = procedure_date(res, path)
         kind = "procedure"
     reasons = procedure_reasons(res, path)
-    sites = concepts_keys(res.get("bodySite"), path, "bodySite")
+    sites = sites_of(res.get("bodySite"), path, "bodySite")
     key = f"{rtype}/{rid}"
+    encounters, performers, start, end = procedure_session(res, path) if kind == "procedure" else ((), (), None, None)
     return Line(key=key, code=code, units=units, service_date=day, body_sites=unique(sites),
-                diagnoses=unique(reasons), kind=kind, resource=key)
+                diagnoses=unique(reasons), kind=kind, resource=key, encounters=encounters,
+                performers=performers, start=start, end=end)
 
 
 def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: ReferenceData, *,
@@ -246,7 +299,7 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
     encounters = list(index.of("Encounter"))
     setting = setting_of((), (), encounters, index, reference, PRACTITIONER)
     default_date = _default_date(lines, encounters)
-    evidence = Evidence(distinct_marker=distinct_marker_of(lines))
+    evidence = Evidence()
     return Case(kind="order", setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=None, evidence_checked=False)
 
@@ -273,7 +326,7 @@ def case_from_encounter(encounter: dict, companions: Sequence[dict], claim: dict
     lines = [pr.line for pr in index.procedures() if pr.key is not None]
     setting = setting_of((), (), encounters, index, reference, PRACTITIONER)
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
-    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index), distinct_marker_of(lines))
+    evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index))
     default_date = _default_date(lines, encounters)
     return Case(kind="encounter", setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=None, evidence_checked=True)

@@ -7,6 +7,7 @@ import re
 from typing import Sequence
 
 from .. import fhir_read as fr
+from ..model import Site
 
 CPT_SYSTEMS = frozenset({"http://www.ama-assn.org/go/cpt", "https://www.ama-assn.org/go/cpt",
                          "urn:oid:2.16.840.1.113883.6.12"})
@@ -82,3 +83,66 @@ def unique(keys: Sequence[str]) -> tuple[str, ...]:
 
 def status_of(resource: dict, path: str) -> str | None:
     return fr.string(resource.get("status"), path, "status")
+
+
+# --- body sites as concepts (compared by hooks.rules.distinct) -------------------------------------
+SNOMED_SYSTEM = "http://snomed.info/sct"
+# SNOMED CT laterality qualifiers (Side, 182353008): a coding of one of these is the site's side.
+SNOMED_LATERALITY = {"7771000": "left", "24028007": "right", "51440002": "bilateral"}
+LATERALITY_MODIFIERS = {"LT": "left", "RT": "right", "50": "bilateral"}  # CPT/HCPCS anatomic modifiers
+_SIDE_WORDS = {"left": "left", "right": "right", "bilateral": "bilateral", "both": "bilateral"}
+_FILLER_WORDS = frozenset({"of", "the", "structure", "region", "entire", "and", "side"})
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def site_text(text: str | None) -> tuple[str | None, str | None]:
+    """(normalised text, laterality) of a site's text: lower case words, filler words and the side
+    removed ("Left knee" and "knee, left" are both ("knee", "left"))."""
+    if not text:
+        return None, None
+    side = None
+    words = []
+    for w in _WORD_RE.findall(text.lower()):
+        if w in _SIDE_WORDS:
+            side = side or _SIDE_WORDS[w]
+        elif w not in _FILLER_WORDS:
+            words.append(w)
+    return (" ".join(words) or None), side
+
+
+def site_of(node, path: str, key: str | None = None, index: int | None = None) -> Site | None:
+    """A body-site CodeableConcept as a :class:`~hooks.model.Site` (None when it says nothing)."""
+    if node is None:
+        return None
+    codes, side = [], None
+    for system, code in fr.codings(node, path, key, index):
+        if system == SNOMED_SYSTEM and code in SNOMED_LATERALITY:
+            side = side or SNOMED_LATERALITY[code]
+        else:
+            codes.append(f"{system or ''}|{code}")
+    text = fr.concept_text(node, path, key, index)
+    if not (text and text.strip()):
+        text = None
+        for i, c in enumerate(node.get("coding") or ()):  # validated by fr.codings above
+            display = fr.string(c.get("display"), fr._join(path, key, index), f"coding[{i}].display")
+            if display and display.strip():
+                text = display
+                break
+    words, text_side = site_text(text)
+    side = side or text_side
+    if not codes and words is None and side is None:
+        return None
+    return Site(tuple(codes), words, side)
+
+
+def sites_of(node, path: str, key: str | None = None) -> list[Site]:
+    """The sites of a repeating body-site element, in order."""
+    if node is None:
+        return []
+    out = []
+    for i, cc in enumerate(fr.elements(node, path, key)):
+        site = site_of(cc, path, key, i)
+        if site is not None:
+            out.append(site)
+    return out
+

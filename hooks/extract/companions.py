@@ -2,12 +2,12 @@
 Procedures parsed once (code, date, sites, reasons, reports)."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .. import fhir_read as fr
-from ..model import Line
-from .codes import concepts_keys, procedure_code, status_of, unique
+from ..model import Line, Site
+from .codes import concepts_keys, procedure_code, sites_of, status_of, unique
 
 INACTIVE = frozenset({"entered-in-error", "cancelled", "not-done", "revoked"})
 
@@ -19,10 +19,14 @@ class Proc(NamedTuple):
     resource: dict
     code: str
     day: date | None
-    sites: tuple[str, ...]
+    sites: tuple[Site, ...]
     reasons: tuple[str, ...]
     reports: tuple[str, ...]
     key: str | None  # "Procedure/id" (None without id)
+    encounters: tuple[str, ...]  # Procedure.encounter
+    performers: tuple[str, ...]  # Procedure.performer.actor
+    start: datetime | None  # performedPeriod, when given to the minute with a time zone
+    end: datetime | None
 
     @property
     def line(self) -> Line | None:
@@ -31,7 +35,8 @@ class Proc(NamedTuple):
         if self.key is None:
             return None
         return Line(key=self.key, code=self.code, service_date=self.day, body_sites=self.sites,
-                    diagnoses=self.reasons, kind="procedure", resource=self.key)
+                    diagnoses=self.reasons, kind="procedure", resource=self.key, encounters=self.encounters,
+                    performers=self.performers, start=self.start, end=self.end)
 
 
 class Index:
@@ -123,10 +128,44 @@ def parse_procedure(p: str, proc: dict) -> Proc | None:
     day = procedure_date(proc, p)
     if rid is not None:
         reasons = unique(procedure_reasons(proc, p))
-        sites = unique(concepts_keys(proc.get("bodySite"), p, "bodySite"))
-        return Proc(p, proc, code, day, sites, reasons, reports, f"Procedure/{rid}")
-    sites = tuple(concepts_keys(proc.get("bodySite"), p, "bodySite"))
-    return Proc(p, proc, code, day, sites, tuple(procedure_reasons(proc, p)), reports, None)
+        sites = unique(sites_of(proc.get("bodySite"), p, "bodySite"))
+        key = f"Procedure/{rid}"
+    else:
+        sites = tuple(sites_of(proc.get("bodySite"), p, "bodySite"))
+        reasons = tuple(procedure_reasons(proc, p))
+        key = None
+    encounters, performers, start, end = procedure_session(proc, p)
+    return Proc(p, proc, code, day, sites, reasons, reports, key, encounters, performers, start, end)
+
+
+def procedure_session(proc: dict, path: str) -> tuple[tuple[str, ...], tuple[str, ...], datetime | None,
+                                                       datetime | None]:
+    """(encounters, performers, start, end) of a Procedure: encounter, performer.actor, and the
+    performedPeriod's bounds when they carry a time and a time zone (NCCI Policy Manual Chapter I,
+    section E: XE separate encounter, XP separate practitioner)."""
+    enc = fr.reference(proc.get("encounter"), path, "encounter")
+    performers = []
+    for p, perf in fr.objects(proc.get("performer"), path, "performer"):
+        actor = fr.reference(perf.get("actor"), p, "actor")
+        if actor:
+            performers.append(actor)
+    start = end = None
+    period = proc.get("performedPeriod")
+    if period is not None and type(period) is dict:  # validated by procedure_date
+        start, end = moment(period.get("start")), moment(period.get("end"))
+    return ((enc,) if enc else ()), unique(performers), start, end
+
+
+def moment(value) -> datetime | None:
+    """A FHIR dateTime with a time and a time zone as an aware datetime (None otherwise); the
+    caller has validated the value."""
+    if type(value) is not str or "T" not in value:
+        return None
+    try:
+        out = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return out if out.tzinfo is not None else None
 
 
 def procedure_date(proc: dict, path: str) -> date | None:

@@ -1,11 +1,12 @@
 """The documentation evidence of the 76000 service (:class:`hooks.model.Evidence`): indication,
-fluoroscopy time, dose, body site, findings, images, signed interpretation, distinct-service marker."""
+fluoroscopy time, dose, body site, findings, images, signed interpretation. Whether a 76000 is
+distinct from another service is :mod:`hooks.distinct`."""
 from __future__ import annotations
 
 from typing import Sequence
 
 from .. import fhir_read as fr
-from ..model import FLUORO, Evidence, Line
+from ..model import Evidence, Line
 from .codes import DCM_SYSTEMS, concepts_keys, status_of
 from .companions import Index, Proc, active
 
@@ -89,8 +90,7 @@ def _is_lab(rep: dict, path: str) -> bool:
     return False
 
 
-def evidence_of(fluoro_lines: Sequence[Line], index: Index, fluoro_procs: Sequence[Proc],
-              distinct_marker: bool) -> Evidence:
+def evidence_of(fluoro_lines: Sequence[Line], index: Index, fluoro_procs: Sequence[Proc]) -> Evidence:
     indication = body_site = False
     for line in fluoro_lines:
         indication = indication or bool(line.diagnoses)
@@ -116,14 +116,5 @@ def evidence_of(fluoro_lines: Sequence[Line], index: Index, fluoro_procs: Sequen
     images = images or bool(active(index.of("ImagingStudy")))
     return Evidence(indication=indication, fluoro_minutes=max(minutes) if minutes else None,
                     radiation_dose=dose, body_site=body_site, findings=findings, images_retained=images,
-                    signed_interpretation=signed, distinct_marker=distinct_marker)
+                    signed_interpretation=signed)
 
-
-def distinct_marker_of(case_lines: Sequence[Line]) -> bool:
-    """Evidence.distinct_marker: a 76000 line carries 59/X{EPSU} and differs in body site or
-    indication from every other line (with no other line, the modifier alone)."""
-    marked = [ln for ln in case_lines if ln.code == FLUORO and ln.has_distinct_modifier()]
-    if not marked:
-        return False
-    others = [ln for ln in case_lines if ln.code != FLUORO]
-    return any(all(line.distinct_from(o) for o in others) for line in marked)

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
 
+from .. import distinct
 from .. import findings as F
 from ..findings import KINDS, REMOVAL_CODES, Citation, DeclarationError, Finding, Fix
 from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, Case, Line
@@ -49,6 +50,7 @@ class Problem:
     aoc: AddOnEdit | None = None  # use-guidance-code: the AOC row that lists the partner
     add_on_billed: bool = False  # the add-on is already on the case that date
     why: str = ""  # modifier-misuse: what was misused
+    evidence: frozenset[str] = frozenset()  # ptp-modifier-allowed: the distinct-service modifiers the record supports
 
 
     @property
@@ -131,6 +133,16 @@ def guidance_add_on(code: str, on: date, reference: ReferenceData, pol: Policy) 
 
 
 def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) -> _LineReview:
+    """The removal problems of one 76000 line against each same-date partner line.
+
+    A partner of a different rendering practitioner is not a PTP pair (NCCI pairs services of the
+    same provider): no problem. An indicator-0 edit is never bypassed. With a distinct-service
+    modifier the record contradicts (hooks.distinct.contradicted), the line is modifier-misuse; with
+    one the record supports (a separate encounter or site), it is separately reportable. Without
+    a modifier, a record showing a separate encounter or site makes an indicator-1 edit a
+    ptp-modifier-allowed finding whose recommended fix appends the matching modifier, and the
+    fluoroscopy is not part of the partner (no integral or guidance-code problem).
+    """
     default_date = case.default_date
     day = line.service_date or default_date
     review = _LineReview(line, day)
@@ -145,14 +157,17 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
              if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1")
              and e.in_force(on)}
     components = COMPONENT_MODIFIERS.intersection(line.modifiers)
+    claimed = line.distinct_modifiers()
     for partner in partners:
+        shown = distinct.evidence(line, partner)
+        if distinct.SEPARATE_PRACTITIONER in shown:
+            continue  # another practitioner's service: not a PTP pair, nothing of it is in this 76000
         edit = edits.get(partner.code)
-        distinct = line.distinct_from(partner)
         if edit is not None and edit.modifier_indicator == "0":
-            if line.has_distinct_modifier():
-                mods = "/".join(m for m in line.modifiers if m in {"59", "XE", "XP", "XS", "XU"})
+            if claimed:
                 review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
-                                               why=f"modifier {mods} cannot bypass an edit with modifier indicator 0"))
+                                               why=f"modifier {'/'.join(claimed)} cannot bypass an edit with "
+                                                   "modifier indicator 0"))
             elif components:
                 review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
                                                why=f"modifier {'/'.join(sorted(components))} identifies a payment "
@@ -160,13 +175,16 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
             else:
                 review.problems.append(Problem(F.PTP_BUNDLED, partner, edit=edit))
             continue
-        if distinct:
-            continue  # documented distinct service: separately reportable (indicator 1 bypass)
-        if edit is not None and line.has_distinct_modifier() and line.same_site_as(partner):
-            mods = "/".join(m for m in line.modifiers if m in {"59", "XE", "XP", "XS", "XU"})
+        misuse = distinct.contradicted(line, partner) if claimed else []
+        if misuse and edit is not None:
             review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
-                                           why=f"modifier {mods} is on a 76000 at the same site and session as "
-                                               f"{partner.code}"))
+                                           why="; ".join(why for _m, why in misuse)))
+        elif claimed and shown:
+            continue  # a distinct service the record supports: separately reportable (indicator 1 bypass)
+        if shown and not claimed:
+            if edit is not None:
+                review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit, evidence=shown))
+            continue  # separate encounter or site: the fluoroscopy is not part of the partner
         guidance = guidance_add_on(partner.code, on, reference, pol)
         if guidance is not None:
             add_on, aoc, entry = guidance
@@ -330,19 +348,50 @@ def _fluoroscopy_integral(c: _Context) -> _Removal:
         (_remove(c, f"integral to {partner}"),))
 
 
+_EVIDENCE_WORDS = {distinct.SEPARATE_ENCOUNTER: "a separate encounter or session",
+                   distinct.SEPARATE_SITE: "a separate anatomic site"}
+
+
 def _ptp_modifier_allowed(c: _Context) -> _Removal:
-    line, e, partner = c.review.line, c.problem.edit, c.problem.partner.code
-    modifier = c.config.get("distinct-modifier") or "XS"
-    fixes: tuple[Fix, ...] = (_remove(c, f"bundled into {partner}"),)
-    if modifier not in line.modifiers:
+    """Indicator-1 PTP edit. The bypass appends the modifier the record's evidence supports (XE,
+    then XS; recommended), else the configured ``distinct-modifier`` (not recommended); never a
+    second distinct-service modifier. A different diagnosis is not evidence (CMS MLN1783722)."""
+    line, e, partner = c.review.line, c.problem.edit, c.problem.partner
+    shown = [m for m in (distinct.SEPARATE_ENCOUNTER, distinct.SEPARATE_SITE) if m in c.problem.evidence]
+    modifier = shown[0] if shown else (c.config.get("distinct-modifier") or "XS")
+    remove = _remove(c, f"bundled into {partner.code}")
+    row = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
+           f"**1**; rationale: {e.rationale}).")
+    if shown and not line.has_distinct_modifier():
+        what = " and ".join(_EVIDENCE_WORDS[m] for m in shown)
+        bypass = Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier,
+                     label=f"Append {modifier}: the record shows {what} ({partner.code})")
+        return _Removal(
+            f"Append {modifier} to 76000: the record shows {what} from {partner.code}",
+            f"{row} The record shows the fluoroscopy was distinct from {partner.code}: {what}. Report it with "
+            f"modifier {modifier} (CMS NCCI Policy Manual, Chapter I, section E; CMS MLN1783722), or remove 76000 "
+            f"if it was not.",
+            (bypass, replace(remove, recommended=False)))
+    fixes: tuple[Fix, ...] = (remove,)
+    if not line.has_distinct_modifier():
         fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
-                      label=f"Append {modifier}: fluoroscopy distinct from {partner}"),)
+                      label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
+    dx_note = ""
+    if line.diagnoses and partner.diagnoses and not set(line.diagnoses) & set(partner.diagnoses):
+        dx_note = (" The linked diagnoses differ, but a different diagnosis alone does not make a service "
+                   "distinct (CMS MLN1783722); confirm a separate site, session or practitioner.")
+    claimed = "/".join(line.distinct_modifiers())
+    if claimed:
+        summary = f"Remove 76000 (bundled into {partner.code}): nothing in the record supports {claimed}"
+        advice = f" Keep {claimed} only if the record is completed to show it, and document why."
+    else:
+        summary = (f"Remove 76000 (bundled into {partner.code}) unless the fluoroscopy was distinct; "
+                   f"then append {modifier}")
+        advice = f" Append {modifier} only if it truly was distinct, and document why."
     return _Removal(
-        f"Remove 76000 (bundled into {partner}) unless the fluoroscopy was distinct; then append {modifier}",
-        f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
-        f"**1**; rationale: {e.rationale}). Nothing in the record shows the fluoroscopy was distinct (different "
-        f"site, session or indication), so 76000 is bundled. Append {modifier} only if it truly was distinct, "
-        f"and document why.",
+        summary,
+        f"{row} Nothing in the record shows the fluoroscopy was distinct (a separate encounter, practitioner "
+        f"or anatomic site), so 76000 is bundled.{advice}{dx_note}",
         fixes)
 
 
@@ -376,6 +425,11 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             excess = total - limit.units
             target = max(lines, key=lambda r: r.line.units).line
             new_units = target.units - excess
+            session_note = ""
+            if new_units > target.sessions:  # and no more units than the sessions documented (session-units)
+                new_units = target.sessions
+                session_note = (f" 76000 is also one unit per session: the record documents {target.sessions} "
+                                f"session{'s' if target.sessions != 1 else ''} for this line.")
             if new_units > 0:
                 fix = Fix(F.REDUCE_UNITS, line=target.key, units=new_units,
                           label=f"Reduce 76000 to {new_units} unit{'s' if new_units != 1 else ''}")
@@ -388,12 +442,61 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             when_paren = f" ({day.isoformat()})" if day else ""
             out.append(Finding(
                 code=F.MUE_EXCEEDED, severity=KINDS[F.MUE_EXCEEDED].severity,
-                summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"),
+                summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"
+                              if not session_note else
+                              f"Reduce 76000 to {new_units} unit{'s' if new_units != 1 else ''}{when}: {total} "
+                              f"exceeds the MUE of {limit.units} and one unit per session"),
                 reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
-                        f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."),
+                        f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."
+                        + session_note),
                 lines=tuple(r.line.key for r in lines),
-                citations=(cite.mue(limit), policy().facts["mue"].citation()), fixes=(fix,),
+                citations=(cite.mue(limit), policy().facts["mue"].citation())
+                + ((policy().facts["session"].citation(),) if session_note else ()), fixes=(fix,),
                 payment=f"{excess} unit{'s' if excess != 1 else ''} over the MUE: {amount} denied" if amount else None))
+    return out
+
+
+def _session_units(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                   pol: Policy) -> list[Finding]:
+    """76000 is one unit per session, whatever the number of sites (CPT 76000 descriptor; facts
+    ``session``): a line with more units than the separate sessions the record documents for it,
+    or a second 76000 line in the same session (shared encounter or overlapping period, same or
+    unknown practitioner). Lines already in an MUE finding get their units there (MUE stays per
+    date of service)."""
+    in_mue = set()
+    if config.get(KINDS[F.MUE_EXCEEDED].switch, True):
+        in_mue = {key for f in _mue_findings(case, billable, reference, config, pol) for key in f.lines}
+    cites = (policy().facts["session"].citation(),)
+    out = []
+    seen: list[_LineReview] = []
+    for r in billable:
+        line = r.line
+        if line.key in in_mue:
+            continue
+        twin = next((o for o in seen if o.day == r.day and distinct.encounter_relation(line, o.line) is True
+                     and distinct.performer_relation(line, o.line) is not False), None)
+        seen.append(r)
+        when = f" on {r.day.isoformat()}" if r.day else ""
+        if twin is not None:
+            out.append(Finding(
+                code=F.SESSION_UNITS, severity=KINDS[F.SESSION_UNITS].severity,
+                summary=_clip(f"Remove the second 76000{when}: one fluoroscopy session is one unit"),
+                reason=(f"Two 76000 lines ({twin.line.key}, {line.key}) are billed for the same session{when} (same "
+                        f"encounter or overlapping times). 76000 reports one session of up to one hour, whatever the "
+                        f"number of sites examined; bill it once."),
+                lines=(twin.line.key, line.key), citations=cites,
+                fixes=(Fix(F.REMOVE_LINE, line=line.key, label="Remove the second 76000 of the session"),)))
+        elif line.units > line.sessions:
+            n = line.sessions
+            out.append(Finding(
+                code=F.SESSION_UNITS, severity=KINDS[F.SESSION_UNITS].severity,
+                summary=_clip(f"Bill {n} unit{'s' if n != 1 else ''} of 76000{when}: one unit per fluoroscopy session"),
+                reason=(f"{line.units} units of 76000 are billed on one line{when}, and the record documents {n} "
+                        f"session{'s' if n != 1 else ''}. 76000 reports one session of up to one hour, whatever the "
+                        f"number of sites or images; time over an hour is not more units (76001 was deleted)."),
+                lines=(line.key,), citations=cites,
+                fixes=(Fix(F.REDUCE_UNITS, line=line.key, units=n,
+                           label=f"Bill {n} unit{'s' if n != 1 else ''} of 76000 (one per session)"),)))
     return out
 
 
@@ -432,15 +535,11 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
 
 def _duration(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
               pol: Policy) -> list[Finding]:
-    """Documented fluoroscopy time over one hour (evidence judged only)."""
+    """Documented fluoroscopy time over one hour (evidence judged only). It offers no fix: units
+    over the sessions documented are session-units (or mue-exceeded), not more time."""
     minutes = case.evidence.fluoro_minutes
     if not case.evidence_checked or minutes is None or minutes <= DURATION_LIMIT_MINUTES:
         return []
-    fixes: tuple[Fix, ...] = ()
-    multi = [r.line for r in billable if r.line.units > 1]
-    if multi:
-        fixes = tuple(Fix(F.REDUCE_UNITS, line=ln.key, units=1,
-                          label="Bill one unit of 76000; time over one hour is not more units") for ln in multi)
     return [Finding(
         code=F.DURATION_EXCEEDED, severity=KINDS[F.DURATION_EXCEEDED].severity,
         summary=_clip(f"Fluoroscopy time {minutes:g} min exceeds 76000's one hour: bill one unit, document the time"),
@@ -448,7 +547,7 @@ def _duration(case: Case, billable: Sequence[_LineReview], reference: ReferenceD
                 f"76001 (over one hour) was deleted (edits end 2018-12-31) and more units of 76000 are not the "
                 f"fix. Document the reason for the prolonged time in the report."),
         lines=tuple(r.line.key for r in billable), citations=(policy().facts["duration"].citation(),),
-        fixes=fixes)]
+        fixes=())]
 
 
 def _documentation(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
@@ -485,7 +584,8 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
 
 # The rule of each finding about billable 76000 lines (declared without a rank in hooks.findings.KINDS).
 LINE_RULES: dict[str, Callable[[Case, Sequence[_LineReview], ReferenceData, dict, Policy], list[Finding]]] = {
-    F.MUE_EXCEEDED: _mue_findings, F.MODIFIER_26: _modifier_26_findings, F.DURATION_EXCEEDED: _duration,
+    F.MUE_EXCEEDED: _mue_findings, F.SESSION_UNITS: _session_units, F.MODIFIER_26: _modifier_26_findings,
+    F.DURATION_EXCEEDED: _duration,
     F.DOCUMENTATION_MISSING: _documentation,
 }
 

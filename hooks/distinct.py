@@ -1,0 +1,125 @@
+"""Distinct-service evidence as CMS defines it: is a 76000 separate from a partner service?
+
+CMS NCCI Policy Manual for Medicare Services, Chapter I, section E (modifiers and modifier
+indicators) and the CMS MLN fact sheet "Proper Use of Modifiers 59, XE, XP, XS, & XU"
+(MLN1783722): a service is distinct when it was performed in a *separate encounter* (XE), by a
+*separate practitioner* (XP), on a *separate organ/structure* (XS), or does not overlap the usual
+components of the other service (XU). NCCI PTP edits pair services of the same provider for the
+same beneficiary on the same date, so lines of different rendering practitioners are not a PTP
+pair. A different diagnosis alone is not evidence of a distinct service.
+
+Every comparison is three-valued where the record may be silent: an unknown side is never proof.
+Pure functions of :class:`hooks.model.Line` and :class:`hooks.model.Site`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from .model import Line, Site
+
+SEPARATE_ENCOUNTER, SEPARATE_PRACTITIONER, SEPARATE_SITE = "XE", "XP", "XS"
+
+
+def _systems(site: Site) -> set[str]:
+    return {c.split("|", 1)[0] for c in site.codes}
+
+
+def site_relation(a: Site, b: Site) -> bool | None:
+    """True: the same site; False: different sites; None: the record cannot tell.
+
+    Sides that differ (both known) are different sites. Then a shared coding, or normalised texts
+    where one holds the other's words ("knee" and "knee joint"), is the same site; codings of the
+    same system that differ, or texts with no word in common, are different sites. A site known
+    only as a code on one side and only as text on the other cannot be compared.
+    """
+    if a.laterality and b.laterality and a.laterality != b.laterality and "bilateral" not in (a.laterality, b.laterality):
+        return False
+    if set(a.codes) & set(b.codes):
+        return True
+    wa, wb = set((a.text or "").split()), set((b.text or "").split())
+    if wa and wb and (wa <= wb or wb <= wa):
+        return True
+    if _systems(a) & _systems(b):
+        return False
+    if wa and wb and not wa & wb:
+        return False
+    return None
+
+
+def sites_relation(a: Sequence[Site], b: Sequence[Site]) -> bool | None:
+    """The relation of two lines' sites: the same when any pair is the same site, different when
+    every pair is known to differ, else unknown (also when either side has no site)."""
+    if not a or not b:
+        return None
+    relations = [site_relation(x, y) for x in a for y in b]
+    if True in relations:
+        return True
+    return False if all(r is False for r in relations) else None
+
+
+def _overlap(a_start: datetime | None, a_end: datetime | None, b_start: datetime | None,
+             b_end: datetime | None) -> bool | None:
+    """Whether two performed periods overlap; None unless both are known from start to end."""
+    if None in (a_start, a_end, b_start, b_end):
+        return None
+    return a_start < b_end and b_start < a_end
+
+
+def encounter_relation(a: Any, b: Any) -> bool | None:
+    """True: the same session (overlapping performed periods, or a shared encounter without
+    periods that separate them); False: separate encounters (both known, none shared) or
+    non-overlapping periods; None: unknown. Periods known to the minute decide first."""
+    overlap = _overlap(a.start, a.end, b.start, b.end)
+    if overlap is not None:
+        return overlap
+    if a.encounters and b.encounters:
+        return bool(set(a.encounters) & set(b.encounters))
+    return None
+
+
+def performer_relation(a: Line, b: Line) -> bool | None:
+    """True: a shared rendering practitioner; False: both known and none shared; None: unknown."""
+    if not a.performers or not b.performers:
+        return None
+    return bool(set(a.performers) & set(b.performers))
+
+
+def evidence(line: Line, partner: Line) -> frozenset[str]:
+    """The distinct-service modifiers the record supports for `line` against `partner`."""
+    out = []
+    if encounter_relation(line, partner) is False:
+        out.append(SEPARATE_ENCOUNTER)
+    if performer_relation(line, partner) is False:
+        out.append(SEPARATE_PRACTITIONER)
+    if sites_relation(line.body_sites, partner.body_sites) is False:
+        out.append(SEPARATE_SITE)
+    return frozenset(out)
+
+
+def contradicted(line: Line, partner: Line) -> list[tuple[str, str]]:
+    """(modifier, why) for each distinct-service modifier on `line` the record contradicts: XE on
+    the same encounter or session, XP with the same practitioner, XS (or 59 / XU, claimed for a
+    distinct site or service) on the same site in the same session."""
+    out = []
+    same_session = encounter_relation(line, partner)
+    same_site = sites_relation(line.body_sites, partner.body_sites)
+    for m in line.distinct_modifiers():
+        if m == SEPARATE_ENCOUNTER and same_session is True:
+            out.append((m, f"XE claims a separate encounter, but 76000 and {partner.code} share the encounter "
+                           "or overlap in time"))
+        elif m == SEPARATE_PRACTITIONER and performer_relation(line, partner) is True:
+            out.append((m, f"XP claims a separate practitioner, but the same practitioner performed {partner.code}"))
+        elif m in ("XS", "59", "XU") and same_site is True and same_session is not False:
+            out.append((m, f"modifier {m} is on a 76000 at the same site and session as {partner.code}"))
+    return out
+
+
+def separate_sessions(procedures: Iterable[Any]) -> int:
+    """How many separate sessions some 76000 Procedures document (at least 1): Procedures in one
+    encounter with overlapping or unknown periods are one session."""
+    sessions: list[Any] = []
+    for pr in procedures:
+        if all(encounter_relation(pr, s) is False for s in sessions):
+            sessions.append(pr)
+    return max(1, len(sessions))
