@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 import jwt
 from jwt import PyJWKClient
@@ -36,8 +37,16 @@ ALGORITHMS = ("ES384", "RS384")
 _KEY_TYPES = {"ES384": "EC", "RS384": "RSA"}
 
 
+MAX_TOKEN_CHARS = 16 * 1024  # a CDS client JWT is well under 2 kB; longer ones are not decoded
+
+
 class AuthError(Exception):
-    """The request is not authenticated (answered 401); the message never holds the token."""
+    """The request is not authenticated (answered 401); the message never holds the token.
+    `issuer` is the token's (unverified) ``iss`` when it had one, for the log."""
+
+    def __init__(self, message: str, issuer: str | None = None):
+        super().__init__(message)
+        self.issuer = issuer
 
 
 class _ReplayCache:
@@ -79,6 +88,7 @@ class JwtVerifier:
         self._clients: dict[str, PyJWKClient] = {}
         self._lock = threading.Lock()
         self._replay = _ReplayCache(state)
+        self.refusals: Counter[str] = Counter()  # 401s by reason, since start
 
     def _jwks(self, url: str) -> PyJWKClient:
         with self._lock:
@@ -95,11 +105,23 @@ class JwtVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError("a bearer JWT is required (Authorization: Bearer <JWT>)")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(f"the bearer token is longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            return self._verify(token, audience)
+        except AuthError as exc:
+            with self._lock:
+                self.refusals[str(exc)] += 1
+            raise
+
+    def _verify(self, token: str, audience: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise AuthError("the bearer token is not a well-formed JWT") from None
+        if not isinstance(header, dict) or not isinstance(unverified, dict):
+            raise AuthError("the bearer token is not a well-formed JWT")
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise AuthError(f"JWT alg must be one of {', '.join(ALGORITHMS)}")
@@ -111,20 +133,32 @@ class JwtVerifier:
             raise AuthError("JWT typ must be JWT")
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or issuer not in self.issuers:
-            raise AuthError("JWT issuer is not trusted")
+            raise AuthError("JWT issuer is not trusted",
+                            issuer if isinstance(issuer, str) else None)
         jwks_url = self.issuers[issuer]
         jku = header.get("jku")
         if jku is not None:
-            if jku != jwks_url and jku not in self.jku_allowlist:
+            if not isinstance(jku, str) or jku != jwks_url and jku not in self.jku_allowlist:
                 raise AuthError("JWT jku is not an allowed JWK Set URL")
             jwks_url = jku
         try:
+            return self._check(token, header, issuer, jwks_url, kid, alg, audience)
+        except AuthError as exc:
+            exc.issuer = issuer
+            raise
+
+    def _check(self, token: str, header: dict, issuer: str, jwks_url: str, kid: str, alg: str,
+               audience: str) -> dict:
+        """Key, signature and claims of a token from a trusted issuer."""
+        try:
             signing_key = self._jwks(jwks_url).get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError:
+        except (jwt.PyJWKClientConnectionError, OSError):
             raise AuthError("the issuer's JWK Set could not be fetched") from None
+        except ValueError:  # the JWKS URL answered something that is not JSON
+            raise AuthError("the issuer's JWK Set is not JSON") from None
         except jwt.PyJWKClientError:
             raise AuthError("JWT kid is not in the issuer's JWK Set") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, KeyError, TypeError, AttributeError):  # JSON, but not a JWK Set
             raise AuthError("the issuer's JWK Set is not usable") from None
         jwk = signing_key._jwk_data if hasattr(signing_key, "_jwk_data") else {}
         if jwk.get("kty") and jwk["kty"] != _KEY_TYPES[alg]:
@@ -148,6 +182,9 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"JWT is invalid ({type(exc).__name__})") from None
         jti, exp, iat = claims.get("jti"), claims["exp"], claims["iat"]
+        for name, value in (("exp", exp), ("iat", iat)):  # PyJWT's iat check takes "123" too
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise AuthError(f"JWT {name} must be a number (NumericDate, RFC 7519 section 2)")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise AuthError("JWT jti must be a non-empty string")
         if exp - iat > self.max_lifetime:

@@ -50,7 +50,8 @@ def authenticate() -> None:
     try:
         g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
-        log.info("401 on %s: %s", request.path, exc)
+        # the reason and the (unverified) issuer, never the token
+        log.info("401 on %s: %s (issuer %.100r)", request.path, exc, exc.issuer)
         raise ApiError(401, f"unauthorized: {exc}", code="login",
                        headers={"WWW-Authenticate": challenge(str(exc))}) from None
 

@@ -39,15 +39,19 @@ import logging
 import os
 import re
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 
 import requests
+import urllib3
 
 from hooks.context import DataUnavailable, SearchRefused
 from hooks.fhir_read import key_of, normalize_reference
+
+from .jsonio import MAX_DEPTH, loads, too_deep
 
 T = TypeVar("T")
 
@@ -258,6 +262,8 @@ class FhirClientSettings:
     max_pages: int = 10
     max_resources: int = 1000
     max_parallel: int = 8  # requests of one hook call in flight at once
+    deadline: float = 5.0  # seconds for all FHIR requests of one hook call together
+    max_answer_bytes: int = 16 * 1024 * 1024  # per answer, read streamed and refused past it
 
 
 # Search refusals: the server did not run the search as asked (an unsupported parameter, a
@@ -292,20 +298,65 @@ class FhirClient:
             self._headers["Authorization"] = f"Bearer {token}"
         self._search_headers = dict(self._headers, Prefer="handling=strict")
         self.settings = settings
+        self._deadline = time.monotonic() + settings.deadline  # one per hook call (per client)
+
+    def _late(self) -> DataUnavailable:
+        return DataUnavailable(f"the FHIR server did not answer within the hook call's deadline "
+                               f"({self.settings.deadline:g} s, FLUORO_CDS_FHIR_DEADLINE)")
 
     def _get(self, url: str, params: list[tuple[str, str]] | None = None, *,
              strict: bool = False) -> requests.Response:
+        """GET `url`, its body read whole (streamed, within the deadline and the size cap)."""
         headers = self._search_headers if strict else self._headers
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._late()
+        timeout = (min(self.settings.connect_timeout, remaining),
+                   min(self.settings.read_timeout, remaining))
         try:
-            return _session().get(url, params=params, headers=headers, allow_redirects=False,
-                                  timeout=(self.settings.connect_timeout, self.settings.read_timeout))
-        except requests.RequestException as exc:
+            resp = _session().get(url, params=params, headers=headers, allow_redirects=False,
+                                  timeout=timeout, stream=True)
+            try:
+                resp._content = self._read_body(resp)  # requests' attribute for a read body
+                resp._content_consumed = True  # close() then returns the connection to the pool
+            finally:
+                resp.close()  # a body not read to its end: the connection is dropped
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if time.monotonic() >= self._deadline:
+                raise self._late() from None
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
                                   f"({type(exc).__name__})") from None
+        return resp
+
+    def _read_body(self, resp: requests.Response) -> bytes:
+        """The answer's body, read as it arrives: DataUnavailable past max_answer_bytes (also
+        after decompression) or past the deadline (a server sending a byte at a time)."""
+        limit = self.settings.max_answer_bytes
+        declared = resp.headers.get("Content-Length", "")
+        too_large = DataUnavailable(f"the FHIR server's answer is larger than {limit} bytes "
+                                    "(FLUORO_CDS_FHIR_MAX_ANSWER_BYTES)")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = resp.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            if time.monotonic() >= self._deadline:
+                raise self._late()
+            chunks.append(chunk)
 
     def _json(self, resp: requests.Response, what: str) -> dict:
+        data = resp.content
+        if too_deep(data):
+            raise DataUnavailable(f"the FHIR server answered {what} with JSON nested more than "
+                                  f"{MAX_DEPTH} deep")
         try:
-            body = resp.json()
+            body = loads(data)
         except ValueError:
             raise DataUnavailable(f"the FHIR server answered {what} with a body that is not JSON") from None
         if not isinstance(body, dict):
@@ -331,8 +382,10 @@ class FhirClient:
             raise self._fail(resp, what)
         body = self._json(resp, what)
         if body.get("resourceType") != resource_type:
-            raise DataUnavailable(f"the FHIR server answered a {what} with a "
-                                  f"{body.get('resourceType')}")
+            raise DataUnavailable(f"the FHIR server answered a {what} with another resource type")
+        if body.get("id") != resource_id:  # FHIR R4 RESTful API 3.1.0.5.1: read returns that id
+            raise DataUnavailable(f"the FHIR server answered a {what} with a resource of "
+                                  "another id")
         return body
 
     def search(self, resource_type: str, params: list[tuple[str, str]] | tuple = ()) -> dict:
@@ -364,8 +417,7 @@ class FhirClient:
                 raise self._fail(resp, what)
             body = self._json(resp, what)
             if body.get("resourceType") != "Bundle":
-                raise DataUnavailable(f"the FHIR server answered a {what} with a "
-                                      f"{body.get('resourceType')}")
+                raise DataUnavailable(f"the FHIR server answered a {what} with another resource type")
             entries.extend(e for e in body.get("entry") or () if isinstance(e, dict))
             pages += 1
             url, query = self._next_link(body), None

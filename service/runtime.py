@@ -76,7 +76,9 @@ class Runtime:
             client_settings=FhirClientSettings(connect_timeout=settings.fhir_connect_timeout,
                                                read_timeout=settings.fhir_timeout,
                                                max_pages=settings.fhir_max_pages,
-                                               max_resources=settings.fhir_max_resources),
+                                               max_resources=settings.fhir_max_resources,
+                                               deadline=settings.fhir_deadline,
+                                               max_answer_bytes=settings.fhir_max_answer_bytes),
             discovery_body=dumps({"services": [s.discovery() for s in services]}))
 
     def install(self, app: Flask) -> None:

@@ -35,6 +35,8 @@ NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "FLUORO_CDS_FHIR_TIMEOUT": (10.0, 0.1, 300.0, False),
     "FLUORO_CDS_FHIR_MAX_PAGES": (10, 1, 1000, True),
     "FLUORO_CDS_FHIR_MAX_RESOURCES": (1000, 1, 100_000, True),
+    "FLUORO_CDS_FHIR_DEADLINE": (5.0, 0.5, 120.0, False),
+    "FLUORO_CDS_FHIR_MAX_ANSWER_BYTES": (16 * 1024 * 1024, 65_536, 256 * 1024 * 1024, True),
     "FLUORO_CDS_JWT_LEEWAY": (30, 0, 600, True),
     "FLUORO_CDS_JWT_MAX_LIFETIME": (3600, 1, 86_400, True),
     "FLUORO_CDS_STATE_RETENTION_DAYS": (365, 0, 36_500, True),
@@ -56,6 +58,8 @@ class Settings:
     fhir_connect_timeout: float = 3.0  # FLUORO_CDS_FHIR_CONNECT_TIMEOUT seconds
     fhir_max_pages: int = 10  # FLUORO_CDS_FHIR_MAX_PAGES: Bundle `next` pages followed per search
     fhir_max_resources: int = 1000  # FLUORO_CDS_FHIR_MAX_RESOURCES per search
+    fhir_deadline: float = 5.0  # FLUORO_CDS_FHIR_DEADLINE: all FHIR requests of one hook call
+    fhir_max_answer_bytes: int = 16 * 1024 * 1024  # FLUORO_CDS_FHIR_MAX_ANSWER_BYTES per answer
     jku_allowlist: tuple[str, ...] = ()  # FLUORO_CDS_JKU_ALLOWLIST: extra jku URLs honoured
     jwt_leeway: int = 30  # FLUORO_CDS_JWT_LEEWAY seconds of clock skew for exp / iat
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
@@ -119,6 +123,8 @@ class Settings:
             fhir_connect_timeout=numbers["FLUORO_CDS_FHIR_CONNECT_TIMEOUT"],
             fhir_max_pages=int(numbers["FLUORO_CDS_FHIR_MAX_PAGES"]),
             fhir_max_resources=int(numbers["FLUORO_CDS_FHIR_MAX_RESOURCES"]),
+            fhir_deadline=numbers["FLUORO_CDS_FHIR_DEADLINE"],
+            fhir_max_answer_bytes=int(numbers["FLUORO_CDS_FHIR_MAX_ANSWER_BYTES"]),
             jku_allowlist=jku,
             jwt_leeway=int(numbers["FLUORO_CDS_JWT_LEEWAY"]),
             jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),

@@ -53,13 +53,13 @@ class SlowFhirProxy:
                                           timeout=UPSTREAM_TIMEOUT, allow_redirects=False)
                 body = resp.content.replace(proxy.upstream.encode(), proxy.base_url.encode())
                 time.sleep(max(0.0, proxy.delay - (time.perf_counter() - started)))
+                with proxy._lock:  # before the answer: the client may count as soon as it has it
+                    proxy.intervals.append((started, time.perf_counter()))
                 self.send_response(resp.status_code)
                 self.send_header("Content-Type", resp.headers.get("Content-Type", "application/json"))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                with proxy._lock:
-                    proxy.intervals.append((started, time.perf_counter()))
 
             def log_message(self, *args):  # quiet
                 pass

@@ -236,3 +236,78 @@ def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
     assert client.post("/cds-services/test-extras", json=claim_review_request(),
                        headers=_bearer(token)).status_code == 200
     assert seen == {"client_issuer": ISSUER, "tenant": "hospital-7"}
+
+
+# --- hardening (issue 12): no 500 from any token or JWKS, 401s logged with reason and issuer ---
+
+@pytest.mark.parametrize("claim", ["iat", "exp"])
+@pytest.mark.parametrize("value", ["{now}", "{now}.5", [1], {"a": 1}, True])
+def test_non_numeric_times_are_401(client, tokens, claim, value):
+    now = int(time.time())
+    if isinstance(value, str):
+        value = value.format(now=now + (300 if claim == "exp" else 0))
+    token = tokens.mint(f"{BASE}/cds-services", **{claim: value})
+    resp = client.get("/cds-services", headers=_bearer(token))
+    assert "JWT" in assert_json_error(resp, 401)["error"]
+
+
+@pytest.mark.parametrize("document", ["<html>not json</html>", "[1, 2]", '{"keys": 5}',
+                                      '{"keys": [{"kty": "EC"}]}', '{"keys": [5]}'])
+def test_a_jwks_that_is_not_a_jwk_set_is_401(tmp_path, tokens, document):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = document.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+        client = make_app(tmp_path, auth="jwt", base_url=BASE, trusted_issuers={ISSUER: url}).test_client()
+        resp = client.get("/cds-services", headers=_bearer(tokens.mint(f"{BASE}/cds-services")))
+        assert "JWK Set" in assert_json_error(resp, 401)["error"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_unreachable_jwks_is_401(tmp_path, tokens):
+    from tests.service_support import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/jwks.json"
+    client = make_app(tmp_path, auth="jwt", base_url=BASE, trusted_issuers={ISSUER: url}).test_client()
+    resp = client.get("/cds-services", headers=_bearer(tokens.mint(f"{BASE}/cds-services")))
+    assert "could not be fetched" in assert_json_error(resp, 401)["error"]
+
+
+@pytest.mark.parametrize("header", [{"jku": ["a"]}, {"jku": {"a": 1}}, {"kid": 5}, {"alg": ["ES384"]}])
+def test_odd_header_values_are_401(client, header):
+    token = _unsigned(_payload(f"{BASE}/cds-services"), {"alg": "ES384", "kid": "ec-1", **header})
+    assert_json_error(client.get("/cds-services", headers=_bearer(token)), 401)
+
+
+def test_oversize_token_is_401_without_decoding(client):
+    token = _unsigned(_payload(f"{BASE}/cds-services", pad="x" * 20000), {"alg": "ES384", "kid": "ec-1"})
+    err = assert_json_error(client.get("/cds-services", headers=_bearer(token)), 401)
+    assert "longer than" in err["error"]
+
+
+def test_401s_are_logged_with_reason_and_issuer_never_the_token(app, tokens, caplog):
+    token = tokens.mint("https://elsewhere.example/cds-services")
+    with caplog.at_level(logging.INFO, logger="fluoro_cds"):
+        assert_json_error(app.test_client().get("/cds-services", headers=_bearer(token)), 401)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("401"))
+    assert "aud" in line and ISSUER in line
+    assert token not in caplog.text
+    verifier = app.extensions["fluoro_cds"].verifier
+    assert sum(verifier.refusals.values()) >= 1
