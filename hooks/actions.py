@@ -20,7 +20,7 @@ from typing import Callable
 from . import claim_edit
 from .claim_edit import clone
 from .findings import (ADD_MODIFIER, DOCUMENT, REDUCE_UNITS, REMOVE_LINE, REMOVE_MODIFIER,
-                       REPLACE_CODE, Fix)
+                       REPLACE_CODE, SET_PLACE_OF_SERVICE, Fix)
 from .model import Case, Line
 
 CPT_SYSTEM = claim_edit.CPT_SYSTEM
@@ -79,7 +79,7 @@ def claim_sequence(case: Case, line: Line | None, key: str | None) -> int:
 
 
 def corrected_claim(case: Case, fix: Fix) -> dict:
-    """The whole Claim with `fix` applied."""
+    """The whole Claim with `fix` (and the edits it carries in ``then``) applied."""
     return _corrected_claim(case, fix, _line(case, fix.line))
 
 
@@ -87,8 +87,15 @@ def _corrected_claim(case: Case, fix: Fix, line: Line | None) -> dict:
     """corrected_claim with the case's line of `fix` already looked up."""
     if case.claim is None:
         raise NotApplicable("no Claim")
-    seq = claim_sequence(case, line, fix.line)
-    claim = case.claim
+    claim = _edit(case.claim, fix, claim_sequence(case, line, fix.line))
+    for more in fix.then:
+        more_line = line if more.line == fix.line else _line(case, more.line)
+        claim = _edit(claim, more, claim_sequence(case, more_line, more.line))
+    return claim
+
+
+def _edit(claim: dict, fix: Fix, seq: int) -> dict:
+    """One Claim edit of a fix (its ``then`` aside) on item `seq`."""
     if fix.action == REMOVE_LINE:
         return claim_edit.remove_item(claim, seq)
     if fix.action == REPLACE_CODE and fix.code:
@@ -99,6 +106,8 @@ def _corrected_claim(case: Case, fix: Fix, line: Line | None) -> dict:
         return claim_edit.remove_modifier(claim, seq, fix.modifier)
     if fix.action == REDUCE_UNITS and fix.units:
         return claim_edit.set_units(claim, seq, fix.units)
+    if fix.action == SET_PLACE_OF_SERVICE and fix.pos:
+        return claim_edit.set_place_of_service(claim, seq, fix.pos)
     raise NotApplicable(f"fix {fix.action} has no Claim edit")
 
 
@@ -114,6 +123,8 @@ def _describe(fix: Fix, line: Line | None) -> str:
         return f"Remove modifier {fix.modifier} from {code}"
     if fix.action == REDUCE_UNITS:
         return f"Bill {fix.units} unit(s) of {code}"
+    if fix.action == SET_PLACE_OF_SERVICE:
+        return f"Set the place of service of {code} to {fix.pos}"
     return fix.label or fix.action
 
 

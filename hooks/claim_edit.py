@@ -229,6 +229,22 @@ def remove_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     return out
 
 
+POS_SYSTEM = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+
+
+def set_place_of_service(claim: dict, sequence: int, code: str, display: str | None = None) -> dict:
+    """Set item.locationCodeableConcept to the single CMS place-of-service Coding; an
+    item.locationReference / locationAddress (the other choices of location[x]) is dropped."""
+    out, item = _edit_item(claim, sequence)
+    for other in ("locationReference", "locationAddress"):
+        item.pop(other, None)
+    coding = {"system": POS_SYSTEM, "code": code}
+    if display:
+        coding["display"] = display
+    item["locationCodeableConcept"] = {"coding": [coding]}
+    return out
+
+
 def set_units(claim: dict, sequence: int, units: int) -> dict:
     """Set item.quantity.value to `units`; keep item.net and Claim.total consistent."""
     if units < 1:

@@ -118,14 +118,16 @@ KINDS: dict[str, Kind] = declare([
          source="hooks/policy/integral.tsv (CPT descriptors; NCCI Policy Manual Chapters IV, VIII, IX)",
          also="fluoroscopy is integral to {partner} (policy)"),
     Kind("use-guidance-code", "A fluoroscopic guidance code applies instead of 76000", "warning",
-         priority=20, rank=2, fixes=frozenset({REPLACE_CODE, REMOVE_LINE, ADD_MODIFIER}),
+         priority=20, rank=2, fixes=frozenset({REPLACE_CODE, REMOVE_LINE, ADD_MODIFIER, REMOVE_MODIFIER}),
          citations=frozenset({"ncci-aoc", "policy", "ncci-ptp", "mpfs"}),
-         source="CMS NCCI add-on code edits (77001-77003), July 2024; hooks/policy/guidance.tsv",
+         source="CMS NCCI add-on code edits (77001-77003), July 2024; hooks/policy/guidance.tsv; the replacement "
+                "billed -26 for a hospital patient per its MPFS PC/TC indicator (Claims Processing Manual ch. 13 s. 20)",
          also="{partner} is a primary of guidance add-on {add_on}"),
     Kind("modifier-26", "Professional component (modifier 26) in a facility setting", "warning",
          priority=50, rank=None, fixes=frozenset({ADD_MODIFIER, REMOVE_MODIFIER}),
          citations=frozenset({"mpfs", "policy"}),
-         source="CMS MPFS 2024 PC/TC indicators; Medicare Claims Processing Manual, Chapter 13, section 20"),
+         source="CMS MPFS 2024 PC/TC indicators; Medicare Claims Processing Manual, Chapter 13, section 20 "
+                "(the TC of a radiology service to a hospital patient is paid to the hospital, not a supplier)"),
     Kind("documentation-missing", "Fluoroscopy documentation missing", "warning",
          priority=70, rank=None, fixes=frozenset({DOCUMENT}), citations=frozenset({"policy", "ncci-ptp"}),
          source="Medicare Claims Processing Manual, Chapter 13, section 20.1; ACR-AAPM fluoroscopy practice parameter"),
@@ -138,6 +140,11 @@ KINDS: dict[str, Kind] = declare([
     Kind("mue-exceeded", "76000 units over the MUE", "warning",
          priority=40, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}),
          citations=frozenset({"ncci-mue", "policy"}), source="CMS NCCI MUE table, practitioner, July 2024"),
+    Kind("place-of-service", "Place of service contradicts the encounter", "warning",
+         priority=48, rank=None, fixes=frozenset({SET_PLACE_OF_SERVICE, ADD_MODIFIER, REMOVE_MODIFIER}),
+         citations=frozenset({"policy", "mpfs"}),
+         source="Medicare Claims Processing Manual, Chapter 26, section 10.5 (place of service of hospital "
+                "patients) and Chapter 13, section 20 (professional component); CMS Place of Service Code Set"),
     Kind("session-units", "76000 billed more than once for one session", "warning",
          priority=45, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (one session, up to 1 hour); NCCI Policy Manual Chapter I, section V "
@@ -146,7 +153,8 @@ KINDS: dict[str, Kind] = declare([
 
 FINDING_CODES = tuple(KINDS)
 PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE, MODIFIER_26, \
-    DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED, SESSION_UNITS = FINDING_CODES
+    DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED, PLACE_OF_SERVICE, \
+    SESSION_UNITS = FINDING_CODES
 REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not None), key=lambda c: KINDS[c].rank))
 
 
@@ -173,6 +181,8 @@ class Fix:
     elements: tuple[str, ...] = ()  # DOCUMENT: documentation element codes
     label: str = ""  # what the suggestion says, e.g. "Remove 76000 (bundled into 33289)"
     recommended: bool = True
+    pos: str | None = None  # SET_PLACE_OF_SERVICE: the CMS place-of-service code
+    then: tuple["Fix", ...] = ()  # further edits of the same suggestion, applied in order (e.g. append 26)
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,12 @@ class Site(NamedTuple):
 class Setting:
     """Where the service was performed, as the rules need it."""
 
-    facility: bool  # facility setting (hospital, ASC, ...) for modifier 26 purposes
+    facility: bool  # facility setting (hospital, ASC, ...) for modifier 26 purposes: the record's, else the POS's
     ncci_setting: str  # "practitioner" (professional claim) or "outpatient-hospital" (facility claim)
-    pos: str | None = None  # CMS place-of-service code, when known
+    pos: str | None = None  # CMS place-of-service code the lines report, when known
     reasons: tuple[str, ...] = ()  # why: "POS 22 (On campus-outpatient hospital)", "Encounter.class IMP"
+    record_pos: str | None = None  # the place of service the record shows (Encounter.class, Location type), when it says
+    pos_contradicted: bool = False  # the lines' non-facility POS contradicts a facility encounter or location
 
 
 

@@ -275,3 +275,21 @@ def test_claim_without_id_gets_the_card_but_no_update_action():
     claim["id"] = "   "
     [card] = _render([finding("ptp-modifier-allowed", fixes=[remove_fix()])], case=claim_case(claim))
     assert not card.get("suggestions")
+
+
+def test_a_suggestion_with_several_edits_is_one_update_of_a_valid_claim():
+    """place-of-service: set POS 21 and bill -26 in the same suggestion (Fix.then), one R4B-valid update."""
+    claim = make_claim(claim_item(1, "20650"), claim_item(2, "76000", modifiers=("TC",)))
+    case = claim_case(claim)
+    fix = Fix(action="set-place-of-service", line=line_key(2), pos="21", label="Set POS 21 and bill 76000-26",
+              then=(Fix(action="remove-modifier", line=line_key(2), modifier="TC"),
+                    Fix(action="add-modifier", line=line_key(2), modifier="26")))
+    [card] = _render([finding("place-of-service", fixes=[fix])], case)
+    [action] = _apply_recommended(card)
+    item = action["resource"]["item"][1]
+    assert item["locationCodeableConcept"]["coding"] == [{
+        "system": "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set",
+        "code": "21"}]
+    assert [c["code"] for m in item["modifier"] for c in m["coding"]] == ["26"]
+    validate_claim(action["resource"])
+    assert claim["item"][1]["modifier"][0]["coding"][0]["code"] == "TC"  # the case's Claim is untouched

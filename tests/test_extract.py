@@ -216,7 +216,18 @@ def test_setting_from_location_type_and_pos_precedence():
     def office(c):
         for item in c["item"]:
             item["locationCodeableConcept"]["coding"][0]["code"] = "11"
-    assert not _claim_case(4, office).setting.facility  # POS decides over the hospital Location
+    # the record's setting, not the line's POS, decides: an office POS for a hospital patient is contradicted
+    setting = _claim_case(4, office).setting
+    assert setting.facility and setting.pos_contradicted and setting.pos == "11"
+    assert any("HOSP" in r for r in setting.reasons)
+
+    def inpatient(comps):
+        for r in comps:
+            if r["resourceType"] == "Encounter":
+                r["class"]["code"] = "IMP"
+    setting = _claim_case(4, office, inpatient).setting
+    assert setting.record_pos == "21" and setting.pos_contradicted
+    assert not _claim_case(7).setting.facility and not _claim_case(7).setting.pos_contradicted  # office visit
 
 
 def test_institutional_claim_uses_the_outpatient_hospital_table():

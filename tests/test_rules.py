@@ -202,7 +202,7 @@ def test_no_date_uses_only_edits_without_deletion():
 
 def test_modifier_26_rules():
     assert codes(run(line("20650"), line("76000", seq=2), setting=HOSPITAL)) == [F.MODIFIER_26]
-    assert run(line("20650"), line("76000", "TC", seq=2), setting=HOSPITAL) == []
+    assert run(line("20650"), line("76000", "26", seq=2), setting=HOSPITAL) == []
     assert run(line("20650"), line("76000", seq=2), setting=HOSPITAL, **{"global-billing": True}) == []
     inst = Setting(facility=True, ncci_setting="outpatient-hospital", pos=None)
     assert run(line("20650"), line("76000", seq=2), setting=inst) == []
@@ -318,3 +318,55 @@ def test_extraction_finds_unbilled_procedures():
     (f,) = [f for f in evaluate(case, REF, resolve(None)) if f.code == F.DOCUMENTATION_MISSING]
     assert f.missing == ("separate-procedure",)
     assert case_from_claim(*split_claim_bundle(scenario(1).context["claim"]), REF).context_lines == ()
+
+
+# --- professional and technical components (issue 9 section 3) ------------------------------------
+INPATIENT_OFFICE_POS = Setting(facility=True, ncci_setting="practitioner", pos="11", reasons=("Encounter.class IMP",),
+                               record_pos="21", pos_contradicted=True)
+
+
+def _edits(fix):
+    return [(x.action, x.modifier or x.pos or x.code) for x in (fix,) + fix.then]
+
+
+@pytest.mark.parametrize("mods, expected", [
+    (("TC",), [(F.REMOVE_MODIFIER, "TC"), (F.ADD_MODIFIER, "26")]),
+    (("26", "TC"), [(F.REMOVE_MODIFIER, "TC")]),
+])
+def test_tc_for_a_hospital_patient_bills_26(mods, expected):
+    """Claims Processing Manual ch. 13 s. 20: the TC of a hospital patient's service is the hospital's."""
+    for config in ({}, {"global-billing": True}):  # global billing never keeps a TC in a facility
+        (f,) = run(line("76000", *mods), setting=HOSPITAL, **config)
+        assert f.code == F.MODIFIER_26 and "76000-26" in f.summary
+        assert _edits(f.fixes[0]) == expected
+        assert {c.kind for c in f.citations} == {"mpfs", "policy"}
+    office = run(line("76000", "TC"))  # an office patient: TC is the supplier's to bill
+    assert F.MODIFIER_26 not in codes(office)
+
+
+def test_office_pos_for_a_hospital_patient_is_its_own_finding():
+    (f,) = run(line("76000"), setting=INPATIENT_OFFICE_POS)
+    assert f.code == F.PLACE_OF_SERVICE and "POS 21" in f.summary
+    assert _edits(f.fixes[0]) == [(F.SET_PLACE_OF_SERVICE, "21"), (F.ADD_MODIFIER, "26")]
+    assert any("Chapter 26, section 10.5" in c.text for c in f.citations)
+    (f,) = run(line("76000", "TC"), setting=INPATIENT_OFFICE_POS)  # one card, the component fixed with it
+    assert _edits(f.fixes[0]) == [(F.SET_PLACE_OF_SERVICE, "21"), (F.REMOVE_MODIFIER, "TC"), (F.ADD_MODIFIER, "26")]
+    (f,) = run(line("76000", "26"), setting=INPATIENT_OFFICE_POS)
+    assert _edits(f.fixes[0]) == [(F.SET_PLACE_OF_SERVICE, "21")]
+    unknown = replace(INPATIENT_OFFICE_POS, record_pos=None)  # a hospital Location whose POS the record does not say
+    (f,) = run(line("76000"), setting=unknown)
+    assert _edits(f.fixes[0]) == [(F.ADD_MODIFIER, "26")] and "correct the place of service" in f.fixes[0].label
+    inst = replace(INPATIENT_OFFICE_POS, ncci_setting="outpatient-hospital")
+    assert F.PLACE_OF_SERVICE not in codes(run(line("76000"), setting=inst))
+
+
+def test_a_replacement_code_gets_26_in_a_facility():
+    """77002's PC/TC indicator is 1 (MPFS 2024): the replacement bills 77002-26 for a hospital patient."""
+    (f,) = run(line("20610"), line("76000", seq=2), setting=HOSPITAL)
+    assert f.code == F.USE_GUIDANCE_CODE
+    assert _edits(f.fixes[0]) == [(F.REPLACE_CODE, "77002"), (F.ADD_MODIFIER, "26")]
+    assert f.fixes[0].label == "Replace 76000 with 77002-26"
+    (f,) = run(line("20610"), line("76000", "26", seq=2), setting=HOSPITAL)  # kept 26: nothing to add
+    assert _edits(f.fixes[0]) == [(F.REPLACE_CODE, "77002")]
+    (f,) = run(line("20610"), line("76000", seq=2))  # office: global 77002
+    assert _edits(f.fixes[0]) == [(F.REPLACE_CODE, "77002")]

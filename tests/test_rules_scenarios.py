@@ -159,3 +159,37 @@ def test_policy_files_agree_with_the_real_tables(real):
         if "NCCI PTP" in entry.source:
             active = [c for c in entry.codes if (c, "76000") in table and table[(c, "76000")].in_force(on)]
             assert active, entry.codes_spec
+
+
+def test_issue_9_rules_on_the_real_release(real_reference):
+    """Distinct-service evidence, session units and PC/TC on the imported CMS July 2024 tables (PTP
+    27235/76000 indicator 1, 33289/76000 indicator 0; AOC 77002 lists 20610; MPFS 76000 and 77002 PC/TC 1)."""
+    from datetime import date
+
+    from hooks.config import resolve
+    from hooks.model import Case, Evidence, Line, Setting
+    from hooks.rules import evaluate
+    day = date(2024, 8, 5)
+    docs = Evidence(indication=True, fluoro_minutes=5, radiation_dose=True, body_site=True, findings=True,
+                    images_retained=True, signed_interpretation=True)
+    hospital = Setting(facility=True, ncci_setting="practitioner", pos="22", reasons=("POS 22",))
+
+    def run(*lines, setting=hospital):
+        case = Case("claim", setting, tuple(lines), docs, default_date=day)
+        return evaluate(case, real_reference, resolve(None))
+
+    def ln(code, *mods, seq, **kw):
+        return Line(f"Claim.item[{seq - 1}]", code, tuple(mods), service_date=day, sequence=seq, **kw)
+
+    (f,) = run(ln("20610", seq=1), ln("76000", seq=2))
+    assert f.code == F.USE_GUIDANCE_CODE and f.fixes[0].code == "77002" and f.fixes[0].then[0].modifier == "26"
+    assert not any(c.starter for c in f.citations)
+    (f,) = run(ln("76000", "TC", seq=1))
+    assert f.code == F.MODIFIER_26 and [x.modifier for x in (f.fixes[0],) + f.fixes[0].then] == ["TC", "26"]
+    assert any(c.kind == "mpfs" and "PC/TC 1" in c.text and not c.starter for c in f.citations)
+    p1, p2 = ("Practitioner/a",), ("Practitioner/b",)
+    assert run(ln("33289", seq=1, performers=p1), ln("76000", "26", seq=2, performers=p2)) == []
+    (f,) = run(ln("27235", seq=1, encounters=("Encounter/1",)), ln("76000", "26", seq=2, encounters=("Encounter/2",)))
+    assert f.code == F.PTP_MODIFIER_ALLOWED and f.fixes[0].modifier == "XE" and f.fixes[0].recommended
+    (f,) = run(Line("Claim.item[0]", "76000", ("26",), 2, day, sequence=1))
+    assert f.code == F.SESSION_UNITS and f.fixes[0].units == 1

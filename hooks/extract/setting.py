@@ -20,6 +20,9 @@ FACILITY_ENCOUNTER_CLASSES = frozenset({"IMP", "EMER", "OBSENC", "ACUTE", "NONAC
 # HL7 v3 RoleCode code system (terminology.hl7.org/CodeSystem/v3-RoleCode).
 FACILITY_ROLE_CODES = frozenset({"HOSP", "GACH", "CHR", "MHSP", "PSYCHF", "RH", "HU", "ER", "ETU",
                                  "ICU", "CCU", "PEDICU", "PEDNICU", "HRAD", "HUSCS"})
+# The CMS place of service of a hospital patient by Encounter.class: inpatient 21, emergency 23,
+# observation and short stay outpatient hospital 22 (CMS Place of Service Code Set).
+ENCOUNTER_CLASS_POS = {"IMP": "21", "ACUTE": "21", "NONAC": "21", "EMER": "23", "OBSENC": "22", "SS": "22"}
 ASC_CODE = "ASC"  # accepted in any system for an ambulatory surgical center Location
 
 
@@ -30,31 +33,32 @@ def pos_of(concept, path: str, key: str | None = None) -> str | None:
     return None
 
 
-def _location_facility(loc: dict, path: str, reference: ReferenceData) -> str | None:
-    """Why this Location is a facility, or None."""
+def _location_facility(loc: dict, path: str, reference: ReferenceData) -> tuple[str | None, str | None]:
+    """(why this Location is a facility, the place of service it implies), or (None, None)."""
     name = fr.string(loc.get("name"), path, "name") or path
     for i, cc in enumerate(fr.elements(loc.get("type"), path, "type")):
         for system, code in fr.codings(cc, path, "type", i):
             if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
-                return f"Location {name}: type {code} (v3 RoleCode)"
+                return f"Location {name}: type {code} (v3 RoleCode)", None
             if system in POS_SYSTEMS:
                 place = reference.place_of_service(code)
                 if place is not None and place.facility:
-                    return f"Location {name}: type POS {place.code} ({place.name})"
+                    return f"Location {name}: type POS {place.code} ({place.name})", place.code
             if code.upper() == ASC_CODE:
-                return f"Location {name}: type ASC"
-    return None
+                return f"Location {name}: type ASC", "24"
+    return None, None
 
 
-def _encounter_facility(enc: dict, path: str) -> str | None:
+def _encounter_facility(enc: dict, path: str) -> tuple[str | None, str | None]:
+    """(why this Encounter is a hospital stay or visit, the place of service it implies), or (None, None)."""
     cls = fr.obj(enc.get("class"), path, "class")
     if cls is None:
-        return None
+        return None, None
     code = fr.string(cls.get("code"), f"{path}.class", "code")
     fr.string(cls.get("system"), f"{path}.class", "system")
     if code in FACILITY_ENCOUNTER_CLASSES:
-        return f"Encounter.class {code}"
-    return None
+        return f"Encounter.class {code}", ENCOUNTER_CLASS_POS.get(code)
+    return None, None
 
 
 def encounter_location_refs(enc: dict, path: str) -> list[str]:
@@ -69,24 +73,44 @@ def encounter_location_refs(enc: dict, path: str) -> list[str]:
 
 def setting_of(pos_codes: Sequence[str], location_refs: Sequence[str], encounters: Sequence[tuple[str, dict]],
              index: Index, reference: ReferenceData, ncci_setting: str) -> Setting:
-    """POS first (it is what a professional claim reports); otherwise any facility signal of the
-    Locations (Claim.facility, item.locationReference, Encounter.location) or Encounter.class."""
+    """The setting: the facility signals of the record (Encounter.class; the Locations of
+    Claim.facility, item.locationReference, Encounter.location) and the POS the lines report
+    (76000 lines' first).
+
+    A facility POS, or no POS, is taken with the record's signals. A non-facility POS (office) for a
+    record that shows a hospital or ASC patient is contradicted (``pos_contradicted``): the record's
+    setting, not the line's POS, decides the payment component (Medicare Claims Processing Manual,
+    Chapter 13, section 20; Chapter 26, section 10.5: services to hospital patients report the
+    hospital's place of service)."""
+    place = None
     for code in pos_codes:
         place = reference.place_of_service(code)
         if place is not None:
-            return Setting(facility=place.facility, ncci_setting=ncci_setting, pos=place.code,
-                           reasons=(f"POS {place.code} ({place.name})",))
+            break
+    if place is not None and place.facility:
+        return Setting(facility=True, ncci_setting=ncci_setting, pos=place.code,
+                       reasons=(f"POS {place.code} ({place.name})",))
     reasons: list[str] = []
+    record_pos = None
     refs = list(location_refs)
     for p, enc in encounters:
         refs.extend(encounter_location_refs(enc, p))
-        why = _encounter_facility(enc, p)
+        why, pos = _encounter_facility(enc, p)
         if why:
             reasons.append(why)
+            record_pos = record_pos or pos
     for r in dict.fromkeys(refs):
         loc = index.get(r)
         if loc is not None and loc.get("resourceType") == "Location":
-            why = _location_facility(loc, r, reference)
+            why, pos = _location_facility(loc, r, reference)
             if why:
                 reasons.append(why)
-    return Setting(facility=bool(reasons), ncci_setting=ncci_setting, pos=None, reasons=tuple(reasons))
+                record_pos = record_pos or pos
+    if place is None:
+        return Setting(facility=bool(reasons), ncci_setting=ncci_setting, pos=None, reasons=tuple(reasons),
+                       record_pos=record_pos)
+    pos_reason = f"POS {place.code} ({place.name})"
+    if not reasons:
+        return Setting(facility=False, ncci_setting=ncci_setting, pos=place.code, reasons=(pos_reason,))
+    return Setting(facility=True, ncci_setting=ncci_setting, pos=place.code, reasons=tuple(reasons),
+                   record_pos=record_pos, pos_contradicted=True)

@@ -316,7 +316,7 @@ def _modifier_misuse(c: _Context) -> _Removal:
 
 
 def _use_guidance_code(c: _Context) -> _Removal:
-    line, problem, partner = c.review.line, c.problem, c.problem.partner.code
+    problem, partner = c.problem, c.problem.partner.code
     add_on = problem.add_on
     if problem.add_on_billed:
         return _Removal(
@@ -335,8 +335,18 @@ def _use_guidance_code(c: _Context) -> _Removal:
         f"Replace 76000 with {add_on}: fluoroscopic guidance for {partner} uses the add-on code",
         f"{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**. Guidance for "
         f"it is reported with {add_on}, not with 76000 (a separate diagnostic fluoroscopy).",
-        (Fix(F.REPLACE_CODE, line=line.key, code=add_on, units=1, label=f"Replace 76000 with {add_on}"),),
-        payment)
+        (_replacement(c, add_on),), payment)
+
+
+def _replacement(c: _Context, code: str) -> Fix:
+    """Replace 76000 with `code`; for a hospital patient's professional claim, billed -26 in the same
+    suggestion when the code's PC/TC indicator allows it (component_fixes)."""
+    line = c.review.line
+    fix = Fix(F.REPLACE_CODE, line=line.key, code=code, units=1, label=f"Replace 76000 with {code}")
+    more = component_fixes(c.case, line.key, code, line.modifiers, c.reference, c.config)
+    if not more:
+        return fix
+    return _chain((fix,) + more, f"Replace 76000 with {code}-26")
 
 
 def _fluoroscopy_integral(c: _Context) -> _Removal:
@@ -500,21 +510,37 @@ def _session_units(case: Case, billable: Sequence[_LineReview], reference: Refer
     return out
 
 
-def _modifier_26_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
-                          pol: Policy) -> list[Finding]:
-    return [f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None]
+def professional_in_facility(case: Case) -> bool:
+    """A professional claim (or encounter) for a hospital or ASC patient: the record's setting."""
+    return case.kind != "order" and case.setting.facility and case.setting.ncci_setting == "practitioner"
 
 
-def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
-    """Facility setting + professional claim/encounter + no 26/TC + not global billing + PC/TC 1."""
-    line = review.line
-    if (case.kind == "order" or not case.setting.facility or config.get("global-billing")
-            or case.setting.ncci_setting != "practitioner" or COMPONENT_MODIFIERS.intersection(line.modifiers)):
-        return None
+def component_fixes(case: Case, line: str, code: str, modifiers: Sequence[str], reference: ReferenceData,
+                    config: dict) -> tuple[Fix, ...]:
+    """The edits that make `code` on `line` bill the professional component for a hospital patient
+    (MPFS PC/TC indicator 1; Medicare Claims Processing Manual, Chapter 13, section 20): drop TC
+    (the TC of a hospital patient's service is not paid to a supplier), and append 26 unless the
+    line has it or the practice bills globally (``global-billing``, which never keeps a TC)."""
+    if not professional_in_facility(case):
+        return ()
+    fee = reference.fee(code, "")
+    if fee is not None and fee.pctc != "1":
+        return ()
+    out: tuple[Fix, ...] = ()
+    if "TC" in modifiers:
+        out += (Fix(F.REMOVE_MODIFIER, line=line, modifier="TC", label=f"Remove TC from {code}"),)
+    if "26" not in modifiers and ("TC" in modifiers or not config.get("global-billing")):
+        out += (Fix(F.ADD_MODIFIER, line=line, modifier="26", label=f"Append modifier 26 to {code}"),)
+    return out
+
+
+def _chain(fixes: tuple[Fix, ...], label: str) -> Fix:
+    """One suggestion carrying several edits: the first, then the others."""
+    return replace(fixes[0], label=label, then=fixes[0].then + fixes[1:])
+
+
+def _component_payment(case: Case, reference: ReferenceData) -> tuple[list[Citation], str | None]:
     glob, prof = reference.fee(FLUORO, ""), reference.fee(FLUORO, "26")
-    if glob is not None and glob.pctc != "1":
-        return None
-    where = "; ".join(case.setting.reasons) or "facility setting"
     citations = [policy().facts["modifier-26"].citation()]
     payment = None
     if glob is not None and prof is not None:
@@ -522,15 +548,84 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
         a, b = cite.money(glob, True), cite.money(prof, True)
         if a and b:
             payment = f"76000 global {a} vs -26 {b}" + (f" at CF {glob.conversion_factor}" if glob.conversion_factor else "")
+    return citations, payment
+
+
+def _modifier_26_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                          pol: Policy) -> list[Finding]:
+    """A professional 76000 for a hospital patient billed global (no 26), TC, or 26 and TC: bill -26.
+    Not when the line's place of service contradicts the record (place-of-service carries the fix)."""
+    if case.setting.pos_contradicted:
+        return []
+    return [f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None]
+
+
+def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
+    line = review.line
+    fixes = component_fixes(case, line.key, FLUORO, line.modifiers, reference, config)
+    if not fixes:
+        return None
+    where = "; ".join(case.setting.reasons) or "facility setting"
+    citations, payment = _component_payment(case, reference)
+    if "TC" in line.modifiers:
+        billed = "76000-26-TC" if "26" in line.modifiers else "76000-TC"
+        summary = f"Bill 76000-26, not {billed}: the hospital is paid the technical component ({where})"
+        reason = (f"76000 is billed with modifier TC on a professional claim for a hospital patient ({where}). The "
+                  f"technical component of a radiology service to a hospital patient is paid to the hospital, not "
+                  f"to a supplier; the professional bills the professional component, 76000-26.")
+        label = "Bill 76000-26 (remove TC)"
+    else:
+        summary = f"Append modifier 26 to 76000: professional component in a facility setting ({where})"
+        reason = (f"76000 is billed in a facility setting ({where}) without modifier 26 or TC. The facility is paid "
+                  f"the technical component; the professional reports 76000-26 unless the practice bills "
+                  f"globally (configuration `global-billing`).")
+        label = "Append modifier 26 to 76000"
     return Finding(
-        code=F.MODIFIER_26, severity=KINDS[F.MODIFIER_26].severity,
-        summary=_clip(f"Append modifier 26 to 76000: professional component in a facility setting ({where})"),
-        reason=(f"76000 is billed in a facility setting ({where}) without modifier 26 or TC. The facility is paid "
-                f"the technical component; the professional reports 76000-26 unless the practice bills "
-                f"globally (configuration `global-billing`)."),
-        lines=(line.key,), citations=tuple(citations),
-        fixes=(Fix(F.ADD_MODIFIER, line=line.key, modifier="26", label="Append modifier 26 to 76000"),),
-        payment=payment)
+        code=F.MODIFIER_26, severity=KINDS[F.MODIFIER_26].severity, summary=_clip(summary), reason=reason,
+        lines=(line.key,), citations=tuple(citations), fixes=(_chain(fixes, label),), payment=payment)
+
+
+_POS_NAMES = {"21": "inpatient hospital", "22": "on-campus outpatient hospital", "23": "emergency room - hospital",
+              "24": "ambulatory surgical center"}
+
+
+def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
+                      pol: Policy) -> list[Finding]:
+    """A non-facility place of service on a professional claim whose record shows a hospital or ASC
+    patient (an inpatient, outpatient-hospital, emergency or observation encounter; a hospital or
+    ASC location). The recommended fix sets the POS the record shows and, on 76000, bills -26 in the
+    same suggestion (the record's setting decides the component)."""
+    setting = case.setting
+    if not setting.pos_contradicted or not professional_in_facility(case):
+        return []
+    where = "; ".join(setting.reasons)
+    record = setting.record_pos
+    citations = [policy().facts["place-of-service"].citation()]
+    out = []
+    for r in billable:
+        line = r.line
+        parts = component_fixes(case, line.key, FLUORO, line.modifiers, reference, config)
+        if record:
+            parts = (Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record,
+                         label=f"Set POS {record}"),) + parts
+        if not parts:
+            continue
+        comp = " and bill 76000-26" if any(p.modifier == "26" or p.modifier == "TC" for p in parts) else ""
+        label = (f"Set place of service {record} ({_POS_NAMES.get(record, 'facility')}){comp}" if record
+                 else "Bill 76000-26 and correct the place of service to the facility's")
+        cites, _payment = _component_payment(case, reference) if comp else ([], None)
+        out.append(Finding(
+            code=F.PLACE_OF_SERVICE, severity=KINDS[F.PLACE_OF_SERVICE].severity,
+            summary=_clip(f"Place of service {setting.pos} contradicts the record ({where}): "
+                          + (f"use POS {record}" if record else "use the facility's POS") + comp),
+            reason=(f"The claim line reports place of service **{setting.pos}** (non-facility), but the record shows a "
+                    f"facility patient: {where}. A professional claim reports the place where the patient was"
+                    + (f" (POS {record}, {_POS_NAMES.get(record, 'facility')})" if record else "")
+                    + ", and for a hospital patient the professional bills the professional component: the record's "
+                      "setting, not the line's POS, decides it."),
+            lines=(line.key,), citations=tuple(citations + cites),
+            fixes=(_chain(parts, label),)))
+    return out
 
 
 def _duration(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
@@ -585,7 +680,7 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
 # The rule of each finding about billable 76000 lines (declared without a rank in hooks.findings.KINDS).
 LINE_RULES: dict[str, Callable[[Case, Sequence[_LineReview], ReferenceData, dict, Policy], list[Finding]]] = {
     F.MUE_EXCEEDED: _mue_findings, F.SESSION_UNITS: _session_units, F.MODIFIER_26: _modifier_26_findings,
-    F.DURATION_EXCEEDED: _duration,
+    F.PLACE_OF_SERVICE: _place_of_service, F.DURATION_EXCEEDED: _duration,
     F.DOCUMENTATION_MISSING: _documentation,
 }
 
