@@ -6,7 +6,7 @@ see this interface, so they can be tested with any implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from nccidata.api import ReferenceData
 
@@ -29,6 +29,49 @@ class InvalidResource(ValueError):
     def __init__(self, message: str, path: str):
         super().__init__(message)
         self.path = path
+
+
+# What could not be checked (issue 11 section 2; hooks/unchecked.py renders it as a card).
+# What a gap leaves unjudged (Gap.affects):
+DOCUMENTATION = "documentation"  # time, dose, report, images, indication: no documentation cards
+SETTING = "setting"  # the place of service (facility or not): modifier-26 may be missed
+PROCEDURES = "procedures"  # other procedures of the encounter: bundling may be missed
+CLAIM = "claim"  # the encounter's Claim: cards explain instead of updating the Claim
+
+_WHY_LIMIT = 300  # a reason is a server's or the service's own message: kept short
+
+
+@dataclass(frozen=True)
+class Gap:
+    what: str  # the data, e.g. "the encounter's Procedures (Procedure?encounter=Encounter/e1)"
+    why: str  # e.g. "not prefetched and the request has no fhirServer"
+    affects: tuple[str, ...]  # of DOCUMENTATION, SETTING, PROCEDURES, CLAIM
+
+
+class Unchecked:
+    """The gaps of one hook call, in the order they were met, each `what` once.
+    Handlers and the FHIR layer add to it; the service layer answers it as one info card."""
+
+    def __init__(self) -> None:
+        self._gaps: dict[str, Gap] = {}
+
+    def add(self, what: str, why: str, *affects: str) -> None:
+        """Record that `what` could not be checked because `why`; `affects`: what it leaves
+        unjudged (DOCUMENTATION, SETTING, PROCEDURES, CLAIM)."""
+        if what not in self._gaps:
+            self._gaps[what] = Gap(what, str(why)[:_WHY_LIMIT], tuple(affects))
+
+    def affects(self, part: str) -> bool:
+        return any(part in g.affects for g in self._gaps.values())
+
+    def __iter__(self) -> Iterator[Gap]:
+        return iter(self._gaps.values())
+
+    def __len__(self) -> int:
+        return len(self._gaps)
+
+    def __bool__(self) -> bool:
+        return bool(self._gaps)
 
 
 class FhirData(Protocol):
@@ -72,3 +115,5 @@ class HookRequest:
     fhir: FhirData
     reference: ReferenceData  # NCCI/MPFS data in service (starter set or imported releases)
     extras: dict[str, Any] = field(default_factory=dict)
+    # what could not be checked (hooks/unchecked.py); the service layer shares it with FhirData
+    unchecked: Unchecked = field(default_factory=Unchecked)

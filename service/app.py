@@ -13,7 +13,7 @@ from flask import Flask
 
 from hooks.services import SERVICES, CdsService
 
-from . import admin, cds_hooks, health
+from . import admin, cds_hooks, health, logs, metrics
 from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
@@ -36,4 +36,6 @@ def create_app(settings: Settings | None = None,
     app.register_blueprint(cds_hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(metrics.blueprint())
+    logs.configure(settings.log_format)
     return app

@@ -18,14 +18,17 @@ from typing import Sequence
 from flask import Blueprint, Response, current_app, g, request
 
 from hooks.config import ConfigError, resolve
-from hooks.context import DataUnavailable, HookRequest, InvalidResource
-from hooks.cards import card_citations
+from hooks import unchecked
+from hooks.cards import card_citations, new_uuid
+from hooks.context import DataUnavailable, HookRequest, InvalidResource, Unchecked
 from hooks.services import CdsService
 
+from . import metrics
 from .auth import AuthError, challenge
 from .errors import ApiError
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
+from .logs import log_call
 from .runtime import Runtime, runtime
 from .state import AuditRecord, StateError
 from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
@@ -52,6 +55,7 @@ def authenticate() -> None:
     except AuthError as exc:
         # the reason and the (unverified) issuer, never the token
         log.info("401 on %s: %s (issuer %.100r)", request.path, exc, exc.issuer)
+        metrics.jwt_refused(str(exc))
         raise ApiError(401, f"unauthorized: {exc}", code="login",
                        headers={"WWW-Authenticate": challenge(str(exc))}) from None
 
@@ -168,22 +172,28 @@ def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> Ho
     check_required_context(service, context)
     client = fhir_client(rt, body)
     config = configuration(rt, body)
+    gaps = Unchecked()  # shared by the FHIR access and the handler
     fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
-                      context=context, client=client)
+                      context=context, client=client, unchecked=gaps)
     return HookRequest(hook=body["hook"], hook_instance=body["hookInstance"], context=context,
                        config=config, fhir=fhir, reference=rt.live.current(),
-                       extras=caller_extras())
+                       extras=caller_extras(), unchecked=gaps)
 
 
 # -- step 3: the handler ---------------------------------------------------------------------
 def run_handler(service: CdsService, hook_request: HookRequest) -> dict:
-    """The handler's response; an invalid resource is a 400, data it cannot get a 412."""
+    """The handler's response, plus an info card on what could not be checked (when anything);
+    an invalid resource is a 400, data it cannot do without a 412."""
     try:
-        return service.handler(hook_request)
+        result = service.handler(hook_request)
     except InvalidResource as exc:
         raise ApiError(400, str(exc), expression=exc.path) from None
     except DataUnavailable as exc:
         raise ApiError(412, f"precondition failed: {exc}", code="not-found") from None
+    if hook_request.unchecked:
+        result.setdefault("cards", []).append(
+            unchecked.card(hook_request.unchecked, service_label=service.label, uuid=new_uuid()))
+    return result
 
 
 # -- step 4: the audit -----------------------------------------------------------------------
@@ -213,15 +223,21 @@ def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
     """Write the call's audit record and log line (a failed write is logged, never raised)."""
     latency = (time.perf_counter() - started) * 1000
     card_uuids, topics, citations = audit_ids(call.cards)
+    release = rt.release.get()
     try:
         rt.state.record_audit(AuditRecord(
             service_id=call.service_id, hook_instance=call.hook_instance, status=call.status,
-            card_uuids=card_uuids, topics=topics, data_release=rt.release.get(),
+            card_uuids=card_uuids, topics=topics, data_release=release,
             latency_ms=latency, citations=citations))
     except StateError as exc:
         log.error("audit record not written: %s", exc)
-    log.info("service=%s status=%d cards=%d ms=%.1f", call.service_id, call.status,
-             len(call.cards), latency)
+    metrics.service_call(call.service_id, call.status, latency / 1000, topics)
+    claims = g.get("jwt_claims") or {}
+    tenant = claims.get("tenant")
+    log_call({"service": call.service_id, "status": call.status, "latency_ms": round(latency, 2),
+              "hookInstance": call.hook_instance, "data_release": release,
+              "client_issuer": claims.get("iss"),
+              "tenant": tenant if isinstance(tenant, str) else None})
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -254,4 +270,6 @@ def feedback(service_id: str) -> Response:
     service = rt.service(service_id)
     body = read_json_object("feedback body")
     validate(validator("feedback"), body, "feedback")
-    return json_response({"stored": rt.state.add_feedback(service.id, body["feedback"])})
+    stored = rt.state.add_feedback(service.id, body["feedback"])
+    metrics.feedback_stored(body["feedback"])
+    return json_response({"stored": stored})

@@ -48,9 +48,10 @@ from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 
-from hooks.context import DataUnavailable, SearchRefused
+from hooks.context import DataUnavailable, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
 
+from . import metrics
 from .jsonio import MAX_DEPTH, loads, too_deep
 
 T = TypeVar("T")
@@ -308,20 +309,25 @@ class FhirClient:
              strict: bool = False) -> requests.Response:
         """GET `url`, its body read whole (streamed, within the deadline and the size cap)."""
         headers = self._search_headers if strict else self._headers
+        kind = "search" if strict else "read"
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise self._late()
         timeout = (min(self.settings.connect_timeout, remaining),
                    min(self.settings.read_timeout, remaining))
+        status = None  # for the metric: None until the server answered
         try:
             resp = _session().get(url, params=params, headers=headers, allow_redirects=False,
                                   timeout=timeout, stream=True)
+            status = resp.status_code
             try:
                 resp._content = self._read_body(resp)  # requests' attribute for a read body
                 resp._content_consumed = True  # close() then returns the connection to the pool
             finally:
                 resp.close()  # a body not read to its end: the connection is dropped
+            metrics.fhir_fetch(kind, status)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            metrics.fhir_fetch(kind, None)  # unreachable, or the answer broke off
             if time.monotonic() >= self._deadline:
                 raise self._late() from None
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
@@ -486,7 +492,7 @@ class FhirAccess:
     """hooks.context.FhirData for one hook call (not shared between requests)."""
 
     def __init__(self, *, prefetch: dict | None, templates: dict[str, str], context: dict,
-                 client: FhirClient | None):
+                 client: FhirClient | None, unchecked: Unchecked | None = None):
         self._prefetch = prefetch or {}
         self._templates = templates
         self._context = context
@@ -496,6 +502,9 @@ class FhirAccess:
         self._index: dict[str, dict] | None = None
         self._count_lock = threading.Lock()
         self.fetch_count = 0  # server requests made (for audit/tests)
+        # what could not be checked, shared with the handler's HookRequest: record here what was
+        # given up without raising (a refused search parameter, a page not followed, a deadline)
+        self.unchecked = unchecked if unchecked is not None else Unchecked()
 
     @property
     def has_server(self) -> bool:

@@ -13,6 +13,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from .front import FrontError, FrontSettings, NginxFront
+from .metrics import prepare_multiprocess
 
 
 def gunicorn_defaults() -> dict:
@@ -56,6 +57,7 @@ def run_gunicorn(host: str, port: int, workers: int | None,
     options = gunicorn_defaults()
     if workers:
         options["workers"] = workers
+    prepare_multiprocess(options)  # /metrics adds up every worker's values
     if front is None:
         options["bind"] = f"{host}:{port}"
         _App(options).run()

@@ -66,6 +66,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
     state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
     admin_token: str | None = field(default=None, repr=False)  # FLUORO_CDS_ADMIN_TOKEN: /admin/report
+    log_format: str = "text"  # FLUORO_CDS_LOG_FORMAT: text (terminal) | json (one object per line)
     client_header_timeout: float = 10.0  # FLUORO_CDS_CLIENT_HEADER_TIMEOUT: whole request head (front)
     client_body_timeout: float = 10.0  # FLUORO_CDS_CLIENT_BODY_TIMEOUT: longest body pause (front)
 
@@ -99,6 +100,9 @@ class Settings:
         if auth == "jwt" and not issuers:
             raise SettingsError("FLUORO_CDS_AUTH=jwt needs FLUORO_CDS_TRUSTED_ISSUERS "
                                 '(a JSON object: issuer -> JWKS URL)')
+        log_format = env.get("FLUORO_CDS_LOG_FORMAT", "text").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise SettingsError("FLUORO_CDS_LOG_FORMAT must be 'text' or 'json'")
         admin_token = env.get("FLUORO_CDS_ADMIN_TOKEN", "").strip() or None
         if admin_token is not None and len(admin_token) < 16:
             raise SettingsError("FLUORO_CDS_ADMIN_TOKEN must be at least 16 characters")
@@ -131,6 +135,7 @@ class Settings:
             cors_origins=cors,
             state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
             admin_token=admin_token,
+            log_format=log_format,
             client_header_timeout=numbers["FLUORO_CDS_CLIENT_HEADER_TIMEOUT"],
             client_body_timeout=numbers["FLUORO_CDS_CLIENT_BODY_TIMEOUT"],
         )

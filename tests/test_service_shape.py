@@ -10,7 +10,7 @@ from hooks.context import FhirData
 from hooks.services import gather
 from service.fhir_access import FhirAccess, Query
 
-from .service_support import assert_json_error, discharge_request, full_prefetch, make_app
+from .service_support import discharge_request, full_prefetch, make_app
 
 
 @pytest.fixture()
@@ -92,8 +92,13 @@ def test_trailing_slash_location_is_no_reference_to_fetch(app):
     body["prefetch"] = prefetch
     resp = app.test_client().post("/cds-services/fluoroscopy-discharge-review", json=body)
     assert resp.status_code == 200, resp.get_json()
-    # and a proper reference to a Location that is neither prefetched nor fetchable is still a 412
+    assert [c["source"]["topic"]["code"] for c in resp.get_json()["cards"]] == []
+    # a proper reference to a Location that is neither prefetched nor fetchable is read, and
+    # reported as not checked
     prefetch["encounter"]["location"] = [{"location": {"reference": "Location/l1"}}]
     prefetch.pop("encounterLocations", None)
     resp = app.test_client().post("/cds-services/fluoroscopy-discharge-review", json=body)
-    assert_json_error(resp, 412)
+    assert resp.status_code == 200
+    [card] = resp.get_json()["cards"]
+    assert card["source"]["topic"]["code"] == "data-unavailable"
+    assert "Location/l1" in card["detail"]

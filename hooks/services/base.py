@@ -20,7 +20,12 @@ class CdsService:
     handler: Handler
     usage_requirements: str | None = None
     required_context: tuple[str, ...] = ()  # context keys that must be present
+    source_label: str = ""  # card source.label (the title when empty)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.source_label or self.title
 
     def discovery(self) -> dict:
         entry = {"hook": self.hook, "title": self.title, "description": self.description,

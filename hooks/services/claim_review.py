@@ -4,21 +4,28 @@
 (Encounter, Procedures, Observations, DiagnosticReports, ImagingStudies, Locations). The handler
 fetches the clinical resources the Claim references and the Bundle lacks (gather
 ``claim_references``) and searches the encounter's documentation (``encounter_searches``).
-A clinical reference that can be neither found nor fetched is a 412; the searches are optional
-when the Bundle already carries the Encounter (it is then taken as complete). Suggestions carry
+An Encounter the Claim references that can be neither found nor fetched is a 412 (nothing to
+review it against); other data that cannot be had is recorded in ``request.unchecked`` (an info
+card says what was not checked; without documentation no documentation card). When the Bundle
+carries the Encounter it is taken as complete: searches it cannot make are skipped. Suggestions carry
 one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import cards, fhir_read as fr, rules
-from ..context import DataUnavailable, HookRequest
+from ..context import DOCUMENTATION, DataUnavailable, HookRequest
+from ..unchecked import affected_by
 from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
 from .base import CdsService
-from .gather import (all_of, claim_references, encounter_searches, follow_references, key_of, merge,
-                     of_type, read_refs, search_with_fallback)
+from .gather import (claim_references, encounter_searches, follow_references, key_of, merge,
+                     of_type, or_unchecked, read_refs, search_with_fallback)
 
 CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
+
+REQUIRED = frozenset({"Encounter"})  # without the encounters the Claim names, no review
 
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
@@ -34,13 +41,16 @@ def _patient_of(request: HookRequest, claim: dict) -> str | None:
 
 
 def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
-    """The Bundle's companions, the clinical resources the Claim references (required), the
+    """The Bundle's companions, the clinical resources the Claim references (its Encounters
+    required, the others recorded in ``request.unchecked`` when they cannot be had), the
     encounters' documentation (searched) and second-hop references (Encounter.location,
     Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
-    taken as complete: searches and second-hop reads that cannot be made are skipped.
+    taken as complete: searches and second-hop reads that cannot be made are skipped; otherwise
+    they are recorded in ``request.unchecked``.
     Round trips without prefetch: the reads and the encounters' searches at once, then the
     second-hop reads at once."""
     fhir = request.fhir
+    unchecked = request.unchecked
     have: set[str] = set()
     complete = False  # the Bundle carries the Encounter
     for r in bundled:  # one pass: the Type/id keys and the Encounter
@@ -57,7 +67,14 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     calls = [lambda r=r: fhir.read(r) for r in missing]
     calls += [lambda rt=rt, p=p: search_with_fallback(fhir, rt, p) for rt, p in searches]
     results = fhir.concurrently(calls) if calls else []
-    read = [r for r in all_of(results[:len(missing)]) if r is not None]
+    read = []
+    for ref, res in zip(missing, results[:len(missing)]):
+        rtype = ref.split("/", 1)[0]
+        if isinstance(res, DataUnavailable) and rtype in REQUIRED:
+            raise res
+        res = or_unchecked(unchecked, res, ref, None, *affected_by(rtype))
+        if res is not None:
+            read.append(res)
     # merge() keeps the first of each Type/id: with nothing read and no repeated key in the Bundle
     # it would return the Bundle's resources as they are
     companions = merge(bundled, read) if read or repeated else list(bundled)
@@ -68,13 +85,14 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
         if params["encounter"].split("/", 1)[1] not in held:
             continue  # an Encounter the server does not know: no documentation of it
         if isinstance(found, DataUnavailable):
-            if complete:
-                continue
-            raise found
+            if not complete:
+                unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                              str(found), *affected_by(rtype))
+            continue
         companions = merge(companions, found)
     have |= {key_of(r) for r in companions}
     extra = [r for r in follow_references(companions) if r not in have]
-    found = read_refs(fhir, () if complete else extra, extra if complete else ())
+    found = read_refs(fhir, (), extra, unchecked=None if complete else unchecked)
     return merge(companions, [found[r] for r in extra if r in found])
 
 
@@ -87,6 +105,8 @@ def handle(request: HookRequest) -> dict:
         case_from_claim(claim, bundled, request.reference)  # an invalid Claim is a 400, not a 412
         raise
     case = case_from_claim(claim, companions, request.reference, aliases=aliases)
+    if request.unchecked.affects(DOCUMENTATION):
+        case = replace(case, evidence_checked=False)  # no documentation card on missing data
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
@@ -100,5 +120,6 @@ SERVICE = CdsService(
                 "and documentation.",
     prefetch=PREFETCH,
     handler=handle,
+    source_label=SERVICE_LABEL,
     required_context=("patientId", "claim"),
 )

@@ -1,19 +1,24 @@
 """fluoroscopy-discharge-review on encounter-discharge: reviews the encounter's 76000 before billing.
 
-Data: the Encounter (required), its Locations, Procedures, Observations, DiagnosticReports,
-ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR server. With a Claim,
+Data: the Encounter (required: 412 without it), its Locations, Procedures, Observations,
+DiagnosticReports, ImagingStudies and the Claim(s) for the encounter, from prefetch or the FHIR
+server. Those that cannot be had are recorded in ``request.unchecked`` (an info card says what was
+not checked); with neither Procedures nor a Claim there is nothing to review (412). With a Claim,
 suggestions carry one ``update`` of the corrected Claim; without one, the cards explain what not to
 bill and what to document (docs/contract.md#actions).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import cards, rules
-from ..context import DataUnavailable, HookRequest
+from ..context import CLAIM, DOCUMENTATION, PROCEDURES, DataUnavailable, HookRequest
+from ..unchecked import affected_by
 from ..extract import case_from_encounter
 from .base import CdsService
 from .gather import (all_of, encounter_searches, follow_references, included_locations, key_of,
-                     location_refs, merge, prefetched_or_read, prefetched_or_search, read_refs,
-                     typed)
+                     location_refs, merge, not_found, or_unchecked, prefetched_or_read,
+                     prefetched_or_search, read_refs, typed)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
@@ -64,25 +69,37 @@ def handle(request: HookRequest) -> dict:
     calls = [lambda: prefetched_or_read(fhir, "encounter", f"Encounter/{enc_id}"),
              lambda: included_locations(fhir),
              lambda: prefetched_or_search(fhir, "claims", "Claim", claims_search(enc_id, patient))]
+    searches = encounter_searches(enc_id, patient)
     calls += [lambda rt=rt, p=p: prefetched_or_search(fhir, SEARCH_KEYS.get(rt), rt, p)
-              for rt, p in encounter_searches(enc_id, patient)]
-    encounter, included, claims, *found = all_of(fhir.concurrently(calls))
+              for rt, p in searches]
+    results = fhir.concurrently(calls)
+    encounter, included = all_of(results[:2])  # the Encounter is needed
     if encounter is None:
-        raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
-    # round trip 2: the Locations the _include did not give (needed) and second-hop references
-    # (Procedure.report, DiagnosticReport.imagingStudy: supplemental, the searches already gave
-    # the documentation), at once
+        raise not_found(fhir, f"Encounter/{enc_id}", "encounter")
+    unchecked = request.unchecked  # the rest is reviewed without, and said so
+    claims = or_unchecked(unchecked, results[2], "the encounter's Claim (prefetch 'claims')", [],
+                          CLAIM)
+    found = [or_unchecked(unchecked, res, f"the encounter's {rt} resources (prefetch "
+                                          f"'{SEARCH_KEYS.get(rt)}')", [], *affected_by(rt))
+             for (rt, _), res in zip(searches, results[3:])]
+    # round trip 2: the Locations the _include did not give and second-hop references
+    # (Procedure.report, DiagnosticReport.imagingStudy), at once
     known = {key_of(r): r for r in included}
     wanted = location_refs(encounter)
     first = merge([encounter], *found)
     have = {key_of(r) for r in first} | set(wanted)
     extra = [r for r in follow_references(first) if r not in have]
-    read = read_refs(fhir, [r for r in wanted if r not in known], extra)
+    read = read_refs(fhir, (), [r for r in wanted if r not in known] + extra, unchecked=unchecked)
     locations = [res for res in (known.get(r) or read.get(r) for r in wanted) if res is not None]
     companions = merge([encounter], locations, *found)
     companions += [read[r] for r in extra if r in read]
     claim = pick_claim(claims)
+    if claim is None and unchecked.affects(PROCEDURES):
+        # no Claim and no Procedures: nothing to review (412 with what could not be had)
+        raise DataUnavailable("nothing to review: " + "; ".join(f"{g.what}: {g.why}" for g in unchecked))
     case = case_from_encounter(encounter, companions, claim, request.reference)
+    if unchecked.affects(DOCUMENTATION):
+        case = replace(case, evidence_checked=False)  # no documentation card on missing data
     findings = rules.evaluate(case, request.reference, request.config)
     return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
 
@@ -95,5 +112,6 @@ SERVICE = CdsService(
                 "facility settings, and missing fluoroscopy documentation.",
     prefetch=PREFETCH,
     handler=handle,
+    source_label=SERVICE_LABEL,
     required_context=("userId", "patientId", "encounterId"),
 )

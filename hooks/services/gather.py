@@ -22,9 +22,10 @@ import re
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
-from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused
+from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused, Unchecked
 from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
+from ..unchecked import affected_by
 
 
 def resources_of(value) -> list[dict]:
@@ -142,16 +143,39 @@ def all_of(results: Sequence[T | DataUnavailable]) -> list[T]:
     return list(results)  # type: ignore[arg-type]
 
 
-def read_refs(fhir: FhirData, required: Iterable[str], optional: Iterable[str] = ()) -> dict[str, dict]:
+def read_refs(fhir: FhirData, required: Iterable[str], optional: Iterable[str] = (),
+              unchecked: Unchecked | None = None) -> dict[str, dict]:
     """Read all references at once: "Type/id" -> resource for those found (404s left out).
-    A required one that is unavailable raises (the first, in order); optional ones are skipped."""
+    A required one that is unavailable raises (the first, in order); optional ones are skipped,
+    and recorded as not checked in `unchecked` when given."""
     required = list(dict.fromkeys(required))
     optional = [r for r in dict.fromkeys(optional) if r not in required]
     refs = required + optional
     calls: list[Callable[[], dict | None]] = [lambda r=r: fhir.read(r) for r in refs]
     results = fhir.concurrently(calls)
     all_of(results[:len(required)])
+    if unchecked is not None:
+        for ref, res in zip(optional, results[len(required):]):
+            or_unchecked(unchecked, res, ref, None, *affected_by(ref.split("/", 1)[0]))
     return {ref: res for ref, res in zip(refs, results) if isinstance(res, dict)}
+
+
+def or_unchecked(unchecked: Unchecked, result: T | DataUnavailable, what: str, default: T,
+                 *affects: str) -> T:
+    """A ``FhirData.concurrently`` result, or `default` with `what` recorded as not checked when
+    the data was unavailable (issue 11 section 2: supplementary data)."""
+    if isinstance(result, DataUnavailable):
+        unchecked.add(what, str(result), *affects)
+        return default
+    return result
+
+
+def not_found(fhir: FhirData, reference: str, key: str) -> DataUnavailable:
+    """The 412 reason for a needed resource that came back as None: what really happened."""
+    if fhir.has_server:
+        return DataUnavailable(f"{reference} was not found on the FHIR server (HTTP 404/410)")
+    return DataUnavailable(f"the client's prefetch '{key}' says there is no {reference} (null) "
+                           "and the request has no fhirServer")
 
 
 def read_all(fhir: FhirData, refs: Iterable[str], *, optional: bool) -> list[dict]:
@@ -279,5 +303,5 @@ def encounter_searches(encounter_id: str, patient_id: str | None = None) -> list
 
 __all__ = ["DataUnavailable", "SearchRefused", "resources_of", "key_of", "of_type",
            "prefetched_or_read", "prefetched_or_search", "search_with_fallback", "matches", "all_of",
-           "read_all", "included_locations", "encounter_locations", "merge",
+           "read_all", "read_refs", "or_unchecked", "not_found", "included_locations", "encounter_locations", "merge",
            "FETCHABLE_TYPES", "claim_references", "follow_references", "encounter_searches", "typed"]

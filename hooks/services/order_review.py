@@ -2,17 +2,19 @@
 
 Data: ``context.draftOrders`` (a Bundle of ServiceRequest and/or Procedure) and, when
 ``context.encounterId`` is given, the Encounter (required then), its Locations and Procedures, from
-prefetch or the FHIR server. Removing 76000 is a ``delete`` of the draft; replacing it is that
+prefetch or the FHIR server (recorded in ``request.unchecked`` when they cannot be had). Removing 76000 is a ``delete`` of the draft; replacing it is that
 ``delete`` plus a ``create`` of the new draft order (docs/contract.md#actions).
 """
 from __future__ import annotations
 
 from .. import cards, rules
-from ..context import DataUnavailable, HookRequest, InvalidResource
+from ..context import PROCEDURES, SETTING, HookRequest, InvalidResource
+from ..unchecked import optional
 from ..extract import case_from_orders
 from .base import CdsService
 from .gather import (all_of, encounter_locations, encounter_searches, included_locations, key_of,
-                     merge, prefetched_or_read, prefetched_or_search, resources_of)
+                     merge, not_found, or_unchecked, prefetched_or_read, prefetched_or_search,
+                     resources_of)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
@@ -36,13 +38,20 @@ def handle(request: HookRequest) -> dict:
         fhir = request.fhir
         [(_, params)] = [s for s in encounter_searches(enc_id, request.context.get("patientId"))
                          if s[0] == "Procedure"]
-        encounter, included, procedures = all_of(fhir.concurrently([  # one round trip
+        results = fhir.concurrently([  # one round trip
             lambda: prefetched_or_read(fhir, "encounter", f"Encounter/{enc_id}"),
             lambda: included_locations(fhir),
-            lambda: prefetched_or_search(fhir, "procedures", "Procedure", params)]))
+            lambda: prefetched_or_search(fhir, "procedures", "Procedure", params)])
+        encounter, included = all_of(results[:2])  # the Encounter is needed
         if encounter is None:
-            raise DataUnavailable(f"Encounter/{enc_id} was not found on the FHIR server")
-        locations = encounter_locations(fhir, encounter, included=included)
+            raise not_found(fhir, f"Encounter/{enc_id}", "encounter")
+        unchecked = request.unchecked
+        procedures = or_unchecked(unchecked, results[2],
+                                  "the encounter's Procedure resources (prefetch 'procedures')", [],
+                                  PROCEDURES)
+        locations = optional(unchecked, f"the Locations of Encounter/{enc_id}",
+                             lambda: encounter_locations(fhir, encounter, included=included), [],
+                             SETTING)
         companions = merge([encounter], locations, procedures)
     case = case_from_orders(draft_orders, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
@@ -58,5 +67,6 @@ SERVICE = CdsService(
                 "policy before signing: bundled or integral fluoroscopy, guidance add-on codes.",
     prefetch=PREFETCH,
     handler=handle,
+    source_label=SERVICE_LABEL,
     required_context=("userId", "patientId", "draftOrders"),
 )

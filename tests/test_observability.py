@@ -1,0 +1,114 @@
+"""Metrics at /metrics (prometheus-client; multiprocess mode under gunicorn) and the one-line-per-
+call logs (JSON or text) that never carry tokens or patient data."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import requests
+
+from service.settings import Settings
+from tests.report_support import claim_request, exercise
+from tests.serve_support import Served, serve_env
+from tests.service_support import closed_port, make_app
+
+SERVICE = "fluoroscopy-claim-review"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample `name` with exactly these labels (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:]+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    return 0.0
+
+
+def test_metrics_count_calls_cards_feedback_412s_and_fhir_fetches(tmp_path):
+    client = make_app(tmp_path).test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+
+    def post(path, body):
+        resp = client.post(path, json=body)
+        return resp.status_code, resp.get_json()
+
+    exercise(post)  # 6 calls (200), 6 cards, 6 feedback items: 3 accepted, 3 overridden
+    body = claim_request("33289", "76000")
+    body["context"]["claim"]["insurance"][0]["coverage"] = {"reference": "Coverage/missing"}
+    body["fhirServer"] = f"http://127.0.0.1:{closed_port()}/fhir"
+    assert client.post(f"/cds-services/{SERVICE}", json={"hook": "x"}).status_code == 400
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    after = resp.get_data(as_text=True)
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("fluoro_cds_requests_total", service=SERVICE, status="200") == 6
+    assert delta("fluoro_cds_requests_total", service=SERVICE, status="400") == 1
+    assert delta("fluoro_cds_request_seconds_count", service=SERVICE, status="200") == 6
+    assert delta("fluoro_cds_cards_total", finding="ptp-bundled") == 3
+    assert delta("fluoro_cds_cards_total", finding="fluoroscopy-integral") == 2
+    assert delta("fluoro_cds_feedback_total", outcome="accepted") == 3
+    assert delta("fluoro_cds_feedback_total", outcome="overridden") == 3
+    assert metric(after, "fluoro_cds_ncci_release_info", release="starter-2024Q3") == 1 \
+        or "fluoro_cds_ncci_release_info{" in after
+
+
+def test_412_and_unreachable_fhir_server_are_counted(tmp_path):
+    from tests.service_support import discharge_request
+
+    client = make_app(tmp_path).test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+    body = discharge_request(fhirServer=f"http://127.0.0.1:{closed_port()}/fhir")
+    assert client.post("/cds-services/fluoroscopy-discharge-review", json=body).status_code == 412
+    after = client.get("/metrics").get_data(as_text=True)
+    assert (metric(after, "fluoro_cds_precondition_failed_total", service="fluoroscopy-discharge-review")
+            - metric(before, "fluoro_cds_precondition_failed_total",
+                     service="fluoroscopy-discharge-review")) == 1
+    assert (metric(after, "fluoro_cds_fhir_fetches_total", kind="read", outcome="unreachable")
+            - metric(before, "fluoro_cds_fhir_fetches_total", kind="read", outcome="unreachable")) >= 1
+
+
+def test_json_log_line_per_call_without_tokens_or_patient_data(tmp_path, capsys):
+    app = make_app(tmp_path, log_format="json")
+    client = app.test_client()
+    body = claim_request("33289", "76000")
+    body["context"]["patientId"] = "pat-SECRET-4711"
+    body["context"]["claim"]["patient"] = {"reference": "Patient/pat-SECRET-4711"}
+    assert client.post(f"/cds-services/{SERVICE}", json=body,
+                       headers={"Authorization": "Bearer not-a-real-token-SECRET"}).status_code == 200
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [call] = [line for line in lines if line.get("logger") == "fluoro_cds.request"]
+    assert call["service"] == SERVICE and call["status"] == 200
+    assert call["hookInstance"] == body["hookInstance"] and call["latency_ms"] >= 0
+    assert call["data_release"] and "client_issuer" in call and "tenant" in call
+    assert "SECRET" not in err
+    logging.getLogger("fluoro_cds").handlers.clear()
+
+
+def test_text_logs_are_the_default():
+    assert Settings.from_env({}).log_format == "text"
+
+
+def test_metrics_add_up_over_gunicorn_workers(tmp_path):
+    with Served(serve_env(tmp_path), workers=2) as served:
+        url = f"{served.url}/cds-services/{SERVICE}"
+        for _ in range(12):  # new connections: gunicorn spreads them over both workers
+            resp = requests.post(url, json=claim_request("33289", "76000"), timeout=20,
+                                 headers={"Connection": "close"})
+            assert resp.status_code == 200
+        seen = set()
+        for _ in range(6):
+            text = requests.get(served.url + "/metrics", timeout=10,
+                                headers={"Connection": "close"}).text
+            seen.add(metric(text, "fluoro_cds_requests_total", service=SERVICE, status="200"))
+        assert seen == {12.0}, seen  # every scrape, whichever worker answers, sums both
+        assert metric(text, "fluoro_cds_cards_total", finding="ptp-bundled") == 12
