@@ -114,7 +114,7 @@ def test_batch_sample_gives_the_readme_findings(clone):
 
 def test_the_clone_cites_no_design_outside_itself(clone):
     repo = clone[0]
-    assert (repo / "docs" / "contract.md").is_file() and (repo / "docs" / "scenarios.md").is_file()
+    assert (repo / "docs" / "contract.md").is_file() and (repo / "docs/scenarios.md").is_file()
     proc = subprocess.run(["git", "grep", "-n", "-E", "DESIGN" + r"\.md|shared" + "/scenarios"], cwd=repo,
                           capture_output=True, text=True, timeout=60)
     hits = [line for line in proc.stdout.splitlines() if not line.startswith("tests/test_docs_contract.py")]
