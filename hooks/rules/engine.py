@@ -504,6 +504,8 @@ def _session_units(case: Case, billable: Sequence[_LineReview], reference: Refer
     or a second 76000 line in the same session (shared encounter or overlapping period, same or
     unknown practitioner). Lines already in an MUE finding get their units there (MUE stays per
     date of service)."""
+    if len(billable) == 1 and billable[0].line.units <= billable[0].line.sessions:
+        return []  # the common case: one 76000 line, one unit per documented session
     in_mue = set()
     if config.get(KINDS[F.MUE_EXCEEDED].switch, True):
         in_mue = {key for f in _mue_findings(case, billable, reference, config, pol) for key in f.lines}
@@ -693,6 +695,10 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
     listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
     reason = ("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
               + ". Each element is read from the FHIR record as listed in docs/rules.md.")
+    if "fluoroscopy-time" in missing and case.evidence.implausible_minutes:
+        shown = ", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes)
+        reason += (f"\n\nThe recorded fluoroscopy time ({shown}) is not plausible (zero, negative or over 24 hours) "
+                   "and does not count as documentation; correct the DICOM 113730 Total Fluoro Time.")
     citations = [policy().facts["documentation"].citation()]
     if unbilled:
         procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
