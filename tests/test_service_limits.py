@@ -44,3 +44,27 @@ def test_depth_scan_ignores_brackets_in_strings():
     assert too_deep(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
     assert not too_deep(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
     assert too_deep(b'{"a": {"b": "}"' + b", \"c\": [" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}}")
+
+
+def test_depth_scan_fast_path_agrees_with_the_escaped_path():
+    """The vectorised scan (bodies without a backslash) and the regular-expression scan (bodies
+    with one) give the same answer on nested JSON whose strings hold brackets: a quote-parity
+    or off-by-one mistake in the fast path fails here."""
+    import json
+    import random
+
+    from service.jsonio import _too_deep_escaped
+
+    rng = random.Random(20261201)
+
+    def doc(depth: int):  # one deep spine, with shallow siblings and bracket-holding strings
+        if depth == 0:
+            return rng.choice(["[[", "]}", "{x", "a", 1, None])
+        inner = [doc(depth - 1), rng.choice(["]", "{[", "x"]), [rng.random()]]
+        rng.shuffle(inner)
+        return inner if rng.random() < 0.5 else {f"k{i}": v for i, v in enumerate(inner)}
+
+    for _ in range(400):
+        data = json.dumps(doc(rng.randint(1, 80))).encode()
+        for limit in (2, 7, MAX_DEPTH):
+            assert too_deep(data, limit) == _too_deep_escaped(data, limit), data[:120]
