@@ -158,8 +158,24 @@ def actions_for(fix: Fix, case: Case, *, drafts: dict[str, dict] | None = None,
         except (NotApplicable, claim_edit.ClaimEditError):
             return []
         return [{"type": "update", "description": description, "resource": claim}]
-    if case.kind != "order" or line is None or not line.resource:
+    if case.kind != "order":
         return []  # encounter without a Claim: the card explains, nothing to act on
+    out = _order_actions(fix, line, description, drafts, new_id)
+    for more in fix.then:  # every edit of the suggestion, or none of them
+        part = _order_actions(more, _line(case, more.line), more.label or _describe(more, _line(case, more.line)),
+                              drafts, new_id)
+        if not part or not out:
+            return []
+        out += part
+    return out
+
+
+def _order_actions(fix: Fix, line: Line | None, description: str, drafts: dict[str, dict] | None,
+                   new_id: Callable[[], str]) -> list[dict]:
+    """The order-sign actions of one edit: a draft order deleted, or replaced (delete + create)."""
+    if line is None or not line.resource or (line.kind == "procedure" and line.resource not in (drafts or {})
+                                             and fix.action == REPLACE_CODE):
+        return []  # a recorded Procedure (not a draft of this request) is not replaced from order-sign
     if fix.action == REMOVE_LINE:
         return [{"type": "delete", "description": description, "resourceId": line.resource}]
     if fix.action == REPLACE_CODE and fix.code:

@@ -122,7 +122,7 @@ KINDS: dict[str, Kind] = declare([
          citations=frozenset({"ncci-aoc", "policy", "ncci-ptp", "mpfs"}),
          source="CMS NCCI add-on code edits (77001-77003), July 2024; hooks/policy/guidance.tsv; the replacement "
                 "billed -26 for a hospital patient per its MPFS PC/TC indicator (Claims Processing Manual ch. 13 s. 20)",
-         also="{partner} is a primary of guidance add-on {add_on}"),
+         also="{add_on} reports the fluoroscopic guidance for {partner}"),
     Kind("modifier-26", "Professional component (modifier 26) in a facility setting", "warning",
          priority=50, rank=None, fixes=frozenset({ADD_MODIFIER, REMOVE_MODIFIER}),
          citations=frozenset({"mpfs", "policy"}),

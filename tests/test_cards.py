@@ -293,3 +293,30 @@ def test_a_suggestion_with_several_edits_is_one_update_of_a_valid_claim():
     assert [c["code"] for m in item["modifier"] for c in m["coding"]] == ["26"]
     validate_claim(action["resource"])
     assert claim["item"][1]["modifier"][0]["coding"][0]["code"] == "TC"  # the case's Claim is untouched
+
+
+def test_with_guidance_sibling_is_one_suggestion_on_claims_and_orders():
+    """62322 + 76000 -> 62323 (siblings.tsv): the claim update replaces one line and removes the other;
+    order-sign deletes both drafts and creates the sibling's."""
+    claim = make_claim(claim_item(1, "62322"), claim_item(2, "76000"))
+    fix = Fix(action="replace-code", line=line_key(1), code="62323", label="Bill 62323 instead of 62322 + 76000",
+              then=(Fix(action="remove-line", line=line_key(2), label="Remove 76000"),))
+    [card] = _render([finding("use-guidance-code", fixes=[fix])], claim_case(claim))
+    [action] = _apply_recommended(card)
+    assert [i["productOrService"]["coding"][0]["code"] for i in action["resource"]["item"]] == ["62323"]
+    validate_claim(action["resource"])
+    drafts = {f"ServiceRequest/sr-{c}": {"resourceType": "ServiceRequest", "id": f"sr-{c}", "status": "draft",
+                                         "intent": "order", "subject": {"reference": "Patient/pat-1"},
+                                         "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": c}]}}
+              for c in ("62322", "76000")}
+    lines = tuple(Line(key=k, code=k[-5:], kind="service-request", resource=k) for k in drafts)
+    case = Case(kind="order", setting=Setting(facility=False, ncci_setting="practitioner"), lines=lines,
+                default_date=date(2024, 8, 14), evidence_checked=False)
+    fix = Fix(action="replace-code", line="ServiceRequest/sr-62322", code="62323", label="Order 62323",
+              then=(Fix(action="remove-line", line="ServiceRequest/sr-76000", label="Remove 76000"),))
+    [card] = cards.render([finding("use-guidance-code", lines=["ServiceRequest/sr-76000"], fixes=[fix])], case,
+                          _config(), service_label=LABEL, drafts=drafts, new_id=lambda: "new-1")
+    actions = card["suggestions"][0]["actions"]
+    assert [(a["type"], a.get("resourceId")) for a in actions] == [
+        ("delete", "ServiceRequest/sr-62322"), ("create", None), ("delete", "ServiceRequest/sr-76000")]
+    assert actions[1]["resource"]["code"]["coding"][0]["code"] == "62323"

@@ -370,3 +370,28 @@ def test_a_replacement_code_gets_26_in_a_facility():
     assert _edits(f.fixes[0]) == [(F.REPLACE_CODE, "77002")]
     (f,) = run(line("20610"), line("76000", seq=2))  # office: global 77002
     assert _edits(f.fixes[0]) == [(F.REPLACE_CODE, "77002")]
+
+
+# --- code families that include imaging guidance (issue 10 section 5) -----------------------------
+@pytest.mark.parametrize("code, sibling", [("62322", "62323"), ("62270", "62328"), ("36569", "36573")])
+def test_without_guidance_code_plus_76000_becomes_the_with_guidance_sibling(code, sibling):
+    (f,) = run(line(code), line("76000", seq=2))
+    assert f.code == F.USE_GUIDANCE_CODE and f.lines == ("Claim.item[1]",)
+    fix = f.fixes[0]
+    assert (fix.action, fix.line, fix.code) == (F.REPLACE_CODE, "Claim.item[0]", sibling)
+    assert [(x.action, x.line) for x in fix.then] == [(F.REMOVE_LINE, "Claim.item[1]")]
+    assert any(c.kind == "policy" and "siblings" in c.text and sibling in c.text for c in f.citations)
+    assert f"Bill {sibling} instead of {code} + 76000" in f.summary
+
+
+def test_with_guidance_sibling_already_billed_removes_76000():
+    (f,) = run(line("62322"), line("62323", seq=2), line("76000", seq=3))
+    assert f.code == F.USE_GUIDANCE_CODE and f.fixes[0].action == F.REMOVE_LINE
+
+
+def test_every_sibling_row_has_a_source_and_a_with_guidance_code():
+    pol = policy()
+    assert pol.versions["siblings"]
+    for code, entry in pol.siblings.items():
+        assert entry.source and entry.add_on and entry.add_on != code
+        assert entry.add_on in pol.integral or entry.add_on in ("62328", "62329"), entry.add_on

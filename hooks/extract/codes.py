@@ -4,6 +4,7 @@ indications)."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Sequence
 
 from .. import fhir_read as fr
@@ -95,6 +96,7 @@ _FILLER_WORDS = frozenset({"of", "the", "structure", "region", "entire", "and", 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
 
+@lru_cache(maxsize=4096)
 def site_text(text: str | None) -> tuple[str | None, str | None]:
     """(normalised text, laterality) of a site's text: lower case words, filler words and the side
     removed ("Left knee" and "knee, left" are both ("knee", "left"))."""

@@ -51,6 +51,7 @@ class Problem:
     add_on_billed: bool = False  # the add-on is already on the case that date
     why: str = ""  # modifier-misuse: what was misused
     evidence: frozenset[str] = frozenset()  # ptp-modifier-allowed: the distinct-service modifiers the record supports
+    sibling: bool = False  # use-guidance-code: add_on is the partner's with-guidance sibling code (siblings.tsv)
 
 
     @property
@@ -185,7 +186,12 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
             if edit is not None:
                 review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit, evidence=shown))
             continue  # separate encounter or site: the fluoroscopy is not part of the partner
-        guidance = guidance_add_on(partner.code, on, reference, pol)
+        sibling = pol.siblings.get(partner.code)
+        guidance = None if sibling is not None else guidance_add_on(partner.code, on, reference, pol)
+        if sibling is not None:
+            review.problems.append(Problem(F.USE_GUIDANCE_CODE, partner, edit=edit, entry=sibling,
+                                           add_on=sibling.add_on, add_on_billed=sibling.add_on in billed,
+                                           sibling=True))
         if guidance is not None:
             add_on, aoc, entry = guidance
             review.problems.append(Problem(F.USE_GUIDANCE_CODE, partner, edit=edit, entry=entry, add_on=add_on,
@@ -318,6 +324,8 @@ def _modifier_misuse(c: _Context) -> _Removal:
 def _use_guidance_code(c: _Context) -> _Removal:
     problem, partner = c.problem, c.problem.partner.code
     add_on = problem.add_on
+    if problem.sibling and not problem.add_on_billed:
+        return _with_guidance_sibling(c)
     if problem.add_on_billed:
         return _Removal(
             f"Remove 76000: {add_on} already reports the fluoroscopic guidance for {partner}",
@@ -336,6 +344,26 @@ def _use_guidance_code(c: _Context) -> _Removal:
         f"{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**. Guidance for "
         f"it is reported with {add_on}, not with 76000 (a separate diagnostic fluoroscopy).",
         (_replacement(c, add_on),), payment)
+
+
+def _with_guidance_sibling(c: _Context) -> _Removal:
+    """``partner + 76000`` where the partner has a sibling code that includes imaging guidance
+    (hooks/policy/siblings.tsv): bill the sibling instead of both, in one suggestion."""
+    line, partner, code = c.review.line, c.problem.partner, c.problem.add_on
+    fix = Fix(F.REPLACE_CODE, line=partner.key, code=code, units=partner.units,
+              label=f"Bill {code} (includes imaging guidance) instead of {partner.code} + 76000",
+              then=(Fix(F.REMOVE_LINE, line=line.key, label="Remove 76000"),))
+    payment = None
+    old, new = c.reference.fee(partner.code, ""), c.reference.fee(code, "")
+    facility = c.case.setting.facility
+    old_amount, new_amount = cite.money(old, facility, partner.units), cite.money(new, facility, partner.units)
+    if old_amount and new_amount and c.amount:
+        payment = (f"{partner.code} {old_amount} + {cite.label(FLUORO, c.fee_mod)} {c.amount} -> {code} {new_amount}")
+    return _Removal(
+        f"Bill {code} instead of {partner.code} + 76000: {code} includes the imaging guidance",
+        f"**{code}** is {partner.code} with imaging guidance included ({c.problem.entry.description}). Reporting "
+        f"{partner.code} plus 76000 for the guidance unbundles it{c.when}; report {code} alone.",
+        (fix,), payment)
 
 
 def _replacement(c: _Context, code: str) -> Fix:

@@ -1,5 +1,6 @@
 """The versioned policy data files of the rules (``hooks/policy/``): which procedures include
-fluoroscopy, which guidance add-on replaces 76000 for which primary, and the billing facts cited.
+fluoroscopy, which guidance add-on replaces 76000 for which primary, which procedure codes have a
+sibling that includes imaging guidance, and the billing facts cited.
 
 Each file carries a version; each entry its source. The rules cite entries with
 :func:`PolicyEntry.citation`. Data, not if-chains: change the files, not the code.
@@ -18,14 +19,14 @@ from ..findings import Citation
 
 @dataclass(frozen=True)
 class PolicyEntry:
-    policy: str  # "integral" | "guidance"
+    policy: str  # "integral" | "guidance" | "siblings"
     version: str
     codes_spec: str  # as written in the file, e.g. "29800-29999"
     codes: frozenset[str]
     category: str
     description: str
     source: str
-    add_on: str | None = None  # guidance entries: the add-on code
+    add_on: str | None = None  # guidance entries: the add-on code; siblings: the with-guidance code
 
     def citation(self) -> Citation:
         """The entry's citation, built on first use and kept on the (immutable) entry."""
@@ -36,8 +37,12 @@ class PolicyEntry:
             return citation
 
     def _build_citation(self) -> Citation:
-        what = f"add-on {self.add_on} for primaries {self.codes_spec}" if self.add_on else \
-            f"{self.codes_spec} ({self.category})"
+        if self.policy == "siblings":
+            what = f"{self.codes_spec} has the with-guidance sibling {self.add_on}"
+        elif self.add_on:
+            what = f"add-on {self.add_on} for primaries {self.codes_spec}"
+        else:
+            what = f"{self.codes_spec} ({self.category})"
         return Citation(kind="policy",
                         text=f"fluoro-cds policy '{self.policy}' v{self.version}: {what}: {self.description}. "
                              f"Source: {self.source}",
@@ -72,6 +77,7 @@ class Policy:
     guidance: dict[str, PolicyEntry]  # primary code -> entry
     guidance_add_ons: tuple[str, ...]
     facts: dict[str, Fact]
+    siblings: dict[str, PolicyEntry]  # code without guidance -> entry (add_on: the with-guidance code)
     versions: dict[str, str]
 
 
@@ -124,7 +130,15 @@ def policy() -> Policy:
         add_ons.append(entry.add_on)
         for code in entry.codes:
             guidance.setdefault(code, entry)
+    siblings: dict[str, PolicyEntry] = {}
+    version_s, rows = _tsv("siblings.tsv")
+    for row in rows:
+        siblings[row["code"]] = PolicyEntry("siblings", version_s, row["code"], frozenset({row["code"]}),
+                                            "with-guidance-sibling", row["description"], row["source"],
+                                            add_on=row["with_guidance"])
     raw = json.loads(_read("facts.json"))
     facts = {k: Fact(k, raw["version"], v["text"], v["source"]) for k, v in raw["entries"].items()}
     return Policy(integral=integral, guidance=guidance, guidance_add_ons=tuple(add_ons), facts=facts,
-                  versions={"integral": version_i, "guidance": version_g, "facts": raw["version"]})
+                  siblings=siblings,
+                  versions={"integral": version_i, "guidance": version_g, "siblings": version_s,
+                            "facts": raw["version"]})
