@@ -48,11 +48,12 @@ def medplum_missing() -> str | None:
     return None
 
 
-def start_medplum_server(timeout: float = START_TIMEOUT) -> FhirServer:
-    """Start the node server on 127.0.0.1:<free port>; wait until /fhir/metadata answers 200."""
+def start_medplum_server(timeout: float = START_TIMEOUT, *, open_access: bool = False) -> FhirServer:
+    """Start the node server on 127.0.0.1:<free port>; wait until /fhir/metadata answers 200.
+    `open_access`: no token required and CORS answered (for a browser client); token is then ""."""
     workdir = Path(tempfile.mkdtemp(prefix="fluoro-medplum-"))
     port = free_port()
-    token = secrets.token_urlsafe(24)
+    token = "" if open_access else secrets.token_urlsafe(24)
     env = dict(os.environ, MEDPLUM_TEST_TOKEN=token, MEDPLUM_TEST_LIFETIME="1800",
                MEDPLUM_TEST_UNSUPPORTED=UNSUPPORTED)
     log = open(workdir / "server.log", "wb")

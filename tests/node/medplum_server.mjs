@@ -4,7 +4,8 @@
 //   node medplum_server.mjs PORT     (bearer token in MEDPLUM_TEST_TOKEN; base URL /fhir)
 //
 // Prints "listening <base url>" on stdout once it accepts connections. Every request needs
-// "Authorization: Bearer <token>" (else 401), except GET /fhir/metadata (readiness). The server
+// "Authorization: Bearer <token>" (else 401), except GET /fhir/metadata (readiness); with an empty
+// token the server is open (as the CDS Hooks Sandbox needs its FHIR server) and answers CORS. The server
 // exits by itself when stdin closes (its parent, the test process, is gone) or after
 // MEDPLUM_TEST_LIFETIME seconds (default 1800), so a crashed test run never leaves it behind.
 import http from 'node:http';
@@ -30,9 +31,15 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
 const repo = new MemoryRepository();
 const router = new FhirRouter();
 
+const CORS = token ? {} : {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Methods': 'GET, POST, PUT, DELETE, OPTIONS',
+  'Access-Control-Allow-Headers': 'Authorization, Content-Type, Accept, Prefer',
+};
+
 function send(res, status, body) {
   const text = body === undefined ? '' : JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/fhir+json', 'Content-Length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...CORS, 'Content-Type': 'application/fhir+json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
 
@@ -84,7 +91,11 @@ const server = http.createServer(async (req, res) => {
         fhirVersion: '4.0.1', format: ['json'], date: '2026-01-01',
         software: { name: '@medplum/fhir-router', version: '4.5.2' } });
     }
-    if (req.headers.authorization !== `Bearer ${token}`) {
+    if (req.method === 'OPTIONS' && !token) {
+      res.writeHead(204, CORS);
+      return res.end();
+    }
+    if (token && req.headers.authorization !== `Bearer ${token}`) {
       return send(res, 401, badRequest('bearer token required'));
     }
     const text = await readBody(req);
