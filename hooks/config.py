@@ -80,10 +80,14 @@ def _coerce(option: Option, value: Any) -> Any:
 def resolve(request_extension: dict | None, deployment: dict | None = None) -> dict[str, Any]:
     """Defaults, then deployment defaults, then the request's configuration object.
 
-    Unknown option codes are rejected, so a typo does not silently do nothing.
+    In ``fluoro-cds.configuration`` and the deployment defaults, unknown option codes are
+    rejected, so a typo does not silently do nothing. In ``davinci-crd.configuration`` they are
+    ignored: CRD asks services to handle options they do not know gracefully, and a CRD client
+    sends its own codes (``coverage``, ``prior-auth``, ...); the codes that mean something here
+    (``max-cards`` and this service's options) apply. Other extension keys are ignored.
     """
     config = dict(_DEFAULTS)
-    layers = [deployment or {}]
+    layers: list[tuple[dict, bool]] = [(deployment or {}, True)]
     ext = request_extension or {}
     if not isinstance(ext, dict):
         raise ConfigError("extension must be a JSON object")
@@ -91,16 +95,32 @@ def resolve(request_extension: dict | None, deployment: dict | None = None) -> d
         if key in ext:
             if not isinstance(ext[key], dict):
                 raise ConfigError(f"extension['{key}'] must be a JSON object")
-            layers.append(ext[key])
-    for layer in layers:
+            layers.append((ext[key], key == CONFIG_KEY))
+    for layer, strict in layers:
         for code, value in layer.items():
             option = BY_CODE.get(code)
             if option is None:
-                raise ConfigError(f"unknown configuration option '{code}'")
+                if strict:
+                    raise ConfigError(f"unknown configuration option '{code}'")
+                continue
             config[code] = _coerce(option, value)
     return config
 
 
-def discovery_extension() -> dict:
-    """The ``extension`` of a discovery entry advertising the options."""
-    return {CONFIG_KEY: [o.discovery() for o in OPTIONS]}
+CRD_OPTIONS_KEY = "davinci-crd.configuration-options"
+CRD_TYPES = ("boolean", "integer")  # CRD's configuration option types (ValueSet configTypes)
+
+
+def discovery_extension(deployment: dict | None = None) -> dict:
+    """The ``extension`` of a discovery entry advertising the options with the deployment's
+    effective defaults: every option under ``fluoro-cds.configuration-options`` (and, as before,
+    ``fluoro-cds.configuration``), and those of a CRD type (boolean, integer) under
+    ``davinci-crd.configuration-options``."""
+    effective = resolve(None, deployment)
+    entries = []
+    for o in OPTIONS:
+        entry = o.discovery()
+        entry["default"] = effective[o.code]
+        entries.append(entry)
+    crd = [e for e in entries if e["type"] in CRD_TYPES]
+    return {CONFIG_KEY: entries, CONFIG_KEY + "-options": entries, CRD_OPTIONS_KEY: crd}

@@ -31,7 +31,8 @@ from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .logs import log_call
 from .runtime import Runtime, runtime
 from .state import AuditRecord, StateError
-from .validation import CompiledSchema, SchemaViolation, check, request_validator, validator
+from .validation import (CompiledSchema, SchemaViolation, check, request_validator,
+                         resource_validator, validator)
 
 log = logging.getLogger("fluoro_cds")
 
@@ -108,11 +109,26 @@ def validate_request(service: CdsService, body: dict) -> None:
     validate(_request_schema(hook), body, "request")
 
 
-def validate(schema: CompiledSchema, body: dict, what: str) -> None:
+def validate(schema: CompiledSchema, body: dict, what: str, at: str = "$") -> None:
+    """400 naming the JSON path of the first problem (`at`: where `body` sits in the request)."""
     try:
         check(schema, body, what)
     except SchemaViolation as exc:
-        raise ApiError(400, str(exc), code="structure", expression=exc.path) from None
+        path = at + exc.path[1:] if exc.path.startswith("$") else exc.path
+        raise ApiError(400, str(exc).replace(exc.path, path, 1) if at != "$" else str(exc),
+                       code="structure", expression=path) from None
+
+
+def check_prefetch(service: CdsService, body: dict) -> None:
+    """The service's own prefetch keys hold a FHIR resource or null (400 at $.prefetch.<key>
+    otherwise); keys it did not declare are ignored whatever they hold."""
+    prefetch = body.get("prefetch")
+    if not prefetch:
+        return
+    for key in service.prefetch:
+        value = prefetch.get(key)
+        if value is not None:
+            validate(resource_validator(), value, f"prefetch '{key}'", f"$.prefetch.{key}")
 
 
 def check_required_context(service: CdsService, context: dict) -> None:
@@ -168,6 +184,7 @@ def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> Ho
     body = read_json_object("request body")
     validate_request(service, body)
     call.hook_instance = body["hookInstance"]
+    check_prefetch(service, body)
     context = body["context"]
     check_required_context(service, context)
     client = fhir_client(rt, body)

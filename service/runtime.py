@@ -79,7 +79,7 @@ class Runtime:
                                                max_resources=settings.fhir_max_resources,
                                                deadline=settings.fhir_deadline,
                                                max_answer_bytes=settings.fhir_max_answer_bytes),
-            discovery_body=dumps({"services": [s.discovery() for s in services]}))
+            discovery_body=dumps({"services": [s.discovery(settings.defaults) for s in services]}))
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

@@ -106,6 +106,13 @@ def request_validator(hook: str) -> CompiledSchema:
                      "properties": {"context": {"$ref": CONTEXT_PREFIX + hook}}})
 
 
+@lru_cache(maxsize=1)
+def resource_validator() -> CompiledSchema:
+    """Any FHIR resource (common.json ``resource``): an object with a resourceType."""
+    return _compile({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                     "$ref": PREFIX + "common#/$defs/resource"})
+
+
 def first_error(v: CompiledSchema, instance: Any) -> ValidationError | None:
     """The most relevant error (jsonschema's best_match), or None when valid."""
     if v.rs is not None and v.rs.is_valid(instance):
@@ -148,3 +155,4 @@ def warm_up() -> None:
         validator(name)
     for hook in hook_names():
         request_validator(hook)
+    resource_validator()

@@ -102,8 +102,8 @@ def test_fast_schema_path_agrees_with_jsonschema(n):
     broken = [copy.deepcopy(body) for _ in range(4)]
     broken[0]["hookInstance"] = ""
     broken[1]["context"]["patientId"] = 42
-    broken[2]["prefetch"] = {"x": {"no": "resourceType"}}
-    broken[3]["fhirAuthorization"] = {"access_token": "t"}
+    broken[2]["prefetch"] = ["not", "an", "object"]
+    broken[3]["fhirAuthorization"] = {"token_type": "Bearer"}  # no access_token
     for instance in [body] + broken:
         assert fast.is_valid(instance) == v.py.is_valid(instance)
     assert first_error(v, body) is None

@@ -10,6 +10,7 @@ from typing import Mapping, NamedTuple, Sequence
 from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
 from .. import fhir_read as fr
+from ..context import InvalidResource
 from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Evidence, Line
 from ..distinct import separate_sessions
 from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, procedure_code, site_of, sites_of,
@@ -246,14 +247,29 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
     return _case_from_claim_parts("claim", claim, parts, index, reference)
 
 
-def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
+def order_key(entry: dict, res: dict) -> str | None:
+    """How a draft order is named in actions: "Type/id", else (a draft not yet stored, as EHRs
+    send them) its entry's ``fullUrl`` ("urn:uuid:...", or a URL reduced to "Type/id"); None
+    when it has neither (it is reviewed, but cannot be acted on)."""
+    key = fr.key_of(res)
+    if key is not None:
+        return key
+    url = entry.get("fullUrl")
+    if type(url) is str and url.strip():
+        url = url.strip()
+        return url if url.startswith(("urn:uuid:", "urn:oid:")) else fr.normalize_reference(url)
+    return None
+
+
+def _order_line(res: dict, path: str, code: str | None = None, key: str | None = None) -> Line | None:
     """A ServiceRequest or Procedure as a line (None without a procedure code). Read in this order:
     id, code, occurrence[x] and quantityQuantity (ServiceRequest) or performed[x] (Procedure),
     reasonCode, reasonReference, bodySite.
 
-    `code`: the resource's procedure code when the caller has already read it."""
+    `code`: the resource's procedure code when the caller has already read it; `key`: the
+    order's name (:func:`order_key`; without one, `path` keeps lines apart)."""
     rtype = res["resourceType"]
-    rid = fr.string(res.get("id"), path, "id", required=True)
+    rid = fr.string(res.get("id"), path, "id")
     if code is None:
         code = procedure_code(res.get("code"), path, "code")
     if not code:
@@ -275,11 +291,20 @@ def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
         kind = "procedure"
     reasons = procedure_reasons(res, path)
     sites = sites_of(res.get("bodySite"), path, "bodySite")
-    key = f"{rtype}/{rid}"
+    resource = f"{rtype}/{rid}" if rid else key
+    key = resource or path
     encounters, performers, start, end = procedure_session(res, path) if kind == "procedure" else ((), (), None, None)
     return Line(key=key, code=code, units=units, service_date=day, body_sites=unique(sites),
-                diagnoses=unique(reasons), kind=kind, resource=key, encounters=encounters,
+                diagnoses=unique(reasons), kind=kind, resource=resource, encounters=encounters,
                 performers=performers, start=start, end=end)
+
+
+def _reviewed(res: dict, path: str) -> bool:
+    """Whether the service reviews an order: it carries a procedure code it can read."""
+    try:
+        return bool(procedure_code(res.get("code"), path, "code"))
+    except InvalidResource:
+        return False
 
 
 def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: ReferenceData, *,
@@ -301,7 +326,12 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
             continue
         if full_validation:
             fr.validate_full(res)
-        line = _order_line(res, f"{p}.resource")
+        try:
+            line = _order_line(res, f"{p}.resource", key=order_key(entry, res))
+        except InvalidResource:
+            if _reviewed(res, f"{p}.resource"):
+                raise
+            continue  # an order the service does not review never fails the call
         if line is not None and line.key not in seen:
             seen.add(line.key)
             lines.append(line)

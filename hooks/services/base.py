@@ -27,9 +27,11 @@ class CdsService:
     def label(self) -> str:
         return self.source_label or self.title
 
-    def discovery(self) -> dict:
+    def discovery(self, defaults: dict | None = None) -> dict:
+        """The discovery entry; `defaults`: the deployment's configuration defaults
+        (FLUORO_CDS_DEFAULTS), shown as the options' defaults."""
         entry = {"hook": self.hook, "title": self.title, "description": self.description,
-                 "id": self.id, "extension": discovery_extension()}
+                 "id": self.id, "extension": discovery_extension(defaults)}
         if self.prefetch:  # CDS Hooks 2.0: optional elements are omitted, never empty
             entry["prefetch"] = dict(self.prefetch)
         if self.usage_requirements:

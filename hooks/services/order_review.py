@@ -11,10 +11,10 @@ from .. import cards, rules
 from ..context import PROCEDURES, SETTING, HookRequest, InvalidResource
 from ..unchecked import optional
 from ..extract import case_from_orders
+from ..extract.cases import order_key
 from .base import CdsService
-from .gather import (all_of, encounter_locations, encounter_searches, included_locations, key_of,
-                     merge, not_found, or_unchecked, prefetched_or_read, prefetched_or_search,
-                     resources_of)
+from .gather import (all_of, encounter_locations, encounter_searches, included_locations,
+                     merge, not_found, or_unchecked, prefetched_or_read, prefetched_or_search)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy order review"
 
@@ -31,7 +31,9 @@ def handle(request: HookRequest) -> dict:
     draft_orders = request.context.get("draftOrders")
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise InvalidResource("context.draftOrders must be a FHIR Bundle", "draftOrders")
-    drafts = {k: r for r in resources_of(draft_orders) if (k := key_of(r)) is not None}
+    drafts = {k: e["resource"] for e in draft_orders.get("entry") or ()
+              if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+              and (k := order_key(e, e["resource"])) is not None}
     companions: list[dict] = []
     enc_id = request.context.get("encounterId")
     if enc_id:
