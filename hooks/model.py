@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import NamedTuple
 FLUORO = "76000"
+# An institutional inpatient claim: NCCI PTP edits and MUEs do not apply (they are for practitioner and
+# outpatient hospital claims; CMS NCCI Policy Manual for Medicare Services, Introduction and Chapter I).
+INPATIENT_HOSPITAL = "inpatient-hospital"
 
 # NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
 DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})

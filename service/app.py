@@ -13,7 +13,7 @@ from flask import Flask
 
 from hooks.services import SERVICES, CdsService
 
-from . import admin, cds_hooks, health, logs, metrics
+from . import admin, cds_hooks, health, logs, metrics, openapi
 from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
@@ -37,5 +37,6 @@ def create_app(settings: Settings | None = None,
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(metrics.blueprint())
+    app.register_blueprint(openapi.blueprint())
     logs.configure(settings.log_format)
     return app

@@ -395,3 +395,23 @@ def test_sites_are_concepts_with_text_and_laterality():
     assert sites_relation(fluoro.body_sites, surgery.body_sites) is False
     err = _invalid(1, lambda c: c["item"][1].__setitem__("bodySite", {"coding": [{"code": "1", "display": 5}]}))
     assert err.path == "Claim.item[1].bodySite.coding[0].display"
+
+
+def test_institutional_inpatient_claims_get_no_ptp_edits():
+    """Issue 10 s.8: NCCI PTP edits and MUEs are for practitioner and outpatient hospital claims."""
+    from hooks.config import resolve
+    from hooks.model import INPATIENT_HOSPITAL
+    from hooks.rules import evaluate
+
+    def inst(c):
+        c["type"]["coding"][0]["code"] = "institutional"
+    case = _claim_case(9, inst)  # 33289 + 76000 during an inpatient stay (Encounter.class IMP)
+    assert case.setting.ncci_setting == INPATIENT_HOSPITAL
+    assert "ptp-bundled" not in {f.code for f in evaluate(case, REF, resolve(None))}
+    assert "ptp-bundled" in {f.code for f in evaluate(_claim_case(9), REF, resolve(None))}  # professional claim
+
+    def inst_bill(c):
+        inst(c)
+        c["subType"] = {"coding": [{"system": "https://www.nubc.org/CodeSystem/TypeOfBill", "code": "0111"}]}
+    assert _claim_case(4, inst_bill).setting.ncci_setting == INPATIENT_HOSPITAL
+    assert _claim_case(4, inst).setting.ncci_setting == "outpatient-hospital"  # outpatient visit, no inpatient bill

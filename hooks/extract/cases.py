@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import date
 from typing import Mapping, NamedTuple, Sequence
 
 from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
 from .. import fhir_read as fr
-from ..model import FLUORO, Case, Evidence, Line
+from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Evidence, Line
 from ..distinct import separate_sessions
 from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, procedure_code, site_of, sites_of,
                     unique)
@@ -26,6 +27,7 @@ class _ClaimParts(NamedTuple):
     location_refs: list[str]
     encounter_refs: list[str]
     institutional: bool
+    inpatient_bill: bool  # Claim.subType says inpatient (type of bill 11x, or "inpatient")
 
 
 def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
@@ -43,6 +45,8 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
     """
     fr.string(claim.get("id"), "Claim.id")
     institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
+    inpatient_bill = institutional and any(_inpatient_bill(c) for _s, c in fr.codings(claim.get("subType"),
+                                                                                     "Claim.subType"))
     diagnoses: dict[int, list[str]] = {}
     for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
         seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
@@ -134,7 +138,14 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         # keywords costs about twice as much.
         lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
                           unique(item_encounters), unique(performers), start, end, sessions))
-    return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional)
+    return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional, inpatient_bill)
+
+
+def _inpatient_bill(code: str) -> bool:
+    """A Claim.subType code that says inpatient: a UB-04 type of bill 11x (hospital inpatient,
+    "011x" or "11x"), or the word inpatient."""
+    code = code.strip().lower()
+    return code.lstrip("0")[:2] == "11" and len(code.lstrip("0")) == 3 or code in ("inpatient", "imp")
 
 
 def _care_team(claim: dict) -> dict[int, str | None]:
@@ -192,6 +203,8 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: In
     encounters = list(extra_encounters) or _encounters_for(parts.encounter_refs, index)
     ncci = OUTPATIENT_HOSPITAL if parts.institutional else PRACTITIONER
     setting = setting_of(parts.pos_codes, parts.location_refs, encounters, index, reference, ncci)
+    if parts.institutional and (parts.inpatient_bill or "21" in (setting.record_pos, setting.pos)):
+        setting = replace(setting, ncci_setting=INPATIENT_HOSPITAL)  # an inpatient stay: no PTP edits, no MUEs
     lines = parts.lines
     fluoro_lines = [ln for ln in lines if ln.code == FLUORO]
     evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index))

@@ -24,7 +24,7 @@ from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
 from .. import distinct
 from .. import findings as F
 from ..findings import KINDS, REMOVAL_CODES, Citation, DeclarationError, Finding, Fix
-from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, Case, Line
+from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, INPATIENT_HOSPITAL, Case, Line
 from . import cite
 from .policy import Policy, PolicyEntry, policy
 
@@ -154,9 +154,9 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
         return review
     on = day or NO_DATE
     billed = {p.code for p in partners}
-    edits = {e.column1: e for e in reference.ptp_edits(billed | _FLUORO_SET, on, case.setting.ncci_setting)
-             if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1")
-             and e.in_force(on)}
+    edits = {} if case.setting.ncci_setting == INPATIENT_HOSPITAL else {
+        e.column1: e for e in reference.ptp_edits(billed | _FLUORO_SET, on, case.setting.ncci_setting)
+        if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1") and e.in_force(on)}
     components = COMPONENT_MODIFIERS.intersection(line.modifiers)
     claimed = line.distinct_modifiers()
     for partner in partners:
@@ -443,8 +443,11 @@ REMOVAL_BUILDERS: dict[str, Callable[[_Context], _Removal]] = {
 # --- billable-line findings ----------------------------------------------------------------------
 def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
                   pol: Policy) -> list[Finding]:
-    """Units of 76000 per date of service (MAI 2/3) or per line (MAI 1) over the MUE."""
-    out = []
+    """Units of 76000 per date of service (MAI 2/3) or per line (MAI 1) over the MUE (not on an
+    institutional inpatient claim: MUEs are for practitioner and outpatient hospital claims)."""
+    out: list[Finding] = []
+    if case.setting.ncci_setting == INPATIENT_HOSPITAL:
+        return out
     by_day: dict[date | None, list[_LineReview]] = {}
     for r in billable:
         by_day.setdefault(r.day, []).append(r)
