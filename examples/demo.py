@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         service = start_service(args.port, fhir.base_url, fhir.workdir)
         base = f"http://127.0.0.1:{args.port}"
         print(f"fluoro-cds:  {base}/cds-services\n")
-        code = send(["--service", base, "--fhir-server", fhir.base_url, "--fhir-token", fhir.token])
+        code = send(["--service", base, "--fhir-server", fhir.base_url, f"--fhir-token={fhir.token}"])
         if args.keep > 0:
             print(f"\nboth keep running for {args.keep} s (Ctrl-C stops them); try e.g.\n"
                   f"  python3 examples/send.py --service {base} --fhir-server {fhir.base_url} "
-                  f"--fhir-token {fhir.token}")
+                  f"--fhir-token={fhir.token}")
             try:
                 time.sleep(args.keep)
             except KeyboardInterrupt:

@@ -103,6 +103,7 @@ class Evidence:
     images_retained: bool = False  # ImagingStudy / DiagnosticReport.imagingStudy / media
     signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
     separate_procedure: bool = True  # extraction leaves True; the rules check same-date lines and Case.context_lines
+    implausible_minutes: tuple[float, ...] = ()  # fluoroscopy times read but not documentation: <= 0 or over 24 h
 
 
     def missing(self) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ def test_send_script_prints_one_line_per_card(example_fhir, tmp_path):
         out = io.StringIO()
         with redirect_stdout(out):
             code = send(["--service", served.url, "--fhir-server", example_fhir.base_url,
-                         "--fhir-token", example_fhir.token])
+                         f"--fhir-token={example_fhir.token}"])
     assert code == 0, out.getvalue()
     text = out.getvalue()
     for example in EXAMPLES_LIST:

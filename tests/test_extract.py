@@ -415,3 +415,18 @@ def test_institutional_inpatient_claims_get_no_ptp_edits():
         c["subType"] = {"coding": [{"system": "https://www.nubc.org/CodeSystem/TypeOfBill", "code": "0111"}]}
     assert _claim_case(4, inst_bill).setting.ncci_setting == INPATIENT_HOSPITAL
     assert _claim_case(4, inst).setting.ncci_setting == "outpatient-hospital"  # outpatient visit, no inpatient bill
+
+
+@pytest.mark.parametrize("value, unit", [(0, "min"), (-5, "min"), (25, "h"), (100000, "s")])
+def test_implausible_fluoroscopy_time_is_not_documentation_and_says_so(value, unit):
+    """Issue 10 s.7: zero, negative or over-24-hour times are not documentation."""
+    from hooks.config import resolve
+    from hooks.rules import evaluate
+
+    def mutate(companions):
+        obs = [r for r in companions if r["id"].endswith("fluoro-time")][0]
+        obs["valueQuantity"] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    case = _claim_case(8, companions_mutate=mutate)  # 76000 alone, office, documentation complete but the time
+    assert case.evidence.fluoro_minutes is None and case.evidence.implausible_minutes
+    (f,) = [f for f in evaluate(case, REF, resolve(None)) if f.code == "documentation-missing"]
+    assert "fluoroscopy-time" in f.missing and "not plausible" in f.reason

@@ -18,6 +18,9 @@ _TIME_UNITS = {"s": 1 / 60, "sec": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
                "hours": 60.0}
 
 
+MAX_PLAUSIBLE_MINUTES = 24 * 60.0  # a fluoroscopy time over a day is a data error, not documentation
+
+
 def _quantity_minutes(q: dict, path: str) -> float | None:
     """Minutes of the valueQuantity `q` of the element at `path` (value; code, else unit)."""
     value = fr.decimal(q.get("value"), path, "valueQuantity.value")
@@ -106,6 +109,9 @@ def evidence_of(fluoro_lines: Sequence[Line], index: Index, fluoro_procs: Sequen
         m, d = _observation_facts(obs, p)
         minutes += m
         dose = dose or d
+    implausible = tuple(m for m in minutes if not 0 < m <= MAX_PLAUSIBLE_MINUTES)
+    if implausible:
+        minutes = [m for m in minutes if 0 < m <= MAX_PLAUSIBLE_MINUTES]
     findings = signed = images = False
     for p, rep in active(index.of("DiagnosticReport")):
         key = fr.key_of(rep)
@@ -116,5 +122,5 @@ def evidence_of(fluoro_lines: Sequence[Line], index: Index, fluoro_procs: Sequen
     images = images or bool(active(index.of("ImagingStudy")))
     return Evidence(indication=indication, fluoro_minutes=max(minutes) if minutes else None,
                     radiation_dose=dose, body_site=body_site, findings=findings, images_retained=images,
-                    signed_interpretation=signed)
+                    signed_interpretation=signed, implausible_minutes=implausible)
 

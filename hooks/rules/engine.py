@@ -693,6 +693,10 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
     listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
     reason = ("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
               + ". Each element is read from the FHIR record as listed in docs/rules.md.")
+    if "fluoroscopy-time" in missing and case.evidence.implausible_minutes:
+        shown = ", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes)
+        reason += (f"\n\nThe recorded fluoroscopy time ({shown}) is not plausible (zero, negative or over 24 hours) "
+                   "and does not count as documentation; correct the DICOM 113730 Total Fluoro Time.")
     citations = [policy().facts["documentation"].citation()]
     if unbilled:
         procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
