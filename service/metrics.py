@@ -9,6 +9,7 @@ registry is served. Per request the service does a few label look-ups and increm
 from __future__ import annotations
 
 import os
+from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -61,14 +62,28 @@ def fhir_fetch(kind: str, status: int | None) -> None:
     _m().fhir_fetches.labels(kind, "unreachable" if status is None else f"{status // 100}xx").inc()
 
 
+_call_children: dict[tuple[str, int], tuple] = {}  # (service, status) -> its metric children
+_card_children: dict[str, Any] = {}  # finding code -> its counter child
+
+
 def service_call(service_id: str, status: int, seconds: float, topics: tuple[str, ...]) -> None:
-    m, code = _m(), str(status)
-    m.requests.labels(service_id, code).inc()
-    m.latency.labels(service_id, code).observe(seconds)
-    if status == 412:
-        m.precondition_failed.labels(service_id).inc()
+    """Count one call (hot path: the labelled children are looked up once per label set,
+    ``labels()`` validating and locking costs more than the increment itself)."""
+    children = _call_children.get((service_id, status))
+    if children is None:
+        m, code = _m(), str(status)
+        children = (m.requests.labels(service_id, code), m.latency.labels(service_id, code),
+                    m.precondition_failed.labels(service_id) if status == 412 else None)
+        _call_children[(service_id, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
+    if children[2] is not None:
+        children[2].inc()
     for topic in topics:
-        m.cards.labels(topic).inc()
+        child = _card_children.get(topic)
+        if child is None:
+            child = _card_children[topic] = _m().cards.labels(topic)
+        child.inc()
 
 
 def feedback_stored(items) -> None:

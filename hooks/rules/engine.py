@@ -504,6 +504,8 @@ def _session_units(case: Case, billable: Sequence[_LineReview], reference: Refer
     or a second 76000 line in the same session (shared encounter or overlapping period, same or
     unknown practitioner). Lines already in an MUE finding get their units there (MUE stays per
     date of service)."""
+    if len(billable) == 1 and billable[0].line.units <= billable[0].line.sessions:
+        return []  # the common case: one 76000 line, one unit per documented session
     in_mue = set()
     if config.get(KINDS[F.MUE_EXCEEDED].switch, True):
         in_mue = {key for f in _mue_findings(case, billable, reference, config, pol) for key in f.lines}
