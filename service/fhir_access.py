@@ -50,6 +50,7 @@ import urllib3
 
 from hooks.context import DataUnavailable, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
+from hooks.unchecked import affected_by
 
 from . import metrics
 from .jsonio import MAX_DEPTH, loads, too_deep
@@ -413,8 +414,11 @@ class FhirClient:
 
     def _pages(self, what: str, url: str | None, query: list[tuple[str, str]] | None,
                entries: list[dict], pages: int) -> dict:
+        """The searchset of `entries` and the pages from `url` on, bounded; when the bound cut it
+        short, the Bundle keeps a `next` link (the first page not read): it is incomplete."""
+        left = None  # the next page not read
         if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
-            url = None
+            url, left = None, url
         while url:
             resp = self._get(url, query, strict=True)
             if resp.status_code in _REFUSED and pages == 0:
@@ -429,9 +433,13 @@ class FhirClient:
             url, query = self._next_link(body), None
             if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
                 log.warning("%s truncated after %d pages / %d entries", what, pages, len(entries))
+                left = url
                 break
-        return {"resourceType": "Bundle", "type": "searchset",
-                "entry": entries[: self.settings.max_resources]}
+        bundle = {"resourceType": "Bundle", "type": "searchset",
+                  "entry": entries[: self.settings.max_resources]}
+        if left or len(entries) > self.settings.max_resources:
+            bundle["link"] = [{"relation": "next", "url": left or ""}]
+        return bundle
 
     def _next_link(self, bundle: dict) -> str | None:
         """The normalized URL of the Bundle's `next` link; DataUnavailable when it leaves the
@@ -527,7 +535,18 @@ class FhirAccess:
     def _fetch(self, query: Query) -> dict | None:
         assert self._client is not None
         self._count()
-        return self._client.fetch(query)
+        return self._bounded(self._client.fetch(query), query.resource_type)
+
+    def _bounded(self, result: dict | None, resource_type: str) -> dict | None:
+        """A fetched searchset that the page or resource bound cut short (it keeps a `next`
+        link) is recorded as not checked in full (issue 11 section 2)."""
+        if isinstance(result, dict) and result.get("resourceType") == "Bundle" and _link(result, "next") is not None:
+            s = self._client.settings if self._client else FhirClientSettings()
+            self.unchecked.add(f"all of the {resource_type} search results",
+                               f"only the first {s.max_pages} pages / {s.max_resources} resources were "
+                               "read (FLUORO_CDS_FHIR_MAX_PAGES, FLUORO_CDS_FHIR_MAX_RESOURCES)",
+                               *affected_by(resource_type))
+        return result
 
     def concurrently(self, calls: Sequence[Callable[[], T]]) -> list[T | DataUnavailable]:
         """hooks.context.FhirData.concurrently: the calls on the process's fetch pool, at most
@@ -576,7 +595,8 @@ class FhirAccess:
                                       "longer result (link next) and the request has no "
                                       "fhirServer to read the rest from")
             self._count()
-            result = self._client.rest_of(value, f"prefetch '{key}' next page")
+            result = self._bounded(self._client.rest_of(value, f"prefetch '{key}' next page"),
+                                   query.resource_type)
             self._fetched[key] = result
             return result
         if _is_usable(value):
@@ -657,7 +677,7 @@ class FhirAccess:
             raise DataUnavailable(f"{resource_type} search is not in prefetch and the request has "
                                   "no fhirServer")
         self._count()
-        result = bundle_resources(self._client.search(resource_type, list(wanted.params)),
-                                  resource_type)
+        result = bundle_resources(self._bounded(self._client.search(resource_type, list(wanted.params)),
+                                                resource_type), resource_type)
         self._fetched[cache_key] = result
         return result

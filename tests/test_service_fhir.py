@@ -120,6 +120,17 @@ def test_reads_and_paged_searches_on_the_real_server(fhir):
     assert len(capped["entry"]) == 3
 
 
+def test_a_search_cut_short_by_the_page_bound_is_recorded_as_not_checked(fhir):
+    access = _access(None, _client(fhir, max_pages=2))
+    found = access.search("Procedure", {"encounter": f"Encounter/{ENCOUNTER}", "_count": "2"})
+    assert len(found) == 4  # two pages of two; the third is not read
+    [gap] = list(access.unchecked)
+    assert "Procedure" in gap.what and "first 2 pages" in gap.why
+    whole = _access(None, _client(fhir))
+    assert len(whole.search("Procedure", {"encounter": f"Encounter/{ENCOUNTER}", "_count": "2"})) == 5
+    assert not whole.unchecked
+
+
 def test_missing_prefetch_is_fetched_with_the_bearer_token(fhir):
     access = _access(None, _client(fhir))
     assert access.prefetched("encounter")["id"] == ENCOUNTER
