@@ -18,6 +18,7 @@ from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
 from .settings import Settings
+from .state import StateError
 from .validation import warm_up
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None,
     Runtime.build(settings, tuple(SERVICES if services is None else services)).install(app)
     warm_up()  # compile every schema now, so the first request is not slow
     register_error_handlers(app)
+    app.register_error_handler(StateError, health.state_unavailable)  # 503, not 500
     install_cors(app, settings)  # before the blueprints: preflights are never authenticated
     app.register_blueprint(cds_hooks.bp)
     app.register_blueprint(health.bp)

@@ -2,6 +2,8 @@
 data and state database usable, else 503 JSON). Never authenticated."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint
 
 from .jsonio import json_response
@@ -9,6 +11,7 @@ from .runtime import runtime
 from .state import StateError
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger("fluoro_cds")
 
 
 @bp.get("/healthz")
@@ -35,3 +38,13 @@ def readyz():
                               "issue": [{"severity": "error", "code": "transient", "diagnostics": p}
                                         for p in problems]}, 503)
     return json_response({"status": "ready", "data": data})
+
+
+def state_unavailable(exc: StateError):
+    """A request that needs the state database while it is down: 503 (retry), never a 500.
+    The message names the error class only (service/state.py keeps URLs out of it)."""
+    from .errors import ApiError, error_response
+
+    log.error("state database unusable: %s", exc)
+    return error_response(ApiError(503, "the state database is unavailable; retry later",
+                                   code="transient", headers={"Retry-After": "5"}))

@@ -20,9 +20,9 @@ class RequestExample:
     topic: str  # the finding code the README says it answers
 
 
-def _table_rows(heading: str) -> list[list[str]]:
-    """The body rows of the first table after `heading` in examples/README.md."""
-    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+def _table_rows(heading: str, root: Path = ROOT) -> list[list[str]]:
+    """The body rows of the first table after `heading` in `root`/examples/README.md."""
+    text = (root / "examples" / "README.md").read_text(encoding="utf-8")
     section = text.split(heading, 1)[1]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     end = next((i for i, line in enumerate(section.splitlines()) if line.startswith("## ")), None)
@@ -31,19 +31,19 @@ def _table_rows(heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
-def request_examples() -> list[RequestExample]:
+def request_examples(root: Path = ROOT) -> list[RequestExample]:
     out = []
-    for file, service, needs, answers in _table_rows("## Requests"):
-        out.append(RequestExample(EXAMPLES / "requests" / _CODE.search(file).group(1),
+    for file, service, needs, answers in _table_rows("## Requests", root):
+        out.append(RequestExample(root / "examples" / "requests" / _CODE.search(file).group(1),
                                   _CODE.search(service).group(1), "FHIR server" in needs,
                                   _CODE.search(answers).group(1)))
     return out
 
 
-def batch_expectations() -> dict[int, tuple[str, object]]:
+def batch_expectations(root: Path = ROOT) -> dict[int, tuple[str, object]]:
     """line -> (claim id, sorted finding codes | ("error", path))."""
     out: dict[int, tuple[str, object]] = {}
-    for line, claim, findings in _table_rows("## Batch"):
+    for line, claim, findings in _table_rows("## Batch", root):
         codes = _CODE.findall(findings)
         if "error" in findings:
             expected: object = ("error", codes[0])

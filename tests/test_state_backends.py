@@ -169,3 +169,22 @@ def test_state_prune_command_reports_an_unusable_database(tmp_path, monkeypatch,
     monkeypatch.setenv("FLUORO_CDS_STATE_DB", str(tmp_path / "dir.sqlite"))
     assert main(["state", "prune"]) == 2
     assert "state database error" in capsys.readouterr().err
+
+
+def test_feedback_while_the_state_database_is_down_is_a_503(tmp_path):
+    import os
+
+    from tests.service_support import make_app
+
+    app = make_app(tmp_path)
+    client = app.test_client()
+    app.config["FLUORO_STATE"].close()
+    for suffix in ("", "-wal", "-shm"):
+        path = str(tmp_path / "state.sqlite") + suffix
+        if os.path.exists(path):
+            os.remove(path)
+    os.mkdir(tmp_path / "state.sqlite")  # the file is replaced by a directory: unusable
+    resp = client.post("/cds-services/fluoroscopy-claim-review/feedback",
+                       json={"feedback": [_feedback("c1")]})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert "state database" in resp.get_json()["error"]
