@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from . import fhir_read as fr
+
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 # Modifiers are CPT (26, 59) or HCPCS Level II (XS, XU, XE, XP, TC) codes; the card contract asks
 # for the CPT system on the modifier Codings we add (docs/contract.md#actions).
@@ -197,8 +199,8 @@ def replace_code(claim: dict, sequence: int, code: str, display: str | None = No
 
 def item_modifiers(item: dict) -> list[str]:
     """Modifier codes of a Claim item (any system)."""
-    return [c.get("code") for cc in item.get("modifier") or [] for c in cc.get("coding") or []
-            if c.get("code")]
+    return [code for i, cc in enumerate(fr.elements(item.get("modifier"), "Claim.item", "modifier"))
+            for _, code in fr.codings(cc, "Claim.item", "modifier", i)]
 
 
 def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:

@@ -27,6 +27,11 @@ _DATETIME_RE = re.compile(
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?")
 
 
+# The memo of the date parsers keeps valid texts only: these lengths bound what it holds (a
+# dateTime's fraction of a second has no length limit in the R4 pattern; nanoseconds suffice).
+MAX_DATETIME_CHARS = 35
+
+
 def invalid(path: str, message: str) -> InvalidResource:
     return InvalidResource(f"{path}: {message}", path)
 
@@ -162,16 +167,17 @@ def fhir_datetime_date(node: Any, path: str, key: str | None = None) -> date | N
 @lru_cache(maxsize=1024)
 def _date_day(text: str) -> date | None:
     """The day of a FHIR ``date`` text (None when partial); ValueError(message) when invalid."""
-    if not _DATE_RE.fullmatch(text):
-        raise ValueError(f"is not a valid FHIR date: {text!r}")
+    if len(text) > 10 or not _DATE_RE.fullmatch(text):
+        raise ValueError("is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")
     return _calendar(text)
 
 
 @lru_cache(maxsize=1024)
 def _datetime_day(text: str) -> date | None:
     """The day of a FHIR ``dateTime`` text (None when partial); ValueError(message) when invalid."""
-    if not _DATETIME_RE.fullmatch(text):
-        raise ValueError(f"is not a valid FHIR dateTime: {text!r}")
+    if len(text) > MAX_DATETIME_CHARS or not _DATETIME_RE.fullmatch(text):
+        raise ValueError("is not a valid FHIR dateTime (YYYY, YYYY-MM, YYYY-MM-DD or "
+                         "YYYY-MM-DDThh:mm:ss[.fff]+zz:zz)")
     return _calendar(text[:10])
 
 
@@ -182,7 +188,7 @@ def _calendar(text: str) -> date | None:
     try:
         return date.fromisoformat(text[:10])
     except ValueError:
-        raise ValueError(f"is not a calendar date: {text[:10]!r}") from None
+        raise ValueError("is not a calendar date (the day does not exist in that month)") from None
 
 
 def period_start(node: Any, path: str, key: str | None = None) -> date | None:
@@ -347,7 +353,7 @@ def validate_full(resource: dict) -> None:
     try:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError, AttributeError):
-        raise invalid(f"{rtype}.resourceType", f"unknown FHIR R4 resource type {rtype!r}") from None
+        raise invalid("resourceType", "is not a FHIR R4 resource type") from None
     try:
         model.model_validate(resource)
     except ValidationError as err:

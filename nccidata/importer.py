@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from .api import SETTINGS
 from .layouts import DME, KINDS, SETTING_KINDS, detect_layout, label_from_name, setting_from_name
 from .readers import BadInput, Source, open_sources
-from .store import ReleaseBuilder, ReleaseInfo, register, remove_release_file
+from .store import ReleaseBuilder, ReleaseInfo, clean_interrupted_imports, register, remove_release_file
 
 SETTING_CHOICES = SETTINGS + (DME,)
 
@@ -58,6 +58,7 @@ def import_paths(db_path: str | Path, paths: Iterable[str | Path], *, setting: s
     """Import `paths` as new releases; all or nothing. Raises BadInput (file and line) on bad
     input, leaving the catalog and the releases in service untouched."""
     groups = plan(paths, setting=setting, label=label, kind=kind)
+    clean_interrupted_imports(db_path)  # what a killed import left (kill -9 runs no cleanup)
     builders: list[ReleaseBuilder] = []
     finished: list[Path] = []
     try:

@@ -124,7 +124,7 @@ class StarterData:
         known = self.places.get(code)
         if known is not None:
             return known
-        if code.isdigit() and 1 <= int(code) <= 99:
+        if len(code) == 2 and code.isdigit() and code != "00":  # CMS POS codes: two digits
             return PlaceOfService(code=code, facility=False, name="(non-facility)",
                                   release=_release("pos", None))
         return None

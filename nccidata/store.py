@@ -250,6 +250,54 @@ class ReleaseBuilder:
                 pass
 
 
+STALE_BUILD_SECONDS = 60.0  # a ".building-" file this old whose lock is free was left by a killed import
+STALE_RELEASE_SECONDS = 3600.0  # a finished release file this old and not in the catalog: the same
+
+
+def _locked(path: Path) -> bool:
+    """True while a ReleaseBuilder has `path` open (it holds SQLite's exclusive lock)."""
+    try:
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            conn.execute("ROLLBACK")
+            return False
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    except sqlite3.Error:
+        return False
+
+
+def clean_interrupted_imports(db_path: str | Path, now: float | None = None) -> list[str]:
+    """Delete what an interrupted import (killed, even with SIGKILL) left in the releases
+    directory: ``.building-*`` files no import holds any more (free lock, older than
+    STALE_BUILD_SECONDS), and release files and pair indexes that no catalog row names, older
+    than STALE_RELEASE_SECONDS (an import between its finish and its catalog switch is younger).
+    Run at the start of every import. Returns the names removed."""
+    directory = releases_dir(db_path)
+    if not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    registered = {r.file for r in read_catalog(db_path)}
+    keep = registered | {str(q.name) for f in registered for q in index_paths(directory / f)}
+    removed = []
+    for path in sorted(directory.iterdir()):
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if path.name.startswith(".building-"):
+            stale = age > STALE_BUILD_SECONDS and (path.name.endswith("-journal") or not _locked(path))
+        else:
+            stale = path.name not in keep and age > STALE_RELEASE_SECONDS
+        if stale and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def remove_release_file(path: str | Path) -> None:
     """Delete an unregistered release file and its pair index, if any."""
     for p in (Path(path), *index_paths(path)):
@@ -569,5 +617,5 @@ class SqliteStore:
         self._local.conns = {}
 
 
-__all__ = ["SqliteStore", "ReleaseBuilder", "ReleaseInfo", "register", "retire", "read_catalog", "pick_release",
+__all__ = ["SqliteStore", "ReleaseBuilder", "clean_interrupted_imports", "ReleaseInfo", "register", "retire", "read_catalog", "pick_release",
            "default_db_path", "releases_dir", "KINDS"]

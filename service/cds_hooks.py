@@ -103,8 +103,8 @@ def validate_request(service: CdsService, body: dict) -> None:
     """`hook` is the service's hook and the body matches its JSON Schema; 400 otherwise."""
     hook = body.get("hook")
     if hook != service.hook:
-        raise ApiError(400, f"service '{service.id}' answers hook '{service.hook}', "
-                            f"not '{str(hook)[:64]}'", expression="$.hook")
+        raise ApiError(400, f"hook must be '{service.hook}' for service '{service.id}'",
+                       expression="$.hook")
     validate(_request_schema(hook), body, "request")
 
 

@@ -131,14 +131,15 @@ def test_procedure_with_empty_id_and_without_id():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("2024-13-45", "is not a valid FHIR date: '2024-13-45'"),
-    ("2024-02-30", "is not a calendar date: '2024-02-30'"),
+    ("2024-13-45", "is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)"),
+    ("2024-02-30", "is not a calendar date (the day does not exist in that month)"),
+    ("2" * 5000, "is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)"),
 ])
 def test_invalid_dates_raise_every_time(text, message):
     for _ in range(3):  # the memo keeps valid days only
         with pytest.raises(InvalidResource) as err:
             fr.fhir_date(text, "Claim.item[1]", "servicedDate")
-        assert str(err.value) == f"Claim.item[1].servicedDate: {message}"
+        assert str(err.value) == f"Claim.item[1].servicedDate: {message}"  # never the value
     with pytest.raises(InvalidResource) as err:
         fr.fhir_datetime_date(text + "T10:00:00Z", "Procedure/p", "performedDateTime")
     assert err.value.path == "Procedure/p.performedDateTime"

@@ -150,3 +150,12 @@ def test_jwt_replay_is_refused_across_gunicorn_workers(tmp_path):
     finally:
         _stop(proc)
         jwks.close()
+
+
+def test_gunicorn_with_the_deploy_config_checks_settings_too(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
+                             "service.app:create_app()"], cwd=tmp_path,
+                            env=_env(tmp_path, FLUORO_CDS_DEFAULTS='{"max-cardz": 1}'),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "FLUORO_CDS_DEFAULTS" in result.stderr

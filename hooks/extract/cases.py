@@ -69,7 +69,7 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
     for p, item in fr.objects(claim.get("item"), "Claim.item"):
         seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
         if seq in seen_seq:
-            raise fr.invalid(f"{p}.sequence", f"duplicate item sequence {seq}")
+            raise fr.invalid(f"{p}.sequence", "duplicate item sequence (each Claim.item.sequence is unique)")
         seen_seq.add(seq)
         code = procedure_code(fr.obj(item.get("productOrService"), p, "productOrService", required=True),
                               p, "productOrService")
@@ -80,7 +80,7 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             value = fr.decimal(qty.get("value"), p, "quantity.value")
             if value is not None:
                 if value < 0 or value > 1e6:
-                    raise fr.invalid(f"{p}.quantity.value", f"units out of range: {value!r}")
+                    raise fr.invalid(f"{p}.quantity.value", "units out of range (a number from 0 to 1000000)")
                 units = int(math.ceil(value))
         serviced_date, serviced_period = item.get("servicedDate"), item.get("servicedPeriod")
         if serviced_date is not None and serviced_period is not None:
@@ -97,7 +97,7 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             s = fr.positive_int(s, p, "diagnosisSequence", j)
             keys = diagnoses.get(s)
             if keys is None:
-                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", f"refers to no Claim.diagnosis with sequence {s}")
+                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", "refers to no Claim.diagnosis sequence")
             dx_keys += keys
         item_encounters = fr.references(item.get("encounter"), p, "encounter")
         encounter_refs += item_encounters
@@ -105,7 +105,7 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         for j, s in enumerate(fr.elements(item.get("careTeamSequence"), p, "careTeamSequence")):
             s = fr.positive_int(s, p, "careTeamSequence", j)
             if s not in care_team:
-                raise fr.invalid(f"{p}.careTeamSequence[{j}]", f"refers to no Claim.careTeam with sequence {s}")
+                raise fr.invalid(f"{p}.careTeamSequence[{j}]", "refers to no Claim.careTeam sequence")
             if care_team[s]:
                 performers.append(care_team[s])
         site = site_of(item.get("bodySite"), p, "bodySite")
@@ -267,7 +267,7 @@ def _order_line(res: dict, path: str, code: str | None = None) -> Line | None:
             value = fr.decimal(qty.get("value"), path, "quantityQuantity.value")
             if value is not None:
                 if value < 0 or value > 1e6:
-                    raise fr.invalid(f"{path}.quantityQuantity.value", f"units out of range: {value!r}")
+                    raise fr.invalid(f"{path}.quantityQuantity.value", "units out of range (a number from 0 to 1000000)")
                 units = int(math.ceil(value))
         kind = "service-request"
     else:

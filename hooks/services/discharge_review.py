@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import cards, rules
+from .. import fhir_read as fr
 from ..context import CLAIM, DOCUMENTATION, PROCEDURES, DataUnavailable, HookRequest
 from ..unchecked import affected_by
 from ..extract import case_from_encounter
@@ -51,9 +52,9 @@ def claims_search(encounter_id: str, patient_id: str) -> dict[str, str]:
 def pick_claim(claims: list[dict]) -> dict | None:
     """The Claim to correct: not cancelled / entered-in-error, preferring one billing 76000,
     then the latest created."""
-    def bills_76000(c):
-        return any(cd.get("code") == "76000" for it in c.get("item") or []
-                   for cd in (it.get("productOrService") or {}).get("coding") or [])
+    def bills_76000(c):  # each element read through fhir_read: a wrong type is a 400 with its path
+        return any(code == "76000" for path, it in fr.objects(c.get("item"), "Claim", "item")
+                   for _, code in fr.codings(it.get("productOrService"), path, "productOrService"))
     live = [c for c in claims if c.get("resourceType") == "Claim"
             and c.get("status") not in ("cancelled", "entered-in-error")]
     if not live:

@@ -32,8 +32,8 @@ def resources_of(value) -> list[dict]:
     """Resources held by a prefetch value: a Bundle's entries, a lone resource, or nothing."""
     if not isinstance(value, dict):
         return []
-    if value.get("resourceType") == "Bundle":
-        return [e["resource"] for e in value.get("entry") or []
+    if value.get("resourceType") == "Bundle":  # Bundle.entry must be an array (else 400 with its path)
+        return [e["resource"] for e in fr.elements(value.get("entry"), "Bundle", "entry")
                 if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     if value.get("resourceType") == "OperationOutcome":
         return []

@@ -1,0 +1,86 @@
+"""Mutated CDS Hooks requests for the fuzz test (tests/test_fuzz.py) and benchmarks/fuzz.py.
+
+Seeds are the realistic scenario requests of all three services (with their prefetch) and a
+feedback body; a mutation puts a value of the wrong JSON type, a huge value, deep nesting or
+nothing at one path of the request (context, Claim, Bundle entries, prefetch values)."""
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any, Iterator
+
+from tests.scenario_fixtures import all_scenarios
+
+FEEDBACK = {"feedback": [{"card": "b7b8d4b4-7c38-4a33-9f3b-6b6b1f2b8d10", "outcome": "overridden",
+                          "overrideReason": {"reason": {"code": "x", "system": "http://example.org"},
+                                             "userComment": "c"},
+                          "outcomeTimestamp": "2024-08-01T10:00:00Z"}]}
+
+
+def seeds() -> list[tuple[str, dict]]:
+    """(URL path, request body) of every JSON scenario request and of one feedback body."""
+    out = []
+    for s in all_scenarios():
+        if s.raw_body is not None or s.fhir_server is not None:
+            continue  # not JSON / needs a FHIR server
+        out.append((f"/cds-services/{s.service_id}", s.request()))
+    ids = sorted({p.rsplit("/", 1)[1] for p, _ in out})
+    out += [(f"/cds-services/{sid}/feedback", FEEDBACK) for sid in ids]
+    return out
+
+
+def paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    """Every path (tuple of keys and indexes) in a JSON value, the root excluded."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield prefix + (k,)
+            yield from paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield prefix + (i,)
+            yield from paths(v, prefix + (i,))
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for i in range(depth):
+        value = [value] if i % 2 else {"a": value}
+    return value
+
+
+REPLACEMENTS: list[Any] = [
+    None, True, False, 0, -1, 1.5, 10 ** 30, "", "x", "9" * 5000, "x" * 100_000, [], [1], [None],
+    {}, {"resourceType": "Bundle"}, {"resourceType": "Claim"}, {"reference": 5},
+    {"coding": "x"}, {"coding": [5]}, [{"resource": 5}], "2024-13-45", "Patient/", "/",
+    "urn:uuid:", nested(20), nested(60), "\u0000\ud7ff", "\U0001f600",
+]
+DELETE = object()
+
+
+def mutate(body: dict, rng: random.Random, count: int = 1) -> dict:
+    """A copy of `body` with `count` paths replaced by one of REPLACEMENTS or deleted."""
+    out = copy.deepcopy(body)
+    for _ in range(count):
+        all_paths = list(paths(out))
+        if not all_paths:
+            break
+        path = rng.choice(all_paths)
+        parent = out
+        for key in path[:-1]:
+            parent = parent[key]
+        choice = rng.choice(REPLACEMENTS + [DELETE])
+        if choice is DELETE:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(choice)
+    return out
+
+
+def check_answer(resp) -> None:
+    """No 5xx; every answer is JSON; every 4xx names an error."""
+    assert resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
+    assert resp.mimetype == "application/json", resp.mimetype
+    body = resp.get_json()
+    assert isinstance(body, dict)
+    if resp.status_code >= 400:
+        assert isinstance(body.get("error"), str) and body["error"], body
