@@ -223,3 +223,27 @@ def test_integral_where_no_ptp_edit_exists_on_the_real_release(real_reference):
         assert f.code == F.FLUOROSCOPY_INTEGRAL and f.fixes[0].action == F.REMOVE_LINE, code
         assert {c.kind for c in f.citations} == {"policy"}, code
         assert "Policy Manual" in " ".join(c.text for c in f.citations), code
+
+
+def test_deleted_codes_agree_with_the_real_tables(real_reference):
+    """Each code of hooks/policy/deleted.tsv has no PTP edit in force on its deletion date in the July
+    2024 tables, no MPFS 2024 row and no MUE; on the real tables it is the code-deleted finding."""
+    from datetime import timedelta
+
+    from hooks.config import resolve
+    from hooks.model import Case, Evidence, Line, Setting
+    from hooks.rules import evaluate, policy
+    deleted = policy().deleted
+    assert "76001" in deleted
+    for code, gone in deleted.items():
+        for setting in ("practitioner", "outpatient-hospital"):
+            assert real_reference.ptp_edits((code, FLUORO), gone.deleted, setting) == [], (code, setting)
+            assert real_reference.ptp_edits((code, FLUORO), gone.deleted - timedelta(days=1), setting), code
+            assert real_reference.mue(code, gone.deleted, setting) is None, code
+        assert real_reference.fee(code, "") is None, code
+        day = gone.deleted + timedelta(days=2000)
+        office = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=("POS 11",))
+        case = Case("claim", office, (Line("Claim.item[0]", code, (), service_date=day, sequence=1),), Evidence(),
+                    default_date=day)
+        (f,) = evaluate(case, real_reference, resolve(None))
+        assert f.code == F.CODE_DELETED and f.fixes[0].action == F.REMOVE_LINE
