@@ -149,12 +149,16 @@ KINDS: dict[str, Kind] = declare([
          priority=45, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (one session, up to 1 hour); NCCI Policy Manual Chapter I, section V "
                 "(MUEs) and Chapter IX, section G: units are per date of service, the code per session"),
+    Kind("code-deleted", "Code deleted on the date of service", "warning",
+         priority=15, rank=None, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"policy"}),
+         source="hooks/policy/deleted.tsv (76001 deleted for 2019: CMS NCCI PTP edits end 2018-12-31; no CMS MPFS 2024 "
+                "or MUE 2024Q3 row)"),
 ])
 
 FINDING_CODES = tuple(KINDS)
 PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE, MODIFIER_26, \
     DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED, PLACE_OF_SERVICE, \
-    SESSION_UNITS = FINDING_CODES
+    SESSION_UNITS, CODE_DELETED = FINDING_CODES
 REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not None), key=lambda c: KINDS[c].rank))
 
 

@@ -395,3 +395,20 @@ def test_every_sibling_row_has_a_source_and_a_with_guidance_code():
     for code, entry in pol.siblings.items():
         assert entry.source and entry.add_on and entry.add_on != code
         assert entry.add_on in pol.integral or entry.add_on in ("62328", "62329"), entry.add_on
+
+
+def test_a_deleted_code_is_removed_and_long_time_stays_duration_exceeded():
+    """Issue 10 s.8: 76001 (deleted 2019-01-01, hooks/policy/deleted.tsv) on a 2024 claim is a
+    code-deleted finding whose fix removes the line; over an hour stays duration-exceeded on 76000."""
+    (f,) = run(line("76001"))  # no 76000 on the claim: still found
+    assert f.code == F.CODE_DELETED and f.lines == ("Claim.item[0]",)
+    assert [(x.action, x.line) for x in f.fixes] == [(F.REMOVE_LINE, "Claim.item[0]")]
+    assert "2019-01-01" in f.summary and any("deleted" in c.text and c.kind == "policy" for c in f.citations)
+    long = replace(DOCS, fluoro_minutes=75)
+    fs = run(line("76000"), line("76001", seq=2), evidence=long)
+    assert codes(fs) == [F.CODE_DELETED, F.DURATION_EXCEEDED]
+    assert fs[0].lines == ("Claim.item[1]",) and fs[1].lines == ("Claim.item[0]",)
+    assert run(line("76001", day=date(2018, 12, 31))) == []  # valid before its deletion
+    assert run(line("76001"), **{"code-deleted": False}) == []
+    assert run(line("99213"), line("76000", seq=2)) == []
+    assert policy().deleted["76001"].deleted == date(2019, 1, 1)

@@ -193,3 +193,57 @@ def test_issue_9_rules_on_the_real_release(real_reference):
     assert f.code == F.PTP_MODIFIER_ALLOWED and f.fixes[0].modifier == "XE" and f.fixes[0].recommended
     (f,) = run(Line("Claim.item[0]", "76000", ("26",), 2, day, sequence=1))
     assert f.code == F.SESSION_UNITS and f.fixes[0].units == 1
+
+
+def test_integral_where_no_ptp_edit_exists_on_the_real_release(real_reference):
+    """Issue 10 s.6: fracture fixation and spinal instrumentation codes have no PTP edit with 76000 in the
+    July 2024 practitioner or outpatient-hospital table (nor in the starter set), yet 76000 with them is
+    suppressed as integral (NCCI Policy Manual general rule), citing the policy entry and no PTP row."""
+    from datetime import date
+
+    from hooks.config import resolve
+    from hooks.model import Case, Evidence, Line, Setting
+    from hooks.rules import evaluate, policy
+    day = date(2024, 8, 5)
+    pol = policy()
+    families = {e.category: e for e in pol.integral.values()}
+    codes = families["fracture-fixation"].codes | families["spinal-instrumentation"].codes
+    assert {"27506", "27759", "27814", "22840", "22848"} <= codes
+    for setting in ("practitioner", "outpatient-hospital"):
+        for data in (real_reference, starter()):
+            with_fluoro = [e for c in codes for e in data.ptp_edits((c, FLUORO), day, setting)]
+            assert with_fluoro == [], setting
+    docs = Evidence(indication=True, fluoro_minutes=5, radiation_dose=True, body_site=True, findings=True,
+                    images_retained=True, signed_interpretation=True)
+    office = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=("POS 11",))
+    for code in sorted(codes):
+        lines = (Line("Claim.item[0]", code, (), service_date=day, sequence=1),
+                 Line("Claim.item[1]", FLUORO, (), service_date=day, sequence=2))
+        (f,) = evaluate(Case("claim", office, lines, docs, default_date=day), real_reference, resolve(None))
+        assert f.code == F.FLUOROSCOPY_INTEGRAL and f.fixes[0].action == F.REMOVE_LINE, code
+        assert {c.kind for c in f.citations} == {"policy"}, code
+        assert "Policy Manual" in " ".join(c.text for c in f.citations), code
+
+
+def test_deleted_codes_agree_with_the_real_tables(real_reference):
+    """Each code of hooks/policy/deleted.tsv has no PTP edit in force on its deletion date in the July
+    2024 tables, no MPFS 2024 row and no MUE; on the real tables it is the code-deleted finding."""
+    from datetime import timedelta
+
+    from hooks.config import resolve
+    from hooks.model import Case, Evidence, Line, Setting
+    from hooks.rules import evaluate, policy
+    deleted = policy().deleted
+    assert "76001" in deleted
+    for code, gone in deleted.items():
+        for setting in ("practitioner", "outpatient-hospital"):
+            assert real_reference.ptp_edits((code, FLUORO), gone.deleted, setting) == [], (code, setting)
+            assert real_reference.ptp_edits((code, FLUORO), gone.deleted - timedelta(days=1), setting), code
+            assert real_reference.mue(code, gone.deleted, setting) is None, code
+        assert real_reference.fee(code, "") is None, code
+        day = gone.deleted + timedelta(days=2000)
+        office = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=("POS 11",))
+        case = Case("claim", office, (Line("Claim.item[0]", code, (), service_date=day, sequence=1),), Evidence(),
+                    default_date=day)
+        (f,) = evaluate(case, real_reference, resolve(None))
+        assert f.code == F.CODE_DELETED and f.fixes[0].action == F.REMOVE_LINE

@@ -94,10 +94,13 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
     """
     pol = policy()
     fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
-    if not fluoro:
-        return []
-    reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     out: list[Finding] = []
+    for code, claim_rule in CLAIM_RULES.items():  # one dict lookup per line (code-deleted)
+        if config.get(KINDS[code].switch, True):
+            out.extend(claim_rule(case, reference, config, pol))
+    if not fluoro:
+        return F.select(out, config) if out else []
+    reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     billable = []
     for review in reviews:
         if not review.problems:
@@ -722,11 +725,45 @@ LINE_RULES: dict[str, Callable[[Case, Sequence[_LineReview], ReferenceData, dict
 }
 
 
-def check_rules(kinds=KINDS, removal=REMOVAL_BUILDERS, line_rules=LINE_RULES) -> None:
+def _deleted_codes(case: Case, reference: ReferenceData, config: dict, pol: Policy) -> list[Finding]:
+    """A line whose code was deleted before its date of service (hooks/policy/deleted.tsv: 76001,
+    deleted for 2019) is not billable: remove it. Fluoroscopy time over an hour stays the
+    duration-exceeded finding of the 76000 line; it is never more units."""
+    out = []
+    for ln in case.lines:
+        gone = pol.deleted.get(ln.code)
+        if gone is None:
+            continue
+        day = ln.service_date or case.default_date
+        if day is not None and day < gone.deleted:
+            continue
+        when = f" on {day.isoformat()}" if day else ""
+        out.append(Finding(
+            code=F.CODE_DELETED, severity=KINDS[F.CODE_DELETED].severity,
+            summary=_clip(f"Remove {ln.code}: the code was deleted on {gone.deleted.isoformat()} and is not valid{when}"),
+            reason=(f"{ln.key} bills **{ln.code}**, a code deleted on {gone.deleted.isoformat()} ({gone.description}); "
+                    f"it is not valid on the date of service{when} and will be rejected. Remove the line; report "
+                    f"{gone.use} once where it is separately reportable, and document fluoroscopy time over one hour "
+                    f"(duration-exceeded) rather than bill it."),
+            lines=(ln.key,), citations=(gone.citation(),),
+            fixes=(Fix(F.REMOVE_LINE, line=ln.key, label=f"Remove {ln.code} (deleted code)"),)))
+    return out
+
+
+# Rules over every line of the claim, run whether or not it bills 76000 (declared without a rank).
+CLAIM_RULES: dict[str, Callable[[Case, ReferenceData, dict, Policy], list[Finding]]] = {
+    F.CODE_DELETED: _deleted_codes,
+}
+
+
+def check_rules(kinds=KINDS, removal=REMOVAL_BUILDERS, line_rules=LINE_RULES, claim_rules=CLAIM_RULES) -> None:
     """Every declared finding has exactly one rule of its sort, and every rule a declaration."""
     want_removal = {c for c, k in kinds.items() if k.rank is not None}
     want_line = set(kinds) - want_removal
-    for sort, want, have in (("removal builder", want_removal, set(removal)), ("line rule", want_line, set(line_rules))):
+    if set(line_rules) & set(claim_rules):
+        raise DeclarationError(f"findings with two rules: {sorted(set(line_rules) & set(claim_rules))}")
+    for sort, want, have in (("removal builder", want_removal, set(removal)),
+                             ("line rule", want_line, set(line_rules) | set(claim_rules))):
         if want != have:
             raise DeclarationError(f"{sort}s: declared without a rule {sorted(want - have)}, "
                                    f"a rule without a declaration {sorted(have - want)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from importlib import resources
 
@@ -72,6 +73,32 @@ class Fact:
 
 
 @dataclass(frozen=True)
+class DeletedCode:
+    """A code not valid on a date of service on or after ``deleted`` (hooks/policy/deleted.tsv)."""
+
+    code: str
+    deleted: date
+    use: str  # what is reported instead, e.g. 76000 for 76001
+    description: str
+    source: str
+    version: str
+
+    def citation(self) -> Citation:
+        """The entry's citation, built on first use and kept on the (immutable) entry."""
+        try:
+            return self.__dict__["_citation"]
+        except KeyError:
+            citation = self.__dict__["_citation"] = Citation(
+                kind="policy",
+                text=(f"fluoro-cds policy 'deleted' v{self.version}: {self.code} not valid on or after "
+                      f"{self.deleted.isoformat()}: {self.description}. Source: {self.source}"),
+                release=f"deleted@{self.version}",
+                details=(("policy", "deleted"), ("version", self.version), ("codes", self.code),
+                         ("deleted", self.deleted.isoformat()), ("source", self.source)))
+            return citation
+
+
+@dataclass(frozen=True)
 class Policy:
     integral: dict[str, PolicyEntry]  # code -> entry
     guidance: dict[str, PolicyEntry]  # primary code -> entry
@@ -79,6 +106,7 @@ class Policy:
     facts: dict[str, Fact]
     siblings: dict[str, PolicyEntry]  # code without guidance -> entry (add_on: the with-guidance code)
     versions: dict[str, str]
+    deleted: dict[str, DeletedCode]  # code -> deletion (hooks/policy/deleted.tsv)
 
 
 def _read(name: str) -> str:
@@ -136,9 +164,12 @@ def policy() -> Policy:
         siblings[row["code"]] = PolicyEntry("siblings", version_s, row["code"], frozenset({row["code"]}),
                                             "with-guidance-sibling", row["description"], row["source"],
                                             add_on=row["with_guidance"])
+    version_d, rows = _tsv("deleted.tsv")
+    deleted = {row["code"]: DeletedCode(row["code"], date.fromisoformat(row["deleted"]), row["use"],
+                                        row["description"], row["source"], version_d) for row in rows}
     raw = json.loads(_read("facts.json"))
     facts = {k: Fact(k, raw["version"], v["text"], v["source"]) for k, v in raw["entries"].items()}
     return Policy(integral=integral, guidance=guidance, guidance_add_ons=tuple(add_ons), facts=facts,
-                  siblings=siblings,
+                  siblings=siblings, deleted=deleted,
                   versions={"integral": version_i, "guidance": version_g, "siblings": version_s,
-                            "facts": raw["version"]})
+                            "deleted": version_d, "facts": raw["version"]})
