@@ -48,8 +48,9 @@ from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 
-from hooks.context import DataUnavailable, SearchRefused, Unchecked
+from hooks.context import DataUnavailable, InvalidResource, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
+from hooks.services.gather import check_fetched
 from hooks.unchecked import affected_by
 
 from . import metrics
@@ -68,6 +69,7 @@ USER_TOKENS = {
 }
 _MISSING = object()
 _UNRESOLVED = object()
+_KEY = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")  # "Type/id" a gap may name
 
 
 # --- fhirServer allowlist --------------------------------------------------------------------
@@ -223,8 +225,20 @@ def _is_usable(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome")
 
 
+def _entries(bundle: dict) -> list[dict]:
+    """A Bundle's entries that are objects (none when `entry` is not an array)."""
+    entries = bundle.get("entry")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _links(bundle: dict) -> list:
+    """A Bundle's `link` elements (none when it is not an array)."""
+    links = bundle.get("link")
+    return links if isinstance(links, list) else []
+
+
 def _link(bundle: dict, relation: str) -> str | None:
-    for link in bundle.get("link") or ():
+    for link in _links(bundle):
         if isinstance(link, dict) and link.get("relation") == relation and isinstance(link.get("url"), str):
             return link["url"]
     return None
@@ -248,8 +262,8 @@ def paginated(value: Any) -> bool:
 def bundle_resources(bundle: dict, resource_type: str | None = None) -> list[dict]:
     """Resources in a Bundle's entries (optionally of one type)."""
     out = []
-    for entry in bundle.get("entry") or ():
-        res = entry.get("resource") if isinstance(entry, dict) else None
+    for entry in _entries(bundle):
+        res = entry.get("resource")
         if isinstance(res, dict) and (resource_type is None or res.get("resourceType") == resource_type):
             out.append(res)
     return out
@@ -406,7 +420,7 @@ class FhirClient:
     def rest_of(self, bundle: dict, what: str) -> dict:
         """The searchset Bundle `bundle` (a first page) with the entries of its `next` pages,
         read from this server (bounded like a search)."""
-        entries = [e for e in bundle.get("entry") or () if isinstance(e, dict)]
+        entries = _entries(bundle)
         url = self._next_link(bundle)
         if url is None:
             return bundle
@@ -428,7 +442,11 @@ class FhirClient:
             body = self._json(resp, what)
             if body.get("resourceType") != "Bundle":
                 raise DataUnavailable(f"the FHIR server answered a {what} with another resource type")
-            entries.extend(e for e in body.get("entry") or () if isinstance(e, dict))
+            for element in ("entry", "link"):
+                if not isinstance(body.get(element) or [], list):
+                    raise DataUnavailable(f"the FHIR server answered a {what} with a Bundle whose "
+                                          f"{element} is not a JSON array")
+            entries.extend(_entries(body))
             pages += 1
             url, query = self._next_link(body), None
             if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
@@ -444,7 +462,7 @@ class FhirClient:
     def _next_link(self, bundle: dict) -> str | None:
         """The normalized URL of the Bundle's `next` link; DataUnavailable when it leaves the
         base URL (compared normalized, as the allowlist compares fhirServer)."""
-        for link in bundle.get("link") or ():
+        for link in _links(bundle):
             if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
                 url = link["url"]
                 if not isinstance(url, str):
@@ -535,7 +553,39 @@ class FhirAccess:
     def _fetch(self, query: Query) -> dict | None:
         assert self._client is not None
         self._count()
-        return self._bounded(self._client.fetch(query), query.resource_type)
+        return self._bounded(self._checked(self._client.fetch(query), query), query.resource_type)
+
+    def _checked(self, result: dict | None, query: Query, start: int = 0) -> dict | None:
+        """A fetched answer after the element checks a handler relies on (gather.check_fetched):
+        an invalid read raises DataUnavailable; the invalid resources of a searchset (its entries
+        from `start` on: those before are the client's first page) are left out and each recorded
+        as not checked. Fetched data is the FHIR server's: never a 400 to the caller (issue 12)."""
+        if result is None:
+            return None
+        if query.is_read:
+            try:
+                check_fetched(result, query.relative())
+            except InvalidResource as exc:
+                raise DataUnavailable(f"the FHIR server's answer is invalid at {exc}") from None
+            return result
+        entries = result.get("entry") or []
+        kept = entries[:start]
+        for i in range(start, len(entries)):
+            res = entries[i].get("resource")
+            if isinstance(res, dict):
+                key = key_of(res)
+                path = key if key and _KEY.fullmatch(key) else f"Bundle.entry[{i}].resource"
+                try:
+                    check_fetched(res, path)
+                except InvalidResource as exc:
+                    rtype = res.get("resourceType")
+                    what = (f"{key} (from the FHIR server)" if path == key else
+                            f"entry {i} of the FHIR server's {query.relative()} answer")
+                    self.unchecked.add(what, f"the FHIR server's answer is invalid at {exc}",
+                                       *affected_by(rtype if isinstance(rtype, str) else query.resource_type))
+                    continue
+            kept.append(entries[i])
+        return result if len(kept) == len(entries) else dict(result, entry=kept)
 
     def _bounded(self, result: dict | None, resource_type: str) -> dict | None:
         """A fetched searchset that the page or resource bound cut short (it keeps a `next`
@@ -595,8 +645,9 @@ class FhirAccess:
                                       "longer result (link next) and the request has no "
                                       "fhirServer to read the rest from")
             self._count()
-            result = self._bounded(self._client.rest_of(value, f"prefetch '{key}' next page"),
-                                   query.resource_type)
+            given = len(_entries(value))  # the client's first page: the client's data
+            result = self._bounded(self._checked(self._client.rest_of(value, f"prefetch '{key}' next page"),
+                                                 query, given), query.resource_type)
             self._fetched[key] = result
             return result
         if _is_usable(value):
@@ -677,7 +728,7 @@ class FhirAccess:
             raise DataUnavailable(f"{resource_type} search is not in prefetch and the request has "
                                   "no fhirServer")
         self._count()
-        result = bundle_resources(self._bounded(self._client.search(resource_type, list(wanted.params)),
-                                                resource_type), resource_type)
+        result = bundle_resources(self._bounded(self._checked(
+            self._client.search(resource_type, list(wanted.params)), wanted), resource_type), resource_type)
         self._fetched[cache_key] = result
         return result
