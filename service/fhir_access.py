@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -290,13 +291,83 @@ _REFUSED = frozenset({400, 422, 501})
 _sessions = threading.local()
 
 
+# --- the deadline on a socket ----------------------------------------------------------------
+# requests' timeouts bound each socket read, not a whole answer: a server sending its status line
+# and headers a byte at a time, each within the read timeout, would hold the call for ever. So
+# each GET is watched: when the hook call's deadline passes, its socket is shut down, which ends
+# any read in progress (headers or body); the GET then fails and is reported as late.
+_watching = threading.local()  # .current: the _Watch of this thread's GET in progress
+
+
+class _Watch:
+    """Shuts down the socket attached to it at monotonic time `at` (or at once if later)."""
+
+    def __init__(self, at: float):
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: Any) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._sock is not None:
+                _shut(self._sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._sock = None
+
+
+def _shut(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched(base: type) -> type:
+    """`base` (a urllib3 connection class) whose socket is attached to the thread's _Watch
+    before the answer is read."""
+    class Watched(base):  # type: ignore[misc, valid-type]
+        def getresponse(self, *args, **kwargs):
+            watch = getattr(_watching, "current", None)
+            if watch is not None and self.sock is not None:
+                watch.attach(self.sock)
+            return super().getresponse(*args, **kwargs)
+    Watched.__name__ = f"Watched{base.__name__}"
+    return Watched
+
+
+class _HttpPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _watched(urllib3.connection.HTTPConnection)
+
+
+class _HttpsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _watched(urllib3.connection.HTTPSConnection)
+
+
 def _session() -> requests.Session:
     """A pooled Session per thread; trust_env off (no proxies or .netrc credentials from the
-    environment), so the bearer token only ever goes to the fhirServer."""
+    environment), so the bearer token only ever goes to the fhirServer; its connections are
+    watched (the deadline on a socket, above)."""
     s = getattr(_sessions, "session", None)
     if s is None:
         s = requests.Session()
         s.trust_env = False
+        adapter = requests.adapters.HTTPAdapter()
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _HttpPool, "https": _HttpsPool}
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
         _sessions.session = s
     return s
 
@@ -331,6 +402,7 @@ class FhirClient:
         timeout = (min(self.settings.connect_timeout, remaining),
                    min(self.settings.read_timeout, remaining))
         status = None  # for the metric: None until the server answered
+        _watching.current = watch = _Watch(self._deadline)
         try:
             resp = _session().get(url, params=params, headers=headers, allow_redirects=False,
                                   timeout=timeout, stream=True)
@@ -347,6 +419,9 @@ class FhirClient:
                 raise self._late() from None
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
                                   f"({type(exc).__name__})") from None
+        finally:
+            watch.cancel()
+            _watching.current = None
         return resp
 
     def _read_body(self, resp: requests.Response) -> bytes:
@@ -363,6 +438,8 @@ class FhirClient:
         while True:
             chunk = resp.raw.read1(65536, decode_content=True)
             if not chunk:
+                if time.monotonic() >= self._deadline:  # the watch shut the socket: cut short
+                    raise self._late()
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:
