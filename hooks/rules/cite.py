@@ -28,7 +28,7 @@ def _source(release: Release) -> str:
     if release.starter:
         where = f" {release.setting}" if release.setting else ""
         return (f"fluoro-cds {STARTER_NOTE} ({release.kind.upper()} {release.label}{where}, authored from CMS "
-                "NCCI facts)")
+                "Medicare NCCI facts)")
     return release.citation()
 
 
