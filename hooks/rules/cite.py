@@ -70,6 +70,15 @@ def aoc(edit: AddOnEdit, primary: str) -> Citation:
                     details=(("add_on", edit.add_on), ("primary", primary), ("edit_type", str(edit.edit_type))))
 
 
+@lru_cache(maxsize=256)
+def aoc_primaries(edit: AddOnEdit) -> Citation:
+    """An add-on edit cited for its primaries as a whole (none of them billed)."""
+    text = (f"{_source(edit.release)}: add-on {edit.add_on} (edit type {edit.edit_type}) is reported only with one "
+            f"of its {len(edit.primaries)} listed primary codes")
+    return Citation(kind="ncci-aoc", text=text, release=edit.release.label, starter=edit.release.starter,
+                    details=(("add_on", edit.add_on), ("primary", ""), ("edit_type", str(edit.edit_type))))
+
+
 def mpfs(*fees: FeeSchedule) -> Citation:
     parts = [f"{f.code}{'-' + f.modifier if f.modifier else ''} PC/TC {f.pctc}, {f.rvu_facility_total} RVU"
              for f in fees]
