@@ -14,7 +14,8 @@ from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
-from .findings import DOCUMENTATION_MISSING, KINDS, Citation, Finding, Fix
+from .config import EXTENSION_PREFIX
+from .findings import DOCUMENTATION_MISSING, KINDS, Citation, Finding, Fix, clip_summary
 from .model import Case
 
 _getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
@@ -56,10 +57,10 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"
 OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
-MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
+MISSING_DOC_EXTENSION = EXTENSION_PREFIX + "missing-documentation"
+LEGACY_MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"  # older name, still sent
 SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
 STARTER_NOTICE = "starter data set, not a CMS release"
-SUMMARY_MAX = 140
 
 DOC_ELEMENT_DISPLAY = {
     "indication": "indication (reason code or linked diagnosis)",
@@ -78,11 +79,6 @@ _DETAIL_LABELS = {
     "modifier_indicator": "modifier indicator", "modifier-indicator": "modifier indicator",
     "mue_units": "MUE units", "mai": "MAI",
 }
-
-
-def _summary(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_MAX else text[:SUMMARY_MAX - 1].rstrip() + "\u2026"
 
 
 @lru_cache(maxsize=4096)
@@ -166,7 +162,7 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
     suggestions = _suggestions(f, case, drafts, new_id)
     card: dict = {
         "uuid": new_id(),
-        "summary": _summary(f.summary),
+        "summary": clip_summary(f.summary),
         "indicator": indicator,
         "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes),
         "source": {"label": service_label,
@@ -180,11 +176,13 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
                                    for c, d in f.override_reasons]
     if f.code == DOCUMENTATION_MISSING:
-        card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing)}
+        card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing),
+                             LEGACY_MISSING_DOC_EXTENSION: list(f.missing)}
         url = config.get("documentation-url") or ""
         if url:
+            # CDS Hooks 2.0 Link.autoLaunchable: the documentation app is opened by the user
             card["links"] = [{"label": "Complete the fluoroscopy documentation", "url": url,
-                              "type": "absolute"}]
+                              "type": "absolute", "autoLaunchable": False}]
     return card
 
 

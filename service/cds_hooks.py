@@ -39,18 +39,24 @@ log = logging.getLogger("fluoro_cds")
 bp = Blueprint("cds_hooks", __name__)
 
 PREFIX = "/cds-services"
+FEEDBACK = "/feedback"
 
 
 # -- step 1: authentication ------------------------------------------------------------------
 @bp.before_app_request
 def authenticate() -> None:
     """With FLUORO_CDS_AUTH=jwt, every /cds-services... call needs a valid client JWT whose
-    ``aud`` is the endpoint's URL; its claims are kept in ``g.jwt_claims``."""
+    ``aud`` is the endpoint's URL (for feedback, the service's URL is accepted too: clients
+    differ on what "the CDS Service endpoint" of feedback is); its claims are kept in
+    ``g.jwt_claims``."""
     rt = runtime()
     if rt.verifier is None or not request.path.startswith(PREFIX):
         return
     base = rt.settings.base_url
-    audience = base.rstrip("/") + request.path if base else request.base_url
+    url = base.rstrip("/") + request.path if base else request.base_url
+    audience: str | tuple[str, ...] = url
+    if request.path.endswith(FEEDBACK) and request.path.count("/") == 3:  # /cds-services/{id}/feedback
+        audience = (url, url[:-len(FEEDBACK)])
     try:
         g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
@@ -101,12 +107,12 @@ def _request_schema(hook: str) -> CompiledSchema:
 
 
 def validate_request(service: CdsService, body: dict) -> None:
-    """`hook` is the service's hook and the body matches its JSON Schema; 400 otherwise."""
-    hook = body.get("hook")
-    if hook != service.hook:
+    """`hook` is the service's hook (or an older name of it) and the body matches its JSON
+    Schema; 400 otherwise."""
+    if not service.accepts(body.get("hook")):
         raise ApiError(400, f"hook must be '{service.hook}' for service '{service.id}'",
                        expression="$.hook")
-    validate(_request_schema(hook), body, "request")
+    validate(_request_schema(service.hook), body, "request")
 
 
 def validate(schema: CompiledSchema, body: dict, what: str, at: str = "$") -> None:
@@ -281,7 +287,7 @@ def invoke(service_id: str) -> Response:
         record_call(rt, call, started)
 
 
-@bp.post(PREFIX + "/<service_id>/feedback")
+@bp.post(PREFIX + "/<service_id>" + FEEDBACK)
 def feedback(service_id: str) -> Response:
     rt = runtime()
     service = rt.service(service_id)

@@ -1,4 +1,8 @@
-"""fluoroscopy-claim-review on the custom hook org.fluorocds.claim-review: reviews a FHIR Claim.
+"""fluoroscopy-claim-review on the custom hook org.fluoro-cds.claim-review: reviews a FHIR Claim.
+
+The hook is defined in docs/hooks/claim-review.md. Its name is the reverse-domain name of the
+project's domain (fluoro-cds.org, that of its URIs); ``org.fluorocds.claim-review``, the name it
+had before, is still accepted.
 
 ``context.claim`` is a Claim, or a Bundle whose first entry is the Claim followed by companions
 (Encounter, Procedures, Observations, DiagnosticReports, ImagingStudies, Locations). The handler
@@ -7,7 +11,8 @@ fetches the clinical resources the Claim references and the Bundle lacks (gather
 An Encounter the Claim references that can be neither found nor fetched is a 412 (nothing to
 review it against); other data that cannot be had is recorded in ``request.unchecked`` (an info
 card says what was not checked; without documentation no documentation card). When the Bundle
-carries the Encounter it is taken as complete: searches it cannot make are skipped. Suggestions carry
+carries the Encounter and there is no fhirServer it is taken as complete: nothing is searched;
+with a fhirServer, a search or read that fails is recorded like any other. Suggestions carry
 one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
@@ -22,14 +27,15 @@ from .base import CdsService
 from .gather import (claim_references, encounter_searches, follow_references, key_of, merge,
                      of_type, or_unchecked, read_refs, search_with_fallback)
 
-CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
+CLAIM_REVIEW_HOOK = "org.fluoro-cds.claim-review"
+LEGACY_CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
 
 REQUIRED = frozenset({"Encounter"})  # without the encounters the Claim names, no review
 
-PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-}
+# No prefetch template: the Claim and its companions come in the context, the rest is read and
+# searched as the Claim references it (a template nothing reads is not declared).
+PREFETCH: dict[str, str] = {}
 
 
 def _patient_of(request: HookRequest, claim: dict) -> str | None:
@@ -44,9 +50,9 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     """The Bundle's companions, the clinical resources the Claim references (its Encounters
     required, the others recorded in ``request.unchecked`` when they cannot be had), the
     encounters' documentation (searched) and second-hop references (Encounter.location,
-    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
-    taken as complete: searches and second-hop reads that cannot be made are skipped; otherwise
-    they are recorded in ``request.unchecked``.
+    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter and
+    the request has no fhirServer it is taken as complete (nothing searched); every search or read
+    that fails is recorded in ``request.unchecked`` (issue 12: never skipped without a word).
     Round trips without prefetch: the reads and the encounters' searches at once, then the
     second-hop reads at once."""
     fhir = request.fhir
@@ -85,14 +91,13 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
         if params["encounter"].split("/", 1)[1] not in held:
             continue  # an Encounter the server does not know: no documentation of it
         if isinstance(found, DataUnavailable):
-            if not complete:
-                unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
-                              str(found), *affected_by(rtype))
+            unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                          str(found), *affected_by(rtype))
             continue
         companions = merge(companions, found)
     have |= {key_of(r) for r in companions}
     extra = [r for r in follow_references(companions) if r not in have]
-    found = read_refs(fhir, (), extra, unchecked=None if complete else unchecked)
+    found = read_refs(fhir, (), extra, unchecked=unchecked)
     return merge(companions, [found[r] for r in extra if r in found])
 
 
@@ -122,4 +127,5 @@ SERVICE = CdsService(
     handler=handle,
     source_label=SERVICE_LABEL,
     required_context=("patientId", "claim"),
+    hook_aliases=(LEGACY_CLAIM_REVIEW_HOOK,),
 )
