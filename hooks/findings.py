@@ -115,13 +115,16 @@ def declare(kinds: Iterable[Kind]) -> dict[str, Kind]:
 
 _DISTINCT = "CMS NCCI Policy Manual for Medicare Services (2024), Chapter I, section E (modifiers and modifier indicators)"
 _PTP = "CMS NCCI PTP edits (column 1 / column 2, modifier indicator), July 2024 release"
+# A removal finding cites the rows of every removal problem of its line ("Also applies"): PTP rows, the AOC
+# row of a guidance add-on, policy entries (found by tests/test_fix_clean.py: 33289 + 10160 + 76000).
+_REMOVAL_CITES = frozenset({"ncci-ptp", "ncci-aoc", "policy"})
 
 KINDS: dict[str, Kind] = declare([
     Kind("ptp-bundled", "76000 bundled by an NCCI PTP edit (modifier indicator 0)", "warning",
-         priority=10, rank=1, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp"}),
+         priority=10, rank=1, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source=_PTP, also="NCCI PTP edit {column1}/76000, modifier indicator {indicator}"),
     Kind("ptp-modifier-allowed", "76000 in an NCCI PTP edit that allows a modifier (indicator 1)", "warning",
-         priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=frozenset({"ncci-ptp"}),
+         priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=_REMOVAL_CITES,
          source=f"{_PTP}; {_DISTINCT}",
          also="NCCI PTP edit {column1}/76000, modifier indicator {indicator}",
          override_reasons=(
@@ -131,7 +134,7 @@ KINDS: dict[str, Kind] = declare([
              ("distinct-indication", "Separate, unrelated service documented"),
              ("payer-policy", "Payer policy allows separate reporting"))),
     Kind("fluoroscopy-integral", "Fluoroscopy is integral to the primary procedure", "warning",
-         priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"policy", "ncci-ptp"}),
+         priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source="hooks/policy/integral.tsv (CPT descriptors; NCCI Policy Manual Chapters IV, VIII, IX)",
          also="fluoroscopy is integral to {partner} (policy)"),
     Kind("use-guidance-code", "A fluoroscopic guidance code applies instead of 76000", "warning",
@@ -152,7 +155,7 @@ KINDS: dict[str, Kind] = declare([
          priority=60, rank=None, fixes=frozenset(), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (up to 1 hour); 76001 deleted (NCCI edits end 2018-12-31)"),
     Kind("modifier-misuse", "Modifier misused on 76000", "warning",
-         priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp", "policy"}),
+         priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source=_DISTINCT, also="{why}"),
     Kind("mue-exceeded", "76000 units over the MUE", "warning",
          priority=40, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}),
