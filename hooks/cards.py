@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
-from .findings import KINDS, Citation, Finding, Fix
+from .findings import KINDS, Citation, Finding, Fix, clip_summary
 from .model import Case
 
 _getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
@@ -59,18 +59,12 @@ OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
 MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
 SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
 STARTER_NOTICE = "starter data set, not a CMS release"
-SUMMARY_MAX = 140
 
 _DETAIL_LABELS = {
     "column1": "column 1", "column_1": "column 1", "column2": "column 2", "column_2": "column 2",
     "modifier_indicator": "modifier indicator", "modifier-indicator": "modifier indicator",
     "mue_units": "MUE units", "mai": "MAI",
 }
-
-
-def _summary(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_MAX else text[:SUMMARY_MAX - 1].rstrip() + "\u2026"
 
 
 @lru_cache(maxsize=4096)
@@ -155,7 +149,7 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
     suggestions = _suggestions(f, case, drafts, new_id)
     card: dict = {
         "uuid": new_id(),
-        "summary": _summary(f.summary),
+        "summary": clip_summary(f.summary),
         "indicator": indicator,
         "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes),
         "source": {"label": service_label,
@@ -173,7 +167,8 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
         link = KINDS[f.code].wording.get("link")
         url = config.get("documentation-url") or ""
         if url and link:
-            card["links"] = [{"label": link, "url": url, "type": "absolute"}]
+            # CDS Hooks 2.0 Link.autoLaunchable: the documentation app is opened by the user
+            card["links"] = [{"label": link, "url": url, "type": "absolute", "autoLaunchable": False}]
     return card
 
 

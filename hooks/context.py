@@ -90,10 +90,15 @@ class FhirData(Protocol):
         """The data of the service's prefetch template `key` (a resource or a searchset Bundle):
         the client's prefetch, else fetched from the FHIR server. None when the template does
         not apply (a prefetch token without value, e.g. no encounterId) or there is no data
-        (the client sent null and the server, if any, has none)."""
+        (the client sent null: taken at its word, the server is not asked)."""
+
+    def client_has_none(self, key: str) -> bool:
+        """True when the client's prefetch for `key` is null (it has no data for it), so that
+        a reason can say what really happened."""
 
     def read(self, reference: str) -> dict | None:
-        """Read "Type/id" from prefetch or the FHIR server; None when the server says 404."""
+        """Read "Type/id" from prefetch or the FHIR server; None when the server says 404 or
+        the client's prefetch for that read is null."""
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
         """Search the FHIR server (all pages, bounded); resources of `resource_type` only.

@@ -30,6 +30,23 @@ DOCUMENT = "document"
 FIX_ACTIONS = frozenset({REMOVE_LINE, REPLACE_CODE, ADD_MODIFIER, REMOVE_MODIFIER, REDUCE_UNITS,
                          SET_PLACE_OF_SERVICE, DOCUMENT})
 CITATION_KINDS = frozenset({"ncci-ptp", "ncci-mue", "ncci-aoc", "mpfs", "policy"})
+
+# CDS Hooks 2.0 Card.summary: "One-sentence, <140-character summary message".
+SUMMARY_MAX = 139
+_ELLIPSIS = "\u2026"
+
+
+def clip_summary(text: str) -> str:
+    """A card summary under 140 characters (CDS Hooks 2.0 Card.summary): whitespace collapsed;
+    a longer text is cut at the last word boundary that leaves room for an ellipsis (a single
+    word longer than that is cut where it must be). The one helper for every card's summary."""
+    text = " ".join(text.split())
+    if len(text) <= SUMMARY_MAX:
+        return text
+    room = SUMMARY_MAX - len(_ELLIPSIS)
+    cut = text[:room + 1].rfind(" ")  # a space right after the room still ends a whole word
+    head = text[:cut] if cut > 0 else text[:room]
+    return head.rstrip(" ,;:-(") + _ELLIPSIS
 SEVERITIES = frozenset({"info", "warning"})  # payment risk is never "critical"
 
 
@@ -381,7 +398,7 @@ class Finding:
 
     code: str  # one of FINDING_CODES
     severity: str  # "info" | "warning" (payment risk is never "critical")
-    summary: str  # at most 140 characters, actionable
+    summary: str  # under 140 characters (clip_summary), actionable
     reason: str  # plain-language markdown explanation
     lines: tuple[str, ...] = ()  # Line.key(s) concerned
     citations: tuple[Citation, ...] = ()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
+from .findings import clip_summary
+
 from .context import (CLAIM, DOCUMENTATION, PROCEDURES, SETTING, DataUnavailable, Gap,
                       Unchecked)
 
@@ -27,7 +29,6 @@ T = TypeVar("T")
 
 TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"  # as hooks.cards.TOPIC_SYSTEM
 TOPIC_CODE = "data-unavailable"
-SUMMARY_LIMIT = 139  # CDS Hooks 2.0: summary "<140 characters"
 
 _EFFECTS = {
     DOCUMENTATION: "fluoroscopy documentation (time, dose, report, images) was not judged",
@@ -74,7 +75,7 @@ def card(unchecked: Unchecked, *, service_label: str, uuid: str) -> dict:
     if effects:
         lines += ["", "So:"] + [f"- {e}" for e in effects]
     lines += ["", "Prefetch the data or give a reachable fhirServer to have it checked."]
-    return {"uuid": uuid, "summary": summary[:SUMMARY_LIMIT], "indicator": "info",
+    return {"uuid": uuid, "summary": clip_summary(summary), "indicator": "info",
             "detail": "\n".join(lines),
             "source": {"label": service_label,
                        "topic": {"system": TOPIC_SYSTEM, "code": TOPIC_CODE,

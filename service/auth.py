@@ -3,16 +3,19 @@
 Every call (discovery, service, feedback) carries ``Authorization: Bearer <JWT>`` signed by the
 CDS client. Checks, in order (each failure is a 401 with ``WWW-Authenticate: Bearer``):
 
-* header: ``alg`` is ES384 or RS384 (the algorithms 2.0 recommends; never ``none`` or HMAC, which
-  2.0 forbids), ``kid`` present, ``typ`` (when present) is ``JWT``;
+* header: ``alg`` is one of FLUORO_CDS_JWT_ALGORITHMS (default ES384 and RS384, the algorithms
+  2.0 recommends; ES256 and RS256 may be allowed; never ``none`` or HMAC, which 2.0 forbids),
+  ``kid`` present, ``typ`` (when present) is ``JWT``;
 * ``iss`` is on the issuer allowlist FLUORO_CDS_TRUSTED_ISSUERS (issuer -> JWKS URL; 2.0: "CDS
   Services SHOULD maintain an allowlist of the iss and jku fields");
 * the key: from the issuer's JWKS (PyJWKClient, cached). A ``jku`` header is honoured only when
   it is that issuer's configured JWKS URL or on FLUORO_CDS_JKU_ALLOWLIST; the ``kid`` must be in
   the set, and the key must suit ``alg``;
 * signature; ``aud`` (string or array) contains this endpoint's URL (2.0: "the URL of the CDS
-  Service endpoint being invoked"); ``exp`` not passed; ``iat`` not in the future (both with
-  FLUORO_CDS_JWT_LEEWAY seconds); ``exp - iat`` at most FLUORO_CDS_JWT_MAX_LIFETIME;
+  Service endpoint being invoked"; for feedback, the service's URL is accepted as well as its
+  ``/feedback`` URL); ``exp`` not passed; ``iat`` and ``nbf`` not in the future (each with
+  FLUORO_CDS_JWT_LEEWAY seconds, each reported by name); ``exp - iat`` at most
+  FLUORO_CDS_JWT_MAX_LIFETIME;
 * ``jti`` present and never seen before (replay cache: in memory, and in the state SQLite DB so
   every gunicorn worker sees it), kept until the token expires.
 
@@ -33,8 +36,10 @@ from .state import StateStore
 
 log = logging.getLogger("fluoro_cds.auth")
 
-ALGORITHMS = ("ES384", "RS384")
-_KEY_TYPES = {"ES384": "EC", "RS384": "RSA"}
+from .settings import JWT_ALGORITHMS as _KEY_TYPES  # alg -> JWK key type (kty)
+
+# the EC curve each ES algorithm signs with (RFC 7518 section 3.4)
+_CURVES = {"ES256": "P-256", "ES384": "P-384"}
 
 
 MAX_TOKEN_CHARS = 16 * 1024  # a CDS client JWT is well under 2 kB; longer ones are not decoded
@@ -80,6 +85,7 @@ class JwtVerifier:
     """Verifies CDS client JWTs for one deployment (thread-safe; one per app)."""
 
     def __init__(self, settings: Settings, state: StateStore):
+        self.algorithms = tuple(settings.jwt_algorithms)
         self.issuers = dict(settings.trusted_issuers)
         self.jku_allowlist = frozenset(settings.jku_allowlist)
         self.leeway = settings.jwt_leeway
@@ -99,8 +105,9 @@ class JwtVerifier:
                 self._clients[url] = client
             return client
 
-    def verify(self, authorization: str | None, audience: str) -> dict:
-        """The verified claims of the request's bearer JWT; AuthError otherwise."""
+    def verify(self, authorization: str | None, audience: str | tuple[str, ...]) -> dict:
+        """The verified claims of the request's bearer JWT (its ``aud`` holding `audience`, or one
+        of them); AuthError otherwise."""
         scheme, _, token = (authorization or "").strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -123,8 +130,8 @@ class JwtVerifier:
         if not isinstance(header, dict) or not isinstance(unverified, dict):
             raise AuthError("the bearer token is not a well-formed JWT")
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise AuthError(f"JWT alg must be one of {', '.join(ALGORITHMS)}")
+        if alg not in self.algorithms:
+            raise AuthError(f"JWT alg must be one of {', '.join(self.algorithms)}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("JWT header has no kid")
@@ -148,7 +155,7 @@ class JwtVerifier:
             raise
 
     def _check(self, token: str, header: dict, issuer: str, jwks_url: str, kid: str, alg: str,
-               audience: str) -> dict:
+               audience: str | tuple[str, ...]) -> dict:
         """Key, signature and claims of a token from a trusted issuer."""
         try:
             signing_key = self._jwks(jwks_url).get_signing_key(kid)
@@ -165,10 +172,14 @@ class JwtVerifier:
             raise AuthError("JWT alg does not match the key type")
         if jwk.get("alg") and jwk["alg"] != alg:
             raise AuthError("JWT alg does not match the key's alg")
-        try:
-            claims = jwt.decode(token, signing_key.key, algorithms=[alg], audience=audience,
+        if jwk.get("crv") and alg in _CURVES and jwk["crv"] != _CURVES[alg]:
+            raise AuthError("JWT alg does not match the key's curve")
+        try:  # nbf is checked below, so that its failure is reported as nbf
+            claims = jwt.decode(token, signing_key.key, algorithms=[alg],
+                                audience=list(audience) if isinstance(audience, tuple) else audience,
                                 issuer=issuer, leeway=self.leeway,
-                                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+                                options={"require": ["iss", "aud", "exp", "iat", "jti"],
+                                         "verify_nbf": False})
         except jwt.ExpiredSignatureError:
             raise AuthError("JWT has expired") from None
         except jwt.InvalidAudienceError:
@@ -182,9 +193,14 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"JWT is invalid ({type(exc).__name__})") from None
         jti, exp, iat = claims.get("jti"), claims["exp"], claims["iat"]
-        for name, value in (("exp", exp), ("iat", iat)):  # PyJWT's iat check takes "123" too
+        nbf = claims.get("nbf")
+        for name, value in (("exp", exp), ("iat", iat), ("nbf", nbf)):  # PyJWT's iat check takes "123" too
+            if name == "nbf" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise AuthError(f"JWT {name} must be a number (NumericDate, RFC 7519 section 2)")
+        if nbf is not None and nbf > time.time() + self.leeway:
+            raise AuthError("JWT nbf is in the future (not valid yet)")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise AuthError("JWT jti must be a non-empty string")
         if exp - iat > self.max_lifetime:

@@ -39,18 +39,24 @@ log = logging.getLogger("fluoro_cds")
 bp = Blueprint("cds_hooks", __name__)
 
 PREFIX = "/cds-services"
+FEEDBACK = "/feedback"
 
 
 # -- step 1: authentication ------------------------------------------------------------------
 @bp.before_app_request
 def authenticate() -> None:
     """With FLUORO_CDS_AUTH=jwt, every /cds-services... call needs a valid client JWT whose
-    ``aud`` is the endpoint's URL; its claims are kept in ``g.jwt_claims``."""
+    ``aud`` is the endpoint's URL (for feedback, the service's URL is accepted too: clients
+    differ on what "the CDS Service endpoint" of feedback is); its claims are kept in
+    ``g.jwt_claims``."""
     rt = runtime()
     if rt.verifier is None or not request.path.startswith(PREFIX):
         return
     base = rt.settings.base_url
-    audience = base.rstrip("/") + request.path if base else request.base_url
+    url = base.rstrip("/") + request.path if base else request.base_url
+    audience: str | tuple[str, ...] = url
+    if request.path.endswith(FEEDBACK) and request.path.count("/") == 3:  # /cds-services/{id}/feedback
+        audience = (url, url[:-len(FEEDBACK)])
     try:
         g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
@@ -281,7 +287,7 @@ def invoke(service_id: str) -> Response:
         record_call(rt, call, started)
 
 
-@bp.post(PREFIX + "/<service_id>/feedback")
+@bp.post(PREFIX + "/<service_id>" + FEEDBACK)
 def feedback(service_id: str) -> Response:
     rt = runtime()
     service = rt.service(service_id)

@@ -14,9 +14,10 @@ Reading of the specification for the prefetch values (documented in docs/service
 * key absent: the client chose not to (or could not) prefetch it -> the service fetches it itself
   from ``fhirServer``; with no server the data is unavailable (DataUnavailable -> 412).
 * ``null``: the client had no data for the key (2.0: "If the CDS Client has no data to populate a
-  template prefetch key, the prefetch template key MUST have a value of null"). With a usable
-  ``fhirServer`` the service re-checks it there (a client may also send null when it could not
-  fetch); if that fails, or there is no server, null is taken at its word: no data (None / []).
+  template prefetch key, the prefetch template key MUST have a value of null"). Taken at its
+  word, with or without ``fhirServer``, by ``prefetched``, ``read`` and ``search`` alike: no
+  data (None / []), no server call (a client that could not prefetch omits the key or sends an
+  OperationOutcome instead).
 * an ``OperationOutcome`` (2.0 allows a client to send one when prefetching failed): treated as
   absent - fetched from ``fhirServer`` when possible, otherwise unavailable.
 * a Bundle whose ``self`` link still holds a template token (``{{context.encounterId}}``, also
@@ -601,15 +602,8 @@ class FhirAccess:
             return result
         if _is_usable(value):
             return value
-        if value is None:  # null: no data, re-checked on the server when there is one
-            result = None
-            if self._client is not None:
-                try:
-                    result = self._fetch(query)
-                except DataUnavailable as exc:
-                    log.info("prefetch '%s' was null and the server re-check failed: %s", key, exc)
-            self._fetched[key] = result
-            return result
+        if value is None:  # null: the client has no data for the key (2.0), taken at its word
+            return None
         if self._client is None:  # absent or an OperationOutcome, nothing to fetch from
             why = ("was not prefetched" if value is _MISSING else
                    "was prefetched from an unresolved template" if value is _UNRESOLVED else
@@ -619,6 +613,10 @@ class FhirAccess:
         result = self._fetch(query)
         self._fetched[key] = result
         return result
+
+    def client_has_none(self, key: str) -> bool:
+        """True when the client's prefetch for `key` is null: it has no data for it (2.0)."""
+        return key in self._prefetch and self._prefetch[key] is None
 
     def _prefetch_index(self) -> dict[str, dict]:
         """"Type/id" -> resource over every usable prefetch value (Bundles: their entries)."""
@@ -651,8 +649,7 @@ class FhirAccess:
         if found is not None:
             return found
         for key, q in self.queries().items():
-            if q == query and key in self._prefetch and self._prefetch[key] is None \
-                    and self._client is None:
+            if q == query and self.client_has_none(key):
                 return None  # the client said there is no such resource
         cache_key = "read:" + ref
         if cache_key in self._fetched:

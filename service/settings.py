@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from platformdirs import user_data_dir
 from hooks.config import ConfigError, resolve
 
 from .fhir_access import normalize_base
+
+
+# An HTTP field name (RFC 9110 section 5.1: a token), as FLUORO_CDS_CORS_ALLOW_HEADERS lists them.
+HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+
+
+# JWT algorithms a deployment may allow (FLUORO_CDS_JWT_ALGORITHMS) -> the JWK key type they use.
+# CDS Hooks 2.0 "Trusting CDS Clients": ES384 and RS384 SHOULD be supported (the default);
+# ES256 / RS256 for clients that sign with those. Never "none" nor HMAC (2.0 forbids them).
+JWT_ALGORITHMS = {"ES384": "EC", "RS384": "RSA", "ES256": "EC", "RS256": "RSA"}
+DEFAULT_JWT_ALGORITHMS = ("ES384", "RS384")
 
 
 class SettingsError(ValueError):
@@ -63,7 +75,9 @@ class Settings:
     jku_allowlist: tuple[str, ...] = ()  # FLUORO_CDS_JKU_ALLOWLIST: extra jku URLs honoured
     jwt_leeway: int = 30  # FLUORO_CDS_JWT_LEEWAY seconds of clock skew for exp / iat
     jwt_max_lifetime: int = 3600  # FLUORO_CDS_JWT_MAX_LIFETIME: longest exp - iat accepted
+    jwt_algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS  # FLUORO_CDS_JWT_ALGORITHMS
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
+    cors_allow_headers: tuple[str, ...] = ()  # FLUORO_CDS_CORS_ALLOW_HEADERS: () = what the preflight asks
     state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
     admin_token: str | None = field(default=None, repr=False)  # FLUORO_CDS_ADMIN_TOKEN: /admin/report
     log_format: str = "text"  # FLUORO_CDS_LOG_FORMAT: text (terminal) | json (one object per line)
@@ -96,7 +110,16 @@ class Settings:
         numbers = {name: _number(env, name) for name in NUMBERS}
         cors = tuple(o.strip().rstrip("/") for o in env.get("FLUORO_CDS_CORS_ORIGINS", "*").split(",")
                      if o.strip()) or ("*",)
+        allow_headers = tuple(h.strip() for h in env.get("FLUORO_CDS_CORS_ALLOW_HEADERS", "").split(",")
+                              if h.strip())
+        if any(not re.fullmatch(HEADER_NAME, h) for h in allow_headers):
+            raise SettingsError("FLUORO_CDS_CORS_ALLOW_HEADERS must be comma-separated HTTP header names")
         jku = tuple(u.strip() for u in env.get("FLUORO_CDS_JKU_ALLOWLIST", "").split(",") if u.strip())
+        algorithms = tuple(a.strip() for a in env.get("FLUORO_CDS_JWT_ALGORITHMS", "").split(",")
+                           if a.strip()) or DEFAULT_JWT_ALGORITHMS
+        if any(a not in JWT_ALGORITHMS for a in algorithms):
+            raise SettingsError("FLUORO_CDS_JWT_ALGORITHMS must be comma-separated JWT algorithms "
+                                f"among {', '.join(JWT_ALGORITHMS)}")
         if auth == "jwt" and not issuers:
             raise SettingsError("FLUORO_CDS_AUTH=jwt needs FLUORO_CDS_TRUSTED_ISSUERS "
                                 '(a JSON object: issuer -> JWKS URL)')
@@ -132,7 +155,9 @@ class Settings:
             jku_allowlist=jku,
             jwt_leeway=int(numbers["FLUORO_CDS_JWT_LEEWAY"]),
             jwt_max_lifetime=int(numbers["FLUORO_CDS_JWT_MAX_LIFETIME"]),
+            jwt_algorithms=tuple(dict.fromkeys(algorithms)),
             cors_origins=cors,
+            cors_allow_headers=allow_headers,
             state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
             admin_token=admin_token,
             log_format=log_format,

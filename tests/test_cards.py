@@ -109,7 +109,8 @@ def test_documentation_missing_extension_and_link():
     assert card["extension"] == {"fluoro-cds.missing-documentation": ["fluoroscopy-time",
                                                                       "radiation-dose"]}
     assert card["links"] == [{"label": "Complete the fluoroscopy documentation",
-                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute"}]
+                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute",
+                              "autoLaunchable": False}]
     assert "suggestions" not in card and "selectionBehavior" not in card
     assert card["indicator"] == "info"
     assert "fluoroscopy time" in card["detail"] and "Document fluoroscopy time" in card["detail"]

@@ -73,7 +73,8 @@ def test_documentation_url_and_max_cards_through_the_request_configuration(clien
     [card] = cards
     assert card["source"]["topic"]["code"] == "documentation-missing"
     assert card["links"] == [{"label": "Complete the fluoroscopy documentation",
-                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute"}]
+                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute",
+                                  "autoLaunchable": False}]
 
 
 def test_switching_a_finding_off_removes_its_card(client):

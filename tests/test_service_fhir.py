@@ -175,11 +175,12 @@ def test_prefetch_is_used_first_and_null_and_operation_outcome_follow_the_spec(f
     assert no_server.prefetched("encounter") is None
     assert no_server.search("Procedure", {"encounter": ENCOUNTER}) == []
     assert no_server.read(f"Encounter/{ENCOUNTER}") is None
-    # 3. null with a server: re-checked there
-    rechecked = _access({"encounter": None}, _client(fhir))
-    assert rechecked.prefetched("encounter")["id"] == ENCOUNTER
-    # ... and a failing re-check falls back to "no data" rather than 412
-    assert _access({"encounter": None}, _client(fhir, token="bad")).prefetched("encounter") is None
+    # 3. null with a server: taken at its word too (no data, no server call), by every method
+    trusted = _access({"encounter": None, "procedures": None}, _client(fhir))
+    assert trusted.prefetched("encounter") is None and trusted.client_has_none("encounter")
+    assert trusted.read(f"Encounter/{ENCOUNTER}") is None
+    assert trusted.search("Procedure", {"encounter": ENCOUNTER}) == []
+    assert trusted.fetch_count == 0
     # 4. an OperationOutcome (prefetch failed): fetched when possible, else unavailable
     oo = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     assert _access({"encounter": oo}, _client(fhir)).prefetched("encounter")["id"] == ENCOUNTER

@@ -10,6 +10,17 @@ from ..findings import Citation
 STARTER_NOTE = "starter set, not a CMS release"
 INDICATOR_MEANING = {"0": "no modifier allowed", "1": "an NCCI-associated modifier may bypass when distinct",
                      "9": "not applicable"}
+# Which NCCI PTP table a claim gets, and why (issue 10 s.8; docs/rules.md "Setting"): the practitioner
+# table for professional claims (physicians, non-physician practitioners and ambulatory surgical centers),
+# the hospital table for institutional outpatient claims (OPPS, applied in the Outpatient Code Editor).
+# Sources: CMS "Medicare NCCI Procedure to Procedure (PTP) Edits" page (Practitioner PTP Edits, Hospital
+# PTP Edits); NCCI Policy Manual for Medicare Services, Introduction.
+PTP_TABLE_RULE = {
+    "practitioner": "practitioner table: professional claim, ASC claims included (CMS Medicare NCCI PTP "
+                    "Edits page; NCCI Policy Manual, Introduction)",
+    "outpatient-hospital": "hospital table: institutional outpatient claim, OPPS / Outpatient Code Editor (CMS "
+                           "Medicare NCCI PTP Edits page; NCCI Policy Manual, Introduction)",
+}
 
 
 def _source(release: Release) -> str:
@@ -29,8 +40,10 @@ def ptp(edit: PtpEdit) -> Citation:
         dates += f", effective {edit.effective.isoformat()}"
     if edit.deletion:
         dates += f", deleted after {edit.deletion.isoformat()}"
+    table = PTP_TABLE_RULE.get(edit.release.setting or "")
     text = (f"{_source(edit.release)}: column 1 {edit.column1} / column 2 {edit.column2}, modifier indicator "
-            f"{edit.modifier_indicator} ({meaning}), rationale \"{edit.rationale}\"{dates}")
+            f"{edit.modifier_indicator} ({meaning}), rationale \"{edit.rationale}\"{dates}"
+            + (f"; {table}" if table else ""))
     return Citation(kind="ncci-ptp", text=text, release=edit.release.label, starter=edit.release.starter,
                     details=(("column1", edit.column1), ("column2", edit.column2),
                              ("modifier_indicator", edit.modifier_indicator), ("rationale", edit.rationale),

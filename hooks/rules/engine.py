@@ -241,8 +241,7 @@ def _dedupe(citations: Sequence[Citation]) -> tuple[Citation, ...]:
     return tuple(seen.values())
 
 
-def _clip(text: str, limit: int = 140) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+_clip = F.clip_summary  # card summaries: under 140 characters, cut at a word boundary
 
 
 class _Removal:

@@ -1,8 +1,8 @@
 """Gathering the FHIR data a handler needs: prefetch first, then the FHIR server.
 
-CDS Hooks 2.0 (https://cds-hooks.hl7.org/2.0/#prefetch-template): a prefetch key that is absent or
-null means the client did not prefetch it, and the service fetches it from ``fhirServer``
-itself. :class:`hooks.context.DataUnavailable` (answered 412) is raised only for data that is
+CDS Hooks 2.0 (https://cds-hooks.hl7.org/2.0/#prefetch-template): a prefetch key that is absent
+means the client did not prefetch it, and the service fetches it from ``fhirServer`` itself; a
+null one means the client has no data for it, taken at its word. :class:`hooks.context.DataUnavailable` (answered 412) is raised only for data that is
 needed and can be neither found nor fetched; callers decide what is needed.
 
 What to fetch is planned here too: :func:`claim_references` (a Claim's first-hop references),
@@ -171,10 +171,14 @@ def or_unchecked(unchecked: Unchecked, result: T | DataUnavailable, what: str, d
 
 
 def not_found(fhir: FhirData, reference: str, key: str) -> DataUnavailable:
-    """The 412 reason for a needed resource that came back as None: what really happened."""
+    """The 412 reason for a needed resource that came back as None: what really happened
+    (the client's prefetch said there is none, or the server answered 404/410)."""
+    if fhir.client_has_none(key):
+        return DataUnavailable(f"the client's prefetch '{key}' is null: the CDS client has no "
+                               f"{reference} (CDS Hooks 2.0: null means no data)")
     if fhir.has_server:
         return DataUnavailable(f"{reference} was not found on the FHIR server (HTTP 404/410)")
-    return DataUnavailable(f"the client's prefetch '{key}' says there is no {reference} (null) "
+    return DataUnavailable(f"{reference} is not in the request's prefetch "
                            "and the request has no fhirServer")
 
 
