@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -49,8 +50,9 @@ from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 
-from hooks.context import DataUnavailable, SearchRefused, Unchecked
+from hooks.context import DataUnavailable, InvalidResource, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
+from hooks.services.gather import check_fetched
 from hooks.unchecked import affected_by
 
 from . import metrics
@@ -69,6 +71,7 @@ USER_TOKENS = {
 }
 _MISSING = object()
 _UNRESOLVED = object()
+_KEY = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")  # "Type/id" a gap may name
 
 
 # --- fhirServer allowlist --------------------------------------------------------------------
@@ -224,8 +227,20 @@ def _is_usable(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome")
 
 
+def _entries(bundle: dict) -> list[dict]:
+    """A Bundle's entries that are objects (none when `entry` is not an array)."""
+    entries = bundle.get("entry")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _links(bundle: dict) -> list:
+    """A Bundle's `link` elements (none when it is not an array)."""
+    links = bundle.get("link")
+    return links if isinstance(links, list) else []
+
+
 def _link(bundle: dict, relation: str) -> str | None:
-    for link in bundle.get("link") or ():
+    for link in _links(bundle):
         if isinstance(link, dict) and link.get("relation") == relation and isinstance(link.get("url"), str):
             return link["url"]
     return None
@@ -249,8 +264,8 @@ def paginated(value: Any) -> bool:
 def bundle_resources(bundle: dict, resource_type: str | None = None) -> list[dict]:
     """Resources in a Bundle's entries (optionally of one type)."""
     out = []
-    for entry in bundle.get("entry") or ():
-        res = entry.get("resource") if isinstance(entry, dict) else None
+    for entry in _entries(bundle):
+        res = entry.get("resource")
         if isinstance(res, dict) and (resource_type is None or res.get("resourceType") == resource_type):
             out.append(res)
     return out
@@ -277,13 +292,83 @@ _REFUSED = frozenset({400, 422, 501})
 _sessions = threading.local()
 
 
+# --- the deadline on a socket ----------------------------------------------------------------
+# requests' timeouts bound each socket read, not a whole answer: a server sending its status line
+# and headers a byte at a time, each within the read timeout, would hold the call for ever. So
+# each GET is watched: when the hook call's deadline passes, its socket is shut down, which ends
+# any read in progress (headers or body); the GET then fails and is reported as late.
+_watching = threading.local()  # .current: the _Watch of this thread's GET in progress
+
+
+class _Watch:
+    """Shuts down the socket attached to it at monotonic time `at` (or at once if later)."""
+
+    def __init__(self, at: float):
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: Any) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._sock is not None:
+                _shut(self._sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._sock = None
+
+
+def _shut(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched(base: type) -> type:
+    """`base` (a urllib3 connection class) whose socket is attached to the thread's _Watch
+    before the answer is read."""
+    class Watched(base):  # type: ignore[misc, valid-type]
+        def getresponse(self, *args, **kwargs):
+            watch = getattr(_watching, "current", None)
+            if watch is not None and self.sock is not None:
+                watch.attach(self.sock)
+            return super().getresponse(*args, **kwargs)
+    Watched.__name__ = f"Watched{base.__name__}"
+    return Watched
+
+
+class _HttpPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _watched(urllib3.connection.HTTPConnection)
+
+
+class _HttpsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _watched(urllib3.connection.HTTPSConnection)
+
+
 def _session() -> requests.Session:
     """A pooled Session per thread; trust_env off (no proxies or .netrc credentials from the
-    environment), so the bearer token only ever goes to the fhirServer."""
+    environment), so the bearer token only ever goes to the fhirServer; its connections are
+    watched (the deadline on a socket, above)."""
     s = getattr(_sessions, "session", None)
     if s is None:
         s = requests.Session()
         s.trust_env = False
+        adapter = requests.adapters.HTTPAdapter()
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _HttpPool, "https": _HttpsPool}
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
         _sessions.session = s
     return s
 
@@ -318,6 +403,7 @@ class FhirClient:
         timeout = (min(self.settings.connect_timeout, remaining),
                    min(self.settings.read_timeout, remaining))
         status = None  # for the metric: None until the server answered
+        _watching.current = watch = _Watch(self._deadline)
         try:
             resp = _session().get(url, params=params, headers=headers, allow_redirects=False,
                                   timeout=timeout, stream=True)
@@ -334,6 +420,9 @@ class FhirClient:
                 raise self._late() from None
             raise DataUnavailable(f"the FHIR server {self.base_url} could not be reached "
                                   f"({type(exc).__name__})") from None
+        finally:
+            watch.cancel()
+            _watching.current = None
         return resp
 
     def _read_body(self, resp: requests.Response) -> bytes:
@@ -350,6 +439,8 @@ class FhirClient:
         while True:
             chunk = resp.raw.read1(65536, decode_content=True)
             if not chunk:
+                if time.monotonic() >= self._deadline:  # the watch shut the socket: cut short
+                    raise self._late()
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:
@@ -407,7 +498,7 @@ class FhirClient:
     def rest_of(self, bundle: dict, what: str) -> dict:
         """The searchset Bundle `bundle` (a first page) with the entries of its `next` pages,
         read from this server (bounded like a search)."""
-        entries = [e for e in bundle.get("entry") or () if isinstance(e, dict)]
+        entries = _entries(bundle)
         url = self._next_link(bundle)
         if url is None:
             return bundle
@@ -429,7 +520,11 @@ class FhirClient:
             body = self._json(resp, what)
             if body.get("resourceType") != "Bundle":
                 raise DataUnavailable(f"the FHIR server answered a {what} with another resource type")
-            entries.extend(e for e in body.get("entry") or () if isinstance(e, dict))
+            for element in ("entry", "link"):
+                if not isinstance(body.get(element) or [], list):
+                    raise DataUnavailable(f"the FHIR server answered a {what} with a Bundle whose "
+                                          f"{element} is not a JSON array")
+            entries.extend(_entries(body))
             pages += 1
             url, query = self._next_link(body), None
             if url and (pages >= self.settings.max_pages or len(entries) >= self.settings.max_resources):
@@ -445,7 +540,7 @@ class FhirClient:
     def _next_link(self, bundle: dict) -> str | None:
         """The normalized URL of the Bundle's `next` link; DataUnavailable when it leaves the
         base URL (compared normalized, as the allowlist compares fhirServer)."""
-        for link in bundle.get("link") or ():
+        for link in _links(bundle):
             if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
                 url = link["url"]
                 if not isinstance(url, str):
@@ -536,7 +631,39 @@ class FhirAccess:
     def _fetch(self, query: Query) -> dict | None:
         assert self._client is not None
         self._count()
-        return self._bounded(self._client.fetch(query), query.resource_type)
+        return self._bounded(self._checked(self._client.fetch(query), query), query.resource_type)
+
+    def _checked(self, result: dict | None, query: Query, start: int = 0) -> dict | None:
+        """A fetched answer after the element checks a handler relies on (gather.check_fetched):
+        an invalid read raises DataUnavailable; the invalid resources of a searchset (its entries
+        from `start` on: those before are the client's first page) are left out and each recorded
+        as not checked. Fetched data is the FHIR server's: never a 400 to the caller (issue 12)."""
+        if result is None:
+            return None
+        if query.is_read:
+            try:
+                check_fetched(result, query.relative())
+            except InvalidResource as exc:
+                raise DataUnavailable(f"the FHIR server's answer is invalid at {exc}") from None
+            return result
+        entries = result.get("entry") or []
+        kept = entries[:start]
+        for i in range(start, len(entries)):
+            res = entries[i].get("resource")
+            if isinstance(res, dict):
+                key = key_of(res)
+                path = key if key and _KEY.fullmatch(key) else f"Bundle.entry[{i}].resource"
+                try:
+                    check_fetched(res, path)
+                except InvalidResource as exc:
+                    rtype = res.get("resourceType")
+                    what = (f"{key} (from the FHIR server)" if path == key else
+                            f"entry {i} of the FHIR server's {query.relative()} answer")
+                    self.unchecked.add(what, f"the FHIR server's answer is invalid at {exc}",
+                                       *affected_by(rtype if isinstance(rtype, str) else query.resource_type))
+                    continue
+            kept.append(entries[i])
+        return result if len(kept) == len(entries) else dict(result, entry=kept)
 
     def _bounded(self, result: dict | None, resource_type: str) -> dict | None:
         """A fetched searchset that the page or resource bound cut short (it keeps a `next`
@@ -596,8 +723,9 @@ class FhirAccess:
                                       "longer result (link next) and the request has no "
                                       "fhirServer to read the rest from")
             self._count()
-            result = self._bounded(self._client.rest_of(value, f"prefetch '{key}' next page"),
-                                   query.resource_type)
+            given = len(_entries(value))  # the client's first page: the client's data
+            result = self._bounded(self._checked(self._client.rest_of(value, f"prefetch '{key}' next page"),
+                                                 query, given), query.resource_type)
             self._fetched[key] = result
             return result
         if _is_usable(value):
@@ -674,7 +802,7 @@ class FhirAccess:
             raise DataUnavailable(f"{resource_type} search is not in prefetch and the request has "
                                   "no fhirServer")
         self._count()
-        result = bundle_resources(self._bounded(self._client.search(resource_type, list(wanted.params)),
-                                                resource_type), resource_type)
+        result = bundle_resources(self._bounded(self._checked(
+            self._client.search(resource_type, list(wanted.params)), wanted), resource_type), resource_type)
         self._fetched[cache_key] = result
         return result

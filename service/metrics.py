@@ -9,6 +9,7 @@ registry is served. Per request the service does a few label look-ups and increm
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,12 +41,17 @@ class _Metrics:
 
 
 _made: _Metrics | None = None
+_making = threading.Lock()
 
 
 def _m() -> _Metrics:
+    """The metrics, made once: the FHIR fetch pool's threads may ask for them at the same time
+    (two makers would register the same names twice: DuplicateTimeseries)."""
     global _made
     if _made is None:
-        _made = _Metrics()
+        with _making:
+            if _made is None:
+                _made = _Metrics()
     return _made
 
 

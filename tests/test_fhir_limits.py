@@ -15,8 +15,9 @@ from service.fhir_access import FhirClient, FhirClientSettings
 
 
 class MisbehavingServer:
-    """Answers every GET with `answer(path) -> (head_bytes, body_bytes, byte_delay)`; body bytes
-    are sent one at a time `byte_delay` apart when it is > 0."""
+    """Answers every GET with `answer(path) -> (head_bytes, body_bytes, byte_delay[, head_delay])`;
+    body bytes are sent one at a time `byte_delay` apart when it is > 0, the head's `head_delay`
+    apart when given."""
 
     def __init__(self, answer):
         self.answer = answer
@@ -51,8 +52,15 @@ class MisbehavingServer:
                     data += chunk
                 path = data.split(b" ", 2)[1].decode()
                 self.requests.append(path)
-                head, body, delay = self.answer(path)
-                conn.sendall(head)
+                head, body, delay, *slow_head = self.answer(path)
+                if slow_head and slow_head[0] > 0:  # the status line and headers byte by byte
+                    for i in range(len(head)):
+                        if self._stop.is_set():
+                            return
+                        conn.sendall(head[i:i + 1])
+                        time.sleep(slow_head[0])
+                else:
+                    conn.sendall(head)
                 if delay > 0:
                     for i in range(len(body)):
                         if self._stop.is_set():
@@ -99,6 +107,18 @@ def _client(server, **kw) -> FhirClient:
 def test_a_byte_at_a_time_ends_at_the_deadline(serve):
     body = _patient("p1") + b" " * 200
     server = serve(lambda path: (_head(len(body)), body, 0.1))  # each byte well within read_timeout
+    client = _client(server, deadline=1.0)
+    started = time.monotonic()
+    with pytest.raises(DataUnavailable, match="deadline"):
+        client.read("Patient", "p1")
+    assert time.monotonic() - started < 2.0
+
+
+def test_headers_a_byte_at_a_time_end_at_the_deadline(serve):
+    """Each byte of the status line and headers comes well within read_timeout: only the
+    call's deadline (a watch that shuts the socket) stops the wait."""
+    body = _patient("p1")
+    server = serve(lambda path: (_head(len(body)), body, 0, 0.1))  # ~10 s of headers
     client = _client(server, deadline=1.0)
     started = time.monotonic()
     with pytest.raises(DataUnavailable, match="deadline"):

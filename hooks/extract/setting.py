@@ -33,19 +33,25 @@ def pos_of(concept, path: str, key: str | None = None) -> str | None:
     return None
 
 
+def location_types(loc: dict, path: str) -> tuple[str, list[tuple[str | None, str]]]:
+    """(name, the (system, code) of every Location.type coding, in order), each validated."""
+    name = fr.string(loc.get("name"), path, "name") or path
+    return name, [sc for i, cc in enumerate(fr.elements(loc.get("type"), path, "type"))
+                  for sc in fr.codings(cc, path, "type", i)]
+
+
 def _location_facility(loc: dict, path: str, reference: ReferenceData) -> tuple[str | None, str | None]:
     """(why this Location is a facility, the place of service it implies), or (None, None)."""
-    name = fr.string(loc.get("name"), path, "name") or path
-    for i, cc in enumerate(fr.elements(loc.get("type"), path, "type")):
-        for system, code in fr.codings(cc, path, "type", i):
-            if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
-                return f"Location {name}: type {code} (v3 RoleCode)", None
-            if system in POS_SYSTEMS:
-                place = reference.place_of_service(code)
-                if place is not None and place.facility:
-                    return f"Location {name}: type POS {place.code} ({place.name})", place.code
-            if code.upper() == ASC_CODE:
-                return f"Location {name}: type ASC", "24"
+    name, types = location_types(loc, path)
+    for system, code in types:
+        if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
+            return f"Location {name}: type {code} (v3 RoleCode)", None
+        if system in POS_SYSTEMS:
+            place = reference.place_of_service(code)
+            if place is not None and place.facility:
+                return f"Location {name}: type POS {place.code} ({place.name})", place.code
+        if code.upper() == ASC_CODE:
+            return f"Location {name}: type ASC", "24"
     return None, None
 
 

@@ -7,7 +7,8 @@ fetches the clinical resources the Claim references and the Bundle lacks (gather
 An Encounter the Claim references that can be neither found nor fetched is a 412 (nothing to
 review it against); other data that cannot be had is recorded in ``request.unchecked`` (an info
 card says what was not checked; without documentation no documentation card). When the Bundle
-carries the Encounter it is taken as complete: searches it cannot make are skipped. Suggestions carry
+carries the Encounter and there is no fhirServer it is taken as complete: nothing is searched;
+with a fhirServer, a search or read that fails is recorded like any other. Suggestions carry
 one ``update`` action with the whole corrected Claim (docs/contract.md#actions).
 """
 from __future__ import annotations
@@ -44,9 +45,9 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     """The Bundle's companions, the clinical resources the Claim references (its Encounters
     required, the others recorded in ``request.unchecked`` when they cannot be had), the
     encounters' documentation (searched) and second-hop references (Encounter.location,
-    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter it is
-    taken as complete: searches and second-hop reads that cannot be made are skipped; otherwise
-    they are recorded in ``request.unchecked``.
+    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter and
+    the request has no fhirServer it is taken as complete (nothing searched); every search or read
+    that fails is recorded in ``request.unchecked`` (issue 12: never skipped without a word).
     Round trips without prefetch: the reads and the encounters' searches at once, then the
     second-hop reads at once."""
     fhir = request.fhir
@@ -85,14 +86,13 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
         if params["encounter"].split("/", 1)[1] not in held:
             continue  # an Encounter the server does not know: no documentation of it
         if isinstance(found, DataUnavailable):
-            if not complete:
-                unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
-                              str(found), *affected_by(rtype))
+            unchecked.add(f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                          str(found), *affected_by(rtype))
             continue
         companions = merge(companions, found)
     have |= {key_of(r) for r in companions}
     extra = [r for r in follow_references(companions) if r not in have]
-    found = read_refs(fhir, (), extra, unchecked=None if complete else unchecked)
+    found = read_refs(fhir, (), extra, unchecked=unchecked)
     return merge(companions, [found[r] for r in extra if r in found])
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused, Unchecked
+from ..extract import check_companion
 from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
 from ..unchecked import affected_by
@@ -276,19 +277,32 @@ def follow_references(resources: Sequence[dict]) -> list[str]:
     Procedure.report / Procedure.location, DiagnosticReport.imagingStudy."""
     refs: list[str | None] = []
     for i, res in enumerate(resources):
-        if not isinstance(res, dict):
-            continue
-        rtype = res.get("resourceType")
-        path = f"{rtype}[{i}]"
-        if rtype == "Encounter":
-            refs.extend(encounter_location_refs(res, path))
-        elif rtype == "Procedure":
-            refs.append(fr.reference(res.get("location"), path, "location"))
-            refs.extend(fr.references(res.get("report"), path, "report"))
-        elif rtype == "DiagnosticReport":
-            refs.extend(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
+        if isinstance(res, dict):
+            refs.extend(_second_hop(res, f"{res.get('resourceType')}[{i}]"))
     have = {key_of(r) for r in resources if isinstance(r, dict)}
     return [r for r in _fetchable(refs) if r not in have]
+
+
+def _second_hop(res: dict, path: str) -> list[str | None]:
+    """The references follow_references reads in `res` (at `path`), each validated."""
+    rtype = res.get("resourceType")
+    if rtype == "Encounter":
+        return list(encounter_location_refs(res, path))
+    if rtype == "Procedure":
+        return [fr.reference(res.get("location"), path, "location"),
+                *fr.references(res.get("report"), path, "report")]
+    if rtype == "DiagnosticReport":
+        return list(fr.references(res.get("imagingStudy"), path, "imagingStudy"))
+    return []
+
+
+def check_fetched(resource: dict, path: str) -> None:
+    """The checks of a resource fetched from the FHIR server before any handler reads it: what
+    the case builders read (hooks.extract.check_companion) and the references gathering follows.
+    Raises InvalidResource; the caller records the resource as not checked (issue 12: fetched
+    data that is invalid is the server's, never a 400 to the caller)."""
+    check_companion(resource, path)
+    _second_hop(resource, path)
 
 
 def typed(resource_type: str, ident: str) -> str:
@@ -308,4 +322,4 @@ def encounter_searches(encounter_id: str, patient_id: str | None = None) -> list
 __all__ = ["DataUnavailable", "SearchRefused", "resources_of", "key_of", "of_type",
            "prefetched_or_read", "prefetched_or_search", "search_with_fallback", "matches", "all_of",
            "read_all", "read_refs", "or_unchecked", "not_found", "included_locations", "encounter_locations", "merge",
-           "FETCHABLE_TYPES", "claim_references", "follow_references", "encounter_searches", "typed"]
+           "FETCHABLE_TYPES", "claim_references", "follow_references", "check_fetched", "encounter_searches", "typed"]
