@@ -62,7 +62,7 @@ def main() -> None:
     config = resolve(None)
     claim, companions = ten_line_claim()
     ctx_bundle = bundle([claim] + companions)
-    body = orjson.dumps({"hook": "org.fluorocds.claim-review", "context": {"patientId": "p", "claim": ctx_bundle}})
+    body = orjson.dumps({"hook": "org.fluoro-cds.claim-review", "context": {"patientId": "p", "claim": ctx_bundle}})
     s4 = scenario(4).context["claim"]
     case = case_from_claim(claim, companions, ref)
     findings = evaluate(case, ref, config)

@@ -84,7 +84,7 @@ def main() -> int:
     args = parser.parse_args()
     body = claim_bundle_request()
     raw = orjson.dumps(body)
-    v = request_validator("org.fluorocds.claim-review")
+    v = request_validator("org.fluoro-cds.claim-review")
     check(v, body, "request")
     validate_us = per_call_us(lambda: check(v, body, "request"), args.seconds)
     python_only_us = per_call_us(lambda: v.py.is_valid(body), args.seconds)

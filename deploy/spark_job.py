@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from hooks.config import ConfigError, resolve
+from hooks.config import CONFIG_KEY, ConfigError, resolve
 from nccidata.cli import Parser
 from service.settings import Settings, SettingsError
 from service.spark import OutputExists, check_output, local_session, run_job
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = json.loads(args.config) if args.config else {}
         if not isinstance(overrides, dict):
             raise ConfigError("--config must be a JSON object")
-        resolve({"fluoro-cds.configuration": overrides}, settings.defaults)  # before Spark starts
+        resolve({CONFIG_KEY: overrides}, settings.defaults)  # before Spark starts
     except (SettingsError, ConfigError, json.JSONDecodeError) as exc:
         print(f"spark_job: configuration error: {exc}", file=sys.stderr)
         return 2

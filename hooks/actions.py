@@ -20,6 +20,7 @@ from . import claim_edit
 from .claim_edit import clone
 from .findings import (ADD_MODIFIER, DOCUMENT, REDUCE_UNITS, REMOVE_LINE, REMOVE_MODIFIER,
                        REPLACE_CODE, SET_PLACE_OF_SERVICE, Fix)
+from .extract.codes import is_procedure_coding
 from .model import Case, Line
 
 CPT_SYSTEM = claim_edit.CPT_SYSTEM
@@ -121,16 +122,25 @@ def _describe(fix: Fix, line: Line | None) -> str:
 
 
 def _new_draft(draft: dict, code: str, new_id: str) -> dict:
-    """A copy of a draft order with `code` (CPT) in place of its code, under a new id."""
+    """A copy of a draft order with `code` (CPT) in place of its procedure code, under a new id.
+
+    Everything else of the original is kept (subject, encounter, requester, reasonCode /
+    reasonReference, bodySite, occurrence, notes ...), and so are the EHR's own codings of the
+    order (a local orderable, SNOMED CT): the new CPT coding comes first, the CPT / HCPCS
+    codings of the old code are dropped. Not kept: the id, ``meta`` and ``identifier`` (they
+    belong to the original order) and the narratives that described the old code."""
     order = clone(draft)
     order["id"] = new_id
     order.pop("meta", None)
     order.pop("identifier", None)  # identifiers belong to the original order
+    order.pop("text", None)  # the narrative described the old code
     coding = {"system": CPT_SYSTEM, "code": code}
     if code in CODE_DISPLAY:
         coding["display"] = CODE_DISPLAY[code]
-    order["code"] = {"coding": [coding]}
-    order.pop("text", None)  # the narrative described the old code
+    old = order.get("code")
+    kept = [c for c in (old.get("coding") if isinstance(old, dict) else None) or ()
+            if isinstance(c, dict) and not is_procedure_coding(c)]
+    order["code"] = {"coding": [coding, *kept]}  # code.text described the old code: not kept
     return order
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
+from .config import EXTENSION_PREFIX
 from .findings import KINDS, Citation, Finding, Fix, clip_summary
 from .model import Case
 
@@ -56,7 +57,8 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 TOPIC_SYSTEM = "https://fluoro-cds.org/CodeSystem/finding"
 OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
-MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"
+MISSING_DOC_EXTENSION = EXTENSION_PREFIX + "missing-documentation"
+LEGACY_MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"  # older name, still sent
 SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
 STARTER_NOTICE = "starter data set, not a CMS release"
 
@@ -163,7 +165,8 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
                                    for c, d in f.override_reasons]
     if f.missing:
-        card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing)}
+        card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing),
+                             LEGACY_MISSING_DOC_EXTENSION: list(f.missing)}
         link = KINDS[f.code].wording.get("link")
         url = config.get("documentation-url") or ""
         if url and link:

@@ -1,8 +1,10 @@
 """Configuration options of the services (docs/contract.md#configuration).
 
 Advertised in each discovery entry's ``extension`` in the style of Da Vinci CRD's configuration
-options; a request sets them in ``extension["fluoro-cds.configuration"]`` (or
-``extension["davinci-crd.configuration"]``); deployments set defaults with
+options; a request sets them in ``extension["org.fluoro-cds.configuration"]`` (the project's
+extension names are reverse-domain names of fluoro-cds.org, as CDS Hooks advises; the older
+``fluoro-cds.configuration`` is still accepted) or ``extension["davinci-crd.configuration"]``;
+deployments set defaults with
 ``FLUORO_CDS_DEFAULTS`` (a JSON object). :func:`resolve` merges and validates them.
 """
 from __future__ import annotations
@@ -12,8 +14,13 @@ from typing import Any
 
 from .findings import FINDING_CODES
 
-CONFIG_KEY = "fluoro-cds.configuration"
-CONFIG_KEYS = (CONFIG_KEY, "davinci-crd.configuration")
+# CDS Hooks extension names: "a strategy for naming that ensures global uniqueness, such as
+# reverse-domain-name notation"; the project's domain is that of its URIs (https://fluoro-cds.org/).
+EXTENSION_PREFIX = "org.fluoro-cds."
+CONFIG_KEY = EXTENSION_PREFIX + "configuration"
+LEGACY_CONFIG_KEY = "fluoro-cds.configuration"  # the name before issue 11 section 6, still accepted
+CRD_CONFIG_KEY = "davinci-crd.configuration"
+CONFIG_KEYS = (LEGACY_CONFIG_KEY, CONFIG_KEY, CRD_CONFIG_KEY)  # applied in this order
 DISTINCT_MODIFIERS = ("59", "XS", "XU", "XE", "XP")
 
 
@@ -80,7 +87,8 @@ def _coerce(option: Option, value: Any) -> Any:
 def resolve(request_extension: dict | None, deployment: dict | None = None) -> dict[str, Any]:
     """Defaults, then deployment defaults, then the request's configuration object.
 
-    In ``fluoro-cds.configuration`` and the deployment defaults, unknown option codes are
+    In ``org.fluoro-cds.configuration`` (and its older name) and the deployment defaults,
+    unknown option codes are
     rejected, so a typo does not silently do nothing. In ``davinci-crd.configuration`` they are
     ignored: CRD asks services to handle options they do not know gracefully, and a CRD client
     sends its own codes (``coverage``, ``prior-auth``, ...); the codes that mean something here
@@ -95,7 +103,7 @@ def resolve(request_extension: dict | None, deployment: dict | None = None) -> d
         if key in ext:
             if not isinstance(ext[key], dict):
                 raise ConfigError(f"extension['{key}'] must be a JSON object")
-            layers.append((ext[key], key == CONFIG_KEY))
+            layers.append((ext[key], key != CRD_CONFIG_KEY))
     for layer, strict in layers:
         for code, value in layer.items():
             option = BY_CODE.get(code)
@@ -113,9 +121,9 @@ CRD_TYPES = ("boolean", "integer")  # CRD's configuration option types (ValueSet
 
 def discovery_extension(deployment: dict | None = None) -> dict:
     """The ``extension`` of a discovery entry advertising the options with the deployment's
-    effective defaults: every option under ``fluoro-cds.configuration-options`` (and, as before,
-    ``fluoro-cds.configuration``), and those of a CRD type (boolean, integer) under
-    ``davinci-crd.configuration-options``."""
+    effective defaults: every option under ``org.fluoro-cds.configuration-options`` (and, under
+    their older names, ``fluoro-cds.configuration-options`` and ``fluoro-cds.configuration``),
+    and those of a CRD type (boolean, integer) under ``davinci-crd.configuration-options``."""
     effective = resolve(None, deployment)
     entries = []
     for o in OPTIONS:
@@ -123,4 +131,5 @@ def discovery_extension(deployment: dict | None = None) -> dict:
         entry["default"] = effective[o.code]
         entries.append(entry)
     crd = [e for e in entries if e["type"] in CRD_TYPES]
-    return {CONFIG_KEY: entries, CONFIG_KEY + "-options": entries, CRD_OPTIONS_KEY: crd}
+    return {CONFIG_KEY + "-options": entries, LEGACY_CONFIG_KEY + "-options": entries,
+            LEGACY_CONFIG_KEY: entries, CRD_OPTIONS_KEY: crd}

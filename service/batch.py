@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from typing import IO, Iterable, Iterator
 
-from hooks.config import ConfigError, resolve
+from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
 from hooks.extract import bundle_aliases, case_from_claim, split_claim_bundle
 from hooks.findings import Finding
@@ -205,7 +205,7 @@ def command(args) -> int:
 
     try:
         settings = Settings.from_env()
-        config = resolve({"fluoro-cds.configuration": loads(args.config)} if args.config else None,
+        config = resolve({CONFIG_KEY: loads(args.config)} if args.config else None,
                          settings.defaults)
     except (SettingsError, ConfigError) as exc:
         print(f"fluoro-cds batch: configuration error: {exc}", file=sys.stderr)

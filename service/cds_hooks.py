@@ -107,12 +107,12 @@ def _request_schema(hook: str) -> CompiledSchema:
 
 
 def validate_request(service: CdsService, body: dict) -> None:
-    """`hook` is the service's hook and the body matches its JSON Schema; 400 otherwise."""
-    hook = body.get("hook")
-    if hook != service.hook:
+    """`hook` is the service's hook (or an older name of it) and the body matches its JSON
+    Schema; 400 otherwise."""
+    if not service.accepts(body.get("hook")):
         raise ApiError(400, f"hook must be '{service.hook}' for service '{service.id}'",
                        expression="$.hook")
-    validate(_request_schema(hook), body, "request")
+    validate(_request_schema(service.hook), body, "request")
 
 
 def validate(schema: CompiledSchema, body: dict, what: str, at: str = "$") -> None:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from hooks.config import resolve
+from hooks.config import CONFIG_KEY, resolve
 
 from .batch import review_raw
 from .jsonio import dumps
@@ -108,7 +108,7 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
     validated on the driver before any task runs (bad options: ConfigError); an existing local
     output folder is refused before any task runs (OutputExists).
     """
-    config = resolve({"fluoro-cds.configuration": config_overrides or {}}, defaults)
+    config = resolve({CONFIG_KEY: config_overrides or {}}, defaults)
     check_output(output_path)
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None

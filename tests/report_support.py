@@ -16,7 +16,7 @@ def claim_request(*codes: str) -> dict:
                      "servicedDate": "2024-08-01",
                      "locationCodeableConcept": {"coding": [{"system": POS, "code": "21"}]}}
                     for i, c in enumerate(codes)]
-    return {"hook": "org.fluorocds.claim-review", "hookInstance": str(uuid.uuid4()),
+    return {"hook": "org.fluoro-cds.claim-review", "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": "pat-1", "claim": body}}
 
 

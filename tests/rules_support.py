@@ -132,7 +132,7 @@ def case_of(s, reference, *, with_prefetch: bool = True):
     plus every companion fetched from a server: same resources, so the same Case)."""
     from hooks.extract import case_from_claim, case_from_encounter, case_from_orders, split_claim_bundle
 
-    if s.hook == "org.fluorocds.claim-review":
+    if s.hook == "org.fluoro-cds.claim-review":
         if with_prefetch:
             claim, companions = split_claim_bundle(s.context["claim"])
         else:

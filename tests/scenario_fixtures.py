@@ -48,7 +48,7 @@ PRIORITY = "http://terminology.hl7.org/CodeSystem/processpriority"
 INFO_CATEGORY = "http://terminology.hl7.org/CodeSystem/claiminformationcategory"
 CARE_TEAM_ROLE = "http://terminology.hl7.org/CodeSystem/claimcareteamrole"
 
-CLAIM_REVIEW = ("fluoroscopy-claim-review", "org.fluorocds.claim-review")
+CLAIM_REVIEW = ("fluoroscopy-claim-review", "org.fluoro-cds.claim-review")
 ORDER_REVIEW = ("fluoroscopy-order-review", "order-sign")
 DISCHARGE_REVIEW = ("fluoroscopy-discharge-review", "encounter-discharge")
 
@@ -399,7 +399,7 @@ CLAIM_SPECS: dict[int, Spec] = {
     6: Spec("as 4 but POS 24 and configuration global-billing true",
             (("20650", (), 1), ("76000", (), 1)), "24", "asc", "AMB",
             ("S72.321A", "Displaced transverse fracture of shaft of right femur, initial encounter"),
-            FEMUR, extension={"fluoro-cds.configuration": {"global-billing": True}},
+            FEMUR, extension={"org.fluoro-cds.configuration": {"global-billing": True}},
             expected=Expected(forbidden_topics=frozenset({"modifier-26"}), card_count=0)),
     7: Spec("76000 alone, POS 11, no fluoroscopy time and no dose Observation",
             (("76000", (), 1),), "11", "office", "AMB",
@@ -529,7 +529,7 @@ def _claim_scenario(n: int, spec: Spec) -> Scenario:
         number=n, title=spec.title, service_id=service_id, hook=hook,
         context={"patientId": built.patient["id"], "claim": bundle([claim] + companions)},
         context_without_prefetch={"patientId": built.patient["id"], "claim": claim},
-        prefetch={"patient": built.patient},
+        prefetch={},  # claim-review declares no prefetch template
         resources=built.base() + companions + [claim],
         expected=spec.expected, extension=spec.extension, companions=companions, claim=claim,
         encounter=built.encounter)
@@ -627,9 +627,9 @@ def _invalid_scenario_17() -> Scenario:
         number=n, title=spec.title, service_id=service_id, hook=hook,
         context={"patientId": built.patient["id"], "claim": bundle([claim] + companions)},
         context_without_prefetch={"patientId": built.patient["id"], "claim": claim},
-        prefetch={"patient": built.patient}, resources=built.base() + companions,
+        prefetch={}, resources=built.base() + companions,
         expected=Expected(http_status=400, error_path="Claim.item[1].servicedDate"),
-        raw_body=b'{"hook": "org.fluorocds.claim-review", "context": {', companions=companions,
+        raw_body=b'{"hook": "org.fluoro-cds.claim-review", "context": {', companions=companions,
         claim=claim, encounter=built.encounter)
 
 

@@ -141,7 +141,7 @@ def full_prefetch(service_id: str, context: dict) -> dict:
 
 
 def claim_review_request(**extra) -> dict:
-    body = {"hook": "org.fluorocds.claim-review", "hookInstance": str(uuid.uuid4()),
+    body = {"hook": "org.fluoro-cds.claim-review", "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": "pat-1", "claim": claim()}}
     body.update(extra)
     return body

@@ -106,7 +106,9 @@ def test_documentation_missing_extension_and_link():
                            elements=("fluoroscopy-time", "radiation-dose"),
                            label="Document fluoroscopy time and dose")], citations=[])
     [card] = _render([f], **{"documentation-url": "https://ehr.example.org/fluoro-doc"})
-    assert card["extension"] == {"fluoro-cds.missing-documentation": ["fluoroscopy-time",
+    assert card["extension"] == {"org.fluoro-cds.missing-documentation": ["fluoroscopy-time",
+                                                                          "radiation-dose"],
+                                 "fluoro-cds.missing-documentation": ["fluoroscopy-time",
                                                                       "radiation-dose"]}
     assert card["links"] == [{"label": "Complete the fluoroscopy documentation",
                               "url": "https://ehr.example.org/fluoro-doc", "type": "absolute",

@@ -38,7 +38,7 @@ def test_the_readme_lists_every_request_file_and_every_finding_once():
     assert listed == {p.name for p in (EXAMPLES / "requests").glob("*.json")}
     assert len({e.topic for e in EXAMPLES_LIST}) == len(EXAMPLES_LIST)  # each a different finding
     hooks = {json.loads(e.file.read_text())["hook"] for e in EXAMPLES_LIST}
-    assert hooks == {"order-sign", "encounter-discharge", "org.fluorocds.claim-review"}
+    assert hooks == {"order-sign", "encounter-discharge", "org.fluoro-cds.claim-review"}
     for hook in hooks:  # with and without prefetch for each service
         kinds = {e.needs_fhir for e in EXAMPLES_LIST if json.loads(e.file.read_text())["hook"] == hook}
         assert kinds == {True, False}, hook

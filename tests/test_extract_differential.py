@@ -211,7 +211,7 @@ def _case(rng):
     """(scenario, entry point, run(module)) for one randomly mutated request."""
     n = rng.choice([x for x in NUMBERS if x not in (16,)])
     s = scenario(n)
-    if s.hook == "org.fluorocds.claim-review" and rng.random() < 0.8:
+    if s.hook == "org.fluoro-cds.claim-review" and rng.random() < 0.8:
         claim, comps = copy.deepcopy(s.claim), copy.deepcopy(s.companions)
         if rng.random() < 0.2: comps = []
         for _ in range(rng.choice([0, 1, 1, 2, 3, 5])):

@@ -39,7 +39,7 @@ def test_request_bodies_are_the_schemas_the_service_validates_with():
     schema = body["content"]["application/json"]["schema"]
     assert schema["allOf"] == [{"$ref": "#/components/schemas/request"}]
     assert schema["properties"]["context"] == {
-        "$ref": "#/components/schemas/context-org.fluorocds.claim-review"}
+        "$ref": "#/components/schemas/context-org.fluoro-cds.claim-review"}
     from service.validation import _schemas
 
     request = _schemas()["urn:fluoro-cds:cds-hooks-2.0:request"]

@@ -109,7 +109,7 @@ def test_any_malformed_element_gives_findings_or_invalid_resource(data, n, junk)
     _replace(target, path, junk)
     config = resolve(None)
     try:
-        if s.hook == "org.fluorocds.claim-review":
+        if s.hook == "org.fluoro-cds.claim-review":
             claim, companions = split_claim_bundle(s.context["claim"])
             case = case_from_claim(claim, companions, REF)
         elif s.hook == "order-sign":

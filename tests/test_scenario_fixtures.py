@@ -17,7 +17,7 @@ def test_every_resource_is_valid_r4_with_an_id(n):
     for resource in valid_resources(s):
         assert resource.get("id") or resource["resourceType"] == "Bundle"
         _validate(resource)
-    if s.hook == "org.fluorocds.claim-review":
+    if s.hook == "org.fluoro-cds.claim-review":
         _validate(s.context["claim"]) if n != 17 else None
         assert s.context["claim"]["entry"][0]["resource"]["resourceType"] == "Claim"
         assert s.context_without_prefetch["claim"]["resourceType"] == "Claim"

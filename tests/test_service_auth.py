@@ -228,7 +228,7 @@ def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
         seen.update(req.extras)
         return {"cards": []}
 
-    svc = CdsService(id="test-extras", hook="org.fluorocds.claim-review", title="t",
+    svc = CdsService(id="test-extras", hook="org.fluoro-cds.claim-review", title="t",
                      description="test-only", prefetch={}, handler=handler)
     client = make_app(tmp_path, services=(svc,), auth="jwt", base_url=BASE,
                       trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()

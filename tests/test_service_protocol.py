@@ -88,8 +88,8 @@ def test_claim_may_be_a_bundle_whose_first_entry_is_the_claim(client):
                         fhirAuthorization={"access_token": "t", "token_type": "MAC",
                                            "expires_in": 300, "scope": "s", "subject": "c"}),
      "$.fhirAuthorization.token_type"),
-    ("fluoroscopy-claim-review", claim_review_request,
-     lambda b: b.update(prefetch={"patient": {"id": "no-type"}}), "$.prefetch.patient"),
+    ("fluoroscopy-discharge-review", discharge_request,
+     lambda b: b.update(prefetch={"encounter": {"id": "no-type"}}), "$.prefetch.encounter"),
 ])
 def test_invalid_requests_are_400_naming_the_json_path(client, service_id, build, mutate, path):
     body = build()
@@ -247,7 +247,7 @@ def _carded_service() -> CdsService:
         return {"cards": [{"uuid": "card-uuid-1", "summary": "test card", "indicator": "info",
                            "source": {"label": "t", "topic": {"system": "urn:t", "code": "mue-exceeded"}}}]}
 
-    return CdsService(id="test-carded", hook="org.fluorocds.claim-review", title="t",
+    return CdsService(id="test-carded", hook="org.fluoro-cds.claim-review", title="t",
                       description="test-only service", prefetch={"patient": "Patient/{{context.patientId}}"},
                       handler=handler)
 
@@ -304,7 +304,7 @@ def test_fast_and_reference_schema_engines_agree():
     """jsonschema-rs (hot path) and jsonschema (errors) must judge the same messages alike."""
     from service.validation import request_validator
 
-    v = request_validator("org.fluorocds.claim-review")
+    v = request_validator("org.fluoro-cds.claim-review")
     if v.rs is None:
         pytest.skip("jsonschema-rs is not installed: only the reference engine is used")
     good = claim_review_request()
@@ -330,7 +330,7 @@ def test_the_test_client_rejects_responses_that_break_the_schema(tmp_path):
         return {"cards": [{"uuid": "u", "summary": "x" * 200, "indicator": "info",
                            "source": {"label": "t"}}]}
 
-    bad = CdsService(id="test-bad-card", hook="org.fluorocds.claim-review", title="t",
+    bad = CdsService(id="test-bad-card", hook="org.fluoro-cds.claim-review", title="t",
                      description="test-only", prefetch={}, handler=handler)
     client = make_app(tmp_path, services=(bad,)).test_client()
     with pytest.raises(SchemaViolation, match=r"\$\.cards\[0\]\.summary"):

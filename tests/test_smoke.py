@@ -32,5 +32,5 @@ def test_wrong_hook_is_400(client):
                        json={"hook": "order-sign", "hookInstance": "x", "context": {}})
     assert resp.status_code == 400
     error = resp.get_json()["error"]
-    assert "org.fluorocds.claim-review" in error  # the expected form, never the value sent
+    assert "org.fluoro-cds.claim-review" in error  # the expected form, never the value sent
     assert "order-sign" not in error

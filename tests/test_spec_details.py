@@ -2,7 +2,9 @@
 characters cut at a word boundary, links not auto-launchable, CORS preflights allowing the
 headers asked for (or a configured list), the JWT algorithms a deployment allows, feedback JWTs
 whose ``aud`` is the service's URL, ``nbf`` reported as such, null prefetch values taken at their
-word (no server call) and a 412 that says what really happened."""
+word (no server call) and a 412 that says what really happened, one naming (the custom hook and
+the extensions under org.fluoro-cds, the older names accepted), no prefetch template that nothing
+reads, a replacement order that keeps what the original said."""
 from __future__ import annotations
 
 import base64
@@ -19,7 +21,7 @@ from hooks.findings import SUMMARY_MAX, clip_summary
 from tests.fhir_server import fhir_server  # noqa: F401
 from tests.scenario_fixtures import scenario
 
-from .service_support import (KeyPair, StaticJsonServer, TokenFactory, assert_json_error, claim,
+from .service_support import (CPT, KeyPair, StaticJsonServer, TokenFactory, assert_json_error, claim,
                               claim_review_request, discharge_request, ec_key, full_prefetch,
                               make_app, rsa_key, RecordingListener)
 
@@ -308,3 +310,106 @@ def test_a_412_for_an_encounter_the_server_does_not_have_says_so(client, fhir_se
     err = assert_json_error(_post(client, "fluoroscopy-discharge-review", body), 412)
     assert "Encounter/no-such-encounter was not found on the FHIR server" in err["error"]
     assert "null" not in err["error"]
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+def test_the_hook_and_extension_names_follow_the_project_domain(client):
+    from hooks.cards import TOPIC_SYSTEM
+
+    domain = TOPIC_SYSTEM.split("/")[2]  # the project's URIs: https://fluoro-cds.org/...
+    prefix = ".".join(reversed(domain.split("."))) + "."
+    assert prefix == "org.fluoro-cds."
+    services = {e["id"]: e for e in client.get("/cds-services").get_json()["services"]}
+    assert services["fluoroscopy-claim-review"]["hook"] == prefix + "claim-review"
+    for entry in services.values():
+        ours = [k for k in entry["extension"] if not k.startswith("davinci-crd.")]
+        assert prefix + "configuration-options" in ours
+        # the older names are still sent, for clients written against them
+        assert entry["extension"]["fluoro-cds.configuration-options"] == \
+            entry["extension"][prefix + "configuration-options"]
+
+
+def _claim_cards(client, hook: str, extension: dict | None = None):
+    s = scenario(7)  # a documentation-missing claim
+    body = s.request()
+    body["hook"] = hook
+    if extension is not None:
+        body["extension"] = extension
+    resp = _post(client, s.service_id, body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()["cards"]
+
+
+def test_the_older_hook_and_extension_names_are_still_accepted(client):
+    new = _claim_cards(client, "org.fluoro-cds.claim-review")
+    old = _claim_cards(client, "org.fluorocds.claim-review")
+    assert [c["summary"] for c in new] == [c["summary"] for c in old] and new
+    err = assert_json_error(_post(client, "fluoroscopy-claim-review",
+                                  dict(scenario(7).request(), hook="org.example.claim-review")), 400)
+    assert "org.fluoro-cds.claim-review" in err["error"]
+    for key in ("org.fluoro-cds.configuration", "fluoro-cds.configuration"):
+        off = _claim_cards(client, "org.fluoro-cds.claim-review", {key: {"documentation-missing": False}})
+        assert "documentation-missing" not in {c["source"]["topic"]["code"] for c in off}, key
+        bad = dict(scenario(7).request(), extension={key: {"no-such-option": 1}})
+        assert "no-such-option" in assert_json_error(_post(client, "fluoroscopy-claim-review", bad), 400)["error"]
+    [doc] = [c for c in new if c["source"]["topic"]["code"] == "documentation-missing"]
+    assert doc["extension"]["org.fluoro-cds.missing-documentation"] == \
+        doc["extension"]["fluoro-cds.missing-documentation"] == ["fluoroscopy-time", "radiation-dose"]
+
+
+# --- prefetch templates: each one is read -----------------------------------------------------------
+
+def test_every_declared_prefetch_template_is_read(client, monkeypatch):
+    from hooks.services import SERVICES
+    from service.fhir_access import FhirAccess
+
+    read: set[str] = set()
+    original = FhirAccess.prefetched
+
+    def recording(self, key):
+        read.add(key)
+        return original(self, key)
+
+    monkeypatch.setattr(FhirAccess, "prefetched", recording)
+    for n in (7, 12, 13):  # a claim review, an order-sign, a discharge
+        s = scenario(n)
+        body = s.request()
+        body["prefetch"] = full_prefetch(s.service_id, body["context"])
+        assert _post(client, s.service_id, body).status_code == 200
+    declared = {k for svc in SERVICES for k in svc.prefetch}
+    assert declared and declared <= read, declared - read
+    services = {e["id"]: e for e in client.get("/cds-services").get_json()["services"]}
+    assert "prefetch" not in services["fluoroscopy-claim-review"]  # it declares none
+
+
+# --- a replacement order keeps what the original said ------------------------------------------------
+
+LOCAL = "urn:oid:1.2.840.114350.1.13.0.1.7.2.696580"  # an EHR's orderable code system
+
+
+def test_a_replacement_order_keeps_the_originals_elements_and_the_ehrs_codings(client):
+    s = scenario(12)
+    body = s.request(with_prefetch=True)
+    [first, fluoro] = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    first["code"] = {"coding": [{"system": CPT, "code": "20610"}]}
+    first["id"] = "s12-sr-20610"
+    fluoro["code"] = {"text": "FL GUIDE INJECTION", "coding": [
+        {"system": LOCAL, "code": "IMG1234", "display": "FL fluoroscopy, up to 1 hour"},
+        {"system": "http://snomed.info/sct", "code": "44491008", "display": "Fluoroscopy"},
+        {"system": CPT, "code": "76000"}]}
+    fluoro["reasonReference"] = [{"reference": "Condition/c1"}]
+    fluoro["note"] = [{"text": "left knee"}]
+    fluoro["identifier"] = [{"system": "urn:ehr:orders", "value": "ord-1"}]
+    resp = _post(client, s.service_id, body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    [card] = [c for c in resp.get_json()["cards"] if c["source"]["topic"]["code"] == "use-guidance-code"]
+    [rec] = [sg for sg in card["suggestions"] if sg["isRecommended"]]
+    [create] = [a for a in rec["actions"] if a["type"] == "create"]
+    new = create["resource"]
+    for element in ("subject", "encounter", "requester", "reasonCode", "reasonReference",
+                    "bodySite", "occurrenceDateTime", "note", "status", "intent"):
+        assert new[element] == fluoro[element], element
+    assert [(c["system"], c["code"]) for c in new["code"]["coding"]] == [
+        (CPT, "77002"), (LOCAL, "IMG1234"), ("http://snomed.info/sct", "44491008")]
+    assert "text" not in new["code"] and "identifier" not in new and new["id"] != fluoro["id"]

@@ -39,6 +39,15 @@ def procedure_code(concept, path: str, key: str | None = None, index: int | None
     return fallback
 
 
+def is_procedure_coding(coding: dict) -> bool:
+    """Whether a Coding is read as a CPT / HCPCS procedure code (:func:`procedure_code`): a CPT
+    or HCPCS system, or no system and a code of that form."""
+    system, code = coding.get("system"), coding.get("code")
+    if isinstance(system, str) and system in PROCEDURE_SYSTEMS:
+        return True
+    return system is None and isinstance(code, str) and _PROC_CODE_RE.fullmatch(code.upper()) is not None
+
+
 def modifier_codes(node, path: str, key: str | None = None) -> tuple[str, ...]:
     """The first modifier-like code (two characters, CPT/HCPCS or no system) of each concept."""
     if node is None:

@@ -21,7 +21,12 @@ class CdsService:
     usage_requirements: str | None = None
     required_context: tuple[str, ...] = ()  # context keys that must be present
     source_label: str = ""  # card source.label (the title when empty)
+    hook_aliases: tuple[str, ...] = ()  # older names of the hook, still accepted in requests
     extra: dict = field(default_factory=dict)
+
+    def accepts(self, hook: object) -> bool:
+        """Whether a request for `hook` is one for this service's hook (or an older name of it)."""
+        return hook == self.hook or hook in self.hook_aliases
 
     @property
     def label(self) -> str:

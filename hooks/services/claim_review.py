@@ -1,4 +1,8 @@
-"""fluoroscopy-claim-review on the custom hook org.fluorocds.claim-review: reviews a FHIR Claim.
+"""fluoroscopy-claim-review on the custom hook org.fluoro-cds.claim-review: reviews a FHIR Claim.
+
+The hook is defined in docs/hooks/claim-review.md. Its name is the reverse-domain name of the
+project's domain (fluoro-cds.org, that of its URIs); ``org.fluorocds.claim-review``, the name it
+had before, is still accepted.
 
 ``context.claim`` is a Claim, or a Bundle whose first entry is the Claim followed by companions
 (Encounter, Procedures, Observations, DiagnosticReports, ImagingStudies, Locations). The handler
@@ -23,14 +27,15 @@ from .base import CdsService
 from .gather import (claim_references, encounter_searches, follow_references, key_of, merge,
                      of_type, or_unchecked, read_refs, search_with_fallback)
 
-CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
+CLAIM_REVIEW_HOOK = "org.fluoro-cds.claim-review"
+LEGACY_CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
 SERVICE_LABEL = "fluoro-cds: fluoroscopy claim review"
 
 REQUIRED = frozenset({"Encounter"})  # without the encounters the Claim names, no review
 
-PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-}
+# No prefetch template: the Claim and its companions come in the context, the rest is read and
+# searched as the Claim references it (a template nothing reads is not declared).
+PREFETCH: dict[str, str] = {}
 
 
 def _patient_of(request: HookRequest, claim: dict) -> str | None:
@@ -122,4 +127,5 @@ SERVICE = CdsService(
     handler=handle,
     source_label=SERVICE_LABEL,
     required_context=("patientId", "claim"),
+    hook_aliases=(LEGACY_CLAIM_REVIEW_HOOK,),
 )
