@@ -92,7 +92,9 @@ def _edit(claim: dict, fix: Fix, seq: int) -> dict:
     if fix.action == REMOVE_LINE:
         return claim_edit.remove_item(claim, seq)
     if fix.action == REPLACE_CODE and fix.code:
-        return claim_edit.replace_code(claim, seq, fix.code, CODE_DISPLAY.get(fix.code))
+        out = claim_edit.replace_code(claim, seq, fix.code, CODE_DISPLAY.get(fix.code))
+        # the new code's units (77002 is one unit whatever 76000's were): the item's quantity follows
+        return claim_edit.set_units(out, seq, fix.units) if fix.units else out
     if fix.action == ADD_MODIFIER and fix.modifier:
         return claim_edit.add_modifier(claim, seq, fix.modifier)
     if fix.action == REMOVE_MODIFIER and fix.modifier:

@@ -143,6 +143,9 @@ def declare(kinds: Iterable[Kind]) -> dict[str, Kind]:
 _DISTINCT = "CMS NCCI Policy Manual for Medicare Services (2024), Chapter I, section E (modifiers and modifier indicators)"
 _PTP = "CMS NCCI PTP edits (column 1 / column 2, modifier indicator), July 2024 release"
 _PTP_ALSO = "NCCI PTP edit {column1}/76000, modifier indicator {indicator}"
+# A removal finding cites the rows of every removal problem of its line ("Also applies"): PTP rows, the AOC
+# row of a guidance add-on, policy entries (found by tests/test_fix_clean.py: 33289 + 10160 + 76000).
+_REMOVAL_CITES = frozenset({"ncci-ptp", "ncci-aoc", "policy"})
 
 # Wording every removal finding's card shares (hooks.rules.engine._removal_finding).
 ALSO_APPLIES = "\n\nAlso applies: {}."
@@ -151,7 +154,7 @@ NOT_PAYABLE = "{billed} {amount} is not separately payable"
 
 KINDS: dict[str, Kind] = declare([
     Kind("ptp-bundled", "76000 bundled by an NCCI PTP edit (modifier indicator 0)", "warning",
-         priority=10, rank=1, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp"}),
+         priority=10, rank=1, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source=_PTP, wording={
              "summary": "Remove 76000: NCCI bundles it into {partner}{when}; no modifier can bypass this edit",
              "reason": "An active NCCI PTP edit pairs column 1 **{column1}** with column 2 **76000** (modifier "
@@ -160,7 +163,7 @@ KINDS: dict[str, Kind] = declare([
              "remove": "Remove 76000 (bundled into {partner})",
              "also": _PTP_ALSO}),
     Kind("ptp-modifier-allowed", "76000 in an NCCI PTP edit that allows a modifier (indicator 1)", "warning",
-         priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=frozenset({"ncci-ptp"}),
+         priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=_REMOVAL_CITES,
          source=f"{_PTP}; {_DISTINCT}", wording={
              "row": "An active NCCI PTP edit pairs column 1 **{column1}** with column 2 **76000** (modifier "
                     "indicator **1**; rationale: {rationale}).",
@@ -190,7 +193,7 @@ KINDS: dict[str, Kind] = declare([
              ("distinct-indication", "Separate, unrelated service documented"),
              ("payer-policy", "Payer policy allows separate reporting"))),
     Kind("fluoroscopy-integral", "Fluoroscopy is integral to the primary procedure", "warning",
-         priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"policy", "ncci-ptp"}),
+         priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source="hooks/policy/integral.tsv (CPT descriptors; NCCI Policy Manual Chapters IV, VIII, IX)", wording={
              "summary": "Remove 76000: fluoroscopy is integral to {partner} ({category})",
              "reason": "Fluoroscopy is part of **{partner}**: {description}. It is not separately reportable as "
@@ -220,6 +223,15 @@ KINDS: dict[str, Kind] = declare([
              "sibling": "Bill {code} (includes imaging guidance) instead of {partner} + 76000",
              "sibling.remove": "Remove 76000",
              "payment.sibling": "{partner} {old_amount} + {billed} {amount} -> {code} {new_amount}",
+             # a replacement the corrected claim would still deny (issue 10 s.4, facts clean-fix)
+             "summary.not-clean": "Remove 76000: {add_on} is not offered instead, {short} on this claim",
+             "reason.not-clean": "{offered}, but that fix is not offered: the corrected claim, reviewed again with "
+                                 "the same rules, would still be denied: {whys}. Remove 76000{when}.",
+             "offered": "{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**, "
+                        "which would replace 76000",
+             "offered.sibling": "**{code}** is {partner} with imaging guidance included and would replace {partner} + "
+                                "76000",
+             "remove.not-clean": "Remove 76000 ({short})",
              "also": "{add_on} reports the fluoroscopic guidance for {partner}"}),
     Kind("modifier-26", "Professional component (modifier 26) in a facility setting", "warning",
          priority=50, rank=None, fixes=frozenset({ADD_MODIFIER, REMOVE_MODIFIER}),
@@ -279,7 +291,7 @@ KINDS: dict[str, Kind] = declare([
                        "76001 (over one hour) was deleted (edits end 2018-12-31) and more units of 76000 are not "
                        "the fix. Document the reason for the prolonged time in the report."}),
     Kind("modifier-misuse", "Modifier misused on 76000", "warning",
-         priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"ncci-ptp", "policy"}),
+         priority=10, rank=0, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source=_DISTINCT, wording={
              "summary": "Remove 76000: modifier {modifiers} cannot bypass the NCCI edit with {partner} (indicator 0)",
              "summary.contradicted": "Remove 76000: {modifiers} is at the same site and session as {partner}; "

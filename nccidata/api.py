@@ -15,7 +15,15 @@ from typing import Iterable, NamedTuple, Protocol, runtime_checkable
 PRACTITIONER = "practitioner"
 OUTPATIENT_HOSPITAL = "outpatient-hospital"
 SETTINGS = (PRACTITIONER, OUTPATIENT_HOSPITAL)
-DME = "dme"  # MUE tables only: DME supplier services
+DME = "dme"  # MUE tables (and Medicaid PTP tables): DME supplier services
+# The NCCI programs, a dimension of every PTP and MUE release: the Medicare NCCI (CMS "Medicare NCCI
+# Procedure to Procedure (PTP) Edits" / "Medicare NCCI Medically Unlikely Edits" pages, the default) and
+# the Medicaid NCCI (CMS "Medicaid NCCI Edit Files": its own PTP and MUE files, which states apply to
+# Medicaid claims; Medicaid NCCI Technical Guidance Manual). Add-on, MPFS and POS tables have none.
+MEDICARE = "medicare"
+MEDICAID = "medicaid"
+PROGRAMS = (MEDICARE, MEDICAID)
+PROGRAM_NAMES = {MEDICARE: "Medicare", MEDICAID: "Medicaid"}
 
 
 @dataclass(frozen=True)
@@ -27,14 +35,17 @@ class Release:
     setting: str | None  # practitioner | outpatient-hospital | None for setting-free tables
     starter: bool  # True for the embedded starter set: it is NOT a CMS release
     source: str  # file name(s) or "fluoro-cds starter set"
+    program: str = MEDICARE  # the NCCI program of a PTP / MUE table (MEDICARE for the other kinds)
 
     def citation(self) -> str:
-        """Human-readable citation, which always says when the data is the starter set."""
+        """Human-readable citation naming the NCCI program (PTP, MUE) and the release; it always
+        says when the data is the starter set (authored from Medicare NCCI facts)."""
         where = f" {self.setting}" if self.setting else ""
         if self.starter:
-            return (f"fluoro-cds starter data set ({self.label}{where}), authored from CMS NCCI "
+            return (f"fluoro-cds starter data set ({self.label}{where}), authored from CMS Medicare NCCI "
                     "facts; not a CMS release")
-        return f"CMS {self.kind.upper()} release {self.label}{where} ({self.source})"
+        program = f"{PROGRAM_NAMES.get(self.program, self.program)} NCCI " if self.kind in ("ptp", "mue") else ""
+        return f"CMS {program}{self.kind.upper()} release {self.label}{where} ({self.source})"
 
 
 class PtpEdit(NamedTuple):

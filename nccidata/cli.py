@@ -14,7 +14,7 @@ import re
 import sys
 from datetime import date
 
-from .api import SETTINGS, PtpEdit
+from .api import MEDICARE, PROGRAMS, SETTINGS, PtpEdit
 from .layouts import KINDS
 
 EXIT_BAD_INPUT = 2
@@ -91,8 +91,8 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def _release_dict(rel) -> dict:
-    return {"label": rel.label, "kind": rel.kind, "setting": rel.setting, "starter": rel.starter,
-            "source": rel.source, "citation": rel.citation()}
+    return {"label": rel.label, "kind": rel.kind, "setting": rel.setting, "program": rel.program,
+            "starter": rel.starter, "source": rel.source, "citation": rel.citation()}
 
 
 def edit_dict(edit: PtpEdit, on: date | None = None) -> dict:
@@ -118,7 +118,7 @@ def _import(args) -> int:
         progress = bar.update
     try:
         infos = import_paths(_db(args), args.paths, setting=args.setting, label=args.release,
-                             kind=args.kind, progress=progress)
+                             kind=args.kind, program=args.program, progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -146,8 +146,8 @@ def _releases(args) -> int:
     out = [f"store: {db}\n"]
     if releases:
         out.append(table(
-            ["id", "label", "kind", "setting", "period", "rows", "files", "imported", "in service"],
-            [[r["id"], r["label"], r["kind"], r["setting"] or "-",
+            ["id", "label", "kind", "setting", "program", "period", "rows", "files", "imported", "in service"],
+            [[r["id"], r["label"], r["kind"], r["setting"] or "-", r["program"] if r["kind"] in ("ptp", "mue") else "-",
               "..".join(r["period"]) if r["period"] else "-", f"{r['rows']:,}", len(r["sources"]),
               r["imported_at"], "yes" if r["in_service"] else ""] for r in releases]))
     else:
@@ -166,18 +166,24 @@ def _pair(args) -> int:
     ref = open_reference(_db(args))
     on = args.date or date.today()
     c1, c2 = args.column_1, args.column_2
+    program = args.program
+    if program != MEDICARE:
+        if not isinstance(ref, SqliteStore) or program not in ref.programs():
+            raise CliError(f"no {program} NCCI release is imported in {_db(args)} "
+                           f"(fluoro-cds ncci import FILE... --program {program})")
     results = []
     for setting in ([args.setting] if args.setting else SETTINGS):
-        info = ref.pick("ptp", setting, on) if isinstance(ref, SqliteStore) else None
+        info = ref.pick_program(program, "ptp", setting, on) if isinstance(ref, SqliteStore) else None
+        view = ref.for_program(program) if isinstance(ref, SqliteStore) else ref
         if info is not None:  # every row of the pair, in force or not
-            rows = ref.ptp_rows(c1, c2, setting, on)
+            rows = view.ptp_rows(c1, c2, setting, on)
             if c1 != c2:
-                rows += ref.ptp_rows(c2, c1, setting, on)
+                rows += view.ptp_rows(c2, c1, setting, on)
             release = _release_dict(info.release)
-        else:  # the starter set holds edits in force only
-            rows = ref.ptp_edits([c1, c2], on, setting)
+        else:  # the starter set holds edits in force only (Medicare); another program: none imported
+            rows = view.ptp_edits([c1, c2], on, setting)
             release = _release_dict(rows[0].release) if rows else None
-        results.append({"setting": setting, "release": release,
+        results.append({"setting": setting, "program": program, "release": release,
                         "rows": [edit_dict(e, on) for e in rows]})
     if args.json:
         _emit({"column_1": c1, "column_2": c2, "date": on.isoformat(), "results": results})
@@ -202,7 +208,7 @@ def _diff(args) -> int:
 
     try:
         result = diff_releases(_db(args), args.release_a, args.release_b, kind=args.kind,
-                               code=args.code, setting=args.setting, limit=args.limit)
+                               code=args.code, setting=args.setting, limit=args.limit, program=args.program)
     except DiffError as exc:
         raise CliError(str(exc)) from exc
     _emit(result)
@@ -213,7 +219,7 @@ def _retire(args) -> int:
     from .store import read_catalog, retire
 
     db = _db(args)
-    gone = retire(db, args.label, kind=args.kind, setting=args.setting)
+    gone = retire(db, args.label, kind=args.kind, setting=args.setting, program=args.program)
     if not gone:
         labels = sorted({r.label for r in read_catalog(db)})
         known = ", ".join(labels) if labels else "none"
@@ -252,12 +258,17 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     def json_arg(p):
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    def program_arg(p, default, what):
+        p.add_argument("--program", choices=PROGRAMS, default=default, help=what)
+
     imp = sub.add_parser("import", help="import CMS files as new releases (all or nothing)")
     imp.add_argument("paths", nargs="+", metavar="PATH", help="zip, txt, csv, tsv(.gz) or xlsx files")
     imp.add_argument("--setting", choices=SETTING_CHOICES,
                      help="setting of PTP/MUE tables (default: from the file name)")
     imp.add_argument("--release", metavar="LABEL", help="release label, e.g. 2024Q3 (default: from the file name)")
     imp.add_argument("--kind", choices=KINDS, help="table kind (default: detected from the header)")
+    program_arg(imp, None, "NCCI program of PTP/MUE tables (default: from the file name, "
+                           "'medicaid' or MCD gives medicaid, else medicare)")
     db_arg(imp)
     imp.set_defaults(func=_run(_import))
 
@@ -271,6 +282,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     pair.add_argument("column_2", metavar="COL2", type=_code, help="CPT/HCPCS code, e.g. 76000")
     pair.add_argument("--date", type=_date, help="date of service YYYY-MM-DD (default: today)")
     pair.add_argument("--setting", choices=SETTINGS, help="one setting (default: both settings)")
+    program_arg(pair, MEDICARE, "NCCI program")
     db_arg(pair)
     json_arg(pair)
     pair.set_defaults(func=_run(_pair))
@@ -284,6 +296,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     diff.add_argument("--kind", choices=("ptp", "mue"), default="ptp", help="table kind")
     diff.add_argument("--limit", type=_positive, default=1000,
                       help="max rows listed per category (counts are full)")
+    program_arg(diff, MEDICARE, "NCCI program of both releases")
     db_arg(diff)
     diff.set_defaults(func=_run(_diff))
 
@@ -292,6 +305,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     ret.add_argument("--kind", choices=KINDS, help="only this table kind (default: every kind)")
     ret.add_argument("--setting", choices=SETTING_CHOICES,
                      help="only this setting (default: every setting)")
+    program_arg(ret, None, "only this NCCI program (default: every program)")
     db_arg(ret)
     ret.set_defaults(func=_run(_retire))
     return ncci

@@ -91,12 +91,13 @@ def diff_mue(conn: sqlite3.Connection, code: str | None, limit: int) -> dict:
 
 
 def diff_releases(db_path: str | Path, label_a: str, label_b: str, *, kind: str = "ptp",
-                  code: str | None = None, setting: str | None = None, limit: int = 1000) -> dict:
-    """Differences from release `label_a` to `label_b`, per setting present in both."""
+                  code: str | None = None, setting: str | None = None, limit: int = 1000,
+                  program: str = "medicare") -> dict:
+    """Differences from release `label_a` to `label_b` of one NCCI `program`, per setting present in both."""
     if kind not in ("ptp", "mue"):
         raise DiffError("diff compares ptp or mue releases")
     db_path = Path(db_path)
-    infos = read_catalog(db_path)
+    infos = [i for i in read_catalog(db_path) if i.program == program]
     settings = [setting] if setting else sorted({i.setting for i in infos if i.kind == kind and i.setting})
     out: dict = {"kind": kind, "a": label_a, "b": label_b, "code": code, "settings": {}}
     for st in settings:

@@ -62,7 +62,7 @@ _FIELDS: dict[str, dict[str, str]] = {
 }
 REQUIRED = {
     "ptp": ("column_1", "column_2", "deletion", "modifier"),
-    "mue": ("code", "units", "mai"),
+    "mue": ("code", "units"),  # "mai": required of Medicare MUE tables (see loaders.load_mue)
     "aoc": ("primary", "add_on", "edit_type"),
     "mpfs-indicators": ("code", "mod", "status", "pctc"),
     "mpfs-rvu": ("code", "mod", "rvu_non_sum", "rvu_fac_sum"),
@@ -85,6 +85,7 @@ class Layout:
     header_rows: int  # rows before the data (preamble + header)
     cms_text: bool = False  # the CMS quarterly PTP text layout
     setting_hint: str | None = None  # from header names (MUE "Practitioner Services MUE Values")
+    default_mai: int | None = None  # MUE tables without an MAI column (Medicaid): the MAI of every row
     width: int = field(default=0)  # number of cells a data row needs
 
     def __post_init__(self):
@@ -107,13 +108,28 @@ def _match_header(kind: str, cells: list[str]) -> dict[str, int] | None:
 
 
 def _setting_from_text(text: str) -> str | None:
+    """practitioner: ccipra, practitioner, the Medicaid file code PRA; outpatient-hospital: ccioph,
+    outpatient, hospital, OPH; dme: DME, durable medical equipment (Medicaid NCCI file names, e.g.
+    medicaid-ncci-q3-2024-ptp-edits-practitioner-services.zip, MCD-MUE-PRA-v2024q3-F1.txt)."""
     t = text.lower()
-    if "ccipra" in t or "practitioner" in t:
+    if "ccipra" in t or "practitioner" in t or re.search(r"(^|[^a-z])pra([^a-z]|$)", t):
         return "practitioner"
-    if "ccioph" in t or "outpatient" in t or "hospital" in t:
+    if "ccioph" in t or "outpatient" in t or "hospital" in t or re.search(r"(^|[^a-z])oph([^a-z]|$)", t):
         return "outpatient-hospital"
-    if re.search(r"(^|[^a-z])dme([^a-z]|$)", t):
+    if re.search(r"(^|[^a-z])dme([^a-z]|$)", t) or "durable" in t:
         return DME
+    return None
+
+
+def program_from_name(name: str) -> str | None:
+    """The NCCI program a file name says: "medicaid" or the Medicaid file prefix MCD (CMS Medicaid NCCI
+    Edit Files: medicaid-ncci-q3-2024-ptp-edits-practitioner-services.zip; Medicaid NCCI Edit Design
+    Manual: MCD-PTP-PRA-..., MCD-MUE-OPH-...) gives medicaid; "medicare" gives medicare; else None."""
+    t = name.lower()
+    if "medicaid" in t or re.search(r"(^|[^a-z])mcd([^a-z]|$)", t):
+        return "medicaid"
+    if "medicare" in t:
+        return "medicare"
     return None
 
 
@@ -145,13 +161,16 @@ def setting_from_name(name: str) -> str | None:
 
 
 def label_from_name(name: str) -> str | None:
-    """Release label from a file name: 2024q3 -> 2024Q3; CMS NCCI version v302r0 -> 2024Q3
+    """Release label from a file name: 2024q3, 2024-q3 and q3-2024 (Medicaid NCCI file names) -> 2024Q3; CMS NCCI version v302r0 -> 2024Q3
     (version XX.Y is valid in year 1994+XX, quarter Y+1: version 24.0 covered 2018-01-01 to
     2018-03-31); Eff_07-01-2024 -> 2024Q3; a bare year -> 2024."""
     low = name.lower()
     m = re.search(r"(?<!\d)(19\d\d|20\d\d)[ _\-]?q([1-4])(?!\d)", low)
     if m:
         return f"{m.group(1)}Q{m.group(2)}"
+    m = re.search(r"(?<![a-z0-9])q([1-4])[ _\-]?(19\d\d|20\d\d)(?!\d)", low)  # Medicaid: q3-2024
+    if m:
+        return f"{m.group(2)}Q{m.group(1)}"
     m = re.search(r"(?<![a-z0-9])v(\d\d)([0-3])r\d+", low)
     if m:
         return f"{1994 + int(m.group(1))}Q{int(m.group(2)) + 1}"

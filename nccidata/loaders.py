@@ -310,7 +310,7 @@ def load_mue(conn, source, source_id, layout, progress=None) -> int:
         units_text = row[c["units"]].strip()
         if not units_text.isdigit():
             raise BadInput(source.name, line, f"bad MUE units {units_text!r} (expected a whole number)")
-        mai_text = row[c["mai"]].strip()
+        mai_text = row[c["mai"]].strip() if "mai" in c else str(layout.default_mai)
         if not mai_text or mai_text[0] not in "123" or (len(mai_text) > 1 and mai_text[1].isdigit()):
             raise BadInput(source.name, line,
                            f"unknown MUE adjudication indicator {mai_text!r} (expected 1, 2 or 3)")

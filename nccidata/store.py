@@ -17,6 +17,12 @@ quarterly): the releases whose label covers D (2024Q3 covers 2024-07-01..2024-09
 year); among several, the latest period start, then the newest import; if none covers D, the
 latest period start <= D; if none, the newest import. Within a PTP release an edit applies
 when effective <= D and (deletion is ``*`` or D <= deletion) (CMS NCCI PTP file rules).
+
+The NCCI program (Medicare, Medicaid) is a dimension of every release (catalog column ``program``,
+``medicare`` by default): Medicare releases answer :class:`SqliteStore`'s own queries, as before;
+another program's releases answer only through :meth:`SqliteStore.for_program` (never falling back
+to Medicare rows or the starter set). Catalogs written before the column existed (schema version 1)
+read as Medicare; the next import adds the column (``ALTER TABLE``) and sets ``user_version`` 2.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote
 
-from .api import AddOnEdit, FeeSchedule, MueLimit, PlaceOfService, PtpEdit, Release
+from .api import MEDICARE, AddOnEdit, FeeSchedule, MueLimit, PlaceOfService, PtpEdit, Release
 from .layouts import KINDS, period_of_label
 from .pairindex import PairIndex, PairIndexBuilder, index_paths
 
@@ -48,8 +54,10 @@ CREATE TABLE IF NOT EXISTS releases(
     file TEXT NOT NULL,
     sources TEXT NOT NULL,
     row_count INTEGER NOT NULL,
-    imported_at TEXT NOT NULL
+    imported_at TEXT NOT NULL,
+    program TEXT NOT NULL DEFAULT 'medicare'
 )"""
+CATALOG_VERSION = 2  # PRAGMA user_version: 1 (or 0) = no program column (every release Medicare)
 # Table kinds and settings the rules ask for; a missing one falls back to the starter set.
 EXPECTED = (("ptp", "practitioner"), ("ptp", "outpatient-hospital"), ("mue", "practitioner"),
             ("mue", "outpatient-hospital"), ("aoc", None), ("mpfs-indicators", None),
@@ -114,6 +122,7 @@ class ReleaseInfo:
     sources: list[dict]
     row_count: int
     imported_at: str
+    program: str = MEDICARE  # the NCCI program (PTP, MUE); MEDICARE for the other kinds
     _release: Release | None = field(default=None, repr=False)
     _lookups: dict = field(default_factory=dict, repr=False)
     _pairs: list = field(default_factory=list, repr=False)  # [PairIndex | None] once opened
@@ -123,7 +132,7 @@ class ReleaseInfo:
         if self._release is None:
             kind = "mpfs" if self.kind.startswith("mpfs") else self.kind
             self._release = Release(label=self.label, kind=kind, setting=self.setting, starter=False,
-                                    source=", ".join(s["name"] for s in self.sources))
+                                    source=", ".join(s["name"] for s in self.sources), program=self.program)
         return self._release
 
     def covers(self, on: date) -> bool:
@@ -135,7 +144,7 @@ class ReleaseInfo:
                 "period": ([self.period_start.isoformat(), self.period_end.isoformat()]
                            if self.period_start and self.period_end else None),
                 "sources": self.sources, "rows": self.row_count, "imported_at": self.imported_at,
-                "file": self.file}
+                "file": self.file, "program": self.program}
 
 
 def read_catalog(db_path: str | Path) -> list[ReleaseInfo]:
@@ -143,11 +152,15 @@ def read_catalog(db_path: str | Path) -> list[ReleaseInfo]:
     path = Path(db_path)
     if not path.is_file():
         return []
+    columns = ("SELECT id, kind, setting, label, period_start, period_end, file, sources, row_count,"
+               " imported_at, {} FROM releases ORDER BY id")
     try:
         conn = ro_connect(path)
         try:
-            rows = conn.execute("SELECT id, kind, setting, label, period_start, period_end, file,"
-                                " sources, row_count, imported_at FROM releases ORDER BY id").fetchall()
+            try:
+                rows = conn.execute(columns.format("program")).fetchall()
+            except sqlite3.OperationalError:  # a version 1 catalog: no program column, all Medicare
+                rows = conn.execute(columns.format(f"'{MEDICARE}'")).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
@@ -155,8 +168,20 @@ def read_catalog(db_path: str | Path) -> list[ReleaseInfo]:
     return [ReleaseInfo(id=r[0], kind=r[1], setting=r[2], label=r[3],
                         period_start=date.fromisoformat(r[4]) if r[4] else None,
                         period_end=date.fromisoformat(r[5]) if r[5] else None,
-                        file=r[6], sources=json.loads(r[7]), row_count=r[8], imported_at=r[9])
+                        file=r[6], sources=json.loads(r[7]), row_count=r[8], imported_at=r[9],
+                        program=r[10] or MEDICARE)
             for r in rows]
+
+
+def migrate_catalog(conn: sqlite3.Connection) -> None:
+    """Bring a catalog (open for writing, outside a transaction) to CATALOG_VERSION: create the
+    table, or add the ``program`` column to a version 1 catalog (its releases are Medicare's)."""
+    conn.execute(CATALOG_SCHEMA)
+    names = {r[1] for r in conn.execute("PRAGMA table_info(releases)")}
+    if "program" not in names:
+        conn.execute(f"ALTER TABLE releases ADD COLUMN program TEXT NOT NULL DEFAULT '{MEDICARE}'")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < CATALOG_VERSION:
+        conn.execute(f"PRAGMA user_version = {CATALOG_VERSION}")
 
 
 def pick_release(candidates: list[ReleaseInfo], on: date | None) -> ReleaseInfo | None:
@@ -180,15 +205,17 @@ def pick_release(candidates: list[ReleaseInfo], on: date | None) -> ReleaseInfo 
 class ReleaseBuilder:
     """Builds one release file aside (journal off, sync off); `finish` indexes and closes it."""
 
-    def __init__(self, db_path: str | Path, kind: str, setting: str | None, label: str):
+    def __init__(self, db_path: str | Path, kind: str, setting: str | None, label: str,
+                 program: str = MEDICARE):
         from .loaders import SCHEMAS
 
-        self.kind, self.setting, self.label = kind, setting, label
+        self.kind, self.setting, self.label, self.program = kind, setting, label, program
         self.dir = releases_dir(db_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
-        self.name = f"{kind}-{setting or 'all'}-{safe}-{stamp}-{uuid.uuid4().hex[:8]}.sqlite"
+        prefix = "" if program == MEDICARE else f"{program}-"
+        self.name = f"{prefix}{kind}-{setting or 'all'}-{safe}-{stamp}-{uuid.uuid4().hex[:8]}.sqlite"
         self.tmp = self.dir / f".building-{self.name}"
         self.conn = sqlite3.connect(self.tmp, isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-262144",
@@ -223,7 +250,7 @@ class ReleaseBuilder:
 
         for ddl in INDEXES[self.kind]:
             self.conn.execute(ddl)
-        meta = {"kind": self.kind, "setting": self.setting or "", "label": self.label}
+        meta = {"kind": self.kind, "setting": self.setting or "", "label": self.label, "program": self.program}
         self.conn.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
         self.conn.execute("COMMIT")
         self.conn.execute("PRAGMA journal_mode=DELETE")
@@ -310,16 +337,16 @@ def register(db_path: str | Path, builders: list[ReleaseBuilder]) -> list[Releas
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
-        conn.execute(CATALOG_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
+        migrate_catalog(conn)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for b in builders:
             start, end = period_of_label(b.label)
             conn.execute(
                 "INSERT INTO releases(kind, setting, label, period_start, period_end, file, sources,"
-                " row_count, imported_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " row_count, imported_at, program) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (b.kind, b.setting, b.label, start.isoformat() if start else None,
-                 end.isoformat() if end else None, b.name, json.dumps(b.sources), b.rows, now))
+                 end.isoformat() if end else None, b.name, json.dumps(b.sources), b.rows, now, b.program))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -332,13 +359,14 @@ def register(db_path: str | Path, builders: list[ReleaseBuilder]) -> list[Releas
 
 
 def retire(db_path: str | Path, label: str, kind: str | None = None,
-           setting: str | None = None) -> list[ReleaseInfo]:
-    """Remove the releases labelled `label` (of one `kind` / `setting` when given) from the
+           setting: str | None = None, program: str | None = None) -> list[ReleaseInfo]:
+    """Remove the releases labelled `label` (of one `kind` / `setting` / `program` when given) from the
     catalog in one transaction, then delete their release files and pair indexes. Returns the
     releases removed (none: nothing changed). A running service drops them within a second
     (its catalog stamp changes); files it still has open stay readable until it does."""
     gone = [r for r in read_catalog(db_path) if r.label.lower() == label.lower()
-            and (kind is None or r.kind == kind) and (setting is None or r.setting == setting)]
+            and (kind is None or r.kind == kind) and (setting is None or r.setting == setting)
+            and (program is None or r.program == program)]
     if not gone:
         return []
     conn = sqlite3.connect(Path(db_path), isolation_level=None, timeout=30)
@@ -375,7 +403,9 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._checked = 0.0
-        self._by_kind: dict[tuple[str, str | None], list[ReleaseInfo]] = {}
+        self._by_kind: dict[tuple[str, str | None], list[ReleaseInfo]] = {}  # Medicare's releases
+        self._by_program: dict[tuple[str, str, str | None], list[ReleaseInfo]] = {}  # (program, kind, setting)
+        self._views: dict[str, ProgramReference] = {}
         self._all: list[ReleaseInfo] = []
         self._picks: dict = {}
         self._ptp_cached = lru_cache(maxsize=8192)(self._ptp_query)
@@ -406,9 +436,13 @@ class SqliteStore:
             self._checked = time.monotonic()
             infos = read_catalog(self.db_path)
             by_kind: dict = {}
+            by_program: dict = {}
             for info in infos:
-                by_kind.setdefault((info.kind, info.setting), []).append(info)
-            self._all, self._by_kind = infos, by_kind
+                if info.program == MEDICARE:
+                    by_kind.setdefault((info.kind, info.setting), []).append(info)
+                else:
+                    by_program.setdefault((info.program, info.kind, info.setting), []).append(info)
+            self._all, self._by_kind, self._by_program = infos, by_kind, by_program
             self._picks = {}
             self._ptp_cached.cache_clear()
 
@@ -439,6 +473,36 @@ class SqliteStore:
             picks.clear()
         picks[key] = info
         return info
+
+    def pick_program(self, program: str, kind: str, setting: str | None, on: date | None) -> ReleaseInfo | None:
+        """The release of NCCI `program` answering `on` (pick() is Medicare's; the same rule)."""
+        if program == MEDICARE:
+            return self.pick(kind, setting, on)
+        self._maybe_refresh()
+        key = (program, kind, setting, on)
+        picks = self._picks
+        if key in picks:
+            return picks[key]
+        info = pick_release(self._by_program.get((program, kind, setting), []), on)
+        if len(picks) > 10000:
+            picks.clear()
+        picks[key] = info
+        return info
+
+    def programs(self) -> list[str]:
+        """The NCCI programs with at least one imported release (Medicare first)."""
+        self._maybe_refresh()
+        return ([MEDICARE] if self._by_kind else []) + sorted({p for p, _k, _s in self._by_program})
+
+    def for_program(self, program: str) -> "ProgramReference | SqliteStore":
+        """The reference data of NCCI `program`: this store for Medicare; for another program a
+        view whose PTP and MUE queries answer from that program's releases only."""
+        if program == MEDICARE:
+            return self
+        view = self._views.get(program)
+        if view is None:
+            view = self._views[program] = ProgramReference(self, program)
+        return view
 
     def connection(self, info: ReleaseInfo) -> sqlite3.Connection:
         """This thread's read-only connection to a release file."""
@@ -527,6 +591,10 @@ class SqliteStore:
         info = self.pick("mue", setting, on)
         if info is None:
             return self.fallback.mue(code, on, setting)
+        return self.mue_in(info, code)
+
+    def mue_in(self, info: ReleaseInfo, code: str) -> MueLimit | None:
+        """The MUE of `code` in release `info`."""
         row = self.connection(info).execute(
             "SELECT units, mai, rationale FROM mue WHERE code=? ORDER BY source_id, line LIMIT 1",
             (code.strip().upper(),)).fetchone()
@@ -606,6 +674,10 @@ class SqliteStore:
                                  "answered_by": "fluoro-cds starter data set (not a CMS release)"})
             else:
                 in_service.append(info.as_dict())
+        for program, kind, setting in sorted(self._by_program):  # other NCCI programs: no fallback
+            info = self.pick_program(program, kind, setting, on)
+            if info is not None:
+                in_service.append(info.as_dict())
         return {"source": "sqlite", "db": str(self.db_path), "date": on.isoformat(),
                 "starter": bool(fallback), "in_service": in_service, "fallback": fallback,
                 "releases": len(self._all)}
@@ -617,5 +689,52 @@ class SqliteStore:
         self._local.conns = {}
 
 
-__all__ = ["SqliteStore", "ReleaseBuilder", "clean_interrupted_imports", "ReleaseInfo", "register", "retire", "read_catalog", "pick_release",
+class ProgramReference:
+    """:class:`nccidata.api.ReferenceData` of an NCCI program other than Medicare (Medicaid): PTP
+    edits and MUEs from that program's releases only: where it has none for a setting the answer is
+    empty (never Medicare's rows, never the starter set; :meth:`release` says so). Add-on, MPFS and
+    POS tables have no program: the store answers them."""
+
+    def __init__(self, store: SqliteStore, program: str):
+        self.store, self.program = store, program
+
+    def release(self, kind: str, setting: str | None, on: date | None) -> ReleaseInfo | None:
+        """The release of this program answering `on`, or None (none imported)."""
+        return self.store.pick_program(self.program, kind, setting, on)
+
+    def ptp_edits(self, codes: Iterable[str], on: date, setting: str) -> list[PtpEdit]:
+        info = self.store.pick_program(self.program, "ptp", setting, on)
+        key = tuple(sorted({c.strip().upper() for c in codes}))
+        if info is None or len(key) < 2:
+            return []
+        return [e for e in self.store._ptp_cached(info.id, key)
+                if (e.effective is None or e.effective <= on) and (e.deletion is None or on <= e.deletion)]
+
+    def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:
+        info = self.store.pick_program(self.program, "ptp", setting, on)
+        if info is None:
+            return []
+        rows = self.store.connection(info).execute(
+            f"SELECT {_PTP_COLUMNS} FROM ptp WHERE column_1=? AND column_2=?",
+            (column1.strip().upper(), column2.strip().upper()))
+        return self.store._sql_edits(info, rows)
+
+    def mue(self, code: str, on: date, setting: str) -> MueLimit | None:
+        info = self.store.pick_program(self.program, "mue", setting, on)
+        return None if info is None else self.store.mue_in(info, code)
+
+    def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
+        return self.store.add_on(add_on_code, on)
+
+    def fee(self, code: str, modifier: str = "", on: date | None = None) -> FeeSchedule | None:
+        return self.store.fee(code, modifier, on)
+
+    def place_of_service(self, code: str) -> PlaceOfService | None:
+        return self.store.place_of_service(code)
+
+    def describe(self) -> dict:
+        return self.store.describe()
+
+
+__all__ = ["SqliteStore", "ProgramReference", "CATALOG_VERSION", "migrate_catalog", "ReleaseBuilder", "clean_interrupted_imports", "ReleaseInfo", "register", "retire", "read_catalog", "pick_release",
            "default_db_path", "releases_dir", "KINDS"]

@@ -86,6 +86,43 @@ def write_cms_ptp_zip(path: Path, rows: list[tuple], member: str | None = None) 
     return path
 
 
+# The Medicaid NCCI program's published layout (CMS "Medicaid NCCI Edit Files"; Medicaid NCCI Edit Design
+# Manual / Technical Guidance Manual, publication formats): one zip per quarter, table kind and provider
+# type, named e.g. medicaid-ncci-q3-2024-ptp-edits-practitioner-services.zip, holding a tab-delimited text
+# table (an AMA copyright line, then a header row) without Medicare's "in existence prior to 1996" column;
+# MUE tables without an MUE Adjudication Indicator (Medicaid MUEs are claim line edits).
+MEDICAID_PTP_HEADER = ["Column 1", "Column 2", "Effective Date", "Deletion Date *=no data",
+                       "Modifier 0=not allowed 1=allowed 9=not applicable", "PTP Edit Rationale"]
+
+
+def medicaid_name(quarter: str, kind: str, provider: str) -> str:
+    """medicaid-ncci-q3-2024-ptp-edits-practitioner-services.zip for ("2024q3", "ptp", "practitioner")."""
+    year, q = quarter.lower().split("q")
+    return f"medicaid-ncci-q{q}-{year}-{kind}-edits-{provider}-services.zip"
+
+
+def write_medicaid_zip(path: Path, header: list[str], rows: list[tuple]) -> Path:
+    """A Medicaid NCCI edit zip: the tab-delimited table (latin-1, CRLF) and a read-me to skip."""
+    lines = [CMS_PREAMBLE[0], "\t".join(header)] + ["\t".join(str(c) for c in r) for r in rows]
+    member = path.name.replace(".zip", ".txt")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(member, ("\r\n".join(lines) + "\r\n").encode("latin-1"))
+        z.writestr("Medicaid_NCCI_Readme.pdf", b"%PDF-1.4 not a table")
+    return path
+
+
+def write_medicaid_ptp(directory: Path, quarter: str, provider: str, rows: list[tuple]) -> Path:
+    """Rows: (column 1, column 2, effective YYYYMMDD, deletion YYYYMMDD or *, modifier, rationale)."""
+    return write_medicaid_zip(directory / medicaid_name(quarter, "ptp", provider), MEDICAID_PTP_HEADER, rows)
+
+
+def write_medicaid_mue(directory: Path, quarter: str, provider: str, rows: list[tuple]) -> Path:
+    """Rows: (HCPCS/CPT code, MUE value, MUE rationale)."""
+    title = {"practitioner": "Practitioner", "outpatient-hospital": "Outpatient Hospital"}.get(provider, "DME")
+    header = ["HCPCS/CPT Code", f"{title} Services MUE Values", "MUE Rationale"]
+    return write_medicaid_zip(directory / medicaid_name(quarter, "mue", provider), header, rows)
+
+
 def write_ptp_xlsx(path: Path, rows: list[tuple], header: list[str] | None = None) -> Path:
     """An XLSX in the CMS PTP layout (copyright row, header row, data)."""
     import openpyxl

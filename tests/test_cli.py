@@ -100,7 +100,7 @@ def test_pair_json_lists_each_row_once_with_its_in_force_flag(store):
                               "practitioner", "--db", store, "--json")
     assert code == 0, err
     [res] = out["results"]
-    assert set(res) == {"setting", "release", "rows"}
+    assert set(res) == {"setting", "program", "release", "rows"} and res["program"] == "medicare"
     assert [(r["column_1"], r["modifier_indicator"], r["in_force"]) for r in res["rows"]] == [
         ("33289", "0", True)]
     assert res["release"]["label"] == "2024Q3"
@@ -120,10 +120,11 @@ def test_releases_table_and_json(store):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"store: {store}"
-    assert lines[1].split() == ["id", "label", "kind", "setting", "period", "rows", "files",
+    assert lines[1].split() == ["id", "label", "kind", "setting", "program", "period", "rows", "files",
                                 "imported", "in", "service"]
     rows = [line.split() for line in lines[2:4]]
-    assert [r[1] for r in rows] == ["2024Q2", "2024Q3"] and all(r[5] == "3" for r in rows)
+    assert [r[1] for r in rows] == ["2024Q2", "2024Q3"] and all(r[6] == "3" for r in rows)
+    assert all(r[4] == "medicare" for r in rows)
     # today is after both quarters: the newest period answers, and the others fall back
     assert any("answered by the starter data set" in line for line in lines[4:])
     code, data, _ = run_ncci("releases", "--db", store, "--json")

@@ -87,9 +87,12 @@ def test_medicaid_csv_with_extra_columns(tmp_path):
     csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, out, err = run_ncci("import", str(csv_path), "--release", "2024Q3", "--db", _db(tmp_path))
     assert code == 0, err
-    assert out["imported"][0]["setting"] == "practitioner"
-    edit = _pairs(_db(tmp_path), ["64483", "76000"])[("64483", "76000")]
-    assert edit.rationale == "HCPCS/CPT procedure code definition"
+    # "medicaid" in the file name: a Medicaid NCCI release (issue 10 s.8), not a Medicare one
+    assert (out["imported"][0]["setting"], out["imported"][0]["program"]) == ("practitioner", "medicaid")
+    ref = open_reference(_db(tmp_path))
+    assert ref.ptp_edits(["64483", "76000"], DOS, "practitioner")[0].release.starter  # Medicare: starter set
+    (edit,) = ref.for_program("medicaid").ptp_edits(["64483", "76000"], DOS, "practitioner")
+    assert edit.rationale == "HCPCS/CPT procedure code definition" and edit.release.program == "medicaid"
     assert edit.effective == date(2011, 1, 1) and edit.row == 5
 
 

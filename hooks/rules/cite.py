@@ -28,7 +28,7 @@ def _source(release: Release) -> str:
     if release.starter:
         where = f" {release.setting}" if release.setting else ""
         return (f"fluoro-cds {STARTER_NOTE} ({release.kind.upper()} {release.label}{where}, authored from CMS "
-                "NCCI facts)")
+                "Medicare NCCI facts)")
     return release.citation()
 
 
@@ -68,6 +68,15 @@ def aoc(edit: AddOnEdit, primary: str) -> Citation:
             f"{primary}")
     return Citation(kind="ncci-aoc", text=text, release=edit.release.label, starter=edit.release.starter,
                     details=(("add_on", edit.add_on), ("primary", primary), ("edit_type", str(edit.edit_type))))
+
+
+@lru_cache(maxsize=256)
+def aoc_primaries(edit: AddOnEdit) -> Citation:
+    """An add-on edit cited for its primaries as a whole (none of them billed)."""
+    text = (f"{_source(edit.release)}: add-on {edit.add_on} (edit type {edit.edit_type}) is reported only with one "
+            f"of its {len(edit.primaries)} listed primary codes")
+    return Citation(kind="ncci-aoc", text=text, release=edit.release.label, starter=edit.release.starter,
+                    details=(("add_on", edit.add_on), ("primary", ""), ("edit_type", str(edit.edit_type))))
 
 
 def mpfs(*fees: FeeSchedule) -> Citation:

@@ -26,6 +26,7 @@ from .. import findings as F
 from ..findings import KINDS, REMOVAL_CODES, Citation, DeclarationError, Finding, Fix
 from ..model import COMPONENT_MODIFIERS, DOC_ELEMENTS, FLUORO, INPATIENT_HOSPITAL, Case, Line
 from . import cite
+from .corrected import corrected_case, edits, touched
 from .policy import Policy, PolicyEntry, policy
 
 NO_DATE = date(9999, 12, 31)  # a line without a date of service: only edits without deletion apply
@@ -141,8 +142,12 @@ def guidance_add_on(code: str, on: date, reference: ReferenceData, pol: Policy) 
     return None
 
 
-def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) -> _LineReview:
-    """The removal problems of one 76000 line against each same-date partner line.
+def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy,
+                 only: Sequence[Line] | None = None) -> _LineReview:
+    """The removal problems of one 76000 line against each same-date partner line (`only`: these
+    partners). Another code's line (the code a fix puts on the claim, re-reviewed by
+    :func:`fix_conflicts`) is reviewed the same way for the PTP edits with it as column 2; the
+    fluoroscopy policies (siblings, guidance add-ons, integral) are 76000's only.
 
     A partner of a different rendering practitioner is not a PTP pair (NCCI pairs services of the
     same provider): no problem. An indicator-0 edit is never bypassed. With a distinct-service
@@ -155,16 +160,22 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
     default_date = case.default_date
     day = line.service_date or default_date
     review = _LineReview(line, day)
-    # partners: the other (non-76000, billed) lines of the same date (Case.line_date inlined)
-    partners = [p for p in case.lines if p.code != FLUORO and p.units > 0
-                and (day is None or (p.service_date or default_date) in (None, day))]
+    code = line.code
+    fluoro = code == FLUORO
+    # partners: the other (other code, billed) lines of the same date (Case.line_date inlined)
+    if only is None:
+        partners = [p for p in case.lines if p.code != code and p.units > 0
+                    and (day is None or (p.service_date or default_date) in (None, day))]
+    else:
+        partners = list(only)
     if not partners:
         return review
     on = day or NO_DATE
     billed = {p.code for p in partners}
     edits = {} if case.setting.ncci_setting == INPATIENT_HOSPITAL else {
-        e.column1: e for e in reference.ptp_edits(billed | _FLUORO_SET, on, case.setting.ncci_setting)
-        if e.column2 == FLUORO and e.column1 != FLUORO and e.modifier_indicator in ("0", "1") and e.in_force(on)}
+        e.column1: e for e in reference.ptp_edits(billed | (_FLUORO_SET if fluoro else {code}), on,
+                                                   case.setting.ncci_setting)
+        if e.column2 == code and e.column1 != code and e.modifier_indicator in ("0", "1") and e.in_force(on)}
     components = COMPONENT_MODIFIERS.intersection(line.modifiers)
     claimed = line.distinct_modifiers()
     for partner in partners:
@@ -194,6 +205,10 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy) 
             if edit is not None:
                 review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit, evidence=shown))
             continue  # separate encounter or site: the fluoroscopy is not part of the partner
+        if not fluoro:  # another code (a replacement re-reviewed, issue 10 s.4): its PTP edits only
+            if edit is not None:
+                review.problems.append(Problem(F.PTP_MODIFIER_ALLOWED, partner, edit=edit))
+            continue
         sibling = pol.siblings.get(partner.code)
         guidance = None if sibling is not None else guidance_add_on(partner.code, on, reference, pol)
         if sibling is not None:
@@ -219,6 +234,98 @@ def _unbilled_conflicts(case: Case, review: _LineReview, reference: ReferenceDat
         return []
     pseudo = replace(case, lines=(review.line,) + case.context_lines)
     return _review_line(pseudo, review.line, reference, pol).problems
+
+
+class Conflict(NamedTuple):
+    """What a fix would leave wrong on the corrected claim (issue 10 s.4): one line's problem there."""
+
+    line: Line  # the line with the problem, as corrected (the replacement, or a line it would bundle)
+    short: str  # "77002 would be bundled into 73040"
+    why: str  # short, with the edit: "... (NCCI PTP 73040/77002, modifier indicator 1, ...)"
+    citations: tuple[Citation, ...]
+
+
+def fix_conflicts(case: Case, fix: Fix, reference: ReferenceData, pol: Policy | None = None) -> list[Conflict]:
+    """The problems the corrected claim has on the lines `fix` touches: the case with `fix` applied
+    (:func:`hooks.rules.corrected.corrected_case`) reviewed again with the same rules
+    (:func:`_review_line`). For a code the fix puts on a line, also: an add-on code whose listed
+    primaries (CMS AOC, edit type 1) are all absent that date, and a line of the claim the new code
+    would newly bundle (the new code as column 1 of a PTP edit the replaced code did not have).
+    Empty: the fix leaves a clean claim. Runs only when a replacement is built (not per line)."""
+    pol = pol or policy()
+    after = corrected_case(case, fix)
+    keys = touched(fix)
+    replaced = {e.line for e in edits(fix) if e.action == F.REPLACE_CODE}
+    now = {ln.key: ln for ln in after.lines}
+    out: list[Conflict] = []
+    for key in keys:
+        ln = now.get(key)
+        if ln is None or ln.units <= 0:
+            continue
+        out += [_conflict(ln, p) for p in _review_line(after, ln, reference, pol).problems]
+        if key in replaced:
+            old = next(x for x in case.lines if x.key == key)
+            out += _add_on_conflicts(after, ln, reference)
+            out += _newly_bundled(case, after, old, ln, keys, reference, pol)
+    return out
+
+
+def _conflict(line: Line, p: Problem) -> Conflict:
+    e = p.edit
+    if e is not None and p.code in (F.PTP_BUNDLED, F.MODIFIER_MISUSE, F.PTP_MODIFIER_ALLOWED):
+        short = f"{line.code} would be bundled into {e.column1}"
+        unmet = "" if e.modifier_indicator == "0" else "; no distinct-service modifier the record supports"
+        why = (f"{short} (NCCI PTP {e.column1}/{e.column2}, modifier indicator {e.modifier_indicator}, "
+               f"rationale: {e.rationale}{unmet})" + (f": {p.why}" if p.code == F.MODIFIER_MISUSE else ""))
+    else:
+        short = f"{line.code}: {p.phrase()}"
+        why = short
+    return Conflict(line, short, why, tuple(p.citations()))
+
+
+def _same_day(case: Case, line: Line) -> list[Line]:
+    """The other billed lines of `line`'s date of service (a missing date matches any)."""
+    day = case.line_date(line)
+    return [p for p in case.lines if p.key != line.key and p.units > 0
+            and (day is None or case.line_date(p) in (None, day))]
+
+
+def _add_on_conflicts(case: Case, line: Line, reference: ReferenceData) -> list[Conflict]:
+    """An add-on code with listed primaries (CMS add-on code edits, edit type 1) is reported only
+    with one of them on the same date; contractor-defined (type 2) and type 3 lists are not exhaustive."""
+    aoc = reference.add_on(line.code, case.line_date(line) or NO_DATE)
+    if aoc is None or aoc.edit_type != 1 or aoc.contractor_defined or not aoc.primaries:
+        return []
+    if not aoc.primaries.isdisjoint(p.code for p in _same_day(case, line)):
+        return []
+    short = f"{line.code} would have no primary procedure on the claim"
+    why = (f"{line.code} is an add-on code (CMS add-on code edit type 1) reported only with one of its "
+           f"{len(aoc.primaries)} listed primary procedures, and none is on the claim that date")
+    return [Conflict(line, short, why, (cite.aoc_primaries(aoc),))]
+
+
+def _newly_bundled(case: Case, after: Case, old: Line, new: Line, keys: Sequence[str], reference: ReferenceData,
+                   pol: Policy) -> list[Conflict]:
+    """Lines of the corrected claim that `new` (the replacement of `old`) would bundle as column 1
+    of a PTP edit, where `old` did not already: the fix would create that edit. 76000 lines are
+    left to their own review (fluoroscopy is integral to the guidance codes, integral.tsv)."""
+    if after.setting.ncci_setting == INPATIENT_HOSPITAL:
+        return []
+    others = [y for y in _same_day(after, new) if y.key not in keys and y.code not in (FLUORO, new.code)]
+    if not others:
+        return []
+    on = after.line_date(new) or NO_DATE
+    col2 = {e.column2 for e in reference.ptp_edits({new.code} | {y.code for y in others}, on,
+                                                   after.setting.ncci_setting)
+            if e.column1 == new.code and e.modifier_indicator in ("0", "1") and e.in_force(on)}
+    out = []
+    for y in others:
+        if y.code not in col2:
+            continue
+        problems = _review_line(after, y, reference, pol, only=(new,)).problems
+        if problems and not _review_line(case, y, reference, pol, only=(old,)).problems:
+            out += [_conflict(y, p) for p in problems]
+    return out
 
 
 def _fee_modifier(line: Line) -> str:
@@ -248,10 +355,12 @@ class _Removal:
     """What a removal builder says: summary, reason, fixes and (when it differs from "not separately
     payable") the payment effect."""
 
-    __slots__ = ("summary", "reason", "fixes", "payment")
+    __slots__ = ("summary", "reason", "fixes", "payment", "citations")
 
-    def __init__(self, summary: str, reason: str, fixes: tuple[Fix, ...], payment: str | None = None) -> None:
+    def __init__(self, summary: str, reason: str, fixes: tuple[Fix, ...], payment: str | None = None,
+                 citations: tuple[Citation, ...] = ()) -> None:
         self.summary, self.reason, self.fixes, self.payment = summary, reason, fixes, payment
+        self.citations = citations  # besides the problems' (e.g. why a replacement is not offered)
 
 
 class _Context(NamedTuple):
@@ -282,6 +391,8 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, line.units)
     when = f" on {review.day.isoformat()}" if review.day else ""
     built = REMOVAL_BUILDERS[problem.code](_Context(case, review, problem, reference, config, when, fee_mod, amount))
+    if built.citations:
+        citations += built.citations
     payment = built.payment
     if payment is None and amount:
         payment = F.NOT_PAYABLE.format(billed=cite.label(FLUORO, fee_mod), amount=amount)
@@ -345,10 +456,27 @@ def _use_guidance_code(c: _Context) -> _Removal:
         cf = fee.conversion_factor
         payment = _say(code, "payment", billed=cite.label(FLUORO, c.fee_mod), amount=c.amount,
                        new=cite.label(add_on, c.fee_mod), new_amount=new_amount, cf=f" at CF {cf}" if cf else "")
+    fix = _replacement(c, add_on)
+    conflicts = fix_conflicts(c.case, fix, c.reference)
+    if conflicts:
+        return _not_clean(c, add_on, conflicts, _say(code, "offered", partner=partner, add_on=add_on))
     return _Removal(
         _say(code, "summary", add_on=add_on, partner=partner),
         _say(code, "reason", add_on=add_on, partner=partner),
-        (_replacement(c, add_on),), payment)
+        (fix,), payment)
+
+
+def _not_clean(c: _Context, add_on: str, conflicts: Sequence[Conflict], offered: str) -> _Removal:
+    """The replacement by `add_on` would leave the claim with a problem (fix_conflicts): remove
+    76000 instead, and say why (issue 10 s.4; facts ``clean-fix``)."""
+    code = F.USE_GUIDANCE_CODE
+    whys = "; ".join(dict.fromkeys(x.why for x in conflicts))
+    cites = tuple(x for conflict in conflicts for x in conflict.citations)
+    short = conflicts[0].short
+    return _Removal(
+        _say(code, "summary.not-clean", add_on=add_on, short=short),
+        _say(code, "reason.not-clean", offered=offered, whys=whys, when=c.when),
+        (_remove(c, "remove.not-clean", short=short),), None, cites + (policy().facts["clean-fix"].citation(),))
 
 
 def _with_guidance_sibling(c: _Context) -> _Removal:
@@ -366,6 +494,9 @@ def _with_guidance_sibling(c: _Context) -> _Removal:
     if old_amount and new_amount and c.amount:
         payment = _say(kind, "payment.sibling", partner=partner.code, old_amount=old_amount,
                        billed=cite.label(FLUORO, c.fee_mod), amount=c.amount, code=code, new_amount=new_amount)
+    conflicts = fix_conflicts(c.case, fix, c.reference)
+    if conflicts:
+        return _not_clean(c, code, conflicts, _say(kind, "offered.sibling", code=code, partner=partner.code))
     return _Removal(
         _say(kind, "summary.sibling", code=code, partner=partner.code),
         _say(kind, "reason.sibling", code=code, partner=partner.code, description=c.problem.entry.description,
