@@ -44,9 +44,12 @@ def _through(proxy, s) -> dict:
     return body
 
 
-def test_claim_review_of_a_claim_alone_costs_two_round_trips_at_most(client, sekmet):
+def test_claim_review_of_a_claim_alone_costs_its_dependency_depth_in_round_trips(client, sekmet):
     """The Claim's references (Encounter, Location, Procedures, Observations, DiagnosticReport)
-    and the encounter's searches at once, then the second-hop reads the first did not give."""
+    and the encounter's searches at once, then the second-hop reads the first did not give:
+    two round trips. Those first-level requests are 11, over the 8 a hook call has in flight
+    (FhirClientSettings.max_parallel), so a slow answer may push the last of them into a wave of
+    their own: three at most (fetched one after another they would be 11)."""
     expected = strip_volatile(_cards(client, CLAIM, CLAIM.request(with_prefetch=True)))
     assert {c["source"]["topic"]["code"] for c in expected} == {"modifier-26"}
     with SlowFhirProxy(sekmet.base_url, delay=0.05, token=sekmet.token) as proxy:
@@ -55,7 +58,7 @@ def test_claim_review_of_a_claim_alone_costs_two_round_trips_at_most(client, sek
     assert strip_volatile(cards) == expected
     refs = len(CLAIM.claim.get("procedure", ())) + len(CLAIM.claim.get("supportingInfo", ()))
     assert made >= refs + 2  # the references, the Encounter and its searches were all fetched
-    assert sequential <= 2, (made, sequential)
+    assert sequential <= 3, (made, sequential)
 
 
 def test_order_sign_without_prefetch_costs_two_round_trips_at_most(client, sekmet):
