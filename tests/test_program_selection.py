@@ -195,3 +195,18 @@ def test_the_service_card_says_a_medicaid_claim_was_not_checked(client):
     assert F.NCCI_NOT_APPLIED in topics and "ptp-bundled" not in topics
     for card in cards:
         assert "NCCI program: Medicaid" in card["detail"]
+
+
+def test_a_medicaid_ptp_release_without_its_mue_table_says_only_the_mues_were_not_checked(tmp_path):
+    db = str(tmp_path / "ncci.sqlite")
+    code, _out, err = run_ncci("import", str(write_medicaid_ptp(tmp_path, "2024q3", "practitioner", MEDICAID_PTP)),
+                               "--db", db)
+    assert code == 0, err
+    ref = open_reference(db)
+    _case, findings = review(claim("33289", "76000", insurance=[insured("c")]), [coverage("c")], ref)
+    assert F.PTP_MODIFIER_ALLOWED in {f.code for f in findings}  # the Medicaid PTP edit applies
+    (note,) = [f for f in findings if f.code == F.NCCI_NOT_APPLIED]
+    assert note.summary.startswith("Medicaid NCCI MUEs not checked") and "PTP" not in note.summary
+    (prog,) = {c for f in findings for c in f.citations if c.kind == F.PROGRAM_CITATION}
+    assert dict(prog.details)["ptp_release"] == "2024Q3" and dict(prog.details)["mue_release"] == ""
+    assert "no Medicaid NCCI MUE release imported (not applied)" in prog.text
