@@ -835,6 +835,13 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
         shown = ", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes)
         reason += (f"\n\nThe recorded fluoroscopy time ({shown}) is not plausible (zero, negative or over 24 hours) "
                    "and does not count as documentation; correct the DICOM 113730 Total Fluoro Time.")
+    shown_missing = missing & {"findings", "signed-interpretation", "images-retained"}
+    if shown_missing and case.evidence.unrelated:
+        reason += ("\n\nOn file but not about the fluoroscopy (not linked to the 76000 Procedure by Procedure.report, "
+                   "basedOn its order or ImagingStudy.procedureReference, nor a fluoroscopy report or an RF / XA "
+                   "study): " + ", ".join(case.evidence.unrelated[:5])
+                   + (f" and {len(case.evidence.unrelated) - 5} more" if len(case.evidence.unrelated) > 5 else "")
+                   + ". A CT or other report does not document the fluoroscopy.")
     citations = [policy().facts["documentation"].citation()]
     if unbilled:
         procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
