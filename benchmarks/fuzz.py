@@ -1,10 +1,14 @@
 """Long fuzz run (issue 12): mutated requests of all three services and the feedback endpoint
 against the real app (Flask test client, starter data), counting answers by status class.
 
-    python -m benchmarks.fuzz [--requests 50000] [--workers 2] [--seed 1]
+    python -m benchmarks.fuzz [--requests 50000] [--workers 2] [--seed 1] [--served]
 
 Mutations as in tests/test_fuzz.py (tests/fuzz_support.py: wrong JSON types, huge values, deep
-nesting, deletions at one to three paths). Prints a JSON summary: requests, counts per status,
+nesting, deletions at one to three paths). Without ``--served`` the requests are mutated (with
+their prefetch); with it the requests carry no prefetch and the data comes from a real FHIR server
+(sekmet-fhir, started here on 127.0.0.1 and stopped at the end) through a proxy that mutates
+about half of its answers (tests/misbehaving_fhir.py); there any answer but 200 or 412 counts as
+a problem (the caller sent nothing wrong). Prints a JSON summary: requests, counts per status,
 5xx (must be 0), answers that were not JSON, 4xx without an error, and up to 5 failing examples.
 Results: benchmarks/RESULTS.md.
 """
@@ -20,35 +24,43 @@ from collections import Counter
 from pathlib import Path
 
 
-def _run(args: tuple[int, int]) -> dict:
-    seed, count = args
+def _run(args: tuple[int, int, dict | None]) -> dict:
+    seed, count, upstream = args
     import logging
+    from contextlib import nullcontext
+    from types import SimpleNamespace
 
     logging.disable(logging.CRITICAL)  # expected 4xx are logged at INFO
     from service.app import create_app
     from service.settings import Settings
-    from tests.fuzz_support import mutate, seeds
+    from tests.fuzz_support import mutate, mutating, seeds, served_seeds
+    from tests.misbehaving_fhir import MisbehavingFhir
 
     tmp = Path(tempfile.mkdtemp(prefix="fuzz-"))
     client = create_app(Settings(db_path=str(tmp / "ncci.sqlite"),
                                  state_db_path=str(tmp / "state.sqlite"))).test_client()
     rng = random.Random(seed)
-    all_seeds = seeds()
+    all_seeds = served_seeds()[0] if upstream else seeds()
     statuses: Counter[int] = Counter()
     problems: list[dict] = []
     not_json = no_error = 0
-    for _ in range(count):
-        path, body = rng.choice(all_seeds)
-        mutated = mutate(body, rng, rng.randint(1, 3))
-        resp = client.post(path, json=mutated)
-        statuses[resp.status_code] += 1
-        ok_json = resp.mimetype == "application/json" and isinstance(resp.get_json(silent=True), dict)
-        not_json += not ok_json
-        if ok_json and resp.status_code >= 400 and not resp.get_json().get("error"):
-            no_error += 1
-        if (resp.status_code >= 500 or not ok_json) and len(problems) < 5:
-            problems.append({"path": path, "status": resp.status_code,
-                             "answer": resp.get_data(as_text=True)[:200]})
+    with (MisbehavingFhir(SimpleNamespace(**upstream)) if upstream else nullcontext()) as proxy:
+        for _ in range(count):
+            path, body = rng.choice(all_seeds)
+            if proxy is None:
+                resp = client.post(path, json=mutate(body, rng, rng.randint(1, 3)))
+            else:
+                proxy.transform = mutating(random.Random(rng.random()))
+                resp = client.post(path, json=dict(body, fhirServer=proxy.base_url))
+            statuses[resp.status_code] += 1
+            ok_json = resp.mimetype == "application/json" and isinstance(resp.get_json(silent=True), dict)
+            not_json += not ok_json
+            if ok_json and resp.status_code >= 400 and not resp.get_json().get("error"):
+                no_error += 1
+            wrong = resp.status_code >= 500 or (proxy is not None and resp.status_code not in (200, 412))
+            if (wrong or not ok_json) and len(problems) < 5:
+                problems.append({"path": path, "status": resp.status_code,
+                                 "answer": resp.get_data(as_text=True)[:200]})
     return {"statuses": statuses, "not_json": not_json, "no_error": no_error, "problems": problems}
 
 
@@ -57,17 +69,33 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--served", action="store_true",
+                   help="mutated answers of a real FHIR server instead of mutated requests")
     args = p.parse_args()
     share = -(-args.requests // args.workers)
+    server = upstream = None
+    if args.served:
+        from tests.fhir_server import start_fhir_server
+        from tests.fuzz_support import served_seeds
+
+        server = start_fhir_server()
+        server.load(served_seeds()[1])
+        upstream = {"base_url": server.base_url, "token": server.token}
     started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        parts = pool.map(_run, [(args.seed * 1000 + i, share) for i in range(args.workers)])
+    try:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            parts = pool.map(_run, [(args.seed * 1000 + i, share, upstream) for i in range(args.workers)])
+    finally:
+        if server is not None:
+            from tests.fhir_server import stop_fhir_server
+
+            stop_fhir_server(server)
     statuses: Counter[int] = Counter()
     for part in parts:
         statuses.update(part["statuses"])
     total = sum(statuses.values())
     print(json.dumps({
-        "requests": total, "seconds": round(time.perf_counter() - started, 1),
+        "mode": "served" if args.served else "requests", "requests": total, "seconds": round(time.perf_counter() - started, 1),
         "by_status": {str(k): v for k, v in sorted(statuses.items())},
         "by_class": {f"{c}xx": sum(v for k, v in statuses.items() if k // 100 == c) for c in (2, 4, 5)},
         "not_json": sum(p["not_json"] for p in parts), "4xx_without_error": sum(p["no_error"] for p in parts),

@@ -127,7 +127,7 @@ def positive_int(node: Any, path: str, key: str | None = None, index: int | None
             raise invalid(_join(path, key, index), "is required")
         return None
     if isinstance(node, bool) or not isinstance(node, int) or node < 1:
-        raise invalid(_join(path, key, index), f"must be a positiveInt, got {node!r}")
+        raise invalid(_join(path, key, index), "must be a positiveInt (a JSON integer >= 1)")
     return node
 
 
@@ -136,7 +136,7 @@ def decimal(node: Any, path: str, key: str | None = None) -> float | None:
     if node is None:
         return None
     if isinstance(node, bool) or not isinstance(node, (int, float)) or node != node:
-        raise invalid(_join(path, key), f"must be a decimal number, got {node!r}")
+        raise invalid(_join(path, key), "must be a decimal number (a JSON number)")
     return float(node)
 
 
@@ -330,7 +330,7 @@ def resource_type(resource: Any, path: str, expected: str | tuple[str, ...] | No
     if expected is not None:
         allowed = (expected,) if isinstance(expected, str) else expected
         if rtype not in allowed:
-            raise invalid(f"{path}.resourceType", f"expected {' or '.join(allowed)}, got {rtype!r}")
+            raise invalid(f"{path}.resourceType", f"must be {' or '.join(allowed)}")
     return rtype
 
 

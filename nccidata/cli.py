@@ -51,7 +51,7 @@ def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+        raise argparse.ArgumentTypeError("not a date (expected YYYY-MM-DD)") from None
 
 
 def _code(text: str) -> str:
@@ -59,7 +59,7 @@ def _code(text: str) -> str:
     code = text.strip().upper()
     if not _HCPCS_CODE.fullmatch(code):
         raise argparse.ArgumentTypeError(
-            f"not a CPT/HCPCS code (five letters or digits, e.g. 76000): {text!r}")
+            "not a CPT/HCPCS code (expected five letters or digits, e.g. 76000)")
     return code
 
 
@@ -69,7 +69,7 @@ def _positive(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+        raise argparse.ArgumentTypeError("not a positive whole number (expected 1 or more)")
     return value
 
 

@@ -21,7 +21,7 @@ bp = Blueprint("admin", __name__)
 def _authorize() -> None:
     token = runtime().settings.admin_token
     if not token:
-        raise ApiError(404, f"no such endpoint: {request.path}", code="not-found")
+        raise ApiError(404, "no such endpoint (see GET /cds-services)", code="not-found")
     scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise ApiError(401, "unauthorized: /admin needs Authorization: Bearer <FLUORO_CDS_ADMIN_TOKEN>",

@@ -44,11 +44,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(404)
     def _not_found(_):
-        return error_response(ApiError(404, f"no such endpoint: {request.path}", code="not-found"))
+        return error_response(ApiError(404, "no such endpoint (see GET /cds-services)", code="not-found"))
 
     @app.errorhandler(405)
     def _bad_method(_):
-        return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
+        return error_response(ApiError(405, "method not allowed on this endpoint",
                                        code="not-supported"))
 
     @app.errorhandler(413)

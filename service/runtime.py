@@ -92,7 +92,7 @@ class Runtime:
         """The service `service_id`; 404 when there is none."""
         service = self.services.get(service_id)
         if service is None:
-            raise ApiError(404, f"unknown CDS service '{service_id}'", code="not-found")
+            raise ApiError(404, "unknown CDS service (the services are listed at GET /cds-services)", code="not-found")
         return service
 
 

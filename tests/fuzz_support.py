@@ -6,8 +6,9 @@ nothing at one path of the request (context, Claim, Bundle entries, prefetch val
 from __future__ import annotations
 
 import copy
+import json
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tests.scenario_fixtures import all_scenarios
 
@@ -84,3 +85,39 @@ def check_answer(resp) -> None:
     assert isinstance(body, dict)
     if resp.status_code >= 400:
         assert isinstance(body.get("error"), str) and body["error"], body
+
+
+# --- fuzzed data served by a FHIR server (tests/test_fuzz.py, benchmarks/fuzz.py --served) ----
+
+def _renamed(value: Any, number: int) -> Any:
+    """Scenario `number`'s ids "sNN-..." renamed "fzNN-..." (the fuzz run's own resources)."""
+    return json.loads(json.dumps(value).replace(f"s{number:02d}-", f"fz{number:02d}-"))
+
+
+def served_seeds() -> tuple[list[tuple[str, dict]], list[dict]]:
+    """(URL path, request body without prefetch) of every scenario that can be reviewed from a
+    FHIR server, and the resources to load into it; the body's fhirServer is set per run."""
+    requests_, resources = [], []
+    for s in all_scenarios():
+        if s.raw_body is not None or s.fhir_server is not None:
+            continue
+        requests_.append((f"/cds-services/{s.service_id}",
+                          _renamed(s.request(with_prefetch=False), s.number)))
+        resources += _renamed(s.resources, s.number)
+    return requests_, resources
+
+
+def mutating(rng: random.Random, share: float = 0.5) -> Callable[[str, bytes], bytes]:
+    """A MisbehavingFhir transform: about `share` of the FHIR server's JSON answers (reads and
+    search Bundles) come back with one to three paths mutated as in :func:`mutate`."""
+    def transform(target: str, body: bytes) -> bytes:
+        if rng.random() >= share:
+            return body
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(value, dict):
+            return body
+        return json.dumps(mutate(value, rng, rng.randint(1, 3))).encode()
+    return transform

@@ -1,6 +1,7 @@
 """A misbehaving FHIR server for tests: a proxy on 127.0.0.1 in front of a real FHIR server
 (sekmet-fhir) that answers what the upstream answers, except for the requests a rule picks, which
-get an error status, a wrong-typed resource, a stall, or headers sent one byte at a time.
+get an error status, a wrong-typed resource, a stall, or headers sent one byte at a time; and
+``transform`` may rewrite what the upstream answers (the fuzz test mutates its resources).
 
     with MisbehavingFhir(fhir_server) as bad:
         bad.rule = lambda target: Answer(status=500) if target.startswith("/fhir/Observation") else None
@@ -49,6 +50,8 @@ class MisbehavingFhir:
     def __init__(self, upstream, rule: Rule | None = None):
         self.upstream = upstream  # tests.fhir_server.FhirServer
         self.rule: Rule = rule or (lambda target: None)
+        # applied to the upstream's answers (target, body) -> body: e.g. the fuzz test's mutations
+        self.transform: Callable[[str, bytes], bytes] | None = None
         self.requests: list[str] = []  # request targets, in order
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
@@ -100,6 +103,8 @@ class MisbehavingFhir:
         answer = self.rule(target)
         if answer is None:
             status, body, ctype = self._upstream(target, headers)
+            if self.transform is not None:
+                body = self.transform(target, body)
             answer = Answer(status=status, body=body)
         else:
             ctype = "application/fhir+json"

@@ -141,17 +141,19 @@ def test_releases_without_a_store_says_the_starter_set_answers(tmp_path):
     assert "no release imported" in out and "every kind: answered by the starter data set" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["pair", "3389", "76000"], "not a CPT/HCPCS code"),
-    (["pair", "33289", "7600O0"], "not a CPT/HCPCS code"),
-    (["pair", "33289", "76000", "--date", "2024-13-45"], "not a date (YYYY-MM-DD)"),
-    (["pair", "33289", "76000", "--date", "08/01/2024"], "not a date (YYYY-MM-DD)"),
-    (["diff", "2024Q2", "2024Q3", "--code", "76"], "not a CPT/HCPCS code"),
-    (["diff", "2024Q2", "2024Q3", "--limit", "0"], "not a positive whole number"),
+@pytest.mark.parametrize("args, message, bad", [
+    (["pair", "3389", "76000"], "not a CPT/HCPCS code", "3389"),
+    (["pair", "33289", "7600O0"], "not a CPT/HCPCS code", "7600O0"),
+    (["pair", "33289", "76000", "--date", "2024-13-45"], "not a date (expected YYYY-MM-DD)", "2024-13-45"),
+    (["pair", "33289", "76000", "--date", "08/01/2024"], "not a date (expected YYYY-MM-DD)", "08/01/2024"),
+    (["diff", "2024Q2", "2024Q3", "--code", "76"], "not a CPT/HCPCS code", "'76'"),
+    (["diff", "2024Q2", "2024Q3", "--limit", "0"], "not a positive whole number", "'0'"),
 ])
-def test_malformed_codes_and_dates_exit_2(args, message, tmp_path):
+def test_malformed_codes_and_dates_exit_2(args, message, bad, tmp_path):
+    """The message names the argument and the expected form, never the value given (issue 12)."""
     code, out, err = run_ncci(*args, "--db", str(tmp_path / "none.sqlite"))
     assert code == 2 and message in err and out == ""
+    assert bad not in err
 
 
 def test_retire_removes_the_release_and_its_files(store):

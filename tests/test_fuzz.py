@@ -3,8 +3,11 @@ get a 5xx; every answer is JSON and every 4xx names its error.
 
 Seeds: the scenario requests with their prefetch (tests/fuzz_support.py); each example puts a
 wrong JSON type, a huge value, deep nesting or nothing at one to three paths (context, Claim,
-Bundle entries, prefetch values). Bounded by example count; benchmarks/fuzz.py runs the long
-version (>= 50,000 requests)."""
+Bundle entries, prefetch values). A second mode serves the mutations from a FHIR server: the
+scenario data sits in a real one (sekmet-fhir) and a proxy in front of it (tests/misbehaving_fhir.py)
+mutates about half of its answers, reads and search Bundles alike; the requests carry no prefetch.
+Bounded by example count; benchmarks/fuzz.py runs the long version (>= 50,000 requests, with
+``--served`` for the second mode)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +15,9 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.fuzz_support import check_answer, mutate, seeds
+from tests.fhir_server import fhir_server  # noqa: F401  (session fixture)
+from tests.fuzz_support import check_answer, mutate, mutating, seeds, served_seeds
+from tests.misbehaving_fhir import MisbehavingFhir
 from tests.service_support import make_app
 
 SEEDS = seeds()
@@ -39,6 +44,37 @@ def test_mutated_requests_never_get_a_5xx(client, seed, rng_seed, count):
     path, body = SEEDS[seed]
     mutated = mutate(body, random.Random(rng_seed), count)
     check_answer(client.post(path, json=mutated))
+
+
+SERVED, SERVED_RESOURCES = served_seeds()
+
+
+@pytest.fixture(scope="module")
+def mutating_server(fhir_server):  # noqa: F811
+    fhir_server.load(SERVED_RESOURCES)
+    with MisbehavingFhir(fhir_server) as proxy:
+        yield proxy
+
+
+def test_served_seeds_cover_every_service():
+    assert {p for p, _ in SERVED} == {"/cds-services/fluoroscopy-order-review",
+                                      "/cds-services/fluoroscopy-discharge-review",
+                                      "/cds-services/fluoroscopy-claim-review"}
+    assert all("prefetch" not in b for _, b in SERVED)
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, len(SERVED) - 1), rng_seed=st.integers(0, 2 ** 32 - 1))
+def test_mutated_fhir_server_answers_never_get_a_5xx(client, mutating_server, seed, rng_seed):
+    """Wrong types, huge values, deep nesting or deletions in what the FHIR server answers: the
+    answer is 200 (with a data-unavailable card when something was left out) or 412, never a
+    5xx and never a 400 (the caller sent nothing wrong)."""
+    path, body = SERVED[seed]
+    mutating_server.transform = mutating(random.Random(rng_seed))
+    resp = client.post(path, json=dict(body, fhirServer=mutating_server.base_url))
+    check_answer(resp)
+    assert resp.status_code in (200, 412), (resp.status_code, resp.get_json())
 
 
 # --- the root causes the security review found, one request each (issue 12) -----------------
