@@ -13,7 +13,6 @@ Pure functions: the only randomness is the id of a created draft order, drawn fr
 """
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Callable
 
@@ -38,9 +37,6 @@ CODE_DISPLAY = {
              "paraspinous diagnostic or therapeutic injection procedures",
 }
 
-_SEQ_KEY = re.compile(r"sequence\s*=\s*(\d+)")
-
-
 class NotApplicable(Exception):
     """The fix cannot be expressed as actions for this case (e.g. a Claim line with no Claim)."""
 
@@ -60,10 +56,6 @@ def claim_sequence(case: Case, line: Line | None, key: str | None) -> int:
     """
     if line is not None and line.sequence is not None and line.kind == "claim-item":
         return line.sequence
-    if line is None and key:
-        m = _SEQ_KEY.search(key)
-        if m:
-            return int(m.group(1))
     if line is None or case.claim is None:
         raise NotApplicable(f"no Claim item for line {key!r}")
     candidates = []

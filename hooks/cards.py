@@ -1,10 +1,10 @@
 """Render findings as CDS Hooks 2.0 cards (docs/contract.md#card-topics; docs/cards.md).
 
 One card per finding, in the order :func:`hooks.rules.evaluate` gives them (ordered, deduplicated
-and cut to ``max-cards`` once, by :func:`hooks.findings.select`). A card's topic display and
-override reasons come from the finding's declaration (:data:`hooks.findings.KINDS`). Every card
-cites its source in ``detail`` and says so when the source is the starter data set, not a CMS
-release.
+and cut to ``max-cards`` once, by :func:`hooks.findings.select`). A card's topic display, override
+reasons, missing-documentation list and documentation link come from the finding's declaration
+(:data:`hooks.findings.KINDS`), like the wording the rules put in the finding. Every card cites its
+source in ``detail`` and says so when the source is the starter data set, not a CMS release.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Callable
 
 from .actions import actions_for
 from .config import EXTENSION_PREFIX
-from .findings import DOCUMENTATION_MISSING, KINDS, Citation, Finding, Fix, clip_summary
+from .findings import KINDS, Citation, Finding, Fix, clip_summary
 from .model import Case
 
 _getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
@@ -61,18 +61,6 @@ MISSING_DOC_EXTENSION = EXTENSION_PREFIX + "missing-documentation"
 LEGACY_MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"  # older name, still sent
 SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
 STARTER_NOTICE = "starter data set, not a CMS release"
-
-DOC_ELEMENT_DISPLAY = {
-    "indication": "indication (reason code or linked diagnosis)",
-    "fluoroscopy-time": "fluoroscopy time (DICOM 113730 Total Fluoro Time)",
-    "radiation-dose": "radiation dose (DICOM 113722 / 113726 / 113725)",
-    "body-site": "body site examined",
-    "findings": "findings (report conclusion)",
-    "images-retained": "images retained (imaging study)",
-    "signed-interpretation": "signed interpretation (final report with interpreter)",
-    "separate-procedure": "a separate procedure (no other same-date procedure that includes "
-                          "fluoroscopy)",
-}
 
 _DETAIL_LABELS = {
     "column1": "column 1", "column_1": "column 1", "column2": "column 2", "column_2": "column 2",
@@ -120,8 +108,9 @@ def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> 
     """Reason, missing elements, citations, payment effect, and (without actions) what to do."""
     blocks = [f.reason.strip()]
     if f.missing:
-        items = "\n".join(f"- {DOC_ELEMENT_DISPLAY.get(m, m)}" for m in f.missing)
-        blocks.append(f"**Missing documentation**\n\n{items}")
+        kind = KINDS[f.code]
+        items = "\n".join(f"- {kind.wording.get('missing.' + m, m)}" for m in f.missing)
+        blocks.append(f"{kind.say('missing-heading')}\n\n{items}")
     if f.citations:
         citations = f.citations
         blocks.append(_source_md(citations if type(citations) is tuple else tuple(citations)))
@@ -175,14 +164,14 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
     if f.override_reasons:
         card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
                                    for c, d in f.override_reasons]
-    if f.code == DOCUMENTATION_MISSING:
+    if f.missing:
         card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing),
                              LEGACY_MISSING_DOC_EXTENSION: list(f.missing)}
+        link = KINDS[f.code].wording.get("link")
         url = config.get("documentation-url") or ""
-        if url:
+        if url and link:
             # CDS Hooks 2.0 Link.autoLaunchable: the documentation app is opened by the user
-            card["links"] = [{"label": "Complete the fluoroscopy documentation", "url": url,
-                              "type": "absolute", "autoLaunchable": False}]
+            card["links"] = [{"label": link, "url": url, "type": "absolute", "autoLaunchable": False}]
     return card
 
 

@@ -37,8 +37,6 @@ CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 # for the CPT system on the modifier Codings we add (docs/contract.md#actions).
 MODIFIER_SYSTEM = CPT_SYSTEM
 
-_SEQ_REFS = ("diagnosisSequence", "procedureSequence", "careTeamSequence", "informationSequence")
-
 
 def clone(resource: dict) -> dict:
     """A deep copy of a JSON resource (orjson round trip: ~10x faster than copy.deepcopy)."""

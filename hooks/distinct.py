@@ -98,20 +98,20 @@ def evidence(line: Line, partner: Line) -> frozenset[str]:
 
 
 def contradicted(line: Line, partner: Line) -> list[tuple[str, str]]:
-    """(modifier, why) for each distinct-service modifier on `line` the record contradicts: XE on
-    the same encounter or session, XP with the same practitioner, XS (or 59 / XU, claimed for a
-    distinct site or service) on the same site in the same session."""
+    """(modifier, ground) for each distinct-service modifier on `line` the record contradicts: XE on
+    the same encounter or session ("encounter"), XP with the same practitioner ("practitioner"), XS
+    (or 59 / XU, claimed for a distinct site or service) on the same site in the same session
+    ("site"). The card words each ground (modifier-misuse's ``why.*`` wording)."""
     out = []
     same_session = encounter_relation(line, partner)
     same_site = sites_relation(line.body_sites, partner.body_sites)
     for m in line.distinct_modifiers():
         if m == SEPARATE_ENCOUNTER and same_session is True:
-            out.append((m, f"XE claims a separate encounter, but 76000 and {partner.code} share the encounter "
-                           "or overlap in time"))
+            out.append((m, "encounter"))
         elif m == SEPARATE_PRACTITIONER and performer_relation(line, partner) is True:
-            out.append((m, f"XP claims a separate practitioner, but the same practitioner performed {partner.code}"))
+            out.append((m, "practitioner"))
         elif m in ("XS", "59", "XU") and same_site is True and same_session is not False:
-            out.append((m, f"modifier {m} is on a 76000 at the same site and session as {partner.code}"))
+            out.append((m, "site"))
     return out
 
 

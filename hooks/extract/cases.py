@@ -75,14 +75,7 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         code = procedure_code(fr.obj(item.get("productOrService"), p, "productOrService", required=True),
                               p, "productOrService")
         modifiers = modifier_codes(item.get("modifier"), p, "modifier")
-        qty = fr.obj(item.get("quantity"), p, "quantity")
-        units = 1
-        if qty is not None:
-            value = fr.decimal(qty.get("value"), p, "quantity.value")
-            if value is not None:
-                if value < 0 or value > 1e6:
-                    raise fr.invalid(f"{p}.quantity.value", "units out of range (a number from 0 to 1000000)")
-                units = int(math.ceil(value))
+        units = _units(item.get("quantity"), p, "quantity")
         serviced_date, serviced_period = item.get("servicedDate"), item.get("servicedPeriod")
         if serviced_date is not None and serviced_period is not None:
             raise fr.invalid(f"{p}.serviced[x]", "only one of servicedDate and servicedPeriod may be present")
@@ -92,7 +85,8 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         loc_ref = fr.reference(item.get("locationReference"), p, "locationReference")
         if loc_ref:
             location_refs.append(loc_ref)
-        encounter_refs += fr.references(item.get("encounter"), p, "encounter")
+        item_encounters = fr.references(item.get("encounter"), p, "encounter")
+        encounter_refs += item_encounters
         dx_keys: list[str] = []
         for j, s in enumerate(fr.elements(item.get("diagnosisSequence"), p, "diagnosisSequence")):
             s = fr.positive_int(s, p, "diagnosisSequence", j)
@@ -100,8 +94,6 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             if keys is None:
                 raise fr.invalid(f"{p}.diagnosisSequence[{j}]", "refers to no Claim.diagnosis sequence")
             dx_keys += keys
-        item_encounters = fr.references(item.get("encounter"), p, "encounter")
-        encounter_refs += item_encounters
         performers: list[str] = []
         for j, s in enumerate(fr.elements(item.get("careTeamSequence"), p, "careTeamSequence")):
             s = fr.positive_int(s, p, "careTeamSequence", j)
@@ -140,6 +132,20 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
                           unique(item_encounters), unique(performers), start, end, sessions))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional, inpatient_bill)
+
+
+def _units(quantity, path: str, key: str) -> int:
+    """Units of a Quantity (Claim.item.quantity, ServiceRequest.quantityQuantity): absent 1, a
+    fraction rounded up; negative or over 10^6 is invalid."""
+    qty = fr.obj(quantity, path, key)
+    if qty is None:
+        return 1
+    value = fr.decimal(qty.get("value"), path, f"{key}.value")
+    if value is None:
+        return 1
+    if value < 0 or value > 1e6:
+        raise fr.invalid(f"{path}.{key}.value", "units out of range (a number from 0 to 1000000)")
+    return int(math.ceil(value))
 
 
 def _inpatient_bill(code: str) -> bool:
@@ -278,13 +284,7 @@ def _order_line(res: dict, path: str, code: str | None = None, key: str | None =
     if rtype == "ServiceRequest":
         day = fr.fhir_datetime_date(res.get("occurrenceDateTime"), path, "occurrenceDateTime")
         day = day or fr.period_start(res.get("occurrencePeriod"), path, "occurrencePeriod")
-        qty = fr.obj(res.get("quantityQuantity"), path, "quantityQuantity")
-        if qty is not None:
-            value = fr.decimal(qty.get("value"), path, "quantityQuantity.value")
-            if value is not None:
-                if value < 0 or value > 1e6:
-                    raise fr.invalid(f"{path}.quantityQuantity.value", "units out of range (a number from 0 to 1000000)")
-                units = int(math.ceil(value))
+        units = _units(res.get("quantityQuantity"), path, "quantityQuantity")
         kind = "service-request"
     else:
         day = procedure_date(res, path)

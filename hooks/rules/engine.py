@@ -33,10 +33,15 @@ NO_DATE = date(9999, 12, 31)  # a line without a date of service: only edits wit
 DURATION_LIMIT_MINUTES = 60.0
 _FLUORO_SET = frozenset({FLUORO})
 
-ELEMENT_LABELS = {"indication": "indication", "fluoroscopy-time": "fluoroscopy time",
-                  "radiation-dose": "radiation dose", "body-site": "body site", "findings": "findings",
-                  "images-retained": "retained images", "signed-interpretation": "signed interpretation",
-                  "separate-procedure": "that it was a separate procedure"}
+
+
+def _say(code: str, name: str, /, **fields) -> str:
+    """The card wording `name` of finding `code`, as its declaration words it (hooks.findings.KINDS)."""
+    return KINDS[code].wording[name].format(**fields)
+
+
+def _plural(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,8 @@ class Problem:
     def phrase(self) -> str:
         """How this problem is named under "Also applies" (its kind's ``also`` wording)."""
         e = self.edit
-        return KINDS[self.code].also.format(partner=self.partner.code, add_on=self.add_on, why=self.why,
-                                            column1=e.column1 if e else "", indicator=e.modifier_indicator if e else "")
+        return _say(self.code, "also", partner=self.partner.code, add_on=self.add_on, why=self.why,
+                    column1=e.column1 if e else "", indicator=e.modifier_indicator if e else "")
 
     def citations(self) -> list[Citation]:
         out = []
@@ -181,19 +186,19 @@ def _review_line(case: Case, line: Line, reference: ReferenceData, pol: Policy,
         if edit is not None and edit.modifier_indicator == "0":
             if claimed:
                 review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
-                                               why=f"modifier {'/'.join(claimed)} cannot bypass an edit with "
-                                                   "modifier indicator 0"))
+                                               why=_say(F.MODIFIER_MISUSE, "why.indicator-0",
+                                                        modifiers="/".join(claimed))))
             elif components:
                 review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
-                                               why=f"modifier {'/'.join(sorted(components))} identifies a payment "
-                                                   "component; it does not bypass an NCCI edit"))
+                                               why=_say(F.MODIFIER_MISUSE, "why.component",
+                                                        modifiers="/".join(sorted(components)))))
             else:
                 review.problems.append(Problem(F.PTP_BUNDLED, partner, edit=edit))
             continue
         misuse = distinct.contradicted(line, partner) if claimed else []
         if misuse and edit is not None:
-            review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit,
-                                           why="; ".join(why for _m, why in misuse)))
+            review.problems.append(Problem(F.MODIFIER_MISUSE, partner, edit=edit, why="; ".join(
+                _say(F.MODIFIER_MISUSE, f"why.{ground}", modifier=m, partner=partner.code) for m, ground in misuse)))
         elif claimed and shown:
             continue  # a distinct service the record supports: separately reportable (indicator 1 bypass)
         if shown and not claimed:
@@ -390,115 +395,112 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
         citations += built.citations
     payment = built.payment
     if payment is None and amount:
-        payment = f"{cite.label(FLUORO, fee_mod)} {amount} is not separately payable"
+        payment = F.NOT_PAYABLE.format(billed=cite.label(FLUORO, fee_mod), amount=amount)
     also = ""
     if len(others) == 1:
-        also = "\n\nAlso applies: " + others[0].phrase() + "."
+        also = F.ALSO_APPLIES.format(others[0].phrase())
     elif others:
-        also = "\n\nAlso applies: " + "; ".join(sorted({p.phrase() for p in others})) + "."
+        also = F.ALSO_APPLIES.format("; ".join(sorted({p.phrase() for p in others})))
     component_note = ""
     if line.modifiers and problem.code != F.MODIFIER_MISUSE and COMPONENT_MODIFIERS.intersection(line.modifiers):
-        component_note = "\n\nModifier 26/TC identifies a payment component; it does not bypass an NCCI edit."
+        component_note = F.COMPONENT_NOTE
     kind = KINDS[problem.code]
     return Finding(code=kind.code, severity=kind.severity, summary=_clip(built.summary),
                    reason=built.reason + also + component_note, lines=(line.key,), citations=_dedupe(citations),
                    fixes=built.fixes, payment=payment, override_reasons=kind.override_reasons)
 
 
-def _remove(c: _Context, why: str) -> Fix:
-    return Fix(F.REMOVE_LINE, line=c.review.line.key, label=f"Remove 76000 ({why})")
+def _remove(c: _Context, name: str = "remove", **fields) -> Fix:
+    """Remove the 76000 line, labelled with the wording `name` of the problem's kind."""
+    return Fix(F.REMOVE_LINE, line=c.review.line.key,
+               label=_say(c.problem.code, name, partner=c.problem.partner.code, **fields))
 
 
 def _ptp_bundled(c: _Context) -> _Removal:
     e, partner = c.problem.edit, c.problem.partner.code
+    code = F.PTP_BUNDLED
     return _Removal(
-        f"Remove 76000: NCCI bundles it into {partner}{c.when}; no modifier can bypass this edit",
-        f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
-        f"**0**: no modifier allowed; rationale: {e.rationale}). 76000 is not separately reportable with "
-        f"{partner}{c.when}.",
-        (_remove(c, f"bundled into {partner}"),))
+        _say(code, "summary", partner=partner, when=c.when),
+        _say(code, "reason", column1=e.column1, rationale=e.rationale, partner=partner, when=c.when),
+        (_remove(c),))
 
 
 def _modifier_misuse(c: _Context) -> _Removal:
     line, e, partner = c.review.line, c.problem.edit, c.problem.partner.code
+    code = F.MODIFIER_MISUSE
     mods = "/".join(line.modifiers)
-    if e.modifier_indicator == "0":
-        summary = f"Remove 76000: modifier {mods} cannot bypass the NCCI edit with {partner} (indicator 0)"
-    else:
-        summary = f"Remove 76000: {mods} is at the same site and session as {partner}; 76000 stays bundled"
+    summary = _say(code, "summary" if e.modifier_indicator == "0" else "summary.contradicted",
+                   modifiers=mods, partner=partner)
     return _Removal(
         summary,
-        f"The 76000 line carries {', '.join(line.modifiers)}, but {c.problem.why}. The NCCI PTP edit "
-        f"{e.column1}/76000 (modifier indicator {e.modifier_indicator}, rationale: {e.rationale}) applies{c.when}, "
-        f"so 76000 is not separately reportable.",
-        (_remove(c, f"bundled into {partner}"),))
+        _say(code, "reason", modifier_list=", ".join(line.modifiers), why=c.problem.why, column1=e.column1,
+             indicator=e.modifier_indicator, rationale=e.rationale, when=c.when),
+        (_remove(c),))
 
 
 def _use_guidance_code(c: _Context) -> _Removal:
     problem, partner = c.problem, c.problem.partner.code
     add_on = problem.add_on
+    code = F.USE_GUIDANCE_CODE
     if problem.sibling and not problem.add_on_billed:
         return _with_guidance_sibling(c)
     if problem.add_on_billed:
         return _Removal(
-            f"Remove 76000: {add_on} already reports the fluoroscopic guidance for {partner}",
-            f"Fluoroscopic guidance for {partner} is reported with add-on **{add_on}**, which is already "
-            f"billed{c.when}; 76000 would report the same fluoroscopy twice.",
-            (_remove(c, f"{add_on} already billed"),))
+            _say(code, "summary.billed", add_on=add_on, partner=partner),
+            _say(code, "reason.billed", add_on=add_on, partner=partner, when=c.when),
+            (_remove(c, "remove.billed", add_on=add_on),))
     payment = None
     fee = c.reference.fee(FLUORO, c.fee_mod)
     new_amount = cite.money(c.reference.fee(add_on, c.fee_mod), c.case.setting.facility)
     if c.amount and new_amount:
         cf = fee.conversion_factor
-        payment = (f"{cite.label(FLUORO, c.fee_mod)} {c.amount} -> {cite.label(add_on, c.fee_mod)} {new_amount}"
-                   + (f" at CF {cf}" if cf else ""))
+        payment = _say(code, "payment", billed=cite.label(FLUORO, c.fee_mod), amount=c.amount,
+                       new=cite.label(add_on, c.fee_mod), new_amount=new_amount, cf=f" at CF {cf}" if cf else "")
     fix = _replacement(c, add_on)
     conflicts = fix_conflicts(c.case, fix, c.reference)
     if conflicts:
-        return _not_clean(c, add_on, conflicts,
-                          f"{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**, "
-                          f"which would replace 76000")
+        return _not_clean(c, add_on, conflicts, _say(code, "offered", partner=partner, add_on=add_on))
     return _Removal(
-        f"Replace 76000 with {add_on}: fluoroscopic guidance for {partner} uses the add-on code",
-        f"{partner} is a listed primary procedure of the fluoroscopic guidance add-on **{add_on}**. Guidance for "
-        f"it is reported with {add_on}, not with 76000 (a separate diagnostic fluoroscopy).",
+        _say(code, "summary", add_on=add_on, partner=partner),
+        _say(code, "reason", add_on=add_on, partner=partner),
         (fix,), payment)
 
 
-def _not_clean(c: _Context, code: str, conflicts: Sequence[Conflict], offered: str) -> _Removal:
-    """The replacement by `code` would leave the claim with a problem (fix_conflicts): remove
+def _not_clean(c: _Context, add_on: str, conflicts: Sequence[Conflict], offered: str) -> _Removal:
+    """The replacement by `add_on` would leave the claim with a problem (fix_conflicts): remove
     76000 instead, and say why (issue 10 s.4; facts ``clean-fix``)."""
+    code = F.USE_GUIDANCE_CODE
     whys = "; ".join(dict.fromkeys(x.why for x in conflicts))
     cites = tuple(x for conflict in conflicts for x in conflict.citations)
+    short = conflicts[0].short
     return _Removal(
-        f"Remove 76000: {code} is not offered instead, {conflicts[0].short} on this claim",
-        f"{offered}, but that fix is not offered: the corrected claim, reviewed again with the same rules, "
-        f"would still be denied: {whys}. Remove 76000{c.when}.",
-        (_remove(c, conflicts[0].short),), None, cites + (policy().facts["clean-fix"].citation(),))
+        _say(code, "summary.not-clean", add_on=add_on, short=short),
+        _say(code, "reason.not-clean", offered=offered, whys=whys, when=c.when),
+        (_remove(c, "remove.not-clean", short=short),), None, cites + (policy().facts["clean-fix"].citation(),))
 
 
 def _with_guidance_sibling(c: _Context) -> _Removal:
     """``partner + 76000`` where the partner has a sibling code that includes imaging guidance
     (hooks/policy/siblings.tsv): bill the sibling instead of both, in one suggestion."""
     line, partner, code = c.review.line, c.problem.partner, c.problem.add_on
+    kind = F.USE_GUIDANCE_CODE
     fix = Fix(F.REPLACE_CODE, line=partner.key, code=code, units=partner.units,
-              label=f"Bill {code} (includes imaging guidance) instead of {partner.code} + 76000",
-              then=(Fix(F.REMOVE_LINE, line=line.key, label="Remove 76000"),))
+              label=_say(kind, "sibling", code=code, partner=partner.code),
+              then=(Fix(F.REMOVE_LINE, line=line.key, label=_say(kind, "sibling.remove")),))
     payment = None
     old, new = c.reference.fee(partner.code, ""), c.reference.fee(code, "")
     facility = c.case.setting.facility
     old_amount, new_amount = cite.money(old, facility, partner.units), cite.money(new, facility, partner.units)
     if old_amount and new_amount and c.amount:
-        payment = (f"{partner.code} {old_amount} + {cite.label(FLUORO, c.fee_mod)} {c.amount} -> {code} {new_amount}")
+        payment = _say(kind, "payment.sibling", partner=partner.code, old_amount=old_amount,
+                       billed=cite.label(FLUORO, c.fee_mod), amount=c.amount, code=code, new_amount=new_amount)
     conflicts = fix_conflicts(c.case, fix, c.reference)
     if conflicts:
-        return _not_clean(c, code, conflicts,
-                          f"**{code}** is {partner.code} with imaging guidance included and would replace "
-                          f"{partner.code} + 76000")
+        return _not_clean(c, code, conflicts, _say(kind, "offered.sibling", code=code, partner=partner.code))
     return _Removal(
-        f"Bill {code} instead of {partner.code} + 76000: {code} includes the imaging guidance",
-        f"**{code}** is {partner.code} with imaging guidance included ({c.problem.entry.description}). Reporting "
-        f"{partner.code} plus 76000 for the guidance unbundles it{c.when}; report {code} alone.",
+        _say(kind, "summary.sibling", code=code, partner=partner.code),
+        _say(kind, "reason.sibling", code=code, partner=partner.code, description=c.problem.entry.description,
+             when=c.when),
         (fix,), payment)
 
 
@@ -506,24 +508,20 @@ def _replacement(c: _Context, code: str) -> Fix:
     """Replace 76000 with `code`; for a hospital patient's professional claim, billed -26 in the same
     suggestion when the code's PC/TC indicator allows it (component_fixes)."""
     line = c.review.line
-    fix = Fix(F.REPLACE_CODE, line=line.key, code=code, units=1, label=f"Replace 76000 with {code}")
+    fix = Fix(F.REPLACE_CODE, line=line.key, code=code, units=1, label=_say(F.USE_GUIDANCE_CODE, "replace", code=code))
     more = component_fixes(c.case, line.key, code, line.modifiers, c.reference, c.config)
     if not more:
         return fix
-    return _chain((fix,) + more, f"Replace 76000 with {code}-26")
+    return _chain((fix,) + more, _say(F.USE_GUIDANCE_CODE, "replace.component", code=code))
 
 
 def _fluoroscopy_integral(c: _Context) -> _Removal:
     entry, partner = c.problem.entry, c.problem.partner.code
+    code = F.FLUOROSCOPY_INTEGRAL
     return _Removal(
-        f"Remove 76000: fluoroscopy is integral to {partner} ({entry.category.replace('-', ' ')})",
-        f"Fluoroscopy is part of **{partner}**: {entry.description}. It is not separately reportable as "
-        f"76000{c.when}. Never add 76000 to this procedure.",
-        (_remove(c, f"integral to {partner}"),))
-
-
-_EVIDENCE_WORDS = {distinct.SEPARATE_ENCOUNTER: "a separate encounter or session",
-                   distinct.SEPARATE_SITE: "a separate anatomic site"}
+        _say(code, "summary", partner=partner, category=entry.category.replace("-", " ")),
+        _say(code, "reason", partner=partner, description=entry.description, when=c.when),
+        (_remove(c),))
 
 
 def _ptp_modifier_allowed(c: _Context) -> _Removal:
@@ -531,42 +529,34 @@ def _ptp_modifier_allowed(c: _Context) -> _Removal:
     then XS; recommended), else the configured ``distinct-modifier`` (not recommended); never a
     second distinct-service modifier. A different diagnosis is not evidence (CMS MLN1783722)."""
     line, e, partner = c.review.line, c.problem.edit, c.problem.partner
+    code = F.PTP_MODIFIER_ALLOWED
     shown = [m for m in (distinct.SEPARATE_ENCOUNTER, distinct.SEPARATE_SITE) if m in c.problem.evidence]
     modifier = shown[0] if shown else (c.config.get("distinct-modifier") or "XS")
-    remove = _remove(c, f"bundled into {partner.code}")
-    row = (f"An active NCCI PTP edit pairs column 1 **{e.column1}** with column 2 **76000** (modifier indicator "
-           f"**1**; rationale: {e.rationale}).")
+    remove = _remove(c)
+    row = _say(code, "row", column1=e.column1, rationale=e.rationale)
     if shown and not line.has_distinct_modifier():
-        what = " and ".join(_EVIDENCE_WORDS[m] for m in shown)
+        what = " and ".join(_say(code, f"evidence.{m}") for m in shown)
         bypass = Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier,
-                     label=f"Append {modifier}: the record shows {what} ({partner.code})")
+                     label=_say(code, "append.evidence", modifier=modifier, what=what, partner=partner.code))
         return _Removal(
-            f"Append {modifier} to 76000: the record shows {what} from {partner.code}",
-            f"{row} The record shows the fluoroscopy was distinct from {partner.code}: {what}. Report it with "
-            f"modifier {modifier} (CMS NCCI Policy Manual, Chapter I, section E; CMS MLN1783722), or remove 76000 "
-            f"if it was not.",
+            _say(code, "summary.evidence", modifier=modifier, what=what, partner=partner.code),
+            _say(code, "reason.evidence", row=row, partner=partner.code, what=what, modifier=modifier),
             (bypass, replace(remove, recommended=False)))
     fixes: tuple[Fix, ...] = (remove,)
     if not line.has_distinct_modifier():
         fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
-                      label=f"Append {modifier}: fluoroscopy distinct from {partner.code}"),)
+                      label=_say(code, "append", modifier=modifier, partner=partner.code)),)
     dx_note = ""
     if line.diagnoses and partner.diagnoses and not set(line.diagnoses) & set(partner.diagnoses):
-        dx_note = (" The linked diagnoses differ, but a different diagnosis alone does not make a service "
-                   "distinct (CMS MLN1783722); confirm a separate site, session or practitioner.")
+        dx_note = _say(code, "dx-note")
     claimed = "/".join(line.distinct_modifiers())
     if claimed:
-        summary = f"Remove 76000 (bundled into {partner.code}): nothing in the record supports {claimed}"
-        advice = f" Keep {claimed} only if the record is completed to show it, and document why."
+        summary = _say(code, "summary.claimed", partner=partner.code, claimed=claimed)
+        advice = _say(code, "advice.claimed", claimed=claimed)
     else:
-        summary = (f"Remove 76000 (bundled into {partner.code}) unless the fluoroscopy was distinct; "
-                   f"then append {modifier}")
-        advice = f" Append {modifier} only if it truly was distinct, and document why."
-    return _Removal(
-        summary,
-        f"{row} Nothing in the record shows the fluoroscopy was distinct (a separate encounter, practitioner "
-        f"or anatomic site), so 76000 is bundled.{advice}{dx_note}",
-        fixes)
+        summary = _say(code, "summary", partner=partner.code, modifier=modifier)
+        advice = _say(code, "advice", modifier=modifier)
+    return _Removal(summary, _say(code, "reason", row=row, dx_note=dx_note, advice=advice), fixes)
 
 
 # The removal finding of each removal problem (declared with a rank in hooks.findings.KINDS).
@@ -582,6 +572,7 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
     """Units of 76000 per date of service (MAI 2/3) or per line (MAI 1) over the MUE (not on an
     institutional inpatient claim: MUEs are for practitioner and outpatient hospital claims)."""
     out: list[Finding] = []
+    code = F.MUE_EXCEEDED
     if case.setting.ncci_setting == INPATIENT_HOSPITAL:
         return out
     by_day: dict[date | None, list[_LineReview]] = {}
@@ -605,31 +596,30 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
             session_note = ""
             if new_units > target.sessions:  # and no more units than the sessions documented (session-units)
                 new_units = target.sessions
-                session_note = (f" 76000 is also one unit per session: the record documents {target.sessions} "
-                                f"session{'s' if target.sessions != 1 else ''} for this line.")
+                session_note = _say(code, "session-note", sessions=target.sessions, s=_plural(target.sessions))
             if new_units > 0:
                 fix = Fix(F.REDUCE_UNITS, line=target.key, units=new_units,
-                          label=f"Reduce 76000 to {new_units} unit{'s' if new_units != 1 else ''}")
+                          label=_say(code, "reduce", units=new_units, s=_plural(new_units)))
             else:
-                fix = Fix(F.REMOVE_LINE, line=target.key, label="Remove the extra 76000 line")
+                fix = Fix(F.REMOVE_LINE, line=target.key, label=_say(code, "remove"))
             when = f" on {day.isoformat()}" if day else ""
             fee_mod = _fee_modifier(target)
             amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
-            scope = "on one line" if limit.mai == 1 else "on one date of service"
+            scope = _say(code, "scope.line") if limit.mai == 1 else _say(code, "scope.date")
             when_paren = f" ({day.isoformat()})" if day else ""
+            if session_note:
+                summary = _say(code, "summary.session", units=new_units, s=_plural(new_units), when=when,
+                               total=total, limit=limit.units)
+            else:
+                summary = _say(code, "summary", limit=limit.units, when=when, total=total)
             out.append(Finding(
-                code=F.MUE_EXCEEDED, severity=KINDS[F.MUE_EXCEEDED].severity,
-                summary=_clip(f"Reduce 76000 to {limit.units} units{when}: {total} exceeds the MUE of {limit.units}"
-                              if not session_note else
-                              f"Reduce 76000 to {new_units} unit{'s' if new_units != 1 else ''}{when}: {total} "
-                              f"exceeds the MUE of {limit.units} and one unit per session"),
-                reason=(f"{total} units of 76000 are billed {scope}{when_paren}; the Medically Unlikely Edit allows "
-                        f"**{limit.units}** (MAI {limit.mai}, {limit.rationale}). Units over the MUE are denied."
-                        + session_note),
+                code=code, severity=KINDS[code].severity, summary=_clip(summary),
+                reason=_say(code, "reason", total=total, scope=scope, when_paren=when_paren, limit=limit.units,
+                            mai=limit.mai, rationale=limit.rationale, session_note=session_note),
                 lines=tuple(r.line.key for r in lines),
                 citations=(cite.mue(limit), policy().facts["mue"].citation())
                 + ((policy().facts["session"].citation(),) if session_note else ()), fixes=(fix,),
-                payment=f"{excess} unit{'s' if excess != 1 else ''} over the MUE: {amount} denied" if amount else None))
+                payment=_say(code, "payment", excess=excess, s=_plural(excess), amount=amount) if amount else None))
     return out
 
 
@@ -646,6 +636,7 @@ def _session_units(case: Case, billable: Sequence[_LineReview], reference: Refer
     if config.get(KINDS[F.MUE_EXCEEDED].switch, True):
         in_mue = {key for f in _mue_findings(case, billable, reference, config, pol) for key in f.lines}
     cites = (policy().facts["session"].citation(),)
+    code = F.SESSION_UNITS
     out = []
     seen: list[_LineReview] = []
     for r in billable:
@@ -658,24 +649,17 @@ def _session_units(case: Case, billable: Sequence[_LineReview], reference: Refer
         when = f" on {r.day.isoformat()}" if r.day else ""
         if twin is not None:
             out.append(Finding(
-                code=F.SESSION_UNITS, severity=KINDS[F.SESSION_UNITS].severity,
-                summary=_clip(f"Remove the second 76000{when}: one fluoroscopy session is one unit"),
-                reason=(f"Two 76000 lines ({twin.line.key}, {line.key}) are billed for the same session{when} (same "
-                        f"encounter or overlapping times). 76000 reports one session of up to one hour, whatever the "
-                        f"number of sites examined; bill it once."),
+                code=code, severity=KINDS[code].severity, summary=_clip(_say(code, "summary.twin", when=when)),
+                reason=_say(code, "reason.twin", first=twin.line.key, second=line.key, when=when),
                 lines=(twin.line.key, line.key), citations=cites,
-                fixes=(Fix(F.REMOVE_LINE, line=line.key, label="Remove the second 76000 of the session"),)))
+                fixes=(Fix(F.REMOVE_LINE, line=line.key, label=_say(code, "remove.twin")),)))
         elif line.units > line.sessions:
-            n = line.sessions
+            n, s = line.sessions, _plural(line.sessions)
             out.append(Finding(
-                code=F.SESSION_UNITS, severity=KINDS[F.SESSION_UNITS].severity,
-                summary=_clip(f"Bill {n} unit{'s' if n != 1 else ''} of 76000{when}: one unit per fluoroscopy session"),
-                reason=(f"{line.units} units of 76000 are billed on one line{when}, and the record documents {n} "
-                        f"session{'s' if n != 1 else ''}. 76000 reports one session of up to one hour, whatever the "
-                        f"number of sites or images; time over an hour is not more units (76001 was deleted)."),
+                code=code, severity=KINDS[code].severity, summary=_clip(_say(code, "summary", units=n, s=s, when=when)),
+                reason=_say(code, "reason", billed=line.units, when=when, units=n, s=s),
                 lines=(line.key,), citations=cites,
-                fixes=(Fix(F.REDUCE_UNITS, line=line.key, units=n,
-                           label=f"Bill {n} unit{'s' if n != 1 else ''} of 76000 (one per session)"),)))
+                fixes=(Fix(F.REDUCE_UNITS, line=line.key, units=n, label=_say(code, "reduce", units=n, s=s)),)))
     return out
 
 
@@ -697,9 +681,9 @@ def component_fixes(case: Case, line: str, code: str, modifiers: Sequence[str], 
         return ()
     out: tuple[Fix, ...] = ()
     if "TC" in modifiers:
-        out += (Fix(F.REMOVE_MODIFIER, line=line, modifier="TC", label=f"Remove TC from {code}"),)
+        out += (Fix(F.REMOVE_MODIFIER, line=line, modifier="TC", label=_say(F.MODIFIER_26, "remove-tc", code=code)),)
     if "26" not in modifiers and ("TC" in modifiers or not config.get("global-billing")):
-        out += (Fix(F.ADD_MODIFIER, line=line, modifier="26", label=f"Append modifier 26 to {code}"),)
+        out += (Fix(F.ADD_MODIFIER, line=line, modifier="26", label=_say(F.MODIFIER_26, "append-26", code=code)),)
     return out
 
 
@@ -716,7 +700,8 @@ def _component_payment(case: Case, reference: ReferenceData) -> tuple[list[Citat
         citations.insert(0, cite.mpfs(glob, prof))
         a, b = cite.money(glob, True), cite.money(prof, True)
         if a and b:
-            payment = f"76000 global {a} vs -26 {b}" + (f" at CF {glob.conversion_factor}" if glob.conversion_factor else "")
+            cf = glob.conversion_factor
+            payment = _say(F.MODIFIER_26, "payment", glob=a, prof=b, cf=f" at CF {cf}" if cf else "")
     return citations, payment
 
 
@@ -736,26 +721,19 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
         return None
     where = "; ".join(case.setting.reasons) or "facility setting"
     citations, payment = _component_payment(case, reference)
+    code = F.MODIFIER_26
     if "TC" in line.modifiers:
         billed = "76000-26-TC" if "26" in line.modifiers else "76000-TC"
-        summary = f"Bill 76000-26, not {billed}: the hospital is paid the technical component ({where})"
-        reason = (f"76000 is billed with modifier TC on a professional claim for a hospital patient ({where}). The "
-                  f"technical component of a radiology service to a hospital patient is paid to the hospital, not "
-                  f"to a supplier; the professional bills the professional component, 76000-26.")
-        label = "Bill 76000-26 (remove TC)"
+        summary = _say(code, "summary.tc", billed=billed, where=where)
+        reason = _say(code, "reason.tc", where=where)
+        label = _say(code, "fix.tc")
     else:
-        summary = f"Append modifier 26 to 76000: professional component in a facility setting ({where})"
-        reason = (f"76000 is billed in a facility setting ({where}) without modifier 26 or TC. The facility is paid "
-                  f"the technical component; the professional reports 76000-26 unless the practice bills "
-                  f"globally (configuration `global-billing`).")
-        label = "Append modifier 26 to 76000"
+        summary = _say(code, "summary", where=where)
+        reason = _say(code, "reason", where=where)
+        label = _say(code, "fix")
     return Finding(
-        code=F.MODIFIER_26, severity=KINDS[F.MODIFIER_26].severity, summary=_clip(summary), reason=reason,
+        code=code, severity=KINDS[code].severity, summary=_clip(summary), reason=reason,
         lines=(line.key,), citations=tuple(citations), fixes=(_chain(fixes, label),), payment=payment)
-
-
-_POS_NAMES = {"21": "inpatient hospital", "22": "on-campus outpatient hospital", "23": "emergency room - hospital",
-              "24": "ambulatory surgical center"}
 
 
 def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
@@ -771,27 +749,28 @@ def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: Re
     record = setting.record_pos
     citations = [policy().facts["place-of-service"].citation()]
     out = []
+    code = F.PLACE_OF_SERVICE
+    name = _say(code, f"pos.{record}") if f"pos.{record}" in KINDS[code].wording else _say(code, "pos.other")
     for r in billable:
         line = r.line
         parts = component_fixes(case, line.key, FLUORO, line.modifiers, reference, config)
         if record:
-            parts = (Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record,
-                         label=f"Set POS {record}"),) + parts
+            parts = (Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record, label=_say(code, "set", record=record)),) + parts
         if not parts:
             continue
-        comp = " and bill 76000-26" if any(p.modifier == "26" or p.modifier == "TC" for p in parts) else ""
-        label = (f"Set place of service {record} ({_POS_NAMES.get(record, 'facility')}){comp}" if record
-                 else "Bill 76000-26 and correct the place of service to the facility's")
+        comp = _say(code, "component") if any(p.modifier == "26" or p.modifier == "TC" for p in parts) else ""
+        if record:
+            label = _say(code, "fix", record=record, name=name, component=comp)
+            summary = _say(code, "summary", pos=setting.pos, where=where, record=record, component=comp)
+            named = _say(code, "record-named", record=record, name=name)
+        else:
+            label = _say(code, "fix.unknown")
+            summary = _say(code, "summary.unknown", pos=setting.pos, where=where, component=comp)
+            named = ""
         cites, _payment = _component_payment(case, reference) if comp else ([], None)
         out.append(Finding(
-            code=F.PLACE_OF_SERVICE, severity=KINDS[F.PLACE_OF_SERVICE].severity,
-            summary=_clip(f"Place of service {setting.pos} contradicts the record ({where}): "
-                          + (f"use POS {record}" if record else "use the facility's POS") + comp),
-            reason=(f"The claim line reports place of service **{setting.pos}** (non-facility), but the record shows a "
-                    f"facility patient: {where}. A professional claim reports the place where the patient was"
-                    + (f" (POS {record}, {_POS_NAMES.get(record, 'facility')})" if record else "")
-                    + ", and for a hospital patient the professional bills the professional component: the record's "
-                      "setting, not the line's POS, decides it."),
+            code=code, severity=KINDS[code].severity, summary=_clip(summary),
+            reason=_say(code, "reason", pos=setting.pos, where=where, record_named=named),
             lines=(line.key,), citations=tuple(citations + cites),
             fixes=(_chain(parts, label),)))
     return out
@@ -804,12 +783,10 @@ def _duration(case: Case, billable: Sequence[_LineReview], reference: ReferenceD
     minutes = case.evidence.fluoro_minutes
     if not case.evidence_checked or minutes is None or minutes <= DURATION_LIMIT_MINUTES:
         return []
+    code = F.DURATION_EXCEEDED
     return [Finding(
-        code=F.DURATION_EXCEEDED, severity=KINDS[F.DURATION_EXCEEDED].severity,
-        summary=_clip(f"Fluoroscopy time {minutes:g} min exceeds 76000's one hour: bill one unit, document the time"),
-        reason=(f"The documented fluoroscopy time is **{minutes:g} minutes**. CPT 76000 covers up to one hour; "
-                f"76001 (over one hour) was deleted (edits end 2018-12-31) and more units of 76000 are not the "
-                f"fix. Document the reason for the prolonged time in the report."),
+        code=code, severity=KINDS[code].severity, summary=_clip(_say(code, "summary", minutes=minutes)),
+        reason=_say(code, "reason", minutes=minutes),
         lines=tuple(r.line.key for r in billable), citations=(policy().facts["duration"].citation(),),
         fixes=())]
 
@@ -826,35 +803,27 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
         missing.add("separate-procedure")
     if not missing:
         return []
+    code = F.DOCUMENTATION_MISSING
     missing_t = tuple(e for e in DOC_ELEMENTS if e in missing)
-    names = [ELEMENT_LABELS[m] for m in missing_t]
+    names = [_say(code, f"element.{m}") for m in missing_t]
     listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
-    reason = ("76000 is billable here, but its documentation lacks: " + ", ".join(f"**{n}**" for n in names)
-              + ". Each element is read from the FHIR record as listed in docs/rules.md.")
+    reason = _say(code, "reason", names=", ".join(f"**{n}**" for n in names))
     if "fluoroscopy-time" in missing and case.evidence.implausible_minutes:
-        shown = ", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes)
-        reason += (f"\n\nThe recorded fluoroscopy time ({shown}) is not plausible (zero, negative or over 24 hours) "
-                   "and does not count as documentation; correct the DICOM 113730 Total Fluoro Time.")
-    shown_missing = missing & {"findings", "signed-interpretation", "images-retained"}
-    if shown_missing and case.evidence.unrelated:
-        reason += ("\n\nOn file but not about the fluoroscopy (not linked to the 76000 Procedure by Procedure.report, "
-                   "basedOn its order or ImagingStudy.procedureReference, nor a fluoroscopy report or an RF / XA "
-                   "study): " + ", ".join(case.evidence.unrelated[:5])
-                   + (f" and {len(case.evidence.unrelated) - 5} more" if len(case.evidence.unrelated) > 5 else "")
-                   + ". A CT or other report does not document the fluoroscopy.")
+        reason += _say(code, "implausible", shown=", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes))
+    unrelated = case.evidence.unrelated
+    if unrelated and missing & {"findings", "signed-interpretation", "images-retained"}:
+        reason += _say(code, "unrelated", resources=", ".join(unrelated[:5])
+                       + (f" and {len(unrelated) - 5} more" if len(unrelated) > 5 else ""))
     citations = [policy().facts["documentation"].citation()]
     if unbilled:
         procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})
-        reason += ("\n\nThe record shows " + ", ".join(procs) + " on the same date, which includes or bundles "
-                   "fluoroscopy; document that the fluoroscopy was a separate procedure (different site, "
-                   "session or indication), or do not bill 76000.")
+        reason += _say(code, "unbilled", procedures=", ".join(procs))
         citations += [c for p in unbilled for c in p.citations()]
     return [Finding(
-        code=F.DOCUMENTATION_MISSING, severity=KINDS[F.DOCUMENTATION_MISSING].severity,
-        summary=_clip(f"Document {listed} for 76000, or do not bill it"),
+        code=code, severity=KINDS[code].severity, summary=_clip(_say(code, "summary", listed=listed)),
         reason=reason, missing=missing_t,
         lines=tuple(r.line.key for r in billable), citations=_dedupe(citations),
-        fixes=(Fix(F.DOCUMENT, elements=missing_t, label="Complete the fluoroscopy documentation"),))]
+        fixes=(Fix(F.DOCUMENT, elements=missing_t, label=_say(code, "document")),))]
 
 
 # The rule of each finding about billable 76000 lines (declared without a rank in hooks.findings.KINDS).
@@ -870,6 +839,7 @@ def _deleted_codes(case: Case, reference: ReferenceData, config: dict, pol: Poli
     deleted for 2019) is not billable: remove it. Fluoroscopy time over an hour stays the
     duration-exceeded finding of the 76000 line; it is never more units."""
     out = []
+    code = F.CODE_DELETED
     for ln in case.lines:
         gone = pol.deleted.get(ln.code)
         if gone is None:
@@ -878,15 +848,14 @@ def _deleted_codes(case: Case, reference: ReferenceData, config: dict, pol: Poli
         if day is not None and day < gone.deleted:
             continue
         when = f" on {day.isoformat()}" if day else ""
+        deleted = gone.deleted.isoformat()
         out.append(Finding(
-            code=F.CODE_DELETED, severity=KINDS[F.CODE_DELETED].severity,
-            summary=_clip(f"Remove {ln.code}: the code was deleted on {gone.deleted.isoformat()} and is not valid{when}"),
-            reason=(f"{ln.key} bills **{ln.code}**, a code deleted on {gone.deleted.isoformat()} ({gone.description}); "
-                    f"it is not valid on the date of service{when} and will be rejected. Remove the line; report "
-                    f"{gone.use} once where it is separately reportable, and document fluoroscopy time over one hour "
-                    f"(duration-exceeded) rather than bill it."),
+            code=code, severity=KINDS[code].severity,
+            summary=_clip(_say(code, "summary", code=ln.code, deleted=deleted, when=when)),
+            reason=_say(code, "reason", line=ln.key, code=ln.code, deleted=deleted, description=gone.description,
+                        when=when, use=gone.use),
             lines=(ln.key,), citations=(gone.citation(),),
-            fixes=(Fix(F.REMOVE_LINE, line=ln.key, label=f"Remove {ln.code} (deleted code)"),)))
+            fixes=(Fix(F.REMOVE_LINE, line=ln.key, label=_say(code, "remove", code=ln.code)),)))
     return out
 
 
