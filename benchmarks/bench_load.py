@@ -167,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         targets += [(name, f"http://127.0.0.1:{svc_port}/cds-services/fluoroscopy-{name}", body)
                     for name, body in bodies.items()]
         if base_port is not None:
+            # the baseline gets the same request under the hook name its discovery advertises
+            # (the custom hook was renamed: org.fluorocds.claim-review -> org.fluoro-cds.claim-review)
+            listed = requests.get(f"http://127.0.0.1:{base_port}/cds-services", timeout=10).json()
+            base_hook = next(s["hook"] for s in listed["services"] if s["id"] == "fluoroscopy-claim-review")
             targets.insert(2, ("claim-review@baseline",
                                f"http://127.0.0.1:{base_port}/cds-services/fluoroscopy-claim-review",
-                               bodies["claim-review"]))
+                               dict(bodies["claim-review"], hook=base_hook)))
         raws = {name: json.dumps(body).encode() for name, _, body in targets}
         cards_of: dict[str, int | None] = {}
         for name, url, _ in targets:  # check each target answers, and warm it up
