@@ -114,3 +114,50 @@ def test_performs_reads_codes_then_words():
                     "P", "role") is True  # a rendering coding among others
     assert performs({"coding": [{"system": "urn:x", "code": "1", "display": "Supervising physician"}]},
                     "P", "role") is False
+
+
+# --- XU and the reason chosen (issue 9 s.2) ---------------------------------------------------------
+def _ptp1(real, *, config=None, **partner):
+    """27235 + 76000 on 2024-08-05 (real July 2024 PTP 27235/76000, modifier indicator 1)."""
+    from datetime import date
+
+    from hooks.model import Case, Evidence, Line, Setting
+    day = date(2024, 8, 5)
+    office = Setting(facility=False, ncci_setting="practitioner", pos="11", reasons=("POS 11",))
+    fluoro = {k: v for k, v in partner.items()}
+    lines = (Line("Claim.item[0]", "27235", service_date=day, sequence=1, **partner),
+             Line("Claim.item[1]", "76000", service_date=day, sequence=2, **fluoro))
+    (f,) = evaluate(Case("claim", office, lines, Evidence(indication=True, fluoro_minutes=3, radiation_dose=True,
+                                                          body_site=True, findings=True, images_retained=True,
+                                                          signed_interpretation=True), default_date=day),
+                    real, resolve({"fluoro-cds.configuration": config} if config else None))
+    return f
+
+
+def test_each_reason_suggests_its_modifier_and_xu_is_never_inferred(real):
+    assert real.ptp["practitioner"][("27235", "76000")].modifier_indicator == "1"
+    f = _ptp1(real)
+    assert f.code == F.PTP_MODIFIER_ALLOWED
+    remove, *bypass = f.fixes
+    assert remove.action == F.REMOVE_LINE and remove.recommended  # nothing in the record shows it was distinct
+    assert [(x.modifier, x.recommended) for x in bypass] == [("XS", False), ("XE", False), ("XP", False),
+                                                             ("XU", False)]
+    kind = F.KINDS[F.PTP_MODIFIER_ALLOWED]
+    reasons = dict(kind.override_reasons)
+    for x, (reason, _m) in zip(bypass, kind.override_modifiers):
+        assert reasons[reason] in x.label
+    assert "unusual non-overlapping service" in bypass[3].label
+    assert any("MLN1783722" in c.text for c in f.citations)  # facts distinct-modifiers, cited on the card
+    # payer policy: the configured modifier, where nothing says which (59 only where configured)
+    f = _ptp1(real, config={"distinct-modifier": "59"})
+    assert [x.modifier for x in f.fixes[1:]] == ["XS", "XE", "XP", "XU", "59"]
+
+
+def test_no_reason_suggests_a_modifier_the_record_contradicts(real):
+    from hooks.model import Site
+    knee = (Site(("http://snomed.info/sct|72696002",), "knee", None),)
+    f = _ptp1(real, encounters=("Encounter/e1",), performers=("Practitioner/p1",), body_sites=knee)
+    # same encounter, practitioner and site: XE, XP, XS and XU would each be modifier misuse
+    assert [x.action for x in f.fixes] == [F.REMOVE_LINE]
+    f = _ptp1(real, encounters=("Encounter/e1",))
+    assert [x.modifier for x in f.fixes[1:]] == ["XS", "XP", "XU"]

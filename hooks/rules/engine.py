@@ -526,12 +526,13 @@ def _fluoroscopy_integral(c: _Context) -> _Removal:
 
 def _ptp_modifier_allowed(c: _Context) -> _Removal:
     """Indicator-1 PTP edit. The bypass appends the modifier the record's evidence supports (XE,
-    then XS; recommended), else the configured ``distinct-modifier`` (not recommended); never a
-    second distinct-service modifier. A different diagnosis is not evidence (CMS MLN1783722)."""
+    then XS; recommended), else one suggestion per override reason with its modifier (not
+    recommended; _reason_fixes); never a second distinct-service modifier. A different diagnosis is
+    not evidence (CMS MLN1783722)."""
     line, e, partner = c.review.line, c.problem.edit, c.problem.partner
     code = F.PTP_MODIFIER_ALLOWED
     shown = [m for m in (distinct.SEPARATE_ENCOUNTER, distinct.SEPARATE_SITE) if m in c.problem.evidence]
-    modifier = shown[0] if shown else (c.config.get("distinct-modifier") or "XS")
+    modifier = shown[0] if shown else ""
     remove = _remove(c)
     row = _say(code, "row", column1=e.column1, rationale=e.rationale)
     if shown and not line.has_distinct_modifier():
@@ -541,11 +542,10 @@ def _ptp_modifier_allowed(c: _Context) -> _Removal:
         return _Removal(
             _say(code, "summary.evidence", modifier=modifier, what=what, partner=partner.code),
             _say(code, "reason.evidence", row=row, partner=partner.code, what=what, modifier=modifier),
-            (bypass, replace(remove, recommended=False)))
+            (bypass, replace(remove, recommended=False)), None, (policy().facts["distinct-modifiers"].citation(),))
     fixes: tuple[Fix, ...] = (remove,)
     if not line.has_distinct_modifier():
-        fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
-                      label=_say(code, "append", modifier=modifier, partner=partner.code)),)
+        fixes += _reason_fixes(c)
     dx_note = ""
     if line.diagnoses and partner.diagnoses and not set(line.diagnoses) & set(partner.diagnoses):
         dx_note = _say(code, "dx-note")
@@ -554,9 +554,36 @@ def _ptp_modifier_allowed(c: _Context) -> _Removal:
         summary = _say(code, "summary.claimed", partner=partner.code, claimed=claimed)
         advice = _say(code, "advice.claimed", claimed=claimed)
     else:
-        summary = _say(code, "summary", partner=partner.code, modifier=modifier)
-        advice = _say(code, "advice", modifier=modifier)
-    return _Removal(summary, _say(code, "reason", row=row, dx_note=dx_note, advice=advice), fixes)
+        summary = _say(code, "summary", partner=partner.code)
+        advice = _say(code, "advice")
+    return _Removal(summary, _say(code, "reason", row=row, dx_note=dx_note, advice=advice), fixes, None,
+                    (policy().facts["distinct-modifiers"].citation(),))
+
+
+def _reason_fixes(c: _Context) -> tuple[Fix, ...]:
+    """The bypass suggestions (not recommended) when nothing in the record shows the fluoroscopy was
+    distinct: one per override reason of the declaration, appending the modifier that reason stands
+    for (override_modifiers: XS site, XE session, XP practitioner, XU unusual non-overlapping service;
+    the configured ``distinct-modifier`` for payer policy, where nothing says which), each modifier
+    once and none the record contradicts (hooks.distinct.contradiction). XU is never inferred from the
+    record: only the clinician's reason says the service does not overlap the procedure's usual
+    components (CMS MLN1783722)."""
+    kind = KINDS[F.PTP_MODIFIER_ALLOWED]
+    line, partner = c.review.line, c.problem.partner
+    configured = c.config.get("distinct-modifier") or "XS"
+    displays = dict(kind.override_reasons)
+    out: list[Fix] = []
+    seen: set[str] = set()
+    for reason, modifier in kind.override_modifiers:
+        modifier = modifier or configured
+        if modifier in seen or distinct.contradiction(modifier, line, partner):
+            continue
+        seen.add(modifier)
+        out.append(Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
+                       label=_say(F.PTP_MODIFIER_ALLOWED, "append.reason", modifier=modifier,
+                                  meaning=_say(F.PTP_MODIFIER_ALLOWED, f"meaning.{modifier}"),
+                                  reason=displays[reason])))
+    return tuple(out)
 
 
 # The removal finding of each removal problem (declared with a rank in hooks.findings.KINDS).
