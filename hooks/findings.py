@@ -365,7 +365,14 @@ KINDS: dict[str, Kind] = declare([
              "fix.unknown": "Bill 76000-26 and correct the place of service to the facility's",
              "pos.21": "inpatient hospital", "pos.22": "on-campus outpatient hospital",
              "pos.23": "emergency room - hospital", "pos.24": "ambulatory surgical center",
-             "pos.other": "facility"}),
+             "pos.11": "office", "pos.other": "facility",
+             # the reverse: a facility POS on a line while the record shows an office visit
+             "summary.office": "Place of service {pos} contradicts the record ({where}): use POS {record}",
+             "reason.office": "The claim line reports place of service **{pos}** (facility), but the record shows "
+                              "an office visit: {where}. A professional claim reports the place where the patient "
+                              "was (POS {record}, {name}); the record's setting, not the line's POS, decides the "
+                              "payment (non-facility rate) and the component.",
+             "fix.office": "Set place of service {record} ({name})"}),
     Kind("session-units", "76000 billed more than once for one session", "warning",
          priority=45, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (one session, up to 1 hour); NCCI Policy Manual Chapter I, section V "

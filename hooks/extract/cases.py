@@ -133,10 +133,10 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         if laterality:
             sites = [st if st.laterality else st._replace(laterality=laterality) for st in sites]
         # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
-        # kind, resource, sequence, encounters, performers, start, end, sessions): a call with
+        # kind, resource, sequence, encounters, performers, start, end, sessions, pos): a call with
         # keywords costs about twice as much.
         lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
-                          unique(item_encounters), unique(performers), start, end, sessions))
+                          unique(item_encounters), unique(performers), start, end, sessions, pos))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional, inpatient_bill)
 
 

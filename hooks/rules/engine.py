@@ -735,10 +735,23 @@ def _component_payment(case: Case, reference: ReferenceData) -> tuple[list[Citat
 def _modifier_26_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
                           pol: Policy) -> list[Finding]:
     """A professional 76000 for a hospital patient billed global (no 26), TC, or 26 and TC: bill -26.
-    Not when the line's place of service contradicts the record (place-of-service carries the fix)."""
-    if case.setting.pos_contradicted:
-        return []
-    return [f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None]
+    Not on a line whose place of service contradicts the record (place-of-service carries the fix)."""
+    return [f for r in billable if not pos_contradicted(case, r.line, reference)
+            and (f := _modifier_26(case, r, reference, config)) is not None]
+
+
+def pos_contradicted(case: Case, line: Line, reference: ReferenceData) -> bool:
+    """Whether `line`'s own place of service (Claim.item.locationCodeableConcept; else the case's)
+    contradicts the record's setting: facility vs office (Claims Processing Manual ch. 26 s. 10.5).
+    A line with the case's POS reuses the case's answer (no lookup)."""
+    setting = case.setting
+    pos = line.pos
+    if pos is None or pos == setting.pos:
+        return setting.pos_contradicted
+    if setting.record_facility is None:
+        return False
+    place = reference.place_of_service(pos)
+    return place is not None and place.facility != setting.record_facility
 
 
 def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
@@ -765,21 +778,38 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
 
 def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
                       pol: Policy) -> list[Finding]:
-    """A non-facility place of service on a professional claim whose record shows a hospital or ASC
-    patient (an inpatient, outpatient-hospital, emergency or observation encounter; a hospital or
-    ASC location). The recommended fix sets the POS the record shows and, on 76000, bills -26 in the
-    same suggestion (the record's setting decides the component)."""
+    """Per 76000 line of a professional claim, its own place of service against the record's setting:
+    a non-facility POS while the record shows a hospital or ASC patient (an inpatient, outpatient-
+    hospital, emergency or observation encounter; a hospital or ASC location): the fix sets the POS
+    the record shows and bills -26 in the same suggestion; a facility POS while the record shows an
+    office visit (a Location typed with an office POS): the fix sets that POS. The record's setting,
+    not the line's POS, decides the component."""
     setting = case.setting
-    if not setting.pos_contradicted or not professional_in_facility(case):
+    if case.kind == "order" or setting.ncci_setting != "practitioner":
         return []
     where = "; ".join(setting.reasons)
-    record = setting.record_pos
+    # the POS the record shows, else the claim's POS where it agrees with the record
+    record = setting.record_pos or (setting.pos if not setting.pos_contradicted else None)
     citations = [policy().facts["place-of-service"].citation()]
     out = []
     code = F.PLACE_OF_SERVICE
     name = _say(code, f"pos.{record}") if f"pos.{record}" in KINDS[code].wording else _say(code, "pos.other")
     for r in billable:
         line = r.line
+        if not pos_contradicted(case, line, reference):
+            continue
+        pos = line.pos or setting.pos
+        if setting.record_facility is False:  # a facility POS for an office visit: correct the POS
+            if not record:
+                continue
+            out.append(Finding(
+                code=code, severity=KINDS[code].severity,
+                summary=_clip(_say(code, "summary.office", pos=pos, where=where, record=record)),
+                reason=_say(code, "reason.office", pos=pos, where=where, record=record, name=name),
+                lines=(line.key,), citations=tuple(citations),
+                fixes=(Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record,
+                           label=_say(code, "fix.office", record=record, name=name)),)))
+            continue
         parts = component_fixes(case, line.key, FLUORO, line.modifiers, reference, config)
         if record:
             parts = (Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record, label=_say(code, "set", record=record)),) + parts
@@ -788,16 +818,16 @@ def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: Re
         comp = _say(code, "component") if any(p.modifier == "26" or p.modifier == "TC" for p in parts) else ""
         if record:
             label = _say(code, "fix", record=record, name=name, component=comp)
-            summary = _say(code, "summary", pos=setting.pos, where=where, record=record, component=comp)
+            summary = _say(code, "summary", pos=pos, where=where, record=record, component=comp)
             named = _say(code, "record-named", record=record, name=name)
         else:
             label = _say(code, "fix.unknown")
-            summary = _say(code, "summary.unknown", pos=setting.pos, where=where, component=comp)
+            summary = _say(code, "summary.unknown", pos=pos, where=where, component=comp)
             named = ""
         cites, _payment = _component_payment(case, reference) if comp else ([], None)
         out.append(Finding(
             code=code, severity=KINDS[code].severity, summary=_clip(summary),
-            reason=_say(code, "reason", pos=setting.pos, where=where, record_named=named),
+            reason=_say(code, "reason", pos=pos, where=where, record_named=named),
             lines=(line.key,), citations=tuple(citations + cites),
             fixes=(_chain(parts, label),)))
     return out
