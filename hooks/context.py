@@ -122,3 +122,5 @@ class HookRequest:
     extras: dict[str, Any] = field(default_factory=dict)
     # what could not be checked (hooks/unchecked.py); the service layer shares it with FhirData
     unchecked: Unchecked = field(default_factory=Unchecked)
+    # the request asked "why no card?" (extension org.fluoro-cds.explain: true; hooks/explain.py)
+    explain: bool = False

@@ -33,6 +33,7 @@ from hooks.rules import evaluate
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
+from . import metrics
 from .jsonio import dumps, loads
 
 
@@ -200,7 +201,8 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
 
 
 def command(args) -> int:
-    """`fluoro-cds batch INPUT [--out OUT] [--db PATH] [--config JSON] [--workers N]`."""
+    """`fluoro-cds batch INPUT [--out OUT] [--db PATH] [--config JSON] [--workers N]
+    [--metrics-file PATH.prom]`."""
     from .settings import Settings, SettingsError
 
     try:
@@ -216,6 +218,11 @@ def command(args) -> int:
     if args.input != "-" and not os.path.isfile(args.input):
         print(f"fluoro-cds batch: no such input file: {args.input}", file=sys.stderr)
         return 2
+    if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
+                              or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
+        print("fluoro-cds batch: --metrics-file must be a file name ending in .prom in an existing "
+              "directory (node_exporter's textfile collector reads *.prom)", file=sys.stderr)
+        return 2
     db_path = args.db or settings.db_path
     progress = sys.stderr.isatty() and not args.quiet
     try:
@@ -224,6 +231,8 @@ def command(args) -> int:
         print(f"fluoro-cds batch: {args.input}: {exc}", file=sys.stderr)
         return 2
     sys.stderr.write(dumps(summary).decode() + "\n")
+    if args.metrics_file:
+        metrics.write_batch_textfile(args.metrics_file, summary, time.time())
     return 0
 
 
@@ -257,4 +266,6 @@ def add_command(sub) -> None:
                                     "'{\"global-billing\": true}' (over the defaults in $FLUORO_CDS_DEFAULTS)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metrics-file", help="write the run's counts here for node_exporter's "
+                                          "textfile collector (a *.prom file, replaced atomically)")
     p.set_defaults(func=command)

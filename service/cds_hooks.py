@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from hooks.config import ConfigError, resolve
 from hooks import unchecked
+from hooks.explain import requested as explain_requested
 from hooks.cards import card_citations, new_uuid
 from hooks.context import DataUnavailable, HookRequest, InvalidResource, Unchecked
 from hooks.services import CdsService
@@ -200,7 +201,8 @@ def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> Ho
                       context=context, client=client, unchecked=gaps)
     return HookRequest(hook=body["hook"], hook_instance=body["hookInstance"], context=context,
                        config=config, fhir=fhir, reference=rt.live.current(),
-                       extras=caller_extras(), unchecked=gaps)
+                       extras=caller_extras(), unchecked=gaps,
+                       explain=explain_requested(body.get("extension")))
 
 
 # -- step 3: the handler ---------------------------------------------------------------------

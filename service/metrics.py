@@ -98,6 +98,33 @@ def feedback_stored(items) -> None:
         feedback.labels(str(item.get("outcome"))).inc()
 
 
+BATCH_METRICS_SUFFIX = ".prom"  # node_exporter's textfile collector reads *.prom only
+
+
+def write_batch_textfile(path: str, summary: dict, finished: float) -> None:
+    """The counts of one `fluoro-cds batch` run as a Prometheus text file, for node_exporter's
+    textfile collector (prometheus-client ``write_to_textfile``: written aside and renamed, so a
+    scrape never reads half a file). Gauges of the last run that succeeded: a run that fails
+    leaves the previous file, and ``fluoro_cds_batch_last_success_timestamp_seconds`` ages (the
+    usual alert for a batch job that stopped succeeding)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    reg = CollectorRegistry()
+    Gauge("fluoro_cds_batch_records", "records (claims) reviewed by the last batch run",
+          registry=reg).set(summary["records"])
+    Gauge("fluoro_cds_batch_errors", "records of the last batch run answered with an error",
+          registry=reg).set(summary["errors"])
+    findings = Gauge("fluoro_cds_batch_findings", "findings of the last batch run, by finding code",
+                     ("finding",), registry=reg)
+    for code, count in summary["findings"].items():
+        findings.labels(code).set(count)
+    Gauge("fluoro_cds_batch_duration_seconds", "how long the last batch run took",
+          registry=reg).set(summary["seconds"])
+    Gauge("fluoro_cds_batch_last_success_timestamp_seconds", "when the last batch run finished "
+          "(Unix time)", registry=reg).set(finished)
+    write_to_textfile(path, reg)
+
+
 def exposition(release: str | None) -> tuple[bytes, str]:
     """The metrics text: every worker's values in multiprocess mode, else this process's; plus
     fluoro_cds_ncci_release_info{release=...} 1 for the reference data in service."""

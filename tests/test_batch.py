@@ -76,3 +76,30 @@ def test_batch_reports_lines_that_are_not_json(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows[0]["line"] == 1 and "not valid JSON" in rows[0]["error"]
     assert rows[1]["line"] == 3 and rows[1]["findings"][0]["code"] == "ptp-bundled"
+
+
+def test_batch_writes_its_counts_for_the_textfile_collector(tmp_path):
+    """--metrics-file: the run's counts in the Prometheus text format (parsed back here with
+    prometheus-client's parser), the same numbers as the summary; a bad name is exit 2 and
+    leaves the previous file."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    records = [scenario(n).context["claim"] for n in (4, 9)] + [{"resourceType": "Patient"}]
+    src = _ndjson(tmp_path, records)
+    prom = tmp_path / "fluoro_cds_batch.prom"
+    proc = _run([src, "--metrics-file", str(prom)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stderr.strip().splitlines()[-1])
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(prom.read_text()) for s in family.samples}
+    assert samples[("fluoro_cds_batch_records", ())] == summary["records"] == 3
+    assert samples[("fluoro_cds_batch_errors", ())] == summary["errors"] == 1
+    assert {k[1][0][1]: v for k, v in samples.items() if k[0] == "fluoro_cds_batch_findings"} == \
+        summary["findings"] and summary["findings"]
+    assert samples[("fluoro_cds_batch_last_success_timestamp_seconds", ())] > 1.7e9
+    assert not list(tmp_path.glob("*.prom.*"))  # written aside and renamed: no leftovers
+    before = prom.read_text()
+    for bad in (str(tmp_path / "counts.txt"), str(tmp_path / "no-such-dir" / "x.prom")):
+        refused = _run([src, "--metrics-file", bad], tmp_path)
+        assert refused.returncode == 2 and ".prom" in refused.stderr and refused.stdout == ""
+    assert prom.read_text() == before

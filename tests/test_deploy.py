@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import time
 import re
 import shutil
@@ -161,6 +162,60 @@ def test_systemd_units_verify(tmp_path):
     assert not problems, result.stderr
 
 
+def _serve_args(command: list[str]) -> list[str]:
+    """The options of a `fluoro-cds serve` command line, --host/--port and their values left out."""
+    args = command[command.index("serve") + 1:]
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--host", "--port", "--workers"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def _unit_command() -> list[str]:
+    [line] = [l for l in (DEPLOY / "fluoro-cds.service").read_text().splitlines()
+              if l.startswith("ExecStart=")]
+    return line[len("ExecStart="):].split()
+
+
+def test_one_nginx_in_each_layout():
+    """Behind deploy/nginx.conf (the systemd layout) serve runs --direct; in the container and
+    on Kubernetes nothing is in front inside the pod, so serve keeps its own nginx front."""
+    assert _serve_args(_unit_command()) == ["--direct"]
+    assert "127.0.0.1:%d" % PORT in (DEPLOY / "nginx.conf").read_text()
+    cmd = json.loads(next(l for l in (DEPLOY / "Containerfile").read_text().splitlines()
+                          if l.startswith("CMD [\"fluoro-cds\"")).split(" ", 1)[1])
+    assert "--direct" not in cmd
+    deployment = next(d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "fluoro-cds.yaml").read_text())
+                      if d and d.get("kind") == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--direct" not in container["command"]
+
+
+def _descendants(pid: int) -> list[str]:
+    """The command names of every process under `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        p = int(stat.parent.name)
+        names[p] = text[text.index("(") + 1:text.rindex(")")]
+        children.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(p)
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(names.get(p, ""))
+        todo += children.get(p, [])
+    return out
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -202,7 +257,8 @@ def test_nginx_terminates_tls_in_front_of_the_service(tmp_path):
     env = serve_env(tmp_path, FLUORO_CDS_AUTH="jwt", FLUORO_CDS_BASE_URL=base,
                     FLUORO_CDS_FHIR_ALLOWLIST="https://ehr.example.org/fhir",
                     FLUORO_CDS_TRUSTED_ISSUERS='{"https://ehr.example.org": "%s"}' % jwks.url("/jwks.json"))
-    with Served(env) as served:
+    with Served(env, args=tuple(_serve_args(_unit_command()))) as served:  # as the unit runs it
+        assert not [n for n in _descendants(served.proc.pid) if n.startswith("nginx")]  # one nginx
         site = (conf.replace("127.0.0.1:8080", f"127.0.0.1:{served.port}")
                 .replace("listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;")
                 .replace("/etc/nginx/tls/fluoro-cds.crt", str(crt))

@@ -94,6 +94,25 @@ def test_json_log_line_per_call_without_tokens_or_patient_data(tmp_path, capsys)
     logging.getLogger("fluoro_cds").handlers.clear()
 
 
+def test_log_times_are_each_records_own_time():
+    """The formatters cache the time text per second: each record still shows its own second."""
+    import time
+
+    from service.logs import JsonFormatter, TextFormatter
+
+    def record(created: float) -> logging.LogRecord:
+        rec = logging.LogRecord("fluoro_cds.request", logging.INFO, __file__, 1, "x", None, None)
+        rec.created, rec.msecs = created, (created % 1) * 1000
+        return rec
+
+    text, jsonf = TextFormatter(), JsonFormatter()
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5, 1_700_000_061.0, 1_700_000_000.0):
+        assert text.format(record(created)).startswith(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) + " INFO")
+        assert json.loads(jsonf.format(record(created)))["time"] == (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int((created % 1) * 1000):03d}Z")
+
+
 def test_text_logs_are_the_default():
     assert Settings.from_env({}).log_format == "text"
 

@@ -309,5 +309,22 @@ def test_401s_are_logged_with_reason_and_issuer_never_the_token(app, tokens, cap
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("401"))
     assert "aud" in line and ISSUER in line
     assert token not in caplog.text
-    verifier = app.extensions["fluoro_cds"].verifier
-    assert sum(verifier.refusals.values()) >= 1
+
+
+def test_401s_are_counted_once_by_reason(app, tokens):
+    """One counter for JWT refusals (fluoro_cds_jwt_refusals), by reason: each 401 adds one."""
+    from prometheus_client import REGISTRY
+
+    reason = "JWT aud is not this endpoint's URL"
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("fluoro_cds_jwt_refusals_total", {"reason": reason}) or 0.0
+
+    before = count()
+    token = tokens.mint("https://elsewhere.example/cds-services")
+    for _ in range(2):
+        assert_json_error(app.test_client().get("/cds-services", headers=_bearer(token)), 401)
+    assert count() == before + 2
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "fluoro_cds_jwt_refusals_total{" in metrics
+    assert not hasattr(app.extensions["fluoro_cds"].verifier, "refusals")  # no second counter

@@ -6,6 +6,7 @@ import io
 import pytest
 
 from service.app import MAX_BODY_BYTES
+from service import jsonio
 from service.jsonio import MAX_DEPTH, too_deep
 from tests.service_support import assert_json_error, make_app
 
@@ -46,25 +47,37 @@ def test_depth_scan_ignores_brackets_in_strings():
     assert too_deep(b'{"a": {"b": "}"' + b", \"c\": [" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}}")
 
 
-def test_depth_scan_fast_path_agrees_with_the_escaped_path():
-    """The vectorised scan (bodies without a backslash) and the regular-expression scan (bodies
-    with one) give the same answer on nested JSON whose strings hold brackets: a quote-parity
-    or off-by-one mistake in the fast path fails here."""
+@pytest.mark.parametrize("passes_up_to", [4096, 0])  # the passes, and the running sum
+def test_depth_scan_agrees_with_the_parsed_depth(monkeypatch, passes_up_to):
+    """The bytes-level scan gives the depth of the parsed document, for nested JSON whose strings
+    hold brackets, quotes and runs of backslashes (escaped or not before a quote): a parity,
+    escape-order or off-by-one mistake in any step of :func:`too_deep` fails here."""
     import json
     import random
 
-    from service.jsonio import _too_deep_escaped
-
+    monkeypatch.setattr(jsonio, "PASSES_UP_TO", passes_up_to)
     rng = random.Random(20261201)
+    tricky = ["[[", "]}", "{x", '"[', '\\"{', "a\\", '\\\\"]', "\\u005b", "", "]\\"]
 
     def doc(depth: int):  # one deep spine, with shallow siblings and bracket-holding strings
         if depth == 0:
-            return rng.choice(["[[", "]}", "{x", "a", 1, None])
-        inner = [doc(depth - 1), rng.choice(["]", "{[", "x"]), [rng.random()]]
+            return rng.choice([rng.choice(tricky), 1, None, [], {}])
+        inner = [doc(depth - 1), rng.choice(tricky), [rng.random()], rng.choice(tricky) * 2]
         rng.shuffle(inner)
-        return inner if rng.random() < 0.5 else {f"k{i}": v for i, v in enumerate(inner)}
+        return inner if rng.random() < 0.5 else {rng.choice(tricky) + str(i): v for i, v in enumerate(inner)}
 
+    def depth_of(value) -> int:
+        if isinstance(value, dict):
+            return 1 + max(map(depth_of, value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max(map(depth_of, value), default=0)
+        return 0
+
+    escaped = 0
     for _ in range(400):
-        data = json.dumps(doc(rng.randint(1, 80))).encode()
+        value = doc(rng.randint(1, 80))
+        data = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode()
+        escaped += b"\\" in data
         for limit in (2, 7, MAX_DEPTH):
-            assert too_deep(data, limit) == _too_deep_escaped(data, limit), data[:120]
+            assert too_deep(data, limit) == (depth_of(value) > limit), data[:120]
+    assert escaped > 300  # most documents exercise the escape step

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import cards, fhir_read as fr, rules
+from .. import cards, explain, fhir_read as fr, rules
 from ..context import DOCUMENTATION, DataUnavailable, HookRequest
 from ..unchecked import affected_by
 from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
@@ -113,7 +113,12 @@ def handle(request: HookRequest) -> dict:
     if request.unchecked.affects(DOCUMENTATION):
         case = replace(case, evidence_checked=False)  # no documentation card on missing data
     findings = rules.evaluate(case, request.reference, request.config)
-    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
+    rendered = cards.render(findings, case, request.config, service_label=SERVICE_LABEL)
+    if not request.explain:
+        return {"cards": rendered}
+    items = explain.claim_lines(claim, case, findings, rendered, request.unchecked, request.config,
+                                lambda: rules.evaluate(case, request.reference, explain.all_on(request.config)))
+    return {"cards": rendered, "extension": explain.extension(items, request.unchecked)}
 
 
 SERVICE = CdsService(

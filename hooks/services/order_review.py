@@ -7,7 +7,7 @@ prefetch or the FHIR server (recorded in ``request.unchecked`` when they cannot 
 """
 from __future__ import annotations
 
-from .. import cards, rules
+from .. import cards, explain, rules
 from ..context import PROCEDURES, SETTING, HookRequest, InvalidResource
 from ..unchecked import optional
 from ..extract import case_from_orders
@@ -57,8 +57,12 @@ def handle(request: HookRequest) -> dict:
         companions = merge([encounter], locations, procedures)
     case = case_from_orders(draft_orders, companions, request.reference)
     findings = rules.evaluate(case, request.reference, request.config)
-    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL,
-                                  drafts=drafts)}
+    rendered = cards.render(findings, case, request.config, service_label=SERVICE_LABEL, drafts=drafts)
+    if not request.explain:
+        return {"cards": rendered}
+    items = explain.draft_orders(draft_orders, case, findings, rendered, request.unchecked, request.config,
+                                 lambda: rules.evaluate(case, request.reference, explain.all_on(request.config)))
+    return {"cards": rendered, "extension": explain.extension(items, request.unchecked)}
 
 
 SERVICE = CdsService(
