@@ -15,7 +15,7 @@ from typing import Callable
 
 from .actions import actions_for
 from .config import EXTENSION_PREFIX
-from .findings import KINDS, Citation, Finding, Fix, clip_summary
+from .findings import KINDS, PROGRAM_CITATION_PREFIX, Citation, Finding, Fix, clip_summary
 from .model import Case
 
 _getrandbits: Callable[[int], int] | None = None  # of this process's generator (None: not seeded yet)
@@ -60,6 +60,7 @@ OVERRIDE_SYSTEM = "https://fluoro-cds.org/CodeSystem/override-reason"
 MISSING_DOC_EXTENSION = EXTENSION_PREFIX + "missing-documentation"
 LEGACY_MISSING_DOC_EXTENSION = "fluoro-cds.missing-documentation"  # older name, still sent
 SOURCE_HEADING = "**Source**\n\n"  # starts the citations block of a card's detail
+_PROGRAM_BULLET = "- " + PROGRAM_CITATION_PREFIX  # hooks.findings: the program citation's bullet
 STARTER_NOTICE = "starter data set, not a CMS release"
 
 _DETAIL_LABELS = {
@@ -191,7 +192,8 @@ def render(findings: list[Finding], case: Case, config: dict, *, service_label: 
 def card_citations(card: dict) -> tuple[str, ...]:
     """The citations a rendered card's **Source** block lists (one line each, as `_citation_md`
     wrote them without the bullet): the NCCI rows and policy entries behind the card, which the
-    audit keeps per card for the feedback report. () when the card has no Source block."""
+    audit keeps per card for the feedback report (not the NCCI program line every card carries).
+    () when the card has no Source block."""
     detail = card.get("detail")
     if not isinstance(detail, str):
         return ()
@@ -202,4 +204,5 @@ def card_citations(card: dict) -> tuple[str, ...]:
     end = block.find("\n\n")
     if end >= 0:
         block = block[:end]
-    return tuple([line[2:] for line in block.split("\n") if line.startswith("- ")])
+    return tuple([line[2:] for line in block.split("\n")
+                  if line.startswith("- ") and not line.startswith(_PROGRAM_BULLET)])

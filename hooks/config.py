@@ -50,6 +50,9 @@ OPTIONS: tuple[Option, ...] = (
            DISTINCT_MODIFIERS),
     Option("max-cards", "integer", "Maximum cards",
            "Return at most this many cards, most important first (0 = no limit).", 0),
+    Option("program", "string", "NCCI program",
+           "The NCCI program (PTP and MUE files) for claims whose focal Claim.insurance Coverage does "
+           "not name one (docs/rules.md#program): medicare or medicaid.", "medicare", ("medicare", "medicaid")),
     Option("documentation-url", "string", "Documentation app URL",
            "Absolute http(s) URL of the documentation app; when set, documentation-missing cards "
            "link to it (empty = no link).", ""),

@@ -31,7 +31,9 @@ SET_PLACE_OF_SERVICE = "set-place-of-service"
 DOCUMENT = "document"
 FIX_ACTIONS = frozenset({REMOVE_LINE, REPLACE_CODE, ADD_MODIFIER, REMOVE_MODIFIER, REDUCE_UNITS,
                          SET_PLACE_OF_SERVICE, DOCUMENT})
-CITATION_KINDS = frozenset({"ncci-ptp", "ncci-mue", "ncci-aoc", "mpfs", "policy"})
+CITATION_KINDS = frozenset({"ncci-ptp", "ncci-mue", "ncci-aoc", "mpfs", "policy", "ncci-program"})
+PROGRAM_CITATION = "ncci-program"  # every finding cites the NCCI program and releases used (issue 10 s.8)
+PROGRAM_CITATION_PREFIX = "NCCI program:"  # how its text starts (not an NCCI row: the feedback report skips it)
 
 # CDS Hooks 2.0 Card.summary: "One-sentence, <140-character summary message".
 SUMMARY_MAX = 139
@@ -90,6 +92,8 @@ class Kind:
     def __post_init__(self) -> None:
         if not self.switch:
             object.__setattr__(self, "switch", self.code)
+        if type(self.citations) is frozenset and self.citations:  # every finding cites its NCCI program
+            object.__setattr__(self, "citations", self.citations | {PROGRAM_CITATION})
         missing = [name for name in ("code", "display", "source") if not str(getattr(self, name)).strip()]
         if missing:
             raise DeclarationError(f"finding {self.code!r}: missing {', '.join(missing)}")
@@ -388,6 +392,20 @@ KINDS: dict[str, Kind] = declare([
                             "encounter or overlapping times). 76000 reports one session of up to one hour, whatever "
                             "the number of sites examined; bill it once.",
              "remove.twin": "Remove the second 76000 of the session"}),
+    Kind("ncci-not-applied", "NCCI edits of the claim's program not applied", "info",
+         priority=8, rank=None, fixes=frozenset(), citations=frozenset({PROGRAM_CITATION}),
+         source="CMS Medicaid NCCI Edit Files (the Medicaid NCCI program's own PTP and MUE files) and the "
+                "Medicaid NCCI Technical Guidance Manual (states apply the Medicaid NCCI edits to Medicaid "
+                "claims): a Medicaid claim is not checked against Medicare's edits",
+         wording={
+             "summary": "{name} NCCI {tables} not checked: no {name} NCCI release is imported",
+             "reason": "This is a **{name}** claim ({why}). The {name} NCCI program publishes its own PTP and MUE "
+                       "files (CMS \"{name} NCCI Edit Files\"), and no {name} release of the {setting} {tables} "
+                       "answers{when}: they were **not applied** to the 76000 line(s). Medicare's edits are not used "
+                       "instead: a state applies the {name} NCCI edits to {name} claims, and they differ from "
+                       "Medicare's. The other rules (integral fluoroscopy, guidance codes, modifier 26, "
+                       "documentation) were applied. Import the quarter's {name} files (`fluoro-cds ncci import "
+                       "FILE... --program {program}`) to have them checked."}),
     Kind("code-deleted", "Code deleted on the date of service", "warning",
          priority=15, rank=None, fixes=frozenset({REMOVE_LINE}), citations=frozenset({"policy"}),
          source="hooks/policy/deleted.tsv (76001 deleted for 2019: CMS NCCI PTP edits end 2018-12-31; no CMS MPFS 2024 "
@@ -403,7 +421,7 @@ KINDS: dict[str, Kind] = declare([
 FINDING_CODES = tuple(KINDS)
 PTP_BUNDLED, PTP_MODIFIER_ALLOWED, FLUOROSCOPY_INTEGRAL, USE_GUIDANCE_CODE, MODIFIER_26, \
     DOCUMENTATION_MISSING, DURATION_EXCEEDED, MODIFIER_MISUSE, MUE_EXCEEDED, PLACE_OF_SERVICE, \
-    SESSION_UNITS, CODE_DELETED = FINDING_CODES
+    SESSION_UNITS, NCCI_NOT_APPLIED, CODE_DELETED = FINDING_CODES
 REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not None), key=lambda c: KINDS[c].rank))
 
 
@@ -411,7 +429,7 @@ REMOVAL_CODES = tuple(sorted((k.code for k in KINDS.values() if k.rank is not No
 class Citation:
     """Where a finding's rule comes from: an NCCI/MPFS row or a policy entry."""
 
-    kind: str  # "ncci-ptp" | "ncci-mue" | "ncci-aoc" | "mpfs" | "policy"
+    kind: str  # "ncci-ptp" | "ncci-mue" | "ncci-aoc" | "mpfs" | "policy" | "ncci-program"
     text: str  # one line a coder can check, e.g. "NCCI PTP practitioner 2024Q3: 29881 / 76000, modifier indicator 1 (...)"
     release: str | None = None  # release label, e.g. "2024Q3" or "starter-2024Q3"
     starter: bool = False  # True when cited from the starter set (cards must say so)

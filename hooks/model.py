@@ -139,6 +139,10 @@ class Case:
     # Procedures in the record (same encounter) that are not billed lines of the case: a 76000 is only
     # a "separate procedure" when none of them on the same date includes fluoroscopy (docs/contract.md#where-the-facts-live-in-fhir).
     context_lines: tuple[Line, ...] = ()
+    # The NCCI program (nccidata.api.MEDICARE / MEDICAID) the claim's focal coverage names, and where
+    # (hooks/extract/program.py); None: the claim does not say (the `program` option decides).
+    program: str | None = None
+    program_source: str = ""
 
 
     def line_date(self, line: Line) -> date | None:

@@ -269,6 +269,6 @@ def test_a_removal_finding_may_cite_the_add_on_row_of_another_problem(real_refer
     """Found by the property test: 33289 (PTP indicator 0) + 10160 (a 77002 primary) + 76000 is one
     ptp-bundled finding that also cites the AOC row behind 'Also applies'; its declaration allows it."""
     (f,) = review(real_reference, line("76000"), line("33289", seq=2), line("10160", seq=3))
-    assert f.code == F.PTP_BUNDLED and {c.kind for c in f.citations} == {"ncci-ptp", "ncci-aoc", "policy"}
+    assert f.code == F.PTP_BUNDLED and {c.kind for c in f.citations} == {"ncci-ptp", "ncci-aoc", "policy", F.PROGRAM_CITATION}
     assert "77002 reports the fluoroscopic guidance for 10160" in f.reason
     assert_as_declared(f)

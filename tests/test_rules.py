@@ -62,7 +62,7 @@ def test_integral_and_ptp_give_one_finding_citing_both():
 
 def test_integral_without_any_ptp_edit():
     (f,) = run(line("29999"), line("76000", seq=2))  # unlisted arthroscopy: no starter PTP row
-    assert f.code == F.FLUOROSCOPY_INTEGRAL and {c.kind for c in f.citations} == {"policy"}
+    assert f.code == F.FLUOROSCOPY_INTEGRAL and {c.kind for c in f.citations} == {"policy", F.PROGRAM_CITATION}
 
 
 def test_disabled_finding_falls_back_to_the_next_most_specific():
@@ -339,7 +339,7 @@ def test_tc_for_a_hospital_patient_bills_26(mods, expected):
         (f,) = run(line("76000", *mods), setting=HOSPITAL, **config)
         assert f.code == F.MODIFIER_26 and "76000-26" in f.summary
         assert _edits(f.fixes[0]) == expected
-        assert {c.kind for c in f.citations} == {"mpfs", "policy"}
+        assert {c.kind for c in f.citations} == {"mpfs", "policy", F.PROGRAM_CITATION}
     office = run(line("76000", "TC"))  # an office patient: TC is the supplier's to bill
     assert F.MODIFIER_26 not in codes(office)
 

@@ -221,7 +221,7 @@ def test_integral_where_no_ptp_edit_exists_on_the_real_release(real_reference):
                  Line("Claim.item[1]", FLUORO, (), service_date=day, sequence=2))
         (f,) = evaluate(Case("claim", office, lines, docs, default_date=day), real_reference, resolve(None))
         assert f.code == F.FLUOROSCOPY_INTEGRAL and f.fixes[0].action == F.REMOVE_LINE, code
-        assert {c.kind for c in f.citations} == {"policy"}, code
+        assert {c.kind for c in f.citations} == {"policy", F.PROGRAM_CITATION}, code
         assert "Policy Manual" in " ".join(c.text for c in f.citations), code
 
 

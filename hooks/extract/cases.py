@@ -17,6 +17,7 @@ from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, performs
                     sites_of, unique)
 from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons, procedure_session
 from .evidence import evidence_of
+from .program import program_of
 from .setting import pos_of, setting_of
 
 CLINICAL_TYPES = ("Encounter", "Procedure", "Observation", "DiagnosticReport", "ImagingStudy")
@@ -232,9 +233,11 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: In
     evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index))
     default_date = _default_date(lines, encounters)
     checked = not index.by_type.keys().isdisjoint(CLINICAL_TYPES)
+    program, program_source = program_of(claim, index)
     return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=claim, evidence_checked=checked,
-                context_lines=_unbilled_procedures(lines, index))
+                context_lines=_unbilled_procedures(lines, index), program=program,
+                program_source=program_source)
 
 
 def _unbilled_procedures(lines: Sequence[Line], index: Index) -> tuple[Line, ...]:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from typing import Callable, NamedTuple, Sequence
 
-from nccidata.api import AddOnEdit, PtpEdit, ReferenceData
+from nccidata import program_reference
+from nccidata.api import MEDICARE, PROGRAM_NAMES, AddOnEdit, PtpEdit, ReferenceData
+from nccidata.starter import STARTER_LABEL, StarterData
 
 from .. import distinct
 from .. import findings as F
@@ -99,13 +102,16 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
     Pure: depends only on its arguments (and the immutable policy files).
     """
     pol = policy()
+    program = case.program or config.get("program") or MEDICARE
+    if program != MEDICARE:  # another NCCI program's PTP edits and MUEs, never Medicare's
+        reference = program_view(reference, program)
     fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
     out: list[Finding] = []
     for code, claim_rule in CLAIM_RULES.items():  # one dict lookup per line (code-deleted)
         if config.get(KINDS[code].switch, True):
             out.extend(claim_rule(case, reference, config, pol))
     if not fluoro:
-        return F.select(out, config) if out else []
+        return _cite_program(F.select(out, config), case, program, reference) if out else []
     reviews = [_review_line(case, ln, reference, pol) for ln in fluoro]
     billable = []
     for review in reviews:
@@ -121,7 +127,94 @@ def evaluate(case: Case, reference: ReferenceData, config: dict) -> list[Finding
         for code, rule in LINE_RULES.items():
             if config.get(KINDS[code].switch, True):
                 out.extend(rule(case, billable, reference, config, pol))
-    return F.select(out, config)
+    return _cite_program(F.select(out, config), case, program, reference)
+
+
+# --- the NCCI program (issue 10 s.8; docs/rules.md#program) ------------------------------------------
+class NoProgramRelease:
+    """The reference data of an NCCI program none of whose releases is imported: no PTP edit and no
+    MUE (never another program's, never the starter set's, which are Medicare's); add-on, MPFS and POS
+    from `base`."""
+
+    def __init__(self, base: ReferenceData) -> None:
+        self.base = base
+
+    def release(self, kind: str, setting: str | None, on) -> None:
+        return None
+
+    def ptp_edits(self, codes, on, setting) -> list[PtpEdit]:
+        return []
+
+    def mue(self, code, on, setting) -> None:
+        return None
+
+    def add_on(self, add_on_code, on):
+        return self.base.add_on(add_on_code, on)
+
+    def fee(self, code, modifier="", on=None):
+        return self.base.fee(code, modifier, on)
+
+    def place_of_service(self, code):
+        return self.base.place_of_service(code)
+
+    def describe(self) -> dict:
+        return self.base.describe()
+
+
+def program_view(reference: ReferenceData, program: str) -> ReferenceData:
+    """The reference data the rules use for a claim of NCCI `program` (not Medicare): the store's view
+    of that program's releases, or :class:`NoProgramRelease` when none is imported."""
+    view = program_reference(reference, program)
+    return view if view is not None else NoProgramRelease(reference)
+
+
+def _labels(reference: ReferenceData, program: str, setting: str, on: date) -> tuple[str | None, str | None]:
+    """(PTP release label, MUE release label) answering `on` for `program` in `setting`; None: none
+    imported for another program. Medicare: the store's release, else the starter set."""
+    release = getattr(reference, "release", None)  # a program view (nccidata.store.ProgramReference)
+    if release is not None:
+        infos = (release("ptp", setting, on), release("mue", setting, on))
+        return tuple(i.label if i is not None else None for i in infos)
+    pick = getattr(reference, "pick", None)  # the SqliteStore: Medicare's releases, else the starter set
+    if pick is not None:
+        return tuple(i.label if (i := pick(kind, setting, on)) is not None else STARTER_LABEL
+                     for kind in ("ptp", "mue"))
+    if isinstance(reference, StarterData):
+        return STARTER_LABEL, STARTER_LABEL
+    return "as cited", "as cited"
+
+
+@lru_cache(maxsize=1024)
+def program_citation(program: str, setting: str, ptp: str | None, mue: str | None, chosen_by: str) -> Citation:
+    """The citation every card carries: the NCCI program, the releases and the table used, and why
+    this program (the claim's coverage, else the ``program`` option)."""
+    name = PROGRAM_NAMES.get(program, program)
+    why = f"program from {chosen_by}" if chosen_by else "program from the configuration option `program`"
+    if setting == INPATIENT_HOSPITAL:
+        text = (f"{F.PROGRAM_CITATION_PREFIX} {name}; institutional inpatient claim: no NCCI PTP edits or MUEs apply "
+                f"(NCCI Policy Manual, Introduction); {why}")
+    else:
+        def rel(kind: str, label: str | None) -> str:
+            if label == STARTER_LABEL:
+                return f"{kind} release {label} (fluoro-cds {cite.STARTER_NOTE})"
+            return f"{kind} release {label}" if label else f"no {name} NCCI {kind} release imported (not applied)"
+        source = ("CMS Medicare NCCI PTP and MUE files" if program == MEDICARE
+                  else f"CMS {name} NCCI Edit Files")
+        text = (f"{F.PROGRAM_CITATION_PREFIX} {name} ({source}): {rel('PTP', ptp)}, {rel('MUE', mue)}, {setting} table; {why}")
+    return Citation(kind=F.PROGRAM_CITATION, text=text, release=ptp, starter=STARTER_LABEL in (ptp, mue),
+                    details=(("program", program), ("ptp_release", ptp or ""), ("mue_release", mue or ""),
+                             ("table", setting), ("chosen_by", chosen_by or "configuration")))
+
+
+def _cite_program(findings: list[Finding], case: Case, program: str, reference: ReferenceData) -> list[Finding]:
+    """Every finding with the program citation appended (one cached Citation; a Finding rebuilt each)."""
+    if not findings:
+        return findings
+    setting = case.setting.ncci_setting
+    day = case.default_date or NO_DATE
+    c = program_citation(program, setting, *_labels(reference, program, setting, day), case.program_source)
+    return [Finding(f.code, f.severity, f.summary, f.reason, f.lines, tuple(f.citations) + (c,), f.fixes,
+                    f.missing, f.payment, f.override_reasons) for f in findings]
 
 
 def _rank_of(p: Problem) -> int:
@@ -913,8 +1006,37 @@ def _deleted_codes(case: Case, reference: ReferenceData, config: dict, pol: Poli
 
 
 # Rules over every line of the claim, run whether or not it bills 76000 (declared without a rank).
+def _ncci_not_applied(case: Case, reference: ReferenceData, config: dict, pol: Policy) -> list[Finding]:
+    """A claim of an NCCI program other than Medicare (Medicaid) billing 76000 whose PTP or MUE table
+    for its setting has no imported release: say that those edits were not applied. Medicare's are
+    not used instead (a state applies the Medicaid NCCI edits to a Medicaid claim: CMS Medicaid NCCI
+    Edit Files; Medicaid NCCI Technical Guidance Manual)."""
+    program = case.program or config.get("program") or MEDICARE
+    setting = case.setting.ncci_setting
+    if program == MEDICARE or setting == INPATIENT_HOSPITAL:
+        return []
+    fluoro = [ln for ln in case.lines if ln.code == FLUORO and ln.units > 0]
+    if not fluoro:
+        return []
+    day = case.line_date(fluoro[0])
+    release = getattr(reference, "release", None)
+    missing = [k for k in ("ptp", "mue") if release is None or release(k, setting, day or NO_DATE) is None]
+    if not missing:
+        return []
+    name = PROGRAM_NAMES.get(program, program)
+    tables = " and ".join({"ptp": "PTP edits", "mue": "MUEs"}[k] for k in missing)
+    why = case.program_source or "the configuration option `program`"
+    when = f" on {day.isoformat()}" if day else ""
+    kind = KINDS[F.NCCI_NOT_APPLIED]
+    fields = dict(name=name, tables=tables, why=why, when=when, setting=setting, program=program)
+    return [Finding(
+        code=kind.code, severity=kind.severity, summary=_clip(_say(F.NCCI_NOT_APPLIED, "summary", **fields)),
+        reason=_say(F.NCCI_NOT_APPLIED, "reason", **fields),
+        lines=tuple(ln.key for ln in fluoro))]
+
+
 CLAIM_RULES: dict[str, Callable[[Case, ReferenceData, dict, Policy], list[Finding]]] = {
-    F.CODE_DELETED: _deleted_codes,
+    F.CODE_DELETED: _deleted_codes, F.NCCI_NOT_APPLIED: _ncci_not_applied,
 }
 
 
