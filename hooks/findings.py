@@ -289,6 +289,10 @@ KINDS: dict[str, Kind] = declare([
                        "FHIR record as listed in docs/rules.md.",
              "implausible": "\n\nThe recorded fluoroscopy time ({shown}) is not plausible (zero, negative or over 24 "
                             "hours) and does not count as documentation; correct the DICOM 113730 Total Fluoro Time.",
+             "unrelated": "\n\nOn file but not about the fluoroscopy (not linked to the 76000 Procedure by "
+                          "Procedure.report, basedOn its order or ImagingStudy.procedureReference, nor a fluoroscopy "
+                          "report or an RF / XA study): {resources}. A CT or other report does not document the "
+                          "fluoroscopy.",
              "unbilled": "\n\nThe record shows {procedures} on the same date, which includes or bundles fluoroscopy; "
                          "document that the fluoroscopy was a separate procedure (different site, session or "
                          "indication), or do not bill 76000.",

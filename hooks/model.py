@@ -108,6 +108,7 @@ class Evidence:
     signed_interpretation: bool = False  # DiagnosticReport final with resultsInterpreter
     separate_procedure: bool = True  # extraction leaves True; the rules check same-date lines and Case.context_lines
     implausible_minutes: tuple[float, ...] = ()  # fluoroscopy times read but not documentation: <= 0 or over 24 h
+    unrelated: tuple[str, ...] = ()  # reports / studies on file that are not about the fluoroscopy (not counted)
 
 
     def missing(self) -> tuple[str, ...]:

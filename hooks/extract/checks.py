@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import fhir_read as fr
 from .cases import _claim_parts
 from .companions import Index, active, parse_procedure
-from .evidence import _is_lab, _observation_facts, _report_facts
+from .evidence import _observation_facts, _report_facts, fluoroscopy_report_code, report_links, study_facts
 from .setting import _encounter_facility, encounter_location_refs, location_types
 
 
@@ -21,8 +21,8 @@ def check_companion(resource: dict, path: str) -> None:
     the case builders read for its type is invalid: resourceType and id (index_companions); an
     Encounter's location, class and period (setting, date of service); a Location's name and type
     (setting); an active Procedure as parse_procedure reads it; an active Observation's codes and
-    values, an active DiagnosticReport's category and report facts (evidence); an ImagingStudy's
-    status; a Claim as the claim builder reads it (lines, diagnoses, care team, facility)."""
+    values, an active DiagnosticReport's code, basedOn and report facts (evidence); an active
+    ImagingStudy's procedureReference, basedOn and modalities (evidence); a Claim as the claim builder reads it (lines, diagnoses, care team, facility)."""
     rtype = fr.resource_type(resource, path)
     fr.string(resource.get("id"), path, "id")
     if rtype == "Encounter":
@@ -41,8 +41,11 @@ def check_companion(resource: dict, path: str) -> None:
         elif rtype == "Observation":
             _observation_facts(resource, path)
         elif rtype == "DiagnosticReport":
-            _is_lab(resource, path)
+            fluoroscopy_report_code(resource, path)
+            report_links(resource, path)
             _report_facts(resource, path)
+        else:
+            study_facts(resource, path)
 
 
 __all__ = ["check_companion"]

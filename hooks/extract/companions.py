@@ -27,6 +27,7 @@ class Proc(NamedTuple):
     performers: tuple[str, ...]  # Procedure.performer.actor
     start: datetime | None  # performedPeriod, when given to the minute with a time zone
     end: datetime | None
+    based_on: tuple[str, ...] = ()  # Procedure.basedOn (its ServiceRequest): what reports and studies link to
 
     @property
     def line(self) -> Line | None:
@@ -116,7 +117,7 @@ def active(pairs: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 def parse_procedure(p: str, proc: dict) -> Proc | None:
     """An active Procedure of the record (None without a procedure code). Read in this order: code,
-    report, performed[x], then with an id (as _order_line reads it): reasonCode, reasonReference,
+    report, basedOn, performed[x], then with an id (as _order_line reads it): reasonCode, reasonReference,
     bodySite; without one: bodySite, reasonCode, reasonReference.
 
     The id was validated by index_companions (a string, or absent)."""
@@ -124,6 +125,7 @@ def parse_procedure(p: str, proc: dict) -> Proc | None:
     if not code:
         return None
     reports = tuple(fr.references(proc.get("report"), p, "report"))
+    based_on = tuple(fr.references(proc.get("basedOn"), p, "basedOn")) if "basedOn" in proc else ()
     rid = proc.get("id")
     day = procedure_date(proc, p)
     if rid is not None:
@@ -135,7 +137,7 @@ def parse_procedure(p: str, proc: dict) -> Proc | None:
         reasons = tuple(procedure_reasons(proc, p))
         key = None
     encounters, performers, start, end = procedure_session(proc, p)
-    return Proc(p, proc, code, day, sites, reasons, reports, key, encounters, performers, start, end)
+    return Proc(p, proc, code, day, sites, reasons, reports, key, encounters, performers, start, end, based_on)
 
 
 def procedure_session(proc: dict, path: str) -> tuple[tuple[str, ...], tuple[str, ...], datetime | None,

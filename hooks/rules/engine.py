@@ -960,6 +960,10 @@ def _documentation(case: Case, billable: Sequence[_LineReview], reference: Refer
     reason = _say(code, "reason", names=", ".join(f"**{n}**" for n in names))
     if "fluoroscopy-time" in missing and case.evidence.implausible_minutes:
         reason += _say(code, "implausible", shown=", ".join(f"{m:g} min" for m in case.evidence.implausible_minutes))
+    unrelated = case.evidence.unrelated
+    if unrelated and missing & {"findings", "signed-interpretation", "images-retained"}:
+        reason += _say(code, "unrelated", resources=", ".join(unrelated[:5])
+                       + (f" and {len(unrelated) - 5} more" if len(unrelated) > 5 else ""))
     citations = [policy().facts["documentation"].citation()]
     if unbilled:
         procs = sorted({f"{p.partner.code} ({p.partner.key})" for p in unbilled})

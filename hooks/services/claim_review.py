@@ -24,8 +24,8 @@ from ..context import DOCUMENTATION, DataUnavailable, HookRequest
 from ..unchecked import affected_by
 from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
 from .base import CdsService
-from .gather import (claim_references, encounter_searches, follow_references, key_of, merge,
-                     of_type, or_unchecked, read_refs, search_with_fallback)
+from .gather import (claim_references, encounter_searches, follow_references, key_of, link_searches, merge,
+                     of_type, or_unchecked, search_with_fallback, second_hop)
 
 CLAIM_REVIEW_HOOK = "org.fluoro-cds.claim-review"
 LEGACY_CLAIM_REVIEW_HOOK = "org.fluorocds.claim-review"
@@ -50,7 +50,8 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     """The Bundle's companions, the clinical resources the Claim references (its Encounters
     required, the others recorded in ``request.unchecked`` when they cannot be had), the
     encounters' documentation (searched) and second-hop references (Encounter.location,
-    Procedure.report, DiagnosticReport.imagingStudy). When the Bundle carries the Encounter and
+    Procedure.report, DiagnosticReport.imagingStudy) with the reports and studies of a 76000
+    Procedure's order (link_searches, same round trip). When the Bundle carries the Encounter and
     the request has no fhirServer it is taken as complete (nothing searched); every search or read
     that fails is recorded in ``request.unchecked`` (issue 12: never skipped without a word).
     Round trips without prefetch: the reads and the encounters' searches at once, then the
@@ -97,8 +98,9 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
         companions = merge(companions, found)
     have |= {key_of(r) for r in companions}
     extra = [r for r in follow_references(companions) if r not in have]
-    found = read_refs(fhir, (), extra, unchecked=unchecked)
-    return merge(companions, [found[r] for r in extra if r in found])
+    links = link_searches(companions, _patient_of(request, claim)) if fhir.has_server else []
+    found, linked = second_hop(fhir, extra, links, unchecked)
+    return merge(companions, [found[r] for r in extra if r in found], linked)
 
 
 def handle(request: HookRequest) -> dict:

@@ -18,8 +18,8 @@ from ..unchecked import affected_by
 from ..extract import case_from_encounter
 from .base import CdsService
 from .gather import (all_of, encounter_searches, follow_references, included_locations, key_of,
-                     location_refs, merge, not_found, or_unchecked, prefetched_or_read,
-                     prefetched_or_search, read_refs, typed)
+                     link_searches, location_refs, merge, not_found, or_unchecked, prefetched_or_read,
+                     prefetched_or_search, second_hop, typed)
 
 SERVICE_LABEL = "fluoro-cds: fluoroscopy discharge review"
 
@@ -84,16 +84,19 @@ def handle(request: HookRequest) -> dict:
                                           f"'{SEARCH_KEYS.get(rt)}')", [], *affected_by(rt))
              for (rt, _), res in zip(searches, results[3:])]
     # round trip 2: the Locations the _include did not give and second-hop references
-    # (Procedure.report, DiagnosticReport.imagingStudy), at once
+    # (Procedure.report, DiagnosticReport.imagingStudy) and the searches of link_searches, at once
     known = {key_of(r): r for r in included}
     wanted = location_refs(encounter)
     first = merge([encounter], *found)
     have = {key_of(r) for r in first} | set(wanted)
     extra = [r for r in follow_references(first) if r not in have]
-    read = read_refs(fhir, (), [r for r in wanted if r not in known] + extra, unchecked=unchecked)
+    links = link_searches(first, patient) if fhir.has_server else []  # a 76000 Procedure's order's reports
+    read, linked = second_hop(fhir, [r for r in wanted if r not in known] + extra, links, unchecked)
     locations = [res for res in (known.get(r) or read.get(r) for r in wanted) if res is not None]
     companions = merge([encounter], locations, *found)
     companions += [read[r] for r in extra if r in read]
+    if linked:
+        companions = merge(companions, linked)
     claim = pick_claim(claims)
     if claim is None and unchecked.affects(PROCEDURES):
         # no Claim and no Procedures: nothing to review (412 with what could not be had)

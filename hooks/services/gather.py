@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused, Unchecked
 from ..extract import check_companion
+from ..extract.codes import procedure_code
 from ..extract.setting import encounter_location_refs
 from ..fhir_read import key_of
 from ..unchecked import affected_by
@@ -78,6 +79,8 @@ _PARAM_PATHS = {
     ("Claim", "patient"): ("patient",),
     "encounter": ("encounter",),  # Procedure, Observation, DiagnosticReport, ImagingStudy
     "patient": ("subject",),
+    ("DiagnosticReport", "based-on"): ("basedOn",),
+    ("ImagingStudy", "basedon"): ("basedOn",),
 }
 
 
@@ -296,6 +299,54 @@ def _second_hop(res: dict, path: str) -> list[str | None]:
     return []
 
 
+def link_searches(resources: Sequence[dict], patient_id: str | None = None) -> list[tuple[str, dict]]:
+    """The searches for documentation linked to a 76000 Procedure through its order (issue 10 s.7;
+    docs/rules.md, "Documentation about the fluoroscopy"): ``DiagnosticReport?based-on=`` and
+    ``ImagingStudy?basedon=`` each ServiceRequest a 76000 Procedure of `resources` is ``basedOn``
+    (typed, with ``patient=`` when known). None for a Procedure without basedOn (the common case);
+    run with the second-hop reads, in the same round trip."""
+    out: list[tuple[str, dict]] = []
+    for i, res in enumerate(resources):
+        if not isinstance(res, dict) or res.get("resourceType") != "Procedure" or "basedOn" not in res:
+            continue
+        path = f"Procedure[{i}]"
+        if procedure_code(res.get("code"), path, "code") != "76000":
+            continue
+        for ref in fr.references(res.get("basedOn"), path, "basedOn"):
+            if not ref.startswith("ServiceRequest/") or not _LOCAL_REF.fullmatch(ref):
+                continue
+            for rtype, name in (("DiagnosticReport", "based-on"), ("ImagingStudy", "basedon")):
+                params = {name: ref}
+                if patient_id:
+                    params["patient"] = typed("Patient", patient_id)
+                if (rtype, params) not in out:
+                    out.append((rtype, params))
+    return out
+
+
+def second_hop(fhir: FhirData, refs: Sequence[str], searches: Sequence[tuple[str, dict]],
+               unchecked: Unchecked) -> tuple[dict[str, dict], list[dict]]:
+    """The second round trip, at once: the reads of `refs` (``read_refs`` with every one optional)
+    and the `searches` (link_searches); what cannot be had is recorded in `unchecked`. Returns
+    ("Type/id" -> resource read, resources found by the searches)."""
+    if not searches:
+        return read_refs(fhir, (), refs, unchecked=unchecked), []
+    refs = list(dict.fromkeys(refs))
+    calls: list[Callable[[], object]] = [lambda r=r: fhir.read(r) for r in refs]
+    calls += [lambda rt=rt, p=p: search_with_fallback(fhir, rt, p) for rt, p in searches]
+    results = fhir.concurrently(calls)
+    read: dict[str, dict] = {}
+    for ref, res in zip(refs, results):
+        res = or_unchecked(unchecked, res, ref, None, *affected_by(ref.split("/", 1)[0]))
+        if isinstance(res, dict):
+            read[ref] = res
+    found: list[dict] = []
+    for (rtype, params), res in zip(searches, results[len(refs):]):
+        what = f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params.items())
+        found += or_unchecked(unchecked, res, what, [], *affected_by(rtype))
+    return read, found
+
+
 def check_fetched(resource: dict, path: str) -> None:
     """The checks of a resource fetched from the FHIR server before any handler reads it: what
     the case builders read (hooks.extract.check_companion) and the references gathering follows.
@@ -322,4 +373,5 @@ def encounter_searches(encounter_id: str, patient_id: str | None = None) -> list
 __all__ = ["DataUnavailable", "SearchRefused", "resources_of", "key_of", "of_type",
            "prefetched_or_read", "prefetched_or_search", "search_with_fallback", "matches", "all_of",
            "read_all", "read_refs", "or_unchecked", "not_found", "included_locations", "encounter_locations", "merge",
-           "FETCHABLE_TYPES", "claim_references", "follow_references", "check_fetched", "encounter_searches", "typed"]
+           "FETCHABLE_TYPES", "claim_references", "follow_references", "link_searches", "second_hop", "check_fetched",
+           "encounter_searches", "typed"]
