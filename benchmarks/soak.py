@@ -15,6 +15,7 @@ It loads the machine for the whole run: run it on a quiet machine (results in RE
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     results: list[tuple[float, float, bool]] = []  # (minute index, latency s, ok)
+    error_kinds: collections.Counter[str] = collections.Counter()  # HTTP status or exception class
     lock = threading.Lock()
     cards: list[str] = []
     local = threading.local()
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 body = dict(bodies[sid], hookInstance=str(uuid.uuid4()))
                 resp = session().post(f"{base}/cds-services/{sid}", json=body, timeout=TIMEOUT)
                 ok = resp.status_code == 200
+                what = f"HTTP {resp.status_code} from {sid}"
                 if ok:
                     for card in resp.json().get("cards", ())[:1]:
                         with lock:
@@ -118,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                 resp = session().post(f"{base}/cds-services/{SERVICES[0][0]}/feedback",
                                       json=fb, timeout=TIMEOUT)
                 ok = resp.status_code == 200
-        except requests.RequestException:
-            ok = False
+                what = f"HTTP {resp.status_code} from feedback"
+        except requests.RequestException as exc:
+            ok, what = False, type(exc).__name__
         latency = time.monotonic() - t0
         with lock:
             results.append(((t0 - start) // 60, latency, ok))
+            if not ok:
+                error_kinds[what] += 1
 
     try:
         wait_up(base + "/healthz", timeout=60)
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.result()
         rss.append(worker_rss(proc.pid))
     finally:
+        print(f"serve log (nginx and gunicorn): {work / 'serve.log'}")
         proc.terminate()
         try:
             proc.wait(20)
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if common:
             growth = max((last[p] - first[p]) / first[p] for p in common)
     summary = {"minutes": args.minutes, "rate": args.rate, "requests": len(results),
-               "errors": errors, "memory_growth_after_warmup": None if growth is None else round(growth, 4),
+               "errors": errors, "error_kinds": dict(error_kinds), "memory_growth_after_warmup": None if growth is None else round(growth, 4),
                "per_minute": rows}
     print("minute  requests  errors  p50 ms  p99 ms  worker RSS kB")
     for r in rows:
@@ -180,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['p99_ms']:>6}  {r['worker_rss_kb']}")
     print(f"errors: {errors}; worker memory growth after the first minute: "
           f"{'n/a' if growth is None else f'{growth * 100:.1f}%'}")
+    for what, n in error_kinds.most_common():
+        print(f"  {n} x {what}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
     passed = errors == 0 and (growth is None or growth < 0.10)

@@ -298,3 +298,22 @@ def test_nginx_terminates_tls_in_front_of_the_service(tmp_path):
             proc.terminate()
             proc.wait(10)
             jwks.close()
+
+
+def _upstream_idle_seconds(conf: str) -> int:
+    [block] = re.findall(r"upstream \w+ \{([^}]*)\}", conf)
+    return int(re.search(r"keepalive_timeout (\d+)s;", block).group(1))
+
+
+def test_nginx_drops_idle_upstream_connections_well_before_gunicorn(tmp_path):
+    """nginx must stop reusing an idle connection to gunicorn before gunicorn closes it (its
+    keepalive): otherwise a request written as gunicorn closes fails with a broken pipe, and nginx
+    answers a POST 502 without a retry (seen in the 10-minute soak with nginx's default 60 s).
+    Both the front `serve` writes and deploy/nginx.conf, with at least 2 s to spare."""
+    from service.front import FrontSettings, nginx_config
+    from service.gunicorn_app import gunicorn_defaults
+
+    keepalive = gunicorn_defaults()["keepalive"]
+    front = nginx_config(tmp_path, "127.0.0.1", 8080, tmp_path / "app.sock", FrontSettings())
+    for conf in (front, (DEPLOY / "nginx.conf").read_text()):
+        assert _upstream_idle_seconds(conf) <= keepalive - 2
