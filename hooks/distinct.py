@@ -102,17 +102,21 @@ def contradicted(line: Line, partner: Line) -> list[tuple[str, str]]:
     the same encounter or session ("encounter"), XP with the same practitioner ("practitioner"), XS
     (or 59 / XU, claimed for a distinct site or service) on the same site in the same session
     ("site"). The card words each ground (modifier-misuse's ``why.*`` wording)."""
-    out = []
-    same_session = encounter_relation(line, partner)
-    same_site = sites_relation(line.body_sites, partner.body_sites)
-    for m in line.distinct_modifiers():
-        if m == SEPARATE_ENCOUNTER and same_session is True:
-            out.append((m, "encounter"))
-        elif m == SEPARATE_PRACTITIONER and performer_relation(line, partner) is True:
-            out.append((m, "practitioner"))
-        elif m in ("XS", "59", "XU") and same_site is True and same_session is not False:
-            out.append((m, "site"))
-    return out
+    return [(m, ground) for m in line.distinct_modifiers() if (ground := contradiction(m, line, partner))]
+
+
+def contradiction(modifier: str, line: Line, partner: Line) -> str | None:
+    """Why the record contradicts `modifier` on `line` against `partner` ("encounter",
+    "practitioner", "site"), or None: XE with a shared encounter or overlapping times, XP with the
+    same practitioner, XS / 59 / XU (a distinct site or service) at the same site in the same session."""
+    if modifier == SEPARATE_ENCOUNTER:
+        return "encounter" if encounter_relation(line, partner) is True else None
+    if modifier == SEPARATE_PRACTITIONER:
+        return "practitioner" if performer_relation(line, partner) is True else None
+    if modifier in ("XS", "59", "XU") and sites_relation(line.body_sites, partner.body_sites) is True \
+            and encounter_relation(line, partner) is not False:
+        return "site"
+    return None
 
 
 def separate_sessions(procedures: Iterable[Any]) -> int:

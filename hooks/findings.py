@@ -19,6 +19,8 @@ from string import Formatter
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
 
+from .model import DISTINCT_MODIFIERS
+
 # Fix actions
 REMOVE_LINE = "remove-line"
 REPLACE_CODE = "replace-code"
@@ -68,8 +70,10 @@ class Kind:
     ``str.format`` templates by name: at least ``summary`` and ``reason``, and for a removal problem
     ``also`` (how it is named under "Also applies" on another removal finding's card; fields
     {partner}, {add_on}, {column1}, {indicator}, {why}); the rule fills them (:meth:`say`).
-    ``override_reasons``: (code, display) Codings a clinician may give to keep 76000. ``source``:
-    where the rule comes from (cited in docs/rules.md).
+    ``override_reasons``: (code, display) Codings a clinician may give to keep 76000;
+    ``override_modifiers``: (reason code, the distinct-service modifier it stands for; "" for the
+    configured ``distinct-modifier``), one bypass suggestion each. ``source``: where the rule comes
+    from (cited in docs/rules.md).
     """
 
     code: str
@@ -82,6 +86,7 @@ class Kind:
     source: str
     wording: Mapping[str, str] = field(default_factory=dict, compare=False)
     override_reasons: tuple[tuple[str, str], ...] = ()
+    override_modifiers: tuple[tuple[str, str], ...] = ()
     switch: str = ""
 
     def __post_init__(self) -> None:
@@ -103,6 +108,11 @@ class Kind:
             raise DeclarationError(f"finding {self.code!r}: citations must be a non-empty subset of "
                                    f"{sorted(CITATION_KINDS)}")
         object.__setattr__(self, "wording", MappingProxyType(_checked_wording(self)))
+        reasons = {c for c, _d in self.override_reasons}
+        for reason, modifier in self.override_modifiers:
+            if reason not in reasons or modifier not in DISTINCT_MODIFIERS | {""}:
+                raise DeclarationError(f"finding {self.code!r}: override_modifiers maps reasons it offers to "
+                                       f"{sorted(DISTINCT_MODIFIERS)} (or '' for the configured one)")
 
     def say(self, name: str, /, **fields) -> str:
         """The wording `name` of the card, its fields filled in (KeyError: not declared)."""
@@ -147,6 +157,9 @@ def declare(kinds: Iterable[Kind]) -> dict[str, Kind]:
 _DISTINCT = "CMS NCCI Policy Manual for Medicare Services (2024), Chapter I, section E (modifiers and modifier indicators)"
 _PTP = "CMS NCCI PTP edits (column 1 / column 2, modifier indicator), July 2024 release"
 _PTP_ALSO = "NCCI PTP edit {column1}/76000, modifier indicator {indicator}"
+_MODIFIERS = ("CMS MLN fact sheet MLN1783722 'Proper Use of Modifiers 59, XE, XP, XS, & XU' (February 2024) and CMS "
+              "CR8863 (Transmittal 1422): XE separate encounter, XS separate structure, XP separate practitioner, XU "
+              "unusual non-overlapping service")
 # A removal finding cites the rows of every removal problem of its line ("Also applies"): PTP rows, the AOC
 # row of a guidance add-on, policy entries (found by tests/test_fix_clean.py: 33289 + 10160 + 76000).
 _REMOVAL_CITES = frozenset({"ncci-ptp", "ncci-aoc", "policy"})
@@ -168,15 +181,17 @@ KINDS: dict[str, Kind] = declare([
              "also": _PTP_ALSO}),
     Kind("ptp-modifier-allowed", "76000 in an NCCI PTP edit that allows a modifier (indicator 1)", "warning",
          priority=30, rank=4, fixes=frozenset({REMOVE_LINE, ADD_MODIFIER}), citations=_REMOVAL_CITES,
-         source=f"{_PTP}; {_DISTINCT}", wording={
+         source=f"{_PTP}; {_DISTINCT}; {_MODIFIERS}", wording={
              "row": "An active NCCI PTP edit pairs column 1 **{column1}** with column 2 **76000** (modifier "
                     "indicator **1**; rationale: {rationale}).",
              "summary": "Remove 76000 (bundled into {partner}) unless the fluoroscopy was distinct; then append "
-                        "{modifier}",
+                        "the modifier that says how",
              "summary.claimed": "Remove 76000 (bundled into {partner}): nothing in the record supports {claimed}",
              "reason": "{row} Nothing in the record shows the fluoroscopy was distinct (a separate encounter, "
                        "practitioner or anatomic site), so 76000 is bundled.{advice}{dx_note}",
-             "advice": " Append {modifier} only if it truly was distinct, and document why.",
+             "advice": " Append a distinct-service modifier only if the record shows the fluoroscopy truly was "
+                       "distinct, the one that says how (XS separate structure, XE separate encounter, XP separate "
+                       "practitioner, XU unusual non-overlapping service; CMS MLN1783722), and document why.",
              "advice.claimed": " Keep {claimed} only if the record is completed to show it, and document why.",
              "dx-note": " The linked diagnoses differ, but a different diagnosis alone does not make a service "
                         "distinct (CMS MLN1783722); confirm a separate site, session or practitioner.",
@@ -187,7 +202,10 @@ KINDS: dict[str, Kind] = declare([
              "append.evidence": "Append {modifier}: the record shows {what} ({partner})",
              "evidence.XE": "a separate encounter or session",
              "evidence.XS": "a separate anatomic site",
-             "append": "Append {modifier}: fluoroscopy distinct from {partner}",
+             "append.reason": "Append {modifier} ({meaning}): {reason}",
+             "meaning.XE": "separate encounter", "meaning.XS": "separate structure",
+             "meaning.XP": "separate practitioner", "meaning.XU": "unusual non-overlapping service",
+             "meaning.59": "distinct procedural service",
              "remove": "Remove 76000 (bundled into {partner})",
              "also": _PTP_ALSO},
          override_reasons=(
@@ -195,7 +213,12 @@ KINDS: dict[str, Kind] = declare([
              ("distinct-session", "Separate session or encounter on the same date"),
              ("distinct-practitioner", "Performed by a different practitioner"),
              ("distinct-indication", "Separate, unrelated service documented"),
-             ("payer-policy", "Payer policy allows separate reporting"))),
+             ("payer-policy", "Payer policy allows separate reporting")),
+         # the suggestion of each reason appends its modifier (CMS MLN1783722; CMS CR8863, Transmittal 1422):
+         # a site XS, a session XE, a practitioner XP, a separate service not overlapping the usual
+         # components of the procedure XU; payer policy: the configured distinct-modifier
+         override_modifiers=(("distinct-site", "XS"), ("distinct-session", "XE"), ("distinct-practitioner", "XP"),
+                             ("distinct-indication", "XU"), ("payer-policy", ""))),
     Kind("fluoroscopy-integral", "Fluoroscopy is integral to the primary procedure", "warning",
          priority=20, rank=3, fixes=frozenset({REMOVE_LINE}), citations=_REMOVAL_CITES,
          source="hooks/policy/integral.tsv (CPT descriptors; NCCI Policy Manual Chapters IV, VIII, IX)", wording={
@@ -350,7 +373,14 @@ KINDS: dict[str, Kind] = declare([
              "fix.unknown": "Bill 76000-26 and correct the place of service to the facility's",
              "pos.21": "inpatient hospital", "pos.22": "on-campus outpatient hospital",
              "pos.23": "emergency room - hospital", "pos.24": "ambulatory surgical center",
-             "pos.other": "facility"}),
+             "pos.11": "office", "pos.other": "facility",
+             # the reverse: a facility POS on a line while the record shows an office visit
+             "summary.office": "Place of service {pos} contradicts the record ({where}): use POS {record}",
+             "reason.office": "The claim line reports place of service **{pos}** (facility), but the record shows "
+                              "an office visit: {where}. A professional claim reports the place where the patient "
+                              "was (POS {record}, {name}); the record's setting, not the line's POS, decides the "
+                              "payment (non-facility rate) and the component.",
+             "fix.office": "Set place of service {record} ({name})"}),
     Kind("session-units", "76000 billed more than once for one session", "warning",
          priority=45, rank=None, fixes=frozenset({REDUCE_UNITS, REMOVE_LINE}), citations=frozenset({"policy"}),
          source="CPT 76000 descriptor (one session, up to 1 hour); NCCI Policy Manual Chapter I, section V "

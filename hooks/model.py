@@ -49,7 +49,9 @@ class Setting:
     pos: str | None = None  # CMS place-of-service code the lines report, when known
     reasons: tuple[str, ...] = ()  # why: "POS 22 (On campus-outpatient hospital)", "Encounter.class IMP"
     record_pos: str | None = None  # the place of service the record shows (Encounter.class, Location type), when it says
-    pos_contradicted: bool = False  # the lines' non-facility POS contradicts a facility encounter or location
+    pos_contradicted: bool = False  # `pos` contradicts the record's setting (record_facility): office POS for a
+    # facility patient, or a facility POS for an office visit; the record's setting decides `facility`
+    record_facility: bool | None = None  # what the record alone shows: a facility (True), an office (False), or nothing
 
 
 
@@ -72,16 +74,18 @@ class Line:
     start: datetime | None = None  # performed period (Procedure.performedPeriod), when known to the minute
     end: datetime | None = None
     sessions: int = 1  # separate fluoroscopy sessions the record documents for this line (76000 Procedures)
+    pos: str | None = None  # the line's own place of service (Claim.item.locationCodeableConcept), when given
 
     def __init__(self, key: str, code: str, modifiers: tuple[str, ...] = (), units: int = 1,
                  service_date: date | None = None, body_sites: tuple[Site, ...] = (),
                  diagnoses: tuple[str, ...] = (), kind: str = "claim-item", resource: str | None = None,
                  sequence: int | None = None, encounters: tuple[str, ...] = (), performers: tuple[str, ...] = (),
-                 start: datetime | None = None, end: datetime | None = None, sessions: int = 1) -> None:
+                 start: datetime | None = None, end: datetime | None = None, sessions: int = 1,
+                 pos: str | None = None) -> None:
         self.__dict__.update(key=key, code=code, modifiers=modifiers, units=units,
                              service_date=service_date, body_sites=body_sites, diagnoses=diagnoses,
                              kind=kind, resource=resource, sequence=sequence, encounters=encounters,
-                             performers=performers, start=start, end=end, sessions=sessions)
+                             performers=performers, start=start, end=end, sessions=sessions, pos=pos)
 
     def has_distinct_modifier(self) -> bool:
         return bool(DISTINCT_MODIFIERS.intersection(self.modifiers))

@@ -129,13 +129,20 @@ def test_ptp_modifier_allowed_offers_removal_and_the_configured_bypass_modifier(
     s = scenario(4)
     body = _with_primary(s, "27235")
     body["extension"] = {"fluoro-cds.configuration": {"distinct-modifier": "59"}}
+    for entry in body["context"]["claim"]["entry"]:  # the 27235 Procedure's site unknown: XS / XU / 59 not
+        res = entry["resource"]                        # contradicted (same encounter, same practitioner)
+        if res["resourceType"] == "Procedure" and res["code"]["coding"][0]["code"] == "27235":
+            res.pop("bodySite", None)
     cards = _post(client, s.service_id, body)
     [card] = [c for c in cards if c["source"]["topic"]["code"] == "ptp-modifier-allowed"]
     assert {r["code"] for r in card["overrideReasons"]} >= {"distinct-site", "distinct-session"}
     assert all(r["system"] == "https://fluoro-cds.org/CodeSystem/override-reason"
                for r in card["overrideReasons"])
-    rec, bypass = card["suggestions"]
-    assert rec["isRecommended"] and not bypass["isRecommended"]
+    rec, *bypasses = card["suggestions"]
+    assert rec["isRecommended"] and not any(b["isRecommended"] for b in bypasses)
+    # one per reason the record does not contradict: site XS, indication XU, payer policy the configured 59
+    assert [b["label"].split()[1] for b in bypasses] == ["XS", "XU", "59"]
+    bypass = bypasses[-1]
     state = {f"Claim/{s.claim['id']}": s.claim}
     assert "76000" not in billed_codes(apply_actions(state, rec["actions"]))
     [update] = bypass["actions"]

@@ -13,8 +13,8 @@ from .. import fhir_read as fr
 from ..context import InvalidResource
 from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Evidence, Line
 from ..distinct import separate_sessions
-from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, procedure_code, site_of, sites_of,
-                    unique)
+from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, performs, procedure_code, site_of,
+                    sites_of, unique)
 from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons, procedure_session
 from .evidence import evidence_of
 from .program import program_of
@@ -95,13 +95,19 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             if keys is None:
                 raise fr.invalid(f"{p}.diagnosisSequence[{j}]", "refers to no Claim.diagnosis sequence")
             dx_keys += keys
-        performers: list[str] = []
+        rendering = unroled = None  # the first member with a rendering role; the first without a role
         for j, s in enumerate(fr.elements(item.get("careTeamSequence"), p, "careTeamSequence")):
             s = fr.positive_int(s, p, "careTeamSequence", j)
-            if s not in care_team:
+            member = care_team.get(s)
+            if member is None:
                 raise fr.invalid(f"{p}.careTeamSequence[{j}]", "refers to no Claim.careTeam sequence")
-            if care_team[s]:
-                performers.append(care_team[s])
+            provider, role = member
+            if provider and role is True and rendering is None:
+                rendering = provider
+            elif provider and role is None and unroled is None:
+                unroled = provider
+        rendered = rendering or unroled
+        performers: list[str] = [rendered] if rendered else []
         site = site_of(item.get("bodySite"), p, "bodySite")
         sites = [site] if site is not None else []
         sites += sites_of(item.get("subSite"), p, "subSite")
@@ -128,10 +134,10 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
         if laterality:
             sites = [st if st.laterality else st._replace(laterality=laterality) for st in sites]
         # Positional, in field order (key, code, modifiers, units, service_date, body_sites, diagnoses,
-        # kind, resource, sequence, encounters, performers, start, end, sessions): a call with
+        # kind, resource, sequence, encounters, performers, start, end, sessions, pos): a call with
         # keywords costs about twice as much.
         lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
-                          unique(item_encounters), unique(performers), start, end, sessions))
+                          unique(item_encounters), unique(performers), start, end, sessions, pos))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional, inpatient_bill)
 
 
@@ -156,15 +162,24 @@ def _inpatient_bill(code: str) -> bool:
     return code.lstrip("0")[:2] == "11" and len(code.lstrip("0")) == 3 or code in ("inpatient", "imp")
 
 
-def _care_team(claim: dict) -> dict[int, str | None]:
-    """Claim.careTeam by sequence: the provider reference of each member (None without one)."""
-    team: dict[int, str | None] = {}
+def _care_team(claim: dict) -> dict[int, tuple[str | None, bool | None]]:
+    """Claim.careTeam by sequence: (the provider reference or None, whether its role says it
+    rendered the service: codes.performs, None without a role).
+
+    The rendering practitioner of an item (Line.performers, XP evidence) is its first care-team
+    member, in careTeamSequence order, whose role is rendering (claimcareteamrole primary, CARIN
+    rendering / performing), else its first member without a role; an assisting, supervising,
+    referring or other member never is (NCCI Policy Manual Chapter I, section E: XP is a separate
+    *rendering* practitioner)."""
+    team: dict[int, tuple[str | None, bool | None]] = {}
     members = claim.get("careTeam")
     if members is None:
         return team
     for p, member in fr.objects(members, "Claim.careTeam"):
         seq = fr.positive_int(member.get("sequence"), p, "sequence", required=True)
-        team[seq] = fr.reference(member.get("provider"), p, "provider")
+        provider = fr.reference(member.get("provider"), p, "provider")
+        role = member.get("role")
+        team[seq] = (provider, None if role is None else performs(role, p, "role"))
     return team
 
 

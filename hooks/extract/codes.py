@@ -157,3 +157,49 @@ def sites_of(node, path: str, key: str | None = None) -> list[Site]:
             out.append(site)
     return out
 
+
+
+# --- who rendered a service (XP: NCCI Policy Manual Chapter I, section E) ----------------------------
+# Claim.careTeam.role: the rendering practitioner is "primary" in the FHIR claimcareteamrole
+# CodeSystem, "rendering" or "performing" in the CARIN Blue Button C4BBClaimCareTeamRole
+# CodeSystem; any other code of those systems (assist, supervisor, other, referring, attending,
+# operating, prescribing, purchasedservice, ...) is a care-team member who did not render the line.
+# Procedure.performer.function: v3 ParticipationType PRF / PPRF (primary performer) and v2 table
+# 0133 PR (procedure MD / surgeon) / RD (radiologist) perform; every other code of those systems
+# (SPRF secondary performer, AN anesthesiologist, AS assistant surgeon, RS resident, SN scrub
+# nurse, ...) does not. A role in another system, or only as text, is judged by its words.
+PERFORMING_ROLES = {
+    "http://terminology.hl7.org/CodeSystem/claimcareteamrole": frozenset({"primary"}),
+    "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBClaimCareTeamRole": frozenset({"rendering", "performing"}),
+    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType": frozenset({"PRF", "PPRF"}),
+    "http://terminology.hl7.org/CodeSystem/v2-0133": frozenset({"PR", "RD"}),
+}
+_NOT_PERFORMING_WORDS = re.compile(r"an(a)?esthe|assist|supervis|referr|scrub|prescrib|attending")
+_PERFORMING_WORDS = re.compile(r"primary|render|perform|surgeon|radiologist")
+
+
+def performs(concept, path: str, key: str) -> bool | None:
+    """Whether a care-team role or performer function says its practitioner rendered the service:
+    True (a performing code), False (a code of a known system that is not, or words such as
+    assistant, anesthetist, supervising, referring), None (no role, or nothing recognised)."""
+    if concept is None:
+        return None
+    verdict = None
+    for system, code in fr.codings(concept, path, key):
+        known = PERFORMING_ROLES.get(system)
+        if known is not None:
+            if code in known:
+                return True
+            verdict = False
+    if verdict is not None:
+        return verdict
+    text = fr.concept_text(concept, path, key) or ""
+    if not text.strip():
+        for i, c in enumerate(concept.get("coding") or ()):  # validated by fr.codings above
+            text = fr.string(c.get("display"), fr._join(path, key), f"coding[{i}].display") or ""
+            if text.strip():
+                break
+    text = text.lower()
+    if _NOT_PERFORMING_WORDS.search(text):
+        return False
+    return True if _PERFORMING_WORDS.search(text) else None

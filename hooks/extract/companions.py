@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .. import fhir_read as fr
 from ..model import Line, Site
-from .codes import concepts_keys, procedure_code, sites_of, status_of, unique
+from .codes import concepts_keys, performs, procedure_code, sites_of, status_of, unique
 
 INACTIVE = frozenset({"entered-in-error", "cancelled", "not-done", "revoked"})
 
@@ -142,15 +142,17 @@ def parse_procedure(p: str, proc: dict) -> Proc | None:
 
 def procedure_session(proc: dict, path: str) -> tuple[tuple[str, ...], tuple[str, ...], datetime | None,
                                                        datetime | None]:
-    """(encounters, performers, start, end) of a Procedure: encounter, performer.actor, and the
+    """(encounters, performers, start, end) of a Procedure: encounter, performer.actor (but not a
+    performer whose function says it did not perform it: an anaesthetist, an assistant, ...), and the
     performedPeriod's bounds when they carry a time and a time zone (NCCI Policy Manual Chapter I,
     section E: XE separate encounter, XP separate practitioner)."""
     enc = fr.reference(proc.get("encounter"), path, "encounter")
     performers = []
     for p, perf in fr.objects(proc.get("performer"), path, "performer"):
         actor = fr.reference(perf.get("actor"), p, "actor")
-        if actor:
-            performers.append(actor)
+        function = perf.get("function")
+        if actor and (function is None or performs(function, p, "function") is not False):
+            performers.append(actor)  # not an anaesthetist, assistant, ... (codes.PERFORMING_ROLES)
     start = end = None
     period = proc.get("performedPeriod")
     if period is not None and type(period) is dict:  # validated by procedure_date

@@ -40,19 +40,23 @@ def location_types(loc: dict, path: str) -> tuple[str, list[tuple[str | None, st
                   for sc in fr.codings(cc, path, "type", i)]
 
 
-def _location_facility(loc: dict, path: str, reference: ReferenceData) -> tuple[str | None, str | None]:
-    """(why this Location is a facility, the place of service it implies), or (None, None)."""
+def _location_facility(loc: dict, path: str, reference: ReferenceData) -> tuple[str | None, str | None, bool]:
+    """(why, the place of service it implies, facility) of a Location typed as a facility (a hospital
+    RoleCode, a facility POS, ASC) or as an office (a non-facility POS), or (None, None, False)."""
     name, types = location_types(loc, path)
+    office = None
     for system, code in types:
         if system == ROLE_CODE_SYSTEM and code in FACILITY_ROLE_CODES:
-            return f"Location {name}: type {code} (v3 RoleCode)", None
+            return f"Location {name}: type {code} (v3 RoleCode)", None, True
         if system in POS_SYSTEMS:
             place = reference.place_of_service(code)
             if place is not None and place.facility:
-                return f"Location {name}: type POS {place.code} ({place.name})", place.code
+                return f"Location {name}: type POS {place.code} ({place.name})", place.code, True
+            if place is not None and office is None:
+                office = (f"Location {name}: type POS {place.code} ({place.name})", place.code, False)
         if code.upper() == ASC_CODE:
-            return f"Location {name}: type ASC", "24"
-    return None, None
+            return f"Location {name}: type ASC", "24", True
+    return office or (None, None, False)
 
 
 def _encounter_facility(enc: dict, path: str) -> tuple[str | None, str | None]:
@@ -83,21 +87,22 @@ def setting_of(pos_codes: Sequence[str], location_refs: Sequence[str], encounter
     Claim.facility, item.locationReference, Encounter.location) and the POS the lines report
     (76000 lines' first).
 
-    A facility POS, or no POS, is taken with the record's signals. A non-facility POS (office) for a
-    record that shows a hospital or ASC patient is contradicted (``pos_contradicted``): the record's
-    setting, not the line's POS, decides the payment component (Medicare Claims Processing Manual,
-    Chapter 13, section 20; Chapter 26, section 10.5: services to hospital patients report the
-    hospital's place of service)."""
+    The record's setting (``record_facility``): a facility when an Encounter.class or a Location says
+    so, else an office when a Location is typed with a non-facility POS, else silent. The POS and
+    the record agreeing (or the record silent), the POS decides. A POS that contradicts the record
+    (an office POS for a hospital or ASC patient, a facility POS for an office visit) is
+    ``pos_contradicted``: the record's setting, not the line's POS, decides ``facility`` and so the
+    payment component (Medicare Claims Processing Manual, Chapter 13, section 20; Chapter 26,
+    section 10.5: the place of service is where the patient was)."""
     place = None
     for code in pos_codes:
         place = reference.place_of_service(code)
         if place is not None:
             break
-    if place is not None and place.facility:
-        return Setting(facility=True, ncci_setting=ncci_setting, pos=place.code,
-                       reasons=(f"POS {place.code} ({place.name})",))
     reasons: list[str] = []
     record_pos = None
+    office: list[str] = []
+    office_pos = None
     refs = list(location_refs)
     for p, enc in encounters:
         refs.extend(encounter_location_refs(enc, p))
@@ -108,15 +113,23 @@ def setting_of(pos_codes: Sequence[str], location_refs: Sequence[str], encounter
     for r in dict.fromkeys(refs):
         loc = index.get(r)
         if loc is not None and loc.get("resourceType") == "Location":
-            why, pos = _location_facility(loc, r, reference)
-            if why:
+            why, pos, facility = _location_facility(loc, r, reference)
+            if why and facility:
                 reasons.append(why)
                 record_pos = record_pos or pos
+            elif why:
+                office.append(why)
+                office_pos = office_pos or pos
+    record = True if reasons else (False if office else None)
     if place is None:
         return Setting(facility=bool(reasons), ncci_setting=ncci_setting, pos=None, reasons=tuple(reasons),
-                       record_pos=record_pos)
+                       record_pos=record_pos, record_facility=record)
     pos_reason = f"POS {place.code} ({place.name})"
-    if not reasons:
-        return Setting(facility=False, ncci_setting=ncci_setting, pos=place.code, reasons=(pos_reason,))
-    return Setting(facility=True, ncci_setting=ncci_setting, pos=place.code, reasons=tuple(reasons),
-                   record_pos=record_pos, pos_contradicted=True)
+    if record is None or record == place.facility:
+        return Setting(facility=place.facility, ncci_setting=ncci_setting, pos=place.code, reasons=(pos_reason,),
+                       record_facility=record)
+    if record:  # an office POS for a hospital or ASC patient
+        return Setting(facility=True, ncci_setting=ncci_setting, pos=place.code, reasons=tuple(reasons),
+                       record_pos=record_pos, pos_contradicted=True, record_facility=True)
+    return Setting(facility=False, ncci_setting=ncci_setting, pos=place.code, reasons=tuple(office),  # office visit
+                   record_pos=office_pos, pos_contradicted=True, record_facility=False)

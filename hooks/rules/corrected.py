@@ -40,20 +40,18 @@ def _edit_line(line: Line, fix: Fix) -> Line | None:
         return replace(line, modifiers=tuple(m for m in line.modifiers if m != fix.modifier))
     if action == F.REDUCE_UNITS and fix.units:
         return replace(line, units=fix.units)
+    if action == F.SET_PLACE_OF_SERVICE and fix.pos:
+        return replace(line, pos=fix.pos)
     return line
 
 
 def corrected_case(case: Case, fix: Fix) -> Case:
     """`case` with the suggestion `fix` (and the edits it carries in ``then``) applied to its lines
-    and, for a place-of-service edit, to its setting (the record's setting then agrees with the POS)."""
+    (a place-of-service edit sets the line's own POS, ``Line.pos``: the rules judge each line's)."""
     lines = list(case.lines)
-    setting = case.setting
     for e in edits(fix):
-        if e.action == F.SET_PLACE_OF_SERVICE and e.pos:
-            setting = replace(setting, pos=e.pos, pos_contradicted=False)
-            continue
         for i, ln in enumerate(lines):
             if ln is not None and ln.key == e.line:
                 lines[i] = _edit_line(ln, e)
                 break
-    return replace(case, lines=tuple(ln for ln in lines if ln is not None), setting=setting)
+    return replace(case, lines=tuple(ln for ln in lines if ln is not None))

@@ -619,12 +619,13 @@ def _fluoroscopy_integral(c: _Context) -> _Removal:
 
 def _ptp_modifier_allowed(c: _Context) -> _Removal:
     """Indicator-1 PTP edit. The bypass appends the modifier the record's evidence supports (XE,
-    then XS; recommended), else the configured ``distinct-modifier`` (not recommended); never a
-    second distinct-service modifier. A different diagnosis is not evidence (CMS MLN1783722)."""
+    then XS; recommended), else one suggestion per override reason with its modifier (not
+    recommended; _reason_fixes); never a second distinct-service modifier. A different diagnosis is
+    not evidence (CMS MLN1783722)."""
     line, e, partner = c.review.line, c.problem.edit, c.problem.partner
     code = F.PTP_MODIFIER_ALLOWED
     shown = [m for m in (distinct.SEPARATE_ENCOUNTER, distinct.SEPARATE_SITE) if m in c.problem.evidence]
-    modifier = shown[0] if shown else (c.config.get("distinct-modifier") or "XS")
+    modifier = shown[0] if shown else ""
     remove = _remove(c)
     row = _say(code, "row", column1=e.column1, rationale=e.rationale)
     if shown and not line.has_distinct_modifier():
@@ -634,11 +635,10 @@ def _ptp_modifier_allowed(c: _Context) -> _Removal:
         return _Removal(
             _say(code, "summary.evidence", modifier=modifier, what=what, partner=partner.code),
             _say(code, "reason.evidence", row=row, partner=partner.code, what=what, modifier=modifier),
-            (bypass, replace(remove, recommended=False)))
+            (bypass, replace(remove, recommended=False)), None, (policy().facts["distinct-modifiers"].citation(),))
     fixes: tuple[Fix, ...] = (remove,)
     if not line.has_distinct_modifier():
-        fixes += (Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
-                      label=_say(code, "append", modifier=modifier, partner=partner.code)),)
+        fixes += _reason_fixes(c)
     dx_note = ""
     if line.diagnoses and partner.diagnoses and not set(line.diagnoses) & set(partner.diagnoses):
         dx_note = _say(code, "dx-note")
@@ -647,9 +647,36 @@ def _ptp_modifier_allowed(c: _Context) -> _Removal:
         summary = _say(code, "summary.claimed", partner=partner.code, claimed=claimed)
         advice = _say(code, "advice.claimed", claimed=claimed)
     else:
-        summary = _say(code, "summary", partner=partner.code, modifier=modifier)
-        advice = _say(code, "advice", modifier=modifier)
-    return _Removal(summary, _say(code, "reason", row=row, dx_note=dx_note, advice=advice), fixes)
+        summary = _say(code, "summary", partner=partner.code)
+        advice = _say(code, "advice")
+    return _Removal(summary, _say(code, "reason", row=row, dx_note=dx_note, advice=advice), fixes, None,
+                    (policy().facts["distinct-modifiers"].citation(),))
+
+
+def _reason_fixes(c: _Context) -> tuple[Fix, ...]:
+    """The bypass suggestions (not recommended) when nothing in the record shows the fluoroscopy was
+    distinct: one per override reason of the declaration, appending the modifier that reason stands
+    for (override_modifiers: XS site, XE session, XP practitioner, XU unusual non-overlapping service;
+    the configured ``distinct-modifier`` for payer policy, where nothing says which), each modifier
+    once and none the record contradicts (hooks.distinct.contradiction). XU is never inferred from the
+    record: only the clinician's reason says the service does not overlap the procedure's usual
+    components (CMS MLN1783722)."""
+    kind = KINDS[F.PTP_MODIFIER_ALLOWED]
+    line, partner = c.review.line, c.problem.partner
+    configured = c.config.get("distinct-modifier") or "XS"
+    displays = dict(kind.override_reasons)
+    out: list[Fix] = []
+    seen: set[str] = set()
+    for reason, modifier in kind.override_modifiers:
+        modifier = modifier or configured
+        if modifier in seen or distinct.contradiction(modifier, line, partner):
+            continue
+        seen.add(modifier)
+        out.append(Fix(F.ADD_MODIFIER, line=line.key, modifier=modifier, recommended=False,
+                       label=_say(F.PTP_MODIFIER_ALLOWED, "append.reason", modifier=modifier,
+                                  meaning=_say(F.PTP_MODIFIER_ALLOWED, f"meaning.{modifier}"),
+                                  reason=displays[reason])))
+    return tuple(out)
 
 
 # The removal finding of each removal problem (declared with a rank in hooks.findings.KINDS).
@@ -801,10 +828,23 @@ def _component_payment(case: Case, reference: ReferenceData) -> tuple[list[Citat
 def _modifier_26_findings(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
                           pol: Policy) -> list[Finding]:
     """A professional 76000 for a hospital patient billed global (no 26), TC, or 26 and TC: bill -26.
-    Not when the line's place of service contradicts the record (place-of-service carries the fix)."""
-    if case.setting.pos_contradicted:
-        return []
-    return [f for r in billable if (f := _modifier_26(case, r, reference, config)) is not None]
+    Not on a line whose place of service contradicts the record (place-of-service carries the fix)."""
+    return [f for r in billable if not pos_contradicted(case, r.line, reference)
+            and (f := _modifier_26(case, r, reference, config)) is not None]
+
+
+def pos_contradicted(case: Case, line: Line, reference: ReferenceData) -> bool:
+    """Whether `line`'s own place of service (Claim.item.locationCodeableConcept; else the case's)
+    contradicts the record's setting: facility vs office (Claims Processing Manual ch. 26 s. 10.5).
+    A line with the case's POS reuses the case's answer (no lookup)."""
+    setting = case.setting
+    pos = line.pos
+    if pos is None or pos == setting.pos:
+        return setting.pos_contradicted
+    if setting.record_facility is None:
+        return False
+    place = reference.place_of_service(pos)
+    return place is not None and place.facility != setting.record_facility
 
 
 def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, config: dict) -> Finding | None:
@@ -831,21 +871,38 @@ def _modifier_26(case: Case, review: _LineReview, reference: ReferenceData, conf
 
 def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: ReferenceData, config: dict,
                       pol: Policy) -> list[Finding]:
-    """A non-facility place of service on a professional claim whose record shows a hospital or ASC
-    patient (an inpatient, outpatient-hospital, emergency or observation encounter; a hospital or
-    ASC location). The recommended fix sets the POS the record shows and, on 76000, bills -26 in the
-    same suggestion (the record's setting decides the component)."""
+    """Per 76000 line of a professional claim, its own place of service against the record's setting:
+    a non-facility POS while the record shows a hospital or ASC patient (an inpatient, outpatient-
+    hospital, emergency or observation encounter; a hospital or ASC location): the fix sets the POS
+    the record shows and bills -26 in the same suggestion; a facility POS while the record shows an
+    office visit (a Location typed with an office POS): the fix sets that POS. The record's setting,
+    not the line's POS, decides the component."""
     setting = case.setting
-    if not setting.pos_contradicted or not professional_in_facility(case):
+    if case.kind == "order" or setting.ncci_setting != "practitioner":
         return []
     where = "; ".join(setting.reasons)
-    record = setting.record_pos
+    # the POS the record shows, else the claim's POS where it agrees with the record
+    record = setting.record_pos or (setting.pos if not setting.pos_contradicted else None)
     citations = [policy().facts["place-of-service"].citation()]
     out = []
     code = F.PLACE_OF_SERVICE
     name = _say(code, f"pos.{record}") if f"pos.{record}" in KINDS[code].wording else _say(code, "pos.other")
     for r in billable:
         line = r.line
+        if not pos_contradicted(case, line, reference):
+            continue
+        pos = line.pos or setting.pos
+        if setting.record_facility is False:  # a facility POS for an office visit: correct the POS
+            if not record:
+                continue
+            out.append(Finding(
+                code=code, severity=KINDS[code].severity,
+                summary=_clip(_say(code, "summary.office", pos=pos, where=where, record=record)),
+                reason=_say(code, "reason.office", pos=pos, where=where, record=record, name=name),
+                lines=(line.key,), citations=tuple(citations),
+                fixes=(Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record,
+                           label=_say(code, "fix.office", record=record, name=name)),)))
+            continue
         parts = component_fixes(case, line.key, FLUORO, line.modifiers, reference, config)
         if record:
             parts = (Fix(F.SET_PLACE_OF_SERVICE, line=line.key, pos=record, label=_say(code, "set", record=record)),) + parts
@@ -854,16 +911,16 @@ def _place_of_service(case: Case, billable: Sequence[_LineReview], reference: Re
         comp = _say(code, "component") if any(p.modifier == "26" or p.modifier == "TC" for p in parts) else ""
         if record:
             label = _say(code, "fix", record=record, name=name, component=comp)
-            summary = _say(code, "summary", pos=setting.pos, where=where, record=record, component=comp)
+            summary = _say(code, "summary", pos=pos, where=where, record=record, component=comp)
             named = _say(code, "record-named", record=record, name=name)
         else:
             label = _say(code, "fix.unknown")
-            summary = _say(code, "summary.unknown", pos=setting.pos, where=where, component=comp)
+            summary = _say(code, "summary.unknown", pos=pos, where=where, component=comp)
             named = ""
         cites, _payment = _component_payment(case, reference) if comp else ([], None)
         out.append(Finding(
             code=code, severity=KINDS[code].severity, summary=_clip(summary),
-            reason=_say(code, "reason", pos=setting.pos, where=where, record_named=named),
+            reason=_say(code, "reason", pos=pos, where=where, record_named=named),
             lines=(line.key,), citations=tuple(citations + cites),
             fixes=(_chain(parts, label),)))
     return out
