@@ -2,6 +2,7 @@
 server and a connection-recording listener on 127.0.0.1, request builders."""
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -203,6 +204,15 @@ class StaticJsonServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def with_alg(token: str, alg: str) -> str:
+    """`token` with its header's alg replaced (the signature left as it was)."""
+    head, payload, sig = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    header["alg"] = alg
+    new_head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return f"{new_head}.{payload}.{sig}"
 
 
 @dataclass

@@ -7,7 +7,6 @@ the extensions under org.fluoro-cds, the older names accepted), no prefetch temp
 reads, a replacement order that keeps what the original said."""
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -21,7 +20,7 @@ from hooks.findings import SUMMARY_MAX, clip_summary
 from tests.fhir_server import fhir_server  # noqa: F401
 from tests.scenario_fixtures import scenario
 
-from .service_support import (CPT, KeyPair, StaticJsonServer, TokenFactory, assert_json_error, claim,
+from .service_support import (CPT, KeyPair, StaticJsonServer, TokenFactory, with_alg, assert_json_error, claim,
                               claim_review_request, discharge_request, ec_key, full_prefetch,
                               make_app, rsa_key, RecordingListener)
 
@@ -219,17 +218,8 @@ def test_es384_and_rs384_by_default_es256_and_rs256_only_when_allowed(tmp_path, 
     for kid in ("es384", "rs384", "es256", "rs256"):
         assert _discovery(allowed, tokens.mint(aud, kid=kid)).status_code == 200, kid
     # an ES256 header over the P-384 key is refused even when ES256 is allowed
-    err = assert_json_error(_discovery(allowed, _with_alg(tokens.mint(aud, kid="es384"), "ES256")), 401)
+    err = assert_json_error(_discovery(allowed, with_alg(tokens.mint(aud, kid="es384"), "ES256")), 401)
     assert "does not match the key" in err["error"]
-
-
-def _with_alg(token: str, alg: str) -> str:
-    """`token` with its header's alg replaced (the signature left as it was)."""
-    head, payload, sig = token.split(".")
-    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    header["alg"] = alg
-    new_head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
-    return f"{new_head}.{payload}.{sig}"
 
 
 def test_the_jwt_algorithms_setting_is_validated_at_start():
