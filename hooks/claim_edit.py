@@ -206,8 +206,9 @@ def add_modifier(claim: dict, sequence: int, modifier: str) -> dict:
     out, item = _edit_item(claim, sequence)
     if modifier.upper() in (m.upper() for m in item_modifiers(item)):
         return out
-    item.setdefault("modifier", []).append(
-        {"coding": [{"system": MODIFIER_SYSTEM, "code": modifier}]})
+    if item.get("modifier") is None:  # absent, or null (which every reader takes as absent)
+        item["modifier"] = []
+    item["modifier"].append({"coding": [{"system": MODIFIER_SYSTEM, "code": modifier}]})
     return out
 
 

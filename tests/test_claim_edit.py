@@ -76,6 +76,18 @@ def test_add_modifier_is_idempotent_and_uses_cpt_system():
     validate_claim(out)
 
 
+def test_add_modifier_to_an_item_whose_modifier_is_null():
+    """A null modifier is read as absent, so the edit starts the list (the fuzz run found a 500
+    here: setdefault kept the null)."""
+    claim = _claim()
+    claim["item"][1]["modifier"] = None
+    out = claim_edit.add_modifier(claim, 2, "26")
+    assert out["item"][1]["modifier"] == [
+        {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "26"}]}]
+    assert claim["item"][1]["modifier"] is None  # the request's Claim is left as it was
+    validate_claim(out)
+
+
 def test_remove_modifier_drops_empty_concepts():
     claim = make_claim(claim_item(1, "33289"), claim_item(2, "76000", modifiers=("XS", "26")))
     out = claim_edit.remove_modifier(claim, 2, "XS")
