@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_load import free_port, request_body, run_wrk, server_cpu_seconds, wait_up  # noqa: E402
+from benchmarks.bench_load import (free_port, request_body, run_wrk, server_cpu_seconds,  # noqa: E402
+                                   start_gunicorn, wait_up)
 
 VARIANTS = ("", "log", "metrics", "audit", "log,metrics,audit")
 
@@ -38,16 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fluoro-obs-"))
     procs = {}
     try:
-        for off in VARIANTS:
+        for off in VARIANTS:  # bench_load's gunicorn, the app with BENCH_OFF from the environment
             port = free_port()
-            env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_OFF=off,
-                       FLUORO_CDS_DB=str(work / f"ncci-{port}.sqlite"),
-                       FLUORO_CDS_STATE_DB=str(work / f"state-{port}.sqlite"))
-            cmd = [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
-                   "--threads", "4", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                   "benchmarks.observability_off_app:create_app()"]
-            procs[off] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                           stderr=open(work / f"gunicorn-{port}.log", "wb")), port)
+            os.environ["BENCH_OFF"] = off
+            procs[off] = (start_gunicorn("benchmarks.observability_off_app:create_app()", port, work, 4), port)
         for proc, port in procs.values():
             wait_up(f"http://127.0.0.1:{port}/healthz")
             requests.post(f"http://127.0.0.1:{port}/cds-services/fluoroscopy-claim-review", data=body,
