@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Sequence
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
@@ -32,11 +32,15 @@ from hooks.extract import bundle_aliases
 from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
+from hooks.rules.cross_claim import CrossClaimFinding
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
-from .bulk_input import split_record
+from .bulk_input import (BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+                         ndjson_lines, open_input, review_input, split_record)
+from .bulk_input import RECORD_TYPES
+from .claim_groups import ClaimGroups, GroupRow, group_row
 from .jsonio import dumps, loads
 
 
@@ -82,109 +86,129 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
     try:
         value = loads(raw.strip())
     except Exception as exc:  # orjson.JSONDecodeError
-        return {"claim": None, "error": f"not valid JSON: {exc}", "path": "$"}
+        return {"claim": None, "resourceType": None, "error": f"not valid JSON: {exc}", "path": "$"}
     return review_record(value, reference, config)
+
+
+REVIEWED_TYPES = RECORD_TYPES[:2]  # Claim, ExplanationOfBenefit
 
 
 # --- process pool -------------------------------------------------------------------------------
 _worker_state: dict = {}
 
 
-def _init_worker(db_path: str | None, config: dict) -> None:
+def _init_worker(db_path: str | None, config: dict, index_path: str | None = None) -> None:
     _worker_state["reference"] = open_reference(db_path)
     _worker_state["config"] = config
+    _worker_state["joiner"] = Joiner(index_path)
 
 
-def _review_chunk(chunk: tuple[int, list[bytes]]) -> tuple[bytes, int, int, Counter]:
-    """Review a chunk in a worker; return the encoded NDJSON and its tallies (cheap to pickle)."""
-    first, lines = chunk
-    parts, records, errors, counts = [], 0, 0, Counter()
-    for rec in review_lines(lines, _worker_state["reference"], _worker_state["config"], first):
-        records += 1
-        if "error" in rec:
-            errors += 1
+def input_record(item: RawRecord | InputError, reference: ReferenceData, config: dict, joiner: Joiner,
+                 several: bool) -> tuple[dict, GroupRow | None]:
+    """The output record of one input record (joined with its companions and reviewed), and its
+    row for the edits across claims (None for an error)."""
+    if isinstance(item, RawRecord):
+        item = joiner.join(item)
+    if isinstance(item, InputRecord):
+        item = review_input(item, reference, config)
+    at = item if isinstance(item, InputError) else item.record
+    where = {"file": at.file, "line": at.line} if several else {"line": at.line}
+    if isinstance(item, InputError):
+        reviewed = item.resource_type in REVIEWED_TYPES
+        return {**where, "claim": item.resource_id if reviewed else None,
+                "resourceType": item.resource_type if reviewed else None, "error": item.reason,
+                "path": item.path}, None
+    res = item.record.resource
+    rid = res.get("id")
+    return ({**where, "claim": rid if isinstance(rid, str) else None, "resourceType": res["resourceType"],
+             "use": item.use, "findings": [finding_record(f) for f in item.findings]},
+            group_row(item.case, config.get("program")))
+
+
+def _review_chunk(chunk: tuple[list[RawRecord | InputError], bool]) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
+    """Review a chunk in a worker; return the encoded NDJSON, its tallies (records: claims in,
+    errors: claims in error, companion_errors: bad records of companion files) and the grouping
+    rows of the edits across claims (cheap to pickle)."""
+    items, several = chunk
+    parts, tally, counts, rows = [], Counter(), Counter(), []
+    state = _worker_state
+    for item in items:
+        rec, row = input_record(item, state["reference"], state["config"], state["joiner"], several)
+        if isinstance(item, InputError) and not item.claim:
+            tally["companion_errors"] += 1  # a companion file's bad record: reported, not a claim
+        elif "error" in rec:
+            tally["records"] += 1
+            tally["errors"] += 1
         else:
+            tally["records"] += 1
             counts.update(f["code"] for f in rec["findings"])
+        if row is not None:
+            rows.append(row)
         parts.append(dumps(rec))
-    return (b"\n".join(parts) + b"\n") if parts else b"", records, errors, counts
+    return (b"\n".join(parts) + b"\n") if parts else b"", tally, counts, rows
 
 
-class NotNdjson(ValueError):
-    """The input is one JSON document spread over lines (pretty-printed), not NDJSON."""
+def cross_claim_record(found: CrossClaimFinding) -> dict:
+    """The output record of a finding across claims: the claims and lines involved, the finding."""
+    return {"claims": list(found.claims), "lines": [{"claim": c, "line": ln.key} for c, ln in found.lines],
+            "findings": [finding_record(found.finding)]}
 
 
-def _parses(line: bytes) -> bool:
-    try:
-        loads(line.strip())
-    except Exception:  # orjson.JSONDecodeError
-        return False
-    return True
-
-
-def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of `stream`, after checking that its first record is on one line: input whose
-    first two non-blank lines are both not JSON, the first opening an object or array, is
-    pretty-printed JSON (raises NotNdjson). A single bad line is left to its own error record."""
-    head: list[bytes] = []
-    lines = iter(stream)
-    for line in lines:
-        head.append(line)
-        if sum(1 for h in head if h.strip()) == 2:
-            break
-    records = [h for h in head if h.strip()]
-    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
-            and not _parses(records[0]) and not _parses(records[1])):
-        raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
-                        "record spans several lines (pretty-printed JSON?). Convert it with "
-                        "`jq -c . FILE` (or `jq -c '.[]' FILE` for an array)")
-    return itertools.chain(head, lines)
-
-
-def _chunks(stream: Iterable[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
-    buf: list[bytes] = []
-    first = 1
-    for number, line in enumerate(stream, start=1):
-        if not buf:
-            first = number
-        buf.append(line)
+def _chunks(stream: Iterable, size: int) -> Iterator[list]:
+    buf: list = []
+    for item in stream:
+        buf.append(item)
         if len(buf) >= size:
-            yield first, buf
+            yield buf
             buf = []
     if buf:
-        yield first, buf
+        yield buf
 
 
-def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict,
+def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, config: dict,
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
-    """Review every record of `input_path` ("-" = stdin) into `output`; return the summary."""
+    """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
+    "-" = stdin) into `output`, then the edits across claims (service/claim_groups.py); return the
+    summary. Raises UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
     started = time.perf_counter()
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
     counts: Counter[str] = Counter()
-    claims = errors = 0
-    stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
+    tally: Counter[str] = Counter()
+    cross = 0
     bar = None
-    try:
-        lines = ndjson_lines(stream)
+    with BatchInput(paths) as source, ClaimGroups() as groups:
+        several = len(source.files) > 1
+        for f in source.files:
+            if f.claims and f.path != "-":
+                stream = open_input(f.path)
+                try:
+                    ndjson_lines(itertools.islice(stream, 64))  # NotNdjson before any output
+                except NotNdjson as exc:
+                    raise NotNdjson(f"{f.path}: {exc}") from None
+                finally:
+                    stream.close()
+        chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(unit=" claims", file=sys.stderr)
         if workers <= 1:
-            _init_worker(db_path, config)
-            results: Iterable[tuple[bytes, int, int, Counter]] = map(
-                _review_chunk, _chunks(lines, chunk_size))
+            _init_worker(db_path, config, source.index_path)
+            results: Iterable[tuple[bytes, Counter, Counter, list]] = map(_review_chunk, chunks)
             pool = None
         else:
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config))
-            results = pool.imap(_review_chunk, _chunks(lines, chunk_size))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config, source.index_path))
+            results = pool.imap(_review_chunk, chunks)
         try:
-            for blob, n_records, n_errors, n_counts in results:
+            for blob, n_tally, n_counts, rows in results:
                 output.write(blob)
-                claims += n_records
-                errors += n_errors
+                tally.update(n_tally)
                 counts.update(n_counts)
+                for row in rows:
+                    groups.add(row)
                 if bar is not None:
-                    bar.update(n_records)
+                    bar.update(n_tally["records"])
         except BaseException:  # e.g. a closed output pipe: stop the workers, do not finish
             if pool is not None:
                 pool.terminate()
@@ -195,14 +219,17 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
             if pool is not None:
                 pool.close()
                 pool.join()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        if bar is not None:
-            bar.close()
+            if bar is not None:
+                bar.close()
+        reference = open_reference(db_path)
+        for found, _cases in groups.findings(reference, config):
+            output.write(dumps(cross_claim_record(found)) + b"\n")
+            counts[found.finding.code] += 1
+            cross += 1
     seconds = time.perf_counter() - started
-    return {"records": claims, "errors": errors, "findings": dict(sorted(counts.items())),
-            "seconds": round(seconds, 3),
+    claims = tally["records"]
+    return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
+            "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
 
@@ -222,9 +249,10 @@ def command(args) -> int:
     except Exception as exc:  # --config not JSON
         print(f"fluoro-cds batch: --config is not a JSON object: {exc}", file=sys.stderr)
         return 2
-    if args.input != "-" and not os.path.isfile(args.input):
-        print(f"fluoro-cds batch: no such input file: {args.input}", file=sys.stderr)
-        return 2
+    for path in args.input:
+        if path != "-" and not os.path.exists(path):
+            print(f"fluoro-cds batch: no such input file: {path}", file=sys.stderr)
+            return 2
     if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
                               or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
         print("fluoro-cds batch: --metrics-file must be a file name ending in .prom in an existing "
@@ -234,8 +262,8 @@ def command(args) -> int:
     progress = sys.stderr.isatty() and not args.quiet
     try:
         summary = _run_to(args, db_path, config, progress)
-    except NotNdjson as exc:
-        print(f"fluoro-cds batch: {args.input}: {exc}", file=sys.stderr)
+    except (NotNdjson, UsageError) as exc:
+        print(f"fluoro-cds batch: {exc}", file=sys.stderr)
         return 2
     sys.stderr.write(dumps(summary).decode() + "\n")
     if args.metrics_file:
@@ -265,7 +293,9 @@ def _run_to(args, db_path: str, config: dict, progress: bool) -> dict:
 
 def add_command(sub) -> None:
     p = sub.add_parser("batch", help="review NDJSON FHIR claims offline (payer batch)")
-    p.add_argument("input", help="NDJSON file of Claims or Bundles (Claim first); '-' for stdin")
+    p.add_argument("input", nargs="+", help="NDJSON files of Claims, ExplanationOfBenefits or Bundles (the "
+                                            "claim first), FHIR Bulk Data exports (directory or manifest), "
+                                            "per-type NDJSON files; plain or gzip; '-' for stdin")
     p.add_argument("--out", help="output NDJSON file, written aside and renamed (default: stdout)")
     p.add_argument("--db", help="NCCI store (default: $FLUORO_CDS_DB or the user data dir; the "
                                 "starter set when it holds no release)")

@@ -75,7 +75,7 @@ def test_reference_data_commands_run_as_written(workdir):
 
 
 def test_payer_quick_start_runs_as_written(workdir):
-    [block] = sh_blocks("**Payer data team.**", "**Operator.**")
+    block, export = sh_blocks("**Payer data team.**", "**Operator.**")
     proc = _bash(block, workdir)
     assert proc.returncode == 0, proc.stderr
     assert (workdir / "ncci.sqlite").is_file()  # export FLUORO_CDS_DB=$PWD/ncci.sqlite
@@ -85,3 +85,10 @@ def test_payer_quick_start_runs_as_written(workdir):
     assert [r["line"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) == 8
     summary = json.loads(proc.stderr.strip().splitlines()[-1])
     assert summary["records"] == 8 and summary["errors"] == 1
+    proc = _bash(export, workdir, FLUORO_CDS_DB=str(workdir / "ncci.sqlite"))
+    assert proc.returncode == 0, proc.stderr
+    assert (workdir / "export" / "manifest.json").is_file()
+    rows = [json.loads(line) for line in (workdir / "export-findings.ndjson").read_text().splitlines()]
+    summary = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert summary["records"] == 1000 and summary["errors"] == 0
+    assert summary["cross_claim_findings"] == len([r for r in rows if "claims" in r]) > 0
