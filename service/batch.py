@@ -1,12 +1,13 @@
 """Batch review for payers and billing companies: the same rules over many FHIR claims.
 
-Input: NDJSON, one record per line: a FHIR R4 Claim, or a Bundle whose first entry is the Claim
-followed by its companions (Encounter, Procedures, Observations, DiagnosticReports, Locations),
-exactly as ``context.claim`` of the claim-review service. Output: NDJSON, one record per input
-line, in input order::
+Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or a Bundle whose
+first entry is one of them followed by its companions (Encounter, Procedures, Observations,
+DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
+(service/bulk_input.py). Output: NDJSON, one record per input line, in input order::
 
-    {"line": 1, "claim": "c1", "findings": [{"code": "ptp-bundled", ...}]}
-    {"line": 2, "claim": "c2", "error": "...", "path": "Claim.item[0].servicedDate"}
+    {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
+    {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
+     "path": "ExplanationOfBenefit.item[0].servicedDate"}
 
 A bad record never stops the run: it is reported on its own output line. The run's summary (claims,
 errors, findings per code, claims per second) goes to stderr as JSON. Nothing is fetched: each
@@ -29,20 +30,20 @@ from typing import IO, Iterable, Iterator, Sequence
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
-from hooks.extract import bundle_aliases, case_from_claim, split_claim_bundle
+from hooks.extract import bundle_aliases
+from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
-from hooks.model import Case
 from hooks.rules import evaluate
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
 from .batch_report import Tally, render_html, summary
+from .bulk_input import split_record
 from .corrected_claims import corrected
 from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
 
-CONTEXT_CLAIM = "context.claim"
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
 
 
@@ -54,15 +55,6 @@ def finding_record(finding: Finding) -> dict:
     return rec
 
 
-def _review(value: object, reference: ReferenceData, config: dict) -> tuple[Case, list[Finding]]:
-    """The case and findings of one decoded record (InvalidResource names the FHIR path)."""
-    if not isinstance(value, dict):
-        raise InvalidResource("record must be a JSON object (a Claim or a Bundle)", "$")
-    claim, companions = split_claim_bundle(value)
-    case = case_from_claim(claim, companions, reference, aliases=bundle_aliases(value))
-    return case, evaluate(case, reference, config)
-
-
 def _reviewed_resource(value: object) -> dict | None:
     """The record's Claim (a lone Claim, or a Bundle's first entry; or ExplanationOfBenefit)."""
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -70,12 +62,6 @@ def _reviewed_resource(value: object) -> dict | None:
         first = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
         value = first.get("resource")
     return value if isinstance(value, dict) and value.get("resourceType") in REVIEWED_TYPES else None
-
-
-def _claim_id(value: object) -> str | None:
-    """The id of the record's Claim, when it has one."""
-    rid = (_reviewed_resource(value) or {}).get("id")
-    return rid if isinstance(rid, str) else None
 
 
 def _resource_name(value: object) -> str | None:
@@ -86,22 +72,22 @@ def _resource_name(value: object) -> str | None:
 
 
 def review_record(value: object, reference: ReferenceData, config: dict) -> dict:
-    """Review one decoded record; invalid resources become an error record naming the FHIR path."""
+    """Review one decoded record (a Claim, an ExplanationOfBenefit or a Bundle whose first entry is
+    one); invalid resources become an error record naming the FHIR path in the resource. The
+    record says the resource's type and its ``use`` ("claim", "preauthorization" for a prior
+    authorization request such as a Da Vinci PAS Bundle, "predetermination"; null when absent)."""
+    claim_id = rtype = None
     try:
-        _case, findings = _review(value, reference, config)
+        claim, companions = split_record(value)
+        rtype = claim["resourceType"]
+        claim_id = claim.get("id") if isinstance(claim.get("id"), str) else None
+        use = use_of(claim)
+        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
+        findings = evaluate(case, reference, config)
     except InvalidResource as exc:
-        return {"claim": _claim_id(value), "error": str(exc), "path": exc.path}
-    return {"claim": _claim_id(value), "findings": [finding_record(f) for f in findings]}
-
-
-def record_path(path: str, value: object) -> str:
-    """A FHIR path of a batch record: the record's own resource type where the claim-review
-    service says ``context.claim`` (a batch record is no CDS Hooks context)."""
-    if path.startswith(CONTEXT_CLAIM):
-        rtype = value.get("resourceType") if isinstance(value, dict) else None
-        name = rtype if isinstance(rtype, str) and rtype.isalnum() else "$"
-        return name + path[len(CONTEXT_CLAIM):]
-    return path
+        return {"claim": claim_id, "resourceType": rtype, "error": str(exc), "path": exc.path}
+    return {"claim": claim_id, "resourceType": rtype, "use": use,
+            "findings": [finding_record(f) for f in findings]}
 
 
 def review_table(raw: bytes | dict, source: tuple[str, int], reference: ReferenceData, config: dict,
@@ -115,10 +101,12 @@ def review_table(raw: bytes | dict, source: tuple[str, int], reference: Referenc
                 value = loads(raw.strip())
             except Exception as exc:  # orjson.JSONDecodeError
                 raise InvalidResource(f"not valid JSON: {exc}", "$") from None
-        case, findings = _review(value, reference, config)
+        claim, companions = split_record(value)
+        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
+        findings = evaluate(case, reference, config)
     except InvalidResource as exc:
         return [], {"file": source[0], "line": source[1], "resource": _resource_name(value),
-                    "path": record_path(exc.path, value), "reason": str(exc)}, None
+                    "path": exc.path, "reason": str(exc)}, None
     rows = finding_rows(case, findings, reference, source, run)
     return rows, None, corrected(case, findings) if findings else None
 

@@ -13,8 +13,8 @@ that of its recommended fix, on the row of the line the fix edits (0 on the find
 lines): the corrected case (:func:`hooks.rules.corrected.corrected_case`, the engine's own fix
 application) priced with the MPFS (total RVU x conversion factor, the same figures the cards'
 payment text uses) against the case as billed, for the lines the fix touches; when the line has
-an adjudicated amount (paid, else allowed) that amount is scaled by the same MPFS ratio (a removal:
-minus the whole amount). ``payment_basis`` says which (``paid``, ``allowed``, ``mpfs``); null when
+an adjudicated amount (allowed, as the cards' payment text uses it, else paid) that amount is
+scaled by the same MPFS ratio (a removal: minus the whole amount). ``payment_basis`` says which (``paid``, ``allowed``, ``mpfs``); null when
 nothing prices the line or the fix only asks for documentation.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ import orjson
 import pyarrow as pa
 
 from hooks import findings as F
+from hooks.context import InvalidResource
+from hooks.extract.eob import item_amounts, use_of
 from hooks.findings import Finding, Fix
 from hooks.model import FLUORO, Case, Line
 from hooks.rules.corrected import corrected_case, touched
@@ -45,7 +47,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("resource_type", _S, "the reviewed resource's type (`Claim`, `ExplanationOfBenefit`)"),
     ("resource_id", _S, "its id"),
     ("identifier", _S, "its first business identifier (`identifier[0].value`)"),
-    ("claim_use", _S, "`Claim.use` (`claim`, `preauthorization`, `predetermination`)"),
+    ("claim_use", _S, "`use` of the Claim or ExplanationOfBenefit (`claim`, `preauthorization`, `predetermination`)"),
     ("patient", _S, "the patient reference (`Claim.patient.reference`)"),
     ("rendering_provider", _S, "the line's rendering provider (care team member of the item, else the Procedure's performer)"),
     ("billing_provider", _S, "the billing provider (`Claim.provider.reference`, else its identifier value)"),
@@ -151,14 +153,26 @@ def _number(node) -> float | None:
     return float(value) if type(value) in (int, float) else None
 
 
-def _billed(item: dict | None, units: int) -> float | None:
+def _billed(item: dict | None, key: str, units: int) -> float | None:
+    """Billed amount of a Claim or ExplanationOfBenefit item: its submitted adjudication, else
+    ``net`` (hooks.extract.eob.item_amounts), else ``unitPrice`` x units."""
     if item is None:
         return None
-    net = _number(item.get("net"))
-    if net is None:
+    try:
+        billed = item_amounts(item, key).billed
+    except InvalidResource:  # an element the review did not need is malformed: no amount
+        return None
+    if billed is None:
         price = _number(item.get("unitPrice"))
-        net = price * units if price is not None else None
-    return round(net, 2) if net is not None else None
+        billed = price * units if price is not None else None
+    return round(billed, 2) if billed is not None else None
+
+
+def _use(resource: dict) -> str | None:
+    try:
+        return use_of(resource) if resource else None
+    except InvalidResource:
+        return None
 
 
 class _Claim:
@@ -172,7 +186,7 @@ class _Claim:
         identifier = _text(ident[0], "value") if type(ident) is list and ident else None
         self.billing = _text(claim, "provider", "reference") or _text(claim, "provider", "identifier", "value")
         self.head = (*run, source[0], source[1], claim.get("resourceType"), _text(claim, "id"), identifier,
-                     _text(claim, "use"), _text(claim, "patient", "reference"))
+                     _use(claim), _text(claim, "patient", "reference"))
         items = claim.get("item")
         self.items = {i.get("sequence"): i for i in items if type(i) is dict} if type(items) is list else {}
         self.primary = next((ln.code for ln in case.lines if ln.code != FLUORO), None)
@@ -278,17 +292,18 @@ def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceDa
                              None, None, None, None, None))
                 continue
             item = shared.items.get(line.sequence)
-            allowed, paid = getattr(line, "allowed", None), getattr(line, "paid", None)
+            allowed, paid = line.allowed, line.paid
             effect = basis = None
             if key == fixed_line or (fixed_line is None and j == 0):
-                amount = ("paid", paid) if paid is not None else ("allowed", allowed) if allowed is not None else None
+                # allowed first, as the cards' payment text (hooks.rules.engine.line_money), else paid
+                amount = ("allowed", allowed) if allowed is not None else ("paid", paid) if paid is not None else None
                 effect, basis = payment_effect(case, fix, reference, shared, amount)
             elif fix is not None and fix.action != F.DOCUMENT:
                 effect = 0.0
             rows.append((*shared.head, line.performers[0] if line.performers else None, shared.billing, line.sequence, key,
                          case.line_date(line), line.code, list(line.modifiers), line.units, line.pos or shared.pos,
                          setting, primary, finding.code, index, j, finding.severity, finding.summary, *edit, action,
-                         carc, _billed(item, line.units), allowed, paid, effect, basis))
+                         carc, _billed(item, key, line.units), allowed, paid, effect, basis))
     return rows
 
 

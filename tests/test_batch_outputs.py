@@ -114,7 +114,7 @@ def test_rows_carry_the_line_the_edit_and_the_carc(outputs):
         assert r["payment_effect"] < 0 and r["payment_basis"] == "mpfs"
     for r in rows:
         assert r["carc"] == CARC[r["finding"]]
-        assert r["resource_type"] == "Claim" and r["resource_id"]
+        assert r["resource_type"] in ("Claim", "ExplanationOfBenefit") and r["resource_id"]
 
 
 def test_a_removal_costs_the_lines_mpfs_payment(outputs):
@@ -150,7 +150,7 @@ def test_errors_name_file_line_and_the_resources_path(outputs):
     first = outputs["inputs"][0]
     by_line = {(e["file"], e["line"]): e for e in errors}
     assert by_line[(first, 3)]["path"] == "$" and "not valid JSON" in by_line[(first, 3)]["reason"]
-    assert by_line[(first, 5)]["path"] == "Patient.resourceType"
+    assert by_line[(first, 5)]["path"] == "$.resourceType"  # the record's, not a CDS Hooks context
     bad = by_line[(first, len(CLAIM_SCENARIOS) + 4)]  # after 3 bad records and a blank line
     assert bad["path"] == "Claim.item[0].servicedDate" and bad["resource"] == "Claim/bad-date"
     assert all("context" not in e["path"] and e["reason"] for e in errors)
@@ -309,3 +309,19 @@ def test_docs_list_every_column_and_carc():
     for finding, carc in CARC.items():
         row = next(ln for ln in section.splitlines() if ln.startswith("| `") and f"`{finding}`" in ln.split("|")[1])
         assert row.split("|")[2].strip() == (carc or "none"), (finding, row)
+
+
+def test_explanation_of_benefit_rows_carry_its_adjudication(tmp_path):
+    """An EOB's allowed and paid amounts land in the row; the payment effect of removing 76000
+    is minus the allowed amount (as the card's payment text), and no corrected Claim is made."""
+    from tests.test_batch_eob import as_eob
+
+    src = tmp_path / "eob.ndjson"
+    src.write_bytes(orjson.dumps(as_eob(scenario(9).context["claim"], allowed=30.0, paid=24.0)) + b"\n")
+    proc = _run([str(src), "--out-dir", str(tmp_path / "o")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [row] = [r for r in _table(tmp_path / "o") if r["finding"] == "ptp-bundled"]
+    assert row["resource_type"] == "ExplanationOfBenefit" and row["line_key"].startswith("ExplanationOfBenefit.item[")
+    assert (row["billed"], row["allowed"], row["paid"]) == (100.0 * row["units"], 30.0 * row["units"], 24.0 * row["units"])
+    assert row["payment_effect"] == -row["allowed"] and row["payment_basis"] == "allowed"
+    assert (tmp_path / "o" / "claims-corrected.ndjson").read_text() == ""
