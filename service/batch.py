@@ -1,12 +1,13 @@
 """Batch review for payers and billing companies: the same rules over many FHIR claims.
 
-Input: NDJSON, one record per line: a FHIR R4 Claim, or a Bundle whose first entry is the Claim
-followed by its companions (Encounter, Procedures, Observations, DiagnosticReports, Locations),
-exactly as ``context.claim`` of the claim-review service. Output: NDJSON, one record per input
-line, in input order::
+Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or a Bundle whose
+first entry is one of them followed by its companions (Encounter, Procedures, Observations,
+DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
+(service/bulk_input.py). Output: NDJSON, one record per input line, in input order::
 
-    {"line": 1, "claim": "c1", "findings": [{"code": "ptp-bundled", ...}]}
-    {"line": 2, "claim": "c2", "error": "...", "path": "Claim.item[0].servicedDate"}
+    {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
+    {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
+     "path": "ExplanationOfBenefit.item[0].servicedDate"}
 
 A bad record never stops the run: it is reported on its own output line. The run's summary (claims,
 errors, findings per code, claims per second) goes to stderr as JSON. Nothing is fetched: each
@@ -27,13 +28,15 @@ from typing import IO, Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
-from hooks.extract import bundle_aliases, case_from_claim, split_claim_bundle
+from hooks.extract import bundle_aliases
+from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
+from .bulk_input import split_record
 from .jsonio import dumps, loads
 
 
@@ -46,18 +49,22 @@ def finding_record(finding: Finding) -> dict:
 
 
 def review_record(value: object, reference: ReferenceData, config: dict) -> dict:
-    """Review one decoded record; invalid resources become an error record naming the FHIR path."""
-    claim_id = None
+    """Review one decoded record (a Claim, an ExplanationOfBenefit or a Bundle whose first entry is
+    one); invalid resources become an error record naming the FHIR path in the resource. The
+    record says the resource's type and its ``use`` ("claim", "preauthorization" for a prior
+    authorization request such as a Da Vinci PAS Bundle, "predetermination"; null when absent)."""
+    claim_id = rtype = None
     try:
-        if not isinstance(value, dict):
-            raise InvalidResource("record must be a JSON object (a Claim or a Bundle)", "$")
-        claim, companions = split_claim_bundle(value)
+        claim, companions = split_record(value)
+        rtype = claim["resourceType"]
         claim_id = claim.get("id") if isinstance(claim.get("id"), str) else None
-        case = case_from_claim(claim, companions, reference, aliases=bundle_aliases(value))
+        use = use_of(claim)
+        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
         findings = evaluate(case, reference, config)
     except InvalidResource as exc:
-        return {"claim": claim_id, "error": str(exc), "path": exc.path}
-    return {"claim": claim_id, "findings": [finding_record(f) for f in findings]}
+        return {"claim": claim_id, "resourceType": rtype, "error": str(exc), "path": exc.path}
+    return {"claim": claim_id, "resourceType": rtype, "use": use,
+            "findings": [finding_record(f) for f in findings]}
 
 
 def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config: dict,
