@@ -20,6 +20,7 @@ the app).
 """
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -140,8 +141,10 @@ class S256Only(CodeChallenge):
 class SmartEhr:
     """The EHR: authorization server + protected FHIR endpoint over `upstream` (base URL and token)."""
 
-    def __init__(self, upstream: str, upstream_token: str, client_id: str, redirect_uri: str):
+    def __init__(self, upstream: str, upstream_token: str, client_id: str, redirect_uri: str, *,
+                 transactions: bool = True):
         self.upstream = upstream.rstrip("/")
+        self.transactions = transactions  # False: a server without the transaction interaction
         self.upstream_token = upstream_token
         self.client = Client(client_id, (redirect_uri,))
         self.launches: dict[str, Launch] = {}
@@ -297,12 +300,22 @@ class SmartEhr:
 
         @app.get("/fhir/metadata")
         def metadata():
-            return ehr._forward("metadata")
+            answer = ehr._forward("metadata")
+            if not ehr.transactions:  # the CapabilityStatement without the transaction interaction
+                cap = json.loads(answer.get_data())
+                for rest in cap.get("rest", []):
+                    rest["interaction"] = [i for i in rest.get("interaction", [])
+                                           if i.get("code") not in ("transaction", "batch")]
+                answer.set_data(json.dumps(cap).encode())
+            return answer
 
         @app.route("/fhir", methods=["POST"], defaults={"path": ""})
         @app.route("/fhir/<path:path>", methods=["GET", "POST", "PUT"])
         @protect()
         def fhir(path: str):
+            if not path and not ehr.transactions:
+                return jsonify({"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "error", "code": "not-supported", "diagnostics": "no transactions"}]}), 405
             return ehr._forward(path)
 
         return app

@@ -54,15 +54,19 @@ def discover(iss: str, timeout: float) -> SmartConfiguration:
     token endpoints; LaunchError when it cannot be read or does not offer PKCE with S256 (SMART
     2 servers SHALL list it in code_challenge_methods_supported)."""
     url = iss.rstrip("/") + "/.well-known/smart-configuration"
+    http = requests.Session()
+    http.trust_env = False  # no proxy or .netrc credentials from the environment
     try:
-        with requests.get(url, headers={"Accept": "application/json"}, timeout=(timeout, timeout),
-                          allow_redirects=False, stream=True) as resp:
+        with http.get(url, headers={"Accept": "application/json"}, timeout=(timeout, timeout),
+                      allow_redirects=False, stream=True) as resp:
             if resp.status_code != 200:
                 raise LaunchError(f"the EHR's smart-configuration answered HTTP {resp.status_code}")
             body = resp.raw.read(MAX_CONFIG_BYTES + 1, decode_content=True)
     except requests.RequestException as exc:
         raise LaunchError(f"the EHR's smart-configuration could not be read ({type(exc).__name__})") \
             from None
+    finally:
+        http.close()
     if len(body) > MAX_CONFIG_BYTES:
         raise LaunchError("the EHR's smart-configuration is larger than 256 KiB")
     try:
