@@ -16,7 +16,7 @@ Use (worker processes make the rows, the main process stores them)::
             if row is not None:
                 groups.add(row)                   # a GroupRow: plain data, cheap to pickle
         for found, cases in groups.findings(reference, config):
-            ...  # found: CrossClaimFinding; cases: {"Claim/c1": Case} of the claims it names
+            ...  # found: CrossClaimFinding; cases: {"Claim/c1": (Case, (file, line))} of its claims
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from hooks.model import FLUORO, Case, Evidence
 from hooks.rules.cross_claim import CrossClaimFinding, beneficiary, claim_name, cross_claim_findings, line_group
 from nccidata.api import ReferenceData
 
-_STUB_KEYS = ("resourceType", "id", "patient", "provider")
+_STUB_KEYS = ("resourceType", "id", "identifier", "patient", "provider", "item")
 
 
 class GroupRow(NamedTuple):
@@ -42,9 +42,10 @@ class GroupRow(NamedTuple):
     claim: str  # "Claim/c1"
     keys: tuple[tuple[str, bool], ...]  # (grouping key, the line is 76000) of each groupable line
     case: bytes  # the pickled slim case
+    source: tuple[str, int] = ("", 0)  # (file, line) the claim was read from
 
 
-def group_row(case: Case, program: str | None = None) -> GroupRow | None:
+def group_row(case: Case, program: str | None = None, source: tuple[str, int] = ("", 0)) -> GroupRow | None:
     """The grouping row of a reviewed claim's case; None when no line of it has a group (no
     patient, provider or date; an inpatient claim; no id)."""
     name, patient = claim_name(case), beneficiary(case)
@@ -60,7 +61,7 @@ def group_row(case: Case, program: str | None = None) -> GroupRow | None:
         return None
     stub = {k: case.claim[k] for k in _STUB_KEYS if k in case.claim}
     slim = replace(case, claim=stub, evidence=Evidence(), context_lines=())
-    return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL))
+    return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL), source)
 
 
 class ClaimGroups:
@@ -72,7 +73,7 @@ class ClaimGroups:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
             "CREATE TABLE claims (n INTEGER PRIMARY KEY, patient TEXT NOT NULL, claim TEXT NOT NULL, "
-            "case_blob BLOB NOT NULL);"
+            "case_blob BLOB NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL);"
             "CREATE TABLE keys (gkey TEXT NOT NULL, n INTEGER NOT NULL, fluoro INTEGER NOT NULL);")
         self.db.execute("BEGIN")
         self._n = 0
@@ -86,12 +87,14 @@ class ClaimGroups:
 
     def add(self, row: GroupRow) -> None:
         self._n += 1
-        self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", (self._n, row.patient, row.claim, row.case))
+        self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                        (self._n, row.patient, row.claim, row.case, *row.source))
         self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", [(k, self._n, int(f)) for k, f in row.keys])
 
-    def findings(self, reference: ReferenceData, config: dict) -> Iterator[tuple[CrossClaimFinding, dict[str, Case]]]:
-        """The findings across claims, beneficiary by beneficiary, each with the cases of the
-        claims it names (a claim id given twice: the first record of it)."""
+    def findings(self, reference: ReferenceData, config: dict
+                 ) -> Iterator[tuple[CrossClaimFinding, dict[str, tuple[Case, tuple[str, int]]]]]:
+        """The findings across claims, beneficiary by beneficiary, each with the (case, (file, line))
+        of the claims it names (a claim id given twice: the first record of it)."""
         db = self.db
         db.execute("COMMIT")
         db.execute("CREATE INDEX keys_by_key ON keys (gkey)")
@@ -100,8 +103,10 @@ class ClaimGroups:
             " SELECT gkey FROM keys k2 JOIN claims c2 ON c2.n = k2.n GROUP BY gkey"
             " HAVING COUNT(DISTINCT c2.claim) > 1 AND MAX(k2.fluoro) = 1) ORDER BY c.patient").fetchall()
         for (patient,) in wanted:
-            cases: dict[str, Case] = {}
-            for claim, blob in db.execute("SELECT claim, case_blob FROM claims WHERE patient = ? ORDER BY n", (patient,)):
-                cases.setdefault(claim, pickle.loads(blob))
-            for found in cross_claim_findings(cases.values(), reference, config):
+            cases: dict[str, tuple[Case, tuple[str, int]]] = {}
+            for claim, blob, file, line in db.execute(
+                    "SELECT claim, case_blob, file, line FROM claims WHERE patient = ? ORDER BY n", (patient,)):
+                if claim not in cases:
+                    cases[claim] = (pickle.loads(blob), (file, line))
+            for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
                 yield found, {c: cases[c] for c in found.claims}
