@@ -193,23 +193,19 @@ def _fresh_token(ehr: Ehr) -> str:
 
 
 def _target(ehr: Ehr, data: dict) -> dict:
-    """What to document: the 76000 Procedure, its encounter and patient (from the appContext,
-    the launch context or the standalone launch), as {"procedure", "encounter", "patient"}."""
+    """What to document: the 76000 Procedure, its encounter and patient, as {"procedure",
+    "encounter", "patient"}: the appContext's Procedure, else the active 76000 Procedure of the
+    appContext's encounter (a claim line's: ``Claim.item.encounter``), of the standalone launch's,
+    or of the launch's encounter context."""
     token = data["token"]
     ctx = parse_app_context(token.get("appContext"))
     chosen = data.get("standalone") or {}
     procedure_key = ctx.procedure or chosen.get("procedure")
-    encounter_key = ctx.encounter or chosen.get("encounter") or (
-        f"Encounter/{token['encounter']}" if isinstance(token.get("encounter"), str) else None)
+    encounter_key = ctx.encounter or chosen.get("encounter")
     patient = token.get("patient") if isinstance(token.get("patient"), str) else None
     procedure = ehr.read(procedure_key) if procedure_key else None
-    if procedure is None and ctx.claim and not encounter_key:
-        claim = ehr.read(ctx.claim)
-        for item in (claim or {}).get("item") or ():
-            if isinstance(item, dict) and item.get("sequence") == ctx.line:
-                for e in item.get("encounter") or ():
-                    if isinstance(e, dict) and isinstance(e.get("reference"), str):
-                        encounter_key = fr.normalize_reference(e["reference"])
+    if not encounter_key and procedure is None and isinstance(token.get("encounter"), str):
+        encounter_key = f"Encounter/{token['encounter']}"  # the launch's encounter context
     if procedure is not None:
         enc = (procedure.get("encounter") or {}).get("reference")
         encounter_key = encounter_key or (fr.normalize_reference(enc) if isinstance(enc, str) else None)
