@@ -375,18 +375,25 @@ def save() -> Response:
             mode = "transaction"
         else:
             written, mode = _one_by_one(ehr, steps), "separate"
-        token = _fresh_token(ehr)
-        again = review_encounter(rt, data["iss"], token, patient=offer["patient"].split("/", 1)[1],
-                                 encounter=offer["encounter"].split("/", 1)[1])
     except Expired:
         raise ApiError(401, EXPIRED_MESSAGE, code="expired") from None
     except EhrError as exc:
         detail = f" The server said: {exc.outcome}" if exc.outcome else ""
         raise ApiError(502, f"{exc}.{detail}", code="exception") from None
+    written = [fr.normalize_reference(w) for w in written if w]
+    try:  # written: the review again (a failure now no longer means nothing was written)
+        again = review_encounter(rt, data["iss"], _fresh_token(ehr), patient=offer["patient"].split("/", 1)[1],
+                                 encounter=offer["encounter"].split("/", 1)[1])
+    except Expired:
+        again = Review((), None, False, error="the authorization expired after the save")
+    if again.error:
+        return json_response({"written": written, "mode": mode, "missing": list(offer["missing"]),
+                              "labels": [_label(m) for m in offer["missing"]], "documented": [],
+                              "judged": False, "review": f"Saved, but not reviewed again: {again.error}."})
     remaining = tuple(m for m in again.missing if m in FORM_ELEMENTS)
     offer["missing"] = list(remaining)
     _sessions(rt).save(sid, data)
-    return json_response({"written": [fr.normalize_reference(w) for w in written if w], "mode": mode,
+    return json_response({"written": written, "mode": mode,
                           "missing": list(remaining), "labels": [_label(m) for m in remaining],
                           "documented": _documented(again, remaining), "judged": again.judged})
 
