@@ -20,11 +20,13 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Sequence
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
@@ -36,8 +38,13 @@ from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
+from .batch_report import Tally, render_html, summary
 from .bulk_input import split_record
+from .corrected_claims import corrected
+from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
+
+REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
 
 
 def finding_record(finding: Finding) -> dict:
@@ -46,6 +53,22 @@ def finding_record(finding: Finding) -> dict:
     rec["citations"] = [{**c, "details": dict(c["details"])} for c in rec["citations"]]
     rec["override_reasons"] = [{"code": c, "display": d} for c, d in finding.override_reasons]
     return rec
+
+
+def _reviewed_resource(value: object) -> dict | None:
+    """The record's Claim (a lone Claim, or a Bundle's first entry; or ExplanationOfBenefit)."""
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        first = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
+        value = first.get("resource")
+    return value if isinstance(value, dict) and value.get("resourceType") in REVIEWED_TYPES else None
+
+
+def _resource_name(value: object) -> str | None:
+    """"Claim/c1" for the record's Claim (or ExplanationOfBenefit), when it has an id."""
+    res = _reviewed_resource(value)
+    rid = res.get("id") if res else None
+    return f"{res['resourceType']}/{rid}" if isinstance(rid, str) else None
 
 
 def review_record(value: object, reference: ReferenceData, config: dict) -> dict:
@@ -65,6 +88,27 @@ def review_record(value: object, reference: ReferenceData, config: dict) -> dict
         return {"claim": claim_id, "resourceType": rtype, "error": str(exc), "path": exc.path}
     return {"claim": claim_id, "resourceType": rtype, "use": use,
             "findings": [finding_record(f) for f in findings]}
+
+
+def review_table(raw: bytes | dict, source: tuple[str, int], reference: ReferenceData, config: dict,
+                 run: tuple[str, str, str]) -> tuple[list[tuple], dict | None, dict | None]:
+    """One record of an --out-dir run: (findings table rows, error record or None, corrected
+    Claim or None). `raw`: the NDJSON line, or the record already decoded; `source`: (file, line)."""
+    value: object = raw
+    try:
+        if not isinstance(raw, dict):
+            try:
+                value = loads(raw.strip())
+            except Exception as exc:  # orjson.JSONDecodeError
+                raise InvalidResource(f"not valid JSON: {exc}", "$") from None
+        claim, companions = split_record(value)
+        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
+        findings = evaluate(case, reference, config)
+    except InvalidResource as exc:
+        return [], {"file": source[0], "line": source[1], "resource": _resource_name(value),
+                    "path": exc.path, "reason": str(exc)}, None
+    rows = finding_rows(case, findings, reference, source, run)
+    return rows, None, corrected(case, findings) if findings else None
 
 
 def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config: dict,
@@ -207,9 +251,190 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
             "data": open_reference(db_path).describe()}
 
 
+# --- --out-dir: the findings table, corrected claims, errors, summary and report ------------------
+FORMATS = ("parquet", "ndjson")
+OUTPUT_NAMES = {"findings": "findings.{fmt}", "claims_corrected": "claims-corrected.ndjson",
+                "errors": "errors.ndjson", "summary": "summary.json", "report": "report.html"}
+
+
+def output_names(fmt: str) -> dict[str, str]:
+    """The files an --out-dir run writes, by role."""
+    return {k: v.format(fmt=fmt) for k, v in OUTPUT_NAMES.items()}
+
+
+def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str) -> None:
+    _init_worker(db_path, config)
+    _worker_state["run"], _worker_state["format"] = run, fmt
+
+
+def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict]], reference: ReferenceData, config: dict,
+                         run: tuple[str, str, str]) -> tuple[list[tuple], list[bytes], list[bytes], Tally]:
+    """Review (file, line, record) triples: the table rows, the errors and corrected Claims as
+    NDJSON lines, and their tally. The partition function of the local pool and the Spark job."""
+    rows: list[tuple] = []
+    errors: list[bytes] = []
+    fixed: list[bytes] = []
+    tally = Tally()
+    for file, number, raw in records:
+        claim_rows, error, claim = review_table(raw, (file, number), reference, config, run)
+        if error is not None:
+            tally.errors += 1
+            errors.append(dumps(error))
+            continue
+        tally.add_claim(claim_rows, claim is not None)
+        rows += claim_rows
+        if claim is not None:
+            fixed.append(dumps(claim))
+    return rows, errors, fixed, tally
+
+
+def _table_chunk(chunk: tuple[str, int, list[bytes]]) -> tuple[object, bytes, bytes, Tally]:
+    """Review a chunk in a worker; the rows come back as one Arrow record batch (Parquet) or
+    NDJSON bytes: cheap to send between processes."""
+    file, first, lines = chunk
+    records = ((file, n, raw) for n, raw in enumerate(lines, start=first) if raw.strip())
+    rows, errors, fixed, tally = review_chunk_outputs(records, _worker_state["reference"], _worker_state["config"],
+                                                      _worker_state["run"])
+    table = record_batch(rows) if _worker_state["format"] == "parquet" else ndjson_rows(rows)
+    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Each input's first record is on one line (NotNdjson otherwise), before any output is made."""
+    for path in inputs:
+        if path == "-":
+            continue
+        with open(path, "rb") as fh:
+            ndjson_lines(itertools.islice(fh, 64))  # raises NotNdjson on its first two records
+
+
+def _input_chunks(inputs: Sequence[str], size: int) -> Iterator[tuple[str, int, list[bytes]]]:
+    for path in inputs:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+        try:
+            for first, lines in _chunks(ndjson_lines(stream), size):
+                yield path, first, lines
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+
+
+def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config: dict, fmt: str = "parquet",
+            workers: int = 1, chunk_size: int = 500, progress: bool = False, run_id: str | None = None) -> dict:
+    """Review every record of `inputs` into the files of :func:`output_names` under `out_dir`
+    (created if missing; written aside in it and renamed at the end, so a failed run leaves the
+    previous outputs); returns the summary (also summary.json)."""
+    import pyarrow  # noqa: F401  (fail before any work when the table library is missing)
+
+    started = time.perf_counter()
+    reference = open_reference(db_path)
+    described = reference.describe()
+    run = (run_id or uuid.uuid4().hex, config_hash(config), data_release(described))
+    names = output_names(fmt)
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
+    tally = Tally()
+    bar = None
+    try:
+        findings_path = os.path.join(staging, names["findings"])
+        table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
+        with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
+                open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(unit=" claims", file=sys.stderr)
+            chunks = _input_chunks(inputs, chunk_size)
+            pool = None
+            if workers <= 1:
+                _init_table_worker(db_path, config, run, fmt)
+                results: Iterable = map(_table_chunk, chunks)
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                pool = ctx.Pool(workers, initializer=_init_table_worker, initargs=(db_path, config, run, fmt))
+                results = pool.imap(_table_chunk, chunks)
+            try:
+                for rows, errors, fixed, part in results:
+                    table.write(rows)
+                    errors_out.write(errors)
+                    fixed_out.write(fixed)
+                    tally.merge(part)
+                    if bar is not None:
+                        bar.update(part.claims_in)
+            except BaseException:
+                if pool is not None:
+                    pool.terminate()
+                    pool.join()
+                    pool = None
+                raise
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+                table.close()
+        result = summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
+                                     "format": fmt, "data": described},
+                         seconds=time.perf_counter() - started, outputs=names)
+        with open(os.path.join(staging, names["summary"]), "wb") as fh:
+            fh.write(dumps(result) + b"\n")
+        with open(os.path.join(staging, names["report"]), "w", encoding="utf-8") as fh:
+            fh.write(render_html(result))
+        for name in names.values():
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def _usage(message: str) -> int:
+    print(f"fluoro-cds batch: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_usage(args) -> str | None:
+    """The first usage error of the command line, or None."""
+    if args.out_dir and args.out:
+        return "--out and --out-dir are exclusive (--out: one NDJSON file; --out-dir: the table and report)"
+    if not args.out_dir and len(args.input) > 1:
+        return "several inputs need --out-dir (the single-file output reviews one input)"
+    if not args.out_dir and (args.format or args.max_error_rate is not None):
+        return "--format and --max-error-rate go with --out-dir"
+    if args.input.count("-") > 1:
+        return "stdin ('-') can be read once"
+    for path in args.input:
+        if path != "-" and not os.path.isfile(path):
+            return f"no such input file: {path}"
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    if args.max_error_rate is not None and not 0 <= args.max_error_rate <= 1:
+        return "--max-error-rate must be a share from 0 to 1 (0.01 = 1% of the records)"
+    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        return f"--out-dir {args.out_dir} is not a directory"
+    if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
+                              or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
+        return ("--metrics-file must be a file name ending in .prom in an existing directory "
+                "(node_exporter's textfile collector reads *.prom)")
+    return None
+
+
+def starter_in_use(described: dict) -> str | None:
+    """What of the reference data is the starter set (not a CMS release), or None."""
+    if described.get("source") == "starter":
+        return "the store holds no CMS release (the embedded starter set would answer every table)"
+    fallback = described.get("fallback") or []
+    if fallback:
+        tables = ", ".join(f"{f.get('kind')}{' ' + f['setting'] if f.get('setting') else ''}" for f in fallback)
+        return f"the store has no CMS release of: {tables} (the starter set would answer them)"
+    return None
+
+
 def command(args) -> int:
-    """`fluoro-cds batch INPUT [--out OUT] [--db PATH] [--config JSON] [--workers N]
-    [--metrics-file PATH.prom]`."""
+    """`fluoro-cds batch INPUT... [--out-dir DIR [--format parquet|ndjson] [--max-error-rate R]]
+    [--out OUT] [--db PATH] [--config JSON] [--workers N] [--require-cms-data]
+    [--metrics-file PATH.prom]`. Exit 0: the run completed; 1: the share of bad records is over
+    --max-error-rate; 2: usage."""
     from .settings import Settings, SettingsError
 
     try:
@@ -217,56 +442,90 @@ def command(args) -> int:
         config = resolve({CONFIG_KEY: loads(args.config)} if args.config else None,
                          settings.defaults)
     except (SettingsError, ConfigError) as exc:
-        print(f"fluoro-cds batch: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _usage(f"configuration error: {exc}")
     except Exception as exc:  # --config not JSON
-        print(f"fluoro-cds batch: --config is not a JSON object: {exc}", file=sys.stderr)
-        return 2
-    if args.input != "-" and not os.path.isfile(args.input):
-        print(f"fluoro-cds batch: no such input file: {args.input}", file=sys.stderr)
-        return 2
-    if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
-                              or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
-        print("fluoro-cds batch: --metrics-file must be a file name ending in .prom in an existing "
-              "directory (node_exporter's textfile collector reads *.prom)", file=sys.stderr)
-        return 2
+        return _usage(f"--config is not a JSON object: {exc}")
+    problem = _check_usage(args)
+    if problem:
+        return _usage(problem)
     db_path = args.db or settings.db_path
+    if args.require_cms_data:
+        starter = starter_in_use(open_reference(db_path).describe())
+        if starter:
+            return _usage(f"--require-cms-data: {starter}; import the quarter's CMS files first "
+                          "(`fluoro-cds ncci import FILE...`, README \"Payer data team\") or point --db at a "
+                          "store that holds them")
     progress = sys.stderr.isatty() and not args.quiet
     try:
-        summary = _run_to(args, db_path, config, progress)
+        if args.out_dir:
+            check_inputs(args.input)
+            summary_ = run_dir(args.input, args.out_dir, db_path=db_path, config=config,
+                               fmt=args.format or "parquet", workers=args.workers, progress=progress)
+            counts = {"records": summary_["claims_in"], "errors": summary_["errors"],
+                      "findings": summary_["findings"], "seconds": summary_["seconds"]}
+            brief = {k: summary_[k] for k in ("run_id", "claims_in", "reviewed", "errors", "findings",
+                                              "seconds", "claims_per_second")}
+            sys.stderr.write(dumps({**brief, "out_dir": args.out_dir}).decode() + "\n")
+        else:
+            counts = summary_ = _run_to(args, db_path, config, progress)
+            sys.stderr.write(dumps(summary_).decode() + "\n")
     except NotNdjson as exc:
-        print(f"fluoro-cds batch: {args.input}: {exc}", file=sys.stderr)
-        return 2
-    sys.stderr.write(dumps(summary).decode() + "\n")
+        return _usage(f"{exc}")
+    if args.max_error_rate is not None and counts["records"] and \
+            counts["errors"] / counts["records"] > args.max_error_rate:  # not a success: no metrics
+        print(f"fluoro-cds batch: {counts['errors']} of {counts['records']} records could not be read "
+              f"({counts['errors'] / counts['records']:.2%}), over --max-error-rate "
+              f"{args.max_error_rate:.2%}: see errors.ndjson", file=sys.stderr)
+        return 1
     if args.metrics_file:
-        metrics.write_batch_textfile(args.metrics_file, summary, time.time())
+        metrics.write_batch_textfile(args.metrics_file, counts, time.time())
     return 0
 
 
 def _run_to(args, db_path: str, config: dict, progress: bool) -> dict:
     """Run the batch into stdout, or into --out written aside and renamed."""
+    source = args.input[0]
     if args.out in (None, "-"):
-        summary = run(args.input, sys.stdout.buffer, db_path=db_path, config=config,
-                      workers=args.workers, progress=progress)
+        summary_ = run(source, sys.stdout.buffer, db_path=db_path, config=config,
+                       workers=args.workers, progress=progress)
     else:
         # Write aside and rename: a failed run never leaves a half-written output file behind.
         directory = os.path.dirname(os.path.abspath(args.out))
         fd, tmp = tempfile.mkstemp(prefix=".fluoro-batch-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
-                summary = run(args.input, out, db_path=db_path, config=config,
-                              workers=args.workers, progress=progress)
+                summary_ = run(source, out, db_path=db_path, config=config,
+                               workers=args.workers, progress=progress)
             os.replace(tmp, args.out)
         except BaseException:
             os.unlink(tmp)
             raise
-    return summary
+    return summary_
+
+
+def _share(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError("a number from 0 to 1") from None
 
 
 def add_command(sub) -> None:
-    p = sub.add_parser("batch", help="review NDJSON FHIR claims offline (payer batch)")
-    p.add_argument("input", help="NDJSON file of Claims or Bundles (Claim first); '-' for stdin")
-    p.add_argument("--out", help="output NDJSON file, written aside and renamed (default: stdout)")
+    p = sub.add_parser("batch", help="review FHIR claims offline (payer batch)")
+    p.add_argument("input", nargs="+", help="NDJSON files of Claims or Bundles (Claim first); '-' for stdin")
+    p.add_argument("--out-dir", help="write findings.parquet (or .ndjson), claims-corrected.ndjson, "
+                                     "errors.ndjson, summary.json and report.html here")
+    p.add_argument("--format", choices=FORMATS, help="the findings table's format with --out-dir "
+                                                     "(default parquet)")
+    p.add_argument("--max-error-rate", type=_share, metavar="SHARE",
+                   help="exit 1 when more than this share of the records (0 to 1) cannot be read "
+                        "(default: bad records are reported in errors.ndjson, never fatal)")
+    p.add_argument("--require-cms-data", action="store_true",
+                   help="refuse to run (exit 2) unless every table comes from an imported CMS release")
+    p.add_argument("--out", help="without --out-dir: one NDJSON line per input line, written aside and "
+                                 "renamed (default: stdout)")
     p.add_argument("--db", help="NCCI store (default: $FLUORO_CDS_DB or the user data dir; the "
                                 "starter set when it holds no release)")
     p.add_argument("--config", help="configuration options as a JSON object, e.g. "

@@ -81,7 +81,13 @@ def test_payer_quick_start_runs_as_written(workdir):
     assert (workdir / "ncci.sqlite").is_file()  # export FLUORO_CDS_DB=$PWD/ncci.sqlite
     assert re.search(r"2024Q3\s+ptp\s+practitioner", proc.stdout), proc.stdout
     assert re.search(r"2024Q3\s+ptp\s+outpatient-hospital", proc.stdout), proc.stdout
-    rows = [json.loads(line) for line in (workdir / "findings.ndjson").read_text().splitlines()]
-    assert [r["line"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) == 8
-    summary = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert summary["records"] == 8 and summary["errors"] == 1
+    import pyarrow.parquet as pq
+
+    results = workdir / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["claims_in"] == 8 and summary["errors"] == 1 and summary["reviewed"] == 7
+    rows = pq.read_table(results / "findings.parquet").to_pylist()
+    ptp = [r for r in rows if r["edit_kind"] == "ncci-ptp"]
+    assert ptp and all(r["edit_release"] == "2024Q3" for r in ptp)  # the imported quarter, not the starter set
+    for name in ("claims-corrected.ndjson", "errors.ndjson", "report.html"):
+        assert (results / name).is_file(), name

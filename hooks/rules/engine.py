@@ -441,6 +441,9 @@ def _fee_modifier(line: Line) -> str:
     return ""
 
 
+fee_modifier = _fee_modifier  # the MPFS modifier ("26", "TC", "") a line is priced with (the batch's payment effect)
+
+
 def _dedupe(citations: Sequence[Citation]) -> tuple[Citation, ...]:
     """The citations, the first of each text kept, in order."""
     if len(citations) < 2:
