@@ -131,3 +131,25 @@ def test_a_claim_line_card_launches_on_its_encounters_procedure(fhir_server, tmp
         assert f"Procedure/{PROC + suffix}" in page.text
         listed = re.findall(r'data-element="([a-z-]+)"', page.text)
         assert listed == [m for m in context["missing"] if m != "separate-procedure"]
+
+
+def test_a_standalone_launch_names_the_procedure_itself(fhir_server, tmp_path):  # noqa: F811
+    """No EHR launch: /smart/launch?iss=...&procedure=... asks for launch/patient and launch/encounter
+    (no `launch` parameter) and opens the form on that Procedure."""
+    from tests.smart_ehr import Launch
+    suffix = "-std"
+    fhir_server.load(resources(suffix))
+    with smart_world(fhir_server, tmp_path) as world:
+        ehr, url = world["ehr"], world["url"]
+        ehr.standalone = Launch(PID + suffix, EID + suffix, None, 3600, True)  # what the EHR's picker gives
+        http = requests.Session()
+        http.trust_env = False
+        assert "Standalone launch" in http.get(url + "/smart/launch", timeout=30).text
+        page = http.get(url + "/smart/launch", params={"iss": ehr.fhir_base, "procedure": f"Procedure/{PROC + suffix}"},
+                        timeout=30)
+        assert page.status_code == 200 and 'id="documentation"' in page.text, page.text[:500]
+        [auth] = ehr.authorizations
+        assert "launch" not in auth and auth["code_challenge_method"] == "S256"
+        assert {"launch/patient", "launch/encounter"} <= set(auth["scope"].split())
+        assert f"Procedure/{PROC + suffix}" in page.text
+        assert re.findall(r'data-element="([a-z-]+)"', page.text)[:2] == ["indication", "fluoroscopy-time"]
