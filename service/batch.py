@@ -34,12 +34,15 @@ from hooks.extract import bundle_aliases
 from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
+from hooks.rules.cross_claim import CrossClaimFinding
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
 from .batch_report import Tally, render_html, summary
-from .bulk_input import split_record
+from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+                         input_files, ndjson_lines, open_input, review_input, split_record)
+from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
 from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
@@ -90,25 +93,54 @@ def review_record(value: object, reference: ReferenceData, config: dict) -> dict
             "findings": [finding_record(f) for f in findings]}
 
 
-def review_table(raw: bytes | dict, source: tuple[str, int], reference: ReferenceData, config: dict,
-                 run: tuple[str, str, str]) -> tuple[list[tuple], dict | None, dict | None]:
+def review_table(raw: bytes | dict | InputRecord | InputError, source: tuple[str, int], reference: ReferenceData,
+                 config: dict, run: tuple[str, str, str], groups: list | None = None
+                 ) -> tuple[list[tuple], dict | None, dict | None]:
     """One record of an --out-dir run: (findings table rows, error record or None, corrected
-    Claim or None). `raw`: the NDJSON line, or the record already decoded; `source`: (file, line)."""
+    Claim or None). `raw`: the NDJSON line, the record already decoded, or what the input reader
+    made of it (service/bulk_input.py: a joined InputRecord, or an InputError); `source`: (file, line).
+    `groups`: where to append the claim's GroupRow for the edits across claims (service/claim_groups.py)."""
     value: object = raw
+    if isinstance(raw, InputError):
+        name = f"{raw.resource_type}/{raw.resource_id}" if raw.resource_type in REVIEWED_TYPES and raw.resource_id \
+            else None
+        return [], {"file": raw.file, "line": raw.line, "resource": name, "path": raw.path, "reason": raw.reason}, None
     try:
-        if not isinstance(raw, dict):
-            try:
-                value = loads(raw.strip())
-            except Exception as exc:  # orjson.JSONDecodeError
-                raise InvalidResource(f"not valid JSON: {exc}", "$") from None
-        claim, companions = split_record(value)
-        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
+        if isinstance(raw, InputRecord):
+            value = raw.resource
+            claim, companions, aliases = raw.resource, raw.companions, raw.aliases
+        else:
+            if not isinstance(raw, dict):
+                try:
+                    value = loads(raw.strip())
+                except Exception as exc:  # orjson.JSONDecodeError
+                    raise InvalidResource(f"not valid JSON: {exc}", "$") from None
+            claim, companions = split_record(value)
+            aliases = bundle_aliases(value)
+        case = case_from_billing(claim, companions, reference, aliases=aliases)
         findings = evaluate(case, reference, config)
     except InvalidResource as exc:
         return [], {"file": source[0], "line": source[1], "resource": _resource_name(value),
                     "path": exc.path, "reason": str(exc)}, None
     rows = finding_rows(case, findings, reference, source, run)
+    if groups is not None and (row := group_row(case, config.get("program"), source)) is not None:
+        groups.append(row)
     return rows, None, corrected(case, findings) if findings else None
+
+
+def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tuple[str, int]]],
+                     reference: ReferenceData, run: tuple[str, str, str]) -> list[tuple]:
+    """The table rows of a finding across claims: for each claim it names, the rows of its own lines
+    (finding_rows over that claim's case, the finding's lines and fixes of that claim)."""
+    rows: list[tuple] = []
+    for claim, (case, source) in cases.items():
+        prefix = f"{claim}:"
+        lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
+        fixes = tuple(dataclasses.replace(f, line=f.line[len(prefix):]) for f in found.finding.fixes
+                      if f.line and f.line.startswith(prefix))
+        local = dataclasses.replace(found.finding, lines=lines, fixes=fixes)
+        rows += finding_rows(case, [local], reference, source, run)
+    return rows
 
 
 def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config: dict,
@@ -126,109 +158,128 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
     try:
         value = loads(raw.strip())
     except Exception as exc:  # orjson.JSONDecodeError
-        return {"claim": None, "error": f"not valid JSON: {exc}", "path": "$"}
+        return {"claim": None, "resourceType": None, "error": f"not valid JSON: {exc}", "path": "$"}
     return review_record(value, reference, config)
+
+
 
 
 # --- process pool -------------------------------------------------------------------------------
 _worker_state: dict = {}
 
 
-def _init_worker(db_path: str | None, config: dict) -> None:
+def _init_worker(db_path: str | None, config: dict, index_path: str | None = None) -> None:
     _worker_state["reference"] = open_reference(db_path)
     _worker_state["config"] = config
+    _worker_state["joiner"] = Joiner(index_path)
 
 
-def _review_chunk(chunk: tuple[int, list[bytes]]) -> tuple[bytes, int, int, Counter]:
-    """Review a chunk in a worker; return the encoded NDJSON and its tallies (cheap to pickle)."""
-    first, lines = chunk
-    parts, records, errors, counts = [], 0, 0, Counter()
-    for rec in review_lines(lines, _worker_state["reference"], _worker_state["config"], first):
-        records += 1
-        if "error" in rec:
-            errors += 1
+def input_record(item: RawRecord | InputError, reference: ReferenceData, config: dict, joiner: Joiner,
+                 several: bool) -> tuple[dict, GroupRow | None]:
+    """The output record of one input record (joined with its companions and reviewed), and its
+    row for the edits across claims (None for an error)."""
+    if isinstance(item, RawRecord):
+        item = joiner.join(item)
+    if isinstance(item, InputRecord):
+        item = review_input(item, reference, config)
+    at = item if isinstance(item, InputError) else item.record
+    where = {"file": at.file, "line": at.line} if several else {"line": at.line}
+    if isinstance(item, InputError):
+        reviewed = item.resource_type in REVIEWED_TYPES
+        return {**where, "claim": item.resource_id if reviewed else None,
+                "resourceType": item.resource_type if reviewed else None, "error": item.reason,
+                "path": item.path}, None
+    res = item.record.resource
+    rid = res.get("id")
+    return ({**where, "claim": rid if isinstance(rid, str) else None, "resourceType": res["resourceType"],
+             "use": item.use, "findings": [finding_record(f) for f in item.findings]},
+            group_row(item.case, config.get("program"), (at.file, at.line)))
+
+
+def _review_chunk(chunk: tuple[list[RawRecord | InputError], bool]) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
+    """Review a chunk in a worker; return the encoded NDJSON, its tallies (records: claims in,
+    errors: claims in error, companion_errors: bad records of companion files) and the grouping
+    rows of the edits across claims (cheap to pickle)."""
+    items, several = chunk
+    parts, tally, counts, rows = [], Counter(), Counter(), []
+    state = _worker_state
+    for item in items:
+        rec, row = input_record(item, state["reference"], state["config"], state["joiner"], several)
+        if isinstance(item, InputError) and not item.claim:
+            tally["companion_errors"] += 1  # a companion file's bad record: reported, not a claim
+        elif "error" in rec:
+            tally["records"] += 1
+            tally["errors"] += 1
         else:
+            tally["records"] += 1
             counts.update(f["code"] for f in rec["findings"])
+        if row is not None:
+            rows.append(row)
         parts.append(dumps(rec))
-    return (b"\n".join(parts) + b"\n") if parts else b"", records, errors, counts
+    return (b"\n".join(parts) + b"\n") if parts else b"", tally, counts, rows
 
 
-class NotNdjson(ValueError):
-    """The input is one JSON document spread over lines (pretty-printed), not NDJSON."""
+def cross_claim_record(found: CrossClaimFinding) -> dict:
+    """The output record of a finding across claims: the claims and lines involved, the finding."""
+    return {"claims": list(found.claims), "lines": [{"claim": c, "line": ln.key} for c, ln in found.lines],
+            "findings": [finding_record(found.finding)]}
 
 
-def _parses(line: bytes) -> bool:
-    try:
-        loads(line.strip())
-    except Exception:  # orjson.JSONDecodeError
-        return False
-    return True
-
-
-def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of `stream`, after checking that its first record is on one line: input whose
-    first two non-blank lines are both not JSON, the first opening an object or array, is
-    pretty-printed JSON (raises NotNdjson). A single bad line is left to its own error record."""
-    head: list[bytes] = []
-    lines = iter(stream)
-    for line in lines:
-        head.append(line)
-        if sum(1 for h in head if h.strip()) == 2:
-            break
-    records = [h for h in head if h.strip()]
-    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
-            and not _parses(records[0]) and not _parses(records[1])):
-        raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
-                        "record spans several lines (pretty-printed JSON?). Convert it with "
-                        "`jq -c . FILE` (or `jq -c '.[]' FILE` for an array)")
-    return itertools.chain(head, lines)
-
-
-def _chunks(stream: Iterable[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
-    buf: list[bytes] = []
-    first = 1
-    for number, line in enumerate(stream, start=1):
-        if not buf:
-            first = number
-        buf.append(line)
+def _chunks(stream: Iterable, size: int) -> Iterator[list]:
+    buf: list = []
+    for item in stream:
+        buf.append(item)
         if len(buf) >= size:
-            yield first, buf
+            yield buf
             buf = []
     if buf:
-        yield first, buf
+        yield buf
 
 
-def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict,
+def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, config: dict,
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
-    """Review every record of `input_path` ("-" = stdin) into `output`; return the summary."""
+    """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
+    "-" = stdin) into `output`, then the edits across claims (service/claim_groups.py); return the
+    summary. Raises UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
     started = time.perf_counter()
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
     counts: Counter[str] = Counter()
-    claims = errors = 0
-    stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
+    tally: Counter[str] = Counter()
+    cross = 0
     bar = None
-    try:
-        lines = ndjson_lines(stream)
+    with BatchInput(paths) as source, ClaimGroups() as groups:
+        several = len(source.files) > 1
+        for f in source.files:
+            if f.claims and f.path != "-":
+                stream = open_input(f.path)
+                try:
+                    ndjson_lines(itertools.islice(stream, 64))  # NotNdjson before any output
+                except NotNdjson as exc:
+                    raise NotNdjson(f"{f.path}: {exc}") from None
+                finally:
+                    stream.close()
+        chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(unit=" claims", file=sys.stderr)
         if workers <= 1:
-            _init_worker(db_path, config)
-            results: Iterable[tuple[bytes, int, int, Counter]] = map(
-                _review_chunk, _chunks(lines, chunk_size))
+            _init_worker(db_path, config, source.index_path)
+            results: Iterable[tuple[bytes, Counter, Counter, list]] = map(_review_chunk, chunks)
             pool = None
         else:
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config))
-            results = pool.imap(_review_chunk, _chunks(lines, chunk_size))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config, source.index_path))
+            results = pool.imap(_review_chunk, chunks)
         try:
-            for blob, n_records, n_errors, n_counts in results:
+            for blob, n_tally, n_counts, rows in results:
                 output.write(blob)
-                claims += n_records
-                errors += n_errors
+                tally.update(n_tally)
                 counts.update(n_counts)
+                for row in rows:
+                    groups.add(row)
                 if bar is not None:
-                    bar.update(n_records)
+                    bar.update(n_tally["records"])
         except BaseException:  # e.g. a closed output pipe: stop the workers, do not finish
             if pool is not None:
                 pool.terminate()
@@ -239,14 +290,17 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
             if pool is not None:
                 pool.close()
                 pool.join()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        if bar is not None:
-            bar.close()
+            if bar is not None:
+                bar.close()
+        reference = open_reference(db_path)
+        for found, _cases in groups.findings(reference, config):
+            output.write(dumps(cross_claim_record(found)) + b"\n")
+            counts[found.finding.code] += 1
+            cross += 1
     seconds = time.perf_counter() - started
-    return {"records": claims, "errors": errors, "findings": dict(sorted(counts.items())),
-            "seconds": round(seconds, 3),
+    claims = tally["records"]
+    return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
+            "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
 
@@ -262,23 +316,27 @@ def output_names(fmt: str) -> dict[str, str]:
     return {k: v.format(fmt=fmt) for k, v in OUTPUT_NAMES.items()}
 
 
-def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str) -> None:
-    _init_worker(db_path, config)
+def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str,
+                       index_path: str | None = None) -> None:
+    _init_worker(db_path, config, index_path)
     _worker_state["run"], _worker_state["format"] = run, fmt
 
 
-def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict]], reference: ReferenceData, config: dict,
-                         run: tuple[str, str, str]) -> tuple[list[tuple], list[bytes], list[bytes], Tally]:
+def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputRecord | InputError]],
+                         reference: ReferenceData, config: dict, run: tuple[str, str, str],
+                         groups: list | None = None) -> tuple[list[tuple], list[bytes], list[bytes], Tally]:
     """Review (file, line, record) triples: the table rows, the errors and corrected Claims as
-    NDJSON lines, and their tally. The partition function of the local pool and the Spark job."""
+    NDJSON lines, and their tally. The partition function of the local pool and the Spark job.
+    A companion file's bad record (InputError.claim false) is an error line, not a claim in."""
     rows: list[tuple] = []
     errors: list[bytes] = []
     fixed: list[bytes] = []
     tally = Tally()
     for file, number, raw in records:
-        claim_rows, error, claim = review_table(raw, (file, number), reference, config, run)
+        claim_rows, error, claim = review_table(raw, (file, number), reference, config, run, groups)
         if error is not None:
-            tally.errors += 1
+            if not (isinstance(raw, InputError) and not raw.claim):
+                tally.errors += 1
             errors.append(dumps(error))
             continue
         tally.add_claim(claim_rows, claim is not None)
@@ -288,34 +346,30 @@ def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict]], refer
     return rows, errors, fixed, tally
 
 
-def _table_chunk(chunk: tuple[str, int, list[bytes]]) -> tuple[object, bytes, bytes, Tally]:
-    """Review a chunk in a worker; the rows come back as one Arrow record batch (Parquet) or
-    NDJSON bytes: cheap to send between processes."""
-    file, first, lines = chunk
-    records = ((file, n, raw) for n, raw in enumerate(lines, start=first) if raw.strip())
+def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow]]:
+    """Review a chunk of the input reader's records in a worker (joined here with the export's
+    companions); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
+    grouping rows of the edits across claims: cheap to send between processes."""
+    joiner = _worker_state["joiner"]
+    records = ((item.file, item.line, item if isinstance(item, InputError) else joiner.join(item)) for item in chunk)
+    groups: list[GroupRow] = []
     rows, errors, fixed, tally = review_chunk_outputs(records, _worker_state["reference"], _worker_state["config"],
-                                                      _worker_state["run"])
+                                                      _worker_state["run"], groups)
     table = record_batch(rows) if _worker_state["format"] == "parquet" else ndjson_rows(rows)
-    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally
+    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
-    """Each input's first record is on one line (NotNdjson otherwise), before any output is made."""
-    for path in inputs:
-        if path == "-":
-            continue
-        with open(path, "rb") as fh:
-            ndjson_lines(itertools.islice(fh, 64))  # raises NotNdjson on its first two records
-
-
-def _input_chunks(inputs: Sequence[str], size: int) -> Iterator[tuple[str, int, list[bytes]]]:
-    for path in inputs:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-        try:
-            for first, lines in _chunks(ndjson_lines(stream), size):
-                yield path, first, lines
-        finally:
-            if stream is not sys.stdin.buffer:
+    """Each claim file's first record is on one line (NotNdjson otherwise), before any output is
+    made; raises UsageError for an INPUT that cannot be used (service/bulk_input.py)."""
+    for f in input_files(inputs):
+        if f.claims and f.path != "-":
+            stream = open_input(f.path)
+            try:
+                ndjson_lines(itertools.islice(stream, 64))  # raises NotNdjson on its first two records
+            except NotNdjson as exc:
+                raise NotNdjson(f"{f.path}: {exc}") from None
+            finally:
                 stream.close()
 
 
@@ -338,17 +392,29 @@ def summary_files(result: dict) -> dict[str, bytes]:
 
 def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config: dict, fmt: str = "parquet",
             workers: int = 1, chunk_size: int = 500, progress: bool = False, run_id: str | None = None) -> dict:
-    """Review every record of `inputs` into the files of :func:`output_names` under `out_dir`
-    (created if missing; written aside in it and renamed at the end, so a failed run leaves the
-    previous outputs); returns the summary (also summary.json)."""
+    """Review every record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py) into
+    the files of :func:`output_names` under `out_dir` (created if missing; written aside in it and
+    renamed at the end, so a failed run leaves the previous outputs), then the edits across claims
+    (service/claim_groups.py: their rows follow the claims'); returns the summary (also summary.json)."""
     import pyarrow  # noqa: F401  (fail before any work when the table library is missing)
 
     started = time.perf_counter()
+    reference = open_reference(db_path)
     run, described = run_info(db_path, config, run_id)
     names = output_names(fmt)
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
     tally = Tally()
+    bar = None
+    with BatchInput(inputs) as source, ClaimGroups() as groups:
+        result = _run_dir(source, groups, out_dir, staging, names, reference, described, run, tally, db_path, config,
+                          fmt, workers, chunk_size, progress, started)
+    return result
+
+
+def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str, names: dict, reference: ReferenceData,
+             described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None, config: dict, fmt: str,
+             workers: int, chunk_size: int, progress: bool, started: float) -> dict:
     bar = None
     try:
         findings_path = os.path.join(staging, names["findings"])
@@ -359,21 +425,24 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
                 from tqdm import tqdm
 
                 bar = tqdm(unit=" claims", file=sys.stderr)
-            chunks = _input_chunks(inputs, chunk_size)
+            chunks = _chunks(source.raw(), chunk_size)
             pool = None
             if workers <= 1:
-                _init_table_worker(db_path, config, run, fmt)
+                _init_table_worker(db_path, config, run, fmt, source.index_path)
                 results: Iterable = map(_table_chunk, chunks)
             else:
                 ctx = multiprocessing.get_context("spawn")
-                pool = ctx.Pool(workers, initializer=_init_table_worker, initargs=(db_path, config, run, fmt))
+                pool = ctx.Pool(workers, initializer=_init_table_worker,
+                                initargs=(db_path, config, run, fmt, source.index_path))
                 results = pool.imap(_table_chunk, chunks)
             try:
-                for rows, errors, fixed, part in results:
+                for rows, errors, fixed, part, group_rows in results:
                     table.write(rows)
                     errors_out.write(errors)
                     fixed_out.write(fixed)
                     tally.merge(part)
+                    for row in group_rows:
+                        groups.add(row)
                     if bar is not None:
                         bar.update(part.claims_in)
             except BaseException:
@@ -386,7 +455,17 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
                 if pool is not None:
                     pool.close()
                     pool.join()
-                table.close()
+            cross = []
+            for found, cases in groups.findings(reference, config):  # the edits across claims
+                cross += cross_claim_rows(found, cases, reference, run)
+                if len(cross) >= 5000:
+                    table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
+                    tally.add_rows(cross)
+                    cross = []
+            if cross:
+                table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
+                tally.add_rows(cross)
+            table.close()
         result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
         for name, text in summary_files(result).items():
             with open(os.path.join(staging, name), "wb") as fh:
@@ -410,13 +489,13 @@ def _check_usage(args) -> str | None:
     if args.out_dir and args.out:
         return "--out and --out-dir are exclusive (--out: one NDJSON file; --out-dir: the table and report)"
     if not args.out_dir and len(args.input) > 1:
-        return "several inputs need --out-dir (the single-file output reviews one input)"
+        return "several inputs need --out-dir (the single-file output reviews one input: a file or an export)"
     if not args.out_dir and (args.format or args.max_error_rate is not None):
         return "--format and --max-error-rate go with --out-dir"
     if args.input.count("-") > 1:
         return "stdin ('-') can be read once"
     for path in args.input:
-        if path != "-" and not os.path.isfile(path):
+        if path != "-" and not os.path.exists(path):
             return f"no such input file: {path}"
     if args.workers < 1:
         return "--workers must be at least 1"
@@ -481,7 +560,7 @@ def command(args) -> int:
         else:
             counts = summary_ = _run_to(args, db_path, config, progress)
             sys.stderr.write(dumps(summary_).decode() + "\n")
-    except NotNdjson as exc:
+    except (NotNdjson, UsageError) as exc:
         return _usage(f"{exc}")
     if args.max_error_rate is not None and counts["records"] and \
             counts["errors"] / counts["records"] > args.max_error_rate:  # not a success: no metrics
@@ -526,7 +605,9 @@ def _share(text: str) -> float:
 
 def add_command(sub) -> None:
     p = sub.add_parser("batch", help="review FHIR claims offline (payer batch)")
-    p.add_argument("input", nargs="+", help="NDJSON files of Claims or Bundles (Claim first); '-' for stdin")
+    p.add_argument("input", nargs="+", help="NDJSON files of Claims, ExplanationOfBenefits or Bundles (the "
+                                            "claim first), FHIR Bulk Data exports (directory or manifest), "
+                                            "per-type NDJSON files; plain or gzip; '-' for stdin")
     p.add_argument("--out-dir", help="write findings.parquet (or .ndjson), claims-corrected.ndjson, "
                                      "errors.ndjson, summary.json and report.html here")
     p.add_argument("--format", choices=FORMATS, help="the findings table's format with --out-dir "

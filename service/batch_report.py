@@ -45,6 +45,10 @@ class Tally:
         if not rows:
             return
         self.with_findings += 1
+        self.add_rows(rows)
+
+    def add_rows(self, rows: Sequence[tuple]) -> None:
+        """Table rows counted by finding, breakdown and money (a claim's, or a finding's across claims)."""
         for row in rows:
             code = row[T.FINDING]
             if row[T.LINE_INDEX] == 0:

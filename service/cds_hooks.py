@@ -32,7 +32,7 @@ from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .logs import log_call
 from .runtime import Runtime, runtime
-from .smart.paths import SMART_LAUNCH_PATH
+from .smart.paths import launch_url
 from .state import AuditRecord, StateError
 from .validation import (CompiledSchema, SchemaViolation, check, request_validator,
                          resource_validator, validator)
@@ -166,7 +166,8 @@ def configuration(rt: Runtime, body: dict) -> dict:
     except ConfigError as exc:
         raise ApiError(400, str(exc), expression="$.extension") from exc
     # where documentation-missing cards link to (the SMART app, docs/smart-app.md)
-    config[SMART_LAUNCH_KEY] = rt.smart_launch or request.url_root.rstrip("/") + SMART_LAUNCH_PATH
+    # (FLUORO_CDS_BASE_URL or FLUORO_CDS_SMART_LAUNCH_URL set: no request lookup at all)
+    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(request.environ)
     return config
 
 

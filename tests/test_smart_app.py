@@ -220,3 +220,65 @@ def test_an_ended_authorization_gets_a_clear_message(world, tmp_path):
         browser.close()
         pw.stop()
     assert _observations(fhir, suffix) == []
+
+
+AXE = Path(__file__).resolve().parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _axe_violations(page) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations of the page (ids and the first offending element)."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("""async () => (await axe.run(document,
+        {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations
+        .map(v => v.id + ': ' + (v.nodes[0] ? v.nodes[0].target.join(' ') : ''))""")
+    return found
+
+
+def test_the_form_is_accessible_by_keyboard_and_fits_a_tablet(world, tmp_path):
+    """axe-core (WCAG 2.1 AA rules: labels, contrast, ARIA) finds nothing on the empty form nor with
+    errors shown; Tab reaches every control in order and Enter submits; no sideways scrolling on a
+    tablet (820 px portrait) or a desktop window."""
+    if not AXE.exists():
+        pytest.skip("needs axe-core in tests/node (tools/test-deps.sh runs npm ci there)")
+    ehr, fhir, url = world["ehr"], world["fhir"], world["url"]
+    suffix = "-a11y"
+    fhir.load(_resources(suffix))
+    [link] = [lk for lk in _doc_card(_discharge(url, ehr, suffix))["links"] if lk["type"] == "smart"]
+    launch = ehr.register_launch(patient=PID + suffix, encounter=EID + suffix, app_context=link["appContext"])
+    pw, browser = _browser()
+    try:
+        # axe is injected as a script: this context alone bypasses the page's CSP for it
+        context = browser.new_context(viewport={"width": 820, "height": 1180}, bypass_csp=True)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{link['url']}?iss={ehr.fhir_base}&launch={launch}")
+        page.wait_for_selector("#documentation")
+        for width in (820, 1280):
+            page.set_viewport_size({"width": width, "height": 900})
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
+        assert _axe_violations(page) == []
+        # keyboard only: Tab from the top through the form to the button, then Enter
+        page.set_viewport_size({"width": 820, "height": 1180})
+        controls = page.evaluate("""() => [...document.querySelectorAll(
+            '#documentation input, #documentation select, #documentation textarea, #documentation button')]
+            .filter(e => e.offsetParent !== null).map(e => e.id)""")
+        reached = []
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            focused = page.evaluate("document.activeElement && document.activeElement.id")
+            if focused and focused not in reached:
+                reached.append(focused)
+            if focused == "save":
+                break
+        radios = {c for c in controls if c.startswith("ind-")}
+        assert [c for c in reached if c in controls and c not in radios] == [c for c in controls if c not in radios]
+        assert radios & set(reached)  # a radio group is one Tab stop
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#summary:not([hidden])")
+        assert page.evaluate("document.activeElement.id") == "summary"
+        assert _axe_violations(page) == []
+    finally:
+        browser.close()
+        pw.stop()
+    assert _observations(fhir, suffix) == []

@@ -182,3 +182,31 @@ def test_the_written_resources_are_documentation_to_the_rules():
     assert case.evidence.fluoro_minutes == 2.5
     [dose] = [r for r in resources if r["resourceType"] == "Observation" and r["valueQuantity"]["unit"] == "mGy"]
     assert dose["code"]["coding"][0]["code"] == "113725"  # air kerma: Dose (RP) Total
+
+
+def test_the_card_link_follows_each_request_host_and_the_configured_url(tmp_path):
+    """Without FLUORO_CDS_BASE_URL the link is the request's own root (cached per Host value: two
+    hosts, two links); with it, or FLUORO_CDS_SMART_LAUNCH_URL, the configured URL."""
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.scenario_fixtures import scenario
+
+    s = scenario(7)
+
+    def link(app, host):
+        resp = app.test_client().post(f"/cds-services/{s.service_id}", json=s.request(with_prefetch=True),
+                                      headers={"Host": host})
+        [card] = [c for c in resp.get_json()["cards"] if c["source"]["topic"]["code"] == "documentation-missing"]
+        return [lk["url"] for lk in card["links"] if lk["type"] == "smart"][0]
+
+    plain = create_app(Settings(db_path=str(tmp_path / "n.sqlite"), state_db_path=str(tmp_path / "s.sqlite")))
+    assert link(plain, "a.example.org") == "http://a.example.org/smart/launch"
+    assert link(plain, "b.example.org:8443") == "http://b.example.org:8443/smart/launch"
+    assert link(plain, "a.example.org") == "http://a.example.org/smart/launch"
+    based = create_app(Settings(db_path=str(tmp_path / "n.sqlite"), state_db_path=str(tmp_path / "s2.sqlite"),
+                                base_url="https://cds.example.org/"))
+    assert link(based, "a.example.org") == "https://cds.example.org/smart/launch"
+    hosted = create_app(Settings(db_path=str(tmp_path / "n.sqlite"), state_db_path=str(tmp_path / "s3.sqlite"),
+                                 base_url="https://cds.example.org",
+                                 smart_launch_url="https://apps.example.org/fluoro/launch"))
+    assert link(hosted, "a.example.org") == "https://apps.example.org/fluoro/launch"

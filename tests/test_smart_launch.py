@@ -99,3 +99,57 @@ def test_tokens_stay_on_the_server(fhir_server, tmp_path):  # noqa: F811
                           headers={"X-CSRF-Token": csrf}, timeout=30).text
         assert not any(token in seen for token in issued)
         assert not any(r.refresh_token and r.refresh_token in seen for r in world["ehr"].tokens.values())
+
+
+def test_a_claim_line_card_launches_on_its_encounters_procedure(fhir_server, tmp_path):  # noqa: F811
+    """With a Claim, the card's 76000 line is a claim item: appContext names the Claim, the line and
+    its encounter, which the app follows (not the launch's own encounter context)."""
+    from tests.scenario_fixtures import claim_item, claim_resource, coverage, organization
+    suffix = "-clm"
+    records = resources(suffix)
+    pat, doc, _, enc, _ = records
+    payer = organization("smart-payer" + suffix, "Payer")
+    cov = coverage("smart-cov" + suffix, pat, payer)
+    claim = claim_resource("smart-claim" + suffix, pat, doc, cov, created="2024-08-13",
+                           items=[claim_item(1, "76000", day="2024-08-12", pos="22", enc=enc)],
+                           diagnoses=[("K22.2", "Esophageal obstruction")])
+    fhir_server.load(records + [payer, cov, claim])
+    with smart_world(fhir_server, tmp_path) as world:
+        ehr, url = world["ehr"], world["url"]
+        card = doc_card(discharge(url, ehr, suffix))
+        [link] = [lk for lk in card["links"] if lk["type"] == "smart"]
+        context = json.loads(link["appContext"])
+        assert context["claim"] == f"Claim/smart-claim{suffix}" and context["line"] == 1
+        assert context["encounter"] == f"Encounter/{EID + suffix}"
+        assert "indication" not in context["missing"]  # the claim line's diagnosis
+        launch = ehr.register_launch(patient=PID + suffix, encounter="somewhere-else",
+                                     app_context=link["appContext"])
+        http = requests.Session()
+        http.trust_env = False
+        page = http.get(link["url"], params={"iss": ehr.fhir_base, "launch": launch}, timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        assert f"Procedure/{PROC + suffix}" in page.text
+        listed = re.findall(r'data-element="([a-z-]+)"', page.text)
+        assert listed == [m for m in context["missing"] if m != "separate-procedure"]
+
+
+def test_a_standalone_launch_names_the_procedure_itself(fhir_server, tmp_path):  # noqa: F811
+    """No EHR launch: /smart/launch?iss=...&procedure=... asks for launch/patient and launch/encounter
+    (no `launch` parameter) and opens the form on that Procedure."""
+    from tests.smart_ehr import Launch
+    suffix = "-std"
+    fhir_server.load(resources(suffix))
+    with smart_world(fhir_server, tmp_path) as world:
+        ehr, url = world["ehr"], world["url"]
+        ehr.standalone = Launch(PID + suffix, EID + suffix, None, 3600, True)  # what the EHR's picker gives
+        http = requests.Session()
+        http.trust_env = False
+        assert "Standalone launch" in http.get(url + "/smart/launch", timeout=30).text
+        page = http.get(url + "/smart/launch", params={"iss": ehr.fhir_base, "procedure": f"Procedure/{PROC + suffix}"},
+                        timeout=30)
+        assert page.status_code == 200 and 'id="documentation"' in page.text, page.text[:500]
+        [auth] = ehr.authorizations
+        assert "launch" not in auth and auth["code_challenge_method"] == "S256"
+        assert {"launch/patient", "launch/encounter"} <= set(auth["scope"].split())
+        assert f"Procedure/{PROC + suffix}" in page.text
+        assert re.findall(r'data-element="([a-z-]+)"', page.text)[:2] == ["indication", "fluoroscopy-time"]

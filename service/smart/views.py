@@ -193,23 +193,19 @@ def _fresh_token(ehr: Ehr) -> str:
 
 
 def _target(ehr: Ehr, data: dict) -> dict:
-    """What to document: the 76000 Procedure, its encounter and patient (from the appContext,
-    the launch context or the standalone launch), as {"procedure", "encounter", "patient"}."""
+    """What to document: the 76000 Procedure, its encounter and patient, as {"procedure",
+    "encounter", "patient"}: the appContext's Procedure, else the active 76000 Procedure of the
+    appContext's encounter (a claim line's: ``Claim.item.encounter``), of the standalone launch's,
+    or of the launch's encounter context."""
     token = data["token"]
     ctx = parse_app_context(token.get("appContext"))
     chosen = data.get("standalone") or {}
     procedure_key = ctx.procedure or chosen.get("procedure")
-    encounter_key = ctx.encounter or chosen.get("encounter") or (
-        f"Encounter/{token['encounter']}" if isinstance(token.get("encounter"), str) else None)
+    encounter_key = ctx.encounter or chosen.get("encounter")
     patient = token.get("patient") if isinstance(token.get("patient"), str) else None
     procedure = ehr.read(procedure_key) if procedure_key else None
-    if procedure is None and ctx.claim and not encounter_key:
-        claim = ehr.read(ctx.claim)
-        for item in (claim or {}).get("item") or ():
-            if isinstance(item, dict) and item.get("sequence") == ctx.line:
-                for e in item.get("encounter") or ():
-                    if isinstance(e, dict) and isinstance(e.get("reference"), str):
-                        encounter_key = fr.normalize_reference(e["reference"])
+    if not encounter_key and procedure is None and isinstance(token.get("encounter"), str):
+        encounter_key = f"Encounter/{token['encounter']}"  # the launch's encounter context
     if procedure is not None:
         enc = (procedure.get("encounter") or {}).get("reference")
         encounter_key = encounter_key or (fr.normalize_reference(enc) if isinstance(enc, str) else None)
@@ -379,18 +375,25 @@ def save() -> Response:
             mode = "transaction"
         else:
             written, mode = _one_by_one(ehr, steps), "separate"
-        token = _fresh_token(ehr)
-        again = review_encounter(rt, data["iss"], token, patient=offer["patient"].split("/", 1)[1],
-                                 encounter=offer["encounter"].split("/", 1)[1])
     except Expired:
         raise ApiError(401, EXPIRED_MESSAGE, code="expired") from None
     except EhrError as exc:
         detail = f" The server said: {exc.outcome}" if exc.outcome else ""
         raise ApiError(502, f"{exc}.{detail}", code="exception") from None
+    written = [fr.normalize_reference(w) for w in written if w]
+    try:  # written: the review again (a failure now no longer means nothing was written)
+        again = review_encounter(rt, data["iss"], _fresh_token(ehr), patient=offer["patient"].split("/", 1)[1],
+                                 encounter=offer["encounter"].split("/", 1)[1])
+    except Expired:
+        again = Review((), None, False, error="the authorization expired after the save")
+    if again.error:
+        return json_response({"written": written, "mode": mode, "missing": list(offer["missing"]),
+                              "labels": [_label(m) for m in offer["missing"]], "documented": [],
+                              "judged": False, "review": f"Saved, but not reviewed again: {again.error}."})
     remaining = tuple(m for m in again.missing if m in FORM_ELEMENTS)
     offer["missing"] = list(remaining)
     _sessions(rt).save(sid, data)
-    return json_response({"written": [fr.normalize_reference(w) for w in written if w], "mode": mode,
+    return json_response({"written": written, "mode": mode,
                           "missing": list(remaining), "labels": [_label(m) for m in remaining],
                           "documented": _documented(again, remaining), "judged": again.judged})
 

@@ -142,7 +142,7 @@
     var how = answer.mode === "transaction" ? "in one transaction" :
       answer.mode === "separate" ? "one at a time (this FHIR server does not take transactions)" : "";
     $("result-text").textContent = written.length + " resource" + (written.length === 1 ? "" : "s") +
-      " written to the EHR " + how + ". " + (answer.missing.length ? "The review still finds missing: " +
+      " written to the EHR " + how + ". " + (answer.review ? answer.review : answer.missing.length ? "The review still finds missing: " +
       answer.labels.join("; ") + "." : "The discharge review now finds nothing missing.");
     var list = $("result-list");
     list.textContent = "";
