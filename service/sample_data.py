@@ -32,7 +32,7 @@ Button professional: ``item.adjudication`` submitted, eligible (allowed, about t
 paidtoprovider (80% of it)); 5% of the patients are covered by Medicaid (their claims get
 ``ncci-not-applied`` unless a Medicaid release is imported). References are relative
 (``Encounter/e1``) but a tenth absolute (``https://payer.example.org/fhir/Encounter/e1``) and a tenth
-``urn:uuid:<id>``. Fast: about 7,000 claims a second on one core (200,000 claims in well under a minute).
+``urn:uuid:<id>``. Fast: 200,000 claims (1.5 million resources, 0.9 GB) in about 17 s on one core.
 """
 from __future__ import annotations
 

@@ -1,0 +1,93 @@
+"""hooks.rules.cross_claim: NCCI PTP and MUE edits over the lines of one beneficiary, rendering
+provider and date of service on several claims (real CMS July 2024 tables)."""
+from __future__ import annotations
+
+import copy
+
+from hooks.config import resolve
+from hooks.extract import case_from_claim, split_claim_bundle
+from hooks.rules import evaluate
+from hooks.rules.cross_claim import cross_claim_findings, line_group
+from tests.ncci_support import real_ncci_db, real_reference  # noqa: F401
+from tests.scenario_fixtures import scenario
+
+CONFIG = resolve(None)
+
+
+def _parts(n: int):
+    claim, companions = split_claim_bundle(scenario(n).context["claim"])
+    return claim, companions
+
+
+def _claim(base: dict, cid: str, codes: dict[str, int], **changes) -> dict:
+    """A copy of `base` named `cid` billing only the items of `codes` (code -> units)."""
+    claim = copy.deepcopy(base)
+    claim["id"] = cid
+    claim["item"] = [dict(i, quantity={"value": codes[i["productOrService"]["coding"][0]["code"]]})
+                     for i in claim["item"] if i["productOrService"]["coding"][0]["code"] in codes]
+    for key, value in changes.items():
+        claim[key] = value
+    return claim
+
+
+def _review(claims, companions, reference):
+    return [case_from_claim(c, companions, reference) for c in claims]
+
+
+def test_a_ptp_pair_on_two_claims_is_one_finding_naming_both(real_reference):
+    base, companions = _parts(9)  # 33289 + 76000, same provider and date
+    cases = _review([_claim(base, "a", {"33289": 1}), _claim(base, "b", {"76000": 1})], companions, real_reference)
+    assert all(f.code != "ptp-bundled" for c in cases for f in evaluate(c, real_reference, CONFIG))
+    [found] = cross_claim_findings(cases, real_reference, CONFIG)
+    assert found.finding.code == "ptp-bundled"
+    assert found.claims == ("Claim/b", "Claim/a")
+    assert [(c, ln.code) for c, ln in found.lines] == [("Claim/b", "76000"), ("Claim/a", "33289")]
+    assert found.finding.lines == ("Claim/b:Claim.item[0]", "Claim/a:Claim.item[0]")
+    row = next(c for c in found.finding.citations if c.kind == "ncci-ptp")
+    assert dict(row.details)["column1"] == "33289" and dict(row.details)["modifier_indicator"] == "0"
+    # the same pair on one claim is the per-claim review's, not found again across claims
+    both = _review([_claim(base, "c", {"33289": 1, "76000": 1})], companions, real_reference)
+    assert cross_claim_findings(both, real_reference, CONFIG) == []
+
+
+def test_another_provider_date_or_patient_is_no_pair(real_reference):
+    base, companions = _parts(9)
+    other = {"reference": "Practitioner/someone-else"}
+    variants = [
+        _claim(base, "b", {"76000": 1}, provider=other,
+               careTeam=[dict(base["careTeam"][0], provider=other)]),
+        _claim(base, "b", {"76000": 1}, patient={"reference": "Patient/another"}),
+    ]
+    dated = _claim(base, "b", {"76000": 1})
+    dated["item"][0]["servicedDate"] = "2024-08-06"
+    variants.append(dated)
+    for b in variants:
+        cases = _review([_claim(base, "a", {"33289": 1}), b], companions, real_reference)
+        assert cross_claim_findings(cases, real_reference, CONFIG) == [], b
+
+
+def test_mue_units_across_claims(real_reference):
+    base, companions = _parts(11)  # 20650 + 76000 x 4, POS 11
+    limit = real_reference.mue("76000", __import__("datetime").date(2024, 8, 5), "practitioner")
+    assert limit is not None and limit.mai in (2, 3)  # per date of service (MUE 3 in July 2024)
+    two = limit.units // 2 + 1  # two claims each within the MUE, over it together
+    cases = _review([_claim(base, "a", {"76000": two}), _claim(base, "b", {"76000": two})], companions,
+                    real_reference)
+    assert all(f.code != "mue-exceeded" for c in cases for f in evaluate(c, real_reference, CONFIG))
+    [found] = cross_claim_findings(cases, real_reference, CONFIG)
+    assert found.finding.code == "mue-exceeded" and set(found.claims) == {"Claim/a", "Claim/b"}
+    assert f"{2 * two}" in found.finding.reason
+    # one claim over the MUE by itself: its own review reports it, not this pass
+    alone = _review([_claim(base, "a", {"76000": limit.units + 1}), _claim(base, "b", {"76000": 1})], companions,
+                    real_reference)
+    assert cross_claim_findings(alone, real_reference, CONFIG) == []
+    # switched off by the configuration like any finding
+    assert cross_claim_findings(cases, real_reference, {**CONFIG, "mue-exceeded": False}) == []
+
+
+def test_grouping_key_names_beneficiary_provider_date_table_and_program(real_reference):
+    base, companions = _parts(9)
+    [case] = _review([_claim(base, "b", {"76000": 1})], companions, real_reference)
+    key = line_group(case, case.lines[0])
+    assert key == ("Patient/s09-patient", "Practitioner/s09-practitioner", case.lines[0].service_date,
+                   "practitioner", "medicare")
