@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .actions import actions_for
+from .app_context import SMART_LAUNCH_KEY, documentation_app_context
 from .config import EXTENSION_PREFIX
 from .findings import KINDS, PROGRAM_CITATION_PREFIX, Citation, Finding, Fix, clip_summary
 from .model import Case
@@ -169,10 +170,20 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
         card["extension"] = {MISSING_DOC_EXTENSION: list(f.missing),
                              LEGACY_MISSING_DOC_EXTENSION: list(f.missing)}
         link = KINDS[f.code].wording.get("link")
+        links = []
+        launch = config.get(SMART_LAUNCH_KEY)
+        smart = KINDS[f.code].wording.get("smart-link")
+        if launch and smart:
+            # the SMART documentation app (service/smart/): CDS Hooks 2.0 Link type "smart",
+            # appContext naming the 76000 Procedure or claim line and the missing elements
+            links.append({"label": smart, "url": launch, "type": "smart", "autoLaunchable": False,
+                          "appContext": documentation_app_context(f, case)})
         url = config.get("documentation-url") or ""
         if url and link:
             # CDS Hooks 2.0 Link.autoLaunchable: the documentation app is opened by the user
-            card["links"] = [{"label": link, "url": url, "type": "absolute", "autoLaunchable": False}]
+            links.append({"label": link, "url": url, "type": "absolute", "autoLaunchable": False})
+        if links:
+            card["links"] = links
     return card
 
 

@@ -298,6 +298,7 @@ KINDS: dict[str, Kind] = declare([
                          "indication), or do not bill 76000.",
              "document": "Complete the fluoroscopy documentation",
              "link": "Complete the fluoroscopy documentation",
+             "smart-link": "Record the missing fluoroscopy documentation",
              "missing-heading": "**Missing documentation**",
              # each element: in the summary and reason (element.*), in the card's list (missing.*)
              "element.indication": "indication", "element.fluoroscopy-time": "fluoroscopy time",

@@ -75,17 +75,23 @@ class Line:
     end: datetime | None = None
     sessions: int = 1  # separate fluoroscopy sessions the record documents for this line (76000 Procedures)
     pos: str | None = None  # the line's own place of service (Claim.item.locationCodeableConcept), when given
+    # Adjudicated amounts in USD (ExplanationOfBenefit.item.adjudication: allowed = "eligible", paid =
+    # "paidtoprovider", else "benefit"; hooks/extract/eob.py), None when the record has none (a Claim):
+    # the payment effect of a finding then comes from the MPFS.
+    allowed: float | None = None
+    paid: float | None = None
 
     def __init__(self, key: str, code: str, modifiers: tuple[str, ...] = (), units: int = 1,
                  service_date: date | None = None, body_sites: tuple[Site, ...] = (),
                  diagnoses: tuple[str, ...] = (), kind: str = "claim-item", resource: str | None = None,
                  sequence: int | None = None, encounters: tuple[str, ...] = (), performers: tuple[str, ...] = (),
                  start: datetime | None = None, end: datetime | None = None, sessions: int = 1,
-                 pos: str | None = None) -> None:
+                 pos: str | None = None, allowed: float | None = None, paid: float | None = None) -> None:
         self.__dict__.update(key=key, code=code, modifiers=modifiers, units=units,
                              service_date=service_date, body_sites=body_sites, diagnoses=diagnoses,
                              kind=kind, resource=resource, sequence=sequence, encounters=encounters,
-                             performers=performers, start=start, end=end, sessions=sessions, pos=pos)
+                             performers=performers, start=start, end=end, sessions=sessions, pos=pos,
+                             allowed=allowed, paid=paid)
 
     def has_distinct_modifier(self) -> bool:
         return bool(DISTINCT_MODIFIERS.intersection(self.modifiers))

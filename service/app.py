@@ -18,6 +18,7 @@ from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
 from .settings import Settings
+from .smart import views as smart_views
 from .state import StateError
 from .validation import warm_up
 
@@ -40,5 +41,6 @@ def create_app(settings: Settings | None = None,
     app.register_blueprint(admin.bp)
     app.register_blueprint(metrics.blueprint())
     app.register_blueprint(openapi.blueprint())
+    app.register_blueprint(smart_views.bp)  # the SMART documentation app (docs/smart-app.md)
     logs.configure(settings.log_format)
     return app

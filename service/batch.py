@@ -1,12 +1,13 @@
 """Batch review for payers and billing companies: the same rules over many FHIR claims.
 
-Input: NDJSON, one record per line: a FHIR R4 Claim, or a Bundle whose first entry is the Claim
-followed by its companions (Encounter, Procedures, Observations, DiagnosticReports, Locations),
-exactly as ``context.claim`` of the claim-review service. Output: NDJSON, one record per input
-line, in input order::
+Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or a Bundle whose
+first entry is one of them followed by its companions (Encounter, Procedures, Observations,
+DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
+(service/bulk_input.py). Output: NDJSON, one record per input line, in input order::
 
-    {"line": 1, "claim": "c1", "findings": [{"code": "ptp-bundled", ...}]}
-    {"line": 2, "claim": "c2", "error": "...", "path": "Claim.item[0].servicedDate"}
+    {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
+    {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
+     "path": "ExplanationOfBenefit.item[0].servicedDate"}
 
 A bad record never stops the run: it is reported on its own output line. The run's summary (claims,
 errors, findings per code, claims per second) goes to stderr as JSON. Nothing is fetched: each
@@ -19,22 +20,34 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Sequence
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
-from hooks.extract import bundle_aliases, case_from_claim, split_claim_bundle
+from hooks.extract import bundle_aliases
+from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
+from hooks.rules.cross_claim import CrossClaimFinding
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
+from .batch_report import Tally, render_html, summary
+from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+                         input_files, ndjson_lines, open_input, review_input, split_record)
+from .claim_groups import ClaimGroups, GroupRow, group_row
+from .corrected_claims import corrected
+from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
+
+REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
 
 
 def finding_record(finding: Finding) -> dict:
@@ -45,19 +58,89 @@ def finding_record(finding: Finding) -> dict:
     return rec
 
 
+def _reviewed_resource(value: object) -> dict | None:
+    """The record's Claim (a lone Claim, or a Bundle's first entry; or ExplanationOfBenefit)."""
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        first = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
+        value = first.get("resource")
+    return value if isinstance(value, dict) and value.get("resourceType") in REVIEWED_TYPES else None
+
+
+def _resource_name(value: object) -> str | None:
+    """"Claim/c1" for the record's Claim (or ExplanationOfBenefit), when it has an id."""
+    res = _reviewed_resource(value)
+    rid = res.get("id") if res else None
+    return f"{res['resourceType']}/{rid}" if isinstance(rid, str) else None
+
+
 def review_record(value: object, reference: ReferenceData, config: dict) -> dict:
-    """Review one decoded record; invalid resources become an error record naming the FHIR path."""
-    claim_id = None
+    """Review one decoded record (a Claim, an ExplanationOfBenefit or a Bundle whose first entry is
+    one); invalid resources become an error record naming the FHIR path in the resource. The
+    record says the resource's type and its ``use`` ("claim", "preauthorization" for a prior
+    authorization request such as a Da Vinci PAS Bundle, "predetermination"; null when absent)."""
+    claim_id = rtype = None
     try:
-        if not isinstance(value, dict):
-            raise InvalidResource("record must be a JSON object (a Claim or a Bundle)", "$")
-        claim, companions = split_claim_bundle(value)
+        claim, companions = split_record(value)
+        rtype = claim["resourceType"]
         claim_id = claim.get("id") if isinstance(claim.get("id"), str) else None
-        case = case_from_claim(claim, companions, reference, aliases=bundle_aliases(value))
+        use = use_of(claim)
+        case = case_from_billing(claim, companions, reference, aliases=bundle_aliases(value))
         findings = evaluate(case, reference, config)
     except InvalidResource as exc:
-        return {"claim": claim_id, "error": str(exc), "path": exc.path}
-    return {"claim": claim_id, "findings": [finding_record(f) for f in findings]}
+        return {"claim": claim_id, "resourceType": rtype, "error": str(exc), "path": exc.path}
+    return {"claim": claim_id, "resourceType": rtype, "use": use,
+            "findings": [finding_record(f) for f in findings]}
+
+
+def review_table(raw: bytes | dict | InputRecord | InputError, source: tuple[str, int], reference: ReferenceData,
+                 config: dict, run: tuple[str, str, str], groups: list | None = None
+                 ) -> tuple[list[tuple], dict | None, dict | None]:
+    """One record of an --out-dir run: (findings table rows, error record or None, corrected
+    Claim or None). `raw`: the NDJSON line, the record already decoded, or what the input reader
+    made of it (service/bulk_input.py: a joined InputRecord, or an InputError); `source`: (file, line).
+    `groups`: where to append the claim's GroupRow for the edits across claims (service/claim_groups.py)."""
+    value: object = raw
+    if isinstance(raw, InputError):
+        name = f"{raw.resource_type}/{raw.resource_id}" if raw.resource_type in REVIEWED_TYPES and raw.resource_id \
+            else None
+        return [], {"file": raw.file, "line": raw.line, "resource": name, "path": raw.path, "reason": raw.reason}, None
+    try:
+        if isinstance(raw, InputRecord):
+            value = raw.resource
+            claim, companions, aliases = raw.resource, raw.companions, raw.aliases
+        else:
+            if not isinstance(raw, dict):
+                try:
+                    value = loads(raw.strip())
+                except Exception as exc:  # orjson.JSONDecodeError
+                    raise InvalidResource(f"not valid JSON: {exc}", "$") from None
+            claim, companions = split_record(value)
+            aliases = bundle_aliases(value)
+        case = case_from_billing(claim, companions, reference, aliases=aliases)
+        findings = evaluate(case, reference, config)
+    except InvalidResource as exc:
+        return [], {"file": source[0], "line": source[1], "resource": _resource_name(value),
+                    "path": exc.path, "reason": str(exc)}, None
+    rows = finding_rows(case, findings, reference, source, run)
+    if groups is not None and (row := group_row(case, config.get("program"), source)) is not None:
+        groups.append(row)
+    return rows, None, corrected(case, findings) if findings else None
+
+
+def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tuple[str, int]]],
+                     reference: ReferenceData, run: tuple[str, str, str]) -> list[tuple]:
+    """The table rows of a finding across claims: for each claim it names, the rows of its own lines
+    (finding_rows over that claim's case, the finding's lines and fixes of that claim)."""
+    rows: list[tuple] = []
+    for claim, (case, source) in cases.items():
+        prefix = f"{claim}:"
+        lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
+        fixes = tuple(dataclasses.replace(f, line=f.line[len(prefix):]) for f in found.finding.fixes
+                      if f.line and f.line.startswith(prefix))
+        local = dataclasses.replace(found.finding, lines=lines, fixes=fixes)
+        rows += finding_rows(case, [local], reference, source, run)
+    return rows
 
 
 def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config: dict,
@@ -75,109 +158,128 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
     try:
         value = loads(raw.strip())
     except Exception as exc:  # orjson.JSONDecodeError
-        return {"claim": None, "error": f"not valid JSON: {exc}", "path": "$"}
+        return {"claim": None, "resourceType": None, "error": f"not valid JSON: {exc}", "path": "$"}
     return review_record(value, reference, config)
+
+
 
 
 # --- process pool -------------------------------------------------------------------------------
 _worker_state: dict = {}
 
 
-def _init_worker(db_path: str | None, config: dict) -> None:
+def _init_worker(db_path: str | None, config: dict, index_path: str | None = None) -> None:
     _worker_state["reference"] = open_reference(db_path)
     _worker_state["config"] = config
+    _worker_state["joiner"] = Joiner(index_path)
 
 
-def _review_chunk(chunk: tuple[int, list[bytes]]) -> tuple[bytes, int, int, Counter]:
-    """Review a chunk in a worker; return the encoded NDJSON and its tallies (cheap to pickle)."""
-    first, lines = chunk
-    parts, records, errors, counts = [], 0, 0, Counter()
-    for rec in review_lines(lines, _worker_state["reference"], _worker_state["config"], first):
-        records += 1
-        if "error" in rec:
-            errors += 1
+def input_record(item: RawRecord | InputError, reference: ReferenceData, config: dict, joiner: Joiner,
+                 several: bool) -> tuple[dict, GroupRow | None]:
+    """The output record of one input record (joined with its companions and reviewed), and its
+    row for the edits across claims (None for an error)."""
+    if isinstance(item, RawRecord):
+        item = joiner.join(item)
+    if isinstance(item, InputRecord):
+        item = review_input(item, reference, config)
+    at = item if isinstance(item, InputError) else item.record
+    where = {"file": at.file, "line": at.line} if several else {"line": at.line}
+    if isinstance(item, InputError):
+        reviewed = item.resource_type in REVIEWED_TYPES
+        return {**where, "claim": item.resource_id if reviewed else None,
+                "resourceType": item.resource_type if reviewed else None, "error": item.reason,
+                "path": item.path}, None
+    res = item.record.resource
+    rid = res.get("id")
+    return ({**where, "claim": rid if isinstance(rid, str) else None, "resourceType": res["resourceType"],
+             "use": item.use, "findings": [finding_record(f) for f in item.findings]},
+            group_row(item.case, config.get("program"), (at.file, at.line)))
+
+
+def _review_chunk(chunk: tuple[list[RawRecord | InputError], bool]) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
+    """Review a chunk in a worker; return the encoded NDJSON, its tallies (records: claims in,
+    errors: claims in error, companion_errors: bad records of companion files) and the grouping
+    rows of the edits across claims (cheap to pickle)."""
+    items, several = chunk
+    parts, tally, counts, rows = [], Counter(), Counter(), []
+    state = _worker_state
+    for item in items:
+        rec, row = input_record(item, state["reference"], state["config"], state["joiner"], several)
+        if isinstance(item, InputError) and not item.claim:
+            tally["companion_errors"] += 1  # a companion file's bad record: reported, not a claim
+        elif "error" in rec:
+            tally["records"] += 1
+            tally["errors"] += 1
         else:
+            tally["records"] += 1
             counts.update(f["code"] for f in rec["findings"])
+        if row is not None:
+            rows.append(row)
         parts.append(dumps(rec))
-    return (b"\n".join(parts) + b"\n") if parts else b"", records, errors, counts
+    return (b"\n".join(parts) + b"\n") if parts else b"", tally, counts, rows
 
 
-class NotNdjson(ValueError):
-    """The input is one JSON document spread over lines (pretty-printed), not NDJSON."""
+def cross_claim_record(found: CrossClaimFinding) -> dict:
+    """The output record of a finding across claims: the claims and lines involved, the finding."""
+    return {"claims": list(found.claims), "lines": [{"claim": c, "line": ln.key} for c, ln in found.lines],
+            "findings": [finding_record(found.finding)]}
 
 
-def _parses(line: bytes) -> bool:
-    try:
-        loads(line.strip())
-    except Exception:  # orjson.JSONDecodeError
-        return False
-    return True
-
-
-def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of `stream`, after checking that its first record is on one line: input whose
-    first two non-blank lines are both not JSON, the first opening an object or array, is
-    pretty-printed JSON (raises NotNdjson). A single bad line is left to its own error record."""
-    head: list[bytes] = []
-    lines = iter(stream)
-    for line in lines:
-        head.append(line)
-        if sum(1 for h in head if h.strip()) == 2:
-            break
-    records = [h for h in head if h.strip()]
-    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
-            and not _parses(records[0]) and not _parses(records[1])):
-        raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
-                        "record spans several lines (pretty-printed JSON?). Convert it with "
-                        "`jq -c . FILE` (or `jq -c '.[]' FILE` for an array)")
-    return itertools.chain(head, lines)
-
-
-def _chunks(stream: Iterable[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
-    buf: list[bytes] = []
-    first = 1
-    for number, line in enumerate(stream, start=1):
-        if not buf:
-            first = number
-        buf.append(line)
+def _chunks(stream: Iterable, size: int) -> Iterator[list]:
+    buf: list = []
+    for item in stream:
+        buf.append(item)
         if len(buf) >= size:
-            yield first, buf
+            yield buf
             buf = []
     if buf:
-        yield first, buf
+        yield buf
 
 
-def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict,
+def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, config: dict,
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
-    """Review every record of `input_path` ("-" = stdin) into `output`; return the summary."""
+    """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
+    "-" = stdin) into `output`, then the edits across claims (service/claim_groups.py); return the
+    summary. Raises UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
     started = time.perf_counter()
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
     counts: Counter[str] = Counter()
-    claims = errors = 0
-    stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
+    tally: Counter[str] = Counter()
+    cross = 0
     bar = None
-    try:
-        lines = ndjson_lines(stream)
+    with BatchInput(paths) as source, ClaimGroups() as groups:
+        several = len(source.files) > 1
+        for f in source.files:
+            if f.claims and f.path != "-":
+                stream = open_input(f.path)
+                try:
+                    ndjson_lines(itertools.islice(stream, 64))  # NotNdjson before any output
+                except NotNdjson as exc:
+                    raise NotNdjson(f"{f.path}: {exc}") from None
+                finally:
+                    stream.close()
+        chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(unit=" claims", file=sys.stderr)
         if workers <= 1:
-            _init_worker(db_path, config)
-            results: Iterable[tuple[bytes, int, int, Counter]] = map(
-                _review_chunk, _chunks(lines, chunk_size))
+            _init_worker(db_path, config, source.index_path)
+            results: Iterable[tuple[bytes, Counter, Counter, list]] = map(_review_chunk, chunks)
             pool = None
         else:
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config))
-            results = pool.imap(_review_chunk, _chunks(lines, chunk_size))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config, source.index_path))
+            results = pool.imap(_review_chunk, chunks)
         try:
-            for blob, n_records, n_errors, n_counts in results:
+            for blob, n_tally, n_counts, rows in results:
                 output.write(blob)
-                claims += n_records
-                errors += n_errors
+                tally.update(n_tally)
                 counts.update(n_counts)
+                for row in rows:
+                    groups.add(row)
                 if bar is not None:
-                    bar.update(n_records)
+                    bar.update(n_tally["records"])
         except BaseException:  # e.g. a closed output pipe: stop the workers, do not finish
             if pool is not None:
                 pool.terminate()
@@ -188,21 +290,229 @@ def run(input_path: str, output: IO[bytes], *, db_path: str | None, config: dict
             if pool is not None:
                 pool.close()
                 pool.join()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        if bar is not None:
-            bar.close()
+            if bar is not None:
+                bar.close()
+        reference = open_reference(db_path)
+        for found, _cases in groups.findings(reference, config):
+            output.write(dumps(cross_claim_record(found)) + b"\n")
+            counts[found.finding.code] += 1
+            cross += 1
     seconds = time.perf_counter() - started
-    return {"records": claims, "errors": errors, "findings": dict(sorted(counts.items())),
-            "seconds": round(seconds, 3),
+    claims = tally["records"]
+    return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
+            "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
 
 
+# --- --out-dir: the findings table, corrected claims, errors, summary and report ------------------
+FORMATS = ("parquet", "ndjson")
+OUTPUT_NAMES = {"findings": "findings.{fmt}", "claims_corrected": "claims-corrected.ndjson",
+                "errors": "errors.ndjson", "summary": "summary.json", "report": "report.html"}
+
+
+def output_names(fmt: str) -> dict[str, str]:
+    """The files an --out-dir run writes, by role."""
+    return {k: v.format(fmt=fmt) for k, v in OUTPUT_NAMES.items()}
+
+
+def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str,
+                       index_path: str | None = None) -> None:
+    _init_worker(db_path, config, index_path)
+    _worker_state["run"], _worker_state["format"] = run, fmt
+
+
+def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputRecord | InputError]],
+                         reference: ReferenceData, config: dict, run: tuple[str, str, str],
+                         groups: list | None = None) -> tuple[list[tuple], list[bytes], list[bytes], Tally]:
+    """Review (file, line, record) triples: the table rows, the errors and corrected Claims as
+    NDJSON lines, and their tally. The partition function of the local pool and the Spark job.
+    A companion file's bad record (InputError.claim false) is an error line, not a claim in."""
+    rows: list[tuple] = []
+    errors: list[bytes] = []
+    fixed: list[bytes] = []
+    tally = Tally()
+    for file, number, raw in records:
+        claim_rows, error, claim = review_table(raw, (file, number), reference, config, run, groups)
+        if error is not None:
+            if not (isinstance(raw, InputError) and not raw.claim):
+                tally.errors += 1
+            errors.append(dumps(error))
+            continue
+        tally.add_claim(claim_rows, claim is not None)
+        rows += claim_rows
+        if claim is not None:
+            fixed.append(dumps(claim))
+    return rows, errors, fixed, tally
+
+
+def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow]]:
+    """Review a chunk of the input reader's records in a worker (joined here with the export's
+    companions); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
+    grouping rows of the edits across claims: cheap to send between processes."""
+    joiner = _worker_state["joiner"]
+    records = ((item.file, item.line, item if isinstance(item, InputError) else joiner.join(item)) for item in chunk)
+    groups: list[GroupRow] = []
+    rows, errors, fixed, tally = review_chunk_outputs(records, _worker_state["reference"], _worker_state["config"],
+                                                      _worker_state["run"], groups)
+    table = record_batch(rows) if _worker_state["format"] == "parquet" else ndjson_rows(rows)
+    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Each claim file's first record is on one line (NotNdjson otherwise), before any output is
+    made; raises UsageError for an INPUT that cannot be used (service/bulk_input.py)."""
+    for f in input_files(inputs):
+        if f.claims and f.path != "-":
+            stream = open_input(f.path)
+            try:
+                ndjson_lines(itertools.islice(stream, 64))  # raises NotNdjson on its first two records
+            except NotNdjson as exc:
+                raise NotNdjson(f"{f.path}: {exc}") from None
+            finally:
+                stream.close()
+
+
+def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config: dict, fmt: str = "parquet",
+            workers: int = 1, chunk_size: int = 500, progress: bool = False, run_id: str | None = None) -> dict:
+    """Review every record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py) into
+    the files of :func:`output_names` under `out_dir` (created if missing; written aside in it and
+    renamed at the end, so a failed run leaves the previous outputs), then the edits across claims
+    (service/claim_groups.py: their rows follow the claims'); returns the summary (also summary.json)."""
+    import pyarrow  # noqa: F401  (fail before any work when the table library is missing)
+
+    started = time.perf_counter()
+    reference = open_reference(db_path)
+    described = reference.describe()
+    run = (run_id or uuid.uuid4().hex, config_hash(config), data_release(described))
+    names = output_names(fmt)
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
+    tally = Tally()
+    bar = None
+    with BatchInput(inputs) as source, ClaimGroups() as groups:
+        result = _run_dir(source, groups, out_dir, staging, names, reference, described, run, tally, db_path, config,
+                          fmt, workers, chunk_size, progress, started)
+    return result
+
+
+def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str, names: dict, reference: ReferenceData,
+             described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None, config: dict, fmt: str,
+             workers: int, chunk_size: int, progress: bool, started: float) -> dict:
+    bar = None
+    try:
+        findings_path = os.path.join(staging, names["findings"])
+        table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
+        with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
+                open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(unit=" claims", file=sys.stderr)
+            chunks = _chunks(source.raw(), chunk_size)
+            pool = None
+            if workers <= 1:
+                _init_table_worker(db_path, config, run, fmt, source.index_path)
+                results: Iterable = map(_table_chunk, chunks)
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                pool = ctx.Pool(workers, initializer=_init_table_worker,
+                                initargs=(db_path, config, run, fmt, source.index_path))
+                results = pool.imap(_table_chunk, chunks)
+            try:
+                for rows, errors, fixed, part, group_rows in results:
+                    table.write(rows)
+                    errors_out.write(errors)
+                    fixed_out.write(fixed)
+                    tally.merge(part)
+                    for row in group_rows:
+                        groups.add(row)
+                    if bar is not None:
+                        bar.update(part.claims_in)
+            except BaseException:
+                if pool is not None:
+                    pool.terminate()
+                    pool.join()
+                    pool = None
+                raise
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+            cross = []
+            for found, cases in groups.findings(reference, config):  # the edits across claims
+                cross += cross_claim_rows(found, cases, reference, run)
+                if len(cross) >= 5000:
+                    table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
+                    tally.add_rows(cross)
+                    cross = []
+            if cross:
+                table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
+                tally.add_rows(cross)
+            table.close()
+        result = summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
+                                     "format": fmt, "data": described},
+                         seconds=time.perf_counter() - started, outputs=names)
+        with open(os.path.join(staging, names["summary"]), "wb") as fh:
+            fh.write(dumps(result) + b"\n")
+        with open(os.path.join(staging, names["report"]), "w", encoding="utf-8") as fh:
+            fh.write(render_html(result))
+        for name in names.values():
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def _usage(message: str) -> int:
+    print(f"fluoro-cds batch: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_usage(args) -> str | None:
+    """The first usage error of the command line, or None."""
+    if args.out_dir and args.out:
+        return "--out and --out-dir are exclusive (--out: one NDJSON file; --out-dir: the table and report)"
+    if not args.out_dir and len(args.input) > 1:
+        return "several inputs need --out-dir (the single-file output reviews one input: a file or an export)"
+    if not args.out_dir and (args.format or args.max_error_rate is not None):
+        return "--format and --max-error-rate go with --out-dir"
+    if args.input.count("-") > 1:
+        return "stdin ('-') can be read once"
+    for path in args.input:
+        if path != "-" and not os.path.exists(path):
+            return f"no such input file: {path}"
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    if args.max_error_rate is not None and not 0 <= args.max_error_rate <= 1:
+        return "--max-error-rate must be a share from 0 to 1 (0.01 = 1% of the records)"
+    if args.out_dir and os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        return f"--out-dir {args.out_dir} is not a directory"
+    if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
+                              or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
+        return ("--metrics-file must be a file name ending in .prom in an existing directory "
+                "(node_exporter's textfile collector reads *.prom)")
+    return None
+
+
+def starter_in_use(described: dict) -> str | None:
+    """What of the reference data is the starter set (not a CMS release), or None."""
+    if described.get("source") == "starter":
+        return "the store holds no CMS release (the embedded starter set would answer every table)"
+    fallback = described.get("fallback") or []
+    if fallback:
+        tables = ", ".join(f"{f.get('kind')}{' ' + f['setting'] if f.get('setting') else ''}" for f in fallback)
+        return f"the store has no CMS release of: {tables} (the starter set would answer them)"
+    return None
+
+
 def command(args) -> int:
-    """`fluoro-cds batch INPUT [--out OUT] [--db PATH] [--config JSON] [--workers N]
-    [--metrics-file PATH.prom]`."""
+    """`fluoro-cds batch INPUT... [--out-dir DIR [--format parquet|ndjson] [--max-error-rate R]]
+    [--out OUT] [--db PATH] [--config JSON] [--workers N] [--require-cms-data]
+    [--metrics-file PATH.prom]`. Exit 0: the run completed; 1: the share of bad records is over
+    --max-error-rate; 2: usage."""
     from .settings import Settings, SettingsError
 
     try:
@@ -210,56 +520,92 @@ def command(args) -> int:
         config = resolve({CONFIG_KEY: loads(args.config)} if args.config else None,
                          settings.defaults)
     except (SettingsError, ConfigError) as exc:
-        print(f"fluoro-cds batch: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _usage(f"configuration error: {exc}")
     except Exception as exc:  # --config not JSON
-        print(f"fluoro-cds batch: --config is not a JSON object: {exc}", file=sys.stderr)
-        return 2
-    if args.input != "-" and not os.path.isfile(args.input):
-        print(f"fluoro-cds batch: no such input file: {args.input}", file=sys.stderr)
-        return 2
-    if args.metrics_file and (not args.metrics_file.endswith(metrics.BATCH_METRICS_SUFFIX)
-                              or not os.path.isdir(os.path.dirname(os.path.abspath(args.metrics_file)))):
-        print("fluoro-cds batch: --metrics-file must be a file name ending in .prom in an existing "
-              "directory (node_exporter's textfile collector reads *.prom)", file=sys.stderr)
-        return 2
+        return _usage(f"--config is not a JSON object: {exc}")
+    problem = _check_usage(args)
+    if problem:
+        return _usage(problem)
     db_path = args.db or settings.db_path
+    if args.require_cms_data:
+        starter = starter_in_use(open_reference(db_path).describe())
+        if starter:
+            return _usage(f"--require-cms-data: {starter}; import the quarter's CMS files first "
+                          "(`fluoro-cds ncci import FILE...`, README \"Payer data team\") or point --db at a "
+                          "store that holds them")
     progress = sys.stderr.isatty() and not args.quiet
     try:
-        summary = _run_to(args, db_path, config, progress)
-    except NotNdjson as exc:
-        print(f"fluoro-cds batch: {args.input}: {exc}", file=sys.stderr)
-        return 2
-    sys.stderr.write(dumps(summary).decode() + "\n")
+        if args.out_dir:
+            check_inputs(args.input)
+            summary_ = run_dir(args.input, args.out_dir, db_path=db_path, config=config,
+                               fmt=args.format or "parquet", workers=args.workers, progress=progress)
+            counts = {"records": summary_["claims_in"], "errors": summary_["errors"],
+                      "findings": summary_["findings"], "seconds": summary_["seconds"]}
+            brief = {k: summary_[k] for k in ("run_id", "claims_in", "reviewed", "errors", "findings",
+                                              "seconds", "claims_per_second")}
+            sys.stderr.write(dumps({**brief, "out_dir": args.out_dir}).decode() + "\n")
+        else:
+            counts = summary_ = _run_to(args, db_path, config, progress)
+            sys.stderr.write(dumps(summary_).decode() + "\n")
+    except (NotNdjson, UsageError) as exc:
+        return _usage(f"{exc}")
+    if args.max_error_rate is not None and counts["records"] and \
+            counts["errors"] / counts["records"] > args.max_error_rate:  # not a success: no metrics
+        print(f"fluoro-cds batch: {counts['errors']} of {counts['records']} records could not be read "
+              f"({counts['errors'] / counts['records']:.2%}), over --max-error-rate "
+              f"{args.max_error_rate:.2%}: see errors.ndjson", file=sys.stderr)
+        return 1
     if args.metrics_file:
-        metrics.write_batch_textfile(args.metrics_file, summary, time.time())
+        metrics.write_batch_textfile(args.metrics_file, counts, time.time())
     return 0
 
 
 def _run_to(args, db_path: str, config: dict, progress: bool) -> dict:
     """Run the batch into stdout, or into --out written aside and renamed."""
+    source = args.input[0]
     if args.out in (None, "-"):
-        summary = run(args.input, sys.stdout.buffer, db_path=db_path, config=config,
-                      workers=args.workers, progress=progress)
+        summary_ = run(source, sys.stdout.buffer, db_path=db_path, config=config,
+                       workers=args.workers, progress=progress)
     else:
         # Write aside and rename: a failed run never leaves a half-written output file behind.
         directory = os.path.dirname(os.path.abspath(args.out))
         fd, tmp = tempfile.mkstemp(prefix=".fluoro-batch-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
-                summary = run(args.input, out, db_path=db_path, config=config,
-                              workers=args.workers, progress=progress)
+                summary_ = run(source, out, db_path=db_path, config=config,
+                               workers=args.workers, progress=progress)
             os.replace(tmp, args.out)
         except BaseException:
             os.unlink(tmp)
             raise
-    return summary
+    return summary_
+
+
+def _share(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError("a number from 0 to 1") from None
 
 
 def add_command(sub) -> None:
-    p = sub.add_parser("batch", help="review NDJSON FHIR claims offline (payer batch)")
-    p.add_argument("input", help="NDJSON file of Claims or Bundles (Claim first); '-' for stdin")
-    p.add_argument("--out", help="output NDJSON file, written aside and renamed (default: stdout)")
+    p = sub.add_parser("batch", help="review FHIR claims offline (payer batch)")
+    p.add_argument("input", nargs="+", help="NDJSON files of Claims, ExplanationOfBenefits or Bundles (the "
+                                            "claim first), FHIR Bulk Data exports (directory or manifest), "
+                                            "per-type NDJSON files; plain or gzip; '-' for stdin")
+    p.add_argument("--out-dir", help="write findings.parquet (or .ndjson), claims-corrected.ndjson, "
+                                     "errors.ndjson, summary.json and report.html here")
+    p.add_argument("--format", choices=FORMATS, help="the findings table's format with --out-dir "
+                                                     "(default parquet)")
+    p.add_argument("--max-error-rate", type=_share, metavar="SHARE",
+                   help="exit 1 when more than this share of the records (0 to 1) cannot be read "
+                        "(default: bad records are reported in errors.ndjson, never fatal)")
+    p.add_argument("--require-cms-data", action="store_true",
+                   help="refuse to run (exit 2) unless every table comes from an imported CMS release")
+    p.add_argument("--out", help="without --out-dir: one NDJSON line per input line, written aside and "
+                                 "renamed (default: stdout)")
     p.add_argument("--db", help="NCCI store (default: $FLUORO_CDS_DB or the user data dir; the "
                                 "starter set when it holds no release)")
     p.add_argument("--config", help="configuration options as a JSON object, e.g. "

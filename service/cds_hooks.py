@@ -17,6 +17,7 @@ from typing import Sequence
 
 from flask import Blueprint, Response, current_app, g, request
 
+from hooks.app_context import SMART_LAUNCH_KEY
 from hooks.config import ConfigError, resolve
 from hooks import unchecked
 from hooks.explain import requested as explain_requested
@@ -31,6 +32,7 @@ from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .logs import log_call
 from .runtime import Runtime, runtime
+from .smart.paths import launch_url
 from .state import AuditRecord, StateError
 from .validation import (CompiledSchema, SchemaViolation, check, request_validator,
                          resource_validator, validator)
@@ -160,9 +162,13 @@ def fhir_client(rt: Runtime, body: dict) -> FhirClient | None:
 def configuration(rt: Runtime, body: dict) -> dict:
     """The call's configuration options (defaults, deployment, request); 400 when invalid."""
     try:
-        return resolve(body.get("extension"), rt.settings.defaults)
+        config = resolve(body.get("extension"), rt.settings.defaults)
     except ConfigError as exc:
         raise ApiError(400, str(exc), expression="$.extension") from exc
+    # where documentation-missing cards link to (the SMART app, docs/smart-app.md)
+    # (FLUORO_CDS_BASE_URL or FLUORO_CDS_SMART_LAUNCH_URL set: no request lookup at all)
+    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(request.environ)
+    return config
 
 
 def caller_extras() -> dict:

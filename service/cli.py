@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_command as add_batch_command
 
     add_batch_command(sub)
+    from .sample_data import add_command as add_sample_data_command
+
+    add_sample_data_command(sub)
     _add_ops_commands(sub)
     return parser
 

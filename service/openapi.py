@@ -55,6 +55,52 @@ def _errors(*codes: int) -> dict:
     return {str(c): _json(ERROR, text.get(c, "error")) for c in codes}
 
 
+def _html(description: str) -> dict:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _smart_paths() -> dict:
+    """The SMART documentation app's pages and its save endpoint (docs/smart-app.md)."""
+    query = [{"name": n, "in": "query", "schema": {"type": "string"}}
+             for n in ("iss", "launch", "procedure", "encounter")]
+    problem = {"type": "object", "required": ["error", "problems"], "properties": {
+        "error": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "object", "required": ["field", "path", "expected"],
+                                                "properties": {"field": {"type": "string"},
+                                                               "path": {"type": "string"},
+                                                               "expected": {"type": "string"}}}}}}
+    return {
+        "/smart/launch": {"get": {
+            "operationId": "smartLaunch", "summary": "SMART EHR launch (iss, launch) or standalone launch",
+            "parameters": query,
+            "responses": {"200": _html("the standalone launch form (no iss)"),
+                          "302": {"description": "to the EHR's authorization endpoint"},
+                          "400": _html("a bad launch parameter"), "403": _html("iss not on FLUORO_CDS_FHIR_ALLOWLIST"),
+                          "502": _html("the EHR's smart-configuration could not be read"),
+                          "503": _html("too many open launches")}}},
+        "/smart/callback": {"get": {
+            "operationId": "smartCallback", "summary": "the OAuth 2.0 redirect_uri",
+            "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                           for n in ("code", "state", "error")],
+            "responses": {"303": {"description": "to the form"}, "400": _html("no launch, or state mismatch"),
+                          "403": _html("authorization or token refused"),
+                          "502": _html("the token endpoint could not be reached")}}},
+        "/smart/": {"get": {
+            "operationId": "smartForm", "summary": "the documentation form",
+            "responses": {"200": _html("what is documented and the fields for what is missing"),
+                          "401": _html("no launch, or the authorization expired"),
+                          "502": _html("the record could not be read")}}},
+        "/smart/api/documentation": {"post": {
+            "operationId": "smartSave", "summary": "record the missing documentation in the EHR",
+            "parameters": [{"name": "X-CSRF-Token", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json({"type": "object"}, "written; what the review now finds missing"),
+                          "400": _json(problem, "fields refused (each with its path and expected form)"),
+                          **_errors(401, 403, 413), "409": _json(ERROR, "the form was not opened"),
+                          "502": _json(ERROR, "the EHR refused or could not be reached")}}},
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict:
     """The document (built once per process)."""
@@ -87,6 +133,7 @@ def openapi_document() -> dict:
                                   "content": {"application/json": {"schema": {"type": "object"}},
                                               "text/html": {"schema": {"type": "string"}}}},
                           **_errors(400, 401, 404)}}},
+        **_smart_paths(),
     }
     for service in SERVICES:
         body = {"allOf": [{"$ref": "#/components/schemas/request"}],

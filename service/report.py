@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from .state import StateStore, utc_now
 
@@ -132,32 +132,45 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _bar_chart(rows: list[tuple[str, int, int, int]], width: int = 760) -> str:
-    """Horizontal stacked bars (accepted / overridden / no feedback) per label, as inline SVG."""
+def bar_chart(rows: Sequence[tuple[str, Sequence[float], str]], series: Sequence[tuple[str, str]], *,
+              aria: str, empty: str, width: int = 760, label_w: int = 190) -> str:
+    """Horizontal stacked bars as inline SVG: per row (label, one value per series, the text
+    written after the bar); `series` gives each segment's (name, colour). Values are drawn to one
+    scale (the longest bar fills the width); the one chart helper of the HTML reports."""
     if not rows:
-        return '<p class="muted">No cards recorded in this period.</p>'
-    label_w, bar_h, gap = 190, 18, 8
-    top = max(max(a + o + max(s - a - o, 0) for _, s, a, o in rows), 1)
-    scale = (width - label_w - 60) / top
+        return f'<p class="muted">{_e(empty)}</p>'
+    bar_h, gap = 18, 8
+    top = max(max(sum(max(v, 0) for v in values) for _, values, _ in rows), 1)
+    scale = (width - label_w - 90) / top
     height = len(rows) * (bar_h + gap) + gap
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="cards shown and their outcomes per finding">']
-    for i, (label, shown, accepted, overridden) in enumerate(rows):
+             f'role="img" aria-label="{_e(aria)}">']
+    for i, (label, values, text) in enumerate(rows):
         y = gap + i * (bar_h + gap)
         parts.append(f'<text x="0" y="{y + 13}" font-size="12">{_e(label)}</text>')
         x = label_w
-        for value, color, what in ((accepted, _COLORS["accepted"], "accepted"),
-                                   (overridden, _COLORS["overridden"], "overridden"),
-                                   (max(shown - accepted - overridden, 0), _COLORS["none"],
-                                    "no feedback")):
-            w = value * scale
+        for value, (what, color) in zip(values, series):
+            w = max(value, 0) * scale
             if w > 0:
                 parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" '
-                             f'fill="{color}"><title>{_e(label)}: {value} {what}</title></rect>')
+                             f'fill="{color}"><title>{_e(label)}: {_e(_num(value))} {_e(what)}</title></rect>')
                 x += w
-        parts.append(f'<text x="{x + 6:.1f}" y="{y + 13}" font-size="12">{shown}</text>')
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + 13}" font-size="12">{_e(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:,.2f}"
+
+
+def _bar_chart(rows: list[tuple[str, int, int, int]], width: int = 760) -> str:
+    """Cards shown per finding, stacked accepted / overridden / no feedback."""
+    return bar_chart([(label, (a, o, max(s - a - o, 0)), str(s)) for label, s, a, o in rows],
+                     (("accepted", _COLORS["accepted"]), ("overridden", _COLORS["overridden"]),
+                      ("no feedback", _COLORS["none"])),
+                     aria="cards shown and their outcomes per finding",
+                     empty="No cards recorded in this period.", width=width)
 
 
 def _reason_text(reasons: list[dict]) -> str:
@@ -166,18 +179,23 @@ def _reason_text(reasons: list[dict]) -> str:
     return "<br>".join(f"<code>{_e(r['code'] or '(no code)')}</code> {r['count']}" for r in reasons)
 
 
+def page_head(title: str) -> str:
+    """The start of a self-contained report page up to its <h1>: a Content-Security-Policy that
+    allows nothing from the network (no script, no fetch; inline CSS and data: images only)."""
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            'style-src \'unsafe-inline\'; img-src data:">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><h1>{_e(title)}</h1>")
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no script, no network)."""
     t = report["totals"]
     findings = report["findings"]
     chart = _bar_chart([(f["code"], f["cards_shown"], f["accepted"], f["overridden"])
                         for f in findings])
-    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-           '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-           'style-src \'unsafe-inline\'; img-src data:">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           "<title>fluoro-cds feedback report</title>", f"<style>{_CSS}</style></head><body>",
-           "<h1>fluoro-cds feedback report</h1>",
+    out = [page_head("fluoro-cds feedback report"),
            f'<p class="muted">Cards shown and feedback received since '
            f'{_e(report["since"] or "the start of the records")}; generated '
            f'{_e(report["generated_at"])}.</p>',

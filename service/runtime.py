@@ -20,6 +20,7 @@ from .errors import ApiError
 from .fhir_access import FhirClientSettings
 from .jsonio import dumps
 from .settings import Settings
+from .smart.paths import SMART_LAUNCH_PATH
 from .state import StateStore
 
 log = logging.getLogger("fluoro_cds")
@@ -61,6 +62,7 @@ class Runtime:
     release: ReleaseLabel
     client_settings: FhirClientSettings
     discovery_body: bytes
+    smart_launch: str | None = None  # the documentation app's launch URL; None: built per request
 
     @classmethod
     def build(cls, settings: Settings, services: Sequence[CdsService]) -> "Runtime":
@@ -79,7 +81,9 @@ class Runtime:
                                                max_resources=settings.fhir_max_resources,
                                                deadline=settings.fhir_deadline,
                                                max_answer_bytes=settings.fhir_max_answer_bytes),
-            discovery_body=dumps({"services": [s.discovery(settings.defaults) for s in services]}))
+            discovery_body=dumps({"services": [s.discovery(settings.defaults) for s in services]}),
+            smart_launch=settings.smart_launch_url or (
+                settings.base_url.rstrip("/") + SMART_LAUNCH_PATH if settings.base_url else None))
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

@@ -19,7 +19,7 @@ from platformdirs import user_data_dir
 
 from hooks.config import ConfigError, resolve
 
-from .fhir_access import normalize_base
+from .fhir_access import normalize_base, normalize_url
 
 
 # An HTTP field name (RFC 9110 section 5.1: a token), as FLUORO_CDS_CORS_ALLOW_HEADERS lists them.
@@ -54,6 +54,8 @@ NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "FLUORO_CDS_STATE_RETENTION_DAYS": (365, 0, 36_500, True),
     "FLUORO_CDS_CLIENT_HEADER_TIMEOUT": (10.0, 1.0, 300.0, False),
     "FLUORO_CDS_CLIENT_BODY_TIMEOUT": (10.0, 1.0, 300.0, False),
+    "FLUORO_CDS_SMART_SESSION_TTL": (3600, 60, 86_400, True),
+    "FLUORO_CDS_SMART_TIMEOUT": (10.0, 0.5, 60.0, False),
 }
 
 
@@ -83,6 +85,12 @@ class Settings:
     log_format: str = "text"  # FLUORO_CDS_LOG_FORMAT: text (terminal) | json (one object per line)
     client_header_timeout: float = 10.0  # FLUORO_CDS_CLIENT_HEADER_TIMEOUT: whole request head (front)
     client_body_timeout: float = 10.0  # FLUORO_CDS_CLIENT_BODY_TIMEOUT: longest body pause (front)
+    # the SMART documentation app (docs/smart-app.md)
+    smart_launch_url: str = ""  # FLUORO_CDS_SMART_LAUNCH_URL: "" = this service's /smart/launch
+    smart_client_id: str = "fluoro-cds-documentation"  # FLUORO_CDS_SMART_CLIENT_ID
+    smart_client_secret: str | None = field(default=None, repr=False)  # FLUORO_CDS_SMART_CLIENT_SECRET
+    smart_session_ttl: int = 3600  # FLUORO_CDS_SMART_SESSION_TTL: seconds a launch's session lives
+    smart_timeout: float = 10.0  # FLUORO_CDS_SMART_TIMEOUT: each OAuth / FHIR request of the app
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, serving: bool = False) -> "Settings":
@@ -129,6 +137,14 @@ class Settings:
         admin_token = env.get("FLUORO_CDS_ADMIN_TOKEN", "").strip() or None
         if admin_token is not None and len(admin_token) < 16:
             raise SettingsError("FLUORO_CDS_ADMIN_TOKEN must be at least 16 characters")
+        launch_url = (env.get("FLUORO_CDS_SMART_LAUNCH_URL") or "").strip()
+        if launch_url and normalize_url(launch_url) is None:
+            raise SettingsError("FLUORO_CDS_SMART_LAUNCH_URL must be an absolute http(s) URL "
+                                "without user info or fragment")
+        client_id = (env.get("FLUORO_CDS_SMART_CLIENT_ID") or "").strip() or Settings.smart_client_id
+        if not re.fullmatch(r"[\x21-\x7e]{1,200}", client_id):
+            raise SettingsError("FLUORO_CDS_SMART_CLIENT_ID must be 1 to 200 visible ASCII characters")
+        client_secret = (env.get("FLUORO_CDS_SMART_CLIENT_SECRET") or "").strip() or None
         db_set = (env.get("FLUORO_CDS_DB") or "").strip()
         if serving:
             if db_set and not Path(db_set).is_file():
@@ -163,6 +179,11 @@ class Settings:
             log_format=log_format,
             client_header_timeout=numbers["FLUORO_CDS_CLIENT_HEADER_TIMEOUT"],
             client_body_timeout=numbers["FLUORO_CDS_CLIENT_BODY_TIMEOUT"],
+            smart_launch_url=launch_url,
+            smart_client_id=client_id,
+            smart_client_secret=client_secret,
+            smart_session_ttl=int(numbers["FLUORO_CDS_SMART_SESSION_TTL"]),
+            smart_timeout=numbers["FLUORO_CDS_SMART_TIMEOUT"],
         )
 
 

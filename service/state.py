@@ -95,7 +95,23 @@ def _v2(d: str) -> list[str]:
     ]
 
 
-MIGRATIONS = ((1, _v1), (2, _v2))
+def _v3(d: str) -> list[str]:
+    """The SMART documentation app's server-side sessions (service/smart/sessions.py: OAuth state,
+    PKCE verifier, tokens; never sent to the browser) and its cookie-signing secret, shared by
+    every worker and replica; each session expires (`expires`, epoch seconds)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS smart_session (
+            id TEXT PRIMARY KEY,
+            expires {_REAL[d]} NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS smart_session_expires ON smart_session(expires)",
+        """CREATE TABLE IF NOT EXISTS service_secret (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL)""",
+    ]
+
+
+MIGRATIONS = ((1, _v1), (2, _v2), (3, _v3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -395,6 +411,42 @@ class StateStore:
             return self._execute(cur, "DELETE FROM jwt_seen WHERE expires < ?",
                                  (now if now is not None else time.time(),)).rowcount
 
+    # -- SMART app sessions (service/smart/sessions.py) -----------------------------------------
+    def secret(self, name: str, new: str) -> str:
+        """The stored secret `name`; `new` is stored first when there is none (the first worker
+        wins, every worker and replica then reads the same value)."""
+        with self.db.transaction() as cur:
+            self._execute(cur, "INSERT INTO service_secret (name, value) VALUES (?,?) "
+                          "ON CONFLICT (name) DO NOTHING", (name, new))
+            row = self._execute(cur, "SELECT value FROM service_secret WHERE name = ?",
+                                (name,)).fetchone()
+        return str(row[0])
+
+    def put_session(self, sid: str, expires: float, data: str, limit: int) -> bool:
+        """Store (or replace) session `sid` until `expires`; expired sessions are removed first.
+        False, and nothing stored, when `limit` live sessions exist already (a new one)."""
+        with self.db.transaction() as cur:
+            self._execute(cur, "DELETE FROM smart_session WHERE expires < ?", (time.time(),))
+            exists = self._execute(cur, "SELECT 1 FROM smart_session WHERE id = ?", (sid,)).fetchone()
+            if not exists:
+                count = self._execute(cur, "SELECT count(*) FROM smart_session").fetchone()[0]
+                if int(count) >= limit:
+                    return False
+            self._execute(cur, "INSERT INTO smart_session (id, expires, data) VALUES (?,?,?) "
+                          "ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, "
+                          "data = excluded.data", (sid, expires, data))
+        return True
+
+    def get_session(self, sid: str) -> str | None:
+        """The data of live session `sid`, or None (unknown or expired)."""
+        _, rows = self.query("SELECT data FROM smart_session WHERE id = ? AND expires >= ?",
+                             (sid, time.time()))
+        return str(rows[0][0]) if rows else None
+
+    def delete_session(self, sid: str) -> None:
+        with self.db.transaction() as cur:
+            self._execute(cur, "DELETE FROM smart_session WHERE id = ?", (sid,))
+
     # -- retention --------------------------------------------------------------------------
     def prune(self, before: str, now: float | None = None) -> dict[str, int]:
         """Delete audit, cards-shown and feedback rows older than `before` (ISO 8601 UTC) and
@@ -407,6 +459,9 @@ class StateStore:
                 out[table] = self._execute(cur, f"DELETE FROM {table} WHERE {column} < ?",
                                            (before,)).rowcount
         out["jwt_seen"] = self.purge_jti(now)
+        with self.db.transaction() as cur:
+            out["smart_session"] = self._execute(cur, "DELETE FROM smart_session WHERE expires < ?",
+                                                 (now if now is not None else time.time(),)).rowcount
         return out
 
     # -- health -----------------------------------------------------------------------------

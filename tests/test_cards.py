@@ -120,6 +120,31 @@ def test_documentation_missing_extension_and_link():
     assert "links" not in nolink
 
 
+def test_documentation_missing_links_the_smart_app_with_a_small_app_context():
+    """CDS Hooks 2.0 Link type smart: appContext (a string) names the claim line and what is missing."""
+    from hooks.app_context import SMART_LAUNCH_KEY, parse_app_context
+    f = finding("documentation-missing", missing=["indication", "radiation-dose"],
+                lines=[line_key(2)], citations=[])
+    config = _config()
+    config[SMART_LAUNCH_KEY] = "https://cds.example.org/smart/launch"
+    case = _case()
+    [card] = cards.render([f], case, config, service_label=LABEL)
+    [link] = card["links"]
+    assert link["type"] == "smart" and link["url"] == "https://cds.example.org/smart/launch"
+    assert link["autoLaunchable"] is False and isinstance(link["appContext"], str)
+    assert len(link["appContext"]) < 200
+    ctx = parse_app_context(link["appContext"])
+    [line] = [ln for ln in case.lines if ln.key == line_key(2)]
+    assert ctx.line == line.sequence and ctx.missing == ("indication", "radiation-dose")
+    assert ctx.claim == (f"Claim/{case.claim['id']}" if case.claim.get("id") else None)
+    # other card kinds get no link; an unreadable appContext reads as empty
+    [other] = cards.render([finding("mue-exceeded", fixes=[remove_fix()])], case, config,
+                           service_label=LABEL)
+    assert "links" not in other
+    assert parse_app_context('{"procedure": "Patient/x", "missing": ["x"]}') == type(ctx)()
+    assert parse_app_context("not json").missing == ()
+
+
 def test_select_orders_dedups_disables_and_cuts_once():
     """findings.select: the kinds' priority, then contract order, then lines; one per (code, lines)."""
     fs = [finding("mue-exceeded", fixes=[remove_fix()]),

@@ -104,11 +104,11 @@ def test_every_wording_the_rules_use_is_declared_and_every_declared_one_used():
         used = names.get(code, set())
         assert used <= set(kind.wording), (code, sorted(used - set(kind.wording)))
         for name in kind.wording:
-            if name == "also" or name.startswith(("missing", "link")):  # Problem.phrase; the cards
+            if name == "also" or name.startswith(("missing", "link", "smart-link")):  # Problem.phrase; the cards
                 continue
             assert name in used or any(name.startswith(p) for p in prefixes.get(code, ())), (code, name)
     cards_src = (ROOT / "hooks" / "cards.py").read_text()
-    for name in ("missing-heading", "link"):
+    for name in ("missing-heading", "link", "smart-link"):
         assert f"'{name}'" in cards_src or f'"{name}"' in cards_src
     assert {m for m in KINDS[F.DOCUMENTATION_MISSING].wording if m.startswith("missing.")} == {
         f"missing.{e}" for e in DOC_ELEMENTS}

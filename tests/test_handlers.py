@@ -3,6 +3,7 @@ a Claim, configuration effects, the Claim?patient= fallback, and the jsonschema-
 from __future__ import annotations
 
 import copy
+import json
 
 import orjson
 import pytest
@@ -72,9 +73,15 @@ def test_documentation_url_and_max_cards_through_the_request_configuration(clien
     assert len(cards) == 1
     [card] = cards
     assert card["source"]["topic"]["code"] == "documentation-missing"
-    assert card["links"] == [{"label": "Complete the fluoroscopy documentation",
-                              "url": "https://ehr.example.org/fluoro-doc", "type": "absolute",
-                                  "autoLaunchable": False}]
+    smart, absolute = card["links"]
+    assert absolute == {"label": "Complete the fluoroscopy documentation",
+                        "url": "https://ehr.example.org/fluoro-doc", "type": "absolute",
+                        "autoLaunchable": False}
+    # the SMART documentation app of this service, naming the claim line and what is missing
+    assert smart["type"] == "smart" and smart["url"] == "http://localhost/smart/launch"
+    assert json.loads(smart["appContext"]) == {
+        "claim": "Claim/s07-claim", "line": 1, "encounter": "Encounter/s07-encounter",
+        "missing": ["fluoroscopy-time", "radiation-dose"]}
 
 
 def test_switching_a_finding_off_removes_its_card(client):

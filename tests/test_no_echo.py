@@ -82,6 +82,6 @@ def test_batch_errors_name_the_path_not_the_value(tmp_path):
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["path"] for r in records] == ["Claim.item[0].servicedDate", "Claim.item[0].sequence",
-                                            "context.claim.resourceType"]
+                                            "$.resourceType"]  # the record's, not a CDS Hooks context
     assert all("error" in r for r in records)
     assert SENTINEL not in run.stdout + run.stderr

@@ -75,13 +75,29 @@ def test_reference_data_commands_run_as_written(workdir):
 
 
 def test_payer_quick_start_runs_as_written(workdir):
-    [block] = sh_blocks("**Payer data team.**", "**Operator.**")
+    block, export = sh_blocks("**Payer data team.**", "**Operator.**")
     proc = _bash(block, workdir)
     assert proc.returncode == 0, proc.stderr
     assert (workdir / "ncci.sqlite").is_file()  # export FLUORO_CDS_DB=$PWD/ncci.sqlite
     assert re.search(r"2024Q3\s+ptp\s+practitioner", proc.stdout), proc.stdout
     assert re.search(r"2024Q3\s+ptp\s+outpatient-hospital", proc.stdout), proc.stdout
-    rows = [json.loads(line) for line in (workdir / "findings.ndjson").read_text().splitlines()]
-    assert [r["line"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) == 8
-    summary = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert summary["records"] == 8 and summary["errors"] == 1
+    import pyarrow.parquet as pq
+
+    results = workdir / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["claims_in"] == 8 and summary["errors"] == 1 and summary["reviewed"] == 7
+    rows = pq.read_table(results / "findings.parquet").to_pylist()
+    ptp = [r for r in rows if r["edit_kind"] == "ncci-ptp"]
+    assert ptp and all(r["edit_release"] == "2024Q3" for r in ptp)  # the imported quarter, not the starter set
+    for name in ("claims-corrected.ndjson", "errors.ndjson", "report.html"):
+        assert (results / name).is_file(), name
+    proc = _bash(export, workdir, FLUORO_CDS_DB=str(workdir / "ncci.sqlite"))
+    assert proc.returncode == 0, proc.stderr
+    assert (workdir / "export" / "manifest.json").is_file()
+    summary = json.loads((workdir / "export-results" / "summary.json").read_text())
+    assert summary["claims_in"] == 1000 and summary["errors"] == 0
+    rows = pq.read_table(workdir / "export-results" / "findings.parquet").to_pylist()
+    # a PTP finding names its partner line only when the pair is split across two claims: the
+    # partner's claim gets a row of its own (33289/76000 is in the README's table)
+    partners = [r for r in rows if r["finding"] in ("modifier-misuse", "ptp-bundled") and r["code"] == "33289"]
+    assert partners and all(r["column1"] == "33289" for r in partners)

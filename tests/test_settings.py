@@ -61,3 +61,23 @@ def test_fhir_allowlist_entries_must_be_base_urls(raw):
 def test_trusted_issuers_map_to_urls():
     with pytest.raises(SettingsError, match="FLUORO_CDS_TRUSTED_ISSUERS"):
         Settings.from_env({"FLUORO_CDS_TRUSTED_ISSUERS": '{"https://ehr": 5}'})
+
+
+@pytest.mark.parametrize("name,raw", [("FLUORO_CDS_SMART_LAUNCH_URL", "/smart/launch"),
+                                      ("FLUORO_CDS_SMART_LAUNCH_URL", "javascript:alert(1)"),
+                                      ("FLUORO_CDS_SMART_LAUNCH_URL", "https://u:p@x/launch"),
+                                      ("FLUORO_CDS_SMART_CLIENT_ID", "two words")])
+def test_smart_app_settings_are_checked(name, raw):
+    with pytest.raises(SettingsError, match=name) as err:
+        Settings.from_env({name: raw})
+    assert raw not in str(err.value)
+
+
+def test_smart_app_settings_are_taken():
+    s = Settings.from_env({"FLUORO_CDS_SMART_LAUNCH_URL": "https://apps.example.org/launch",
+                           "FLUORO_CDS_SMART_CLIENT_ID": "fluoro-doc", "FLUORO_CDS_SMART_CLIENT_SECRET": "s3cret",
+                           "FLUORO_CDS_SMART_SESSION_TTL": "600"})
+    assert (s.smart_launch_url, s.smart_client_id, s.smart_session_ttl) == (
+        "https://apps.example.org/launch", "fluoro-doc", 600)
+    assert "s3cret" not in repr(s)
+    assert Settings.from_env({}).smart_client_id == "fluoro-cds-documentation"

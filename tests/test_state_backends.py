@@ -91,8 +91,10 @@ def test_prune_deletes_rows_older_than_the_cutoff(location):
     store.claim_jti("iss", "gone", time.time() - 5)
     store.claim_jti("iss", "live", time.time() + 600)
     store.flush()
-    assert store.prune("2000-01-01") == {"audit": 0, "card_shown": 0, "feedback": 0, "jwt_seen": 1}
-    assert store.prune("9999-01-01") == {"audit": 1, "card_shown": 1, "feedback": 1, "jwt_seen": 0}
+    assert store.prune("2000-01-01") == {"audit": 0, "card_shown": 0, "feedback": 0, "jwt_seen": 1,
+                                        "smart_session": 0}
+    assert store.prune("9999-01-01") == {"audit": 1, "card_shown": 1, "feedback": 1, "jwt_seen": 0,
+                                        "smart_session": 0}
     assert store.feedback() == [] and store.audit() == [] and store.cards_shown() == []
     assert store.claim_jti("iss", "live", time.time() + 600) is False
 

@@ -47,8 +47,8 @@ fi
 # --- after the Debian packages ---
 
 # npm packages of tests/node (@medplum/fhir-router 4.5.2 for the second FHIR server,
-# playwright-core for the sandbox test), exactly as package-lock.json pins them; re-run when the
-# lock file is newer than the installed tree.
+# playwright-core for the sandbox test, axe-core for the SMART app accessibility test), exactly as
+# package-lock.json pins them; re-run when the lock file is newer than the installed tree.
 if [ ! -f tests/node/node_modules/.package-lock.json ] \
     || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
   echo "test-deps: npm ci in tests/node" >&2

@@ -6,13 +6,19 @@ from typing import Any
 
 from .. import fhir_read as fr
 
-def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
+CLAIM_OR_BUNDLE = ("Claim", "Bundle")
+
+
+def split_claim_bundle(value: dict, path: str = "context.claim",
+                       accepted: tuple[str, ...] = CLAIM_OR_BUNDLE) -> tuple[dict, list[dict]]:
     """``context.claim`` of claim-review: a Claim, or a Bundle whose first entry is the Claim.
 
-    Returns (claim, companions); companions are the other entries' resources.
+    Returns (claim, companions); companions are the other entries' resources. `path` names the
+    value in errors; `accepted`: the resource types taken alone or as a Bundle's first entry, with
+    "Bundle" (the batch also takes ExplanationOfBenefit: service/bulk_input.py).
     """
-    rtype = fr.resource_type(value, "context.claim", ("Claim", "Bundle"))
-    if rtype == "Claim":
+    rtype = fr.resource_type(value, path, accepted)
+    if rtype != "Bundle":
         return value, []
     entries = fr.elements(value.get("entry"), "Bundle", "entry")
     if not entries:
@@ -27,8 +33,9 @@ def split_claim_bundle(value: dict) -> tuple[dict, list[dict]]:
         resources.append(resource)
     for i, resource in enumerate(resources):  # then their types (the first error is reported)
         rtype = resource.get("resourceType")
-        if not (type(rtype) is str and rtype.strip() and (i or rtype == "Claim")):
-            fr.resource_type(resource, f"Bundle.entry[{i}].resource", "Claim" if i == 0 else None)
+        if not (type(rtype) is str and rtype.strip() and (i or (rtype in accepted and rtype != "Bundle"))):
+            fr.resource_type(resource, f"Bundle.entry[{i}].resource",
+                             tuple(t for t in accepted if t != "Bundle") if i == 0 else None)
     return resources[0], resources[1:]
 
 

@@ -32,8 +32,10 @@ class _ClaimParts(NamedTuple):
     inpatient_bill: bool  # Claim.subType says inpatient (type of bill 11x, or "inpatient")
 
 
-def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
-    """The lines and setting signals of a Claim (whose resourceType the caller has checked).
+def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
+    """The lines and setting signals of a Claim (whose resourceType the caller has checked), or of
+    an ExplanationOfBenefit (`root`, the name its FHIR paths start with: the elements read are the
+    same in both; hooks/extract/eob.py).
 
     Read in this order: id, type, diagnosis, careTeam, facility, the record's Procedures
     (``index.procedures()``), then each item (sequence, productOrService, modifier, quantity,
@@ -45,21 +47,21 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
     none; the performed period is taken when one Procedure matches; and for 76000 the separate
     sessions among them (different encounters or non-overlapping periods) are ``Line.sessions``.
     """
-    fr.string(claim.get("id"), "Claim.id")
-    institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), "Claim.type")]
+    fr.string(claim.get("id"), root, "id")
+    institutional = "institutional" in [c for _s, c in fr.codings(claim.get("type"), root, "type")]
     inpatient_bill = institutional and any(_inpatient_bill(c) for _s, c in fr.codings(claim.get("subType"),
-                                                                                     "Claim.subType"))
+                                                                                     root, "subType"))
     diagnoses: dict[int, list[str]] = {}
-    for p, dx in fr.objects(claim.get("diagnosis"), "Claim.diagnosis"):
+    for p, dx in fr.objects(claim.get("diagnosis"), root, "diagnosis"):
         seq = fr.positive_int(dx.get("sequence"), p, "sequence", required=True)
         keys = concept_keys(dx.get("diagnosisCodeableConcept"), p, "diagnosisCodeableConcept")
         ref = fr.reference(dx.get("diagnosisReference"), p, "diagnosisReference")
         if ref:
             keys.append(ref)
         diagnoses[seq] = keys
-    care_team = _care_team(claim)
+    care_team = _care_team(claim, root)
     location_refs = []
-    facility = fr.reference(claim.get("facility"), "Claim.facility")
+    facility = fr.reference(claim.get("facility"), root, "facility")
     if facility:
         location_refs.append(facility)
     procs = index.procedures()
@@ -68,10 +70,10 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
     other_pos: list[str] = []
     encounter_refs: list[str] = []
     seen_seq: set[int] = set()
-    for p, item in fr.objects(claim.get("item"), "Claim.item"):
+    for p, item in fr.objects(claim.get("item"), root, "item"):
         seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
         if seq in seen_seq:
-            raise fr.invalid(f"{p}.sequence", "duplicate item sequence (each Claim.item.sequence is unique)")
+            raise fr.invalid(f"{p}.sequence", f"duplicate item sequence (each {root}.item.sequence is unique)")
         seen_seq.add(seq)
         code = procedure_code(fr.obj(item.get("productOrService"), p, "productOrService", required=True),
                               p, "productOrService")
@@ -93,14 +95,14 @@ def _claim_parts(claim: dict, index: Index) -> _ClaimParts:
             s = fr.positive_int(s, p, "diagnosisSequence", j)
             keys = diagnoses.get(s)
             if keys is None:
-                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", "refers to no Claim.diagnosis sequence")
+                raise fr.invalid(f"{p}.diagnosisSequence[{j}]", f"refers to no {root}.diagnosis sequence")
             dx_keys += keys
         rendering = unroled = None  # the first member with a rendering role; the first without a role
         for j, s in enumerate(fr.elements(item.get("careTeamSequence"), p, "careTeamSequence")):
             s = fr.positive_int(s, p, "careTeamSequence", j)
             member = care_team.get(s)
             if member is None:
-                raise fr.invalid(f"{p}.careTeamSequence[{j}]", "refers to no Claim.careTeam sequence")
+                raise fr.invalid(f"{p}.careTeamSequence[{j}]", f"refers to no {root}.careTeam sequence")
             provider, role = member
             if provider and role is True and rendering is None:
                 rendering = provider
@@ -162,7 +164,7 @@ def _inpatient_bill(code: str) -> bool:
     return code.lstrip("0")[:2] == "11" and len(code.lstrip("0")) == 3 or code in ("inpatient", "imp")
 
 
-def _care_team(claim: dict) -> dict[int, tuple[str | None, bool | None]]:
+def _care_team(claim: dict, root: str = "Claim") -> dict[int, tuple[str | None, bool | None]]:
     """Claim.careTeam by sequence: (the provider reference or None, whether its role says it
     rendered the service: codes.performs, None without a role).
 
@@ -175,7 +177,7 @@ def _care_team(claim: dict) -> dict[int, tuple[str | None, bool | None]]:
     members = claim.get("careTeam")
     if members is None:
         return team
-    for p, member in fr.objects(members, "Claim.careTeam"):
+    for p, member in fr.objects(members, root, "careTeam"):
         seq = fr.positive_int(member.get("sequence"), p, "sequence", required=True)
         provider = fr.reference(member.get("provider"), p, "provider")
         role = member.get("role")
@@ -222,7 +224,8 @@ def _default_date(lines: Sequence[Line], encounters: Sequence[tuple[str, dict]])
 
 
 def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: Index,
-                           reference: ReferenceData, extra_encounters: Sequence[tuple[str, dict]] = ()) -> Case:
+                           reference: ReferenceData, extra_encounters: Sequence[tuple[str, dict]] = (),
+                           root: str = "Claim") -> Case:
     encounters = list(extra_encounters) or _encounters_for(parts.encounter_refs, index)
     ncci = OUTPATIENT_HOSPITAL if parts.institutional else PRACTITIONER
     setting = setting_of(parts.pos_codes, parts.location_refs, encounters, index, reference, ncci)
@@ -233,7 +236,7 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: In
     evidence = evidence_of(fluoro_lines, index, _fluoro_procs(index))
     default_date = _default_date(lines, encounters)
     checked = not index.by_type.keys().isdisjoint(CLINICAL_TYPES)
-    program, program_source = program_of(claim, index)
+    program, program_source = program_of(claim, index, root)
     return Case(kind=kind, setting=setting, lines=tuple(lines), evidence=evidence,
                 default_date=default_date, claim=claim, evidence_checked=checked,
                 context_lines=_unbilled_procedures(lines, index), program=program,

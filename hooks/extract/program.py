@@ -44,13 +44,13 @@ def _of_type(concept: object, path: str) -> str | None:
     return _named(concept.get("text")) if type(concept) is dict else None
 
 
-def program_of(claim: dict, index: Index) -> tuple[str | None, str]:
+def program_of(claim: dict, index: Index, root: str = "Claim") -> tuple[str | None, str]:
     """(program, why) of the claim's focal coverage; (None, "") when nothing says."""
     insurance = claim.get("insurance")
     if insurance is None:
         return None, ""
     chosen = None
-    for p, entry in fr.objects(insurance, "Claim.insurance"):  # the focal one, else the first
+    for p, entry in fr.objects(insurance, root, "insurance"):  # the focal one, else the first
         if chosen is None or entry.get("focal") is True:
             chosen = (p, entry)
             if entry.get("focal") is True:

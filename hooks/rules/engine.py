@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Callable, NamedTuple, Sequence
 
 from nccidata import program_reference
-from nccidata.api import MEDICARE, PROGRAM_NAMES, AddOnEdit, PtpEdit, ReferenceData
+from nccidata.api import MEDICARE, PROGRAM_NAMES, AddOnEdit, FeeSchedule, PtpEdit, ReferenceData
 from nccidata.starter import STARTER_LABEL, StarterData
 
 from .. import distinct
@@ -421,6 +421,16 @@ def _newly_bundled(case: Case, after: Case, old: Line, new: Line, keys: Sequence
     return out
 
 
+def line_money(line: Line, fee: FeeSchedule | None, facility: bool, units: int) -> str | None:
+    """What `units` units of `line` are worth in a payment effect: its adjudicated allowed amount
+    (Line.allowed: ExplanationOfBenefit.item.adjudication "eligible", pro rata of the line's units)
+    where the record has one, else the MPFS fee (cite.money); None without figures."""
+    if line.allowed is None:
+        return cite.money(fee, facility, units)
+    value = line.allowed * units / line.units if line.units > 0 else line.allowed
+    return f"${value:,.2f} allowed (adjudicated)"
+
+
 def _fee_modifier(line: Line) -> str:
     mods = line.modifiers
     if not mods:
@@ -429,6 +439,9 @@ def _fee_modifier(line: Line) -> str:
         if m in mods:
             return m
     return ""
+
+
+fee_modifier = _fee_modifier  # the MPFS modifier ("26", "TC", "") a line is priced with (the batch's payment effect)
 
 
 def _dedupe(citations: Sequence[Citation]) -> tuple[Citation, ...]:
@@ -481,7 +494,7 @@ def _removal_finding(case: Case, review: _LineReview, problem: Problem, referenc
     if problem.code == F.MODIFIER_MISUSE:
         citations.append(policy().facts["distinct-modifiers"].citation())
     fee_mod = _fee_modifier(line)
-    amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, line.units)
+    amount = line_money(line, reference.fee(FLUORO, fee_mod), case.setting.facility, line.units)
     when = f" on {review.day.isoformat()}" if review.day else ""
     built = REMOVAL_BUILDERS[problem.code](_Context(case, review, problem, reference, config, when, fee_mod, amount))
     if built.citations:
@@ -583,7 +596,7 @@ def _with_guidance_sibling(c: _Context) -> _Removal:
     payment = None
     old, new = c.reference.fee(partner.code, ""), c.reference.fee(code, "")
     facility = c.case.setting.facility
-    old_amount, new_amount = cite.money(old, facility, partner.units), cite.money(new, facility, partner.units)
+    old_amount, new_amount = line_money(partner, old, facility, partner.units), cite.money(new, facility, partner.units)
     if old_amount and new_amount and c.amount:
         payment = _say(kind, "payment.sibling", partner=partner.code, old_amount=old_amount,
                        billed=cite.label(FLUORO, c.fee_mod), amount=c.amount, code=code, new_amount=new_amount)
@@ -724,7 +737,7 @@ def _mue_findings(case: Case, billable: Sequence[_LineReview], reference: Refere
                 fix = Fix(F.REMOVE_LINE, line=target.key, label=_say(code, "remove"))
             when = f" on {day.isoformat()}" if day else ""
             fee_mod = _fee_modifier(target)
-            amount = cite.money(reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
+            amount = line_money(target, reference.fee(FLUORO, fee_mod), case.setting.facility, excess)
             scope = _say(code, "scope.line") if limit.mai == 1 else _say(code, "scope.date")
             when_paren = f" ({day.isoformat()})" if day else ""
             if session_note:

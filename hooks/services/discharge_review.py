@@ -16,6 +16,8 @@ from .. import fhir_read as fr
 from ..context import CLAIM, DOCUMENTATION, PROCEDURES, DataUnavailable, HookRequest
 from ..unchecked import affected_by
 from ..extract import case_from_encounter
+from ..findings import Finding
+from ..model import Case
 from .base import CdsService
 from .gather import (all_of, encounter_searches, follow_references, included_locations, key_of,
                      link_searches, location_refs, merge, not_found, or_unchecked, prefetched_or_read,
@@ -63,6 +65,13 @@ def pick_claim(claims: list[dict]) -> dict | None:
 
 
 def handle(request: HookRequest) -> dict:
+    case, findings = review(request)
+    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
+
+
+def review(request: HookRequest) -> tuple[Case, list[Finding]]:
+    """The encounter's case and the findings of the rules on it (what the cards render; the SMART
+    documentation app reads the same case to show what is documented and what is missing)."""
     fhir = request.fhir
     enc_id = request.context["encounterId"]
     patient = request.context["patientId"]
@@ -104,8 +113,7 @@ def handle(request: HookRequest) -> dict:
     case = case_from_encounter(encounter, companions, claim, request.reference)
     if unchecked.affects(DOCUMENTATION):
         case = replace(case, evidence_checked=False)  # no documentation card on missing data
-    findings = rules.evaluate(case, request.reference, request.config)
-    return {"cards": cards.render(findings, case, request.config, service_label=SERVICE_LABEL)}
+    return case, rules.evaluate(case, request.reference, request.config)
 
 
 SERVICE = CdsService(

@@ -1,0 +1,165 @@
+"""NCCI PTP and MUE edits across claims: the lines of one beneficiary, rendering provider and date
+of service, whichever claims they are on.
+
+NCCI Policy Manual for Medicare Services, Chapter I, General Correct Coding Policies (sections A and
+C; and the Introduction): PTP edits and MUEs apply to services reported by the same provider for the
+same beneficiary on the same date of service; billing the two codes of an edit on separate claims
+does not avoid it. The per-claim review (:func:`hooks.rules.evaluate`) sees one claim; this pass
+sees the lines of several claims grouped by :func:`line_group` and applies the *same* rule code to
+them (:func:`hooks.rules.engine._review_line` and the removal finding builders for PTP, the MUE rule
+``_mue_findings``): no second copy of a rule.
+
+- **PTP** (``ptp-bundled``, ``modifier-misuse``, ``ptp-modifier-allowed``): a 76000 line against the
+  partner lines of the group's *other* claims (pairs within one claim are the per-claim review's).
+  The fluoroscopy policies that are not NCCI edits (integral, guidance code) stay per claim.
+- **MUE** (``mue-exceeded``, MAI 2 and 3: per date of service): the 76000 units of the group's claims
+  (lines without a PTP problem across claims) against the MUE, reported when the claims together
+  exceed it and no one claim does by itself (that claim's own review reports it).
+
+Input: normalized cases (:class:`~hooks.model.Case`, as the case builders make them; ``case.claim``
+the Claim or ExplanationOfBenefit with its ``id``, ``patient`` and ``provider``). Any set of cases
+may be given (a beneficiary's, or a coarser group: the function groups by :func:`line_group`
+itself). Output: :class:`CrossClaimFinding` s; their ``finding.lines`` and the fixes' ``line`` are
+:func:`line_ref` s, ``"Claim/c1:Claim.item[1]"``, and ``claims`` names every claim involved.
+Pure: depends only on its arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from typing import Iterable, NamedTuple
+
+from nccidata.api import MEDICARE, ReferenceData
+
+from .. import fhir_read as fr
+from .. import findings as F
+from ..context import InvalidResource
+from ..findings import KINDS, Finding
+from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Line
+from .engine import _cite_program, _LineReview, _mue_findings, _removal_finding, _review_line, program_view
+from .policy import policy
+
+PTP_CODES = (F.PTP_BUNDLED, F.MODIFIER_MISUSE, F.PTP_MODIFIER_ALLOWED)
+
+
+class CrossClaimFinding(NamedTuple):
+    """A finding over lines of several claims."""
+
+    finding: Finding  # its lines (and fixes' lines) are line_ref()s
+    claims: tuple[str, ...]  # "Claim/c1", "ExplanationOfBenefit/e2": every claim involved, in order
+    lines: tuple[tuple[str, Line], ...]  # (claim, line as billed) of each of finding.lines, same order
+
+
+class Group(NamedTuple):
+    """The grouping key of a line: the edits apply within one group."""
+
+    patient: str
+    provider: str
+    day: date
+    setting: str  # the NCCI table (practitioner, outpatient-hospital)
+    program: str  # the NCCI program (medicare, medicaid)
+
+
+def claim_name(case: Case) -> str | None:
+    """"Claim/c1" (or "ExplanationOfBenefit/e1") of the case's resource; None without an id."""
+    return fr.key_of(case.claim) if isinstance(case.claim, dict) else None
+
+
+def _ref(resource: dict, key: str) -> str | None:
+    try:
+        return fr.reference(resource.get(key), resource.get("resourceType") or "Claim", key)
+    except InvalidResource:
+        return None
+
+
+def beneficiary(case: Case) -> str | None:
+    """The patient reference of the case's claim ("Patient/p1", an absolute URL reduced; None when
+    absent): the coarsest grouping key (the Spark job groups by it before calling
+    :func:`cross_claim_findings`)."""
+    return _ref(case.claim, "patient") if isinstance(case.claim, dict) else None
+
+
+def line_group(case: Case, line: Line, program: str | None = None) -> Group | None:
+    """The group of a billed line: beneficiary, rendering provider (the line's, from the care team
+    or the Procedure's performer; else the claim's ``provider``), date of service, NCCI table and
+    program. None when one is unknown, or the claim is an institutional inpatient one (no PTP edits
+    or MUEs apply)."""
+    setting = case.setting.ncci_setting
+    if setting == INPATIENT_HOSPITAL or line.units <= 0 or not isinstance(case.claim, dict):
+        return None
+    patient = beneficiary(case)
+    provider = line.performers[0] if line.performers else _ref(case.claim, "provider")
+    day = line.service_date or case.default_date
+    if not (patient and provider and day):
+        return None
+    return Group(patient, provider, day, setting, program or case.program or MEDICARE)
+
+
+def line_ref(claim: str, line: Line) -> str:
+    """How a line of one claim is named among several: "Claim/c1:Claim.item[1]"."""
+    return f"{claim}:{line.key}"
+
+
+def cross_claim_findings(cases: Iterable[Case], reference: ReferenceData, config: dict) -> list[CrossClaimFinding]:
+    """The PTP and MUE findings over the lines of `cases` that are on different claims of one
+    :class:`Group` (see the module docstring). `config`: the resolved configuration options (the
+    findings' switches, ``program`` for cases whose coverage does not say)."""
+    groups: dict[Group, list[tuple[str, Case, Line]]] = {}
+    default_program = config.get("program") or MEDICARE
+    for case in cases:
+        name = claim_name(case)
+        if name is None:
+            continue
+        for line in case.lines:
+            key = line_group(case, line, case.program or default_program)
+            if key is not None:
+                groups.setdefault(key, []).append((name, case, line))
+    out: list[CrossClaimFinding] = []
+    for key, members in groups.items():
+        if len({m[0] for m in members}) > 1 and any(m[2].code == FLUORO for m in members):
+            out += _group_findings(key, members, reference, config)
+    return out
+
+
+def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference: ReferenceData,
+                    config: dict) -> list[CrossClaimFinding]:
+    pol = policy()
+    owner: dict[str, tuple[str, Line]] = {}
+    lines = []
+    for name, _case, line in members:
+        merged_line = replace(line, key=line_ref(name, line), service_date=key.day)
+        owner[merged_line.key] = (name, line)
+        lines.append(merged_line)
+    first = members[0][1]
+    case = Case(kind="claim", setting=first.setting, lines=tuple(lines), default_date=key.day, claim=None,
+                evidence_checked=False, program=key.program, program_source=first.program_source)
+    ref = reference if key.program == MEDICARE else program_view(reference, key.program)
+    found: list[Finding] = []
+    billable: list[_LineReview] = []
+    enabled = [c for c in PTP_CODES if config.get(KINDS[c].switch, True)]
+    for line in lines:
+        if line.code != FLUORO:
+            continue
+        claim = owner[line.key][0]
+        partners = [p for p in lines if owner[p.key][0] != claim and p.code != FLUORO]
+        review = _review_line(case, line, ref, pol, only=partners) if partners else _LineReview(line, key.day)
+        chosen = [p for p in review.problems if p.code in enabled]
+        if not review.problems:
+            billable.append(review)
+        if chosen:
+            problem = min(chosen, key=lambda p: KINDS[p.code].rank)
+            finding = _removal_finding(case, review, problem, ref, config)
+            found.append(replace(finding, lines=(line.key, problem.partner.key)))
+    if billable and config.get(KINDS[F.MUE_EXCEEDED].switch, True):
+        for finding in _mue_findings(case, billable, ref, config, pol):
+            claims = {owner[k][0] for k in finding.lines}
+            limit = ref.mue(FLUORO, key.day, key.setting)
+            alone = limit is not None and any(
+                sum(r.line.units for r in billable if owner[r.line.key][0] == c) > limit.units for c in claims)
+            if len(claims) > 1 and not alone:
+                found.append(finding)
+    out = []
+    for finding in _cite_program(found, case, key.program, ref):
+        involved = tuple(owner[k] for k in finding.lines)
+        out.append(CrossClaimFinding(finding, tuple(dict.fromkeys(c for c, _l in involved)), involved))
+    return out

@@ -1,0 +1,693 @@
+"""What the payer batch reads: its INPUTs, as claims to review with their companions.
+
+**Records.** A claim record is a Claim, an ExplanationOfBenefit, or a Bundle whose first entry is
+one of them followed by its companions (:func:`split_record`). Error paths name the resource
+(``ExplanationOfBenefit.item[0].servicedDate``, ``$.resourceType``), never a CDS Hooks context.
+
+**Inputs** (:class:`BatchInput`; one or more, each plain or gzip, ``-`` for stdin):
+
+- an NDJSON file of claim records (as before);
+- a FHIR Bulk Data export: its directory, or its manifest (the ``$export`` status response: a JSON
+  object with ``output[].type`` / ``output[].url``; an url is read as a file of the manifest's
+  directory, by its last path segment), or a directory of per-type NDJSON files without a manifest;
+- per-type NDJSON files given directly (``Encounter.ndjson``, ``Encounter.000.ndjson.gz``, ...).
+
+A file's type is the manifest's ``type``, else the FHIR type its name starts with, else its first
+record's resourceType. Files of Claims, ExplanationOfBenefits or Bundles are the claims to review
+(read second); every other file is a companion file (read first), whose resources go into an
+on-disk index (:class:`ExportIndex`, SQLite in a temporary directory: memory does not grow with the
+export). A record whose resourceType is not of its file's kind is a bad record.
+
+**Join.** Each claim gets, from the index, what the claim-review service would fetch and search
+(hooks/services/gather.py): the resources the claim references (``item.encounter``,
+``item.locationReference``, ``facility``, ``procedure.procedureReference``,
+``supportingInfo.valueReference``, ``insurance.coverage``), the Procedures, Observations,
+DiagnosticReports and ImagingStudies of its encounters (their ``encounter``), the reports and studies
+``basedOn`` the order of a 76000 Procedure, and the second-hop references (``Encounter.location``,
+``Procedure.location`` / ``report``, ``DiagnosticReport.imagingStudy``, ``Coverage.payor``).
+References may be relative (``Encounter/e1``), absolute (``https://x/fhir/Encounter/e1``) or
+``urn:uuid:<id>`` (the resource of that id; e.g. Synthea's exports); the latter resolve through
+the case's aliases. A reference to a type the export holds resources of, but not to that resource,
+is *dangling*: the claim is a bad record naming the element. A type the export has no file of is
+not checked (partial exports): the claim is reviewed without it.
+
+**What a caller gets** (the iterator and record shapes ``service/batch.py`` and the Spark job
+depend on)::
+
+    with BatchInput(paths) as source:
+        for item in source.records():     # in input order; companion files' bad records first
+            if isinstance(item, InputError): ...   # item.as_dict() -> errors.ndjson
+            else: ...                               # an InputRecord: review_input(item, reference, config)
+
+For worker processes: ``source.raw()`` yields :class:`RawRecord` (file, line, bytes; cheap to
+pickle) and :class:`InputError`; each worker opens ``Joiner(source.index_path)`` once and turns a
+RawRecord into an InputRecord or an InputError with ``joiner.join(raw)``. :func:`review_input`
+turns an InputRecord into a :class:`Reviewed` (case, findings, use) or an InputError (an invalid
+resource found while building the case).
+"""
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import IO, Iterable, Iterator, NamedTuple, Sequence
+
+import orjson
+
+from hooks import fhir_read as fr
+from hooks.context import InvalidResource
+from hooks.extract import bundle_aliases
+from hooks.extract.bundle import split_claim_bundle
+from hooks.extract.codes import procedure_code
+from hooks.extract.eob import case_from_billing, use_of
+from hooks.findings import Finding
+from hooks.model import FLUORO, Case
+from hooks.rules import evaluate
+from nccidata.api import ReferenceData
+
+# What a claim record may be: reviewed alone, or a Bundle whose first entry is one of the others.
+RECORD_TYPES = ("Claim", "ExplanationOfBenefit", "Bundle")
+CLAIM_TYPES = frozenset(RECORD_TYPES)
+# The resource types whose `encounter` links them to a claim's encounters (the service's searches).
+ENCOUNTER_LINKED = frozenset({"Procedure", "Observation", "DiagnosticReport", "ImagingStudy"})
+BASED_ON_LINKED = frozenset({"DiagnosticReport", "ImagingStudy"})
+MAX_HOPS = 3  # rounds of second-hop references followed from the companions
+_TYPE_IN_NAME = re.compile(r"(?:\d+[._-])?([A-Z][A-Za-z]+)")
+_UUID = "urn:uuid:"
+
+
+# --- the shapes callers depend on --------------------------------------------------------------
+class InputError(NamedTuple):
+    """A record that could not be read or reviewed: where it is, the FHIR path, and why (the value
+    itself is never repeated). ``claim``: the record was a claim to review (it counts among the
+    claims in: claims in = reviewed + errors whose ``claim`` is true); false for a companion file's
+    bad record or an unreadable file."""
+
+    file: str  # the input file ("-": stdin)
+    line: int | None  # 1-based line number in it; None for the file as a whole (e.g. a bad manifest)
+    path: str  # FHIR path in the record: "ExplanationOfBenefit.item[0].servicedDate", "$" for the record
+    reason: str  # what is wrong
+    resource_type: str | None = None  # of the record, when known
+    resource_id: str | None = None
+    claim: bool = True
+
+    def as_dict(self) -> dict:
+        """The errors.ndjson record: {"file", "line", "path", "reason", "resourceType", "id", "claim"}."""
+        return {"file": self.file, "line": self.line, "path": self.path, "reason": self.reason,
+                "resourceType": self.resource_type, "id": self.resource_id, "claim": self.claim}
+
+
+class RawRecord(NamedTuple):
+    """A claim record as read, before parsing (what the reader hands to worker processes)."""
+
+    file: str
+    line: int
+    data: bytes
+
+
+class InputRecord(NamedTuple):
+    """A claim to review: the Claim or ExplanationOfBenefit, its companions (its Bundle's entries
+    and what the export join found) and the references they answer to besides "Type/id"
+    ("urn:uuid:..."; hooks.extract.bundle_aliases)."""
+
+    file: str
+    line: int
+    resource: dict
+    companions: list[dict]
+    aliases: dict[str, dict]
+
+
+class Reviewed(NamedTuple):
+    """A reviewed claim: its case (normalized lines; ``case.claim`` is the resource), its findings,
+    and ``use``: Claim.use / ExplanationOfBenefit.use ("claim", "preauthorization": a prior
+    authorization request such as a Da Vinci PAS Bundle's Claim, "predetermination"; None: absent)."""
+
+    record: InputRecord
+    case: Case
+    findings: list[Finding]
+    use: str | None
+
+
+# --- one record ---------------------------------------------------------------------------------
+def split_record(value: object) -> tuple[dict, list[dict]]:
+    """(the Claim or ExplanationOfBenefit, its companions) of one claim record; raises
+    InvalidResource naming the path in the record (its resourceType; "$" when that is not one of
+    RECORD_TYPES)."""
+    if not isinstance(value, dict):
+        raise InvalidResource("$: record must be a JSON object (a Claim, an ExplanationOfBenefit or a "
+                              "Bundle)", "$")
+    rtype = value.get("resourceType")
+    return split_claim_bundle(value, rtype if rtype in RECORD_TYPES else "$", RECORD_TYPES)
+
+
+def _ident(value: object) -> tuple[str | None, str | None]:
+    """(resourceType, id) of a record, where they are strings."""
+    if not isinstance(value, dict):
+        return None, None
+    if value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        first = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
+        res = first.get("resource")
+        if isinstance(res, dict):
+            value = res
+    rtype, rid = value.get("resourceType"), value.get("id")
+    return (rtype if type(rtype) is str and len(rtype) <= 64 else None,
+            rid if type(rid) is str and len(rid) <= 64 else None)
+
+
+def review_input(record: InputRecord, reference: ReferenceData, config: dict) -> Reviewed | InputError:
+    """Review one claim with the claim-review rules (hooks.extract case builders, hooks.rules); an
+    invalid resource is an InputError naming its path."""
+    try:
+        use = use_of(record.resource)
+        case = case_from_billing(record.resource, record.companions, reference, aliases=record.aliases)
+        findings = evaluate(case, reference, config)
+    except InvalidResource as exc:
+        rtype, rid = _ident(record.resource)
+        return InputError(record.file, record.line, exc.path, str(exc), rtype, rid)
+    return Reviewed(record, case, findings, use)
+
+
+# --- files ---------------------------------------------------------------------------------------
+def open_input(path: str) -> IO[bytes]:
+    """A plain or gzip file (by its first two bytes), or stdin for "-"."""
+    if path == "-":
+        stream = sys.stdin.buffer
+        head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
+        return gzip.GzipFile(fileobj=stream) if head == b"\x1f\x8b" else stream
+    fh = open(path, "rb")
+    if fh.read(2) == b"\x1f\x8b":
+        fh.seek(0)
+        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
+    fh.seek(0)
+    return fh
+
+
+def numbered_lines(path: str, check: bool = False) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) of the non-blank lines of a plain or gzip file; `check`: raise
+    NotNdjson (naming the file) when it is pretty-printed JSON (:func:`ndjson_lines`)."""
+    stream = open_input(path)
+    try:
+        lines: Iterable[bytes] = stream
+        if check:
+            try:
+                lines = ndjson_lines(stream)
+            except NotNdjson as exc:
+                raise NotNdjson(f"{path}: {exc}") from None
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield number, line
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class NotNdjson(ValueError):
+    """The input is one JSON document spread over lines (pretty-printed), not NDJSON."""
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line.strip())
+    except Exception:  # orjson.JSONDecodeError
+        return False
+    return True
+
+
+def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of `stream`, after checking that its first record is on one line: input whose
+    first two non-blank lines are both not JSON, the first opening an object or array, is
+    pretty-printed JSON (raises NotNdjson). A single bad line is left to its own error record."""
+    head: list[bytes] = []
+    lines = iter(stream)
+    for line in lines:
+        head.append(line)
+        if sum(1 for h in head if h.strip()) == 2:
+            break
+    records = [h for h in head if h.strip()]
+    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
+            and not _parses(records[0]) and not _parses(records[1])):
+        raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
+                        "record spans several lines (pretty-printed JSON?). Convert it with "
+                        "`jq -c . FILE` (or `jq -c '.[]' FILE` for an array)")
+    return itertools.chain(head, lines)
+
+
+@dataclass
+class InputFile:
+    path: str
+    kind: str | None  # the file's resource type (manifest type, name, else its first record's); None: unknown yet
+    claims: bool  # a file of claim records (Claim, ExplanationOfBenefit, Bundle)
+
+
+class UsageError(ValueError):
+    """An INPUT that cannot be used at all (missing, not a file or directory, a manifest that is not
+    one): the CLI says so and exits 2."""
+
+
+def _type_from_name(name: str) -> str | None:
+    m = _TYPE_IN_NAME.match(os.path.basename(name))
+    return m.group(1) if m else None
+
+
+def _first_type(path: str) -> str | None:
+    for _n, line in numbered_lines(path):
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        rtype = value.get("resourceType") if isinstance(value, dict) else None
+        return rtype if type(rtype) is str else None
+    return None
+
+
+def _manifest_files(path: str) -> list[InputFile]:
+    """The files of a Bulk Data manifest (``output[].type`` and ``url``)."""
+    try:
+        with open(path, "rb") as fh:
+            manifest = orjson.loads(fh.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable JSON manifest ({exc.__class__.__name__})") from None
+    outputs = manifest.get("output") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, list):
+        raise UsageError(f"{path}: a Bulk Data manifest has an `output` array (of {{type, url}})")
+    base = os.path.dirname(os.path.abspath(path))
+    files = []
+    for i, out in enumerate(outputs):
+        rtype = out.get("type") if isinstance(out, dict) else None
+        url = out.get("url") if isinstance(out, dict) else None
+        if type(rtype) is not str or type(url) is not str or not url.strip():
+            raise UsageError(f"{path}: output[{i}] must have a `type` and a `url`")
+        local = os.path.join(base, url.rstrip("/").rsplit("/", 1)[-1])
+        if not os.path.isfile(local):
+            raise UsageError(f"{path}: output[{i}].url names a file that is not in {base}")
+        files.append(InputFile(local, rtype, rtype in CLAIM_TYPES))
+    return files
+
+
+def _is_manifest(path: str) -> bool:
+    if not path.endswith(".json"):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+        value = orjson.loads(head)
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(value, dict) and "output" in value and "resourceType" not in value
+
+
+def input_files(paths: Sequence[str]) -> list[InputFile]:
+    """The files of the INPUTs, each with its kind (see the module docstring). Raises UsageError."""
+    files: list[InputFile] = []
+    for path in paths:
+        if path == "-":
+            files.append(InputFile("-", None, True))
+        elif os.path.isdir(path):
+            names = sorted(os.listdir(path))
+            manifests = [n for n in names if _is_manifest(os.path.join(path, n))]
+            if manifests:
+                for n in manifests:
+                    files += _manifest_files(os.path.join(path, n))
+            else:
+                for n in names:
+                    full = os.path.join(path, n)
+                    if os.path.isfile(full) and re.search(r"\.(ndjson|jsonl)(\.gz)?$", n):
+                        files.append(_classified(full))
+        elif os.path.isfile(path):
+            files += _manifest_files(path) if _is_manifest(path) else [_classified(path)]
+        else:
+            raise UsageError(f"no such input file or directory: {path}")
+    return files
+
+
+def _classified(path: str) -> InputFile:
+    named = _type_from_name(path)
+    if named in CLAIM_TYPES or named in _companion_names():
+        return InputFile(path, named, named in CLAIM_TYPES)
+    kind = _first_type(path)
+    return InputFile(path, kind, kind is None or kind in CLAIM_TYPES)
+
+
+@lru_cache(maxsize=1)
+def _companion_names() -> frozenset[str]:
+    """FHIR types a per-type export file may be named after (the companions the join reads)."""
+    return frozenset({"Encounter", "Procedure", "Observation", "DiagnosticReport", "Location", "Coverage",
+                      "Patient", "ImagingStudy", "Organization", "Practitioner", "PractitionerRole",
+                      "ServiceRequest", "Condition", "Media", "DocumentReference"})
+
+
+# --- the on-disk index of the companions ------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE resources (key TEXT PRIMARY KEY, rid TEXT NOT NULL, rtype TEXT NOT NULL, file INTEGER NOT NULL,
+                        line INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE links (param TEXT NOT NULL, target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL);
+CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
+"""
+_INDEXES = """
+CREATE INDEX resources_by_id ON resources (rid);
+CREATE INDEX links_by_target ON links (param, target_id);
+"""
+
+
+def _target(ref: str) -> tuple[str, str | None] | None:
+    """(id, type or None) a reference points at: "Type/id" (absolute URLs reduced), "urn:uuid:id"."""
+    if ref.startswith(_UUID):
+        return ref[len(_UUID):], None
+    if ref.count("/") == 1:
+        rtype, rid = ref.split("/")
+        return rid, rtype
+    return None
+
+
+def _links_of(res: dict, rtype: str) -> list[tuple[str, str, str | None]]:
+    """(param, target id, target type) of the references the join searches by: `encounter` of
+    the encounter-linked types, `basedOn` of reports and studies. Unreadable ones are left out
+    (the case builder reports them when it reads the resource)."""
+    out = []
+    wanted = []
+    if rtype in ENCOUNTER_LINKED:
+        wanted.append(("encounter", res.get("encounter")))
+    if rtype in BASED_ON_LINKED:
+        based = res.get("basedOn")
+        if isinstance(based, list):
+            wanted += [("based-on", b) for b in based]
+    for param, node in wanted:
+        ref = node.get("reference") if isinstance(node, dict) else None
+        if type(ref) is str and ref.strip():
+            t = _target(fr.normalize_reference(ref.strip()))
+            if t is not None:
+                out.append((param, t[0], t[1]))
+    return out
+
+
+class ExportIndex:
+    """The companion resources of the inputs on disk (SQLite): by "Type/id", by id (for urn:uuid
+    references) and by the references the join searches by (encounter, basedOn). Written once by
+    :meth:`load`, then read (by any number of processes); its page cache is bounded."""
+
+    CACHE_KIB = 16 * 1024  # SQLite page cache per connection
+
+    def __init__(self, path: str, *, create: bool = False) -> None:
+        self.path = path
+        if create:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        else:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                      check_same_thread=False)
+        self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
+        self._types: frozenset[str] | None = None
+        self._files: dict[int, str] | None = None
+        self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
+
+    def close(self) -> None:
+        self.db.close()
+
+    def load(self, files: Sequence[InputFile]) -> Iterator[InputError]:
+        """Index every record of the companion `files`; yields the bad ones (broken JSON, no
+        resourceType or id, a record of another kind than its file's). The first of a repeated
+        "Type/id" is kept."""
+        db = self.db
+        db.execute("BEGIN")
+        rows: list[tuple] = []
+        links: list[tuple] = []
+        for number, f in enumerate(files):
+            db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
+            for line, data in numbered_lines(f.path):
+                try:
+                    res = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    yield InputError(f.path, line, "$", f"not valid JSON: {exc}", claim=False)
+                    continue
+                rtype, rid = _ident(res)
+                if not isinstance(res, dict) or rtype is None:
+                    yield InputError(f.path, line, "$.resourceType", "a FHIR resource has a resourceType",
+                                     claim=False)
+                    continue
+                if rtype in CLAIM_TYPES or (f.kind is not None and rtype != f.kind):
+                    yield InputError(f.path, line, f"{rtype}.resourceType" if rtype in _companion_names()
+                                     or rtype in CLAIM_TYPES else "$.resourceType",
+                                     f"a file of {f.kind} resources holds another type", rtype, rid, claim=False)
+                    continue
+                if rid is None or not rid.strip():
+                    yield InputError(f.path, line, f"{rtype}.id", "a resource in a Bulk Data export has an id "
+                                     "(references name it)", rtype, claim=False)
+                    continue
+                key = f"{rtype}/{rid}"
+                rows.append((key, rid, rtype, number, line, data.strip()))
+                for param, tid, ttype in _links_of(res, rtype):
+                    links.append((param, tid, ttype, key))
+                if len(rows) >= 1000:  # bounded: what memory holds while indexing
+                    db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", links)
+                    rows.clear()
+                    links.clear()
+        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", links)
+        db.execute("COMMIT")
+        db.executescript(_INDEXES)
+
+    @property
+    def types(self) -> frozenset[str]:
+        """The resource types the export holds."""
+        if self._types is None:
+            self._types = frozenset(r[0] for r in self.db.execute("SELECT DISTINCT rtype FROM resources"))
+        return self._types
+
+    def _get(self, ref: str) -> dict | None:
+        """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or None."""
+        if ref.startswith(_UUID):
+            row = self.db.execute("SELECT body FROM resources WHERE rid = ? LIMIT 1", (ref[len(_UUID):],)).fetchone()
+        else:
+            row = self.db.execute("SELECT body FROM resources WHERE key = ?", (ref,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def linked(self, param: str, target: dict) -> list[dict]:
+        """The resources whose `param` reference ("encounter", "based-on") names `target`."""
+        rtype, rid = target.get("resourceType"), target.get("id")
+        rows = self.db.execute(
+            "SELECT r.body FROM links l JOIN resources r ON r.key = l.source WHERE l.param = ? AND l.target_id = ? "
+            "AND (l.target_type IS NULL OR l.target_type = ?) ORDER BY r.file, r.line", (param, rid, rtype))
+        return [orjson.loads(b) for (b,) in rows]
+
+    def location(self, key: str) -> tuple[str, int] | None:
+        """(file, line) a companion was read from."""
+        if self._files is None:
+            self._files = dict(self.db.execute("SELECT file, path FROM files"))
+        row = self.db.execute("SELECT file, line FROM resources WHERE key = ?", (key,)).fetchone()
+        return (self._files[row[0]], row[1]) if row else None
+
+
+# --- the join -------------------------------------------------------------------------------------
+class Dangling(Exception):
+    def __init__(self, path: str, ref: str) -> None:
+        super().__init__(path)
+        self.path, self.ref = path, ref
+
+
+def _claim_refs(claim: dict) -> list[tuple[str, str]]:
+    """(path, reference) the join resolves in a Claim / ExplanationOfBenefit (validated)."""
+    root = claim["resourceType"]
+    out = []
+    facility = fr.reference(claim.get("facility"), root, "facility")
+    if facility:
+        out.append((f"{root}.facility", facility))
+    for p, item in fr.objects(claim.get("item"), root, "item"):
+        for j, r in enumerate(fr.elements(item.get("encounter"), p, "encounter")):
+            ref = fr.reference(r, f"{p}.encounter", None, j)
+            if ref:
+                out.append((f"{p}.encounter[{j}]", ref))
+        loc = fr.reference(item.get("locationReference"), p, "locationReference")
+        if loc:
+            out.append((f"{p}.locationReference", loc))
+    for key, element in (("procedure", "procedureReference"), ("supportingInfo", "valueReference"),
+                         ("insurance", "coverage")):
+        for p, entry in fr.objects(claim.get(key), root, key):
+            ref = fr.reference(entry.get(element), p, element)
+            if ref:
+                out.append((f"{p}.{element}", ref))
+    return out
+
+
+def _hop_refs(res: dict, path: str) -> list[tuple[str, str]]:
+    """(path, reference) of the second-hop references of a companion (validated)."""
+    rtype = res.get("resourceType")
+    pairs: list[tuple[str, object]] = []
+    if rtype == "Encounter":
+        pairs = [(f"{p}.location", e.get("location")) for p, e in fr.objects(res.get("location"), path, "location")]
+    elif rtype == "Procedure":
+        pairs = [(f"{path}.location", res.get("location"))]
+        pairs += [(f"{path}.report[{i}]", r) for i, r in enumerate(fr.elements(res.get("report"), path, "report"))]
+    elif rtype == "DiagnosticReport":
+        pairs = [(f"{path}.imagingStudy[{i}]", r)
+                 for i, r in enumerate(fr.elements(res.get("imagingStudy"), path, "imagingStudy"))]
+    elif rtype == "Coverage":
+        pairs = [(f"{path}.payor[{i}]", r) for i, r in enumerate(fr.elements(res.get("payor"), path, "payor"))]
+    out = []
+    for p, node in pairs:
+        ref = fr.reference(node, p)
+        if ref:
+            out.append((p, ref))
+    return out
+
+
+class Joiner:
+    """Joins claim records with their companions from an :class:`ExportIndex` (None: no companion
+    files; each record carries what it needs, as before). One per process."""
+
+    def __init__(self, index_path: str | None) -> None:
+        self.index = ExportIndex(index_path) if index_path else None
+
+    def join(self, raw: RawRecord) -> InputRecord | InputError:
+        """The claim of one raw record with its companions, or the InputError saying why not."""
+        try:
+            value = orjson.loads(raw.data)
+        except orjson.JSONDecodeError as exc:
+            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}")
+        rtype, rid = _ident(value)
+        try:
+            resource, companions = split_record(value)
+            aliases = bundle_aliases(value)
+            if self.index is not None:
+                found, more = self._companions(resource, companions, aliases)
+                companions = companions + found
+                aliases.update(more)
+        except InvalidResource as exc:
+            return InputError(raw.file, raw.line, exc.path, str(exc), rtype, rid)
+        except Dangling as exc:
+            return InputError(raw.file, raw.line, exc.path, f"{exc.path}: the reference names no resource in the "
+                              "export (dangling reference)", rtype, rid)
+        return InputRecord(raw.file, raw.line, resource, companions, aliases)
+
+    def _companions(self, claim: dict, bundled: list[dict], aliases: dict[str, dict]
+                    ) -> tuple[list[dict], dict[str, dict]]:
+        """The companions of `claim` the index holds and `bundled` lacks, and their urn:uuid aliases."""
+        index = self.index
+        have: dict[str, dict] = {k: r for r in bundled if (k := fr.key_of(r)) is not None}
+        have.update(aliases)
+        found: list[dict] = []
+        more: dict[str, dict] = {}
+
+        def resolve(path: str, ref: str) -> dict | None:
+            if ref in have:
+                return have[ref]
+            res = index.get(ref)
+            if res is None:
+                t = _target(ref)
+                if t is None or t[1] is not None and t[1] not in index.types:
+                    return None  # a type the export has no file of: not checked
+                raise Dangling(path, ref)
+            key = fr.key_of(res)
+            if key in have:  # urn:uuid of a resource already in hand
+                res = have[key]
+            else:
+                have[key] = res
+                found.append(res)
+            if ref.startswith(_UUID):
+                have[ref] = res
+                more[ref] = res
+            return res
+
+        todo = [res for p, ref in _claim_refs(claim) if (res := resolve(p, ref)) is not None]
+        todo += [r for r in bundled if r.get("resourceType") == "Encounter"]
+        encounters = {fr.key_of(r): r for r in todo if r.get("resourceType") == "Encounter"}
+        for enc in encounters.values():
+            for res in index.linked("encounter", enc):
+                key = fr.key_of(res)
+                if key not in have:
+                    have[key] = res
+                    found.append(res)
+                    todo.append(res)
+        for res in list(have.values()):
+            if res.get("resourceType") == "Procedure" and "basedOn" in res and \
+                    procedure_code(res.get("code"), fr.key_of(res) or "Procedure", "code") == FLUORO:
+                for order in fr.elements(res.get("basedOn"), "Procedure", "basedOn"):
+                    ref = order.get("reference") if isinstance(order, dict) else None
+                    t = _target(fr.normalize_reference(ref)) if type(ref) is str else None
+                    if t is None:
+                        continue
+                    for linked in index.linked("based-on", {"resourceType": t[1] or "ServiceRequest", "id": t[0]}):
+                        key = fr.key_of(linked)
+                        if key not in have:
+                            have[key] = linked
+                            found.append(linked)
+                            todo.append(linked)
+        seen: set[int] = set()
+        for _hop in range(MAX_HOPS):
+            nxt = []
+            for res in todo:
+                if id(res) in seen:
+                    continue
+                seen.add(id(res))
+                for p, ref in _hop_refs(res, fr.key_of(res) or res.get("resourceType", "resource")):
+                    got = resolve(p, ref)
+                    if got is not None:
+                        nxt.append(got)
+            if not nxt:
+                break
+            todo = nxt
+        return found, more
+
+
+# --- the inputs as a whole ------------------------------------------------------------------------
+class BatchInput:
+    """The claim records of the INPUTs, joined with the companions of their export(s); a context
+    manager (the index lives in a temporary directory, removed on exit). See the module docstring."""
+
+    def __init__(self, paths: Sequence[str], workdir: str | None = None) -> None:
+        self.files = input_files(paths)
+        self._workdir = workdir
+        self._tmp: str | None = None
+        self.index_path: str | None = None
+        self._pending: list[InputError] = []
+
+    def __enter__(self) -> "BatchInput":
+        companions = [f for f in self.files if not f.claims]
+        if companions:
+            self._tmp = tempfile.mkdtemp(prefix="fluoro-cds-export-", dir=self._workdir)
+            self.index_path = os.path.join(self._tmp, "index.sqlite")
+            index = ExportIndex(self.index_path, create=True)
+            try:
+                self._pending = list(_bounded(index.load(companions)))
+            finally:
+                index.close()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def raw(self) -> Iterator[RawRecord | InputError]:
+        """The companion files' bad records, then each claim record as read, in input order."""
+        yield from self._pending
+        for f in self.files:
+            if f.claims:
+                for line, data in numbered_lines(f.path, check=True):
+                    yield RawRecord(f.path, line, data)
+
+    def records(self) -> Iterator[InputRecord | InputError]:
+        """:meth:`raw` joined in this process."""
+        joiner = Joiner(self.index_path)
+        for raw in self.raw():
+            yield raw if isinstance(raw, InputError) else joiner.join(raw)
+
+
+def _bounded(errors: Iterable[InputError], keep: int = 100_000) -> Iterator[InputError]:
+    """The companion files' bad records, at most `keep` held (the rest counted in one record)."""
+    extra = 0
+    for n, err in enumerate(errors):
+        if n < keep:
+            yield err
+        else:
+            extra += 1
+    if extra:
+        yield InputError("-", None, "$", f"{extra} more bad records in the companion files (not listed)",
+                         claim=False)

@@ -1,0 +1,1 @@
+"""The SMART on FHIR documentation app (docs/smart-app.md): launch, form, save."""

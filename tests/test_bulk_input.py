@@ -1,0 +1,270 @@
+"""The batch's inputs: FHIR Bulk Data exports (manifest or per-type files, plain or gzip) joined by
+reference through an on-disk index, bad records reported with file, line and FHIR path, and the
+NCCI edits across claims (service/bulk_input.py, service/claim_groups.py, hooks/rules/cross_claim.py)."""
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import json
+import os
+import tracemalloc
+
+import orjson
+import pytest
+
+from hooks.config import resolve
+from service.batch import run
+from service.bulk_input import BatchInput, InputError, InputRecord, Joiner, RawRecord, review_input
+from service.sample_data import write_export
+from tests.ncci_support import real_ncci_db, real_reference  # noqa: F401
+from tests.scenario_fixtures import scenario
+
+CLAIMS = ("Claim", "ExplanationOfBenefit")
+
+
+def _append(path, *records) -> int:
+    """Append NDJSON lines (dicts or raw bytes) to `path`; returns the first new line number."""
+    with open(path, "rb") as fh:
+        first = sum(1 for _ in fh) + 1
+    with open(path, "ab") as fh:
+        for r in records:
+            fh.write((r if isinstance(r, bytes) else orjson.dumps(r)) + b"\n")
+    return first
+
+
+def _lines(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    out = []
+    with opener(path, "rb") as fh:
+        for line in fh:
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue  # the broken lines the tests append
+    return out
+
+
+def _run(paths, db, **kw) -> tuple[list[dict], dict]:
+    out = io.BytesIO()
+    summary = run(paths, out, db_path=str(db), config=resolve(None), **kw)
+    return [json.loads(x) for x in out.getvalue().splitlines()], summary
+
+
+def _split_pairs(export) -> dict[frozenset, str]:
+    """The pairs the generator split across two claims, found from the raw claims: same patient,
+    provider and date, one billing only 76000, the other only 33289 or 36556 -> "Type/id"s and the
+    partner code. Medicare claims only (the store holds Medicare's releases)."""
+    medicaid = {c["id"] for c in _lines(os.path.join(export, "Coverage.ndjson")) if c["type"]["coding"][0]["code"] == "2"}
+    by_visit: dict[tuple, list[tuple[str, str]]] = {}
+    for rtype in CLAIMS:
+        for c in _lines(os.path.join(export, f"{rtype}.ndjson")):
+            if c["insurance"][0]["coverage"]["reference"].rsplit("/", 1)[-1].replace("urn:uuid:", "") in medicaid:
+                continue  # no Medicaid NCCI release imported: Medicare's edits are never applied to it
+            codes = [i["productOrService"]["coding"][0]["code"] for i in c["item"]]
+            if len(codes) == 1 and codes[0] in ("76000", "33289", "36556"):
+                key = (c["patient"]["reference"].rsplit("/", 1)[-1].replace("urn:uuid:", ""),
+                       c["provider"]["reference"], c["item"][0]["servicedDate"])
+                by_visit.setdefault(key, []).append((f"{rtype}/{c['id']}", codes[0]))
+    pairs = {}
+    for members in by_visit.values():
+        fluoro = [m for m in members if m[1] == "76000"]
+        other = [m for m in members if m[1] != "76000"]
+        if len(fluoro) == 1 and len(other) == 1:
+            pairs[frozenset({fluoro[0][0], other[0][0]})] = other[0][1]
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A sample export of 300 claims, with bad records appended to its files."""
+    root = tmp_path_factory.mktemp("export")
+    write_export(str(root), claims=300, seed=7)
+    claim = _lines(root / "Claim.ndjson")[0]
+    bad_date = copy.deepcopy(claim)
+    bad_date.update(id="bad-date")
+    bad_date["item"][0]["servicedDate"] = "2024-02-30"
+    dangling = copy.deepcopy(claim)
+    dangling.update(id="dangling")
+    dangling["item"][0]["encounter"] = [{"reference": "https://payer.example.org/fhir/Encounter/nowhere"}]
+    eob = copy.deepcopy(_lines(root / "ExplanationOfBenefit.ndjson")[0])
+    eob.update(id="bad-amount")
+    eob["item"][0]["adjudication"][1]["amount"]["value"] = "12.00"
+    defects = {
+        "Claim.ndjson": _append(root / "Claim.ndjson", bad_date, dangling, b"{broken"),
+        "ExplanationOfBenefit.ndjson": _append(root / "ExplanationOfBenefit.ndjson", eob),
+        "Encounter.ndjson": _append(root / "Encounter.ndjson", b'{"resourceType": "Encounter", "id"',
+                                    {"resourceType": "Patient", "id": "in-the-wrong-file"}),
+        "Procedure.ndjson": _append(root / "Procedure.ndjson", {"resourceType": "Procedure", "status": "completed"}),
+    }
+    return str(root), defects
+
+
+def test_an_export_is_reviewed_and_every_bad_record_reported(export, real_ncci_db):
+    root, defects = export
+    rows, summary = _run([root], real_ncci_db)
+    claims_in = sum(len(_lines(os.path.join(root, f"{t}.ndjson"))) for t in CLAIMS) + 1  # + the broken line
+    per_claim = [r for r in rows if "line" in r]
+    assert summary["records"] == claims_in == len([r for r in per_claim if r.get("resourceType") in CLAIMS
+                                                   or r["path"] == "$" and r["file"].endswith("Claim.ndjson")])
+    errors = {(os.path.basename(r["file"]), r["line"]): r for r in per_claim if "error" in r}
+    claim_line, eob_line = defects["Claim.ndjson"], defects["ExplanationOfBenefit.ndjson"]
+    enc_line, proc_line = defects["Encounter.ndjson"], defects["Procedure.ndjson"]
+    expected = {
+        ("Claim.ndjson", claim_line): "Claim.item[0].servicedDate",
+        ("Claim.ndjson", claim_line + 1): "Claim.item[0].encounter[0]",
+        ("Claim.ndjson", claim_line + 2): "$",
+        ("ExplanationOfBenefit.ndjson", eob_line): "ExplanationOfBenefit.item[0].adjudication[1].amount.value",
+        ("Encounter.ndjson", enc_line): "$",
+        ("Encounter.ndjson", enc_line + 1): "Patient.resourceType",
+        ("Procedure.ndjson", proc_line): "Procedure.id",
+    }
+    assert {k: v["path"] for k, v in errors.items()} == expected
+    assert "dangling" in errors[("Claim.ndjson", claim_line + 1)]["error"]
+    assert "not valid JSON" in errors[("Encounter.ndjson", enc_line)]["error"]
+    assert summary["errors"] == 4 and summary["companion_errors"] == 3
+    reviewed = [r for r in per_claim if "findings" in r]
+    assert len(reviewed) + summary["errors"] == summary["records"]
+    assert {r["resourceType"] for r in reviewed} == set(CLAIMS)
+    codes = {f["code"] for r in reviewed for f in r["findings"]}
+    assert {"ptp-bundled", "modifier-26", "documentation-missing", "mue-exceeded"} <= codes
+
+
+def test_pairs_split_across_two_claims_are_found_by_the_edits_across_claims(export, real_ncci_db):
+    root, _defects = export
+    rows, summary = _run([root], real_ncci_db)
+    pairs = _split_pairs(root)
+    assert len(pairs) >= 10
+    cross = [r for r in rows if "claims" in r]
+    assert summary["cross_claim_findings"] == len(cross)
+    found = {frozenset(r["claims"]): r for r in cross}
+    assert set(found) == set(pairs)
+    for claims, partner in pairs.items():
+        [finding] = found[claims]["findings"]
+        # the real July 2024 practitioner PTP rows: 33289/76000 indicator 0 (the split claim bills
+        # 76000-26, and a component modifier never bypasses an edit), 36556/76000 indicator 1
+        assert finding["code"] == ("modifier-misuse" if partner == "33289" else "ptp-modifier-allowed"), finding
+        [ptp] = [c for c in finding["citations"] if c["kind"] == "ncci-ptp"]
+        assert ptp["details"]["modifier_indicator"] == ("0" if partner == "33289" else "1")
+        assert {ln["claim"] for ln in found[claims]["lines"]} == set(claims)
+        assert len(finding["lines"]) == 2 and all(":" in k for k in finding["lines"])
+        assert any(c["kind"] == "ncci-ptp" and c["details"]["column1"] == partner for c in finding["citations"])
+    alone = {r["claim"]: r for r in rows if "findings" in r and "line" in r}
+    for claims in pairs:  # the per-claim review cannot see the pair
+        for name in claims:
+            codes = {f["code"] for f in alone[name.split("/", 1)[1]]["findings"]}
+            assert not codes & {"ptp-bundled", "ptp-modifier-allowed", "modifier-misuse"}, (name, codes)
+
+
+def test_a_pair_split_across_claims_in_plain_ndjson(tmp_path, real_ncci_db):
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    first, second = copy.deepcopy(claim), copy.deepcopy(claim)
+    first.update(id="first")
+    first["item"] = [i for i in first["item"] if i["productOrService"]["coding"][0]["code"] != "76000"]
+    second.update(id="second")
+    second["item"] = [i for i in second["item"] if i["productOrService"]["coding"][0]["code"] == "76000"]
+    src = tmp_path / "claims.ndjson.gz"
+    with gzip.open(src, "wb") as fh:
+        for c in (first, second):
+            fh.write(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                   "entry": [{"resource": r} for r in [c] + companions]}) + b"\n")
+    rows, summary = _run([str(src)], real_ncci_db, workers=2)
+    assert [r["claim"] for r in rows[:2]] == ["first", "second"]
+    assert all(not {"ptp-bundled"} & {f["code"] for f in r["findings"]} for r in rows[:2])
+    [cross] = rows[2:]
+    assert cross["claims"] == ["Claim/second", "Claim/first"]
+    assert cross["findings"][0]["code"] == "ptp-bundled"
+    assert cross["findings"][0]["fixes"][0]["line"] == "Claim/second:Claim.item[0]"
+
+
+def test_gzip_exports_and_manifests_give_the_same_review(tmp_path, real_ncci_db):
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    write_export(str(plain), claims=120, seed=3)
+    write_export(str(packed), claims=120, seed=3, compress=True)
+    by_dir, _ = _run([str(plain)], real_ncci_db)
+    by_manifest, _ = _run([str(packed / "manifest.json")], real_ncci_db)
+    strip = [{k: v for k, v in r.items() if k != "file"} for r in by_dir]
+    assert strip == [{k: v for k, v in r.items() if k != "file"} for r in by_manifest]
+    assert all(r["file"].endswith(".ndjson.gz") for r in by_manifest if "file" in r)
+    # per-type files given one by one (no manifest) join the same way
+    files = sorted(str(plain / n) for n in os.listdir(plain) if n.endswith(".ndjson"))
+    by_files, _ = _run(files, real_ncci_db)
+    assert by_files == by_dir
+
+
+def test_relative_absolute_and_urn_uuid_references_are_joined(tmp_path):
+    write_export(str(tmp_path), claims=200, seed=11)
+    styles: dict[str, int] = {}
+    with BatchInput([str(tmp_path)]) as source:
+        for item in source.records():
+            assert isinstance(item, InputRecord), item
+            ref = item.resource["item"][0]["encounter"][0]["reference"]
+            style = "urn:uuid" if ref.startswith("urn:uuid:") else "absolute" if "://" in ref else "relative"
+            styles[style] = styles.get(style, 0) + 1
+            target = ref.rsplit("/", 1)[-1].replace("urn:uuid:", "")
+            kinds = {r["resourceType"] for r in item.companions}
+            encounters = [r for r in item.companions if r["resourceType"] == "Encounter"]
+            assert [e["id"] for e in encounters] == [target]
+            assert {"Location", "Coverage", "Procedure"} <= kinds, (style, kinds)
+            if style == "urn:uuid":
+                assert item.aliases[ref] is encounters[0]
+    assert min(styles.get(s, 0) for s in ("relative", "absolute", "urn:uuid")) > 5, styles
+
+
+def test_export_findings_equal_the_claim_review_service(tmp_path, real_ncci_db, real_reference):
+    from service.app import create_app
+    from service.settings import Settings
+
+    write_export(str(tmp_path / "export"), claims=80, seed=5)
+    client = create_app(Settings(db_path=str(real_ncci_db), state_db_path=str(tmp_path / "state.sqlite"))).test_client()
+    compared = 0
+    with BatchInput([str(tmp_path / "export")]) as source:
+        joiner = Joiner(source.index_path)
+        for raw in source.raw():
+            assert isinstance(raw, RawRecord)
+            record = joiner.join(raw)
+            if record.resource["resourceType"] != "Claim":
+                continue
+            reviewed = review_input(record, real_reference, resolve(None))
+            bundle = {"resourceType": "Bundle", "type": "collection",
+                      "entry": [{"resource": record.resource}]
+                      + [{"fullUrl": alias, "resource": res} for alias, res in record.aliases.items()]
+                      + [{"resource": r} for r in record.companions if r not in record.aliases.values()]}
+            resp = client.post("/cds-services/fluoroscopy-claim-review", json={
+                "hook": "org.fluoro-cds.claim-review", "hookInstance": f"00000000-0000-4000-8000-{compared:012d}",
+                "context": {"patientId": "p", "claim": bundle}})
+            assert resp.status_code == 200, resp.get_json()
+            cards = [(c["source"]["topic"]["code"], c["summary"]) for c in resp.get_json()["cards"]]
+            assert cards == [(f.code, f.summary) for f in reviewed.findings], record.resource["id"]
+            compared += 1
+    assert compared >= 40
+
+
+def _reader_peak(path: str) -> tuple[int, int]:
+    """(records read, peak traced bytes) of reading and joining every claim of an export."""
+    tracemalloc.start()
+    try:
+        with BatchInput([path]) as source:
+            n = sum(1 for item in source.records() if isinstance(item, InputRecord))
+        return n, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_reader_memory_does_not_grow_with_the_export(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    write_export(str(small), claims=400, seed=2)
+    write_export(str(large), claims=4000, seed=2)
+    n_small, peak_small = _reader_peak(str(small))
+    n_large, peak_large = _reader_peak(str(large))
+    assert (n_small, n_large) == (400, 4000)
+    # ten times the claims: the peak stays within 1.5x (the index is on disk, records stream)
+    assert peak_large < 1.5 * peak_small, (peak_small, peak_large)
+
+
+def test_input_errors_have_the_documented_record_shape():
+    err = InputError("Claim.ndjson", 3, "Claim.item[0].servicedDate", "Claim.item[0].servicedDate: bad", "Claim", "c1")
+    assert err.as_dict() == {"file": "Claim.ndjson", "line": 3, "path": "Claim.item[0].servicedDate",
+                             "reason": "Claim.item[0].servicedDate: bad", "resourceType": "Claim", "id": "c1",
+                             "claim": True}
