@@ -44,7 +44,7 @@ from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Join
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
-from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
+from .findings_table import LINE_INDEX, ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
 
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
@@ -133,13 +133,16 @@ def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tupl
     """The table rows of a finding across claims: for each claim it names, the rows of its own lines
     (finding_rows over that claim's case, the finding's lines and fixes of that claim)."""
     rows: list[tuple] = []
+    offset = 0  # line_index runs over the finding's lines on all its claims (0: the finding's first row)
+    at = LINE_INDEX
     for claim, (case, source) in cases.items():
         prefix = f"{claim}:"
         lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
         fixes = tuple(dataclasses.replace(f, line=f.line[len(prefix):]) for f in found.finding.fixes
                       if f.line and f.line.startswith(prefix))
         local = dataclasses.replace(found.finding, lines=lines, fixes=fixes)
-        rows += finding_rows(case, [local], reference, source, run)
+        rows += [r[:at] + (r[at] + offset,) + r[at + 1:] for r in finding_rows(case, [local], reference, source, run)]
+        offset += len(lines)
     return rows
 
 
@@ -373,6 +376,23 @@ def check_inputs(inputs: Sequence[str]) -> None:
                 stream.close()
 
 
+def run_info(db_path: str | None, config: dict, run_id: str | None = None) -> tuple[tuple[str, str, str], dict]:
+    """((run id, config hash, data release), the reference data's description) of a run."""
+    described = open_reference(db_path).describe()
+    return (run_id or uuid.uuid4().hex, config_hash(config), data_release(described)), described
+
+
+def run_summary(tally: Tally, run: tuple[str, str, str], described: dict, fmt: str, seconds: float) -> dict:
+    return summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
+                               "format": fmt, "data": described}, seconds=seconds, outputs=output_names(fmt))
+
+
+def summary_files(result: dict) -> dict[str, bytes]:
+    """summary.json and report.html of a run's summary, by file name."""
+    names = result["outputs"]
+    return {names["summary"]: dumps(result) + b"\n", names["report"]: render_html(result).encode()}
+
+
 def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config: dict, fmt: str = "parquet",
             workers: int = 1, chunk_size: int = 500, progress: bool = False, run_id: str | None = None) -> dict:
     """Review every record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py) into
@@ -383,8 +403,7 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
 
     started = time.perf_counter()
     reference = open_reference(db_path)
-    described = reference.describe()
-    run = (run_id or uuid.uuid4().hex, config_hash(config), data_release(described))
+    run, described = run_info(db_path, config, run_id)
     names = output_names(fmt)
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
@@ -450,13 +469,10 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                 table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                 tally.add_rows(cross)
             table.close()
-        result = summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
-                                     "format": fmt, "data": described},
-                         seconds=time.perf_counter() - started, outputs=names)
-        with open(os.path.join(staging, names["summary"]), "wb") as fh:
-            fh.write(dumps(result) + b"\n")
-        with open(os.path.join(staging, names["report"]), "w", encoding="utf-8") as fh:
-            fh.write(render_html(result))
+        result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
+        for name, text in summary_files(result).items():
+            with open(os.path.join(staging, name), "wb") as fh:
+                fh.write(text)
         for name in names.values():
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     finally:

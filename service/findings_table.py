@@ -36,6 +36,8 @@ from hooks.rules.engine import fee_modifier
 from nccidata.api import ReferenceData
 
 _S, _I32, _I64, _F64, _D = pa.string(), pa.int32(), pa.int64(), pa.float64(), pa.date32()
+# A list of codes, named as Parquet's LIST convention and Spark's ArrayType(containsNull=False) write it.
+_CODES = pa.list_(pa.field("element", _S, nullable=False))
 
 # (name, type, meaning): the one declaration of the table (docs/service.md lists the same).
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -55,7 +57,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("line_key", _S, "the line's FHIR path in the resource (`Claim.item[0]`)"),
     ("service_date", _D, "the line's date of service (else the claim's)"),
     ("code", _S, "the line's CPT/HCPCS code"),
-    ("modifiers", pa.list_(_S), "the line's modifiers, in order"),
+    ("modifiers", _CODES, "the line's modifiers, in order"),
     ("units", _I32, "the line's units"),
     ("place_of_service", _S, "the line's CMS place-of-service code (else the claim's)"),
     ("setting", _S, "the NCCI setting: `practitioner`, `outpatient-hospital` or `inpatient-hospital`"),
@@ -341,5 +343,5 @@ def spark_schema():
     from pyspark.sql import types as T
 
     simple = {_S: T.StringType(), _I32: T.IntegerType(), _I64: T.LongType(), _F64: T.DoubleType(),
-              _D: T.DateType(), pa.list_(_S): T.ArrayType(T.StringType(), containsNull=False)}
+              _D: T.DateType(), _CODES: T.ArrayType(T.StringType(), containsNull=False)}
     return T.StructType([T.StructField(f.name, simple[f.type], nullable=True) for f in SCHEMA])

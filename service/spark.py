@@ -2,9 +2,18 @@
 
 Each executor opens the reference data once per partition (the SQLite store's catalog and
 release files, shipped as one directory with ``SparkContext.addFile``, or the embedded starter
-set) and reviews its records with
-:func:`service.batch.review_record`, exactly as ``fluoro-cds batch`` does. Output: one JSON line
-per input line, with its 1-based global line number. Entry point: deploy/spark_job.py.
+set) and reviews its records exactly as ``fluoro-cds batch`` does. Two outputs:
+
+- :func:`run_table_job` (``--out-dir``): the outputs of ``fluoro-cds batch --out-dir``: the findings
+  table written as Parquet from a typed DataFrame (its StructType built from
+  service/findings_table.py's one declaration) or as NDJSON text, errors.ndjson and
+  claims-corrected.ndjson as text, summary.json and report.html written by the driver from the
+  partitions' tallies; each record reviewed by :func:`service.batch.review_table`, the local
+  engine's own function, so the rows are the same.
+- :func:`run_job`: one JSON line per input line (:func:`service.batch.review_record`), with its
+  1-based global line number.
+
+Entry point: deploy/spark_job.py.
 """
 from __future__ import annotations
 
@@ -17,7 +26,9 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import review_raw
+from .batch import output_names, review_raw, review_table, run_info, run_summary, summary_files
+from .batch_report import Tally, merged
+from .findings_table import ndjson_rows, spark_schema
 from .jsonio import dumps
 
 
@@ -47,9 +58,8 @@ def ship_store(sc, db_path: str) -> Path:
     return staging
 
 
-def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | None,
-                     config: dict) -> Iterator[str]:
-    """Review (line, index) pairs of one partition; yields NDJSON strings (blank lines skipped)."""
+def _executor_reference(store: tuple[str, str] | None):
+    """The reference data on an executor: the shipped store (:func:`ship_store`), else the starter set."""
     from nccidata import open_reference
 
     db_path = None
@@ -58,7 +68,13 @@ def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | N
 
         directory, catalog = store
         db_path = os.path.join(SparkFiles.get(directory), catalog)
-    reference = open_reference(db_path)
+    return open_reference(db_path)
+
+
+def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | None,
+                     config: dict) -> Iterator[str]:
+    """Review (line, index) pairs of one partition; yields NDJSON strings (blank lines skipped)."""
+    reference = _executor_reference(store)
     for line, index in rows:
         if line.strip():
             yield dumps({"line": index + 1, **review_raw(line, reference, config)}).decode()
@@ -121,3 +137,93 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
     finally:
         if staging:  # the staged copy of the store, once every task has fetched it
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- --out-dir: the batch's outputs ------------------------------------------------------------------
+ROW, ERROR, FIXED, TALLY = "r", "e", "c", "t"
+
+
+def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
+                    run: tuple[str, str, str]) -> Iterator[tuple[str, object]]:
+    """Review (file, line number, line) triples of one partition (blank lines skipped); yields
+    tagged items: (ROW, a table row), (ERROR, an errors.ndjson line), (FIXED, a corrected Claim
+    line), and last (TALLY, the partition's :class:`~service.batch_report.Tally`)."""
+    reference = _executor_reference(store)
+    tally = Tally()
+    for path, number, line in records:
+        if not line.strip():
+            continue
+        rows, error, claim = review_table(line.encode(), (path, number), reference, config, run)
+        if error is not None:
+            tally.errors += 1
+            yield ERROR, dumps(error).decode()
+            continue
+        tally.add_claim(rows, claim is not None)
+        for row in rows:
+            yield ROW, row
+        if claim is not None:
+            yield FIXED, dumps(claim).decode()
+    yield TALLY, tally
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def _local_path(path: str) -> str | None:
+    if path.startswith("file:"):
+        return path.removeprefix("file:").removeprefix("//")
+    return None if "://" in path else path
+
+
+def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None = None,
+                  config_overrides: dict | None = None, defaults: dict | None = None, fmt: str = "parquet",
+                  run_id: str | None = None) -> dict:
+    """The outputs of ``fluoro-cds batch --out-dir`` under `out_dir` (Spark writes each of
+    findings.parquet, findings.ndjson, errors.ndjson and claims-corrected.ndjson as a folder of
+    part files; summary.json and report.html are files, written by the driver). Configuration
+    is validated and existing outputs refused (OutputExists) before any task runs. Returns the
+    summary."""
+    import time
+
+    from pyspark import StorageLevel
+
+    started = time.perf_counter()
+    config = resolve({CONFIG_KEY: config_overrides or {}}, defaults)
+    names = output_names(fmt)
+    for name in names.values():
+        check_output(_join(out_dir, name))
+    run, described = run_info(db_path, config, run_id)
+    sc = spark.sparkContext
+    staging = ship_store(sc, db_path) if db_path else None
+    store = (staging.name, Path(db_path).name) if staging else None
+    tagged = None
+    try:
+        parts = [sc.textFile(path).zipWithIndex().map(lambda li, path=path: (path, li[1] + 1, li[0]))
+                 for path in inputs]
+        lines = parts[0] if len(parts) == 1 else sc.union(parts)
+        tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run)) \
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        rows = tagged.filter(lambda t: t[0] == ROW).map(lambda t: t[1])
+        if fmt == "parquet":
+            spark.createDataFrame(rows, spark_schema()).write.parquet(_join(out_dir, names["findings"]))
+        else:
+            rows.map(lambda r: ndjson_rows([r]).decode().rstrip("\n")).saveAsTextFile(_join(out_dir, names["findings"]))
+        for tag, name in ((ERROR, "errors"), (FIXED, "claims_corrected")):
+            tagged.filter(lambda t, tag=tag: t[0] == tag).map(lambda t: t[1]) \
+                .saveAsTextFile(_join(out_dir, names[name]))
+        tally = merged(tagged.filter(lambda t: t[0] == TALLY).map(lambda t: t[1]).collect())
+    finally:
+        if tagged is not None:
+            tagged.unpersist()
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+    result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
+    local = _local_path(out_dir)
+    for name, blob in summary_files(result).items():
+        if local is not None:
+            with open(os.path.join(local, name), "wb") as fh:
+                fh.write(blob)
+        else:  # a cluster file system: one part file in a folder of that name
+            sc.parallelize([blob.decode().rstrip("\n")], 1).saveAsTextFile(_join(out_dir, name))
+    return result

@@ -128,7 +128,65 @@ def test_spark_job_refuses_an_existing_output_folder_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "exists already" in err and "Traceback" not in err
     assert (out / "keep.txt").read_text() == "earlier results"
+    (out / "errors.ndjson").mkdir()  # --out-dir: an output of an earlier run is there
+    assert _spark_job_main()([str(src), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "errors.ndjson exists already" in err and "Traceback" not in err
+    assert _spark_job_main()([str(src), str(src), str(out)]) == 2  # three paths, no --out-dir
+    assert "--out-dir" in capsys.readouterr().err
     from service.spark import OutputExists, run_job
 
     with pytest.raises(OutputExists):
         run_job(None, str(src), f"file://{out}")
+
+
+def _spark_rows(directory, name):
+    return [json.loads(line) for part in sorted((directory / name).glob("part-*"))
+            for line in part.read_text().splitlines()]
+
+
+def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
+    """Same input, same run id: the Spark job's findings.parquet (a typed DataFrame), errors,
+    corrected claims and counts equal `fluoro-cds batch --out-dir`'s, rows compared after sorting."""
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+    from service.findings_table import NAMES, SCHEMA
+    from service.spark import run_table_job
+
+    records = [orjson.dumps(scenario(n).context["claim"]) for n in (1, 3, 4, 5, 9, 11)]
+    first = tmp_path / "a.ndjson"
+    first.write_bytes(b"\n".join(records[:3] + [b"{broken", b"", orjson.dumps({"resourceType": "Patient"})]) + b"\n")
+    second = tmp_path / "b.ndjson"
+    second.write_bytes(b"\n".join(records[3:]) + b"\n")
+    inputs = [str(first), str(second)]
+    db = str(tmp_path / "absent.sqlite")
+    local = run_dir(inputs, str(tmp_path / "local"), db_path=db, config=resolve(None), run_id="run-1")
+    result = run_table_job(spark, inputs, str(tmp_path / "spark"), db_path=None, run_id="run-1")
+
+    def key(r):
+        return (r["source_file"], r["source_line"], r["finding_index"], r["line_index"])
+
+    spark_table = pq.read_table(tmp_path / "spark" / "findings.parquet")
+    assert spark_table.schema.names == list(NAMES)
+    assert [f.type for f in spark_table.schema] == [f.type for f in SCHEMA]
+    spark_rows = sorted(spark_table.to_pylist(), key=key)
+    local_rows = sorted(pq.read_table(tmp_path / "local" / "findings.parquet").to_pylist(), key=key)
+    assert spark_rows == local_rows and len(local_rows) >= 5
+    local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
+    assert sorted(_spark_rows(tmp_path / "spark", "errors.ndjson"), key=lambda e: (e["file"], e["line"])) == \
+        local_errors and len(local_errors) == 2
+    local_fixed = [json.loads(ln) for ln in (tmp_path / "local" / "claims-corrected.ndjson").read_text().splitlines()]
+    assert sorted(_spark_rows(tmp_path / "spark", "claims-corrected.ndjson"), key=lambda c: c["id"]) == \
+        sorted(local_fixed, key=lambda c: c["id"]) and local_fixed
+    summary = json.loads((tmp_path / "spark" / "summary.json").read_text())
+    assert summary == result
+    for k in ("claims_in", "reviewed", "errors", "findings", "money", "by_primary_procedure", "by_setting",
+              "by_rendering_provider", "claims_corrected", "data_release", "config_hash", "run_id"):
+        assert summary[k] == local[k], k
+    assert summary["claims_in"] == summary["reviewed"] + summary["errors"] == 8
+    assert "<svg" in (tmp_path / "spark" / "report.html").read_text()
+    from service.spark import OutputExists
+
+    with pytest.raises(OutputExists):  # its outputs are there already: refused before any task
+        run_table_job(spark, inputs, str(tmp_path / "spark"))
