@@ -44,7 +44,7 @@ from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Join
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
-from .findings_table import ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
+from .findings_table import LINE_INDEX, ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
 
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
@@ -133,13 +133,16 @@ def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tupl
     """The table rows of a finding across claims: for each claim it names, the rows of its own lines
     (finding_rows over that claim's case, the finding's lines and fixes of that claim)."""
     rows: list[tuple] = []
+    offset = 0  # line_index runs over the finding's lines on all its claims (0: the finding's first row)
+    at = LINE_INDEX
     for claim, (case, source) in cases.items():
         prefix = f"{claim}:"
         lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
         fixes = tuple(dataclasses.replace(f, line=f.line[len(prefix):]) for f in found.finding.fixes
                       if f.line and f.line.startswith(prefix))
         local = dataclasses.replace(found.finding, lines=lines, fixes=fixes)
-        rows += finding_rows(case, [local], reference, source, run)
+        rows += [r[:at] + (r[at] + offset,) + r[at + 1:] for r in finding_rows(case, [local], reference, source, run)]
+        offset += len(lines)
     return rows
 
 

@@ -43,23 +43,26 @@ def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
     claim-review Bundle: ~19 us, where a numpy scan of the whole body took ~56 us and regular
     expressions ~300 us; a 16 MB body at most ~0.1 s):
 
-    1. at most `limit` opening brackets: cannot be too deep;
-    2. escaped backslashes, then escaped quotes, are dropped (a run of backslashes escapes in
+    1. escaped backslashes, then escaped quotes, are dropped (a run of backslashes escapes in
        pairs from its start), so that every remaining quote opens or closes a string;
-    3. everything but quotes and brackets is dropped, ``{}`` becomes ``[]``, and adjacent quote
-       pairs go (that keeps the quote parity before every bracket); strings that still hold a
-       bracket are dropped with a regular expression over what is left (rarely needed);
+    2. everything but quotes and brackets is dropped and ``{}`` becomes ``[]`` (one pass over
+       the body); at most `limit` opening brackets left: cannot be too deep (counted on what is
+       left, a fraction of the body, rather than on the body twice: ~a third of the cost);
+    3. adjacent quote pairs go (that keeps the quote parity before every bracket); strings
+       that still hold a bracket are dropped with a regular expression over what is left
+       (rarely needed);
     4. each ``replace(b"[]", b"")`` removes exactly the innermost level (the leaves: replace does
        not rescan what it joined), so brackets left after `limit` passes mean more than `limit`
        levels; a run of `limit` + 1 opening brackets answers at once. Past `PASSES_UP_TO`
        brackets, a running sum with numpy instead (passes could scan megabytes `limit` times).
 
     Bytes that are not JSON give some answer; the parser then refuses them."""
-    if data.count(b"{") + data.count(b"[") <= limit:
-        return False
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    rest = data.translate(_SQUARE, _NOT_STRUCTURE).replace(b'""', b"")
+    rest = data.translate(_SQUARE, _NOT_STRUCTURE)
+    if rest.count(b"[") <= limit:
+        return False
+    rest = rest.replace(b'""', b"")
     if b'"' in rest:
         rest = _STRING.sub(b"", rest)
     run = b"[" * (limit + 1)

@@ -268,3 +268,30 @@ def test_input_errors_have_the_documented_record_shape():
     assert err.as_dict() == {"file": "Claim.ndjson", "line": 3, "path": "Claim.item[0].servicedDate",
                              "reason": "Claim.item[0].servicedDate: bad", "resourceType": "Claim", "id": "c1",
                              "claim": True}
+
+
+def test_out_dir_run_over_an_export(export, real_ncci_db, tmp_path):
+    from service.batch import run_dir
+
+    root, defects = export
+    out = tmp_path / "out"
+    summary = run_dir([root], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson", workers=2)
+    claims_in = sum(len(_lines(os.path.join(root, f"{t}.ndjson"))) for t in CLAIMS) + 1
+    assert (summary["claims_in"], summary["errors"]) == (claims_in, 4)
+    errors = [json.loads(x) for x in (out / "errors.ndjson").read_text().splitlines()]
+    assert len(errors) == 7  # 4 claims, 3 companion records
+    assert {(os.path.basename(e["file"]), e["line"], e["path"]) for e in errors} >= {
+        ("Claim.ndjson", defects["Claim.ndjson"] + 1, "Claim.item[0].encounter[0]"),
+        ("Procedure.ndjson", defects["Procedure.ndjson"], "Procedure.id")}
+    rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
+    for claims, partner in _split_pairs(root).items():
+        ids = {c.split("/", 1)[1] for c in claims}
+        pair = [r for r in rows if r["resource_id"] in ids and r["column1"] == partner
+                and r["finding"] in ("modifier-misuse", "ptp-bundled", "ptp-modifier-allowed")]
+        assert {r["resource_id"] for r in pair} == ids, claims
+        assert sorted(r["line_index"] for r in pair) == [0, 1]  # one finding, counted once
+    counted = {}
+    for r in rows:
+        if r["line_index"] == 0:
+            counted[r["finding"]] = counted.get(r["finding"], 0) + 1
+    assert counted == summary["findings"]

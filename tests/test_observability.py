@@ -131,3 +131,98 @@ def test_metrics_add_up_over_gunicorn_workers(tmp_path):
             seen.add(metric(text, "fluoro_cds_requests_total", service=SERVICE, status="200"))
         assert seen == {12.0}, seen  # every scrape, whichever worker answers, sums both
         assert metric(text, "fluoro_cds_cards_total", finding="ptp-bundled") == 12
+
+
+def _configured(fmt, monkeypatch):
+    """configure(fmt) writing to a StringIO; the clock fixed (both log paths read time.time)."""
+    import io
+    import time
+
+    from service import logs
+
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+    monkeypatch.setattr(logging.getLogger("fluoro_cds"), "handlers", [])  # whatever others left
+    logs.configure(fmt)
+    handlers = logging.getLogger("fluoro_cds").handlers
+    assert len(handlers) == 1, handlers
+    handler = handlers[0]
+    out = io.StringIO()
+    monkeypatch.setattr(handler, "stream", out)
+    return logs, handler, out
+
+
+CALL = {"service": SERVICE, "status": 200, "latency_ms": 1.25, "hookInstance": "h-1",
+        "data_release": "starter-2024Q3", "client_issuer": None, "tenant": "t"}
+
+
+def test_call_line_written_directly_equals_the_logging_path(monkeypatch):
+    """log_call writes the configured handler's line itself (service/logs.py: no LogRecord);
+    the line is the one the logging machinery writes for the same call, in both formats."""
+    request_log = logging.getLogger("fluoro_cds.request")
+    try:
+        for fmt in ("text", "json"):
+            logs, handler, out = _configured(fmt, monkeypatch)
+            assert logs._own_handler() is handler
+            logs.log_call(CALL)
+            direct = out.getvalue()
+            request_log.addFilter(lambda record: True)  # any filter: the logging path
+            assert logs._own_handler() is None
+            logs.log_call(CALL)
+            request_log.filters.clear()
+            assert direct and out.getvalue() == direct * 2, (fmt, out.getvalue())
+            if fmt == "json":
+                assert json.loads(direct)["time"] == "2023-11-14T22:13:20.500Z"
+                assert json.loads(direct)["tenant"] == "t" and "client_issuer" in json.loads(direct)
+            else:
+                assert direct.endswith(f"fluoro_cds.request: {SERVICE} 200 service={SERVICE} "
+                                       "status=200 latency_ms=1.25 hookInstance=h-1 "
+                                       "data_release=starter-2024Q3 tenant=t\n")
+    finally:
+        request_log.filters.clear()
+        logging.getLogger("fluoro_cds").handlers.clear()
+
+
+def test_call_line_reaches_added_handlers_and_respects_filters(monkeypatch):
+    """A handler an operator adds gets every call record; a handler's filter still decides."""
+    request_log = logging.getLogger("fluoro_cds.request")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    extra = Keep()
+    try:
+        logs, handler, out = _configured("text", monkeypatch)
+        request_log.addHandler(extra)
+        logs.log_call(CALL)
+        assert seen == [f"{SERVICE} 200"] and out.getvalue().count("\n") == 1
+        request_log.removeHandler(extra)
+        handler.addFilter(lambda record: False)
+        logs.log_call(CALL)
+        assert out.getvalue().count("\n") == 1  # filtered out: nothing more written
+        handler.filters.clear()
+        request_log.setLevel(logging.WARNING)
+        logs.log_call(CALL)
+        assert out.getvalue().count("\n") == 1
+    finally:
+        request_log.setLevel(logging.NOTSET)
+        request_log.removeHandler(extra)
+        logging.getLogger("fluoro_cds").handlers.clear()
+
+
+def test_call_lines_from_many_threads_stay_whole(monkeypatch):
+    import threading
+
+    try:
+        logs, handler, out = _configured("json", monkeypatch)
+        threads = [threading.Thread(target=lambda: [logs.log_call(CALL) for _ in range(300)])
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 1200 and all(json.loads(line)["status"] == 200 for line in lines)
+    finally:
+        logging.getLogger("fluoro_cds").handlers.clear()
