@@ -80,14 +80,16 @@ def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | N
             yield dumps({"line": index + 1, **review_raw(line, reference, config)}).decode()
 
 
-def local_session(app_name: str = "fluoro-cds"):
-    """A SparkSession bound to 127.0.0.1 (local mode unless spark-submit says otherwise)."""
+def local_session(app_name: str = "fluoro-cds", master: str | None = None):
+    """A SparkSession bound to 127.0.0.1 (local mode unless spark-submit says otherwise;
+    `master`, e.g. "local[2]", sets it)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers use this interpreter (and so this environment's packages) unless told otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder.master(master) if master else SparkSession.builder
+    return (builder.appName(app_name)
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.ui.enabled", "false")
