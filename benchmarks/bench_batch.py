@@ -1,65 +1,125 @@
-"""Benchmark: `fluoro-cds batch` throughput (claims per second), 1 worker vs 2, side by side.
+"""Benchmark: `fluoro-cds batch --out-dir` throughput on a synthetic FHIR Bulk Data export, against
+the floor of reading and parsing the same input, with peak memory; and the Spark job.
 
-Run from the repository root:
-    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_batch.py [--claims 20000] [--repeats 3]
+Run from the repository root (the machine should be quiet; the load average is printed):
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_batch.py [--claims 200000] [--repeats 1] [--no-spark]
 
-Input: NDJSON of claim-review Bundles (Claim + Encounter, Procedures, Observations, reports),
-cycled from the acceptance scenarios 1-11 with fresh ids, reviewed against the starter set.
-Prints the median wall time and claims/s per worker count and their ratio.
+Input: `fluoro-cds sample-data` (service/sample_data.py, seed 1): `--claims` Claims and
+ExplanationOfBenefits with their Encounters, Procedures, Observations, DiagnosticReports,
+ImagingStudies, Locations, Coverages and Patients, one NDJSON file per resource type; reviewed
+against the starter set. Figures, each run in its own process (peak memory = the largest
+resident set of that process and its workers, getrusage ru_maxrss):
+- floor: one process that reads every NDJSON file of the export and parses each line with
+  orjson (no joining, no review): claims / wall time;
+- batch: `fluoro-cds batch EXPORT --out-dir DIR` (Parquet) with 1 and 2 workers: claims / wall
+  time, and the ratio to the floor (target: 2 workers >= 0.5);
+- Spark local[2]: deploy/spark_job.py --out-dir on the export's Claim and ExplanationOfBenefit
+  files (the Spark job reads NDJSON claims, not the export's companion files: its records are
+  reviewed without their Encounters and Procedures, so its work per claim is smaller).
 """
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
+_MEASURE = r"""
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+wall = time.perf_counter() - t0
+peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+print(json.dumps({"wall": wall, "peak_kib": peak, "rc": proc.returncode, "stderr": proc.stderr[-2000:]}))
+"""
 
-from hooks.config import resolve  # noqa: E402
-from service.batch import run  # noqa: E402
-from tests.scenario_fixtures import scenario  # noqa: E402
+_FLOOR = r"""
+import os, sys, time, resource, json
+import orjson
+root = sys.argv[1]
+t0 = time.perf_counter()
+n = 0
+for name in sorted(os.listdir(root)):
+    if name.endswith(".ndjson"):
+        with open(os.path.join(root, name), "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    orjson.loads(line)
+                    n += 1
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "records": n, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _measured(cmd: list[str], env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=3600)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {result['stderr']}")
+    return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--claims", type=int, default=20000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--claims", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--no-spark", action="store_true")
     args = ap.parse_args()
-    bundles = [scenario(n).context["claim"] for n in range(1, 12)]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "claims.ndjson"
-        with open(src, "wb") as fh:
-            for i in range(args.claims):
-                b = bundles[i % len(bundles)]
-                claim = dict(b["entry"][0]["resource"], id=f"bench-{i}")
-                fh.write(orjson.dumps({**b, "entry": [{"resource": claim}, *b["entry"][1:]]}) + b"\n")
-        config = resolve(None)
-        db = str(Path(tmp) / "absent.sqlite")  # starter set
-        results = {}
+    load = os.getloadavg()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLUORO_CDS_DB": "/nonexistent/absent.sqlite"}
+    env.pop("FLUORO_CDS_DEFAULTS", None)
+    fluoro = [sys.executable, "-m", "service.cli"]
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        export = Path(tmp) / "export"
+        subprocess.run([*fluoro, "sample-data", str(export), "--claims", str(args.claims)], check=True, env=env,
+                       cwd=ROOT, capture_output=True)
+        size = sum(f.stat().st_size for f in export.iterdir())
+
+        def repeat(name: str, make_cmd) -> None:
+            runs = []
+            for i in range(args.repeats):
+                out = Path(tmp) / f"{name}-{i}"
+                runs.append(_measured(make_cmd(out), env))
+                shutil.rmtree(out, ignore_errors=True)
+            results[name] = {"wall": statistics.median(r["wall"] for r in runs),
+                             "peak_kib": max(r["peak_kib"] for r in runs)}
+
+        floors = [json.loads(subprocess.run([sys.executable, "-c", _FLOOR, str(export)], capture_output=True,
+                                            text=True, check=True).stdout) for _ in range(args.repeats)]
+        results["floor"] = {"wall": statistics.median(f["wall"] for f in floors),
+                            "peak_kib": max(f["peak_kib"] for f in floors), "records": floors[0]["records"]}
         for workers in (1, 2):
-            times = []
-            for _ in range(args.repeats):
-                out = io.BytesIO()
-                t0 = time.perf_counter()
-                summary = run(str(src), out, db_path=db, config=config, workers=workers)
-                times.append(time.perf_counter() - t0)
-                assert summary["records"] == args.claims and summary["errors"] == 0
-            results[workers] = statistics.median(times)
-    print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} "
-          f"--repeats {args.repeats}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
-    for workers, secs in results.items():
-        print(f"workers={workers}: median {secs:.2f} s, {args.claims / secs:,.0f} claims/s")
-    print(f"ratio 2 workers / 1 worker throughput: {results[1] / results[2]:.2f}x")
+            repeat(f"batch-{workers}", lambda out, w=workers: [*fluoro, "batch", str(export), "--out-dir", str(out),
+                                                                 "--workers", str(w), "--quiet"])
+        if not args.no_spark:
+            claims = [str(export / n) for n in ("Claim.ndjson", "ExplanationOfBenefit.ndjson") if (export / n).exists()]
+            repeat("spark-local2", lambda out: [sys.executable, str(ROOT / "deploy" / "spark_job.py"), *claims,
+                                                "--out-dir", str(out), "--master", "local[2]"])
+    print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} --repeats {args.repeats}"
+          + (" --no-spark" if args.no_spark else ""))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+          f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"input: {args.claims:,} claims as a Bulk Data export, {size / 1e6:,.0f} MB, "
+          f"{results['floor']['records']:,} resources")
+    floor = args.claims / results["floor"]["wall"]
+    print("| run | wall time | claims/s | vs floor | peak memory |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        rate = args.claims / r["wall"]
+        print(f"| {name} | {r['wall']:.1f} s | {rate:,.0f} | {rate / floor:.2f}x | {r['peak_kib'] / 1024:,.0f} MiB |")
 
 
 if __name__ == "__main__":

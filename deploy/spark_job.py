@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                          "INPUT OUTPUT_DIR (the output folder, must not exist)")
     ap.add_argument("--out-dir", help="write the batch outputs here (as `fluoro-cds batch --out-dir`)")
     ap.add_argument("--format", choices=FORMATS, default="parquet", help="the findings table's format")
+    ap.add_argument("--master", help="the Spark master when not run by spark-submit, e.g. local[2]")
     ap.add_argument("--db", help="NCCI store (default: $FLUORO_CDS_DB or the user data dir; the "
                                  "starter set when it holds no release)")
     ap.add_argument("--config", help="configuration options as a JSON object "
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out_dir:
             for name in output_names(args.format).values():  # before Spark starts
                 check_output(args.out_dir.rstrip("/") + "/" + name)
-            spark = local_session("fluoro-cds-claim-review")
+            spark = local_session("fluoro-cds-claim-review", args.master)
             summary = run_table_job(spark, args.paths, args.out_dir, db_path=db_path, config_overrides=overrides,
                                     defaults=settings.defaults, fmt=args.format)
             print(json.dumps({k: summary[k] for k in ("run_id", "claims_in", "reviewed", "errors", "findings")}
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         source, output = args.paths
         check_output(output)  # before Spark starts
-        spark = local_session("fluoro-cds-claim-review")
+        spark = local_session("fluoro-cds-claim-review", args.master)
         count = run_job(spark, source, output, db_path=db_path,
                         config_overrides=overrides, defaults=settings.defaults)
     except OutputExists as exc:

@@ -98,6 +98,9 @@ class ClaimGroups:
         db = self.db
         db.execute("COMMIT")
         db.execute("CREATE INDEX keys_by_key ON keys (gkey)")
+        # each wanted beneficiary's claims are read by patient: without this index every read scanned
+        # the whole table (83% of a 20,000-claim export run under py-spy; benchmarks/RESULTS.md)
+        db.execute("CREATE INDEX claims_by_patient ON claims (patient, n)")
         wanted = db.execute(
             "SELECT DISTINCT c.patient FROM claims c JOIN keys k ON k.n = c.n WHERE k.gkey IN ("
             " SELECT gkey FROM keys k2 JOIN claims c2 ON c2.n = k2.n GROUP BY gkey"

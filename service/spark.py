@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import output_names, review_raw, review_table, run_info, run_summary, summary_files
+from .batch import cross_claim_rows, output_names, review_raw, review_table, run_info, run_summary, summary_files
 from .batch_report import Tally, merged
 from .findings_table import ndjson_rows, spark_schema
 from .jsonio import dumps
@@ -80,14 +80,16 @@ def review_partition(rows: Iterable[tuple[str, int]], store: tuple[str, str] | N
             yield dumps({"line": index + 1, **review_raw(line, reference, config)}).decode()
 
 
-def local_session(app_name: str = "fluoro-cds"):
-    """A SparkSession bound to 127.0.0.1 (local mode unless spark-submit says otherwise)."""
+def local_session(app_name: str = "fluoro-cds", master: str | None = None):
+    """A SparkSession bound to 127.0.0.1 (local mode unless spark-submit says otherwise;
+    `master`, e.g. "local[2]", sets it)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers use this interpreter (and so this environment's packages) unless told otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder.master(master) if master else SparkSession.builder
+    return (builder.appName(app_name)
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.ui.enabled", "false")
@@ -140,20 +142,24 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
 
 
 # --- --out-dir: the batch's outputs ------------------------------------------------------------------
-ROW, ERROR, FIXED, TALLY = "r", "e", "c", "t"
+ROW, ERROR, FIXED, TALLY, GROUP = "r", "e", "c", "t", "g"
 
 
 def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
                     run: tuple[str, str, str]) -> Iterator[tuple[str, object]]:
     """Review (file, line number, line) triples of one partition (blank lines skipped); yields
     tagged items: (ROW, a table row), (ERROR, an errors.ndjson line), (FIXED, a corrected Claim
-    line), and last (TALLY, the partition's :class:`~service.batch_report.Tally`)."""
+    line), (GROUP, the claim's :class:`~service.claim_groups.GroupRow` for the edits across
+    claims), and last (TALLY, the partition's :class:`~service.batch_report.Tally`)."""
     reference = _executor_reference(store)
     tally = Tally()
     for path, number, line in records:
         if not line.strip():
             continue
-        rows, error, claim = review_table(line.encode(), (path, number), reference, config, run)
+        groups: list = []
+        rows, error, claim = review_table(line.encode(), (path, number), reference, config, run, groups)
+        for row in groups:
+            yield GROUP, row
         if error is not None:
             tally.errors += 1
             yield ERROR, dumps(error).decode()
@@ -164,6 +170,47 @@ def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
         if claim is not None:
             yield FIXED, dumps(claim).decode()
     yield TALLY, tally
+
+
+def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, str] | None, config: dict,
+                    run: tuple[str, str, str], order: dict[str, int]) -> Iterator[tuple[str, object]]:
+    """The edits across claims of the beneficiaries of one partition (Spark has grouped their
+    GroupRows by beneficiary): :func:`hooks.rules.cross_claim.cross_claim_findings` over each
+    beneficiary's claims in input order (a claim id given twice: its first record), as the local
+    engine's on-disk grouping calls it; yields (ROW, a table row) and last (TALLY, their tally)."""
+    import pickle
+
+    from hooks.rules.cross_claim import cross_claim_findings
+
+    reference = _executor_reference(store)
+    tally = Tally()
+    for _patient, rows in patients:
+        cases: dict = {}
+        for row in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1])):
+            if row.claim not in cases:
+                cases[row.claim] = (pickle.loads(row.case), row.source)
+        for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
+            out = cross_claim_rows(found, {c: cases[c] for c in found.claims}, reference, run)
+            tally.add_rows(out)
+            for r in out:
+                yield ROW, r
+    yield TALLY, tally
+
+
+def _cross_claim(tagged, store: tuple[str, str] | None, config: dict, run: tuple[str, str, str], inputs: list[str]):
+    """The tagged rows and tally of the edits across claims, with Spark's own grouping: the claims'
+    grouping keys (beneficiary, rendering provider, date of service, NCCI table, program) grouped to
+    find the groups with 76000 on one claim and lines on another; the claims of those groups'
+    beneficiaries grouped by beneficiary and reviewed together (:func:`cross_partition`)."""
+    order = {path: i for i, path in enumerate(inputs)}
+    group_rows = tagged.filter(lambda t: t[0] == GROUP).map(lambda t: t[1])
+    wanted = (group_rows.flatMap(lambda r: [(k, (r.patient, r.claim, fluoro)) for k, fluoro in r.keys])
+              .groupByKey()
+              .filter(lambda kv: len({c for _p, c, _f in kv[1]}) > 1 and any(f for _p, _c, f in kv[1]))
+              .flatMap(lambda kv: {p for p, _c, _f in kv[1]})
+              .distinct().map(lambda p: (p, None)))
+    by_patient = group_rows.map(lambda r: (r.patient, r)).join(wanted).map(lambda kv: (kv[0], kv[1][0])).groupByKey()
+    return by_patient.mapPartitions(lambda it: cross_partition(it, store, config, run, order))
 
 
 def _join(base: str, name: str) -> str:
@@ -197,14 +244,15 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None
     store = (staging.name, Path(db_path).name) if staging else None
-    tagged = None
+    tagged = cross = None
     try:
         parts = [sc.textFile(path).zipWithIndex().map(lambda li, path=path: (path, li[1] + 1, li[0]))
                  for path in inputs]
         lines = parts[0] if len(parts) == 1 else sc.union(parts)
         tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run)) \
             .persist(StorageLevel.MEMORY_AND_DISK)
-        rows = tagged.filter(lambda t: t[0] == ROW).map(lambda t: t[1])
+        cross = _cross_claim(tagged, store, config, run, inputs).persist(StorageLevel.MEMORY_AND_DISK)
+        rows = tagged.union(cross).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
         if fmt == "parquet":
             spark.createDataFrame(rows, spark_schema()).write.parquet(_join(out_dir, names["findings"]))
         else:
@@ -212,10 +260,11 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         for tag, name in ((ERROR, "errors"), (FIXED, "claims_corrected")):
             tagged.filter(lambda t, tag=tag: t[0] == tag).map(lambda t: t[1]) \
                 .saveAsTextFile(_join(out_dir, names[name]))
-        tally = merged(tagged.filter(lambda t: t[0] == TALLY).map(lambda t: t[1]).collect())
+        tally = merged(tagged.union(cross).filter(lambda t: t[0] == TALLY).map(lambda t: t[1]).collect())
     finally:
-        if tagged is not None:
-            tagged.unpersist()
+        for rdd in (tagged, cross):
+            if rdd is not None:
+                rdd.unpersist()
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
     result = run_summary(tally, run, described, fmt, time.perf_counter() - started)

@@ -145,6 +145,22 @@ def _spark_rows(directory, name):
             for line in part.read_text().splitlines()]
 
 
+def _split_pair() -> list[bytes]:
+    """Scenario 9's 33289 and 76000 billed on two claims (same patient, provider and date)."""
+    import copy
+
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    out = []
+    for name, keep in (("split-first", lambda c: c != "76000"), ("split-second", lambda c: c == "76000")):
+        c = copy.deepcopy(claim)
+        c.update(id=name)
+        c["item"] = [i for i in c["item"] if keep(i["productOrService"]["coding"][0]["code"])]
+        out.append(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                 "entry": [{"resource": r} for r in [c] + companions]}))
+    return out
+
+
 def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     """Same input, same run id: the Spark job's findings.parquet (a typed DataFrame), errors,
     corrected claims and counts equal `fluoro-cds batch --out-dir`'s, rows compared after sorting."""
@@ -158,14 +174,14 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     first = tmp_path / "a.ndjson"
     first.write_bytes(b"\n".join(records[:3] + [b"{broken", b"", orjson.dumps({"resourceType": "Patient"})]) + b"\n")
     second = tmp_path / "b.ndjson"
-    second.write_bytes(b"\n".join(records[3:]) + b"\n")
+    second.write_bytes(b"\n".join(records[3:] + _split_pair()) + b"\n")
     inputs = [str(first), str(second)]
     db = str(tmp_path / "absent.sqlite")
     local = run_dir(inputs, str(tmp_path / "local"), db_path=db, config=resolve(None), run_id="run-1")
     result = run_table_job(spark, inputs, str(tmp_path / "spark"), db_path=None, run_id="run-1")
 
     def key(r):
-        return (r["source_file"], r["source_line"], r["finding_index"], r["line_index"])
+        return json.dumps(r, sort_keys=True, default=str)
 
     spark_table = pq.read_table(tmp_path / "spark" / "findings.parquet")
     assert spark_table.schema.names == list(NAMES)
@@ -173,6 +189,10 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     spark_rows = sorted(spark_table.to_pylist(), key=key)
     local_rows = sorted(pq.read_table(tmp_path / "local" / "findings.parquet").to_pylist(), key=key)
     assert spark_rows == local_rows and len(local_rows) >= 5
+    split = [r for r in local_rows if r["resource_id"] in ("split-first", "split-second") and r["finding"] == "ptp-bundled"]
+    assert {r["resource_id"] for r in split} == {"split-first", "split-second"}  # one finding naming both claims
+    [removed] = [r for r in split if r["code"] == "76000"]
+    assert removed["resource_id"] == "split-second" and removed["action"] == "remove-line"
     local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
     assert sorted(_spark_rows(tmp_path / "spark", "errors.ndjson"), key=lambda e: (e["file"], e["line"])) == \
         local_errors and len(local_errors) == 2
@@ -184,7 +204,7 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     for k in ("claims_in", "reviewed", "errors", "findings", "money", "by_primary_procedure", "by_setting",
               "by_rendering_provider", "claims_corrected", "data_release", "config_hash", "run_id"):
         assert summary[k] == local[k], k
-    assert summary["claims_in"] == summary["reviewed"] + summary["errors"] == 8
+    assert summary["claims_in"] == summary["reviewed"] + summary["errors"] == 10
     assert "<svg" in (tmp_path / "spark" / "report.html").read_text()
     from service.spark import OutputExists
 
