@@ -32,7 +32,7 @@ from tests.scenario_fixtures import NUMBERS, scenario
 
 HEADERS = ("Content-Type", "Cache-Control", "X-Content-Type-Options", "Access-Control-Allow-Origin",
            "Access-Control-Expose-Headers", "Vary", "WWW-Authenticate")
-UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")  # cards: v7
 CONFIGS = (
     {"max-cards": 1},
     {"global-billing": True},

@@ -263,13 +263,21 @@ def test_encounter_with_claim_updates_the_matching_claim_item():
     validate_claim(action["resource"])
 
 
-def test_new_uuid_is_a_version_4_uuid_and_unique():
+def test_new_uuid_is_a_unique_time_ordered_version_7_uuid():
+    """Card ids are RFC 9562 version 7: unique, and the first 48 bits the time of making in
+    milliseconds (the audit's card index stays append-mostly: hooks/cards.new_uuid)."""
+    import time
     import uuid as uuidlib
-    ids = {cards.new_uuid() for _ in range(2000)}
-    assert len(ids) == 2000
-    for value in list(ids)[:50]:
+    before = time.time_ns() // 1_000_000
+    ids = [cards.new_uuid() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
+    for value in ids:
         parsed = uuidlib.UUID(value)
-        assert parsed.version == 4 and str(parsed) == value
+        assert parsed.version == 7 and parsed.variant == uuidlib.RFC_4122 and str(parsed) == value
+        assert before <= parsed.int >> 80 <= after
+    stamps = [uuidlib.UUID(v).int >> 80 for v in ids]
+    assert stamps == sorted(stamps)
 
 
 def test_new_uuid_is_reseeded_in_a_forked_child():

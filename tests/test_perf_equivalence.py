@@ -7,16 +7,23 @@ import uuid
 import pytest
 
 from hooks import fhir_read as fr
-from hooks.cards import _uuid4_text, new_uuid
+from hooks.cards import _uuid7_text, new_uuid
 from hooks.context import InvalidResource
 
 
-def test_uuid4_text_is_the_uuid_module_text():
+def test_uuid7_text_is_the_uuid_module_text_of_the_rfc_9562_fields():
+    """_uuid7_text formats the fields itself: the same text as the uuid module gives for the
+    128-bit value built field by field (RFC 9562 5.7), for extreme and random fields."""
     rng = random.Random(20241123)
-    for bits in [0, (1 << 128) - 1] + [rng.getrandbits(128) for _ in range(5000)]:
-        assert _uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
+    cases = [(0, 0), ((1 << 48) - 1, (1 << 74) - 1)] + [(rng.getrandbits(48), rng.getrandbits(74))
+                                                        for _ in range(5000)]
+    for ms, rand in cases:
+        value = (ms << 80) | (7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+        text = _uuid7_text(ms, rand)
+        assert text == str(uuid.UUID(int=value))
+        assert uuid.UUID(text).version == 7 and uuid.UUID(text).variant == uuid.RFC_4122
     u = uuid.UUID(new_uuid())
-    assert u.version == 4 and u.variant == uuid.RFC_4122
+    assert u.version == 7 and u.variant == uuid.RFC_4122
 
 
 @pytest.mark.parametrize("call, path", [
