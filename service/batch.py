@@ -16,6 +16,7 @@ record must carry what it needs. :func:`review_lines` is the partition function 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -26,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from hooks.config import CONFIG_KEY, ConfigError, resolve
 from hooks.context import InvalidResource
@@ -168,6 +169,27 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
 
 
 # --- process pool -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _mapped(function: Callable, chunks: Iterable, workers: int, initializer: Callable,
+            initargs: tuple) -> Iterator[Iterable]:
+    """`function` over `chunks`, in order: in this process when `workers` <= 1, else in a pool of
+    `workers` spawned processes (each set up by `initializer(*initargs)`). On an error (e.g. a
+    closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
+    if workers <= 1:
+        initializer(*initargs)
+        yield map(function, chunks)
+        return
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
+    try:
+        yield pool.imap(function, chunks)
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
 _worker_state: dict = {}
 
 
@@ -266,33 +288,18 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
             from tqdm import tqdm
 
             bar = tqdm(unit=" claims", file=sys.stderr)
-        if workers <= 1:
-            _init_worker(db_path, config, source.index_path)
-            results: Iterable[tuple[bytes, Counter, Counter, list]] = map(_review_chunk, chunks)
-            pool = None
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(db_path, config, source.index_path))
-            results = pool.imap(_review_chunk, chunks)
         try:
-            for blob, n_tally, n_counts, rows in results:
-                output.write(blob)
-                tally.update(n_tally)
-                counts.update(n_counts)
-                for row in rows:
-                    groups.add(row)
-                if bar is not None:
-                    bar.update(n_tally["records"])
-        except BaseException:  # e.g. a closed output pipe: stop the workers, do not finish
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-                pool = None
-            raise
+            with _mapped(_review_chunk, chunks, workers, _init_worker,
+                         (db_path, config, source.index_path)) as results:
+                for blob, n_tally, n_counts, rows in results:
+                    output.write(blob)
+                    tally.update(n_tally)
+                    counts.update(n_counts)
+                    for row in rows:
+                        groups.add(row)
+                    if bar is not None:
+                        bar.update(n_tally["records"])
         finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
             if bar is not None:
                 bar.close()
         reference = open_reference(db_path)
@@ -429,16 +436,8 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
 
                 bar = tqdm(unit=" claims", file=sys.stderr)
             chunks = _chunks(source.raw(), chunk_size)
-            pool = None
-            if workers <= 1:
-                _init_table_worker(db_path, config, run, fmt, source.index_path)
-                results: Iterable = map(_table_chunk, chunks)
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                pool = ctx.Pool(workers, initializer=_init_table_worker,
-                                initargs=(db_path, config, run, fmt, source.index_path))
-                results = pool.imap(_table_chunk, chunks)
-            try:
+            with _mapped(_table_chunk, chunks, workers, _init_table_worker,
+                         (db_path, config, run, fmt, source.index_path)) as results:
                 for rows, errors, fixed, part, group_rows in results:
                     table.write(rows)
                     errors_out.write(errors)
@@ -448,16 +447,6 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                         groups.add(row)
                     if bar is not None:
                         bar.update(part.claims_in)
-            except BaseException:
-                if pool is not None:
-                    pool.terminate()
-                    pool.join()
-                    pool = None
-                raise
-            finally:
-                if pool is not None:
-                    pool.close()
-                    pool.join()
             cross = []
             for found, cases in groups.findings(reference, config):  # the edits across claims
                 cross += cross_claim_rows(found, cases, reference, run)
