@@ -3,7 +3,8 @@
 Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or a Bundle whose
 first entry is one of them followed by its companions (Encounter, Procedures, Observations,
 DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
-(service/bulk_input.py). Output: NDJSON, one record per input line, in input order::
+(service/bulk_input.py). Output: NDJSON, one record per input line (an identical repeat of a claim
+already read is skipped: docs/batch.md "Repeated resources"), in input order::
 
     {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
     {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
@@ -41,7 +42,7 @@ from nccidata.api import ReferenceData
 
 from . import metrics
 from .batch_report import Tally, render_html, summary
-from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
@@ -310,6 +311,7 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
     seconds = time.perf_counter() - started
     claims = tally["records"]
     return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
+            "duplicates": {k: source.duplicates.get(k, 0) for k in DUPLICATE_COUNTS},
             "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
@@ -389,9 +391,11 @@ def run_info(db_path: str | None, config: dict, run_id: str | None = None) -> tu
     return (run_id or uuid.uuid4().hex, config_hash(config), data_release(described)), described
 
 
-def run_summary(tally: Tally, run: tuple[str, str, str], described: dict, fmt: str, seconds: float) -> dict:
+def run_summary(tally: Tally, run: tuple[str, str, str], described: dict, fmt: str, seconds: float,
+                duplicates: dict[str, int] | None = None) -> dict:
     return summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
-                               "format": fmt, "data": described}, seconds=seconds, outputs=output_names(fmt))
+                               "format": fmt, "data": described}, seconds=seconds, outputs=output_names(fmt),
+                   duplicates=duplicates)
 
 
 def summary_files(result: dict) -> dict[str, bytes]:
@@ -458,7 +462,7 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                 table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                 tally.add_rows(cross)
             table.close()
-        result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
+        result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
         for name, text in summary_files(result).items():
             with open(os.path.join(staging, name), "wb") as fh:
                 fh.write(text)

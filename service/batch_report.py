@@ -90,12 +90,17 @@ def _money(counter: Counter) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(counter.items())}
 
 
-def summary(tally: Tally, *, run: dict, seconds: float | None, outputs: dict[str, str]) -> dict:
-    """summary.json: the run, the counts (claims in = reviewed + errors), findings and money by
-    finding code, and the breakdowns the report draws."""
+def summary(tally: Tally, *, run: dict, seconds: float | None, outputs: dict[str, str],
+            duplicates: dict[str, int] | None = None) -> dict:
+    """summary.json: the run, the counts (claims in = reviewed + errors), the repeated "Type/id"s
+    (service.bulk_input.DUPLICATE_COUNTS), findings and money by finding code, and the breakdowns
+    the report draws."""
+    from .bulk_input import DUPLICATE_COUNTS
+
     return {
         **run,
         "claims_in": tally.claims_in, "reviewed": tally.reviewed, "errors": tally.errors,
+        "duplicates": {k: int((duplicates or {}).get(k, 0)) for k in DUPLICATE_COUNTS},
         "claims_with_findings": tally.with_findings, "claims_corrected": tally.corrected,
         "findings": dict(sorted(tally.findings.items())),
         "money": {"payment_effect": _money(tally.effect), "billed": _money(tally.billed),

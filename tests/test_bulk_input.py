@@ -295,3 +295,62 @@ def test_out_dir_run_over_an_export(export, real_ncci_db, tmp_path):
         if r["line_index"] == 0:
             counted[r["finding"]] = counted.get(r["finding"], 0) + 1
     assert counted == summary["findings"]
+
+
+def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db):
+    """A repeated "Type/id": the first is kept; an identical repeat (the same JSON value, even
+    re-serialised) is skipped and counted; one with other content is an errors.ndjson record
+    naming its file, line and path and the first's place. Claim/x and ExplanationOfBenefit/x are
+    two resources (ids are unique within a type)."""
+    from service.batch import run_dir
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=40, seed=5)
+    claims, encounters = _lines(root / "Claim.ndjson"), _lines(root / "Encounter.ndjson")
+    eob = _lines(root / "ExplanationOfBenefit.ndjson")[0]
+    same_claim = orjson.dumps(claims[0], option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).replace(b"\n", b"")
+    other_claim = copy.deepcopy(claims[1])
+    other_claim["item"][0]["quantity"] = {"value": 7}
+    enc = next(e for e in encounters if e["id"] == claims[2]["item"][0]["encounter"][0]["reference"].rsplit("/", 1)[-1]
+               .replace("urn:uuid:", ""))
+    other_enc = copy.deepcopy(enc)
+    other_enc["period"] = {"start": "2001-01-01", "end": "2001-01-01"}
+    twin = copy.deepcopy(claims[3])
+    twin["id"] = eob["id"]  # a Claim with an EOB's id: another resource, reviewed
+    claim_at = _append(root / "Claim.ndjson", same_claim, other_claim, twin)
+    enc_at = _append(root / "Encounter.ndjson", orjson.dumps(encounters[0], option=orjson.OPT_SORT_KEYS), other_enc)
+    out = tmp_path / "out"
+    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson")
+    assert summary["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
+                                     "companions_conflicting": 1}
+    claims_in = 40 + 3 - 1  # the identical repeat is not a claim in; the conflicting one is one, in error
+    assert (summary["claims_in"], summary["errors"]) == (claims_in, 1)
+    errors = {(os.path.basename(e["file"]), e["line"]): e for e in
+              (json.loads(x) for x in (out / "errors.ndjson").read_text().splitlines())}
+    assert set(errors) == {("Claim.ndjson", claim_at + 1), ("Encounter.ndjson", enc_at + 1)}
+    claim_err, enc_err = errors[("Claim.ndjson", claim_at + 1)], errors[("Encounter.ndjson", enc_at + 1)]
+    assert claim_err["path"] == "Claim.id" and claim_err["resource"] == f"Claim/{claims[1]['id']}"
+    assert "Claim.ndjson line 2 with other content" in claim_err["reason"] and "first is kept" in claim_err["reason"]
+    assert enc_err["path"] == "Encounter.id" and f"Encounter/{enc['id']}" in enc_err["reason"]
+    assert "7" not in claim_err["reason"] and "2001" not in enc_err["reason"]  # never the value
+    rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
+    assert {(r["source_line"]) for r in rows if r["resource_id"] == claims[0]["id"]} <= {1}
+    # the first Encounter is the one joined (the conflicting repeat's period is not)
+    with BatchInput([str(root)]) as source:
+        joiner = Joiner(source.index_path)
+        joined = joiner.join(RawRecord(str(root / "Claim.ndjson"), 3, orjson.dumps(claims[2])))
+    [got] = [r for r in joined.companions if r.get("resourceType") == "Encounter" and r["id"] == enc["id"]]
+    assert got == enc
+
+
+def test_the_single_file_output_skips_identical_repeats_and_reports_conflicting(tmp_path, real_ncci_db):
+    claim = scenario(1).context["claim"]
+    other = copy.deepcopy(claim)
+    (other["entry"][0]["resource"] if other["resourceType"] == "Bundle" else other)["created"] = "2024-01-02"
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (claim, claim, other)))
+    rows, summary = _run([str(src)], real_ncci_db)
+    assert [r["line"] for r in rows] == [1, 3]
+    assert rows[1]["path"].endswith(".id") and "line 1 with other content" in rows[1]["error"]
+    assert summary["duplicates"]["claims_identical"] == 1 and summary["duplicates"]["claims_conflicting"] == 1
+    assert (summary["records"], summary["errors"]) == (2, 1)
