@@ -91,3 +91,26 @@ def test_grouping_key_names_beneficiary_provider_date_table_and_program(real_ref
     key = line_group(case, case.lines[0])
     assert key == ("Patient/s09-patient", "Practitioner/s09-practitioner", case.lines[0].service_date,
                    "practitioner", "medicare")
+
+
+def test_integral_procedure_on_another_claim_suppresses_76000(real_reference):
+    """29881 (knee arthroscopy, fluoroscopy integral: hooks/policy/integral.tsv) on one claim and
+    76000 on another of the same provider, beneficiary and date: one fluoroscopy-integral finding
+    naming both claims, citing the integral entry and the PTP row (indicator 1), as on one claim."""
+    base, companions = _parts(1)  # 29881 + 76000, POS 24 (ASC)
+    [one] = _review([base], companions, real_reference)
+    per_claim = [f for f in evaluate(one, real_reference, CONFIG) if f.code == "fluoroscopy-integral"]
+    assert per_claim, "the per-claim review finds the integral 76000"
+    cases = _review([_claim(base, "scope", {"29881": 1}), _claim(base, "fluoro", {"76000": 1})], companions,
+                    real_reference)
+    assert all(f.code != "fluoroscopy-integral" for c in cases for f in evaluate(c, real_reference, CONFIG))
+    [found] = cross_claim_findings(cases, real_reference, CONFIG)
+    assert found.finding.code == "fluoroscopy-integral"
+    assert found.claims == ("Claim/fluoro", "Claim/scope")
+    kinds = {c.kind for c in found.finding.citations}
+    assert kinds >= {c.kind for c in per_claim[0].citations} and "ncci-ptp" in kinds
+    assert found.finding.summary == per_claim[0].summary
+    assert [(f.action, f.line) for f in found.finding.fixes] == [("remove-line", "Claim/fluoro:Claim.item[0]")]
+    # switched off: the next most specific problem (the PTP indicator-1 edit) is reported instead
+    [other] = cross_claim_findings(cases, real_reference, {**CONFIG, "fluoroscopy-integral": False})
+    assert other.finding.code == "ptp-modifier-allowed"

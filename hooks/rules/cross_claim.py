@@ -11,7 +11,17 @@ them (:func:`hooks.rules.engine._review_line` and the removal finding builders f
 
 - **PTP** (``ptp-bundled``, ``modifier-misuse``, ``ptp-modifier-allowed``): a 76000 line against the
   partner lines of the group's *other* claims (pairs within one claim are the per-claim review's).
-  The fluoroscopy policies that are not NCCI edits (integral, guidance code) stay per claim.
+- **Integral** (``fluoroscopy-integral``, hooks/policy/integral.tsv): the same review finds a 76000
+  integral to a procedure of the same provider, beneficiary and date on another claim (29881 on
+  one claim, its 76000 on the next). The policy rests on the same manual (NCCI Policy Manual for
+  Medicare Services, Chapter I: a service integral to another of the same provider on the same
+  date is not separately reportable, and Chapter I's unbundling rule: reporting the parts of one
+  service on several claims does not make them separate; Chapters IV, VIII, IX for the codes),
+  so it applies across claims as the PTP edits do. Of a line's problems the most specific enabled
+  one is reported, as per claim (integral before ``ptp-modifier-allowed``).
+- The guidance-code policy (``use-guidance-code``) stays per claim: its fix replaces 76000 by an
+  add-on, or the other claim's primary by its with-guidance sibling, an edit of both claims that no
+  one claim's correction can make.
 - **MUE** (``mue-exceeded``, MAI 2 and 3: per date of service): the 76000 units of the group's claims
   (lines without a PTP problem across claims) against the MUE, reported when the claims together
   exceed it and no one claim does by itself (that claim's own review reports it).
@@ -40,6 +50,8 @@ from .engine import _cite_program, _LineReview, _mue_findings, _removal_finding,
 from .policy import policy
 
 PTP_CODES = (F.PTP_BUNDLED, F.MODIFIER_MISUSE, F.PTP_MODIFIER_ALLOWED)
+# The removal findings applied across claims: the PTP edits and the integral policy (module docstring).
+CROSS_CODES = PTP_CODES + (F.FLUOROSCOPY_INTEGRAL,)
 
 
 class CrossClaimFinding(NamedTuple):
@@ -101,7 +113,7 @@ def line_ref(claim: str, line: Line) -> str:
 
 
 def cross_claim_findings(cases: Iterable[Case], reference: ReferenceData, config: dict) -> list[CrossClaimFinding]:
-    """The PTP and MUE findings over the lines of `cases` that are on different claims of one
+    """The PTP, integral and MUE findings over the lines of `cases` that are on different claims of one
     :class:`Group` (see the module docstring). `config`: the resolved configuration options (the
     findings' switches, ``program`` for cases whose coverage does not say)."""
     groups: dict[Group, list[tuple[str, Case, Line]]] = {}
@@ -136,7 +148,7 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
     ref = reference if key.program == MEDICARE else program_view(reference, key.program)
     found: list[Finding] = []
     billable: list[_LineReview] = []
-    enabled = [c for c in PTP_CODES if config.get(KINDS[c].switch, True)]
+    enabled = [c for c in CROSS_CODES if config.get(KINDS[c].switch, True)]
     for line in lines:
         if line.code != FLUORO:
             continue
