@@ -310,11 +310,11 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     eob = _lines(root / "ExplanationOfBenefit.ndjson")[0]
     same_claim = orjson.dumps(claims[0], option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).replace(b"\n", b"")
     other_claim = copy.deepcopy(claims[1])
-    other_claim["item"][0]["quantity"] = {"value": 7}
+    other_claim["item"][0]["quantity"] = {"value": 987654321}
     enc = next(e for e in encounters if e["id"] == claims[2]["item"][0]["encounter"][0]["reference"].rsplit("/", 1)[-1]
                .replace("urn:uuid:", ""))
     other_enc = copy.deepcopy(enc)
-    other_enc["period"] = {"start": "2001-01-01", "end": "2001-01-01"}
+    other_enc["period"] = {"start": "1901-02-03", "end": "1901-02-03"}
     twin = copy.deepcopy(claims[3])
     twin["id"] = eob["id"]  # a Claim with an EOB's id: another resource, reviewed
     claim_at = _append(root / "Claim.ndjson", same_claim, other_claim, twin)
@@ -332,7 +332,7 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     assert claim_err["path"] == "Claim.id" and claim_err["resource"] == f"Claim/{claims[1]['id']}"
     assert "Claim.ndjson line 2 with other content" in claim_err["reason"] and "first is kept" in claim_err["reason"]
     assert enc_err["path"] == "Encounter.id" and f"Encounter/{enc['id']}" in enc_err["reason"]
-    assert "7" not in claim_err["reason"] and "2001" not in enc_err["reason"]  # never the value
+    assert "987654321" not in claim_err["reason"] and "1901-02-03" not in enc_err["reason"]  # never the value
     rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
     assert {(r["source_line"]) for r in rows if r["resource_id"] == claims[0]["id"]} <= {1}
     # the first Encounter is the one joined (the conflicting repeat's period is not)
