@@ -723,6 +723,7 @@ class BatchInput:
         self._tmp: str | None = None
         self.index_path: str | None = None
         self._pending: list[InputError] = []
+        self._readings = 0
         # repeated "Type/id"s: claims_identical (skipped), claims_conflicting (errors), and the
         # companions' (ExportIndex.load); DUPLICATE_COUNTS are its keys
         self.duplicates: Counter[str] = Counter()
@@ -752,6 +753,7 @@ class BatchInput:
         if self._tmp is None:
             raise RuntimeError("BatchInput is a context manager: read it inside `with`")
         yield from self._pending
+        first_reading, self._readings = self._readings == 0, self._readings + 1
         fd, seen_path = tempfile.mkstemp(suffix=".sqlite", dir=self._tmp)  # one per reading
         os.close(fd)
         seen = ClaimsSeen(seen_path)
@@ -764,7 +766,8 @@ class BatchInput:
                         if kind == "first":
                             yield raw
                             continue
-                        self.duplicates[f"claims_{kind}"] += 1
+                        if first_reading:  # read again (service.batch: amended claims): counted once
+                            self.duplicates[f"claims_{kind}"] += 1
                         if kind == "conflicting":
                             yield InputError(f.path, line, f"{rtype}.id",
                                              repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)

@@ -354,3 +354,45 @@ def test_the_single_file_output_skips_identical_repeats_and_reports_conflicting(
     assert rows[1]["path"].endswith(".id") and "line 1 with other content" in rows[1]["error"]
     assert summary["duplicates"]["claims_identical"] == 1 and summary["duplicates"]["claims_conflicting"] == 1
     assert (summary["records"], summary["errors"]) == (2, 1)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ndjson"])
+def test_out_dir_withdraws_the_findings_of_a_line_removed_across_claims(tmp_path, real_ncci_db, fmt):
+    """33289 on claim "first", 76000 on claim "second" (a hospital patient's, billed global: its own
+    review asks for modifier 26). Across claims 76000 is bundled: the table has the finding across
+    claims (across_claims true, other_claims the other claim) and no modifier-26 row any more;
+    the corrected "second" has the 76000 removed; the summary counts what the table holds."""
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    first, second = copy.deepcopy(claim), copy.deepcopy(claim)
+    first.update(id="first")
+    first["item"] = [i for i in first["item"] if i["productOrService"]["coding"][0]["code"] != "76000"]
+    second.update(id="second")
+    second["item"] = [i for i in second["item"] if i["productOrService"]["coding"][0]["code"] == "76000"]
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                           "entry": [{"resource": r} for r in [c] + companions]}) + b"\n"
+                             for c in (first, second)))
+    alone = tmp_path / "alone.ndjson"
+    alone.write_bytes(src.read_bytes().splitlines(keepends=True)[1])
+    config = resolve(None)
+    by_itself = run_dir([str(alone)], str(tmp_path / "alone"), db_path=str(real_ncci_db), config=config, fmt=fmt)
+    assert "modifier-26" in by_itself["findings"]  # what the claim's own review finds
+    out = tmp_path / "out"
+    summary = run_dir([str(src)], str(out), db_path=str(real_ncci_db), config=config, fmt=fmt)
+    if fmt == "parquet":
+        rows = pq.read_table(out / "findings.parquet").to_pylist()
+    else:
+        rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
+    assert sorted((r["resource_id"], r["finding"], r["across_claims"], r["other_claims"]) for r in rows) == [
+        ("first", "ptp-bundled", True, ["Claim/second"]), ("second", "ptp-bundled", True, ["Claim/first"])]
+    assert summary["findings"] == {"ptp-bundled": 1}
+    assert set(summary["money"]["payment_effect"]) == {"ptp-bundled"}
+    assert summary["money"]["payment_effect_total"] == round(sum(r["payment_effect"] or 0 for r in rows), 2) < 0
+    corrected = {c["id"]: c for c in map(json.loads, (out / "claims-corrected.ndjson").read_text().splitlines())}
+    assert set(corrected) == {"second"} and not corrected["second"].get("item")
+    assert summary["claims_corrected"] == 1 and (summary["claims_in"], summary["reviewed"]) == (2, 2)
