@@ -196,6 +196,19 @@ def repeat_reason(key: str, first_file: str, first_line: int) -> str:
             "the first is kept")
 
 
+def claim_identity(data: bytes) -> tuple[str, str, bytes] | None:
+    """(type, id, :func:`content_digest`) of a claim record (a Claim or ExplanationOfBenefit, alone or
+    first in its Bundle) with an id; None for any other line (its review says what is wrong)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    rtype, rid = _ident(value)
+    if rtype not in ("Claim", "ExplanationOfBenefit") or not rid:
+        return None
+    return rtype, rid, content_digest(value)
+
+
 class ClaimsSeen:
     """The claims read so far, by "Type/id", on disk (SQLite: memory does not grow with the
     input): :meth:`check` says whether a claim record is the first of its "Type/id", an identical
@@ -210,14 +223,11 @@ class ClaimsSeen:
     def check(self, raw: RawRecord) -> tuple[str, str | None, str | None, tuple[str, int] | None]:
         """("first" | "identical" | "conflicting", type, id, (file, line) of the first); a record
         without a readable Claim / ExplanationOfBenefit id is "first" (its review says what is wrong)."""
-        try:
-            value = orjson.loads(raw.data)
-        except orjson.JSONDecodeError:
+        identity = claim_identity(raw.data)
+        if identity is None:
             return "first", None, None, None
-        rtype, rid = _ident(value)
-        if rtype not in ("Claim", "ExplanationOfBenefit") or not rid:
-            return "first", rtype, rid, None
-        key, digest = f"{rtype}/{rid}", content_digest(value)
+        rtype, rid, digest = identity
+        key = f"{rtype}/{rid}"
         cur = self.db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (key, raw.file, raw.line, digest))
         if cur.rowcount:
             return "first", rtype, rid, None
@@ -744,6 +754,10 @@ class BatchInput:
     def __exit__(self, *exc) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def companion_errors(self) -> list[InputError]:
+        """The companion files' bad records (what :meth:`raw` yields first)."""
+        return list(self._pending)
 
     def raw(self) -> Iterator[RawRecord | InputError]:
         """The companion files' bad records, then each claim record as read, in input order. A
