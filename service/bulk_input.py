@@ -59,7 +59,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO, Iterable, Iterator, NamedTuple, Sequence
+from typing import IO, Container, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 
@@ -558,9 +558,13 @@ class ExportIndex:
     def linked(self, param: str, target: dict) -> list[dict]:
         """The resources whose `param` reference ("encounter", "based-on") names `target`."""
         rtype, rid = target.get("resourceType"), target.get("id")
+        # In the order the resources were read (file, then line): links are inserted in that order,
+        # so their rowid order is it. ORDER BY r.file, r.line sorted every answer in a temporary
+        # B-tree: 58 us a call against 24 us (best of 3, 3,000 encounters of a 20,000-claim sample
+        # export); tests/test_bulk_input.py checks the order across files.
         rows = self.db.execute(
             "SELECT r.body FROM links l JOIN resources r ON r.key = l.source WHERE l.param = ? AND l.target_id = ? "
-            "AND (l.target_type IS NULL OR l.target_type = ?) ORDER BY r.file, r.line", (param, rid, rtype))
+            "AND (l.target_type IS NULL OR l.target_type = ?) ORDER BY l.rowid", (param, rid, rtype))
         return [orjson.loads(b) for (b,) in rows]
 
     def location(self, key: str) -> tuple[str, int] | None:
@@ -771,10 +775,15 @@ class BatchInput:
         fd, seen_path = tempfile.mkstemp(suffix=".sqlite", dir=self._tmp)  # one per reading
         os.close(fd)
         seen = ClaimsSeen(seen_path)
+        spool = None  # stdin's claim lines, kept for lines_at (stdin cannot be read twice)
         try:
             for f in self.files:
                 if f.claims:
+                    if f.path == "-" and first_reading:
+                        spool = open(os.path.join(self._tmp, "stdin.ndjson"), "wb")
                     for line, data in numbered_lines(f.path, check=True):
+                        if spool is not None:
+                            spool.write(b"%d\t%s" % (line, data if data.endswith(b"\n") else data + b"\n"))
                         raw = RawRecord(f.path, line, data)
                         kind, rtype, rid, first = seen.check(raw)
                         if kind == "first":
@@ -787,6 +796,25 @@ class BatchInput:
                                              repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
         finally:
             seen.close()
+            if spool is not None:
+                spool.close()
+
+    def lines_at(self, wanted: Container[tuple[str, int]]) -> Iterator[RawRecord]:
+        """The claim records read from the (file, line)s `wanted`, read again (none of them a repeat:
+        they are the ones :meth:`raw` gave), without parsing the others."""
+        for f in self.files:
+            if f.claims and f.path == "-":
+                spooled = os.path.join(self._tmp or "", "stdin.ndjson")
+                if os.path.exists(spooled):
+                    with open(spooled, "rb") as fh:
+                        for entry in fh:
+                            number, data = entry.split(b"\t", 1)
+                            if ("-", int(number)) in wanted:
+                                yield RawRecord("-", int(number), data)
+            elif f.claims:
+                for line, data in numbered_lines(f.path):
+                    if (f.path, line) in wanted:
+                        yield RawRecord(f.path, line, data)
 
     def records(self) -> Iterator[InputRecord | InputError]:
         """:meth:`raw` joined in this process."""
