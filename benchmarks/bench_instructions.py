@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,12 @@ def child(root: str, n: int, body_file: str) -> None:
     # the audit thread stores its queue at the final flush only (batches of up to AUDIT_BATCH):
     # its batches, hence its instructions per request, then do not depend on valgrind's speed
     service.state.AUDIT_INTERVAL = 3600.0
+    try:  # an audit writer process starts 50 times slower under valgrind
+        import service.audit_writer
+
+        service.audit_writer.START_TIMEOUT = 600.0
+    except ImportError:
+        pass
     app = create_app()
     listed = app.test_client().get("/cds-services").get_json()["services"]
     hook = next(s["hook"] for s in listed if s["id"] == SERVICE)
@@ -65,7 +72,12 @@ def child(root: str, n: int, body_file: str) -> None:
         from service.runtime import runtime
 
         with app.app_context():
-            runtime().state.flush(120)
+            state = runtime().state
+            state.flush(120)
+            try:  # an audit writer process stores its last batch and exits
+                state.close(timeout=120)
+            except TypeError:  # checkouts without one
+                state.close()
     except (ImportError, KeyError):  # older checkouts: their writer's last pass may be missed
         pass
 
@@ -76,7 +88,13 @@ def instructions(root: Path, n: int, body_file: str) -> int:
                     "--trace-children=yes", f"--log-file={logs}/vg.%p", sys.executable,
                     __file__, "--child", str(root), str(n), body_file],
                    capture_output=True, text=True, env=dict(os.environ, PYTHONHASHSEED="0"), check=True)
-    text = "".join(f.read_text() for f in sorted(logs.iterdir()))  # this process and its children
+    deadline = time.monotonic() + 300  # a child may outlive the process that started it
+    while True:  # this process and its children: each log ends with its count
+        texts = [f.read_text() for f in sorted(logs.iterdir())]
+        if all("Collected :" in t for t in texts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    text = "".join(texts)
     shutil.rmtree(logs, ignore_errors=True)
     counts = re.findall(r"Collected : (\d+)", text)
     if not counts:
