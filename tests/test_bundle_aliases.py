@@ -111,3 +111,15 @@ def test_split_reads_the_aliases_in_its_pass():
     with pytest.raises(InvalidResource) as err:
         split_claim_bundle(b, aliases={})
     assert err.value.path == "Bundle.entry[3].resource.resourceType"  # the type error first
+
+
+def test_resource_named_by_its_full_url_is_not_missing(client):
+    """A companion without an id that the Bundle names through its fullUrl ("…/Location/x") is in
+    hand: the Claim's reference to it finds it, and nothing is reported as not checked."""
+    bundle = _without_pos(scenario(4).context["claim"])
+    entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Location")
+    rid = entry["resource"].pop("id")
+    entry["fullUrl"] = f"http://fluoro-cds.example.org/fhir/Location/{rid}"
+    assert f"Location/{rid}" in json.dumps(bundle["entry"][0]["resource"])  # the Claim names it so
+    codes = [code for code, _ in _shape(_cards(client, bundle))]
+    assert "modifier-26" in codes and "data-unavailable" not in codes
