@@ -89,17 +89,33 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu_seconds(master: int) -> float:
-    """CPU seconds used so far by a gunicorn master and its workers."""
-    total = 0.0
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (children, their children, ...), from /proc (Linux): a
+    gunicorn master, its workers and whatever they start (the audit writer processes)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if int(entry.name) == master or ppid == master:
-                total += _proc_cpu_seconds(int(entry.name))
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def server_cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by a gunicorn master and all its descendants (workers, the audit
+    writer processes they start)."""
+    total = 0.0
+    for pid in process_tree(master):
+        try:
+            total += _proc_cpu_seconds(pid)
         except (OSError, ValueError, IndexError):
             continue
     return total

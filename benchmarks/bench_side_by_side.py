@@ -8,7 +8,8 @@ gunicorn (``THREADS=n`` sets its gthread threads; e.g. ``APP`` =
 once as bench_load serves them (2 gthread workers); every round drives each with ``wrk`` (16
 connections, bench_load's scenario 1 body, the hook name its discovery advertises) in a random
 order, so that load from elsewhere hits them alike. Printed per variant: the median CPU per
-request (user + system of master and workers, /proc), the median over rounds of its difference
+request (user + system of the master and all its descendants: workers, audit writer
+processes; /proc), the median over rounds of its difference
 to the first variant's CPU in the same round (with quartiles), and the median voluntary and
 involuntary context switches per request (all threads, /proc/PID/task/*/status): GIL and lock
 hand-overs show there before they show in CPU.
@@ -32,24 +33,19 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_load import (free_port, request_body, run_wrk, server_cpu_seconds,  # noqa: E402
-                                   start_gunicorn, wait_up)
+from benchmarks.bench_load import (free_port, process_tree, request_body, run_wrk,  # noqa: E402
+                                   server_cpu_seconds, start_gunicorn, wait_up)
 
 SERVICE = "fluoroscopy-claim-review"
 
 
 def context_switches(master: int) -> tuple[int, int]:
-    """Voluntary and involuntary context switches so far of a gunicorn master, its workers and
-    all their threads."""
+    """Voluntary and involuntary context switches so far of a gunicorn master and all its
+    descendants (workers, audit writer processes) and all their threads."""
     vol = invol = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in process_tree(master):
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if int(entry.name) != master and ppid != master:
-                continue
-            for task in (entry / "task").iterdir():
+            for task in Path(f"/proc/{pid}/task").iterdir():
                 for line in (task / "status").read_text().splitlines():
                     if line.startswith("voluntary_ctxt_switches"):
                         vol += int(line.split()[1])

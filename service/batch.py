@@ -3,7 +3,8 @@
 Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or a Bundle whose
 first entry is one of them followed by its companions (Encounter, Procedures, Observations,
 DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
-(service/bulk_input.py). Output: NDJSON, one record per input line, in input order::
+(service/bulk_input.py). Output: NDJSON, one record per input line (an identical repeat of a claim
+already read is skipped: docs/batch.md "Repeated resources"), in input order::
 
     {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
     {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
@@ -35,17 +36,19 @@ from hooks.extract import bundle_aliases
 from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
-from hooks.rules.cross_claim import CrossClaimFinding
+from hooks.model import Case
+from hooks.rules.cross_claim import CrossClaimFinding, amended_findings, edits_claim, for_claim
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
 from .batch_report import Tally, render_html, summary
-from .bulk_input import (RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
-from .findings_table import LINE_INDEX, ParquetRows, config_hash, data_release, finding_rows, ndjson_rows, record_batch
+from .findings_table import (ACROSS, LINE_INDEX, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
+                             data_release, finding_rows, ndjson_rows, record_batch)
 from .jsonio import dumps, loads
 
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
@@ -101,11 +104,35 @@ def review_table(raw: bytes | dict | InputRecord | InputError, source: tuple[str
     Claim or None). `raw`: the NDJSON line, the record already decoded, or what the input reader
     made of it (service/bulk_input.py: a joined InputRecord, or an InputError); `source`: (file, line).
     `groups`: where to append the claim's GroupRow for the edits across claims (service/claim_groups.py)."""
-    value: object = raw
     if isinstance(raw, InputError):
         name = f"{raw.resource_type}/{raw.resource_id}" if raw.resource_type in REVIEWED_TYPES and raw.resource_id \
             else None
         return [], {"file": raw.file, "line": raw.line, "resource": name, "path": raw.path, "reason": raw.reason}, None
+    value: object = raw.resource if isinstance(raw, InputRecord) else raw
+    try:
+        value, case = billing_case(raw, reference)
+        findings = evaluate(case, reference, config)
+    except InvalidResource as exc:
+        return [], {"file": source[0], "line": source[1], "resource": _resource_name(getattr(exc, "value", value)),
+                    "path": exc.path, "reason": str(exc)}, None
+    rows = finding_rows(case, findings, reference, source, run)
+    if groups is not None and (row := group_row(case, config.get("program"), source, findings)) is not None:
+        groups.append(row)
+    return rows, None, corrected(case, findings) if findings else None
+
+
+class _Unreadable(InvalidResource):
+    """An InvalidResource with the record it was raised for (what the error record names)."""
+
+    def __init__(self, exc: InvalidResource, value: object) -> None:
+        super().__init__(str(exc), exc.path)
+        self.value = value
+
+
+def billing_case(raw: bytes | dict | InputRecord, reference: ReferenceData) -> tuple[object, Case]:
+    """(the record, its case) of an NDJSON line, a decoded record or a joined InputRecord; raises
+    InvalidResource carrying the record as ``.value``."""
+    value: object = raw
     try:
         if isinstance(raw, InputRecord):
             value = raw.resource
@@ -118,33 +145,60 @@ def review_table(raw: bytes | dict | InputRecord | InputError, source: tuple[str
                     raise InvalidResource(f"not valid JSON: {exc}", "$") from None
             claim, companions = split_record(value)
             aliases = bundle_aliases(value)
-        case = case_from_billing(claim, companions, reference, aliases=aliases)
-        findings = evaluate(case, reference, config)
+        return value, case_from_billing(claim, companions, reference, aliases=aliases)
     except InvalidResource as exc:
-        return [], {"file": source[0], "line": source[1], "resource": _resource_name(value),
-                    "path": exc.path, "reason": str(exc)}, None
-    rows = finding_rows(case, findings, reference, source, run)
-    if groups is not None and (row := group_row(case, config.get("program"), source)) is not None:
-        groups.append(row)
-    return rows, None, corrected(case, findings) if findings else None
+        raise _Unreadable(exc, value) from None
+
+
+def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], across: Sequence[Finding],
+                    reference: ReferenceData, config: dict, run: tuple[str, str, str]
+                    ) -> tuple[list[tuple], dict | None, Tally] | None:
+    """The outputs of a claim the findings across claims edit (`across`: their parts on it,
+    :func:`hooks.rules.cross_claim.for_claim`), replacing those of its first review: its own
+    findings re-evaluated on the claim as those edits leave it (:func:`amended_findings`: the
+    findings that depended on a line removed across claims are withdrawn), their table rows, its
+    corrected Claim with both its own and the across-claims fixes (None when ambiguous), and the
+    tally change (the first review's rows and corrected Claim retracted, the new ones added).
+    None when the record no longer reads (it did in the first review)."""
+    try:
+        _value, case = billing_case(raw, reference)
+    except InvalidResource:
+        return None
+    first = evaluate(case, reference, config)
+    own = amended_findings(case, across, reference, config)
+    rows = finding_rows(case, own, reference, source, run)
+    fixed = corrected(case, [*own, *across])
+    change = Tally()
+    change.retract(finding_rows(case, first, reference, source, run), bool(first) and corrected(case, first) is not None)
+    change.add_claim(rows, fixed is not None)
+    return rows, fixed, change
 
 
 def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tuple[str, int]]],
                      reference: ReferenceData, run: tuple[str, str, str]) -> list[tuple]:
     """The table rows of a finding across claims: for each claim it names, the rows of its own lines
-    (finding_rows over that claim's case, the finding's lines and fixes of that claim)."""
+    (finding_rows over that claim's case, :func:`for_claim`: the finding's lines and fixes of that
+    claim), ``across_claims`` true and ``other_claims`` the others."""
     rows: list[tuple] = []
     offset = 0  # line_index runs over the finding's lines on all its claims (0: the finding's first row)
     at = LINE_INDEX
     for claim, (case, source) in cases.items():
-        prefix = f"{claim}:"
-        lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
-        fixes = tuple(dataclasses.replace(f, line=f.line[len(prefix):]) for f in found.finding.fixes
-                      if f.line and f.line.startswith(prefix))
-        local = dataclasses.replace(found.finding, lines=lines, fixes=fixes)
-        rows += [r[:at] + (r[at] + offset,) + r[at + 1:] for r in finding_rows(case, [local], reference, source, run)]
-        offset += len(lines)
+        local = for_claim(found, claim)
+        others = [c for c in found.claims if c != claim]
+        rows += [r[:at] + (r[at] + offset,) + r[at + 1:]
+                 for r in finding_rows(case, [local], reference, source, run, others)]
+        offset += len(local.lines)
     return rows
+
+
+def claim_edits(found: CrossClaimFinding, cases: dict[str, tuple[Case, tuple[str, int]]]
+                ) -> Iterator[tuple[tuple[str, int], str, Finding]]:
+    """((file, line), claim, its part of the finding) of each claim a finding across claims edits
+    (its recommended fix touches a line of that claim): the claims to amend (:func:`amended_outputs`)."""
+    for claim, (_case, source) in cases.items():
+        part = for_claim(found, claim)
+        if edits_claim(part):
+            yield source, claim, part
 
 
 def review_lines(lines: Iterable[str | bytes], reference: ReferenceData, config: dict,
@@ -218,7 +272,7 @@ def input_record(item: RawRecord | InputError, reference: ReferenceData, config:
     rid = res.get("id")
     return ({**where, "claim": rid if isinstance(rid, str) else None, "resourceType": res["resourceType"],
              "use": item.use, "findings": [finding_record(f) for f in item.findings]},
-            group_row(item.case, config.get("program"), (at.file, at.line)))
+            group_row(item.case, config.get("program"), (at.file, at.line), item.findings))
 
 
 def _review_chunk(chunk: tuple[list[RawRecord | InputError], bool]) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
@@ -310,6 +364,7 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
     seconds = time.perf_counter() - started
     claims = tally["records"]
     return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
+            "duplicates": {k: source.duplicates.get(k, 0) for k in DUPLICATE_COUNTS},
             "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
@@ -389,9 +444,11 @@ def run_info(db_path: str | None, config: dict, run_id: str | None = None) -> tu
     return (run_id or uuid.uuid4().hex, config_hash(config), data_release(described)), described
 
 
-def run_summary(tally: Tally, run: tuple[str, str, str], described: dict, fmt: str, seconds: float) -> dict:
+def run_summary(tally: Tally, run: tuple[str, str, str], described: dict, fmt: str, seconds: float,
+                duplicates: dict[str, int] | None = None) -> dict:
     return summary(tally, run={"run_id": run[0], "config_hash": run[1], "data_release": run[2],
-                               "format": fmt, "data": described}, seconds=seconds, outputs=output_names(fmt))
+                               "format": fmt, "data": described}, seconds=seconds, outputs=output_names(fmt),
+                   duplicates=duplicates)
 
 
 def summary_files(result: dict) -> dict[str, bytes]:
@@ -448,8 +505,11 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     if bar is not None:
                         bar.update(part.claims_in)
             cross = []
+            amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
             for found, cases in groups.findings(reference, config):  # the edits across claims
                 cross += cross_claim_rows(found, cases, reference, run)
+                for where, claim, part in claim_edits(found, cases):
+                    amend.setdefault(where, (claim, []))[1].append(part)
                 if len(cross) >= 5000:
                     table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                     tally.add_rows(cross)
@@ -458,7 +518,9 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                 table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                 tally.add_rows(cross)
             table.close()
-        result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
+        if amend:
+            _amend(source, amend, staging, names, fmt, reference, config, run, tally)
+        result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
         for name, text in summary_files(result).items():
             with open(os.path.join(staging, name), "wb") as fh:
                 fh.write(text)
@@ -469,6 +531,71 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
         if bar is not None:
             bar.close()
     return result
+
+
+def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]], staging: str,
+           names: dict, fmt: str, reference: ReferenceData, config: dict, run: tuple[str, str, str],
+           tally: Tally) -> None:
+    """Replace the outputs of the claims the edits across claims edit (:func:`amended_outputs`):
+    their records are read again (in this process), their own rows and corrected Claims in the
+    staged files swapped for the amended ones (the rows across claims stay), the tally adjusted."""
+    joiner = Joiner(source.index_path)
+    rows: list[tuple] = []
+    fixed: list[bytes] = []
+    replaced: set[tuple[str, int]] = set()
+    for item in source.raw():
+        if isinstance(item, RawRecord) and (item.file, item.line) in amend:
+            record = joiner.join(item)
+            if isinstance(record, InputError):
+                continue
+            out = amended_outputs(record, (item.file, item.line), amend[(item.file, item.line)][1], reference,
+                                  config, run)
+            if out is None:
+                continue
+            replaced.add((item.file, item.line))
+            rows += out[0]
+            if out[1] is not None:
+                fixed.append(dumps(out[1]))
+            tally.merge(out[2])
+    findings_path = os.path.join(staging, names["findings"])
+    replace_claim_rows(findings_path, fmt, replaced, rows)
+    claims = {amend[k][0] for k in replaced}
+    fixed_path = os.path.join(staging, names["claims_corrected"])
+    with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
+        for line in old:
+            claim = loads(line)
+            if f"{claim.get('resourceType')}/{claim.get('id')}" not in claims:
+                new.write(line)
+        new.writelines(c + b"\n" for c in fixed)
+    os.replace(fixed_path + ".new", fixed_path)
+
+
+def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> None:
+    """Rewrite the findings table at `path`: without the rows of the claims read from `claims`
+    ((file, line)) that are not across claims, with `rows` at the end."""
+    new_path = path + ".new"
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        wanted = pa.array(sorted(f"{f}\n{n}" for f, n in claims), type=pa.string())
+        writer = ParquetRows(new_path)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+            key = pc.binary_join_element_wise(batch.column(SOURCE_FILE), pc.cast(batch.column(SOURCE_LINE), pa.string()),
+                                              "\n")
+            drop = pc.and_(pc.is_in(key, value_set=wanted), pc.invert(batch.column(ACROSS)))
+            writer.write(pa.RecordBatch.from_arrays(batch.filter(pc.invert(drop)).columns, schema=SCHEMA))
+        writer.write(record_batch(rows))
+        writer.close()
+    else:
+        with open(path, "rb") as old, open(new_path, "wb") as new:
+            for line in old:
+                row = loads(line)
+                if row["across_claims"] or (row["source_file"], row["source_line"]) not in claims:
+                    new.write(line)
+            new.write(ndjson_rows(rows))
+    os.replace(new_path, path)
 
 
 def _usage(message: str) -> int:

@@ -47,25 +47,41 @@ class Tally:
         self.with_findings += 1
         self.add_rows(rows)
 
-    def add_rows(self, rows: Sequence[tuple]) -> None:
-        """Table rows counted by finding, breakdown and money (a claim's, or a finding's across claims)."""
+    def retract(self, rows: Sequence[tuple], corrected: bool) -> None:
+        """Take back one reviewed claim counted with :meth:`add_claim` (its outputs replaced: a claim
+        amended by the edits across claims)."""
+        self.reviewed -= 1
+        self.corrected -= corrected
+        if rows:
+            self.with_findings -= 1
+            self.add_rows(rows, -1)
+
+    def add_rows(self, rows: Sequence[tuple], sign: int = 1) -> None:
+        """Table rows counted by finding, breakdown and money (a claim's, or a finding's across
+        claims); `sign` -1 takes them back."""
         for row in rows:
             code = row[T.FINDING]
             if row[T.LINE_INDEX] == 0:
-                self.findings[code] += 1
-                self.by_primary[row[T.PRIMARY] or "(none)"] += 1
-                self.by_setting[row[T.SETTING] or "(unknown)"] += 1
-                self.by_provider[row[T.RENDERING] or "(not named)"] += 1
+                self.findings[code] += sign
+                self.by_primary[row[T.PRIMARY] or "(none)"] += sign
+                self.by_setting[row[T.SETTING] or "(unknown)"] += sign
+                self.by_provider[row[T.RENDERING] or "(not named)"] += sign
             if row[T.EFFECT] is not None:
-                self.effect[code] += row[T.EFFECT]
+                self.effect[code] += sign * row[T.EFFECT]
             if row[T.BILLED] is not None:
-                self.billed[code] += row[T.BILLED]
+                self.billed[code] += sign * row[T.BILLED]
 
     def merge(self, other: "Tally") -> "Tally":
         for name in ("reviewed", "errors", "with_findings", "corrected"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("findings", "by_primary", "by_setting", "by_provider", "effect", "billed"):
-            getattr(self, name).update(getattr(other, name))
+            counter = getattr(self, name)
+            counter.update(getattr(other, name))
+            for key in [k for k, v in counter.items() if v == 0 and name not in ("effect", "billed")]:
+                del counter[key]  # a count taken back to nothing (Tally.retract) is no entry
+        for counter in (self.effect, self.billed):  # nor the money of a finding code no longer counted
+            for key in [k for k, v in counter.items() if k not in self.findings and abs(v) < 0.005]:
+                del counter[key]
         return self
 
     def __reduce__(self):  # compact pickling between processes
@@ -90,12 +106,17 @@ def _money(counter: Counter) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(counter.items())}
 
 
-def summary(tally: Tally, *, run: dict, seconds: float | None, outputs: dict[str, str]) -> dict:
-    """summary.json: the run, the counts (claims in = reviewed + errors), findings and money by
-    finding code, and the breakdowns the report draws."""
+def summary(tally: Tally, *, run: dict, seconds: float | None, outputs: dict[str, str],
+            duplicates: dict[str, int] | None = None) -> dict:
+    """summary.json: the run, the counts (claims in = reviewed + errors), the repeated "Type/id"s
+    (service.bulk_input.DUPLICATE_COUNTS), findings and money by finding code, and the breakdowns
+    the report draws."""
+    from .bulk_input import DUPLICATE_COUNTS
+
     return {
         **run,
         "claims_in": tally.claims_in, "reviewed": tally.reviewed, "errors": tally.errors,
+        "duplicates": {k: int((duplicates or {}).get(k, 0)) for k in DUPLICATE_COUNTS},
         "claims_with_findings": tally.with_findings, "claims_corrected": tally.corrected,
         "findings": dict(sorted(tally.findings.items())),
         "money": {"payment_effect": _money(tally.effect), "billed": _money(tally.billed),

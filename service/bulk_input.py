@@ -48,6 +48,7 @@ resource found while building the case).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import os
 import re
@@ -55,6 +56,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Iterable, Iterator, NamedTuple, Sequence
@@ -78,6 +80,7 @@ CLAIM_TYPES = frozenset(RECORD_TYPES)
 # The resource types whose `encounter` links them to a claim's encounters (the service's searches).
 ENCOUNTER_LINKED = frozenset({"Procedure", "Observation", "DiagnosticReport", "ImagingStudy"})
 BASED_ON_LINKED = frozenset({"DiagnosticReport", "ImagingStudy"})
+DUPLICATE_COUNTS = ("claims_identical", "claims_conflicting", "companions_identical", "companions_conflicting")
 MAX_HOPS = 3  # rounds of second-hop references followed from the companions
 _TYPE_IN_NAME = re.compile(r"(?:\d+[._-])?([A-Z][A-Za-z]+)")
 _UUID = "urn:uuid:"
@@ -173,6 +176,56 @@ def review_input(record: InputRecord, reference: ReferenceData, config: dict) ->
         rtype, rid = _ident(record.resource)
         return InputError(record.file, record.line, exc.path, str(exc), rtype, rid)
     return Reviewed(record, case, findings, use)
+
+
+# --- repeated resources ------------------------------------------------------------------------
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two NDJSON records hold the same JSON value (the same bytes, or the same value
+    written with other spacing or key order)."""
+    return a == b or orjson.loads(a) == orjson.loads(b)
+
+
+def content_digest(value: object) -> bytes:
+    """A digest of a JSON value that does not depend on spacing or key order."""
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def repeat_reason(key: str, first_file: str, first_line: int) -> str:
+    """The reason of a conflicting repeat of `key` (the value is never repeated)."""
+    return (f"{key} is also at {first_file} line {first_line} with other content (a repeated resource); "
+            "the first is kept")
+
+
+class ClaimsSeen:
+    """The claims read so far, by "Type/id", on disk (SQLite: memory does not grow with the
+    input): :meth:`check` says whether a claim record is the first of its "Type/id", an identical
+    repeat (skipped) or a conflicting one (an error)."""
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8192;"
+                              "CREATE TABLE claims (key TEXT PRIMARY KEY, file TEXT NOT NULL, line INTEGER NOT "
+                              "NULL, digest BLOB NOT NULL) WITHOUT ROWID; BEGIN")
+
+    def check(self, raw: RawRecord) -> tuple[str, str | None, str | None, tuple[str, int] | None]:
+        """("first" | "identical" | "conflicting", type, id, (file, line) of the first); a record
+        without a readable Claim / ExplanationOfBenefit id is "first" (its review says what is wrong)."""
+        try:
+            value = orjson.loads(raw.data)
+        except orjson.JSONDecodeError:
+            return "first", None, None, None
+        rtype, rid = _ident(value)
+        if rtype not in ("Claim", "ExplanationOfBenefit") or not rid:
+            return "first", rtype, rid, None
+        key, digest = f"{rtype}/{rid}", content_digest(value)
+        cur = self.db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (key, raw.file, raw.line, digest))
+        if cur.rowcount:
+            return "first", rtype, rid, None
+        file, line, first = self.db.execute("SELECT file, line, digest FROM claims WHERE key = ?", (key,)).fetchone()
+        return ("identical" if first == digest else "conflicting"), rtype, rid, (file, line)
+
+    def close(self) -> None:
+        self.db.close()
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -406,6 +459,7 @@ class ExportIndex:
         self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self._types: frozenset[str] | None = None
         self._files: dict[int, str] | None = None
+        self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
         self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
 
     def close(self) -> None:
@@ -413,8 +467,10 @@ class ExportIndex:
 
     def load(self, files: Sequence[InputFile]) -> Iterator[InputError]:
         """Index every record of the companion `files`; yields the bad ones (broken JSON, no
-        resourceType or id, a record of another kind than its file's). The first of a repeated
-        "Type/id" is kept."""
+        resourceType or id, a record of another kind than its file's, a conflicting repeat). A
+        repeated "Type/id" keeps its first record: an identical repeat (the same JSON value) is
+        counted in ``duplicates["companions_identical"]``, one with other content is an error
+        naming both places (``duplicates["companions_conflicting"]``)."""
         db = self.db
         db.execute("BEGIN")
         rows: list[tuple] = []
@@ -444,16 +500,35 @@ class ExportIndex:
                 key = f"{rtype}/{rid}"
                 rows.append((key, rid, rtype, number, line, data.strip()))
                 for param, tid, ttype in _links_of(res, rtype):
-                    links.append((param, tid, ttype, key))
+                    links.append((param, tid, ttype, key, len(rows) - 1))
                 if len(rows) >= 1000:  # bounded: what memory holds while indexing
-                    db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
-                    db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", links)
-                    rows.clear()
-                    links.clear()
-        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", links)
+                    yield from self._flush(rows, links, files)
+        yield from self._flush(rows, links, files)
         db.execute("COMMIT")
         db.executescript(_INDEXES)
+
+    def _flush(self, rows: list[tuple], links: list[tuple], files: Sequence[InputFile]) -> Iterator[InputError]:
+        """Write a batch of rows (and the links of the rows kept); the repeats of an indexed
+        "Type/id" are left out (see :meth:`load`). Empties both lists."""
+        db = self.db
+        before = db.total_changes
+        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
+        repeats: set[int] = set()
+        if db.total_changes - before < len(rows):  # some keys were there already: find which
+            for i, (key, rid, rtype, number, line, body) in enumerate(rows):
+                first = db.execute("SELECT file, line, body FROM resources WHERE key = ?", (key,)).fetchone()
+                if (first[0], first[1]) == (number, line):
+                    continue
+                repeats.add(i)
+                if same_content(first[2], body):
+                    self.duplicates["companions_identical"] += 1
+                    continue
+                self.duplicates["companions_conflicting"] += 1
+                yield InputError(files[number].path, line, f"{rtype}.id", repeat_reason(
+                    key, files[first[0]].path, first[1]), rtype, rid, claim=False)
+        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", [l[:4] for l in links if l[4] not in repeats])
+        rows.clear()
+        links.clear()
 
     @property
     def types(self) -> frozenset[str]:
@@ -648,15 +723,20 @@ class BatchInput:
         self._tmp: str | None = None
         self.index_path: str | None = None
         self._pending: list[InputError] = []
+        self._readings = 0
+        # repeated "Type/id"s: claims_identical (skipped), claims_conflicting (errors), and the
+        # companions' (ExportIndex.load); DUPLICATE_COUNTS are its keys
+        self.duplicates: Counter[str] = Counter()
 
     def __enter__(self) -> "BatchInput":
+        self._tmp = tempfile.mkdtemp(prefix="fluoro-cds-export-", dir=self._workdir)
         companions = [f for f in self.files if not f.claims]
         if companions:
-            self._tmp = tempfile.mkdtemp(prefix="fluoro-cds-export-", dir=self._workdir)
             self.index_path = os.path.join(self._tmp, "index.sqlite")
             index = ExportIndex(self.index_path, create=True)
             try:
                 self._pending = list(_bounded(index.load(companions)))
+                self.duplicates.update(index.duplicates)
             finally:
                 index.close()
         return self
@@ -666,12 +746,33 @@ class BatchInput:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def raw(self) -> Iterator[RawRecord | InputError]:
-        """The companion files' bad records, then each claim record as read, in input order."""
+        """The companion files' bad records, then each claim record as read, in input order. A
+        claim whose "Type/id" was read before is skipped when it is the same JSON value (counted in
+        ``duplicates["claims_identical"]``), else an InputError naming both places
+        (``duplicates["claims_conflicting"]``): the first is reviewed."""
+        if self._tmp is None:
+            raise RuntimeError("BatchInput is a context manager: read it inside `with`")
         yield from self._pending
-        for f in self.files:
-            if f.claims:
-                for line, data in numbered_lines(f.path, check=True):
-                    yield RawRecord(f.path, line, data)
+        first_reading, self._readings = self._readings == 0, self._readings + 1
+        fd, seen_path = tempfile.mkstemp(suffix=".sqlite", dir=self._tmp)  # one per reading
+        os.close(fd)
+        seen = ClaimsSeen(seen_path)
+        try:
+            for f in self.files:
+                if f.claims:
+                    for line, data in numbered_lines(f.path, check=True):
+                        raw = RawRecord(f.path, line, data)
+                        kind, rtype, rid, first = seen.check(raw)
+                        if kind == "first":
+                            yield raw
+                            continue
+                        if first_reading:  # read again (service.batch: amended claims): counted once
+                            self.duplicates[f"claims_{kind}"] += 1
+                        if kind == "conflicting":
+                            yield InputError(f.path, line, f"{rtype}.id",
+                                             repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
+        finally:
+            seen.close()
 
     def records(self) -> Iterator[InputRecord | InputError]:
         """:meth:`raw` joined in this process."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import get_content_length
 
 from hooks.app_context import SMART_LAUNCH_KEY
 from hooks.config import ConfigError, resolve
@@ -27,7 +29,7 @@ from hooks.services import CdsService
 
 from . import metrics
 from .auth import AuthError, challenge
-from .errors import ApiError
+from .errors import ApiError, body_too_large
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, json_response, loads, too_deep
 from .logs import log_call
@@ -75,15 +77,30 @@ def request_body() -> bytes:
     """The request body; 413 past MAX_CONTENT_LENGTH, with or without Content-Length.
 
     Werkzeug stops a chunked body at the limit without a word; it is read here one byte past
-    the limit instead, so a longer one is refused rather than cut."""
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    the limit instead, so a longer one is refused rather than cut. A body with a Content-Length
+    is read from ``wsgi.input`` in one call, with werkzeug's checks (past the limit: 413; short
+    of its length, from a server that does not terminate the input itself: ClientDisconnected,
+    400): werkzeug's own path (EnvironHeaders, LimitedStream reading into 64 kB buffers, twice
+    under gunicorn) cost ~80 k instructions more per request (benchmarks/RESULTS.md)."""
     environ = request.environ
-    if limit and request.content_length is None and environ.get("wsgi.input_terminated"):
-        data = environ["wsgi.input"].read(limit + 1)
-        if len(data) > limit:
-            raise ApiError(413, f"request body larger than {limit} bytes", code="too-costly")
-        return data
-    return request.get_data(cache=False)  # a Content-Length past the limit: 413 (errors.py)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    length = get_content_length(environ)
+    if length is None:  # chunked, or no Content-Length at all
+        if limit and environ.get("wsgi.input_terminated"):
+            data = environ["wsgi.input"].read(limit + 1)
+            if len(data) > limit:
+                raise body_too_large(limit)
+            return data
+        return request.get_data(cache=False)  # werkzeug: nothing, or the stream unbounded
+    if limit and length > limit:
+        raise body_too_large(limit)
+    try:
+        data = environ["wsgi.input"].read(length) if length else b""
+    except (OSError, ValueError):  # as werkzeug's LimitedStream
+        raise ClientDisconnected() from None
+    if len(data) < length and not environ.get("wsgi.input_terminated"):
+        raise ClientDisconnected()
+    return data
 
 
 def read_json_object(what: str) -> dict:

@@ -12,7 +12,7 @@ Use (worker processes make the rows, the main process stores them)::
 
     with ClaimGroups() as groups:
         for reviewed in ...:                      # service.bulk_input.Reviewed
-            row = group_row(reviewed.case)        # None: nothing of it can pair across claims
+            row = group_row(reviewed.case, program, source, reviewed.findings)  # None: nothing can pair
             if row is not None:
                 groups.add(row)                   # a GroupRow: plain data, cheap to pickle
         for found, cases in groups.findings(reference, config):
@@ -26,10 +26,12 @@ import shutil
 import sqlite3
 import tempfile
 from dataclasses import replace
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 from hooks.model import FLUORO, Case, Evidence
-from hooks.rules.cross_claim import CrossClaimFinding, beneficiary, claim_name, cross_claim_findings, line_group
+from hooks.findings import Finding
+from hooks.rules.cross_claim import (CrossClaimFinding, beneficiary, claim_name, cross_claim_findings, line_group,
+                                     removed_lines)
 from nccidata.api import ReferenceData
 
 _STUB_KEYS = ("resourceType", "id", "identifier", "patient", "provider", "item")
@@ -45,14 +47,18 @@ class GroupRow(NamedTuple):
     source: tuple[str, int] = ("", 0)  # (file, line) the claim was read from
 
 
-def group_row(case: Case, program: str | None = None, source: tuple[str, int] = ("", 0)) -> GroupRow | None:
-    """The grouping row of a reviewed claim's case; None when no line of it has a group (no
-    patient, provider or date; an inpatient claim; no id)."""
+def group_row(case: Case, program: str | None = None, source: tuple[str, int] = ("", 0),
+              findings: Sequence[Finding] = ()) -> GroupRow | None:
+    """The grouping row of a reviewed claim's case without the lines its own `findings` remove
+    (:func:`hooks.rules.cross_claim.removed_lines`: not billable, so in no edit across claims);
+    None when no line of it has a group (no patient, provider or date; an inpatient claim; no id)."""
     name, patient = claim_name(case), beneficiary(case)
     if name is None or patient is None:
         return None
+    gone = removed_lines(findings) if findings else ()
+    lines = tuple(ln for ln in case.lines if ln.key not in gone) if gone else case.lines
     keys = {}
-    for line in case.lines:
+    for line in lines:
         g = line_group(case, line, program)
         if g is not None:
             k = f"{g.patient}|{g.provider}|{g.day.isoformat()}|{g.setting}|{g.program}"
@@ -60,7 +66,7 @@ def group_row(case: Case, program: str | None = None, source: tuple[str, int] = 
     if not keys:
         return None
     stub = {k: case.claim[k] for k in _STUB_KEYS if k in case.claim}
-    slim = replace(case, claim=stub, evidence=Evidence(), context_lines=())
+    slim = replace(case, claim=stub, lines=lines, evidence=Evidence(), context_lines=())
     return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL), source)
 
 

@@ -31,6 +31,11 @@ class ApiError(Exception):
         return {"resourceType": "OperationOutcome", "error": self.message, "issue": [issue]}
 
 
+def body_too_large(limit: int | None) -> ApiError:
+    """413: a request body past MAX_CONTENT_LENGTH."""
+    return ApiError(413, f"request body larger than {limit} bytes", code="too-costly")
+
+
 def error_response(err: ApiError) -> Response:
     resp = Response(dumps(err.body()), status=err.status, mimetype="application/json")
     for name, value in err.headers.items():
@@ -53,9 +58,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(413)
     def _too_large(_):
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        return error_response(ApiError(413, f"request body larger than {limit} bytes",
-                                       code="too-costly"))
+        return error_response(body_too_large(app.config.get("MAX_CONTENT_LENGTH")))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

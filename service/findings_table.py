@@ -35,7 +35,7 @@ from hooks.rules.corrected import corrected_case, touched
 from hooks.rules.engine import fee_modifier
 from nccidata.api import ReferenceData
 
-_S, _I32, _I64, _F64, _D = pa.string(), pa.int32(), pa.int64(), pa.float64(), pa.date32()
+_S, _I32, _I64, _F64, _D, _B = pa.string(), pa.int32(), pa.int64(), pa.float64(), pa.date32(), pa.bool_()
 # A list of codes, named as Parquet's LIST convention and Spark's ArrayType(containsNull=False) write it.
 _CODES = pa.list_(pa.field("element", _S, nullable=False))
 
@@ -65,6 +65,10 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("finding", _S, "the finding code (docs/contract.md#card-topics)"),
     ("finding_index", _I32, "the finding's position among the claim's findings (0 first)"),
     ("line_index", _I32, "the line's position among the finding's lines (0 first: count findings where 0)"),
+    ("across_claims", _B, "the finding comes from the edits across claims (docs/batch.md#edits-across-claims): "
+                          "its lines are on several claims"),
+    ("other_claims", _CODES, "the other claims such a finding names (`Claim/c2`, `ExplanationOfBenefit/e1`); "
+                             "empty for a claim's own finding"),
     ("severity", _S, "`warning` or `info`"),
     ("summary", _S, "the card summary"),
     ("edit_program", _S, "the NCCI program whose edits were applied (`medicare`, `medicaid`)"),
@@ -89,6 +93,7 @@ SCHEMA = pa.schema([pa.field(name, type_) for name, type_, _ in COLUMNS])
 NAMES = tuple(name for name, _, _ in COLUMNS)
 _INDEX = {name: i for i, name in enumerate(NAMES)}
 FINDING, FINDING_INDEX, LINE_INDEX = _INDEX["finding"], _INDEX["finding_index"], _INDEX["line_index"]
+SOURCE_FILE, SOURCE_LINE, ACROSS = _INDEX["source_file"], _INDEX["source_line"], _INDEX["across_claims"]
 PRIMARY, SETTING, RENDERING = _INDEX["primary_code"], _INDEX["setting"], _INDEX["rendering_provider"]
 BILLED, EFFECT, RESOURCE_ID = _INDEX["billed"], _INDEX["payment_effect"], _INDEX["resource_id"]
 
@@ -269,12 +274,14 @@ def payment_effect(case: Case, fix: Fix | None, reference: ReferenceData, shared
 
 
 def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceData, source: tuple[str, int],
-                 run: tuple[str, str, str]) -> list[tuple]:
+                 run: tuple[str, str, str], others: Sequence[str] = ()) -> list[tuple]:
     """The table rows (tuples in :data:`NAMES` order) of one reviewed claim: one per finding and
     line; a finding on no line gets one row with the line columns null. `source`: (file, line
-    number); `run`: (run id, config hash, data release)."""
+    number); `run`: (run id, config hash, data release); `others`: the other claims of a finding
+    across claims (its part on this claim: ``across_claims`` true)."""
     if not findings:
         return []
+    across, other_claims = bool(others), list(others)
     shared = _Claim(case, source, run)
     lines = {ln.key: ln for ln in case.lines}
     setting = case.setting.ncci_setting
@@ -290,8 +297,8 @@ def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceDa
             line = lines.get(key) if key is not None else None
             if line is None:
                 rows.append((*shared.head, None, shared.billing, None, key, case.default_date, None, [], None, shared.pos, setting,
-                             primary, finding.code, index, j, finding.severity, finding.summary, *edit, action, carc,
-                             None, None, None, None, None))
+                             primary, finding.code, index, j, across, other_claims, finding.severity, finding.summary,
+                             *edit, action, carc, None, None, None, None, None))
                 continue
             item = shared.items.get(line.sequence)
             allowed, paid = line.allowed, line.paid
@@ -304,8 +311,8 @@ def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceDa
                 effect = 0.0
             rows.append((*shared.head, line.performers[0] if line.performers else None, shared.billing, line.sequence, key,
                          case.line_date(line), line.code, list(line.modifiers), line.units, line.pos or shared.pos,
-                         setting, primary, finding.code, index, j, finding.severity, finding.summary, *edit, action,
-                         carc, _billed(item, key, line.units), allowed, paid, effect, basis))
+                         setting, primary, finding.code, index, j, across, other_claims, finding.severity,
+                         finding.summary, *edit, action, carc, _billed(item, key, line.units), allowed, paid, effect, basis))
     return rows
 
 
@@ -343,5 +350,5 @@ def spark_schema():
     from pyspark.sql import types as T
 
     simple = {_S: T.StringType(), _I32: T.IntegerType(), _I64: T.LongType(), _F64: T.DoubleType(),
-              _D: T.DateType(), _CODES: T.ArrayType(T.StringType(), containsNull=False)}
+              _D: T.DateType(), _B: T.BooleanType(), _CODES: T.ArrayType(T.StringType(), containsNull=False)}
     return T.StructType([T.StructField(f.name, simple[f.type], nullable=True) for f in SCHEMA])

@@ -38,6 +38,9 @@ class _Metrics:
                                     "unreachable)", ("kind", "outcome"))
         self.jwt_refusals = Counter("fluoro_cds_jwt_refusals", "client JWTs refused (401), by "
                                     "reason", ("reason",))
+        self.audit_lost = Counter("fluoro_cds_audit_lost", "audit records not stored, by reason "
+                                  "(writer_full: the audit writer process fell behind; "
+                                  "writer_died; database_error)", ("reason",))
 
 
 _made: _Metrics | None = None
@@ -90,6 +93,11 @@ def service_call(service_id: str, status: int, seconds: float, topics: tuple[str
         if child is None:
             child = _card_children[topic] = _m().cards.labels(topic)
         child.inc()
+
+
+def audit_lost(reason: str, n: int) -> None:
+    """Count audit records that will not be stored (service/state.py logs them too)."""
+    _m().audit_lost.labels(reason).inc(n)
 
 
 def feedback_stored(items) -> None:

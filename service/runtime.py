@@ -67,7 +67,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, services: Sequence[CdsService]) -> "Runtime":
         live = LiveReference(settings.db_path)
-        state = StateStore(settings.state_db_path)
+        state = StateStore(settings.state_db_path, settings.audit_writer)
         verifier = JwtVerifier(settings, state) if settings.auth == "jwt" else None
         if verifier is not None and not settings.base_url:
             log.warning("FLUORO_CDS_AUTH=jwt without FLUORO_CDS_BASE_URL: the JWT aud is checked "

@@ -81,6 +81,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # FLUORO_CDS_CORS_ORIGINS: "*" or origins, comma-separated
     cors_allow_headers: tuple[str, ...] = ()  # FLUORO_CDS_CORS_ALLOW_HEADERS: () = what the preflight asks
     state_retention_days: int = 365  # FLUORO_CDS_STATE_RETENTION_DAYS: audit/feedback kept (0: forever)
+    # FLUORO_CDS_AUDIT_WRITER: process (the default read from the environment, i.e. for serve,
+    # gunicorn and flask run) | thread (the default of Settings() made in code: tests, embedding)
+    audit_writer: str = "thread"
     admin_token: str | None = field(default=None, repr=False)  # FLUORO_CDS_ADMIN_TOKEN: /admin/report
     log_format: str = "text"  # FLUORO_CDS_LOG_FORMAT: text (terminal) | json (one object per line)
     client_header_timeout: float = 10.0  # FLUORO_CDS_CLIENT_HEADER_TIMEOUT: whole request head (front)
@@ -134,6 +137,9 @@ class Settings:
         log_format = env.get("FLUORO_CDS_LOG_FORMAT", "text").strip().lower() or "text"
         if log_format not in ("text", "json"):
             raise SettingsError("FLUORO_CDS_LOG_FORMAT must be 'text' or 'json'")
+        audit_writer = env.get("FLUORO_CDS_AUDIT_WRITER", "process").strip().lower() or "process"
+        if audit_writer not in ("process", "thread"):
+            raise SettingsError("FLUORO_CDS_AUDIT_WRITER must be 'process' or 'thread'")
         admin_token = env.get("FLUORO_CDS_ADMIN_TOKEN", "").strip() or None
         if admin_token is not None and len(admin_token) < 16:
             raise SettingsError("FLUORO_CDS_ADMIN_TOKEN must be at least 16 characters")
@@ -175,6 +181,7 @@ class Settings:
             cors_origins=cors,
             cors_allow_headers=allow_headers,
             state_retention_days=int(numbers["FLUORO_CDS_STATE_RETENTION_DAYS"]),
+            audit_writer=audit_writer,
             admin_token=admin_token,
             log_format=log_format,
             client_header_timeout=numbers["FLUORO_CDS_CLIENT_HEADER_TIMEOUT"],

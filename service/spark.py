@@ -26,10 +26,11 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import cross_claim_rows, output_names, review_raw, review_table, run_info, run_summary, summary_files
+from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, review_raw, review_table, run_info,
+                    run_summary, summary_files)
 from .batch_report import Tally, merged
-from .findings_table import ndjson_rows, spark_schema
-from .jsonio import dumps
+from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
+from .jsonio import dumps, loads
 
 
 def ship_store(sc, db_path: str) -> Path:
@@ -142,7 +143,7 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
 
 
 # --- --out-dir: the batch's outputs ------------------------------------------------------------------
-ROW, ERROR, FIXED, TALLY, GROUP = "r", "e", "c", "t", "g"
+ROW, ERROR, FIXED, TALLY, GROUP, AMEND = "r", "e", "c", "t", "g", "a"
 
 
 def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
@@ -190,10 +191,35 @@ def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, 
             if row.claim not in cases:
                 cases[row.claim] = (pickle.loads(row.case), row.source)
         for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
-            out = cross_claim_rows(found, {c: cases[c] for c in found.claims}, reference, run)
+            named = {c: cases[c] for c in found.claims}
+            out = cross_claim_rows(found, named, reference, run)
             tally.add_rows(out)
             for r in out:
                 yield ROW, r
+            for where, claim, part in claim_edits(found, named):
+                yield AMEND, (where, claim, part)
+    yield TALLY, tally
+
+
+def amend_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
+                    run: tuple[str, str, str], amend) -> Iterator[tuple[str, object]]:
+    """The amended outputs of the claims the edits across claims edit (`amend`: a broadcast of
+    {(file, line): (claim, [their parts of the findings])}), as the local engine makes them
+    (:func:`service.batch.amended_outputs`): (ROW, a row), (FIXED, a corrected Claim line), and last
+    (TALLY, the tally change: the first review's outputs taken back, the amended ones added)."""
+    reference = _executor_reference(store)
+    tally = Tally()
+    wanted = amend.value
+    for path, number, line in records:
+        out = amended_outputs(line.encode(), (path, number), wanted[(path, number)][1], reference, config, run)
+        if out is None:
+            continue
+        rows, fixed, change = out
+        for r in rows:
+            yield ROW, r
+        if fixed is not None:
+            yield FIXED, dumps(fixed).decode()
+        tally.merge(change)
     yield TALLY, tally
 
 
@@ -211,6 +237,12 @@ def _cross_claim(tagged, store: tuple[str, str] | None, config: dict, run: tuple
               .distinct().map(lambda p: (p, None)))
     by_patient = group_rows.map(lambda r: (r.patient, r)).join(wanted).map(lambda kv: (kv[0], kv[1][0])).groupByKey()
     return by_patient.mapPartitions(lambda it: cross_partition(it, store, config, run, order))
+
+
+def _claim_key(line: str) -> str:
+    """"Claim/c1" of a corrected Claim's NDJSON line."""
+    claim = loads(line)
+    return f"{claim.get('resourceType')}/{claim.get('id')}"
 
 
 def _join(base: str, name: str) -> str:
@@ -244,7 +276,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None
     store = (staging.name, Path(db_path).name) if staging else None
-    tagged = cross = None
+    tagged = cross = amended = None
     try:
         parts = [sc.textFile(path).zipWithIndex().map(lambda li, path=path: (path, li[1] + 1, li[0]))
                  for path in inputs]
@@ -252,17 +284,34 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run)) \
             .persist(StorageLevel.MEMORY_AND_DISK)
         cross = _cross_claim(tagged, store, config, run, inputs).persist(StorageLevel.MEMORY_AND_DISK)
-        rows = tagged.union(cross).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
+        # the claims the edits across claims edit: collected (one entry per such claim), their own
+        # outputs replaced by the amended ones (service.batch.amended_outputs), as the local engine does
+        edited = {}
+        for where, claim, part in cross.filter(lambda t: t[0] == AMEND).map(lambda t: t[1]).collect():
+            edited.setdefault(tuple(where), (claim, []))[1].append(part)
+        amended = sc.emptyRDD()
+        if edited:
+            amend = sc.broadcast(edited)
+            edited_claims = {claim for claim, _parts in edited.values()}
+            amended = (lines.filter(lambda r: (r[0], r[1]) in amend.value)
+                       .mapPartitions(lambda it: amend_partition(it, store, config, run, amend)))
+            tagged_kept = tagged.filter(lambda t: not (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE])
+                                                       in amend.value or t[0] == FIXED and _claim_key(t[1]) in edited_claims))
+        else:
+            tagged_kept = tagged
+        amended = amended.persist(StorageLevel.MEMORY_AND_DISK)
+        rows = tagged_kept.union(cross).union(amended).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
         if fmt == "parquet":
             spark.createDataFrame(rows, spark_schema()).write.parquet(_join(out_dir, names["findings"]))
         else:
             rows.map(lambda r: ndjson_rows([r]).decode().rstrip("\n")).saveAsTextFile(_join(out_dir, names["findings"]))
         for tag, name in ((ERROR, "errors"), (FIXED, "claims_corrected")):
-            tagged.filter(lambda t, tag=tag: t[0] == tag).map(lambda t: t[1]) \
+            tagged_kept.union(amended).filter(lambda t, tag=tag: t[0] == tag).map(lambda t: t[1]) \
                 .saveAsTextFile(_join(out_dir, names[name]))
-        tally = merged(tagged.union(cross).filter(lambda t: t[0] == TALLY).map(lambda t: t[1]).collect())
+        tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
+                       .collect())
     finally:
-        for rdd in (tagged, cross):
+        for rdd in (tagged, cross, amended):
             if rdd is not None:
                 rdd.unpersist()
         if staging:

@@ -29,6 +29,8 @@ from .jsonio import dumps, loads
 log = logging.getLogger("fluoro_cds.state")
 AUDIT_BATCH = 500  # requests written per transaction by the audit writer
 AUDIT_INTERVAL = 0.1  # seconds between the audit writer's passes
+AUDIT_WRITERS = ("thread", "process")  # who stores the audit (FLUORO_CDS_AUDIT_WRITER)
+FLUSH_TIMEOUT = 10.0  # seconds flush() waits at most
 
 
 class StateError(sqlite3.Error):
@@ -147,20 +149,60 @@ class AuditRecord:
                              latency_ms=latency_ms, citations=citations)
 
 
-def _audit_row(at: str, rec: AuditRecord) -> tuple:
-    return (at, rec.service_id, rec.hook_instance, rec.status,
-            dumps(list(rec.card_uuids)).decode(), dumps(list(rec.topics)).decode(),
-            rec.data_release, round(rec.latency_ms, 3))
+def audit_tuple(t: float, rec: AuditRecord) -> tuple:
+    """An audit record as plain values (what the writer process receives: pickled once per
+    batch), with `t` its epoch seconds."""
+    return (t, rec.service_id, rec.hook_instance, rec.status, rec.card_uuids, rec.topics,
+            rec.data_release, rec.latency_ms, rec.citations)
 
 
-def _card_rows(at: str, rec: AuditRecord) -> list[tuple]:
+def _audit_row(at: str, r: tuple) -> tuple:
+    return (at, r[1], r[2], r[3], dumps(list(r[4])).decode(), dumps(list(r[5])).decode(), r[6],
+            round(r[7], 3))
+
+
+def _card_rows(at: str, r: tuple) -> list[tuple]:
     """One row per (card, citation) of an audit record; '' when a card cites nothing."""
     rows = []
-    cites = rec.citations
-    for i, (card, topic) in enumerate(zip(rec.card_uuids, rec.topics)):
+    cites = r[8]
+    for i, (card, topic) in enumerate(zip(r[4], r[5])):
         for citation in (cites[i] if i < len(cites) and cites[i] else ("",)):
-            rows.append((at, rec.service_id, card, topic, citation))
+            rows.append((at, r[1], card, topic, citation))
     return rows
+
+
+def dialect_sql(dialect: str, sql: str) -> str:
+    """SQL written with ``?`` placeholders, for `dialect` (psycopg takes ``%s``)."""
+    return sql if dialect == "sqlite" else sql.replace("?", "%s")
+
+
+def write_audit_batch(db: "Database", records: list[tuple]) -> int:
+    """Store :func:`audit_tuple` records and their cards shown in one transaction; returns how
+    many (raises StateError, nothing stored)."""
+    audit_rows, card_rows = [], []
+    for r in records:
+        at = utc_now(r[0])
+        audit_rows.append(_audit_row(at, r))
+        card_rows.extend(_card_rows(at, r))
+    d = db.dialect
+    with db.transaction() as cur:
+        cur.executemany(dialect_sql(d, "INSERT INTO audit (at, service_id, hook_instance, status, "
+                                    "card_uuids, topics, data_release, latency_ms) "
+                                    "VALUES (?,?,?,?,?,?,?,?)"), audit_rows)
+        if card_rows:
+            cur.executemany(dialect_sql(d, "INSERT INTO card_shown (at, service_id, card_uuid, "
+                                        "topic, citation) VALUES (?,?,?,?,?)"), card_rows)
+    return len(audit_rows)
+
+
+class _Flush:
+    """A flush request in the audit queue: set when the rows queued before it are stored."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
 
 
 class Database(Protocol):
@@ -253,12 +295,17 @@ def is_postgres_url(location: str) -> bool:
 class StateStore:
     """Feedback, audit, cards shown and JWT-replay tables, safe across threads and processes."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, audit_writer: str = "thread"):
+        if audit_writer not in AUDIT_WRITERS:
+            raise ValueError(f"audit_writer must be one of {AUDIT_WRITERS}")
         self.location = location
+        # an in-memory SQLite database lives in its connection: no other process can write it
+        self.audit_writer = "thread" if location == ":memory:" else audit_writer
         self.db = open_database(location)
         self._audit_pending: collections.deque = collections.deque()
         self._audit_wake = threading.Event()
         self._audit_writer: threading.Thread | None = None
+        self._audit_proc: Any = None  # service.audit_writer.AuditProcess in "process" mode
         self._audit_pid = 0
         self._audit_lock = threading.Lock()
         self.migrate()
@@ -316,14 +363,16 @@ class StateStore:
 
     # -- audit ------------------------------------------------------------------------------
     def record_audit(self, rec: AuditRecord) -> None:
-        """Queue an audit row; a writer thread of this process stores the queued rows every
-        AUDIT_INTERVAL seconds in one transaction, off the request path. `flush()` waits until
-        queued rows are stored.
+        """Queue an audit row; a writer thread of this process takes the queued rows every
+        AUDIT_INTERVAL seconds and stores them in one transaction, off the request path: itself
+        (``audit_writer="thread"``) or through the writer process (``"process"``,
+        service/audit_writer.py, which keeps the database steps off this process's GIL).
+        `flush()` waits until queued rows are stored.
 
         The request thread only appends to a deque (atomic under the GIL, no lock, no wake-up):
         waking the writer for every request made each request hand the GIL over to it and wrote
         one SQLite transaction per request (py-spy: ~15% of a worker's GIL-holding samples).
-        The timestamp is taken here and formatted by the writer.
+        The timestamp is taken here and formatted where the row is written.
         """
         if self._audit_pid != os.getpid():  # first use in this process (gunicorn forks workers)
             self._start_audit_writer()
@@ -332,6 +381,13 @@ class StateStore:
     def _start_audit_writer(self) -> None:
         with self._audit_lock:
             if self._audit_pid != os.getpid():
+                if self._audit_proc is not None:  # the parent's writer pipe, inherited by a fork
+                    self._audit_proc.detach()
+                    self._audit_proc = None
+                if self.audit_writer == "process":
+                    from .audit_writer import AuditProcess
+
+                    self._audit_proc = AuditProcess(self.location, self._audit_lost)
                 self._audit_pending = collections.deque()
                 self._audit_wake = threading.Event()
                 self._audit_writer = threading.Thread(target=self._write_audit, daemon=True,
@@ -341,44 +397,60 @@ class StateStore:
                 atexit.register(self.flush)
 
     def _write_audit(self) -> None:
-        pending, wake = self._audit_pending, self._audit_wake
+        pending, wake, proc = self._audit_pending, self._audit_wake, self._audit_proc
         while True:
             wake.wait(AUDIT_INTERVAL)
             wake.clear()
+            if proc is not None:
+                proc.pump()  # acknowledgements, and what the pipe did not take last time
             while pending:
                 items = []
                 while pending and len(items) < AUDIT_BATCH:
                     items.append(pending.popleft())
-                audit_rows, card_rows = [], []
+                records = [audit_tuple(*item) for item in items if isinstance(item, tuple)]
+                if records:
+                    self._store_audit(records)
                 for item in items:
-                    if isinstance(item, tuple):
-                        at = utc_now(item[0])
-                        audit_rows.append(_audit_row(at, item[1]))
-                        card_rows.extend(_card_rows(at, item[1]))
-                if audit_rows:
-                    try:
-                        with self.db.transaction() as cur:
-                            self._executemany(cur, "INSERT INTO audit (at, service_id, hook_instance, "
-                                              "status, card_uuids, topics, data_release, latency_ms) "
-                                              "VALUES (?,?,?,?,?,?,?,?)", audit_rows)
-                            if card_rows:
-                                self._executemany(cur, "INSERT INTO card_shown (at, service_id, "
-                                                  "card_uuid, topic, citation) VALUES (?,?,?,?,?)",
-                                                  card_rows)
-                    except StateError as exc:
-                        log.error("%d audit records not written: %s", len(audit_rows), exc)
-                for item in items:
-                    if isinstance(item, threading.Event):
-                        item.set()
+                    if isinstance(item, _Flush):
+                        item.ok = proc is None or proc.sync(FLUSH_TIMEOUT)
+                        item.done.set()
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every audit row queued so far is written (True) or `timeout` passes."""
+    def _store_audit(self, records: list[tuple]) -> None:
+        """One batch: to the writer process when it runs (started here, again at most every
+        RESTART_INTERVAL after it died), else written by this thread."""
+        proc = self._audit_proc
+        if proc is not None:
+            from .audit_writer import WriterDown
+
+            if not proc.running() and proc.may_start():
+                try:
+                    proc.start()
+                except WriterDown as exc:
+                    log.error("%s; audit records are written by the service process", exc)
+            if proc.running():
+                proc.send(records)
+                return
+        try:
+            write_audit_batch(self.db, records)
+        except StateError as exc:
+            self._audit_lost("database_error", len(records))
+            log.error("%d audit records not written: %s", len(records), exc)
+
+    @staticmethod
+    def _audit_lost(reason: str, n: int) -> None:
+        from . import metrics
+
+        metrics.audit_lost(reason, n)
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until every audit row queued so far is written (True) or `timeout` passes, or
+        some of them were lost (False: counted and logged)."""
         if self._audit_pid != os.getpid():
             return True
-        done = threading.Event()
-        self._audit_pending.append(done)
+        item = _Flush()
+        self._audit_pending.append(item)
         self._audit_wake.set()
-        return done.wait(timeout)
+        return item.done.wait(timeout) and item.ok
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The latest audit records, oldest first (after writing the queued ones)."""
@@ -472,7 +544,7 @@ class StateStore:
 
     # -- helpers ----------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
-        return sql if self.db.dialect == "sqlite" else sql.replace("?", "%s")
+        return dialect_sql(self.db.dialect, sql)
 
     def _execute(self, cur: Any, sql: str, args: Sequence = ()) -> Any:
         return cur.execute(self._sql(sql), tuple(args))
@@ -499,5 +571,10 @@ class StateStore:
             out.append(rec)
         return out
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close this thread's connection and stop this process's audit writer process (it
+        stores what it was sent, killed after `timeout` s; rows queued later are written by the
+        thread)."""
+        if self._audit_proc is not None and self._audit_pid == os.getpid():
+            self._audit_proc.close(timeout)
         self.db.close()

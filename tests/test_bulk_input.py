@@ -295,3 +295,104 @@ def test_out_dir_run_over_an_export(export, real_ncci_db, tmp_path):
         if r["line_index"] == 0:
             counted[r["finding"]] = counted.get(r["finding"], 0) + 1
     assert counted == summary["findings"]
+
+
+def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db):
+    """A repeated "Type/id": the first is kept; an identical repeat (the same JSON value, even
+    re-serialised) is skipped and counted; one with other content is an errors.ndjson record
+    naming its file, line and path and the first's place. Claim/x and ExplanationOfBenefit/x are
+    two resources (ids are unique within a type)."""
+    from service.batch import run_dir
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=40, seed=5)
+    claims, encounters = _lines(root / "Claim.ndjson"), _lines(root / "Encounter.ndjson")
+    eob = _lines(root / "ExplanationOfBenefit.ndjson")[0]
+    same_claim = orjson.dumps(claims[0], option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).replace(b"\n", b"")
+    other_claim = copy.deepcopy(claims[1])
+    other_claim["item"][0]["quantity"] = {"value": 987654321}
+    enc = next(e for e in encounters if e["id"] == claims[2]["item"][0]["encounter"][0]["reference"].rsplit("/", 1)[-1]
+               .replace("urn:uuid:", ""))
+    other_enc = copy.deepcopy(enc)
+    other_enc["period"] = {"start": "1901-02-03", "end": "1901-02-03"}
+    twin = copy.deepcopy(claims[3])
+    twin["id"] = eob["id"]  # a Claim with an EOB's id: another resource, reviewed
+    claim_at = _append(root / "Claim.ndjson", same_claim, other_claim, twin)
+    enc_at = _append(root / "Encounter.ndjson", orjson.dumps(encounters[0], option=orjson.OPT_SORT_KEYS), other_enc)
+    out = tmp_path / "out"
+    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson")
+    assert summary["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
+                                     "companions_conflicting": 1}
+    claims_in = 40 + 3 - 1  # the identical repeat is not a claim in; the conflicting one is one, in error
+    assert (summary["claims_in"], summary["errors"]) == (claims_in, 1)
+    errors = {(os.path.basename(e["file"]), e["line"]): e for e in
+              (json.loads(x) for x in (out / "errors.ndjson").read_text().splitlines())}
+    assert set(errors) == {("Claim.ndjson", claim_at + 1), ("Encounter.ndjson", enc_at + 1)}
+    claim_err, enc_err = errors[("Claim.ndjson", claim_at + 1)], errors[("Encounter.ndjson", enc_at + 1)]
+    assert claim_err["path"] == "Claim.id" and claim_err["resource"] == f"Claim/{claims[1]['id']}"
+    assert "Claim.ndjson line 2 with other content" in claim_err["reason"] and "first is kept" in claim_err["reason"]
+    assert enc_err["path"] == "Encounter.id" and f"Encounter/{enc['id']}" in enc_err["reason"]
+    assert "987654321" not in claim_err["reason"] and "1901-02-03" not in enc_err["reason"]  # never the value
+    rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
+    assert {(r["source_line"]) for r in rows if r["resource_id"] == claims[0]["id"]} <= {1}
+    # the first Encounter is the one joined (the conflicting repeat's period is not)
+    with BatchInput([str(root)]) as source:
+        joiner = Joiner(source.index_path)
+        joined = joiner.join(RawRecord(str(root / "Claim.ndjson"), 3, orjson.dumps(claims[2])))
+    [got] = [r for r in joined.companions if r.get("resourceType") == "Encounter" and r["id"] == enc["id"]]
+    assert got == enc
+
+
+def test_the_single_file_output_skips_identical_repeats_and_reports_conflicting(tmp_path, real_ncci_db):
+    claim = scenario(1).context["claim"]
+    other = copy.deepcopy(claim)
+    (other["entry"][0]["resource"] if other["resourceType"] == "Bundle" else other)["created"] = "2024-01-02"
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (claim, claim, other)))
+    rows, summary = _run([str(src)], real_ncci_db)
+    assert [r["line"] for r in rows] == [1, 3]
+    assert rows[1]["path"].endswith(".id") and "line 1 with other content" in rows[1]["error"]
+    assert summary["duplicates"]["claims_identical"] == 1 and summary["duplicates"]["claims_conflicting"] == 1
+    assert (summary["records"], summary["errors"]) == (2, 1)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ndjson"])
+def test_out_dir_withdraws_the_findings_of_a_line_removed_across_claims(tmp_path, real_ncci_db, fmt):
+    """33289 on claim "first", 76000 on claim "second" (a hospital patient's, billed global: its own
+    review asks for modifier 26). Across claims 76000 is bundled: the table has the finding across
+    claims (across_claims true, other_claims the other claim) and no modifier-26 row any more;
+    the corrected "second" has the 76000 removed; the summary counts what the table holds."""
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    first, second = copy.deepcopy(claim), copy.deepcopy(claim)
+    first.update(id="first")
+    first["item"] = [i for i in first["item"] if i["productOrService"]["coding"][0]["code"] != "76000"]
+    second.update(id="second")
+    second["item"] = [i for i in second["item"] if i["productOrService"]["coding"][0]["code"] == "76000"]
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                           "entry": [{"resource": r} for r in [c] + companions]}) + b"\n"
+                             for c in (first, second)))
+    alone = tmp_path / "alone.ndjson"
+    alone.write_bytes(src.read_bytes().splitlines(keepends=True)[1])
+    config = resolve(None)
+    by_itself = run_dir([str(alone)], str(tmp_path / "alone"), db_path=str(real_ncci_db), config=config, fmt=fmt)
+    assert "modifier-26" in by_itself["findings"]  # what the claim's own review finds
+    out = tmp_path / "out"
+    summary = run_dir([str(src)], str(out), db_path=str(real_ncci_db), config=config, fmt=fmt)
+    if fmt == "parquet":
+        rows = pq.read_table(out / "findings.parquet").to_pylist()
+    else:
+        rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
+    assert sorted((r["resource_id"], r["finding"], r["across_claims"], r["other_claims"]) for r in rows) == [
+        ("first", "ptp-bundled", True, ["Claim/second"]), ("second", "ptp-bundled", True, ["Claim/first"])]
+    assert summary["findings"] == {"ptp-bundled": 1}
+    assert set(summary["money"]["payment_effect"]) == {"ptp-bundled"}
+    assert summary["money"]["payment_effect_total"] == round(sum(r["payment_effect"] or 0 for r in rows), 2) < 0
+    corrected = {c["id"]: c for c in map(json.loads, (out / "claims-corrected.ndjson").read_text().splitlines())}
+    assert set(corrected) == {"second"} and not corrected["second"].get("item")
+    assert summary["claims_corrected"] == 1 and (summary["claims_in"], summary["reviewed"]) == (2, 2)

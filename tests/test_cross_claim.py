@@ -91,3 +91,65 @@ def test_grouping_key_names_beneficiary_provider_date_table_and_program(real_ref
     key = line_group(case, case.lines[0])
     assert key == ("Patient/s09-patient", "Practitioner/s09-practitioner", case.lines[0].service_date,
                    "practitioner", "medicare")
+
+
+def test_integral_procedure_on_another_claim_suppresses_76000(real_reference):
+    """29881 (knee arthroscopy, fluoroscopy integral: hooks/policy/integral.tsv) on one claim and
+    76000 on another of the same provider, beneficiary and date: one fluoroscopy-integral finding
+    naming both claims, citing the integral entry and the PTP row (indicator 1), as on one claim."""
+    base, companions = _parts(1)  # 29881 + 76000, POS 24 (ASC)
+    [one] = _review([base], companions, real_reference)
+    per_claim = [f for f in evaluate(one, real_reference, CONFIG) if f.code == "fluoroscopy-integral"]
+    assert per_claim, "the per-claim review finds the integral 76000"
+    cases = _review([_claim(base, "scope", {"29881": 1}), _claim(base, "fluoro", {"76000": 1})], companions,
+                    real_reference)
+    assert all(f.code != "fluoroscopy-integral" for c in cases for f in evaluate(c, real_reference, CONFIG))
+    [found] = cross_claim_findings(cases, real_reference, CONFIG)
+    assert found.finding.code == "fluoroscopy-integral"
+    assert found.claims == ("Claim/fluoro", "Claim/scope")
+    kinds = {c.kind for c in found.finding.citations}
+    assert kinds >= {c.kind for c in per_claim[0].citations} and "ncci-ptp" in kinds
+    assert found.finding.summary == per_claim[0].summary
+    assert [(f.action, f.line) for f in found.finding.fixes] == [("remove-line", "Claim/fluoro:Claim.item[0]")]
+    # switched off: the next most specific problem (the PTP indicator-1 edit) is reported instead
+    [other] = cross_claim_findings(cases, real_reference, {**CONFIG, "fluoroscopy-integral": False})
+    assert other.finding.code == "ptp-modifier-allowed"
+
+
+def test_a_line_its_own_claim_removes_is_in_no_edit_across_claims(real_reference):
+    """Claim a bills 33289 + 76000 (its own review removes the 76000: bundled); claim b bills
+    33289 again on that date. The removed 76000 is not billable, so it is grouped without it
+    (service/claim_groups.py) and no second removal of it comes from claim b."""
+    import pickle
+
+    from service.claim_groups import group_row
+
+    base, companions = _parts(9)
+    cases = _review([_claim(base, "a", {"33289": 1, "76000": 1}), _claim(base, "b", {"33289": 1})], companions,
+                    real_reference)
+    own = [evaluate(c, real_reference, CONFIG) for c in cases]
+    assert [f.code for f in own[0]] == ["ptp-bundled"]
+    assert [f.finding.code for f in cross_claim_findings(cases, real_reference, CONFIG)] == ["ptp-bundled"]
+    rows = [group_row(c, None, ("x", i), f) for i, (c, f) in enumerate(zip(cases, own))]
+    slim = [pickle.loads(r.case) for r in rows if r is not None]
+    assert [ln.code for ln in slim[0].lines] == ["33289"]
+    assert cross_claim_findings(slim, real_reference, CONFIG) == []
+
+
+def test_findings_on_a_line_removed_across_claims_are_withdrawn(real_reference):
+    """Claim b bills only 76000 (global, for a hospital patient: its own review asks for modifier
+    26); claim a bills 33289 that day. Across claims 76000 is bundled (removed): b's own findings
+    re-evaluated on b without it have no modifier-26 finding any more."""
+    from hooks.rules.cross_claim import amended_findings, for_claim
+
+    base, companions = _parts(9)
+    cases = _review([_claim(base, "a", {"33289": 1}), _claim(base, "b", {"76000": 1})], companions, real_reference)
+    own_b = evaluate(cases[1], real_reference, CONFIG)
+    assert "modifier-26" in {f.code for f in own_b} and all(f.lines == ("Claim.item[0]",) for f in own_b)
+    [found] = cross_claim_findings(cases, real_reference, CONFIG)
+    part = for_claim(found, "Claim/b")
+    assert part.lines == ("Claim.item[0]",) and [f.line for f in part.fixes] == ["Claim.item[0]"]
+    assert for_claim(found, "Claim/a").fixes == ()
+    assert amended_findings(cases[1], [part], real_reference, CONFIG) == []
+    # a finding that does not touch b's 76000 stays (a's own review, amended by nothing, is as before)
+    assert amended_findings(cases[0], [], real_reference, CONFIG) == evaluate(cases[0], real_reference, CONFIG)

@@ -66,9 +66,10 @@ def test_unknown_paths_are_not_echoed(client, method, url):
 def test_batch_errors_name_the_path_not_the_value(tmp_path):
     claim = _claim_body()["context"]["claim"]["entry"][0]["resource"]
     lines = []
-    for path, value in [(("item", 0, "servicedDate"), f"2024-02-{SENTINEL}"),
-                        (("item", 0, "sequence"), SENTINEL), (("resourceType",), SENTINEL)]:
+    for n, (path, value) in enumerate([(("item", 0, "servicedDate"), f"2024-02-{SENTINEL}"),
+                                       (("item", 0, "sequence"), SENTINEL), (("resourceType",), SENTINEL)]):
         record = copy.deepcopy(claim)
+        record["id"] = f"bad-{n}"  # three claims (a repeated id would be reported as such: docs/batch.md)
         node = record
         for key in path[:-1]:
             node = node[key]

@@ -166,7 +166,8 @@ def test_batch_uses_the_same_program_choice(stores, tmp_path):
     bundle = {"resourceType": "Bundle", "type": "collection",
               "entry": [{"resource": claim("33289", "76000", insurance=[insured("c")])}, {"resource": coverage("c")}]}
     src = tmp_path / "claims.ndjson"
-    src.write_bytes(orjson.dumps(bundle) + b"\n" + orjson.dumps(claim("33289", "76000")) + b"\n")
+    other = dict(claim("33289", "76000"), id="prog-claim-2")  # another claim (a repeated id is reported as such)
+    src.write_bytes(orjson.dumps(bundle) + b"\n" + orjson.dumps(other) + b"\n")
     rows = {}
     for name, db in (("medicare-only", _medicare), ("both", both)):
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FLUORO_CDS_DB": db}

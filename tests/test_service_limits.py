@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from service.app import MAX_BODY_BYTES
 from service import jsonio
 from service.jsonio import MAX_DEPTH, too_deep
-from tests.service_support import assert_json_error, make_app
+from tests.service_support import assert_json_error, claim_review_request, make_app
 
 URL = "/cds-services/fluoroscopy-claim-review"
 BIG = b'{"hook": "' + b"x" * MAX_BODY_BYTES + b'"}'
@@ -29,6 +30,41 @@ def test_chunked_body_over_the_limit_is_413_not_cut(client):
                        headers={"Transfer-Encoding": "chunked"},
                        environ_overrides={"wsgi.input_terminated": True})
     assert "larger than" in assert_json_error(resp, 413)["error"]
+
+
+class _Failing(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        raise OSError("connection reset")
+
+
+def _post_stream(client, stream, length: int, **environ):
+    """A POST whose wsgi.input is `stream` under a Content-Length of `length` (the test client
+    would measure the stream)."""
+    return client.post(URL, content_type="application/json", environ_overrides={
+        "wsgi.input": stream, "CONTENT_LENGTH": str(length), **environ})
+
+
+def test_body_is_read_up_to_its_content_length_only(client):
+    """The body is read from wsgi.input directly (service/cds_hooks.request_body): what follows
+    Content-Length is not part of it, a server's short stream is the client's fault (400), and
+    a Content-Length past the limit is refused before reading."""
+    body = json.dumps(claim_review_request()).encode()
+    resp = _post_stream(client, io.BytesIO(body + b"}garbage"), len(body))
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    assert "cards" in resp.get_json()
+    # shorter than announced: the client went away (werkzeug's ClientDisconnected), never a 5xx
+    assert_json_error(_post_stream(client, io.BytesIO(body), len(body) + 10), 400)
+    assert_json_error(_post_stream(client, _Failing(), len(body)), 400)
+    # a server that terminates the input itself (gunicorn) hands over what there is
+    resp = _post_stream(client, io.BytesIO(body), len(body) + 10, **{"wsgi.input_terminated": True})
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    resp = _post_stream(client, io.BytesIO(body), MAX_BODY_BYTES + 1)
+    assert "larger than" in assert_json_error(resp, 413)["error"]
+    resp = _post_stream(client, io.BytesIO(b""), 0)
+    assert "not valid JSON" in assert_json_error(resp, 400)["error"]
 
 
 @pytest.mark.parametrize("path", [URL, URL + "/feedback"])

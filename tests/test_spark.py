@@ -189,16 +189,24 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     spark_rows = sorted(spark_table.to_pylist(), key=key)
     local_rows = sorted(pq.read_table(tmp_path / "local" / "findings.parquet").to_pylist(), key=key)
     assert spark_rows == local_rows and len(local_rows) >= 5
-    split = [r for r in local_rows if r["resource_id"] in ("split-first", "split-second") and r["finding"] == "ptp-bundled"]
-    assert {r["resource_id"] for r in split} == {"split-first", "split-second"}  # one finding naming both claims
-    [removed] = [r for r in split if r["code"] == "76000"]
+    # split-second's 76000 is bundled into a 33289 of the same patient, provider and date on another
+    # claim: split-first's, or scenario 9's own claim (whose own 76000 its own review removes)
+    [removed] = [r for r in local_rows if r["resource_id"] == "split-second" and r["finding"] == "ptp-bundled"]
+    split = [r for r in local_rows if r["across_claims"] and r["finding"] == "ptp-bundled"
+             and r["other_claims"] == ["Claim/split-second"]] + [removed]
+    assert len(split) == 2 and removed["other_claims"] == [f"Claim/{split[0]['resource_id']}"]
+    assert split[0]["code"] == "33289" and split[0]["line_index"] == 1  # one finding naming both claims
     assert removed["resource_id"] == "split-second" and removed["action"] == "remove-line"
+    assert all(r["across_claims"] and r["other_claims"] for r in split)
+    # its own findings on the removed 76000 (modifier 26) are withdrawn, in both engines
+    assert not [r for r in local_rows if r["resource_id"] == "split-second" and not r["across_claims"]]
     local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
     assert sorted(_spark_rows(tmp_path / "spark", "errors.ndjson"), key=lambda e: (e["file"], e["line"])) == \
         local_errors and len(local_errors) == 2
     local_fixed = [json.loads(ln) for ln in (tmp_path / "local" / "claims-corrected.ndjson").read_text().splitlines()]
     assert sorted(_spark_rows(tmp_path / "spark", "claims-corrected.ndjson"), key=lambda c: c["id"]) == \
         sorted(local_fixed, key=lambda c: c["id"]) and local_fixed
+    assert "split-second" in {c["id"] for c in local_fixed}  # its 76000 removed across claims
     summary = json.loads((tmp_path / "spark" / "summary.json").read_text())
     assert summary == result
     for k in ("claims_in", "reviewed", "errors", "findings", "money", "by_primary_procedure", "by_setting",

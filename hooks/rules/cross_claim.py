@@ -11,7 +11,17 @@ them (:func:`hooks.rules.engine._review_line` and the removal finding builders f
 
 - **PTP** (``ptp-bundled``, ``modifier-misuse``, ``ptp-modifier-allowed``): a 76000 line against the
   partner lines of the group's *other* claims (pairs within one claim are the per-claim review's).
-  The fluoroscopy policies that are not NCCI edits (integral, guidance code) stay per claim.
+- **Integral** (``fluoroscopy-integral``, hooks/policy/integral.tsv): the same review finds a 76000
+  integral to a procedure of the same provider, beneficiary and date on another claim (29881 on
+  one claim, its 76000 on the next). The policy rests on the same manual (NCCI Policy Manual for
+  Medicare Services, Chapter I: a service integral to another of the same provider on the same
+  date is not separately reportable, and Chapter I's unbundling rule: reporting the parts of one
+  service on several claims does not make them separate; Chapters IV, VIII, IX for the codes),
+  so it applies across claims as the PTP edits do. Of a line's problems the most specific enabled
+  one is reported, as per claim (integral before ``ptp-modifier-allowed``).
+- The guidance-code policy (``use-guidance-code``) stays per claim: its fix replaces 76000 by an
+  add-on, or the other claim's primary by its with-guidance sibling, an edit of both claims that no
+  one claim's correction can make.
 - **MUE** (``mue-exceeded``, MAI 2 and 3: per date of service): the 76000 units of the group's claims
   (lines without a PTP problem across claims) against the MUE, reported when the claims together
   exceed it and no one claim does by itself (that claim's own review reports it).
@@ -22,6 +32,17 @@ may be given (a beneficiary's, or a coarser group: the function groups by :func:
 itself). Output: :class:`CrossClaimFinding` s; their ``finding.lines`` and the fixes' ``line`` are
 :func:`line_ref` s, ``"Claim/c1:Claim.item[1]"``, and ``claims`` names every claim involved.
 Pure: depends only on its arguments.
+
+**Consistency with each claim's own review** (the NCCI suppression rule of the per-claim review: a
+76000 line that must go gets no other finding):
+
+- A line the claim's own review removes (its recommended fix, :func:`removed_lines`) is not billable:
+  it is left out of the cases given here (``service/claim_groups.py`` groups the claim without it).
+- A claim a finding across claims edits (:func:`for_claim`: that finding's lines and fixes on it)
+  has its own findings re-evaluated on the claim as that edit leaves it (:func:`amended_findings`:
+  the same ``evaluate`` over the case with the recommended fix applied): the findings that depended
+  on a line removed across claims (its modifier 26, its documentation, its MUE units) are withdrawn,
+  the others stay.
 """
 from __future__ import annotations
 
@@ -36,10 +57,13 @@ from .. import findings as F
 from ..context import InvalidResource
 from ..findings import KINDS, Finding
 from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Line
+from .corrected import corrected_case, edits
 from .engine import _cite_program, _LineReview, _mue_findings, _removal_finding, _review_line, program_view
 from .policy import policy
 
 PTP_CODES = (F.PTP_BUNDLED, F.MODIFIER_MISUSE, F.PTP_MODIFIER_ALLOWED)
+# The removal findings applied across claims: the PTP edits and the integral policy (module docstring).
+CROSS_CODES = PTP_CODES + (F.FLUOROSCOPY_INTEGRAL,)
 
 
 class CrossClaimFinding(NamedTuple):
@@ -101,7 +125,7 @@ def line_ref(claim: str, line: Line) -> str:
 
 
 def cross_claim_findings(cases: Iterable[Case], reference: ReferenceData, config: dict) -> list[CrossClaimFinding]:
-    """The PTP and MUE findings over the lines of `cases` that are on different claims of one
+    """The PTP, integral and MUE findings over the lines of `cases` that are on different claims of one
     :class:`Group` (see the module docstring). `config`: the resolved configuration options (the
     findings' switches, ``program`` for cases whose coverage does not say)."""
     groups: dict[Group, list[tuple[str, Case, Line]]] = {}
@@ -136,7 +160,7 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
     ref = reference if key.program == MEDICARE else program_view(reference, key.program)
     found: list[Finding] = []
     billable: list[_LineReview] = []
-    enabled = [c for c in PTP_CODES if config.get(KINDS[c].switch, True)]
+    enabled = [c for c in CROSS_CODES if config.get(KINDS[c].switch, True)]
     for line in lines:
         if line.code != FLUORO:
             continue
@@ -163,3 +187,49 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
         involved = tuple(owner[k] for k in finding.lines)
         out.append(CrossClaimFinding(finding, tuple(dict.fromkeys(c for c, _l in involved)), involved))
     return out
+
+
+def recommended_fix(finding: Finding) -> F.Fix | None:
+    """The fix a finding recommends (its first recommended one, else its first), or None."""
+    return next((f for f in finding.fixes if f.recommended), finding.fixes[0] if finding.fixes else None)
+
+
+def removed_lines(findings: Iterable[Finding]) -> set[str]:
+    """The line keys the findings' recommended fixes remove."""
+    out: set[str] = set()
+    for finding in findings:
+        fix = recommended_fix(finding)
+        if fix is not None:
+            out.update(e.line for e in edits(fix) if e.action == F.REMOVE_LINE and e.line is not None)
+    return out
+
+
+def for_claim(found: CrossClaimFinding, claim: str) -> Finding:
+    """The part of a finding across claims on one of its claims: its lines and fixes on `claim`,
+    with the claim's own line keys ("Claim.item[0]")."""
+    prefix = f"{claim}:"
+    lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
+    fixes = tuple(replace(f, line=f.line[len(prefix):], then=tuple(
+        replace(t, line=t.line[len(prefix):]) for t in f.then if t.line and t.line.startswith(prefix)))
+        for f in found.finding.fixes if f.line and f.line.startswith(prefix))
+    return replace(found.finding, lines=lines, fixes=fixes)
+
+
+def edits_claim(finding: Finding) -> bool:
+    """Whether a finding (:func:`for_claim`) recommends an edit of the claim (not only documentation)."""
+    fix = recommended_fix(finding)
+    return fix is not None and fix.action != F.DOCUMENT
+
+
+def amended_findings(case: Case, across: Iterable[Finding], reference: ReferenceData, config: dict) -> list[Finding]:
+    """The claim's own findings re-evaluated (:func:`hooks.rules.evaluate`) on the claim as the
+    findings across claims that edit it (:func:`for_claim`) leave it: each one's recommended fix
+    applied (:func:`hooks.rules.corrected.corrected_case`). Their keys are the claim's own."""
+    from . import evaluate
+
+    after = case
+    for finding in across:
+        fix = recommended_fix(finding)
+        if fix is not None and fix.action != F.DOCUMENT:
+            after = corrected_case(after, fix)
+    return evaluate(after, reference, config)
