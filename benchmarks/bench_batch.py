@@ -13,9 +13,8 @@ resident set of that process and its workers, getrusage ru_maxrss):
   orjson (no joining, no review): claims / wall time;
 - batch: `fluoro-cds batch EXPORT --out-dir DIR` (Parquet) with 1 and 2 workers: claims / wall
   time, and the ratio to the floor (target: 2 workers >= 0.5);
-- Spark local[2]: deploy/spark_job.py --out-dir on the export's Claim and ExplanationOfBenefit
-  files (the Spark job reads NDJSON claims, not the export's companion files: its records are
-  reviewed without their Encounters and Procedures, so its work per claim is smaller).
+- Spark local[2]: deploy/spark_job.py --out-dir on the same export (the driver indexes its
+  companion files, the executors join each claim with them, as the local batch does).
 """
 from __future__ import annotations
 
@@ -104,7 +103,7 @@ def main() -> None:
             repeat(f"batch-{workers}", lambda out, w=workers: [*fluoro, "batch", str(export), "--out-dir", str(out),
                                                                  "--workers", str(w), "--quiet"])
         if not args.no_spark:
-            claims = [str(export / n) for n in ("Claim.ndjson", "ExplanationOfBenefit.ndjson") if (export / n).exists()]
+            claims = [str(export)]  # the export itself: companions joined as by the local batch
             repeat("spark-local2", lambda out: [sys.executable, str(ROOT / "deploy" / "spark_job.py"), *claims,
                                                 "--out-dir", str(out), "--master", "local[2]"])
     print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} --repeats {args.repeats}"

@@ -5,7 +5,9 @@
     spark-submit deploy/spark_job.py INPUT OUTPUT_DIR [--db ncci.sqlite] [--config ...]
 
 INPUT: NDJSON (a path, a glob or a directory Spark can read; gzip as Spark reads it) of Claims,
-ExplanationOfBenefits or Claim-first Bundles. With --out-dir: the outputs of ``fluoro-cds batch
+ExplanationOfBenefits or Claim-first Bundles; with --out-dir also a local FHIR Bulk Data export (its
+directory or manifest: the companion files indexed on the driver, joined on the executors, as
+``fluoro-cds batch`` does). With --out-dir: the outputs of ``fluoro-cds batch
 --out-dir`` (findings.parquet from a typed DataFrame, or findings.ndjson; errors.ndjson;
 claims-corrected.ndjson; each a folder of part files; summary.json and report.html written by
 the driver), with the same rows as the local engine; none of them may exist yet. Without it:
@@ -31,7 +33,8 @@ from service.spark import OutputExists, check_output, local_session, run_job, ru
 def main(argv: list[str] | None = None) -> int:
     ap = Parser(prog="spark_job.py", description="the claim-review rules over NDJSON claims on Spark")
     ap.add_argument("paths", nargs="+", metavar="INPUT",
-                    help="NDJSON claims (paths, globs or directories Spark can read); without --out-dir: "
+                    help="NDJSON claims (paths, globs or directories Spark can read) or, with --out-dir, local "
+                         "Bulk Data exports (directory or manifest); without --out-dir: "
                          "INPUT OUTPUT_DIR (the output folder, must not exist)")
     ap.add_argument("--out-dir", help="write the batch outputs here (as `fluoro-cds batch --out-dir`)")
     ap.add_argument("--format", choices=FORMATS, default="parquet", help="the findings table's format")

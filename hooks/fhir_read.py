@@ -210,28 +210,30 @@ def codings(node: Any, path: str, key: str | None = None, index: int | None = No
     """
     if type(node) is dict:
         # Hot path: a well-formed concept. Anything else (an invalid element, or shapes this loop
-        # does not take, e.g. no coding array) goes to _checked_codings, which decides.
+        # does not take, e.g. no coding array) goes to _checked_codings, which decides. Of the
+        # JSON types only an object has .get and only a string .strip: a coding that is not an
+        # object, or a code that is not a string, ends the loop with AttributeError.
         cs = node.get("coding")
         text = node.get("text")
         if type(cs) is list and (text is None or type(text) is str):
             out = []
-            for c in cs:
-                if type(c) is not dict:
-                    break
-                system = c.get("system")
-                code = c.get("code")
-                if system is not None and type(system) is not str:
-                    break
-                if type(code) is str:
-                    if code:
-                        stripped = code.strip()
-                        if not stripped:
-                            break
+            try:
+                for c in cs:
+                    system = c.get("system")
+                    code = c.get("code")
+                    if system is not None and type(system) is not str:
+                        break
+                    if code is None:
+                        continue
+                    stripped = code.strip()
+                    if stripped:
                         out.append((system, stripped))
-                elif code is not None:
-                    break
-            else:
-                return out
+                    elif code:  # blank
+                        break
+                else:
+                    return out
+            except AttributeError:
+                pass
     return _checked_codings(node, path, key, index)
 
 

@@ -543,20 +543,19 @@ def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Find
     rows: list[tuple] = []
     fixed: list[bytes] = []
     replaced: set[tuple[str, int]] = set()
-    for item in source.raw():
-        if isinstance(item, RawRecord) and (item.file, item.line) in amend:
-            record = joiner.join(item)
-            if isinstance(record, InputError):
-                continue
-            out = amended_outputs(record, (item.file, item.line), amend[(item.file, item.line)][1], reference,
-                                  config, run)
-            if out is None:
-                continue
-            replaced.add((item.file, item.line))
-            rows += out[0]
-            if out[1] is not None:
-                fixed.append(dumps(out[1]))
-            tally.merge(out[2])
+    for item in source.lines_at(amend):
+        record = joiner.join(item)
+        if isinstance(record, InputError):
+            continue
+        out = amended_outputs(record, (item.file, item.line), amend[(item.file, item.line)][1], reference,
+                              config, run)
+        if out is None:
+            continue
+        replaced.add((item.file, item.line))
+        rows += out[0]
+        if out[1] is not None:
+            fixed.append(dumps(out[1]))
+        tally.merge(out[2])
     findings_path = os.path.join(staging, names["findings"])
     replace_claim_rows(findings_path, fmt, replaced, rows)
     claims = {amend[k][0] for k in replaced}

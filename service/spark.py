@@ -1,4 +1,4 @@
-"""Payer batch on Apache Spark: the claim-review rules mapped over NDJSON claims.
+"""Payer batch on Apache Spark: the claim-review rules mapped over NDJSON claims and Bulk Data exports.
 
 Each executor opens the reference data once per partition (the SQLite store's catalog and
 release files, shipped as one directory with ``SparkContext.addFile``, or the embedded starter
@@ -8,8 +8,9 @@ set) and reviews its records exactly as ``fluoro-cds batch`` does. Two outputs:
   table written as Parquet from a typed DataFrame (its StructType built from
   service/findings_table.py's one declaration) or as NDJSON text, errors.ndjson and
   claims-corrected.ndjson as text, summary.json and report.html written by the driver from the
-  partitions' tallies; each record reviewed by :func:`service.batch.review_table`, the local
-  engine's own function, so the rows are the same.
+  partitions' tallies; each record joined with its export's companions (:class:`ExportOnDriver`:
+  the local engine's on-disk index, built on the driver and shipped) and reviewed by
+  :func:`service.batch.review_table`, the local engine's own function, so the rows are the same.
 - :func:`run_job`: one JSON line per input line (:func:`service.batch.review_record`), with its
   1-based global line number.
 
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -29,6 +32,7 @@ from hooks.config import CONFIG_KEY, resolve
 from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, review_raw, review_table, run_info,
                     run_summary, summary_files)
 from .batch_report import Tally, merged
+from .bulk_input import BatchInput, InputError, Joiner, RawRecord, claim_identity, repeat_reason
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
 
@@ -146,19 +150,39 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
 ROW, ERROR, FIXED, TALLY, GROUP, AMEND = "r", "e", "c", "t", "g", "a"
 
 
+def _executor_joiner(index: str | None) -> Joiner:
+    """The export's companions on an executor: the driver's on-disk index (:func:`ship_index`), or
+    none (each record carries what it needs)."""
+    if index is None:
+        return Joiner(None)
+    from pyspark import SparkFiles
+
+    return Joiner(SparkFiles.get(index))
+
+
 def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
-                    run: tuple[str, str, str]) -> Iterator[tuple[str, object]]:
-    """Review (file, line number, line) triples of one partition (blank lines skipped); yields
-    tagged items: (ROW, a table row), (ERROR, an errors.ndjson line), (FIXED, a corrected Claim
-    line), (GROUP, the claim's :class:`~service.claim_groups.GroupRow` for the edits across
-    claims), and last (TALLY, the partition's :class:`~service.batch_report.Tally`)."""
+                    run: tuple[str, str, str], index: str | None = None, repeats=None) -> Iterator[tuple[str, object]]:
+    """Review (file, line number, line) triples of one partition (blank lines skipped), each joined
+    with the export's companions (`index`: the shipped index's name; :class:`~service.bulk_input.Joiner`,
+    as the local engine's workers do); `repeats`: a broadcast of the repeated claims
+    (:func:`_repeats`: identical ones skipped, conflicting ones errors). Yields tagged items: (ROW, a
+    table row), (ERROR, an errors.ndjson line), (FIXED, a corrected Claim line), (GROUP, the claim's
+    :class:`~service.claim_groups.GroupRow` for the edits across claims), and last (TALLY, the
+    partition's :class:`~service.batch_report.Tally`)."""
     reference = _executor_reference(store)
+    joiner = _executor_joiner(index)
+    repeated = repeats.value if repeats is not None else {}
     tally = Tally()
     for path, number, line in records:
         if not line.strip():
             continue
+        repeat = repeated.get((path, number))
+        if repeat is not None and repeat[0] == "identical":
+            continue
+        raw = RawRecord(path, number, line.encode())
+        record = InputError(path, number, *repeat[1:]) if repeat is not None else joiner.join(raw)
         groups: list = []
-        rows, error, claim = review_table(line.encode(), (path, number), reference, config, run, groups)
+        rows, error, claim = review_table(record, (path, number), reference, config, run, groups)
         for row in groups:
             yield GROUP, row
         if error is not None:
@@ -171,6 +195,33 @@ def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
         if claim is not None:
             yield FIXED, dumps(claim).decode()
     yield TALLY, tally
+
+
+def _identity(record: tuple[str, int, str], order: dict[str, int]) -> list[tuple[str, tuple]]:
+    """[(Type/id, (file order, line, file, type, id, digest))] of a claim line with an id, else []."""
+    path, number, line = record
+    found = claim_identity(line.encode()) if line.strip() else None
+    if found is None:
+        return []
+    rtype, rid, digest = found
+    return [(f"{rtype}/{rid}", (order.get(path, 0), number, path, rtype, rid, digest))]
+
+
+def _repeats(lines, order: dict[str, int]) -> dict[tuple[str, int], tuple]:
+    """The repeated claims, found with Spark's grouping by Type/id: {(file, line): ("identical",) or
+    ("conflicting", path, reason, type, id)} of every record after the first of its Type/id (in input
+    order), as :class:`service.bulk_input.ClaimsSeen` decides while the local engine reads."""
+    def later(group):
+        first, *rest = sorted(group[1])
+        for _o, number, path, rtype, rid, digest in rest:
+            if digest == first[5]:
+                yield (path, number), ("identical",)
+            else:
+                yield (path, number), ("conflicting", f"{rtype}.id", repeat_reason(group[0], first[2], first[1]),
+                                       rtype, rid)
+
+    return dict(lines.flatMap(lambda r: _identity(r, order)).groupByKey().filter(lambda g: len(g[1]) > 1)
+                .flatMap(later).collect())
 
 
 def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, str] | None, config: dict,
@@ -202,16 +253,20 @@ def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, 
 
 
 def amend_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
-                    run: tuple[str, str, str], amend) -> Iterator[tuple[str, object]]:
+                    run: tuple[str, str, str], amend, index: str | None = None) -> Iterator[tuple[str, object]]:
     """The amended outputs of the claims the edits across claims edit (`amend`: a broadcast of
     {(file, line): (claim, [their parts of the findings])}), as the local engine makes them
     (:func:`service.batch.amended_outputs`): (ROW, a row), (FIXED, a corrected Claim line), and last
     (TALLY, the tally change: the first review's outputs taken back, the amended ones added)."""
     reference = _executor_reference(store)
+    joiner = _executor_joiner(index)
     tally = Tally()
     wanted = amend.value
     for path, number, line in records:
-        out = amended_outputs(line.encode(), (path, number), wanted[(path, number)][1], reference, config, run)
+        record = joiner.join(RawRecord(path, number, line.encode()))
+        if isinstance(record, InputError):
+            continue
+        out = amended_outputs(record, (path, number), wanted[(path, number)][1], reference, config, run)
         if out is None:
             continue
         rows, fixed, change = out
@@ -237,6 +292,39 @@ def _cross_claim(tagged, store: tuple[str, str] | None, config: dict, run: tuple
               .distinct().map(lambda p: (p, None)))
     by_patient = group_rows.map(lambda r: (r.patient, r)).join(wanted).map(lambda kv: (kv[0], kv[1][0])).groupByKey()
     return by_patient.mapPartitions(lambda it: cross_partition(it, store, config, run, order))
+
+
+class ExportOnDriver:
+    """The INPUTs as the Spark job reads them: local Bulk Data exports (directories, manifests,
+    per-type files: service/bulk_input.py) have their companion files indexed on the driver
+    (:class:`~service.bulk_input.BatchInput`'s on-disk index, bounded whatever the export's size)
+    and the index shipped to the executors (``addFile``, under a name of its own), where each
+    partition joins its claims with it as the local engine's workers do. Inputs Spark reads from
+    elsewhere (``hdfs:``, ``s3a:``, globs) are claim files as before, with no companions."""
+
+    def __init__(self, inputs: list[str], sc) -> None:
+        self._source: BatchInput | None = None
+        self.index_name: str | None = None
+        self.errors: list[str] = []  # the companion files' bad records (errors.ndjson lines)
+        self.duplicates: dict[str, int] = {}
+        local = [_local_path(p) for p in inputs]
+        if any(p is None or not os.path.exists(p) for p in local):
+            self.claim_files = list(inputs)
+            return
+        source = self._source = BatchInput(local).__enter__()
+        self.claim_files = [f.path for f in source.files if f.claims]
+        self.duplicates = dict(source.duplicates)
+        for err in source.companion_errors():
+            self.errors.append(dumps(review_table(err, (err.file, err.line), None, {}, ("", "", ""))[1]).decode())
+        if source.index_path is not None:
+            self.index_name = f"fluoro-cds-index-{uuid.uuid4().hex}.sqlite"  # addFile names are per context
+            shipped = os.path.join(os.path.dirname(source.index_path), self.index_name)
+            os.link(source.index_path, shipped)
+            sc.addFile(shipped)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.__exit__(None, None, None)
 
 
 def _claim_key(line: str) -> str:
@@ -276,14 +364,20 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None
     store = (staging.name, Path(db_path).name) if staging else None
-    tagged = cross = amended = None
+    tagged = cross = amended = export = None
     try:
+        export = ExportOnDriver(inputs, sc)
+        claim_files = export.claim_files
+        order = {path: i for i, path in enumerate(claim_files)}
         parts = [sc.textFile(path).zipWithIndex().map(lambda li, path=path: (path, li[1] + 1, li[0]))
-                 for path in inputs]
+                 for path in claim_files]
         lines = parts[0] if len(parts) == 1 else sc.union(parts)
-        tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run)) \
+        repeated = _repeats(lines, order)
+        repeats = sc.broadcast(repeated)
+        index = export.index_name
+        tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run, index, repeats)) \
             .persist(StorageLevel.MEMORY_AND_DISK)
-        cross = _cross_claim(tagged, store, config, run, inputs).persist(StorageLevel.MEMORY_AND_DISK)
+        cross = _cross_claim(tagged, store, config, run, claim_files).persist(StorageLevel.MEMORY_AND_DISK)
         # the claims the edits across claims edit: collected (one entry per such claim), their own
         # outputs replaced by the amended ones (service.batch.amended_outputs), as the local engine does
         edited = {}
@@ -294,7 +388,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
             amend = sc.broadcast(edited)
             edited_claims = {claim for claim, _parts in edited.values()}
             amended = (lines.filter(lambda r: (r[0], r[1]) in amend.value)
-                       .mapPartitions(lambda it: amend_partition(it, store, config, run, amend)))
+                       .mapPartitions(lambda it: amend_partition(it, store, config, run, amend, index)))
             tagged_kept = tagged.filter(lambda t: not (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE])
                                                        in amend.value or t[0] == FIXED and _claim_key(t[1]) in edited_claims))
         else:
@@ -305,18 +399,23 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
             spark.createDataFrame(rows, spark_schema()).write.parquet(_join(out_dir, names["findings"]))
         else:
             rows.map(lambda r: ndjson_rows([r]).decode().rstrip("\n")).saveAsTextFile(_join(out_dir, names["findings"]))
+        companion_errors = sc.parallelize([(ERROR, e) for e in export.errors], 1)
         for tag, name in ((ERROR, "errors"), (FIXED, "claims_corrected")):
-            tagged_kept.union(amended).filter(lambda t, tag=tag: t[0] == tag).map(lambda t: t[1]) \
-                .saveAsTextFile(_join(out_dir, names[name]))
+            companion_errors.union(tagged_kept).union(amended).filter(lambda t, tag=tag: t[0] == tag) \
+                .map(lambda t: t[1]).saveAsTextFile(_join(out_dir, names[name]))
+        duplicates = Counter(export.duplicates)
+        duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
                        .collect())
     finally:
         for rdd in (tagged, cross, amended):
             if rdd is not None:
                 rdd.unpersist()
+        if export is not None:
+            export.close()
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
-    result = run_summary(tally, run, described, fmt, time.perf_counter() - started)
+    result = run_summary(tally, run, described, fmt, time.perf_counter() - started, duplicates)
     local = _local_path(out_dir)
     for name, blob in summary_files(result).items():
         if local is not None:

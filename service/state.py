@@ -443,8 +443,8 @@ class StateStore:
         metrics.audit_lost(reason, n)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
-        """Wait until every audit row queued so far is written (True) or `timeout` passes, or
-        some of them were lost (False: counted and logged)."""
+        """Wait until every audit row queued so far is written, or its loss counted and logged
+        (True), or `timeout` passes, or the writer process died meanwhile (False)."""
         if self._audit_pid != os.getpid():
             return True
         item = _Flush()

@@ -147,6 +147,28 @@ def test_a_writer_that_falls_behind_drops_whole_batches_counted_and_never_blocks
     assert names == [f"hi-{i}" for i in range(kept + 1)]
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_batch_the_database_refuses_is_counted_and_logged(location, writer, caplog, capfd):
+    store = StateStore(location, audit_writer=writer)
+    try:
+        store.record_audit(_rec(0))
+        assert store.flush()
+        with store.db.transaction() as cur:  # the batch's second INSERT fails: none of it stays
+            cur.execute("DROP TABLE card_shown")
+        before = _lost("database_error")
+        with caplog.at_level(logging.ERROR, logger="fluoro_cds.state"):
+            for i in range(1, 4):
+                store.record_audit(_rec(i))
+            assert store.flush()
+            assert _wait(lambda: _lost("database_error") - before == 3)
+        assert [r["hook_instance"] for r in store.audit()] == ["hi-0"]
+        logged = (capfd.readouterr().err if writer == "process"  # the writer process's stderr
+                  else "\n".join(r.getMessage() for r in caplog.records))
+        assert "3 audit records not written" in logged
+    finally:
+        store.close()
+
+
 def test_a_writer_that_cannot_start_leaves_the_writes_to_the_thread(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(audit_writer, "START_TIMEOUT", 0.5)
     monkeypatch.setattr(audit_writer, "COMMAND", ("/bin/false",))  # exits, answers no "ready"
@@ -162,14 +184,19 @@ def test_a_writer_that_cannot_start_leaves_the_writes_to_the_thread(tmp_path, ca
 def test_the_writer_exits_when_its_parent_goes_away(tmp_path):
     db = tmp_path / "state.sqlite"
     script = textwrap.dedent(f"""
-        import os, sys
+        import sys, time
         from service.state import AuditRecord, StateStore
         store = StateStore({str(db)!r}, audit_writer="process")
         for i in range(3):
             store.record_audit(AuditRecord("svc", f"hi-{{i}}", 200, (), (), None, 1.0))
         assert store.flush()
-        print(store._audit_proc.pid, flush=True)
+        proc = store._audit_proc
+        sent = proc._seq
         store.record_audit(AuditRecord("svc", "hi-last", 200, (), (), None, 1.0))
+        deadline = time.monotonic() + 10
+        while proc._seq == sent and time.monotonic() < deadline:  # until it is in the pipe
+            time.sleep(0.01)
+        print(proc.pid, flush=True)
         sys.stdin.read()  # until the test kills this process
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
@@ -178,7 +205,6 @@ def test_the_writer_exits_when_its_parent_goes_away(tmp_path):
     try:
         pid = int(parent.stdout.readline())
         assert not _gone(pid)
-        time.sleep(0.3)  # the writer thread's next pass sends "hi-last"
     finally:
         parent.kill()  # no atexit, no flush: only the pipe's end of file tells the writer
         parent.wait(10)

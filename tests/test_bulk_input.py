@@ -396,3 +396,51 @@ def test_out_dir_withdraws_the_findings_of_a_line_removed_across_claims(tmp_path
     corrected = {c["id"]: c for c in map(json.loads, (out / "claims-corrected.ndjson").read_text().splitlines())}
     assert set(corrected) == {"second"} and not corrected["second"].get("item")
     assert summary["claims_corrected"] == 1 and (summary["claims_in"], summary["reviewed"]) == (2, 2)
+
+
+def test_linked_resources_come_in_reading_order_across_files(tmp_path):
+    """ExportIndex.linked answers in the order the resources were read (file, then line): the
+    links' insertion order (a speed shortcut over sorting by file and line)."""
+    from service.bulk_input import ExportIndex, InputFile
+
+    def proc(pid):
+        return {"resourceType": "Procedure", "id": pid, "status": "completed", "encounter": {"reference": "Encounter/e1"}}
+
+    first, second = tmp_path / "Procedure.000.ndjson", tmp_path / "Procedure.001.ndjson"
+    first.write_bytes(b"".join(orjson.dumps(proc(p)) + b"\n" for p in ("z", "a", "m")))
+    second.write_bytes(b"".join(orjson.dumps(proc(p)) + b"\n" for p in ("b", "y")))
+    path = str(tmp_path / "index.sqlite")
+    index = ExportIndex(path, create=True)
+    # the second file read first: reading order, not file names nor ids
+    assert list(index.load([InputFile(str(second), "Procedure", False), InputFile(str(first), "Procedure", False)])) == []
+    index.close()
+    got = [r["id"] for r in ExportIndex(path).linked("encounter", {"resourceType": "Encounter", "id": "e1"})]
+    assert got == ["b", "y", "z", "a", "m"]
+
+
+def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
+    """stdin cannot be read twice: its claim lines are spooled, so the claims the edits across
+    claims edit are reviewed again as from a file (the same rows)."""
+    import subprocess
+    import sys
+
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    records = []
+    for name, keep in (("first", lambda c: c != "76000"), ("second", lambda c: c == "76000")):
+        c = copy.deepcopy(claim)
+        c.update(id=name)
+        c["item"] = [i for i in c["item"] if keep(i["productOrService"]["coding"][0]["code"])]
+        records.append(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                     "entry": [{"resource": r} for r in [c] + companions]}))
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"\n".join(records) + b"\n")
+    rows = {}
+    for name, args, stdin in (("file", [str(src)], None), ("stdin", ["-"], src.read_bytes())):
+        proc = subprocess.run([sys.executable, "-m", "service.cli", "batch", *args, "--out-dir", str(tmp_path / name),
+                               "--format", "ndjson", "--db", str(real_ncci_db), "--quiet"], input=stdin,
+                              capture_output=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        rows[name] = sorted((r["resource_id"], r["finding"], r["across_claims"]) for r in map(
+            json.loads, (tmp_path / name / "findings.ndjson").read_text().splitlines()))
+    assert rows["stdin"] == rows["file"] == [("first", "ptp-bundled", True), ("second", "ptp-bundled", True)]

@@ -88,3 +88,38 @@ def test_batch_resolves_urn_uuid_references_too():
     by_urn = _as_transaction(_without_pos(scenario(4).context["claim"]))
     record = review_record(by_urn, starter(), resolve(None))
     assert "modifier-26" in [f["code"] for f in record["findings"]]
+
+
+def test_split_reads_the_aliases_in_its_pass():
+    """claim-review reads the fullUrl aliases in split_claim_bundle's pass: the same aliases as
+    bundle_aliases, and a bad fullUrl reported after the entries' and the types' errors."""
+    from hooks.extract import split_claim_bundle
+
+    b = _as_transaction(scenario(4).context["claim"])
+    b["entry"][2]["fullUrl"] = " http://fluoro-cds.example.org/fhir/Location/loc-1/_history/2 "
+    b["entry"][1]["fullUrl"] = " " + b["entry"][1]["fullUrl"]
+    aliases: dict = {}
+    claim, companions = split_claim_bundle(b, aliases=aliases)
+    assert aliases == bundle_aliases(b) and "Location/loc-1" in aliases
+    assert claim is b["entry"][0]["resource"] and len(companions) == len(b["entry"]) - 1
+    b["entry"][1]["fullUrl"] = 7
+    with pytest.raises(InvalidResource) as err:
+        split_claim_bundle(b, aliases={})
+    assert err.value.path == "Bundle.entry[1].fullUrl"
+    split_claim_bundle(b)  # not asked for aliases: fullUrl not read
+    b["entry"][3]["resource"]["resourceType"] = " "
+    with pytest.raises(InvalidResource) as err:
+        split_claim_bundle(b, aliases={})
+    assert err.value.path == "Bundle.entry[3].resource.resourceType"  # the type error first
+
+
+def test_resource_named_by_its_full_url_is_not_missing(client):
+    """A companion without an id that the Bundle names through its fullUrl ("…/Location/x") is in
+    hand: the Claim's reference to it finds it, and nothing is reported as not checked."""
+    bundle = _without_pos(scenario(4).context["claim"])
+    entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Location")
+    rid = entry["resource"].pop("id")
+    entry["fullUrl"] = f"http://fluoro-cds.example.org/fhir/Location/{rid}"
+    assert f"Location/{rid}" in json.dumps(bundle["entry"][0]["resource"])  # the Claim names it so
+    codes = [code for code, _ in _shape(_cards(client, bundle))]
+    assert "modifier-26" in codes and "data-unavailable" not in codes

@@ -247,6 +247,11 @@ def test_claim_references_and_searches():
     claim = copy.deepcopy(s.claim)
     claim["facility"] = {"reference": "http://other.example/fhir/Location/abc/_history/3"}
     assert "Location/abc" in claim_references(claim)
+    held = {"Encounter/s01-encounter", "Location/abc"}  # in hand: not to be fetched, still validated
+    assert not held & set(claim_references(claim, held)) and "DiagnosticReport/s01-report" in claim_references(claim, held)
+    claim["item"][0]["encounter"] = [{"reference": 7}]
+    with pytest.raises(InvalidResource, match=r"Claim\.item\[0\]\.encounter\[0\]\.reference"):
+        claim_references(claim, {"Encounter/s01-encounter"})
     assert encounter_searches("e1") == [(t, {"encounter": "Encounter/e1"}) for t in
                                         ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy")]
     fetched = [r for r in s.companions if r["resourceType"] in ("Encounter", "DiagnosticReport")]

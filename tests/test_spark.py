@@ -218,3 +218,58 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
 
     with pytest.raises(OutputExists):  # its outputs are there already: refused before any task
         run_table_job(spark, inputs, str(tmp_path / "spark"))
+
+
+def test_spark_table_job_joins_an_export_like_the_local_engine(spark, tmp_path):
+    """A Bulk Data export (manifest, per-type files) with bad records, a dangling reference, repeated
+    resources and pairs split across claims: the Spark job indexes the companions on the driver,
+    joins each claim with them on the executors, and writes the local engine's rows, errors,
+    corrected claims and counts."""
+    import copy
+
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+    from service.sample_data import write_export
+    from service.spark import run_table_job
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=80, seed=13)
+    claims = [json.loads(x) for x in (root / "Claim.ndjson").read_text().splitlines()]
+    dangling = copy.deepcopy(claims[0])
+    dangling.update(id="dangling")
+    dangling["item"][0]["encounter"] = [{"reference": "Encounter/nowhere"}]
+    other = copy.deepcopy(claims[1])
+    other["item"][0]["quantity"] = {"value": 3}
+    with open(root / "Claim.ndjson", "ab") as fh:
+        for rec in (dangling, claims[2], other):  # dangling; an identical repeat; a conflicting repeat
+            fh.write(orjson.dumps(rec) + b"\n")
+    encounter = (root / "Encounter.ndjson").read_text().splitlines()[0]
+    with open(root / "Encounter.ndjson", "a") as fh:
+        fh.write(encounter + "\n" + '{"resourceType": "Encounter", "id"\n')
+    db = str(tmp_path / "absent.sqlite")
+    local = run_dir([str(root)], str(tmp_path / "local"), db_path=db, config=resolve(None), run_id="run-2")
+    result = run_table_job(spark, [str(root)], str(tmp_path / "spark"), db_path=None, run_id="run-2")
+
+    def key(r):
+        return json.dumps(r, sort_keys=True, default=str)
+
+    local_rows = sorted(pq.read_table(tmp_path / "local" / "findings.parquet").to_pylist(), key=key)
+    spark_rows = sorted(pq.read_table(tmp_path / "spark" / "findings.parquet").to_pylist(), key=key)
+    assert spark_rows == local_rows
+    assert any(r["across_claims"] for r in local_rows)  # pairs split across claims, joined by reference
+    assert {r["resource_type"] for r in local_rows} == {"Claim", "ExplanationOfBenefit"}
+    assert any(r["finding"] == "modifier-26" for r in local_rows)  # the setting comes from the joined Encounter
+    local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
+    spark_errors = _spark_rows(tmp_path / "spark", "errors.ndjson")
+    assert sorted(spark_errors, key=key) == sorted(local_errors, key=key)
+    assert {e["path"] for e in local_errors} == {"Claim.item[0].encounter[0]", "Claim.id", "$"}
+    local_fixed = [json.loads(ln) for ln in (tmp_path / "local" / "claims-corrected.ndjson").read_text().splitlines()]
+    assert sorted(_spark_rows(tmp_path / "spark", "claims-corrected.ndjson"), key=lambda c: c["id"]) == \
+        sorted(local_fixed, key=lambda c: c["id"]) and local_fixed
+    for k in ("claims_in", "reviewed", "errors", "duplicates", "findings", "money", "by_primary_procedure",
+              "by_setting", "by_rendering_provider", "claims_corrected", "claims_with_findings"):
+        assert result[k] == local[k], k
+    assert local["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
+                                   "companions_conflicting": 0}
+    assert local["claims_in"] == 80 + 2 and local["errors"] == 2

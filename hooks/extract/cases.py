@@ -256,11 +256,13 @@ def _unbilled_procedures(lines: Sequence[Line], index: Index) -> tuple[Line, ...
 
 
 def case_from_claim(claim: dict, companions: Sequence[dict], reference: ReferenceData, *,
-                    full_validation: bool = False, aliases: Mapping[str, dict] | None = None) -> Case:
+                    full_validation: bool = False, aliases: Mapping[str, dict] | None = None,
+                    index: Index | None = None) -> Case:
     """claim-review: the Claim's items are the lines; companions (Encounter, Procedures,
     Observations, DiagnosticReports, ImagingStudies, Locations) give setting and evidence.
     `aliases`: the Bundle's fullUrl references of companions (bundle_aliases), so that
-    "urn:uuid:..." references resolve.
+    "urn:uuid:..." references resolve. `index`: ``index_companions(companions, full_validation,
+    aliases)`` when the caller has built it already (claim-review, to plan its reads).
 
     Documentation is judged (``evidence_checked``) only when at least one clinical companion
     (Encounter, Procedure, Observation, DiagnosticReport or ImagingStudy) is available: a bare
@@ -269,7 +271,8 @@ def case_from_claim(claim: dict, companions: Sequence[dict], reference: Referenc
     fr.resource_type(claim, "Claim", "Claim")
     if full_validation:
         fr.validate_full(claim)
-    index = index_companions(companions, full_validation, aliases)
+    if index is None:
+        index = index_companions(companions, full_validation, aliases)
     parts = _claim_parts(claim, index)
     return _case_from_claim_parts("claim", claim, parts, index, reference)
 

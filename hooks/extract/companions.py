@@ -44,11 +44,12 @@ class Index:
     """The companions by "Type/id" and by type ((path, resource) pairs in order); a resource's path
     is "Type/id", or "Type[i]" (i: its position among the companions) without id."""
 
-    __slots__ = ("by_key", "by_type", "_procs")
+    __slots__ = ("by_key", "by_type", "repeated", "_procs")
 
     def __init__(self) -> None:
         self.by_key: dict[str, dict] = {}
         self.by_type: dict[str, list[tuple[str, dict]]] = {}
+        self.repeated = False  # a "Type/id" held by more than one companion (by_key keeps the first)
         self._procs: list[Proc] | None = None
 
     def of(self, rtype: str) -> list[tuple[str, dict]]:
@@ -87,7 +88,8 @@ def index_companions(companions: Sequence[dict], full_validation: bool,
             rid = fr.string(rid, rtype, "id")
         if rid:
             path = f"{rtype}/{rid}"
-            by_key.setdefault(path, res)
+            if by_key.setdefault(path, res) is not res:
+                idx.repeated = True
         else:
             path = f"{rtype}[{i}]"
         group = by_type.get(rtype)

@@ -22,7 +22,8 @@ from dataclasses import replace
 from .. import cards, explain, fhir_read as fr, rules
 from ..context import DOCUMENTATION, DataUnavailable, HookRequest
 from ..unchecked import affected_by
-from ..extract import bundle_aliases, case_from_claim, split_claim_bundle
+from ..extract import case_from_claim, split_claim_bundle
+from ..extract.companions import Index, index_companions
 from .base import CdsService
 from .gather import (claim_references, encounter_searches, follow_references, key_of, link_searches, merge,
                      of_type, or_unchecked, search_with_fallback, second_hop)
@@ -46,7 +47,8 @@ def _patient_of(request: HookRequest, claim: dict) -> str | None:
     return pid if isinstance(pid, str) and pid else None
 
 
-def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) -> list[dict]:
+def gather_companions(request: HookRequest, claim: dict, bundled: list[dict],
+                      index: Index | None = None) -> list[dict]:
     """The Bundle's companions, the clinical resources the Claim references (its Encounters
     required, the others recorded in ``request.unchecked`` when they cannot be had), the
     encounters' documentation (searched) and second-hop references (Encounter.location,
@@ -55,17 +57,18 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
     the request has no fhirServer it is taken as complete (nothing searched); every search or read
     that fails is recorded in ``request.unchecked`` (issue 12: never skipped without a word).
     Round trips without prefetch: the reads and the encounters' searches at once, then the
-    second-hop reads at once."""
+    second-hop reads at once. `index`: ``index_companions(bundled, ...)`` (with the Bundle's
+    fullUrl aliases: a resource the Bundle names through its fullUrl is not read again); `bundled`
+    itself is returned when nothing is added or dropped."""
     fhir = request.fhir
     unchecked = request.unchecked
-    have: set[str] = set()
-    complete = False  # the Bundle carries the Encounter
-    for r in bundled:  # one pass: the Type/id keys and the Encounter
-        complete = complete or r.get("resourceType") == "Encounter"
-        have.add(key_of(r))
-    repeated = len(have) != len(bundled)
+    if index is None:
+        index = index_companions(bundled, False)
+    have = set(index.by_key)  # the Type/id (and fullUrl) names of the Bundle's resources
+    complete = "Encounter" in index.by_type  # the Bundle carries the Encounter
+    repeated = index.repeated
     have.add(key_of(claim))
-    missing = [r for r in claim_references(claim) if r not in have]
+    missing = claim_references(claim, have)
     searching = fhir.has_server or not complete  # a complete Bundle and nowhere to search: no
     encounters = list(dict.fromkeys(
         [r["id"] for r in of_type(bundled, "Encounter") if r.get("id")]
@@ -84,7 +87,7 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
             read.append(res)
     # merge() keeps the first of each Type/id: with nothing read and no repeated key in the Bundle
     # it would return the Bundle's resources as they are
-    companions = merge(bundled, read) if read or repeated else list(bundled)
+    companions = merge(bundled, read) if read or repeated else bundled
     if not searching:
         return companions
     held = {r.get("id") for r in of_type(companions, "Encounter")}
@@ -104,14 +107,17 @@ def gather_companions(request: HookRequest, claim: dict, bundled: list[dict]) ->
 
 
 def handle(request: HookRequest) -> dict:
-    claim, bundled = split_claim_bundle(request.context.get("claim"))
-    aliases = bundle_aliases(request.context.get("claim"))  # "urn:uuid:..." references of entries
+    aliases: dict[str, dict] = {}  # "urn:uuid:..." references of entries (bundle_aliases)
+    claim, bundled = split_claim_bundle(request.context.get("claim"), aliases=aliases)
+    index = index_companions(bundled, False, aliases)  # an invalid companion is a 400 before any read
     try:
-        companions = gather_companions(request, claim, bundled)
+        companions = gather_companions(request, claim, bundled, index)
     except DataUnavailable:
-        case_from_claim(claim, bundled, request.reference)  # an invalid Claim is a 400, not a 412
+        case_from_claim(claim, bundled, request.reference, index=index)  # an invalid Claim is a 400, not a 412
         raise
-    case = case_from_claim(claim, companions, request.reference, aliases=aliases)
+    if companions is not bundled:
+        index = index_companions(companions, False, aliases)
+    case = case_from_claim(claim, companions, request.reference, aliases=aliases, index=index)
     if request.unchecked.affects(DOCUMENTATION):
         case = replace(case, evidence_checked=False)  # no documentation card on missing data
     findings = rules.evaluate(case, request.reference, request.config)

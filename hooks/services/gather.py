@@ -19,7 +19,7 @@ review without prefetch costs about its dependency depth in round trips.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Collection, Iterable, Sequence, TypeVar
 
 from .. import fhir_read as fr
 from ..context import DataUnavailable, FhirData, InvalidResource, SearchRefused, Unchecked
@@ -242,19 +242,22 @@ FETCHABLE_TYPES = frozenset({"Encounter", "Procedure", "Observation", "Diagnosti
 _LOCAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 
 
-def _fetchable(refs: Iterable[str | None]) -> list[str]:
+def _fetchable(refs: Iterable[str | None], held: Collection[str] = ()) -> list[str]:
+    """The "Type/id" references of a fetchable type among `refs`, each once, in order; those in
+    `held` (in hand already) left out before the pattern is tried."""
     out: dict[str, None] = {}  # first occurrence order, each once
     for r in refs:
-        if r and r not in out and r.split("/", 1)[0] in FETCHABLE_TYPES and _LOCAL_REF.fullmatch(r):
+        if r and r not in out and r not in held and r.split("/", 1)[0] in FETCHABLE_TYPES and _LOCAL_REF.fullmatch(r):
             out[r] = None
     return list(out)
 
 
-def claim_references(claim: dict) -> list[str]:
+def claim_references(claim: dict, held: Collection[str] = ()) -> list[str]:
     """"Type/id" references of a Claim to fetch when not in the Bundle: item.encounter,
     item.locationReference, Claim.facility, Claim.procedure.procedureReference and
     Claim.supportingInfo.valueReference (types: Encounter, Procedure, Observation, DiagnosticReport,
-    ImagingStudy, Location). Absolute URLs are reduced to "Type/id"."""
+    ImagingStudy, Location), but none of `held` (the "Type/id" of the resources in hand). Absolute
+    URLs are reduced to "Type/id"; every element read is validated, held or not."""
     fr.resource_type(claim, "Claim", "Claim")
     refs: list[str | None] = [fr.reference(claim.get("facility"), "Claim.facility")]
     for i, item in enumerate(fr.elements(claim.get("item"), "Claim", "item")):
@@ -272,7 +275,7 @@ def claim_references(claim: dict) -> list[str]:
             value = entry.get(element)
             if value is not None:
                 refs.append(fr.reference(value, f"Claim.{key}[{i}]", element))
-    return _fetchable(refs)
+    return _fetchable(refs, held)
 
 
 def follow_references(resources: Sequence[dict]) -> list[str]:
