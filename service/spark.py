@@ -32,7 +32,8 @@ from hooks.config import CONFIG_KEY, resolve
 from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, review_raw, review_table, run_info,
                     run_summary, summary_files)
 from .batch_report import Tally, merged
-from .bulk_input import BatchInput, InputError, Joiner, RawRecord, claim_identity, repeat_reason
+from .bulk_input import (BatchInput, InputError, Joiner, RawRecord, UsageError, claim_identity, input_files,
+                         repeat_reason)
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
 
@@ -299,17 +300,24 @@ class ExportOnDriver:
     per-type files: service/bulk_input.py) have their companion files indexed on the driver
     (:class:`~service.bulk_input.BatchInput`'s on-disk index, bounded whatever the export's size)
     and the index shipped to the executors (``addFile``, under a name of its own), where each
-    partition joins its claims with it as the local engine's workers do. Inputs Spark reads from
-    elsewhere (``hdfs:``, ``s3a:``, globs) are claim files as before, with no companions."""
+    partition joins its claims with it as the local engine's workers do. Inputs without companion
+    files (NDJSON claim files, a folder of part files) and inputs Spark reads from elsewhere
+    (``hdfs:``, ``s3a:``, globs) are read by Spark as claim files, as before."""
 
     def __init__(self, inputs: list[str], sc) -> None:
         self._source: BatchInput | None = None
         self.index_name: str | None = None
         self.errors: list[str] = []  # the companion files' bad records (errors.ndjson lines)
         self.duplicates: dict[str, int] = {}
+        self.claim_files = list(inputs)
         local = [_local_path(p) for p in inputs]
         if any(p is None or not os.path.exists(p) for p in local):
-            self.claim_files = list(inputs)
+            return
+        try:
+            files = input_files(local)
+        except UsageError:
+            return  # not an export Spark cannot read otherwise: left to Spark, as before
+        if all(f.claims for f in files):  # NDJSON claim files (or a folder of part files): Spark reads them
             return
         source = self._source = BatchInput(local).__enter__()
         self.claim_files = [f.path for f in source.files if f.claims]

@@ -273,3 +273,17 @@ def test_spark_table_job_joins_an_export_like_the_local_engine(spark, tmp_path):
     assert local["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
                                    "companions_conflicting": 0}
     assert local["claims_in"] == 80 + 2 and local["errors"] == 2
+
+
+def test_spark_table_job_still_reads_a_folder_of_part_files(spark, tmp_path):
+    """A folder of claim part files (Spark's own output, no *.ndjson name, no companions) is read
+    by Spark as before, not taken for an empty export."""
+    from service.spark import run_table_job
+
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "part-00000").write_bytes(orjson.dumps(scenario(9).context["claim"]) + b"\n")
+    (folder / "part-00001").write_bytes(orjson.dumps(scenario(1).context["claim"]) + b"\n")
+    result = run_table_job(spark, [str(folder)], str(tmp_path / "out"), db_path=None)
+    assert result["claims_in"] == result["reviewed"] == 2
+    assert {"ptp-bundled", "fluoroscopy-integral"} <= set(result["findings"])
