@@ -31,11 +31,14 @@ def create_app(settings: Settings | None = None,
     settings = settings or Settings.from_env()
     app = Flask("fluoro_cds")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    Runtime.build(settings, tuple(SERVICES if services is None else services)).install(app)
+    rt = Runtime.build(settings, tuple(SERVICES if services is None else services))
+    rt.install(app)
     warm_up()  # compile every schema now, so the first request is not slow
     register_error_handlers(app)
     app.register_error_handler(StateError, health.state_unavailable)  # 503, not 500
     install_cors(app, settings)  # before the blueprints: preflights are never authenticated
+    if rt.verifier is not None:  # FLUORO_CDS_AUTH=jwt; otherwise no per-request check at all
+        app.before_request(cds_hooks.authenticate)
     app.register_blueprint(cds_hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)

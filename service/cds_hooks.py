@@ -2,7 +2,8 @@
 
 A service call runs four named steps (docs/service.md):
 
-1. :func:`authenticate` (before the view, when FLUORO_CDS_AUTH=jwt): the client's JWT;
+1. :func:`authenticate` (before the view, installed by the app only when FLUORO_CDS_AUTH=jwt):
+   the client's JWT;
 2. :func:`parse_hook_request`: JSON, hook, JSON Schema, required context, fhirServer allowlist,
    configuration -> a :class:`hooks.context.HookRequest` with FHIR access over prefetch + fhirServer;
 3. :func:`run_handler`: the service's handler; InvalidResource -> 400, DataUnavailable -> 412;
@@ -15,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Request, Response, current_app, g
+from flask import request as flask_request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import get_content_length
 
@@ -48,13 +50,17 @@ FEEDBACK = "/feedback"
 
 
 # -- step 1: authentication ------------------------------------------------------------------
-@bp.before_app_request
 def authenticate() -> None:
-    """With FLUORO_CDS_AUTH=jwt, every /cds-services... call needs a valid client JWT whose
-    ``aud`` is the endpoint's URL (for feedback, the service's URL is accepted too: clients
-    differ on what "the CDS Service endpoint" of feedback is); its claims are kept in
-    ``g.jwt_claims``."""
+    """With FLUORO_CDS_AUTH=jwt (service/app.py installs it before every request then), every
+    /cds-services... call needs a valid client JWT whose ``aud`` is the endpoint's URL (for
+    feedback, the service's URL is accepted too: clients differ on what "the CDS Service
+    endpoint" of feedback is); its claims are kept in ``g.jwt_claims``.
+
+    Here and on the rest of a call's path the request is read through one
+    ``_get_current_object()`` rather than the ``request`` proxy: each attribute read through a
+    werkzeug LocalProxy cost ~10 k instructions (a failed attribute look-up, then a partial)."""
     rt = runtime()
+    request = _request()
     if rt.verifier is None or not request.path.startswith(PREFIX):
         return
     base = rt.settings.base_url
@@ -72,6 +78,11 @@ def authenticate() -> None:
                        headers={"WWW-Authenticate": challenge(str(exc))}) from None
 
 
+def _request() -> Request:
+    """The request being served, without the proxy (werkzeug's documented way to read it often)."""
+    return flask_request._get_current_object()  # type: ignore[attr-defined]
+
+
 # -- step 2: the request ---------------------------------------------------------------------
 def request_body() -> bytes:
     """The request body; 413 past MAX_CONTENT_LENGTH, with or without Content-Length.
@@ -81,9 +92,10 @@ def request_body() -> bytes:
     is read from ``wsgi.input`` in one call, with werkzeug's checks (past the limit: 413; short
     of its length, from a server that does not terminate the input itself: ClientDisconnected,
     400): werkzeug's own path (EnvironHeaders, LimitedStream reading into 64 kB buffers, twice
-    under gunicorn) cost ~80 k instructions more per request (benchmarks/RESULTS.md)."""
+    under gunicorn) cost ~0.15 M instructions more per request (benchmarks/RESULTS.md)."""
+    request = _request()
     environ = request.environ
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = current_app._get_current_object().config.get("MAX_CONTENT_LENGTH")  # type: ignore[attr-defined]
     length = get_content_length(environ)
     if length is None:  # chunked, or no Content-Length at all
         if limit and environ.get("wsgi.input_terminated"):
@@ -184,13 +196,12 @@ def configuration(rt: Runtime, body: dict) -> dict:
         raise ApiError(400, str(exc), expression="$.extension") from exc
     # where documentation-missing cards link to (the SMART app, docs/smart-app.md)
     # (FLUORO_CDS_BASE_URL or FLUORO_CDS_SMART_LAUNCH_URL set: no request lookup at all)
-    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(request.environ)
+    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(_request().environ)
     return config
 
 
-def caller_extras() -> dict:
+def caller_extras(claims: dict | None) -> dict:
     """Who called: the verified JWT issuer and, when given, the tenant (2.0 JWT claims)."""
-    claims = g.get("jwt_claims")
     if not claims:
         return {}
     extras = {"client_issuer": claims["iss"]}
@@ -207,6 +218,7 @@ class CallRecord:
     hook_instance: str | None = None
     status: int = 500
     cards: tuple[dict, ...] = ()
+    claims: dict | None = None  # the caller's verified JWT claims (FLUORO_CDS_AUTH=jwt)
 
 
 def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> HookRequest:
@@ -224,7 +236,7 @@ def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> Ho
                       context=context, client=client, unchecked=gaps)
     return HookRequest(hook=body["hook"], hook_instance=body["hookInstance"], context=context,
                        config=config, fhir=fhir, reference=rt.live.current(),
-                       extras=caller_extras(), unchecked=gaps,
+                       extras=caller_extras(call.claims), unchecked=gaps,
                        explain=explain_requested(body.get("extension")))
 
 
@@ -280,7 +292,7 @@ def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
     except StateError as exc:
         log.error("audit record not written: %s", exc)
     metrics.service_call(call.service_id, call.status, latency / 1000, topics)
-    claims = g.get("jwt_claims") or {}
+    claims = call.claims or {}
     tenant = claims.get("tenant")
     log_call({"service": call.service_id, "status": call.status, "latency_ms": round(latency, 2),
               "hookInstance": call.hook_instance, "data_release": release,
@@ -299,7 +311,7 @@ def invoke(service_id: str) -> Response:
     started = time.perf_counter()
     rt = runtime()
     service = rt.service(service_id)
-    call = CallRecord(service.id)
+    call = CallRecord(service.id, claims=None if rt.verifier is None else g.get("jwt_claims"))
     try:
         result = run_handler(service, parse_hook_request(rt, service, call))
         call.cards = tuple(c for c in result.get("cards", ()) if isinstance(c, dict))

@@ -29,7 +29,7 @@ def install_cors(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _preflight():
-        if request.method == "OPTIONS":
+        if request._get_current_object().method == "OPTIONS":  # type: ignore[attr-defined]
             return Response(status=204)  # CORS preflight: never authenticated
         return None
 
@@ -38,14 +38,15 @@ def install_cors(app: Flask, settings: Settings) -> None:
         headers = resp.headers
         headers.set("Cache-Control", "no-store")
         headers.set("X-Content-Type-Options", "nosniff")
-        origin = request.environ.get("HTTP_ORIGIN")  # the Origin header (request.headers reads it there)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # not the proxy: service/cds_hooks.py
+        origin = req.environ.get("HTTP_ORIGIN")  # the Origin header (request.headers reads it there)
         if origin:
             if any_origin:
                 headers["Access-Control-Allow-Origin"] = "*"
             elif origin.rstrip("/") in origins:
                 headers["Access-Control-Allow-Origin"] = origin
                 headers.add("Vary", "Origin")
-            if request.method == "OPTIONS":
+            if req.method == "OPTIONS":
                 headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
                 headers["Access-Control-Allow-Headers"] = configured or _asked_headers()
                 if configured is None:

@@ -101,5 +101,6 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    """The Runtime of the app handling the current request."""
-    return current_app.extensions[EXTENSION_KEY]
+    """The Runtime of the app handling the current request (the app read once, not through the
+    proxy: service/cds_hooks.py says why)."""
+    return current_app._get_current_object().extensions[EXTENSION_KEY]  # type: ignore[attr-defined]

@@ -211,8 +211,14 @@ def test_jwks_is_fetched_once_and_cached(tmp_path, keys):
         server.close()
 
 
-def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
+def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens, monkeypatch):
+    """The claims authenticate() verified reach the handler and the call's log line (the call
+    reads them once, only when a verifier is installed)."""
     from hooks.services.base import CdsService
+    from service import cds_hooks
+
+    lines = []
+    monkeypatch.setattr(cds_hooks, "log_call", lines.append)
 
     seen = {}
 
@@ -228,6 +234,7 @@ def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens):
     assert client.post("/cds-services/test-extras", json=claim_review_request(),
                        headers=_bearer(token)).status_code == 200
     assert seen == {"client_issuer": ISSUER, "tenant": "hospital-7"}
+    assert (lines[-1]["client_issuer"], lines[-1]["tenant"]) == (ISSUER, "hospital-7")
 
 
 # --- hardening (issue 12): no 500 from any token or JWKS, 401s logged with reason and issuer ---
