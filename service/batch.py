@@ -224,6 +224,21 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
 
 # --- process pool -------------------------------------------------------------------------------
 @contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int], object]]:
+    """A progress bar of claims on stderr (tqdm) when `enabled`, closed on exit: yields its update."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(unit=" claims", file=sys.stderr)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
 def _mapped(function: Callable, chunks: Iterable, workers: int, initializer: Callable,
             initargs: tuple) -> Iterator[Iterable]:
     """`function` over `chunks`, in order: in this process when `workers` <= 1, else in a pool of
@@ -325,7 +340,6 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
     counts: Counter[str] = Counter()
     tally: Counter[str] = Counter()
     cross = 0
-    bar = None
     with BatchInput(paths) as source, ClaimGroups() as groups:
         several = len(source.files) > 1
         for f in source.files:
@@ -338,24 +352,15 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 finally:
                     stream.close()
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(unit=" claims", file=sys.stderr)
-        try:
-            with _mapped(_review_chunk, chunks, workers, _init_worker,
-                         (db_path, config, source.index_path)) as results:
-                for blob, n_tally, n_counts, rows in results:
-                    output.write(blob)
-                    tally.update(n_tally)
-                    counts.update(n_counts)
-                    for row in rows:
-                        groups.add(row)
-                    if bar is not None:
-                        bar.update(n_tally["records"])
-        finally:
-            if bar is not None:
-                bar.close()
+        with _progress(progress) as advance, _mapped(_review_chunk, chunks, workers, _init_worker,
+                                                     (db_path, config, source.index_path)) as results:
+            for blob, n_tally, n_counts, rows in results:
+                output.write(blob)
+                tally.update(n_tally)
+                counts.update(n_counts)
+                for row in rows:
+                    groups.add(row)
+                advance(n_tally["records"])
         reference = open_reference(db_path)
         for found, _cases in groups.findings(reference, config):
             output.write(dumps(cross_claim_record(found)) + b"\n")
@@ -472,7 +477,6 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
     tally = Tally()
-    bar = None
     with BatchInput(inputs) as source, ClaimGroups() as groups:
         result = _run_dir(source, groups, out_dir, staging, names, reference, described, run, tally, db_path, config,
                           fmt, workers, chunk_size, progress, started)
@@ -482,19 +486,14 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
 def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str, names: dict, reference: ReferenceData,
              described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None, config: dict, fmt: str,
              workers: int, chunk_size: int, progress: bool, started: float) -> dict:
-    bar = None
     try:
         findings_path = os.path.join(staging, names["findings"])
         table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
         with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
                 open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(unit=" claims", file=sys.stderr)
             chunks = _chunks(source.raw(), chunk_size)
-            with _mapped(_table_chunk, chunks, workers, _init_table_worker,
-                         (db_path, config, run, fmt, source.index_path)) as results:
+            with _progress(progress) as advance, _mapped(_table_chunk, chunks, workers, _init_table_worker,
+                                                         (db_path, config, run, fmt, source.index_path)) as results:
                 for rows, errors, fixed, part, group_rows in results:
                     table.write(rows)
                     errors_out.write(errors)
@@ -502,8 +501,7 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     tally.merge(part)
                     for row in group_rows:
                         groups.add(row)
-                    if bar is not None:
-                        bar.update(part.claims_in)
+                    advance(part.claims_in)
             cross = []
             amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
             for found, cases in groups.findings(reference, config):  # the edits across claims
@@ -528,8 +526,6 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
             os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if bar is not None:
-            bar.close()
     return result
 
 

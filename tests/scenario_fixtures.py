@@ -656,3 +656,18 @@ def valid_resources(s: Scenario) -> list[dict]:
     if s.draft_orders is not None:
         out.append(s.draft_orders)
     return out
+
+
+def split_pair(names: tuple[str, str] = ("first", "second")) -> list[dict]:
+    """Scenario 9's 33289 and 76000 billed on two claims (same patient, provider and date): two
+    Claim-first Bundles with the scenario's companions, the 33289 claim (named ``names[0]``) first."""
+    bundle = scenario(9).context["claim"]
+    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
+    out = []
+    for name, fluoro in zip(names, (False, True)):
+        c = copy.deepcopy(claim)
+        c["id"] = name
+        c["item"] = [i for i in c["item"] if (i["productOrService"]["coding"][0]["code"] == "76000") is fluoro]
+        out.append({"resourceType": "Bundle", "type": "collection",
+                    "entry": [{"resource": r} for r in [c] + companions]})
+    return out

@@ -18,7 +18,7 @@ from service.batch import run
 from service.bulk_input import BatchInput, InputError, InputRecord, Joiner, RawRecord, review_input
 from service.sample_data import write_export
 from tests.ncci_support import real_ncci_db, real_reference  # noqa: F401
-from tests.scenario_fixtures import scenario
+from tests.scenario_fixtures import scenario, split_pair
 
 CLAIMS = ("Claim", "ExplanationOfBenefit")
 
@@ -157,18 +157,10 @@ def test_pairs_split_across_two_claims_are_found_by_the_edits_across_claims(expo
 
 
 def test_a_pair_split_across_claims_in_plain_ndjson(tmp_path, real_ncci_db):
-    bundle = scenario(9).context["claim"]
-    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
-    first, second = copy.deepcopy(claim), copy.deepcopy(claim)
-    first.update(id="first")
-    first["item"] = [i for i in first["item"] if i["productOrService"]["coding"][0]["code"] != "76000"]
-    second.update(id="second")
-    second["item"] = [i for i in second["item"] if i["productOrService"]["coding"][0]["code"] == "76000"]
     src = tmp_path / "claims.ndjson.gz"
     with gzip.open(src, "wb") as fh:
-        for c in (first, second):
-            fh.write(orjson.dumps({"resourceType": "Bundle", "type": "collection",
-                                   "entry": [{"resource": r} for r in [c] + companions]}) + b"\n")
+        for b in split_pair():
+            fh.write(orjson.dumps(b) + b"\n")
     rows, summary = _run([str(src)], real_ncci_db, workers=2)
     assert [r["claim"] for r in rows[:2]] == ["first", "second"]
     assert all(not {"ptp-bundled"} & {f["code"] for f in r["findings"]} for r in rows[:2])
@@ -366,17 +358,8 @@ def test_out_dir_withdraws_the_findings_of_a_line_removed_across_claims(tmp_path
 
     from service.batch import run_dir
 
-    bundle = scenario(9).context["claim"]
-    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
-    first, second = copy.deepcopy(claim), copy.deepcopy(claim)
-    first.update(id="first")
-    first["item"] = [i for i in first["item"] if i["productOrService"]["coding"][0]["code"] != "76000"]
-    second.update(id="second")
-    second["item"] = [i for i in second["item"] if i["productOrService"]["coding"][0]["code"] == "76000"]
     src = tmp_path / "claims.ndjson"
-    src.write_bytes(b"".join(orjson.dumps({"resourceType": "Bundle", "type": "collection",
-                                           "entry": [{"resource": r} for r in [c] + companions]}) + b"\n"
-                             for c in (first, second)))
+    src.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in split_pair()))
     alone = tmp_path / "alone.ndjson"
     alone.write_bytes(src.read_bytes().splitlines(keepends=True)[1])
     config = resolve(None)
@@ -424,15 +407,7 @@ def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
     import subprocess
     import sys
 
-    bundle = scenario(9).context["claim"]
-    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
-    records = []
-    for name, keep in (("first", lambda c: c != "76000"), ("second", lambda c: c == "76000")):
-        c = copy.deepcopy(claim)
-        c.update(id=name)
-        c["item"] = [i for i in c["item"] if keep(i["productOrService"]["coding"][0]["code"])]
-        records.append(orjson.dumps({"resourceType": "Bundle", "type": "collection",
-                                     "entry": [{"resource": r} for r in [c] + companions]}))
+    records = [orjson.dumps(b) for b in split_pair()]
     src = tmp_path / "claims.ndjson"
     src.write_bytes(b"\n".join(records) + b"\n")
     rows = {}

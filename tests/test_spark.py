@@ -10,7 +10,7 @@ import pytest
 
 from hooks.config import ConfigError, resolve
 from service.batch import run
-from tests.scenario_fixtures import scenario
+from tests.scenario_fixtures import scenario, split_pair
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark (test extra) is not installed")
 
@@ -147,18 +147,7 @@ def _spark_rows(directory, name):
 
 def _split_pair() -> list[bytes]:
     """Scenario 9's 33289 and 76000 billed on two claims (same patient, provider and date)."""
-    import copy
-
-    bundle = scenario(9).context["claim"]
-    claim, companions = bundle["entry"][0]["resource"], [e["resource"] for e in bundle["entry"][1:]]
-    out = []
-    for name, keep in (("split-first", lambda c: c != "76000"), ("split-second", lambda c: c == "76000")):
-        c = copy.deepcopy(claim)
-        c.update(id=name)
-        c["item"] = [i for i in c["item"] if keep(i["productOrService"]["coding"][0]["code"])]
-        out.append(orjson.dumps({"resourceType": "Bundle", "type": "collection",
-                                 "entry": [{"resource": r} for r in [c] + companions]}))
-    return out
+    return [orjson.dumps(b) for b in split_pair(("split-first", "split-second"))]
 
 
 def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
