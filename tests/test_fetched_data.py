@@ -179,3 +179,15 @@ def test_claim_review_encounter_of_wrong_types_is_412_not_400(client, bad):
     resp, _ = _call(client, 1, bad.base_url)
     body = assert_json_error(resp, 412)
     assert "FHIR server" in body["error"]
+
+
+def test_a_fetched_claim_with_an_invalid_insurance_is_not_checked(client, bad):
+    """The encounter's Claim is read for its NCCI program too (Claim.insurance): invalid there, it
+    is the server's data that cannot be used (a "could not be checked" card), not a 400 (the
+    served fuzz found one)."""
+    claim = _resource(13, "Claim")
+    claim["insurance"] = "plan 7"
+    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": claim}]}
+    bad.rule = lambda t: Answer(body=searchset) if t.startswith("/fhir/Claim") else None
+    resp, _ = _call(client, 13, bad.base_url)
+    assert "Claim" in _gap_card(resp)["detail"] and "plan 7" not in resp.get_data(as_text=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .. import fhir_read as fr
 from .cases import _claim_parts
 from .companions import Index, active, parse_procedure
+from .program import program_of
 from .evidence import _observation_facts, _report_facts, fluoroscopy_report_code, report_links, study_facts
 from .setting import _encounter_facility, encounter_location_refs, location_types
 
@@ -22,7 +23,8 @@ def check_companion(resource: dict, path: str) -> None:
     Encounter's location, class and period (setting, date of service); a Location's name and type
     (setting); an active Procedure as parse_procedure reads it; an active Observation's codes and
     values, an active DiagnosticReport's code, basedOn and report facts (evidence); an active
-    ImagingStudy's procedureReference, basedOn and modalities (evidence); a Claim as the claim builder reads it (lines, diagnoses, care team, facility)."""
+    ImagingStudy's procedureReference, basedOn and modalities (evidence); a Claim as the claim builder reads it (lines, diagnoses, care team, facility, and the
+    insurance its NCCI program is read from)."""
     rtype = fr.resource_type(resource, path)
     fr.string(resource.get("id"), path, "id")
     if rtype == "Encounter":
@@ -33,6 +35,7 @@ def check_companion(resource: dict, path: str) -> None:
         location_types(resource, path)
     elif rtype == "Claim":
         _claim_parts(resource, Index())
+        program_of(resource, Index())
     elif rtype in ("Procedure", "Observation", "DiagnosticReport", "ImagingStudy"):
         if not active([(path, resource)]):
             return
