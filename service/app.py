@@ -3,7 +3,8 @@
 Protocol, settings and security are described in docs/service.md. A request passes the CORS
 preflight and security headers (service/cors.py), then the CDS Hooks blueprint
 (service/cds_hooks.py: authenticate -> parse_hook_request -> run_handler -> record_call) or the
-health blueprint (service/health.py). Every error is a JSON OperationOutcome (service/errors.py).
+health blueprint (service/health.py). A service call (POST /cds-services/{id}) takes the same
+steps outside Flask's request cycle (service/call_path.py). Every error is a JSON OperationOutcome (service/errors.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from flask import Flask
 from hooks.services import SERVICES, CdsService
 
 from . import admin, cds_hooks, health, logs, metrics, openapi
+from .call_path import install_call_path
 from .cors import install_cors
 from .errors import register_error_handlers
 from .runtime import Runtime
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None,
     warm_up()  # compile every schema now, so the first request is not slow
     register_error_handlers(app)
     app.register_error_handler(StateError, health.state_unavailable)  # 503, not 500
-    install_cors(app, settings)  # before the blueprints: preflights are never authenticated
+    answer_headers = install_cors(app, settings)  # before the blueprints: preflights are never authenticated
     if rt.verifier is not None:  # FLUORO_CDS_AUTH=jwt; otherwise no per-request check at all
         app.before_request(cds_hooks.authenticate)
     app.register_blueprint(cds_hooks.bp)
@@ -46,4 +48,5 @@ def create_app(settings: Settings | None = None,
     app.register_blueprint(openapi.blueprint())
     app.register_blueprint(smart_views.bp)  # the SMART documentation app (docs/smart-app.md)
     logs.configure(settings.log_format)
+    install_call_path(app, rt, answer_headers)  # POST /cds-services/{id} outside Flask's request cycle
     return app

@@ -19,7 +19,7 @@ from typing import Sequence
 from flask import Blueprint, Request, Response, current_app, g
 from flask import request as flask_request
 from werkzeug.exceptions import ClientDisconnected
-from werkzeug.wsgi import get_content_length
+from werkzeug.wsgi import get_content_length, get_current_url
 
 from hooks.app_context import SMART_LAUNCH_KEY
 from hooks.config import ConfigError, resolve
@@ -33,7 +33,7 @@ from . import metrics
 from .auth import AuthError, challenge
 from .errors import ApiError, body_too_large
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
-from .jsonio import MAX_DEPTH, json_response, loads, too_deep
+from .jsonio import MAX_DEPTH, dumps, json_response, loads, too_deep
 from .logs import log_call
 from .runtime import Runtime, runtime
 from .smart.paths import launch_url
@@ -52,9 +52,9 @@ FEEDBACK = "/feedback"
 # -- step 1: authentication ------------------------------------------------------------------
 def authenticate() -> None:
     """With FLUORO_CDS_AUTH=jwt (service/app.py installs it before every request then), every
-    /cds-services... call needs a valid client JWT whose ``aud`` is the endpoint's URL (for
-    feedback, the service's URL is accepted too: clients differ on what "the CDS Service
-    endpoint" of feedback is); its claims are kept in ``g.jwt_claims``.
+    /cds-services... call through Flask needs a valid client JWT (:func:`caller_claims`); its
+    claims are kept in ``g.jwt_claims``. (A service call itself is served by
+    service/call_path.py, which calls :func:`caller_claims` the same way.)
 
     Here and on the rest of a call's path the request is read through one
     ``_get_current_object()`` rather than the ``request`` proxy: each attribute read through a
@@ -63,16 +63,26 @@ def authenticate() -> None:
     request = _request()
     if rt.verifier is None or not request.path.startswith(PREFIX):
         return
+    g.jwt_claims = caller_claims(rt, request.environ, request.path)
+
+
+def caller_claims(rt: Runtime, environ: dict, path: str) -> dict | None:
+    """The verified claims of the client's JWT for a call to `path` (None with FLUORO_CDS_AUTH=off);
+    401 with a WWW-Authenticate challenge otherwise. Its ``aud`` must be the endpoint's URL
+    (FLUORO_CDS_BASE_URL + path, else the request's own URL); for feedback, the service's URL
+    is accepted too: clients differ on what "the CDS Service endpoint" of feedback is."""
+    if rt.verifier is None:
+        return None
     base = rt.settings.base_url
-    url = base.rstrip("/") + request.path if base else request.base_url
+    url = base.rstrip("/") + path if base else get_current_url(environ, strip_querystring=True)
     audience: str | tuple[str, ...] = url
-    if request.path.endswith(FEEDBACK) and request.path.count("/") == 3:  # /cds-services/{id}/feedback
+    if path.endswith(FEEDBACK) and path.count("/") == 3:  # /cds-services/{id}/feedback
         audience = (url, url[:-len(FEEDBACK)])
     try:
-        g.jwt_claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
+        return rt.verifier.verify(environ.get("HTTP_AUTHORIZATION"), audience)
     except AuthError as exc:
         # the reason and the (unverified) issuer, never the token
-        log.info("401 on %s: %s (issuer %.100r)", request.path, exc, exc.issuer)
+        log.info("401 on %s: %s (issuer %.100r)", path, exc, exc.issuer)
         metrics.jwt_refused(str(exc))
         raise ApiError(401, f"unauthorized: {exc}", code="login",
                        headers={"WWW-Authenticate": challenge(str(exc))}) from None
@@ -84,30 +94,32 @@ def _request() -> Request:
 
 
 # -- step 2: the request ---------------------------------------------------------------------
-def request_body() -> bytes:
-    """The request body; 413 past MAX_CONTENT_LENGTH, with or without Content-Length.
+def request_body(environ: dict, limit: int | None) -> bytes:
+    """The request body; 413 past `limit` (MAX_CONTENT_LENGTH), with or without Content-Length.
 
-    Werkzeug stops a chunked body at the limit without a word; it is read here one byte past
-    the limit instead, so a longer one is refused rather than cut. A body with a Content-Length
-    is read from ``wsgi.input`` in one call, with werkzeug's checks (past the limit: 413; short
-    of its length, from a server that does not terminate the input itself: ClientDisconnected,
-    400): werkzeug's own path (EnvironHeaders, LimitedStream reading into 64 kB buffers, twice
-    under gunicorn) cost ~0.15 M instructions more per request (benchmarks/RESULTS.md)."""
-    request = _request()
-    environ = request.environ
-    limit = current_app._get_current_object().config.get("MAX_CONTENT_LENGTH")  # type: ignore[attr-defined]
+    Read from ``wsgi.input`` with werkzeug's rules: a body of unknown length (chunked) is read
+    only from a server that terminates the input (``wsgi.input_terminated``; gunicorn does),
+    one byte past the limit so that a longer one is refused rather than cut (werkzeug would cut
+    it without a word), otherwise it is empty (werkzeug's safe fallback); a body with a
+    Content-Length is read in one call, past the limit 413, short of its length from a server
+    that does not terminate the input ClientDisconnected (400). Werkzeug's own path
+    (EnvironHeaders, LimitedStream reading into 64 kB buffers, twice under gunicorn) cost
+    ~0.15 M instructions more per request (benchmarks/RESULTS.md)."""
     length = get_content_length(environ)
+    stream = environ["wsgi.input"]
     if length is None:  # chunked, or no Content-Length at all
-        if limit and environ.get("wsgi.input_terminated"):
-            data = environ["wsgi.input"].read(limit + 1)
-            if len(data) > limit:
-                raise body_too_large(limit)
-            return data
-        return request.get_data(cache=False)  # werkzeug: nothing, or the stream unbounded
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        if not limit:
+            return stream.read()
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise body_too_large(limit)
+        return data
     if limit and length > limit:
         raise body_too_large(limit)
     try:
-        data = environ["wsgi.input"].read(length) if length else b""
+        data = stream.read(length) if length else b""
     except (OSError, ValueError):  # as werkzeug's LimitedStream
         raise ClientDisconnected() from None
     if len(data) < length and not environ.get("wsgi.input_terminated"):
@@ -115,9 +127,9 @@ def request_body() -> bytes:
     return data
 
 
-def read_json_object(what: str) -> dict:
+def read_json_object(what: str, environ: dict, limit: int | None) -> dict:
     """The request body as a JSON object nested at most MAX_DEPTH deep; 400 otherwise."""
-    data = request_body()
+    data = request_body(environ, limit)
     if too_deep(data):
         raise ApiError(400, f"{what} nests arrays and objects more than {MAX_DEPTH} deep",
                        code="too-costly")
@@ -188,7 +200,7 @@ def fhir_client(rt: Runtime, body: dict) -> FhirClient | None:
     return FhirClient(server, token, rt.client_settings)
 
 
-def configuration(rt: Runtime, body: dict) -> dict:
+def configuration(rt: Runtime, body: dict, environ: dict) -> dict:
     """The call's configuration options (defaults, deployment, request); 400 when invalid."""
     try:
         config = resolve(body.get("extension"), rt.settings.defaults)
@@ -196,7 +208,7 @@ def configuration(rt: Runtime, body: dict) -> dict:
         raise ApiError(400, str(exc), expression="$.extension") from exc
     # where documentation-missing cards link to (the SMART app, docs/smart-app.md)
     # (FLUORO_CDS_BASE_URL or FLUORO_CDS_SMART_LAUNCH_URL set: no request lookup at all)
-    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(_request().environ)
+    config[SMART_LAUNCH_KEY] = rt.smart_launch or launch_url(environ)
     return config
 
 
@@ -221,16 +233,17 @@ class CallRecord:
     claims: dict | None = None  # the caller's verified JWT claims (FLUORO_CDS_AUTH=jwt)
 
 
-def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord) -> HookRequest:
+def parse_hook_request(rt: Runtime, service: CdsService, call: CallRecord, environ: dict,
+                       limit: int | None) -> HookRequest:
     """The request body as the handler's HookRequest; every problem is an ApiError (400/403)."""
-    body = read_json_object("request body")
+    body = read_json_object("request body", environ, limit)
     validate_request(service, body)
     call.hook_instance = body["hookInstance"]
     check_prefetch(service, body)
     context = body["context"]
     check_required_context(service, context)
     client = fhir_client(rt, body)
-    config = configuration(rt, body)
+    config = configuration(rt, body, environ)
     gaps = Unchecked()  # shared by the FHIR access and the handler
     fhir = FhirAccess(prefetch=body.get("prefetch"), templates=service.prefetch,
                       context=context, client=client, unchecked=gaps)
@@ -321,15 +334,28 @@ def discovery() -> Response:
 
 @bp.post(PREFIX + "/<service_id>")
 def invoke(service_id: str) -> Response:
-    started = time.perf_counter()
+    """A call that service/call_path.py leaves to Flask (an unknown service: 404, or a path
+    Flask's routing normalises); the same steps."""
     rt = runtime()
     service = rt.service(service_id)
-    call = CallRecord(service.id, claims=None if rt.verifier is None else g.get("jwt_claims"))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    body = answer_call(rt, service, _request().environ, app.config.get("MAX_CONTENT_LENGTH"),
+                       None if rt.verifier is None else g.get("jwt_claims"))
+    return Response(body, mimetype="application/json")
+
+
+def answer_call(rt: Runtime, service: CdsService, environ: dict, limit: int | None,
+                claims: dict | None) -> bytes:
+    """The JSON answer of one service call (the caller authenticated: `claims`): the request
+    parsed, the handler run, the audit record and log line written whatever happens. Every
+    problem is raised (ApiError, or werkzeug's ClientDisconnected) for the app's error handlers."""
+    started = time.perf_counter()
+    call = CallRecord(service.id, claims=claims)
     try:
-        result = run_handler(service, parse_hook_request(rt, service, call))
+        result = run_handler(service, parse_hook_request(rt, service, call, environ, limit))
         call.cards = result.get("cards") or ()
         call.status = 200
-        return json_response(result)
+        return dumps(result)
     except ApiError as err:
         call.status = err.status
         raise
@@ -341,7 +367,8 @@ def invoke(service_id: str) -> Response:
 def feedback(service_id: str) -> Response:
     rt = runtime()
     service = rt.service(service_id)
-    body = read_json_object("feedback body")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    body = read_json_object("feedback body", _request().environ, app.config.get("MAX_CONTENT_LENGTH"))
     validate(validator("feedback"), body, "feedback")
     stored = rt.state.add_feedback(service.id, body["feedback"])
     metrics.feedback_stored(body["feedback"])

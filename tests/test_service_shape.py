@@ -34,8 +34,8 @@ def test_a_call_goes_through_parse_hook_request(app, monkeypatch):
     seen = []
     real = cds_hooks.parse_hook_request
 
-    def spy(rt, service, call):
-        hook_request = real(rt, service, call)
+    def spy(rt, service, call, environ, limit):
+        hook_request = real(rt, service, call, environ, limit)
         seen.append((service.id, hook_request.hook_instance))
         return hook_request
 

@@ -1,6 +1,8 @@
 """Where the SMART documentation app lives under the service (docs/smart-app.md)."""
 from __future__ import annotations
 
+from werkzeug.wsgi import get_current_url
+
 SMART_PREFIX = "/smart"
 SMART_LAUNCH_PATH = SMART_PREFIX + "/launch"  # EHR launch (iss, launch) and standalone launch
 SMART_CALLBACK_PATH = SMART_PREFIX + "/callback"  # the OAuth 2.0 redirect_uri
@@ -18,8 +20,7 @@ def launch_url(environ: dict) -> str:
     key = (environ.get("wsgi.url_scheme"), environ.get("HTTP_HOST"), environ.get("SCRIPT_NAME"))
     url = _ROOTS.get(key)
     if url is None:
-        from flask import request
-        url = request.url_root.rstrip("/") + SMART_LAUNCH_PATH
+        url = get_current_url(environ, root_only=True).rstrip("/") + SMART_LAUNCH_PATH
         if len(_ROOTS) < _MAX_ROOTS:
             _ROOTS[key] = url
     return url
