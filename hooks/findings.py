@@ -8,7 +8,7 @@ cards (:mod:`hooks.cards`) both read it; a declaration missing a part raises
 :class:`DeclarationError` at import. :func:`select` orders the findings and applies ``max-cards``,
 in this one place.
 
-Finding, built several times per request, defines its own ``__init__`` (one ``__dict__`` update
+Finding and Fix, built several times per request, define their own ``__init__`` (one ``__dict__`` update
 instead of one ``object.__setattr__`` per field, 0.7 us instead of 2.6 us; see hooks/model.py):
 still frozen, same fields and defaults.
 """
@@ -455,6 +455,12 @@ class Fix:
     recommended: bool = True
     pos: str | None = None  # SET_PLACE_OF_SERVICE: the CMS place-of-service code
     then: tuple["Fix", ...] = ()  # further edits of the same suggestion, applied in order (e.g. append 26)
+
+    def __init__(self, action: str, line: str | None = None, code: str | None = None, modifier: str | None = None,
+                 units: int | None = None, elements: tuple[str, ...] = (), label: str = "",
+                 recommended: bool = True, pos: str | None = None, then: tuple[Fix, ...] = ()) -> None:
+        self.__dict__.update(action=action, line=line, code=code, modifier=modifier, units=units,
+                             elements=elements, label=label, recommended=recommended, pos=pos, then=then)
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,18 @@
 Extraction (:mod:`hooks.extract`) builds it from FHIR R4 resources; the rules (:mod:`hooks.rules`)
 are pure functions of it. Frozen dataclasses only: no FHIR objects leak past extraction.
 
-:class:`Line` (built once per claim item and per Procedure) defines its own ``__init__``, which sets
-every field in one ``__dict__`` update: the frozen dataclass's generated ``__init__`` calls
-``object.__setattr__`` once per field (2.2 us a Line, 0.9 us this way; a 10-item claim builds 10 to
-20). The instances stay immutable (the dataclass's ``__setattr__`` / ``__delattr__`` still refuse),
-and equality, hashing, ``repr`` and ``dataclasses.replace`` are the dataclass's own;
-tests/test_perf_equivalence.py checks that the ``__init__`` has the fields' names and defaults and
-stores every field from its own argument. The classes built once per request keep the generated
-``__init__`` (their hand-written ones saved under 2 us a request).
+:class:`Line` (built once per claim item and per Procedure), and :class:`Setting`, :class:`Evidence`
+and :class:`Case` (built per request), define their own ``__init__``, which sets every field in one
+``__dict__`` update: the frozen dataclass's generated ``__init__`` calls ``object.__setattr__`` once
+per field (2.2 us a Line, 0.9 us this way; a 10-item claim builds 10 to 20 Lines). The instances stay
+immutable (the dataclass's ``__setattr__`` / ``__delattr__`` still refuse), and equality, hashing,
+``repr`` and ``dataclasses.replace`` are the dataclass's own; tests/test_perf_equivalence.py checks
+that each such ``__init__`` has the fields' names and defaults and stores every field from its own
+argument (hooks.findings.Finding and Fix and hooks.rules.engine.Problem do the same).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple
 FLUORO = "76000"
@@ -53,6 +53,12 @@ class Setting:
     # facility patient, or a facility POS for an office visit; the record's setting decides `facility`
     record_facility: bool | None = None  # what the record alone shows: a facility (True), an office (False), or nothing
 
+    def __init__(self, facility: bool, ncci_setting: str, pos: str | None = None, reasons: tuple[str, ...] = (),
+                 record_pos: str | None = None, pos_contradicted: bool = False,
+                 record_facility: bool | None = None) -> None:
+        self.__dict__.update(facility=facility, ncci_setting=ncci_setting, pos=pos, reasons=reasons,
+                             record_pos=record_pos, pos_contradicted=pos_contradicted,
+                             record_facility=record_facility)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,14 @@ class Evidence:
     implausible_minutes: tuple[float, ...] = ()  # fluoroscopy times read but not documentation: <= 0 or over 24 h
     unrelated: tuple[str, ...] = ()  # reports / studies on file that are not about the fluoroscopy (not counted)
 
+    def __init__(self, indication: bool = False, fluoro_minutes: float | None = None, radiation_dose: bool = False,
+                 body_site: bool = False, findings: bool = False, images_retained: bool = False,
+                 signed_interpretation: bool = False, separate_procedure: bool = True,
+                 implausible_minutes: tuple[float, ...] = (), unrelated: tuple[str, ...] = ()) -> None:
+        self.__dict__.update(indication=indication, fluoro_minutes=fluoro_minutes, radiation_dose=radiation_dose,
+                             body_site=body_site, findings=findings, images_retained=images_retained,
+                             signed_interpretation=signed_interpretation, separate_procedure=separate_procedure,
+                             implausible_minutes=implausible_minutes, unrelated=unrelated)
 
     def missing(self) -> tuple[str, ...]:
         """Documentation element codes (DOC_ELEMENTS order) that the record lacks."""
@@ -132,6 +146,9 @@ class Evidence:
         return tuple(e for e in DOC_ELEMENTS if not have[e])
 
 
+NO_EVIDENCE = Evidence()  # what a case without documentation read holds (frozen: one shared instance)
+
+
 @dataclass(frozen=True)
 class Case:
     """Everything one service invocation reviews."""
@@ -139,7 +156,7 @@ class Case:
     kind: str  # "claim" | "order" | "encounter"
     setting: Setting
     lines: tuple[Line, ...]
-    evidence: Evidence = field(default_factory=Evidence)  # documentation of the 76000 service(s)
+    evidence: Evidence = NO_EVIDENCE  # documentation of the 76000 service(s)
     default_date: date | None = None  # date of service when a line carries none
     claim: dict | None = None  # the raw FHIR Claim JSON, when there is one (for update actions)
     evidence_checked: bool = True  # False when documentation cannot be judged (e.g. order-sign)
@@ -151,6 +168,12 @@ class Case:
     program: str | None = None
     program_source: str = ""
 
+    def __init__(self, kind: str, setting: Setting, lines: tuple[Line, ...], evidence: Evidence = NO_EVIDENCE,
+                 default_date: date | None = None, claim: dict | None = None, evidence_checked: bool = True,
+                 context_lines: tuple[Line, ...] = (), program: str | None = None, program_source: str = "") -> None:
+        self.__dict__.update(kind=kind, setting=setting, lines=lines, evidence=evidence, default_date=default_date,
+                             claim=claim, evidence_checked=evidence_checked, context_lines=context_lines,
+                             program=program, program_source=program_source)
 
     def line_date(self, line: Line) -> date | None:
         return line.service_date or self.default_date

@@ -75,10 +75,11 @@ def test_accessors_read_valid_elements():
 
 # --- hand-written __init__ of the frozen dataclasses built per request ---------------------------
 def _fast_init_classes():
-    from hooks.findings import Finding
-    from hooks.model import Line
+    from hooks.findings import Finding, Fix
+    from hooks.model import Case, Evidence, Line, Setting
+    from hooks.rules.engine import Problem
     from service.state import AuditRecord
-    return [Line, Finding, AuditRecord]
+    return [Line, Setting, Evidence, Case, Finding, Fix, Problem, AuditRecord]
 
 
 @pytest.mark.parametrize("cls", _fast_init_classes(), ids=lambda c: c.__name__)

@@ -62,6 +62,12 @@ class Problem:
     evidence: frozenset[str] = frozenset()  # ptp-modifier-allowed: the distinct-service modifiers the record supports
     sibling: bool = False  # use-guidance-code: add_on is the partner's with-guidance sibling code (siblings.tsv)
 
+    def __init__(self, code: str, partner: Line, edit: PtpEdit | None = None, entry: PolicyEntry | None = None,
+                 add_on: str | None = None, aoc: AddOnEdit | None = None, add_on_billed: bool = False,
+                 why: str = "", evidence: frozenset[str] = frozenset(), sibling: bool = False) -> None:
+        # one __dict__ update, as hooks.model.Line (built several times per request; still frozen)
+        self.__dict__.update(code=code, partner=partner, edit=edit, entry=entry, add_on=add_on, aoc=aoc,
+                             add_on_billed=add_on_billed, why=why, evidence=evidence, sibling=sibling)
 
     @property
     def rank(self) -> int:
