@@ -108,27 +108,40 @@ def _citation_md(c: Citation) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _source_md(citations: tuple[Citation, ...]) -> str:
-    """The **Source** block of a card: one bullet per citation, and the starter-set notice.
+def _source(citations: tuple[Citation, ...]) -> tuple[str, tuple[str, ...]]:
+    """The **Source** block of a card (one bullet per citation, and the starter-set notice) and
+    the citations the audit keeps of it: its bullets as :func:`card_citations` reads them back.
 
     Cached like the bullets: a finding's citations are a tuple of immutable values."""
-    source = SOURCE_HEADING + "\n".join([_citation_md(c) for c in citations])
+    bullets = "\n".join([_citation_md(c) for c in citations])
+    source = SOURCE_HEADING + bullets
     if any(c.starter for c in citations):
         source += (f"\n\n*Cited from the fluoro-cds {STARTER_NOTICE}: import the CMS NCCI "
                    "tables for authoritative edits.*")
-    return source
+    return source, _bullet_citations(bullets.split("\n\n", 1)[0])  # where card_citations stops
 
 
-def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...]) -> str:
-    """Reason, missing elements, citations, payment effect, and (without actions) what to do."""
+def _finding_source(f: Finding) -> tuple[str, tuple[str, ...]] | None:
+    """:func:`_source` of the finding's citations, None when it cites nothing."""
+    citations = f.citations
+    if not citations:
+        return None
+    return _source(citations if type(citations) is tuple else tuple(citations))
+
+
+def detail_markdown(f: Finding, *, actionable: bool, fixes: tuple[Fix, ...],
+                    source: tuple[str, tuple[str, ...]] | None = None) -> str:
+    """Reason, missing elements, citations, payment effect, and (without actions) what to do
+    (`source`: the finding's :func:`_finding_source`, when the caller has it already)."""
     blocks = [f.reason.strip()]
     if f.missing:
         kind = KINDS[f.code]
         items = "\n".join(f"- {kind.wording.get('missing.' + m, m)}" for m in f.missing)
         blocks.append(f"{kind.say('missing-heading')}\n\n{items}")
-    if f.citations:
-        citations = f.citations
-        blocks.append(_source_md(citations if type(citations) is tuple else tuple(citations)))
+    if source is None:
+        source = _finding_source(f)
+    if source is not None:
+        blocks.append(source[0])
     if f.payment:
         blocks.append(f"**Payment effect:** {f.payment}")
     if not actionable and fixes:
@@ -162,13 +175,20 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
                 drafts: dict | None = None,
                 new_id: Callable[[], str] = new_uuid) -> dict:
     """One finding as one card."""
+    return _render_card(f, case, config, service_label, drafts, new_id)[0]
+
+
+def _render_card(f: Finding, case: Case, config: dict, service_label: str, drafts: dict | None,
+                 new_id: Callable[[], str]) -> tuple[dict, tuple[str, ...]]:
+    """The card of :func:`render_card` and the citations the audit keeps of it."""
     indicator = f.severity if f.severity in ("info", "warning") else "warning"
     suggestions = _suggestions(f, case, drafts, new_id)
+    source = _finding_source(f)
     card: dict = {
         "uuid": new_id(),
         "summary": clip_summary(f.summary),
         "indicator": indicator,
-        "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes),
+        "detail": detail_markdown(f, actionable=bool(suggestions), fixes=f.fixes, source=source),
         "source": {"label": service_label,
                    "topic": {"system": TOPIC_SYSTEM, "code": f.code,
                              "display": KINDS[f.code].display}},
@@ -197,20 +217,37 @@ def render_card(f: Finding, case: Case, config: dict, *, service_label: str,
             links.append({"label": link, "url": url, "type": "absolute", "autoLaunchable": False})
         if links:
             card["links"] = links
-    return card
+    return card, (source[1] if source is not None else ())
+
+
+class RenderedCards(list):
+    """The cards :func:`render` made (a plain JSON array to every serializer) and, in ``audit``,
+    what the audit keeps of each as it was rendered: ``(card, uuid, topic code, citations)``,
+    the citations as :func:`card_citations` reads them back from the card. The service's audit
+    takes them from here instead of parsing each card's markdown again
+    (service/cds_hooks.audit_ids); a card added to the list later has no entry."""
+
+    __slots__ = ("audit",)
+
+    def __init__(self, cards: list[dict], audit: tuple[tuple[dict, str, str, tuple[str, ...]], ...]):
+        super().__init__(cards)
+        self.audit = audit
 
 
 def render(findings: list[Finding], case: Case, config: dict, *, service_label: str,
            drafts: dict[str, dict] | None = None,
-           new_id: Callable[[], str] = new_uuid) -> list[dict]:
+           new_id: Callable[[], str] = new_uuid) -> RenderedCards:
     """Cards for `findings` (as :func:`hooks.rules.evaluate` selected and ordered them), one each.
 
     `drafts` maps "Type/id" to the draft order resources of an order-sign request (used to build
     the ``create`` action of a replacement order).
     """
-    return [render_card(f, case, config, service_label=service_label, drafts=drafts,
-                        new_id=new_id)
-            for f in findings]
+    cards, audit = [], []
+    for f in findings:
+        card, citations = _render_card(f, case, config, service_label, drafts, new_id)
+        cards.append(card)
+        audit.append((card, card["uuid"], f.code, citations))
+    return RenderedCards(cards, tuple(audit))
 
 
 def card_citations(card: dict) -> tuple[str, ...]:
@@ -228,5 +265,10 @@ def card_citations(card: dict) -> tuple[str, ...]:
     end = block.find("\n\n")
     if end >= 0:
         block = block[:end]
+    return _bullet_citations(block)
+
+
+def _bullet_citations(block: str) -> tuple[str, ...]:
+    """The lines of a Source block's bullets without the bullet, the NCCI program's left out."""
     return tuple([line[2:] for line in block.split("\n")
                   if line.startswith("- ") and not line.startswith(_PROGRAM_BULLET)])

@@ -516,8 +516,10 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                 table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                 tally.add_rows(cross)
             table.close()
-        if amend:
-            _amend(source, amend, staging, names, fmt, reference, config, run, tally)
+        own_after = _amend(source, amend, staging, names, fmt, reference, config, run, tally) if amend else {}
+        # a claim with rows across claims and none of its own (none found, or withdrawn by the
+        # amendment) has findings too: add_claim counted only claims with rows of their own
+        tally.with_findings += sum(1 for where, own in groups.named.items() if not own_after.get(where, own))
         result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
         for name, text in summary_files(result).items():
             with open(os.path.join(staging, name), "wb") as fh:
@@ -531,14 +533,16 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
 
 def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]], staging: str,
            names: dict, fmt: str, reference: ReferenceData, config: dict, run: tuple[str, str, str],
-           tally: Tally) -> None:
+           tally: Tally) -> dict[tuple[str, int], bool]:
     """Replace the outputs of the claims the edits across claims edit (:func:`amended_outputs`):
     their records are read again (in this process), their own rows and corrected Claims in the
-    staged files swapped for the amended ones (the rows across claims stay), the tally adjusted."""
+    staged files swapped for the amended ones (the rows across claims stay), the tally adjusted.
+    Returns, for each claim replaced ((file, line)), whether it keeps rows of its own."""
     joiner = Joiner(source.index_path)
     rows: list[tuple] = []
     fixed: list[bytes] = []
     replaced: set[tuple[str, int]] = set()
+    own_after: dict[tuple[str, int], bool] = {}
     for item in source.lines_at(amend):
         record = joiner.join(item)
         if isinstance(record, InputError):
@@ -548,6 +552,7 @@ def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Find
         if out is None:
             continue
         replaced.add((item.file, item.line))
+        own_after[(item.file, item.line)] = bool(out[0])
         rows += out[0]
         if out[1] is not None:
             fixed.append(dumps(out[1]))
@@ -563,6 +568,7 @@ def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Find
                 new.write(line)
         new.writelines(c + b"\n" for c in fixed)
     os.replace(fixed_path + ".new", fixed_path)
+    return own_after
 
 
 def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> None:

@@ -229,7 +229,7 @@ class CallRecord:
     service_id: str
     hook_instance: str | None = None
     status: int = 500
-    cards: tuple[dict, ...] = ()
+    cards: Sequence[dict] = ()  # the handler's (hooks.cards.RenderedCards: with their audit ids)
     claims: dict | None = None  # the caller's verified JWT claims (FLUORO_CDS_AUTH=jwt)
 
 
@@ -279,16 +279,29 @@ def _topic_code(card: dict) -> str | None:
 def audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...],
                                                tuple[tuple[str, ...], ...]]:
     """Per card with a uuid and a topic code: the uuid, the code and the rows or policy entries
-    its Source block cites, as three aligned tuples (the audit and the feedback report)."""
+    its Source block cites, as three aligned tuples (the audit and the feedback report).
+
+    A card of :func:`hooks.cards.render` comes with them (``RenderedCards.audit``, as it was
+    rendered); any other card (the could-not-be-checked card, a test's) is read from its JSON
+    (:func:`hooks.cards.card_citations`: ~30 k instructions a card, most of the audit record's
+    cost on the request thread)."""
     uuids: list[str] = []
     topics: list[str] = []
     citations: list[tuple[str, ...]] = []
-    for card in cards:
-        uuid, topic = card.get("uuid"), _topic_code(card)
-        if uuid and topic:
-            uuids.append(str(uuid))
-            topics.append(topic)
-            citations.append(card_citations(card))
+    rendered = getattr(cards, "audit", ())
+    for i, card in enumerate(cards):
+        if i < len(rendered) and rendered[i][0] is card:
+            _, uuid, topic, cites = rendered[i]
+        elif isinstance(card, dict):
+            uuid, topic = card.get("uuid"), _topic_code(card)
+            if not (uuid and topic):
+                continue
+            cites = card_citations(card)
+        else:
+            continue
+        uuids.append(str(uuid))
+        topics.append(topic)
+        citations.append(cites)
     return tuple(uuids), tuple(topics), tuple(citations)
 
 
@@ -340,7 +353,7 @@ def answer_call(rt: Runtime, service: CdsService, environ: dict, limit: int | No
     call = CallRecord(service.id, claims=claims)
     try:
         result = run_handler(service, parse_hook_request(rt, service, call, environ, limit))
-        call.cards = tuple(c for c in result.get("cards", ()) if isinstance(c, dict))
+        call.cards = result.get("cards") or ()
         call.status = 200
         return dumps(result)
     except ApiError as err:

@@ -45,6 +45,7 @@ class GroupRow(NamedTuple):
     keys: tuple[tuple[str, bool], ...]  # (grouping key, the line is 76000) of each groupable line
     case: bytes  # the pickled slim case
     source: tuple[str, int] = ("", 0)  # (file, line) the claim was read from
+    own: bool = False  # its own review found something (summary.json claims_with_findings)
 
 
 def group_row(case: Case, program: str | None = None, source: tuple[str, int] = ("", 0),
@@ -67,7 +68,8 @@ def group_row(case: Case, program: str | None = None, source: tuple[str, int] = 
         return None
     stub = {k: case.claim[k] for k in _STUB_KEYS if k in case.claim}
     slim = replace(case, claim=stub, lines=lines, evidence=Evidence(), context_lines=())
-    return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL), source)
+    return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL), source,
+                    bool(findings))
 
 
 class ClaimGroups:
@@ -79,10 +81,13 @@ class ClaimGroups:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
             "CREATE TABLE claims (n INTEGER PRIMARY KEY, patient TEXT NOT NULL, claim TEXT NOT NULL, "
-            "case_blob BLOB NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL);"
+            "case_blob BLOB NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL, own INTEGER NOT NULL);"
             "CREATE TABLE keys (gkey TEXT NOT NULL, n INTEGER NOT NULL, fluoro INTEGER NOT NULL);")
         self.db.execute("BEGIN")
         self._n = 0
+        # (file, line) of each claim a finding across claims names -> its own review found something:
+        # filled by findings(), as many entries as such claims (the batch's `amend` holds as many)
+        self.named: dict[tuple[str, int], bool] = {}
 
     def __enter__(self) -> "ClaimGroups":
         return self
@@ -93,14 +98,15 @@ class ClaimGroups:
 
     def add(self, row: GroupRow) -> None:
         self._n += 1
-        self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
-                        (self._n, row.patient, row.claim, row.case, *row.source))
+        self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (self._n, row.patient, row.claim, row.case, *row.source, int(row.own)))
         self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", [(k, self._n, int(f)) for k, f in row.keys])
 
     def findings(self, reference: ReferenceData, config: dict
                  ) -> Iterator[tuple[CrossClaimFinding, dict[str, tuple[Case, tuple[str, int]]]]]:
         """The findings across claims, beneficiary by beneficiary, each with the (case, (file, line))
-        of the claims it names (a claim id given twice: the first record of it)."""
+        of the claims it names (a claim id given twice: the first record of it); the claims named
+        are kept in :attr:`named`."""
         db = self.db
         db.execute("COMMIT")
         db.execute("CREATE INDEX keys_by_key ON keys (gkey)")
@@ -113,9 +119,13 @@ class ClaimGroups:
             " HAVING COUNT(DISTINCT c2.claim) > 1 AND MAX(k2.fluoro) = 1) ORDER BY c.patient").fetchall()
         for (patient,) in wanted:
             cases: dict[str, tuple[Case, tuple[str, int]]] = {}
-            for claim, blob, file, line in db.execute(
-                    "SELECT claim, case_blob, file, line FROM claims WHERE patient = ? ORDER BY n", (patient,)):
+            own: dict[str, bool] = {}
+            for claim, blob, file, line, found_own in db.execute(
+                    "SELECT claim, case_blob, file, line, own FROM claims WHERE patient = ? ORDER BY n", (patient,)):
                 if claim not in cases:
                     cases[claim] = (pickle.loads(blob), (file, line))
+                    own[claim] = bool(found_own)
             for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
+                for c in found.claims:
+                    self.named[cases[c][1]] = own[c]
                 yield found, {c: cases[c] for c in found.claims}

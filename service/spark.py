@@ -415,6 +415,9 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
                        .collect())
+        # the claims with findings, own or across claims: the table's distinct claim records (the
+        # partitions' tallies count only the claims with rows of their own)
+        tally.with_findings = rows.map(lambda r: (r[SOURCE_FILE], r[SOURCE_LINE])).distinct().count()
     finally:
         for rdd in (tagged, cross, amended):
             if rdd is not None:

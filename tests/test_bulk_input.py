@@ -379,6 +379,9 @@ def test_out_dir_withdraws_the_findings_of_a_line_removed_across_claims(tmp_path
     corrected = {c["id"]: c for c in map(json.loads, (out / "claims-corrected.ndjson").read_text().splitlines())}
     assert set(corrected) == {"second"} and not corrected["second"].get("item")
     assert summary["claims_corrected"] == 1 and (summary["claims_in"], summary["reviewed"]) == (2, 2)
+    # both claims have a finding, though neither keeps one of its own (the first had none, the
+    # second's modifier-26 went with its 76000)
+    assert summary["claims_with_findings"] == len({(r["source_file"], r["source_line"]) for r in rows}) == 2
 
 
 def test_linked_resources_come_in_reading_order_across_files(tmp_path):

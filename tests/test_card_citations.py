@@ -29,3 +29,31 @@ def test_a_card_without_a_source_block_cites_nothing():
     assert cards.card_citations(card) == ()
     assert cards.card_citations({"detail": None}) == () and cards.card_citations({}) == ()
 
+
+
+def test_render_hands_the_audit_what_card_citations_reads_back():
+    """RenderedCards.audit, which the service's audit takes instead of parsing each card's
+    markdown (service/cds_hooks.audit_ids), is each card's uuid, topic code and card_citations,
+    for every finding kind, with the NCCI program's citation, a starter notice, a citation text
+    with a line break, and none."""
+    from hooks.findings import KINDS, PROGRAM_CITATION, PROGRAM_CITATION_PREFIX
+    from service.cds_hooks import audit_ids
+
+    program = Citation(kind=PROGRAM_CITATION, text=f"{PROGRAM_CITATION_PREFIX} Medicare NCCI, PTP 2024Q3")
+    policy = Citation(kind="policy", text="NCCI Policy Manual ch. IX\n- sec. B", starter=True)
+    ptp = Citation(kind="ncci-ptp", text="CMS NCCI PTP 2024Q3: 29881 / 76000", release="2024Q3",
+                   details=(("modifier_indicator", "1"),))
+    kinds = sorted(KINDS)
+    findings = [finding(code, citations=[(), [ptp, program], [policy, ptp], [program]][i % 4])
+                for i, code in enumerate(kinds)]
+    rendered = _render(findings)
+    assert isinstance(rendered, list) and len(rendered.audit) == len(rendered) == len(kinds)
+    for card, (same, uuid, topic, citations) in zip(rendered, rendered.audit):
+        assert same is card
+        assert (uuid, topic) == (card["uuid"], card["source"]["topic"]["code"])
+        assert citations == cards.card_citations(card)
+    assert any(a[3] for a in rendered.audit) and any(not a[3] for a in rendered.audit)
+    plain = list(rendered) + [{"uuid": "u-1", "source": {"topic": {"code": "x"}}}]
+    rendered.append(plain[-1])  # a card added later (the could-not-be-checked card): read from its JSON
+    assert audit_ids(rendered) == audit_ids(plain)
+    assert audit_ids(rendered)[1] == (*kinds, "x")

@@ -247,6 +247,8 @@ def test_spark_table_job_joins_an_export_like_the_local_engine(spark, tmp_path):
     spark_rows = sorted(pq.read_table(tmp_path / "spark" / "findings.parquet").to_pylist(), key=key)
     assert spark_rows == local_rows
     assert any(r["across_claims"] for r in local_rows)  # pairs split across claims, joined by reference
+    # every claim with a row counts, its findings its own or across claims
+    assert local["claims_with_findings"] == len({(r["source_file"], r["source_line"]) for r in local_rows})
     assert {r["resource_type"] for r in local_rows} == {"Claim", "ExplanationOfBenefit"}
     assert any(r["finding"] == "modifier-26" for r in local_rows)  # the setting comes from the joined Encounter
     local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
