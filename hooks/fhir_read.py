@@ -271,6 +271,10 @@ def _checked_codings(node: Any, path: str, key: str | None = None,
 
 def concept_text(node: Any, path: str, key: str | None = None, index: int | None = None) -> str | None:
     """The text of a CodeableConcept (an object; text a string)."""
+    if type(node) is dict:  # hot path: no text, or a non-blank one (no path formatted)
+        text = node.get("text")
+        if text is None or (type(text) is str and text.strip()):
+            return text
     cc = obj(node, path, key, index)
     return string(cc.get("text"), _join(path, key, index), "text") if cc else None
 
@@ -280,7 +284,8 @@ def reference(node: Any, path: str, key: str | None = None, index: int | None = 
     if type(node) is dict:
         value = node.get("reference")
         if type(value) is str and value.strip():  # hot path: a valid, non-blank reference
-            return normalize_reference(value)
+            # "Type/id" as it is (normalize_reference's own first test, without the call)
+            return value if value.count("/") == 1 and value[-1:] != "\n" else normalize_reference(value)
     r = obj(node, path, key, index)
     if r is None:
         return None
@@ -296,7 +301,7 @@ def references(node: Any, path: str, key: str | None = None) -> list[str]:
     for i, r in enumerate(elements(node, path, key)):
         value = r.get("reference") if type(r) is dict else None
         if type(value) is str and value.strip():  # hot path, as in reference()
-            out.append(normalize_reference(value))
+            out.append(value if value.count("/") == 1 and value[-1:] != "\n" else normalize_reference(value))
         else:
             value = reference(r, path, key, i)
             if value:

@@ -440,6 +440,11 @@ class Citation:
     starter: bool = False  # True when cited from the starter set (cards must say so)
     details: tuple[tuple[str, str], ...] = ()  # e.g. (("column1","29881"),("column2","76000"),...)
 
+    def __hash__(self) -> int:
+        # The text's hash (computed once per string) instead of the generated hash of every field:
+        # the cards' caches are keyed by citations (equal citations have equal texts).
+        return hash(self.text)
+
 
 @dataclass(frozen=True)
 class Fix:

@@ -422,3 +422,38 @@ def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
         rows[name] = sorted((r["resource_id"], r["finding"], r["across_claims"]) for r in map(
             json.loads, (tmp_path / name / "findings.ndjson").read_text().splitlines()))
     assert rows["stdin"] == rows["file"] == [("first", "ptp-bundled", True), ("second", "ptp-bundled", True)]
+
+
+def test_out_dir_applies_the_mue_over_the_units_of_two_claims(tmp_path, real_ncci_db, real_reference):
+    """Scenario 11's 76000 billed on two claims of one beneficiary, provider and date, each within
+    the July 2024 MUE and over it together: one mue-exceeded finding across claims in the table,
+    a row for each claim naming the other, counted once in the summary."""
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+
+    limit = real_reference.mue("76000", datetime.date(2024, 8, 5), "practitioner")
+    assert limit is not None and limit.mai in (2, 3)  # per date of service
+    each = limit.units // 2 + 1
+    bundle = scenario(11).context["claim"]
+    records = []
+    for cid in ("a", "b"):
+        b = copy.deepcopy(bundle)
+        claim = b["entry"][0]["resource"]
+        claim["id"] = cid
+        claim["item"] = [dict(i, quantity={"value": each}) for i in claim["item"]
+                         if i["productOrService"]["coding"][0]["code"] == "76000"]
+        records.append(orjson.dumps(b) + b"\n")
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(records))
+    out = tmp_path / "out"
+    summary = run_dir([str(src)], str(out), db_path=str(real_ncci_db), config=resolve(None))
+    rows = pq.read_table(out / "findings.parquet").to_pylist()
+    mue = [r for r in rows if r["finding"] == "mue-exceeded"]
+    assert sorted((r["resource_id"], r["across_claims"], r["other_claims"]) for r in mue) == [
+        ("a", True, ["Claim/b"]), ("b", True, ["Claim/a"])]
+    assert {r["units"] for r in mue} == {each}
+    assert summary["findings"]["mue-exceeded"] == 1
+    assert summary["claims_with_findings"] == 2 and summary["reviewed"] == 2

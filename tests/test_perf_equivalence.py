@@ -125,3 +125,61 @@ def test_normalize_reference_hot_path_equals_the_regular_expression():
     cases += ["".join(rng.choice("aZ09/-._\n h") for _ in range(rng.randint(0, 9))) for _ in range(50000)]
     for value in cases:
         assert fr.normalize_reference(value) == by_regex(value), repr(value)
+
+
+def test_reference_hot_path_equals_normalize_reference():
+    """reference() and references() return a "Type/id" text as it is without calling
+    normalize_reference: the same result as the regular expression for any non-blank text."""
+    rng = random.Random(20261201)
+    cases = ["Encounter/1", "Encounter/1\n", "a/b/c", "/x", "x/", "Ab/1/_history/2", "http://x/fhir/Encounter/1",
+             "Encounter/ 1", " Encounter/1", "Encounter/1 ", "#contained", "urn:uuid:1/2"]
+    cases += ["".join(rng.choice("aZ09/-._\n h") for _ in range(rng.randint(1, 9))) for _ in range(20000)]
+    for value in cases:
+        if not value.strip():
+            continue
+        expected = fr._REF_RE.search(value)
+        expected = f"{expected.group(1)}/{expected.group(2)}" if expected else value
+        assert fr.reference({"reference": value}, "P", "k") == expected, repr(value)
+        assert fr.references([{"reference": value}, {"reference": value}], "P", "k") == [expected] * 2, repr(value)
+
+
+@pytest.mark.parametrize("node, expected", [
+    (None, None), ({}, None), ({"text": None}, None), ({"text": ""}, ""), ({"text": "Knee"}, "Knee"),
+    ({"text": " x "}, " x "), ({"coding": [], "text": "Knee"}, "Knee"),
+])
+def test_concept_text_reads_valid_texts(node, expected):
+    assert fr.concept_text(node, "Procedure/p", "bodySite", 0) == expected
+
+
+@pytest.mark.parametrize("node, path", [
+    ({"text": " "}, "Procedure/p.bodySite[0].text"), ({"text": 5}, "Procedure/p.bodySite[0].text"),
+    ([], "Procedure/p.bodySite[0]"), ("knee", "Procedure/p.bodySite[0]"),
+])
+def test_concept_text_names_the_path_of_an_invalid_text(node, path):
+    with pytest.raises(InvalidResource) as err:
+        fr.concept_text(node, "Procedure/p", "bodySite", 0)
+    assert err.value.path == path
+
+
+def test_site_of_reads_the_first_non_blank_display_and_checks_the_others_it_passes():
+    from hooks.extract.codes import site_of
+
+    site = site_of({"coding": [{"system": "s", "code": "1", "display": ""},
+                               {"system": "s", "code": "2", "display": "Left knee"},
+                               {"system": "s", "code": "3", "display": 7}]}, "Procedure/p", "bodySite", 0)
+    assert (site.codes, site.text, site.laterality) == (("s|1", "s|2", "s|3"), "knee", "left")
+    for display in (" ", 7, ["x"]):
+        with pytest.raises(InvalidResource) as err:
+            site_of({"coding": [{"system": "s", "code": "1", "display": display}]}, "Procedure/p", "bodySite", 0)
+        assert err.value.path == "Procedure/p.bodySite[0].coding[0].display"
+
+
+def test_equal_citations_hash_alike():
+    """Citation.__hash__ is the text's: equal citations (every field equal) hash alike, and a
+    citation still works as a key of the cards' caches."""
+    from hooks.findings import Citation
+
+    a = Citation(kind="policy", text="row 1", release="r", details=(("k", "v"),))
+    b = Citation(kind="policy", text="row 1", release="r", details=(("k", "v"),))
+    assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
+    assert a != Citation(kind="policy", text="row 1", release="other") and len({a, b}) == 1

@@ -135,10 +135,12 @@ def site_of(node, path: str, key: str | None = None, index: int | None = None) -
     if not (text and text.strip()):
         text = None
         for i, c in enumerate(node.get("coding") or ()):  # validated by fr.codings above
-            display = fr.string(c.get("display"), fr._join(path, key, index), f"coding[{i}].display")
-            if display and display.strip():
+            display = c.get("display")
+            if type(display) is str and display.strip():
                 text = display
                 break
+            if display is not None:  # "" is no text; anything else but a non-blank string raises
+                fr.string(display, fr._join(path, key, index), f"coding[{i}].display")
     words, text_side = site_text(text)
     side = side or text_side
     if not codes and words is None and side is None:

@@ -64,8 +64,8 @@ def _encounter_facility(enc: dict, path: str) -> tuple[str | None, str | None]:
     cls = fr.obj(enc.get("class"), path, "class")
     if cls is None:
         return None, None
-    code = fr.string(cls.get("code"), f"{path}.class", "code")
-    fr.string(cls.get("system"), f"{path}.class", "system")
+    code = fr.string(cls.get("code"), path, "class.code")
+    fr.string(cls.get("system"), path, "class.system")
     if code in FACILITY_ENCOUNTER_CLASSES:
         return f"Encounter.class {code}", ENCOUNTER_CLASS_POS.get(code)
     return None, None
