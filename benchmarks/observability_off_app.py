@@ -1,6 +1,8 @@
 """The service app with parts of its per-call observability switched off, for
 benchmarks/bench_observability.py only (never deployed): BENCH_OFF lists any of log, metrics,
-audit (comma-separated)."""
+audit (comma-separated). The three are written together, a batch at a time, by the audit
+writer thread (service/calls.py); "audit" drops the batches' audit rows where they would be
+stored, "log" and "metrics" their lines and counts."""
 from __future__ import annotations
 
 import logging
@@ -15,9 +17,9 @@ def create_app():
     if "log" in off:
         logging.getLogger("fluoro_cds.request").disabled = True
     if "metrics" in off:
-        import service.cds_hooks as cds_hooks
-        cds_hooks.metrics.service_call = lambda *args: None
+        import service.calls as calls
+        calls.metrics.service_calls = lambda *args: None
     if "audit" in off:
         import service.state as state
-        state.StateStore.record_audit = lambda self, rec: None
+        state.StateStore._store_audit = lambda self, records: None
     return app

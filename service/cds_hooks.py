@@ -7,7 +7,8 @@ A service call runs four named steps (docs/service.md):
 2. :func:`parse_hook_request`: JSON, hook, JSON Schema, required context, fhirServer allowlist,
    configuration -> a :class:`hooks.context.HookRequest` with FHIR access over prefetch + fhirServer;
 3. :func:`run_handler`: the service's handler; InvalidResource -> 400, DataUnavailable -> 412;
-4. :func:`record_call`: the audit record (status, cards, data release, latency), always.
+4. :func:`record_call`: the audit record (status, cards, data release, latency), log line and
+   metrics, always (queued: written off the request thread, service/calls.py).
 """
 from __future__ import annotations
 
@@ -34,10 +35,8 @@ from .auth import AuthError, challenge
 from .errors import ApiError, body_too_large
 from .fhir_access import FhirAccess, FhirClient, fhir_server_allowed
 from .jsonio import MAX_DEPTH, dumps, json_response, loads, too_deep
-from .logs import log_call
 from .runtime import Runtime, runtime
 from .smart.paths import launch_url
-from .state import AuditRecord, StateError
 from .validation import (CompiledSchema, SchemaViolation, check, request_validator,
                          resource_validator, validator)
 
@@ -306,24 +305,12 @@ def audit_ids(cards: Sequence[dict]) -> tuple[tuple[str, ...], tuple[str, ...],
 
 
 def record_call(rt: Runtime, call: CallRecord, started: float) -> None:
-    """Write the call's audit record and log line (a failed write is logged, never raised)."""
+    """Queue the call's audit record, log line and metrics: the state store's writer thread
+    writes all three, a batch at a time (service/calls.py)."""
     latency = (time.perf_counter() - started) * 1000
     card_uuids, topics, citations = audit_ids(call.cards)
-    release = rt.release.get()
-    try:
-        rt.state.record_audit(AuditRecord(
-            service_id=call.service_id, hook_instance=call.hook_instance, status=call.status,
-            card_uuids=card_uuids, topics=topics, data_release=release,
-            latency_ms=latency, citations=citations))
-    except StateError as exc:
-        log.error("audit record not written: %s", exc)
-    metrics.service_call(call.service_id, call.status, latency / 1000, topics)
-    claims = call.claims or {}
-    tenant = claims.get("tenant")
-    log_call({"service": call.service_id, "status": call.status, "latency_ms": round(latency, 2),
-              "hookInstance": call.hook_instance, "data_release": release,
-              "client_issuer": claims.get("iss"),
-              "tenant": tenant if isinstance(tenant, str) else None})
+    rt.state.queue_audit((time.time(), call.service_id, call.hook_instance, call.status, card_uuids,
+                          topics, rt.release.get(), latency, citations, call.claims))
 
 
 # -- views -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .fhir_access import FhirClientSettings
 from .jsonio import dumps
 from .settings import Settings
 from .smart.paths import SMART_LAUNCH_PATH
+from .calls import after_calls
 from .state import StateStore
 
 log = logging.getLogger("fluoro_cds")
@@ -68,6 +69,7 @@ class Runtime:
     def build(cls, settings: Settings, services: Sequence[CdsService]) -> "Runtime":
         live = LiveReference(settings.db_path)
         state = StateStore(settings.state_db_path, settings.audit_writer)
+        state.before_store(after_calls)  # the calls' log lines and metrics, a batch at a time
         verifier = JwtVerifier(settings, state) if settings.auth == "jwt" else None
         if verifier is not None and not settings.base_url:
             log.warning("FLUORO_CDS_AUTH=jwt without FLUORO_CDS_BASE_URL: the JWT aud is checked "

@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from .jsonio import dumps, loads
 
@@ -31,6 +31,17 @@ AUDIT_BATCH = 500  # requests written per transaction by the audit writer
 AUDIT_INTERVAL = 0.1  # seconds between the audit writer's passes
 AUDIT_WRITERS = ("thread", "process")  # who stores the audit (FLUORO_CDS_AUDIT_WRITER)
 FLUSH_TIMEOUT = 10.0  # seconds flush() waits at most
+AUDIT_FIELDS = 9  # the fields of an audit_tuple; a queued record may carry more (queue_audit)
+
+_fork_generation = 0  # how many forks led to this process: a store restarts its writer in a child
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class StateError(sqlite3.Error):
@@ -151,7 +162,8 @@ class AuditRecord:
 
 def audit_tuple(t: float, rec: AuditRecord) -> tuple:
     """An audit record as plain values (what the writer process receives: pickled once per
-    batch), with `t` its epoch seconds."""
+    batch), with `t` its epoch seconds: (t, service_id, hook_instance, status, card_uuids,
+    topics, data_release, latency_ms, citations)."""
     return (t, rec.service_id, rec.hook_instance, rec.status, rec.card_uuids, rec.topics,
             rec.data_release, rec.latency_ms, rec.citations)
 
@@ -307,6 +319,8 @@ class StateStore:
         self._audit_writer: threading.Thread | None = None
         self._audit_proc: Any = None  # service.audit_writer.AuditProcess in "process" mode
         self._audit_pid = 0
+        self._audit_generation = -1  # _fork_generation of the process the writer runs for
+        self._before_store: Callable[[list[tuple]], None] | None = None
         self._audit_lock = threading.Lock()
         self.migrate()
 
@@ -363,24 +377,38 @@ class StateStore:
 
     # -- audit ------------------------------------------------------------------------------
     def record_audit(self, rec: AuditRecord) -> None:
-        """Queue an audit row; a writer thread of this process takes the queued rows every
-        AUDIT_INTERVAL seconds and stores them in one transaction, off the request path: itself
-        (``audit_writer="thread"``) or through the writer process (``"process"``,
-        service/audit_writer.py, which keeps the database steps off this process's GIL).
-        `flush()` waits until queued rows are stored.
+        """Queue an audit row (:func:`queue_audit` of its :func:`audit_tuple`, timed now)."""
+        self.queue_audit(audit_tuple(time.time(), rec))
 
-        The request thread only appends to a deque (atomic under the GIL, no lock, no wake-up):
-        waking the writer for every request made each request hand the GIL over to it and wrote
-        one SQLite transaction per request (py-spy: ~15% of a worker's GIL-holding samples).
-        The timestamp is taken here and formatted where the row is written.
+    def queue_audit(self, record: tuple) -> None:
+        """Queue an :func:`audit_tuple`, possibly followed by more fields that only the
+        `before_store` hook reads (service/cds_hooks.record_call queues its calls so, with the
+        caller's claims for their log lines). A writer thread of this process takes the queued
+        rows every AUDIT_INTERVAL seconds, hands them to the hook, and stores them in one
+        transaction, off the request path: itself (``audit_writer="thread"``) or through the
+        writer process (``"process"``, service/audit_writer.py, which keeps the database steps
+        off this process's GIL). `flush()` waits until queued rows are stored.
+
+        The request thread only appends to a deque (atomic under the GIL, no lock, no wake-up,
+        no system call: a fork is noticed by a counter, not by ``getpid``): waking the writer for
+        every request made each request hand the GIL over to it and wrote one SQLite transaction
+        per request (py-spy: ~15% of a worker's GIL-holding samples). The timestamp is taken by
+        the caller and formatted where the row is written.
         """
-        if self._audit_pid != os.getpid():  # first use in this process (gunicorn forks workers)
+        if self._audit_generation != _fork_generation:  # first use in this process (gunicorn forks)
             self._start_audit_writer()
-        self._audit_pending.append((time.time(), rec))
+        self._audit_pending.append(record)
+
+    def before_store(self, hook: Callable[[list[tuple]], None] | None) -> None:
+        """Have `hook` called by the writer thread with each batch of queued records, in order,
+        before they are stored (whatever becomes of them then): service/calls.py writes the
+        calls' log lines and counts their metrics there, once per batch rather than on each
+        request thread. An exception from it is logged; the rows are stored all the same."""
+        self._before_store = hook
 
     def _start_audit_writer(self) -> None:
         with self._audit_lock:
-            if self._audit_pid != os.getpid():
+            if self._audit_generation != _fork_generation:
                 if self._audit_proc is not None:  # the parent's writer pipe, inherited by a fork
                     self._audit_proc.detach()
                     self._audit_proc = None
@@ -394,6 +422,7 @@ class StateStore:
                                                       name="fluoro-cds-audit")
                 self._audit_writer.start()
                 self._audit_pid = os.getpid()
+                self._audit_generation = _fork_generation
                 atexit.register(self.flush)
 
     def _write_audit(self) -> None:
@@ -407,9 +436,16 @@ class StateStore:
                 items = []
                 while pending and len(items) < AUDIT_BATCH:
                     items.append(pending.popleft())
-                records = [audit_tuple(*item) for item in items if isinstance(item, tuple)]
+                records = [item for item in items if type(item) is tuple]
                 if records:
-                    self._store_audit(records)
+                    hook = self._before_store
+                    if hook is not None:
+                        try:
+                            hook(records)
+                        except Exception:
+                            log.exception("the audit batch hook failed (its rows are stored)")
+                    self._store_audit([r if len(r) == AUDIT_FIELDS else r[:AUDIT_FIELDS]
+                                       for r in records])
                 for item in items:
                     if isinstance(item, _Flush):
                         item.ok = proc is None or proc.sync(FLUSH_TIMEOUT)
@@ -444,8 +480,10 @@ class StateStore:
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Wait until every audit row queued so far is written, or its loss counted and logged
-        (True), or `timeout` passes, or the writer process died meanwhile (False)."""
-        if self._audit_pid != os.getpid():
+        (True), or `timeout` passes, or the writer process died meanwhile (False). The
+        `before_store` hook has run for them then (tests read the calls' log lines and metrics
+        after a flush)."""
+        if self._audit_generation != _fork_generation:
             return True
         item = _Flush()
         self._audit_pending.append(item)

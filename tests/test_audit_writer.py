@@ -258,3 +258,32 @@ def test_audit_writer_setting():
     assert Settings.from_env({"FLUORO_CDS_AUDIT_WRITER": "Thread"}).audit_writer == "thread"
     with pytest.raises(SettingsError, match="FLUORO_CDS_AUDIT_WRITER"):
         Settings.from_env({"FLUORO_CDS_AUDIT_WRITER": "sidecar"})
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_the_batch_hook_sees_each_queued_record_and_its_failure_loses_no_row(tmp_path, mode, caplog):
+    """before_store (service/calls.py: the calls' log lines and metrics) gets every queued
+    record in order, extra fields included, before a flush returns; the rows stored are the
+    audit fields only; a hook that raises is logged and the rows are stored all the same."""
+    store = StateStore(str(tmp_path / "state.sqlite"), audit_writer=mode)
+    seen: list[tuple] = []
+    store.before_store(seen.extend)
+    try:
+        store.record_audit(_rec(0))
+        store.queue_audit((time.time(), "svc", "hi-1", 200, ("card-1",), ("ptp-bundled",),
+                           "2024Q3", 2.5, (("NCCI PTP row",),), {"iss": "https://ehr.example"}))
+        assert store.flush()
+        assert [r[2] for r in seen] == ["hi-0", "hi-1"] and seen[1][9] == {"iss": "https://ehr.example"}
+
+        def broken(records):
+            raise RuntimeError("boom")
+
+        store.before_store(broken)
+        with caplog.at_level(logging.ERROR, logger="fluoro_cds.state"):
+            store.record_audit(_rec(2))
+            assert store.flush()
+        assert "batch hook failed" in caplog.text
+        assert [r["hook_instance"] for r in store.audit()] == ["hi-0", "hi-1", "hi-2"]
+        assert {r["citation"] for r in store.cards_shown()} == {"NCCI PTP row"}
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 import requests
 
@@ -30,8 +31,15 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def flushed(app) -> None:
+    """The app's queued calls logged and counted (service/calls.py: the audit writer thread
+    writes them a batch at a time; a flush waits for the batch)."""
+    assert app.config["FLUORO_STATE"].flush()
+
+
 def test_metrics_count_calls_cards_feedback_412s_and_fhir_fetches(tmp_path):
-    client = make_app(tmp_path).test_client()
+    app = make_app(tmp_path)
+    client = app.test_client()
     before = client.get("/metrics").get_data(as_text=True)
 
     def post(path, body):
@@ -43,6 +51,7 @@ def test_metrics_count_calls_cards_feedback_412s_and_fhir_fetches(tmp_path):
     body["context"]["claim"]["insurance"][0]["coverage"] = {"reference": "Coverage/missing"}
     body["fhirServer"] = f"http://127.0.0.1:{closed_port()}/fhir"
     assert client.post(f"/cds-services/{SERVICE}", json={"hook": "x"}).status_code == 400
+    flushed(app)
     resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     after = resp.get_data(as_text=True)
@@ -64,10 +73,12 @@ def test_metrics_count_calls_cards_feedback_412s_and_fhir_fetches(tmp_path):
 def test_412_and_unreachable_fhir_server_are_counted(tmp_path):
     from tests.service_support import discharge_request
 
-    client = make_app(tmp_path).test_client()
+    app = make_app(tmp_path)
+    client = app.test_client()
     before = client.get("/metrics").get_data(as_text=True)
     body = discharge_request(fhirServer=f"http://127.0.0.1:{closed_port()}/fhir")
     assert client.post("/cds-services/fluoroscopy-discharge-review", json=body).status_code == 412
+    flushed(app)
     after = client.get("/metrics").get_data(as_text=True)
     assert (metric(after, "fluoro_cds_precondition_failed_total", service="fluoroscopy-discharge-review")
             - metric(before, "fluoro_cds_precondition_failed_total",
@@ -84,6 +95,7 @@ def test_json_log_line_per_call_without_tokens_or_patient_data(tmp_path, capsys)
     body["context"]["claim"]["patient"] = {"reference": "Patient/pat-SECRET-4711"}
     assert client.post(f"/cds-services/{SERVICE}", json=body,
                        headers={"Authorization": "Bearer not-a-real-token-SECRET"}).status_code == 200
+    flushed(app)
     err = capsys.readouterr().err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     [call] = [line for line in lines if line.get("logger") == "fluoro_cds.request"]
@@ -124,10 +136,19 @@ def test_metrics_add_up_over_gunicorn_workers(tmp_path):
             resp = requests.post(url, json=claim_request("33289", "76000"), timeout=20,
                                  headers={"Connection": "close"})
             assert resp.status_code == 200
+
+
+        def scrape() -> str:
+            return requests.get(served.url + "/metrics", timeout=10,
+                                headers={"Connection": "close"}).text
+
+        deadline = time.monotonic() + 5  # each worker counts its calls within ~0.1 s (calls.py)
+        while (metric(scrape(), "fluoro_cds_requests_total", service=SERVICE, status="200") < 12
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         seen = set()
         for _ in range(6):
-            text = requests.get(served.url + "/metrics", timeout=10,
-                                headers={"Connection": "close"}).text
+            text = scrape()
             seen.add(metric(text, "fluoro_cds_requests_total", service=SERVICE, status="200"))
         assert seen == {12.0}, seen  # every scrape, whichever worker answers, sums both
         assert metric(text, "fluoro_cds_cards_total", finding="ptp-bundled") == 12
@@ -226,3 +247,60 @@ def test_call_lines_from_many_threads_stay_whole(monkeypatch):
         assert len(lines) == 1200 and all(json.loads(line)["status"] == 200 for line in lines)
     finally:
         logging.getLogger("fluoro_cds").handlers.clear()
+
+
+def test_a_batch_of_call_lines_is_one_write_each_line_at_its_calls_time(monkeypatch):
+    """log_calls (the audit thread's batch, service/calls.py) writes a batch's lines in one
+    write, each with its own call's time, the same text as the logging path writes."""
+    request_log = logging.getLogger("fluoro_cds.request")
+    try:
+        for fmt in ("json", "text"):
+            logs, handler, out = _configured(fmt, monkeypatch)
+            writes = []
+            monkeypatch.setattr(out, "write", lambda text, write=out.write: writes.append(text) or write(text))
+            batch = [(1_700_000_000.25, CALL), (1_700_000_001.75, dict(CALL, status=400))]
+            logs.log_calls(batch)
+            assert len(writes) == 1 and writes[0].count("\n") == 2
+            request_log.addFilter(lambda record: True)  # the logging path: one record each
+            logs.log_calls(batch)
+            request_log.filters.clear()
+            assert out.getvalue() == writes[0] * 2, fmt
+            first, second = writes[0].splitlines()
+            if fmt == "json":
+                assert json.loads(first)["time"] == "2023-11-14T22:13:20.250Z"
+                assert (json.loads(second)["time"], json.loads(second)["status"]) == (
+                    "2023-11-14T22:13:21.750Z", 400)
+            else:
+                assert second.startswith(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_001)))
+    finally:
+        request_log.filters.clear()
+        logging.getLogger("fluoro_cds").handlers.clear()
+
+
+def test_metrics_of_a_batch_count_as_its_calls_one_by_one():
+    """service_calls increments each counter once per label set: the same counts and histogram
+    as the calls counted one at a time."""
+    from prometheus_client import REGISTRY
+
+    from service import metrics
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    calls = [("svc-a", 200, 0.003, ("ptp-bundled",)), ("svc-a", 412, 0.2, ()),
+             ("svc-b", 200, 0.02, ("ptp-bundled", "mue-exceeded")), ("svc-a", 200, 7.0, ())]
+    names = [("fluoro_cds_requests_total", {"service": "svc-a", "status": "200"}),
+             ("fluoro_cds_requests_total", {"service": "svc-a", "status": "412"}),
+             ("fluoro_cds_precondition_failed_total", {"service": "svc-a"}),
+             ("fluoro_cds_cards_total", {"finding": "ptp-bundled"}),
+             ("fluoro_cds_cards_total", {"finding": "mue-exceeded"}),
+             ("fluoro_cds_request_seconds_bucket", {"service": "svc-a", "status": "200", "le": "0.005"}),
+             ("fluoro_cds_request_seconds_bucket", {"service": "svc-a", "status": "200", "le": "10.0"}),
+             ("fluoro_cds_request_seconds_sum", {"service": "svc-a", "status": "200"})]
+    before = [sample(n, **lb) for n, lb in names]
+    for call in calls:
+        metrics.service_call(*call)
+    one_by_one = [sample(n, **lb) - b for (n, lb), b in zip(names, before)]
+    metrics.service_calls(calls)
+    batched = [sample(n, **lb) - b - o for (n, lb), b, o in zip(names, before, one_by_one)]
+    assert batched == one_by_one == [2, 1, 1, 2, 1, 1, 2, 7.003]

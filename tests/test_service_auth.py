@@ -215,10 +215,10 @@ def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens, m
     """The claims authenticate() verified reach the handler and the call's log line (the call
     reads them once, only when a verifier is installed)."""
     from hooks.services.base import CdsService
-    from service import cds_hooks
+    from service import calls
 
     lines = []
-    monkeypatch.setattr(cds_hooks, "log_call", lines.append)
+    monkeypatch.setattr(calls, "log_calls", lambda batch: lines.extend(c for _, c in batch))
 
     seen = {}
 
@@ -228,11 +228,13 @@ def test_handlers_learn_the_verified_issuer_and_tenant(tmp_path, jwks, tokens, m
 
     svc = CdsService(id="test-extras", hook="org.fluoro-cds.claim-review", title="t",
                      description="test-only", prefetch={}, handler=handler)
-    client = make_app(tmp_path, services=(svc,), auth="jwt", base_url=BASE,
-                      trusted_issuers={ISSUER: jwks.url("/jwks.json")}).test_client()
+    app = make_app(tmp_path, services=(svc,), auth="jwt", base_url=BASE,
+                   trusted_issuers={ISSUER: jwks.url("/jwks.json")})
+    client = app.test_client()
     token = tokens.mint(f"{BASE}/cds-services/test-extras", tenant="hospital-7")
     assert client.post("/cds-services/test-extras", json=claim_review_request(),
                        headers=_bearer(token)).status_code == 200
+    assert app.config["FLUORO_STATE"].flush()  # the call's line is written by the audit thread
     assert seen == {"client_issuer": ISSUER, "tenant": "hospital-7"}
     assert (lines[-1]["client_issuer"], lines[-1]["tenant"]) == (ISSUER, "hospital-7")
 
