@@ -19,13 +19,13 @@ from typing import Callable, Iterable
 
 from flask import Flask
 
-from .cds_hooks import PREFIX, answer_call, caller_claims
+from .cds_hooks import PREFIX, answer_call, body_limit, caller_claims
 from .cors import AnswerHeaders
 from .runtime import Runtime
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
-_SERVICE_AT = len(PREFIX) + 1  # where the service id starts in /cds-services/{id}
+_CALL = PREFIX + "/"  # /cds-services/{id}: the service id follows
 
 
 class CallPath:
@@ -40,16 +40,16 @@ class CallPath:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         service = None
-        if environ.get("REQUEST_METHOD") == "POST" and path.startswith(PREFIX):
+        if environ.get("REQUEST_METHOD") == "POST" and path.startswith(_CALL):
             # exactly /cds-services/{id} of a registered service (ids are plain ASCII names:
             # PATH_INFO needs no decoding to match one); anything else is Flask's to route
-            service = self.rt.services.get(path[_SERVICE_AT:]) if path[len(PREFIX):_SERVICE_AT] == "/" else None
+            service = self.rt.services.get(path[len(_CALL):])
         if service is None:
             return self.flask_wsgi(environ, start_response)
         rt = self.rt
         try:
             claims = caller_claims(rt, environ, path) if rt.verifier is not None else None
-            body = answer_call(rt, service, environ, self.app.config.get("MAX_CONTENT_LENGTH"), claims)
+            body = answer_call(rt, service, environ, body_limit(self.app), claims)
         except Exception as exc:  # answered by the app's error handlers, as on the Flask path
             return self._error(exc, environ, start_response)
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

@@ -19,22 +19,23 @@ from . import metrics
 from .logs import log_calls
 from .state import AUDIT_FIELDS
 
-CLAIMS = AUDIT_FIELDS  # where a queued call's JWT claims are (None without FLUORO_CDS_AUTH=jwt)
+CLAIMS = AUDIT_FIELDS  # where a queued call's JWT claims are (None without FLUORO_CDS_AUTH=jwt), last
 
 
 def after_calls(records: list[tuple]) -> None:
     """The log lines and metrics of the calls among a batch of queued audit records (a record
     queued without claims, :meth:`StateStore.record_audit`, is no call of this process's)."""
-    calls = [r for r in records if len(r) > CLAIMS]
+    calls = [r for r in records if len(r) == CLAIMS + 1]
     if not calls:
         return
-    metrics.service_calls([(r[1], r[3], r[7] / 1000, r[5]) for r in calls])
-    lines = []
-    for r in calls:
-        claims = r[CLAIMS] or {}
+    counted, lines = [], []
+    for at, service, hook_instance, status, _uuids, topics, release, latency, _cites, claims in calls:
+        counted.append((service, status, latency / 1000, topics))
+        claims = claims or {}
         tenant = claims.get("tenant")
-        lines.append((r[0], {"service": r[1], "status": r[3], "latency_ms": round(r[7], 2),
-                             "hookInstance": r[2], "data_release": r[6],
-                             "client_issuer": claims.get("iss"),
-                             "tenant": tenant if isinstance(tenant, str) else None}))
+        lines.append((at, {"service": service, "status": status, "latency_ms": round(latency, 2),
+                           "hookInstance": hook_instance, "data_release": release,
+                           "client_issuer": claims.get("iss"),
+                           "tenant": tenant if isinstance(tenant, str) else None}))
+    metrics.service_calls(counted)
     log_calls(lines)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from flask import Blueprint, Request, Response, current_app, g
+from flask import Blueprint, Flask, Request, Response, current_app, g
 from flask import request as flask_request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import get_content_length, get_current_url
@@ -92,6 +92,11 @@ def _request() -> Request:
     return flask_request._get_current_object()  # type: ignore[attr-defined]
 
 
+def _app() -> Flask:
+    """The app serving the request, without the proxy."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
 # -- step 2: the request ---------------------------------------------------------------------
 def request_body(environ: dict, limit: int | None) -> bytes:
     """The request body; 413 past `limit` (MAX_CONTENT_LENGTH), with or without Content-Length.
@@ -124,6 +129,11 @@ def request_body(environ: dict, limit: int | None) -> bytes:
     if len(data) < length and not environ.get("wsgi.input_terminated"):
         raise ClientDisconnected()
     return data
+
+
+def body_limit(app: Flask) -> int | None:
+    """The largest request body `app` reads (MAX_CONTENT_LENGTH; None: no limit)."""
+    return app.config.get("MAX_CONTENT_LENGTH")
 
 
 def read_json_object(what: str, environ: dict, limit: int | None) -> dict:
@@ -325,8 +335,7 @@ def invoke(service_id: str) -> Response:
     Flask's routing normalises); the same steps."""
     rt = runtime()
     service = rt.service(service_id)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    body = answer_call(rt, service, _request().environ, app.config.get("MAX_CONTENT_LENGTH"),
+    body = answer_call(rt, service, _request().environ, body_limit(_app()),
                        None if rt.verifier is None else g.get("jwt_claims"))
     return Response(body, mimetype="application/json")
 
@@ -334,7 +343,7 @@ def invoke(service_id: str) -> Response:
 def answer_call(rt: Runtime, service: CdsService, environ: dict, limit: int | None,
                 claims: dict | None) -> bytes:
     """The JSON answer of one service call (the caller authenticated: `claims`): the request
-    parsed, the handler run, the audit record and log line written whatever happens. Every
+    parsed, the handler run, the call recorded (:func:`record_call`) whatever happens. Every
     problem is raised (ApiError, or werkzeug's ClientDisconnected) for the app's error handlers."""
     started = time.perf_counter()
     call = CallRecord(service.id, claims=claims)
@@ -354,8 +363,7 @@ def answer_call(rt: Runtime, service: CdsService, environ: dict, limit: int | No
 def feedback(service_id: str) -> Response:
     rt = runtime()
     service = rt.service(service_id)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    body = read_json_object("feedback body", _request().environ, app.config.get("MAX_CONTENT_LENGTH"))
+    body = read_json_object("feedback body", _request().environ, body_limit(_app()))
     validate(validator("feedback"), body, "feedback")
     stored = rt.state.add_feedback(service.id, body["feedback"])
     metrics.feedback_stored(body["feedback"])

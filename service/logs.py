@@ -116,11 +116,6 @@ def _own_handler() -> logging.StreamHandler | None:
     return handler  # type: ignore[return-value]
 
 
-def log_call(call: dict) -> None:
-    """The call's one line, timed now (the message names service and status; fields in `call`)."""
-    log_calls([(time.time(), call)])
-
-
 def log_calls(calls: list[tuple[float, dict]]) -> None:
     """The lines of a batch of calls, each ``(time, fields)``: the service's calls are logged
     so, by the audit writer thread (service/calls.py).

@@ -88,11 +88,6 @@ def _call_metrics(service_id: str, status: int) -> tuple:
     return children
 
 
-def service_call(service_id: str, status: int, seconds: float, topics: tuple[str, ...]) -> None:
-    """Count one call."""
-    service_calls([(service_id, status, seconds, topics)])
-
-
 def service_calls(calls: list[tuple[str, int, float, tuple[str, ...]]]) -> None:
     """Count a batch of calls, each (service, status, seconds, finding codes of its cards): the
     latencies observed one by one, the counters incremented once per label set (service/calls.py

@@ -26,6 +26,14 @@ def serve_env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
+def post_on_new_connections(url: str, body: dict, n: int) -> None:
+    """POST `body` to `url` `n` times, each on a new connection (gunicorn spreads them over its
+    workers); every answer must be 200."""
+    for _ in range(n):
+        resp = requests.post(url, json=body, timeout=20, headers={"Connection": "close"})
+        assert resp.status_code == 200, resp.status_code
+
+
 class Served:
     """A `fluoro-cds serve` process; `url` is its base URL once it answers /healthz."""
 

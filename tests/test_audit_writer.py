@@ -15,14 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from prometheus_client import REGISTRY
 
 from service import audit_writer
 from service.settings import Settings, SettingsError
 from service.state import AuditRecord, StateStore
 from tests.report_support import claim_request
-from tests.serve_support import ROOT, Served, serve_env
+from tests.serve_support import ROOT, Served, post_on_new_connections, serve_env
 
 SERVICE = "fluoroscopy-claim-review"
 
@@ -219,10 +218,7 @@ def test_every_gunicorn_worker_has_its_writer_on_one_sqlite_file(tmp_path):
     served = Served(env, workers=2)
     try:
         url = f"{served.url}/cds-services/{SERVICE}"
-        for _ in range(24):  # new connections: gunicorn spreads them over both workers
-            resp = requests.post(url, json=claim_request("29881", "76000"), timeout=20,
-                                 headers={"Connection": "close"})
-            assert resp.status_code == 200
+        post_on_new_connections(url, claim_request("29881", "76000"), 24)  # over both workers
 
         def stored() -> int:
             with sqlite3.connect(tmp_path / "state.sqlite") as conn:

@@ -85,7 +85,7 @@ def _calls(app) -> dict[str, dict]:
         "invalid extension": dict(path=CLAIM, json=claim_review_request(
             extension={"org.fluoro-cds.config": {"no-such-option": 1}})),
         "too large": dict(path=CLAIM, data=b" " * 2048, content_type="application/json"),
-        "chunked, input terminated": dict(path=CLAIM, input_stream=None,
+        "chunked, input terminated": dict(path=CLAIM,
                                           data=json.dumps(claim_review_request()).encode(),
                                           headers={"Transfer-Encoding": "chunked"},
                                           environ_overrides={"wsgi.input_terminated": True}),

@@ -11,7 +11,7 @@ import requests
 
 from service.settings import Settings
 from tests.report_support import claim_request, exercise
-from tests.serve_support import Served, serve_env
+from tests.serve_support import Served, post_on_new_connections, serve_env
 from tests.service_support import closed_port, make_app
 
 SERVICE = "fluoroscopy-claim-review"
@@ -132,11 +132,7 @@ def test_text_logs_are_the_default():
 def test_metrics_add_up_over_gunicorn_workers(tmp_path):
     with Served(serve_env(tmp_path), workers=2) as served:
         url = f"{served.url}/cds-services/{SERVICE}"
-        for _ in range(12):  # new connections: gunicorn spreads them over both workers
-            resp = requests.post(url, json=claim_request("33289", "76000"), timeout=20,
-                                 headers={"Connection": "close"})
-            assert resp.status_code == 200
-
+        post_on_new_connections(url, claim_request("33289", "76000"), 12)  # over both workers
 
         def scrape() -> str:
             return requests.get(served.url + "/metrics", timeout=10,
@@ -161,7 +157,7 @@ def _configured(fmt, monkeypatch):
 
     from service import logs
 
-    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+    monkeypatch.setattr(time, "time", lambda: NOW)
     monkeypatch.setattr(logging.getLogger("fluoro_cds"), "handlers", [])  # whatever others left
     logs.configure(fmt)
     handlers = logging.getLogger("fluoro_cds").handlers
@@ -172,23 +168,24 @@ def _configured(fmt, monkeypatch):
     return logs, handler, out
 
 
+NOW = 1_700_000_000.5  # the clock _configured fixes
 CALL = {"service": SERVICE, "status": 200, "latency_ms": 1.25, "hookInstance": "h-1",
         "data_release": "starter-2024Q3", "client_issuer": None, "tenant": "t"}
 
 
 def test_call_line_written_directly_equals_the_logging_path(monkeypatch):
-    """log_call writes the configured handler's line itself (service/logs.py: no LogRecord);
+    """log_calls writes the configured handler's line itself (service/logs.py: no LogRecord);
     the line is the one the logging machinery writes for the same call, in both formats."""
     request_log = logging.getLogger("fluoro_cds.request")
     try:
         for fmt in ("text", "json"):
             logs, handler, out = _configured(fmt, monkeypatch)
             assert logs._own_handler() is handler
-            logs.log_call(CALL)
+            logs.log_calls([(NOW, CALL)])
             direct = out.getvalue()
             request_log.addFilter(lambda record: True)  # any filter: the logging path
             assert logs._own_handler() is None
-            logs.log_call(CALL)
+            logs.log_calls([(NOW, CALL)])
             request_log.filters.clear()
             assert direct and out.getvalue() == direct * 2, (fmt, out.getvalue())
             if fmt == "json":
@@ -216,15 +213,15 @@ def test_call_line_reaches_added_handlers_and_respects_filters(monkeypatch):
     try:
         logs, handler, out = _configured("text", monkeypatch)
         request_log.addHandler(extra)
-        logs.log_call(CALL)
+        logs.log_calls([(NOW, CALL)])
         assert seen == [f"{SERVICE} 200"] and out.getvalue().count("\n") == 1
         request_log.removeHandler(extra)
         handler.addFilter(lambda record: False)
-        logs.log_call(CALL)
+        logs.log_calls([(NOW, CALL)])
         assert out.getvalue().count("\n") == 1  # filtered out: nothing more written
         handler.filters.clear()
         request_log.setLevel(logging.WARNING)
-        logs.log_call(CALL)
+        logs.log_calls([(NOW, CALL)])
         assert out.getvalue().count("\n") == 1
     finally:
         request_log.setLevel(logging.NOTSET)
@@ -237,7 +234,7 @@ def test_call_lines_from_many_threads_stay_whole(monkeypatch):
 
     try:
         logs, handler, out = _configured("json", monkeypatch)
-        threads = [threading.Thread(target=lambda: [logs.log_call(CALL) for _ in range(300)])
+        threads = [threading.Thread(target=lambda: [logs.log_calls([(NOW, CALL)]) for _ in range(300)])
                    for _ in range(4)]
         for t in threads:
             t.start()
@@ -299,7 +296,7 @@ def test_metrics_of_a_batch_count_as_its_calls_one_by_one():
              ("fluoro_cds_request_seconds_sum", {"service": "svc-a", "status": "200"})]
     before = [sample(n, **lb) for n, lb in names]
     for call in calls:
-        metrics.service_call(*call)
+        metrics.service_calls([call])
     one_by_one = [sample(n, **lb) - b for (n, lb), b in zip(names, before)]
     metrics.service_calls(calls)
     batched = [sample(n, **lb) - b - o for (n, lb), b, o in zip(names, before, one_by_one)]
