@@ -3,6 +3,7 @@ the floor of reading and parsing the same input, with peak memory; and the Spark
 
 Run from the repository root (the machine should be quiet; the load average is printed):
     PYTHONPATH=. .venv/bin/python benchmarks/bench_batch.py [--claims 200000] [--repeats 1] [--no-spark]
+        [--baseline DIR]
 
 Input: `fluoro-cds sample-data` (service/sample_data.py, seed 1): `--claims` Claims and
 ExplanationOfBenefits with their Encounters, Procedures, Observations, DiagnosticReports,
@@ -15,6 +16,13 @@ resident set of that process and its workers, getrusage ru_maxrss):
   time, and the ratio to the floor (target: 2 workers >= 0.5);
 - Spark local[2]: deploy/spark_job.py --out-dir on the same export (the driver indexes its
   companion files, the executors join each claim with them, as the local batch does).
+
+Each batch figure also gives the CPU time of the process and its workers (user + system, from
+getrusage of the children), so a change can be judged apart from how busy the machine is.
+``--baseline DIR`` (another checkout of the repository, e.g. ``git archive <commit>`` unpacked)
+runs the same batch commands from there too, each repeat alternating with this checkout's, so a
+change is measured against its baseline side by side on the same export (the baseline's own
+``sample-data`` is not used).
 """
 from __future__ import annotations
 
@@ -27,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +45,9 @@ import json, resource, subprocess, sys, time
 t0 = time.perf_counter()
 proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 wall = time.perf_counter() - t0
-peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
-print(json.dumps({"wall": wall, "peak_kib": peak, "rc": proc.returncode, "stderr": proc.stderr[-2000:]}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "peak_kib": max(usage.ru_maxrss, 0), "cpu": usage.ru_utime + usage.ru_stime,
+                  "rc": proc.returncode, "stderr": proc.stderr[-2000:]}))
 """
 
 _FLOOR = r"""
@@ -60,9 +68,9 @@ print(json.dumps({"wall": wall, "records": n, "peak_kib": resource.getrusage(res
 """
 
 
-def _measured(cmd: list[str], env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=3600)
+def _measured(cmd: list[str], env: dict, root: Path = ROOT) -> dict:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(root)}, cwd=root, timeout=3600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {result['stderr']}")
@@ -74,6 +82,7 @@ def main() -> None:
     ap.add_argument("--claims", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another checkout whose batch runs alongside, alternating")
     args = ap.parse_args()
     load = os.getloadavg()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FLUORO_CDS_DB": "/nonexistent/absent.sqlite"}
@@ -86,39 +95,51 @@ def main() -> None:
                        cwd=ROOT, capture_output=True)
         size = sum(f.stat().st_size for f in export.iterdir())
 
-        def repeat(name: str, make_cmd) -> None:
-            runs = []
+        def batch_cmd(workers: int):
+            return lambda out: [*fluoro, "batch", str(export), "--out-dir", str(out), "--workers", str(workers),
+                                "--quiet"]
+
+        def repeat(runs: dict[str, tuple[Path, object]]) -> None:
+            """Each named (checkout, command) `--repeats` times, alternating; medians kept."""
+            got: dict[str, list[dict]] = {name: [] for name in runs}
             for i in range(args.repeats):
-                out = Path(tmp) / f"{name}-{i}"
-                runs.append(_measured(make_cmd(out), env))
-                shutil.rmtree(out, ignore_errors=True)
-            results[name] = {"wall": statistics.median(r["wall"] for r in runs),
-                             "peak_kib": max(r["peak_kib"] for r in runs)}
+                for name, (root, make_cmd) in runs.items():
+                    out = Path(tmp) / f"{name}-{i}"
+                    got[name].append(_measured(make_cmd(out), env, root))
+                    shutil.rmtree(out, ignore_errors=True)
+            for name, measured in got.items():
+                results[name] = {"wall": statistics.median(r["wall"] for r in measured),
+                                 "cpu": statistics.median(r["cpu"] for r in measured),
+                                 "peak_kib": max(r["peak_kib"] for r in measured)}
 
         floors = [json.loads(subprocess.run([sys.executable, "-c", _FLOOR, str(export)], capture_output=True,
                                             text=True, check=True).stdout) for _ in range(args.repeats)]
         results["floor"] = {"wall": statistics.median(f["wall"] for f in floors),
                             "peak_kib": max(f["peak_kib"] for f in floors), "records": floors[0]["records"]}
         for workers in (1, 2):
-            repeat(f"batch-{workers}", lambda out, w=workers: [*fluoro, "batch", str(export), "--out-dir", str(out),
-                                                                 "--workers", str(w), "--quiet"])
+            runs = {f"batch-{workers}": (ROOT, batch_cmd(workers))}
+            if args.baseline is not None:
+                runs[f"baseline batch-{workers}"] = (args.baseline.resolve(), batch_cmd(workers))
+            repeat(runs)
         if not args.no_spark:
             claims = [str(export)]  # the export itself: companions joined as by the local batch
-            repeat("spark-local2", lambda out: [sys.executable, str(ROOT / "deploy" / "spark_job.py"), *claims,
-                                                "--out-dir", str(out), "--master", "local[2]"])
+            repeat({"spark-local2": (ROOT, lambda out: [sys.executable, str(ROOT / "deploy" / "spark_job.py"), *claims,
+                                                        "--out-dir", str(out), "--master", "local[2]"])})
     print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} --repeats {args.repeats}"
-          + (" --no-spark" if args.no_spark else ""))
+          + (" --no-spark" if args.no_spark else "") + (f" --baseline {args.baseline}" if args.baseline else ""))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"input: {args.claims:,} claims as a Bulk Data export, {size / 1e6:,.0f} MB, "
           f"{results['floor']['records']:,} resources")
     floor = args.claims / results["floor"]["wall"]
-    print("| run | wall time | claims/s | vs floor | peak memory |")
-    print("|---|---|---|---|---|")
+    print("| run | wall time | claims/s | vs floor | CPU per claim | peak memory |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         rate = args.claims / r["wall"]
-        print(f"| {name} | {r['wall']:.1f} s | {rate:,.0f} | {rate / floor:.2f}x | {r['peak_kib'] / 1024:,.0f} MiB |")
+        cpu = f"{r['cpu'] / args.claims * 1e6:,.0f} us" if "cpu" in r else "-"
+        print(f"| {name} | {r['wall']:.1f} s | {rate:,.0f} | {rate / floor:.3f}x | {cpu} | "
+              f"{r['peak_kib'] / 1024:,.0f} MiB |")
 
 
 if __name__ == "__main__":

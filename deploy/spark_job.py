@@ -5,9 +5,10 @@
     spark-submit deploy/spark_job.py INPUT OUTPUT_DIR [--db ncci.sqlite] [--config ...]
 
 INPUT: NDJSON (a path, a glob or a directory Spark can read; gzip as Spark reads it) of Claims,
-ExplanationOfBenefits or Claim-first Bundles; with --out-dir also a local FHIR Bulk Data export (its
-directory or manifest: the companion files indexed on the driver, joined on the executors, as
-``fluoro-cds batch`` does). With --out-dir: the outputs of ``fluoro-cds batch
+ExplanationOfBenefits or Claim-first Bundles; with --out-dir also a FHIR Bulk Data export (its
+directory, manifest or per-type files, local or on a Hadoop file system such as hdfs: or s3a:: the
+companion files indexed on the driver, joined on the executors, as ``fluoro-cds batch`` does;
+service/spark_inputs.py). With --out-dir: the outputs of ``fluoro-cds batch
 --out-dir`` (findings.parquet from a typed DataFrame, or findings.ndjson; errors.ndjson;
 claims-corrected.ndjson; each a folder of part files; summary.json and report.html written by
 the driver), with the same rows as the local engine; none of them may exist yet. Without it:
@@ -27,14 +28,15 @@ from hooks.config import CONFIG_KEY, ConfigError, resolve
 from nccidata.cli import Parser
 from service.settings import Settings, SettingsError
 from service.batch import FORMATS, output_names
+from service.bulk_input import UsageError
 from service.spark import OutputExists, check_output, local_session, run_job, run_table_job
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = Parser(prog="spark_job.py", description="the claim-review rules over NDJSON claims on Spark")
     ap.add_argument("paths", nargs="+", metavar="INPUT",
-                    help="NDJSON claims (paths, globs or directories Spark can read) or, with --out-dir, local "
-                         "Bulk Data exports (directory or manifest); without --out-dir: "
+                    help="NDJSON claims (paths, globs or directories Spark can read) or, with --out-dir, "
+                         "Bulk Data exports (directory or manifest, local or hdfs:/s3a:/...); without --out-dir: "
                          "INPUT OUTPUT_DIR (the output folder, must not exist)")
     ap.add_argument("--out-dir", help="write the batch outputs here (as `fluoro-cds batch --out-dir`)")
     ap.add_argument("--format", choices=FORMATS, default="parquet", help="the findings table's format")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         spark = local_session("fluoro-cds-claim-review", args.master)
         count = run_job(spark, source, output, db_path=db_path,
                         config_overrides=overrides, defaults=settings.defaults)
-    except OutputExists as exc:
+    except (OutputExists, UsageError) as exc:
         print(f"spark_job: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"records": count, "output": output}))

@@ -47,7 +47,7 @@ from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, group_row
 from .corrected_claims import corrected
-from .findings_table import (ACROSS, LINE_INDEX, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
+from .findings_table import (ACROSS, LINE_INDEX, NAMES, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
                              data_release, finding_rows, ndjson_rows, record_batch)
 from .jsonio import dumps, loads
 
@@ -154,22 +154,20 @@ def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], ac
                     reference: ReferenceData, config: dict, run: tuple[str, str, str]
                     ) -> tuple[list[tuple], dict | None, Tally] | None:
     """The outputs of a claim the findings across claims edit (`across`: their parts on it,
-    :func:`hooks.rules.cross_claim.for_claim`), replacing those of its first review: its own
+    :func:`hooks.rules.cross_claim.for_claim`), to replace those of its first review: its own
     findings re-evaluated on the claim as those edits leave it (:func:`amended_findings`: the
     findings that depended on a line removed across claims are withdrawn), their table rows, its
-    corrected Claim with both its own and the across-claims fixes (None when ambiguous), and the
-    tally change (the first review's rows and corrected Claim retracted, the new ones added).
-    None when the record no longer reads (it did in the first review)."""
+    corrected Claim with both its own and the across-claims fixes (None when ambiguous), and their
+    tally (the first review's outputs are taken back by the caller from what it removes of them:
+    :func:`retraction`). None when the record no longer reads (it did in the first review)."""
     try:
         _value, case = billing_case(raw, reference)
     except InvalidResource:
         return None
-    first = evaluate(case, reference, config)
     own = amended_findings(case, across, reference, config)
     rows = finding_rows(case, own, reference, source, run)
     fixed = corrected(case, [*own, *across])
     change = Tally()
-    change.retract(finding_rows(case, first, reference, source, run), bool(first) and corrected(case, first) is not None)
     change.add_claim(rows, fixed is not None)
     return rows, fixed, change
 
@@ -239,18 +237,18 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], object]]:
 
 
 @contextlib.contextmanager
-def _mapped(function: Callable, chunks: Iterable, workers: int, initializer: Callable,
-            initargs: tuple) -> Iterator[Iterable]:
-    """`function` over `chunks`, in order: in this process when `workers` <= 1, else in a pool of
-    `workers` spawned processes (each set up by `initializer(*initargs)`). On an error (e.g. a
-    closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
+def _pool(workers: int, initializer: Callable, initargs: tuple) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
+    """An ordered map, ``imap(function, chunks)``, to call as often as needed (the review, then the
+    amendment of the claims the edits across claims edit): in this process when `workers` <= 1,
+    else in a pool of `workers` spawned processes (each set up by `initializer(*initargs)`). On an
+    error (e.g. a closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
     if workers <= 1:
         initializer(*initargs)
-        yield map(function, chunks)
+        yield map
         return
     pool = multiprocessing.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
     try:
-        yield pool.imap(function, chunks)
+        yield pool.imap
     except BaseException:
         pool.terminate()
         pool.join()
@@ -352,9 +350,8 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 finally:
                     stream.close()
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        with _progress(progress) as advance, _mapped(_review_chunk, chunks, workers, _init_worker,
-                                                     (db_path, config, source.index_path)) as results:
-            for blob, n_tally, n_counts, rows in results:
+        with _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
+            for blob, n_tally, n_counts, rows in imap(_review_chunk, chunks):
                 output.write(blob)
                 tally.update(n_tally)
                 counts.update(n_counts)
@@ -488,13 +485,13 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
              workers: int, chunk_size: int, progress: bool, started: float) -> dict:
     try:
         findings_path = os.path.join(staging, names["findings"])
-        table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
-        with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
-                open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-            chunks = _chunks(source.raw(), chunk_size)
-            with _progress(progress) as advance, _mapped(_table_chunk, chunks, workers, _init_table_worker,
-                                                         (db_path, config, run, fmt, source.index_path)) as results:
-                for rows, errors, fixed, part, group_rows in results:
+        chunks = _chunks(source.raw(), chunk_size)
+        with _progress(progress) as advance, _pool(workers, _init_table_worker,
+                                                   (db_path, config, run, fmt, source.index_path)) as imap:
+            table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
+            with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
+                    open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
+                for rows, errors, fixed, part, group_rows in imap(_table_chunk, chunks):
                     table.write(rows)
                     errors_out.write(errors)
                     fixed_out.write(fixed)
@@ -502,21 +499,21 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     for row in group_rows:
                         groups.add(row)
                     advance(part.claims_in)
-            cross = []
-            amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
-            for found, cases in groups.findings(reference, config):  # the edits across claims
-                cross += cross_claim_rows(found, cases, reference, run)
-                for where, claim, part in claim_edits(found, cases):
-                    amend.setdefault(where, (claim, []))[1].append(part)
-                if len(cross) >= 5000:
+                cross = []
+                amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
+                for found, cases in groups.findings(reference, config):  # the edits across claims
+                    cross += cross_claim_rows(found, cases, reference, run)
+                    for where, claim, part in claim_edits(found, cases):
+                        amend.setdefault(where, (claim, []))[1].append(part)
+                    if len(cross) >= 5000:
+                        table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
+                        tally.add_rows(cross)
+                        cross = []
+                if cross:
                     table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
                     tally.add_rows(cross)
-                    cross = []
-            if cross:
-                table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
-                tally.add_rows(cross)
-            table.close()
-        own_after = _amend(source, amend, staging, names, fmt, reference, config, run, tally) if amend else {}
+                table.close()
+            own_after = _amend(source, amend, imap, staging, names, fmt, tally) if amend else {}
         # a claim with rows across claims and none of its own (none found, or withdrawn by the
         # amendment) has findings too: add_claim counted only claims with rows of their own
         tally.with_findings += sum(1 for where, own in groups.named.items() if not own_after.get(where, own))
@@ -531,50 +528,89 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
     return result
 
 
-def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]], staging: str,
-           names: dict, fmt: str, reference: ReferenceData, config: dict, run: tuple[str, str, str],
+_AMEND_CHUNK = 100  # claims to amend per task (a tenth of a sample export's claims are amended)
+
+
+def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]],
+           imap: Callable[[Callable, Iterable], Iterable], staging: str, names: dict, fmt: str,
            tally: Tally) -> dict[tuple[str, int], bool]:
     """Replace the outputs of the claims the edits across claims edit (:func:`amended_outputs`):
-    their records are read again (in this process), their own rows and corrected Claims in the
-    staged files swapped for the amended ones (the rows across claims stay), the tally adjusted.
-    Returns, for each claim replaced ((file, line)), whether it keeps rows of its own."""
-    joiner = Joiner(source.index_path)
+    their records are read again (only those lines) and amended in the workers (`imap`:
+    :func:`_pool`'s); the staged findings table and corrected Claims are rewritten without their
+    first review's (the rows across claims stay) and with the amended ones, and the tally takes
+    back what the rewrite drops (:func:`retraction`: no second review of the first). Returns, for
+    each claim replaced ((file, line)), whether it keeps rows of its own."""
     rows: list[tuple] = []
     fixed: list[bytes] = []
-    replaced: set[tuple[str, int]] = set()
     own_after: dict[tuple[str, int], bool] = {}
-    for item in source.lines_at(amend):
-        record = joiner.join(item)
-        if isinstance(record, InputError):
-            continue
-        out = amended_outputs(record, (item.file, item.line), amend[(item.file, item.line)][1], reference,
-                              config, run)
-        if out is None:
-            continue
-        replaced.add((item.file, item.line))
-        own_after[(item.file, item.line)] = bool(out[0])
-        rows += out[0]
-        if out[1] is not None:
-            fixed.append(dumps(out[1]))
-        tally.merge(out[2])
-    findings_path = os.path.join(staging, names["findings"])
-    replace_claim_rows(findings_path, fmt, replaced, rows)
-    claims = {amend[k][0] for k in replaced}
+    items = ((raw, amend[(raw.file, raw.line)][1]) for raw in source.lines_at(amend))
+    for part_rows, part_fixed, part_own, part_tally in imap(_amend_chunk, _chunks(items, _AMEND_CHUNK)):
+        rows += part_rows
+        fixed += part_fixed
+        own_after.update(part_own)
+        tally.merge(part_tally)
+    dropped = replace_claim_rows(os.path.join(staging, names["findings"]), fmt, set(own_after), rows)
+    claims = {amend[k][0] for k in own_after}
     fixed_path = os.path.join(staging, names["claims_corrected"])
+    fixed_dropped = 0
     with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
         for line in old:
             claim = loads(line)
-            if f"{claim.get('resourceType')}/{claim.get('id')}" not in claims:
+            if f"{claim.get('resourceType')}/{claim.get('id')}" in claims:
+                fixed_dropped += 1
+            else:
                 new.write(line)
         new.writelines(c + b"\n" for c in fixed)
     os.replace(fixed_path + ".new", fixed_path)
+    tally.merge(retraction(dropped, len(own_after), fixed_dropped))
     return own_after
 
 
-def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> None:
+def _amend_chunk(chunk: list[tuple[RawRecord, list[Finding]]]
+                 ) -> tuple[list[tuple], list[bytes], dict[tuple[str, int], bool], Tally]:
+    """Amend claims in a worker: each record (joined here) with its parts of the findings across
+    claims; returns their rows, corrected Claims (NDJSON lines), whether each keeps rows of its
+    own, and the tally of the amended outputs."""
+    state = _worker_state
+    rows: list[tuple] = []
+    fixed: list[bytes] = []
+    own: dict[tuple[str, int], bool] = {}
+    tally = Tally()
+    for raw, across in chunk:
+        record = state["joiner"].join(raw)
+        if isinstance(record, InputError):
+            continue
+        out = amended_outputs(record, (raw.file, raw.line), across, state["reference"], state["config"], state["run"])
+        if out is None:
+            continue
+        rows += out[0]
+        if out[1] is not None:
+            fixed.append(dumps(out[1]))
+        own[(raw.file, raw.line)] = bool(out[0])
+        tally.merge(out[2])
+    return rows, fixed, own, tally
+
+
+def retraction(dropped: Sequence[tuple], claims: int, corrected: int) -> Tally:
+    """The tally change that takes back the first review of `claims` amended claims (their outputs
+    replaced by :func:`amended_outputs`'): `dropped`, their own table rows taken out of the
+    findings table (:func:`replace_claim_rows`), and `corrected`, how many corrected Claims were
+    taken out of claims-corrected.ndjson. The table is the record of the first review: what
+    it held of a claim is what :meth:`Tally.add_claim` counted."""
+    change = Tally()
+    change.reviewed -= claims
+    change.corrected -= corrected
+    change.with_findings -= len({(r[SOURCE_FILE], r[SOURCE_LINE]) for r in dropped})
+    change.add_rows(dropped, -1)
+    return change
+
+
+def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> list[tuple]:
     """Rewrite the findings table at `path`: without the rows of the claims read from `claims`
-    ((file, line)) that are not across claims, with `rows` at the end."""
+    ((file, line)) that are not across claims, with `rows` at the end. Returns the rows taken out
+    (tuples in column order)."""
     new_path = path + ".new"
+    dropped: list[tuple] = []
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -588,6 +624,9 @@ def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: 
             key = pc.binary_join_element_wise(batch.column(SOURCE_FILE), pc.cast(batch.column(SOURCE_LINE), pa.string()),
                                               "\n")
             drop = pc.and_(pc.is_in(key, value_set=wanted), pc.invert(batch.column(ACROSS)))
+            gone = batch.filter(drop)
+            if gone.num_rows:
+                dropped += zip(*(column.to_pylist() for column in gone.columns))
             writer.write(pa.RecordBatch.from_arrays(batch.filter(pc.invert(drop)).columns, schema=SCHEMA))
         writer.write(record_batch(rows))
         writer.close()
@@ -597,8 +636,11 @@ def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: 
                 row = loads(line)
                 if row["across_claims"] or (row["source_file"], row["source_line"]) not in claims:
                     new.write(line)
+                else:
+                    dropped.append(tuple(row[name] for name in NAMES))
             new.write(ndjson_rows(rows))
     os.replace(new_path, path)
+    return dropped
 
 
 def _usage(message: str) -> int:

@@ -59,7 +59,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO, Container, Iterable, Iterator, NamedTuple, Sequence
+from typing import IO, Callable, Container, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 
@@ -82,6 +82,7 @@ ENCOUNTER_LINKED = frozenset({"Procedure", "Observation", "DiagnosticReport", "I
 BASED_ON_LINKED = frozenset({"DiagnosticReport", "ImagingStudy"})
 DUPLICATE_COUNTS = ("claims_identical", "claims_conflicting", "companions_identical", "companions_conflicting")
 MAX_HOPS = 3  # rounds of second-hop references followed from the companions
+NDJSON_NAME = re.compile(r"\.(ndjson|jsonl)(\.gz)?$")  # the files of an export directory that are read
 _TYPE_IN_NAME = re.compile(r"(?:\d+[._-])?([A-Z][A-Za-z]+)")
 _UUID = "urn:uuid:"
 
@@ -320,15 +321,37 @@ def _type_from_name(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def record_type(line: bytes | str | None) -> str | None:
+    """The resourceType of one NDJSON record (None: not JSON, not an object, or none)."""
+    try:
+        value = orjson.loads(line) if line is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    rtype = value.get("resourceType") if isinstance(value, dict) else None
+    return rtype if type(rtype) is str else None
+
+
 def _first_type(path: str) -> str | None:
     for _n, line in numbered_lines(path):
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        rtype = value.get("resourceType") if isinstance(value, dict) else None
-        return rtype if type(rtype) is str else None
+        return record_type(line)
     return None
+
+
+def manifest_outputs(manifest: object, where: str) -> list[tuple[str, str]]:
+    """(type, file name) of each ``output[]`` of a Bulk Data manifest (its url read as a file of the
+    manifest's directory, by the url's last path segment); `where` names the manifest in the
+    UsageError raised when it is not one."""
+    outputs = manifest.get("output") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, list):
+        raise UsageError(f"{where}: a Bulk Data manifest has an `output` array (of {{type, url}})")
+    found = []
+    for i, out in enumerate(outputs):
+        rtype = out.get("type") if isinstance(out, dict) else None
+        url = out.get("url") if isinstance(out, dict) else None
+        if type(rtype) is not str or type(url) is not str or not url.strip():
+            raise UsageError(f"{where}: output[{i}] must have a `type` and a `url`")
+        found.append((rtype, url.rstrip("/").rsplit("/", 1)[-1]))
+    return found
 
 
 def _manifest_files(path: str) -> list[InputFile]:
@@ -338,24 +361,17 @@ def _manifest_files(path: str) -> list[InputFile]:
             manifest = orjson.loads(fh.read())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not a readable JSON manifest ({exc.__class__.__name__})") from None
-    outputs = manifest.get("output") if isinstance(manifest, dict) else None
-    if not isinstance(outputs, list):
-        raise UsageError(f"{path}: a Bulk Data manifest has an `output` array (of {{type, url}})")
     base = os.path.dirname(os.path.abspath(path))
     files = []
-    for i, out in enumerate(outputs):
-        rtype = out.get("type") if isinstance(out, dict) else None
-        url = out.get("url") if isinstance(out, dict) else None
-        if type(rtype) is not str or type(url) is not str or not url.strip():
-            raise UsageError(f"{path}: output[{i}] must have a `type` and a `url`")
-        local = os.path.join(base, url.rstrip("/").rsplit("/", 1)[-1])
+    for i, (rtype, name) in enumerate(manifest_outputs(manifest, path)):
+        local = os.path.join(base, name)
         if not os.path.isfile(local):
             raise UsageError(f"{path}: output[{i}].url names a file that is not in {base}")
         files.append(InputFile(local, rtype, rtype in CLAIM_TYPES))
     return files
 
 
-def _is_manifest(path: str) -> bool:
+def is_manifest(path: str) -> bool:
     if not path.endswith(".json"):
         return False
     try:
@@ -375,27 +391,29 @@ def input_files(paths: Sequence[str]) -> list[InputFile]:
             files.append(InputFile("-", None, True))
         elif os.path.isdir(path):
             names = sorted(os.listdir(path))
-            manifests = [n for n in names if _is_manifest(os.path.join(path, n))]
+            manifests = [n for n in names if is_manifest(os.path.join(path, n))]
             if manifests:
                 for n in manifests:
                     files += _manifest_files(os.path.join(path, n))
             else:
                 for n in names:
                     full = os.path.join(path, n)
-                    if os.path.isfile(full) and re.search(r"\.(ndjson|jsonl)(\.gz)?$", n):
-                        files.append(_classified(full))
+                    if os.path.isfile(full) and NDJSON_NAME.search(n):
+                        files.append(classified(full))
         elif os.path.isfile(path):
-            files += _manifest_files(path) if _is_manifest(path) else [_classified(path)]
+            files += _manifest_files(path) if is_manifest(path) else [classified(path)]
         else:
             raise UsageError(f"no such input file or directory: {path}")
     return files
 
 
-def _classified(path: str) -> InputFile:
+def classified(path: str, first_type: Callable[[], str | None] | None = None) -> InputFile:
+    """A file by its name's FHIR type, else its first record's (`first_type`: how to read that
+    type, for files not on the local disk)."""
     named = _type_from_name(path)
     if named in CLAIM_TYPES or named in _companion_names():
         return InputFile(path, named, named in CLAIM_TYPES)
-    kind = _first_type(path)
+    kind = first_type() if first_type is not None else _first_type(path)
     return InputFile(path, kind, kind is None or kind in CLAIM_TYPES)
 
 
@@ -776,8 +794,9 @@ class BatchInput:
     """The claim records of the INPUTs, joined with the companions of their export(s); a context
     manager (the index lives in a temporary directory, removed on exit). See the module docstring."""
 
-    def __init__(self, paths: Sequence[str], workdir: str | None = None) -> None:
-        self.files = input_files(paths)
+    def __init__(self, paths: Sequence[str], workdir: str | None = None,
+                 files: Sequence[InputFile] | None = None) -> None:
+        self.files = list(files) if files is not None else input_files(paths)  # `files`: classified already
         self._workdir = workdir
         self._tmp: str | None = None
         self.index_path: str | None = None

@@ -23,19 +23,18 @@ import shutil
 from collections import Counter
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, review_raw, review_table, run_info,
-                    run_summary, summary_files)
+from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, retraction, review_raw, review_table,
+                    run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
-from .bulk_input import (BatchInput, InputError, Joiner, RawRecord, UsageError, claim_identity, input_files,
-                         repeat_reason)
+from .bulk_input import InputError, Joiner, RawRecord, claim_identity, repeat_reason
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
+from .spark_inputs import ExportOnDriver, local_path
 
 
 def ship_store(sc, db_path: str) -> Path:
@@ -258,7 +257,8 @@ def amend_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
     """The amended outputs of the claims the edits across claims edit (`amend`: a broadcast of
     {(file, line): (claim, [their parts of the findings])}), as the local engine makes them
     (:func:`service.batch.amended_outputs`): (ROW, a row), (FIXED, a corrected Claim line), and last
-    (TALLY, the tally change: the first review's outputs taken back, the amended ones added)."""
+    (TALLY, the amended outputs' tally; the first review's are taken back on the driver:
+    :func:`service.batch.retraction`)."""
     reference = _executor_reference(store)
     joiner = _executor_joiner(index)
     tally = Tally()
@@ -295,46 +295,6 @@ def _cross_claim(tagged, store: tuple[str, str] | None, config: dict, run: tuple
     return by_patient.mapPartitions(lambda it: cross_partition(it, store, config, run, order))
 
 
-class ExportOnDriver:
-    """The INPUTs as the Spark job reads them: local Bulk Data exports (directories, manifests,
-    per-type files: service/bulk_input.py) have their companion files indexed on the driver
-    (:class:`~service.bulk_input.BatchInput`'s on-disk index, bounded whatever the export's size)
-    and the index shipped to the executors (``addFile``, under a name of its own), where each
-    partition joins its claims with it as the local engine's workers do. Inputs without companion
-    files (NDJSON claim files, a folder of part files) and inputs Spark reads from elsewhere
-    (``hdfs:``, ``s3a:``, globs) are read by Spark as claim files, as before."""
-
-    def __init__(self, inputs: list[str], sc) -> None:
-        self._source: BatchInput | None = None
-        self.index_name: str | None = None
-        self.errors: list[str] = []  # the companion files' bad records (errors.ndjson lines)
-        self.duplicates: dict[str, int] = {}
-        self.claim_files = list(inputs)
-        local = [_local_path(p) for p in inputs]
-        if any(p is None or not os.path.exists(p) for p in local):
-            return
-        try:
-            files = input_files(local)
-        except UsageError:
-            return  # not an export Spark cannot read otherwise: left to Spark, as before
-        if all(f.claims for f in files):  # NDJSON claim files (or a folder of part files): Spark reads them
-            return
-        source = self._source = BatchInput(local).__enter__()
-        self.claim_files = [f.path for f in source.files if f.claims]
-        self.duplicates = dict(source.duplicates)
-        for err in source.companion_errors():
-            self.errors.append(dumps(review_table(err, (err.file, err.line), None, {}, ("", "", ""))[1]).decode())
-        if source.index_path is not None:
-            self.index_name = f"fluoro-cds-index-{uuid.uuid4().hex}.sqlite"  # addFile names are per context
-            shipped = os.path.join(os.path.dirname(source.index_path), self.index_name)
-            os.link(source.index_path, shipped)
-            sc.addFile(shipped)
-
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.__exit__(None, None, None)
-
-
 def _claim_key(line: str) -> str:
     """"Claim/c1" of a corrected Claim's NDJSON line."""
     claim = loads(line)
@@ -343,12 +303,6 @@ def _claim_key(line: str) -> str:
 
 def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
-
-
-def _local_path(path: str) -> str | None:
-    if path.startswith("file:"):
-        return path.removeprefix("file:").removeprefix("//")
-    return None if "://" in path else path
 
 
 def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None = None,
@@ -397,10 +351,19 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
             edited_claims = {claim for claim, _parts in edited.values()}
             amended = (lines.filter(lambda r: (r[0], r[1]) in amend.value)
                        .mapPartitions(lambda it: amend_partition(it, store, config, run, amend, index)))
-            tagged_kept = tagged.filter(lambda t: not (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE])
-                                                       in amend.value or t[0] == FIXED and _claim_key(t[1]) in edited_claims))
+
+            def first_review(t) -> bool:  # an amended claim's row or corrected Claim from its first review
+                return (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE]) in amend.value
+                        or t[0] == FIXED and _claim_key(t[1]) in edited_claims)
+
+            tagged_kept = tagged.filter(lambda t: not first_review(t))
+            # what the amendment replaces, taken back from the tally (service.batch.retraction)
+            dropped = tagged.filter(first_review).collect()
+            taken_back = retraction([r for tag, r in dropped if tag == ROW], len(edited),
+                                    sum(1 for tag, _r in dropped if tag == FIXED))
         else:
             tagged_kept = tagged
+            taken_back = Tally()
         amended = amended.persist(StorageLevel.MEMORY_AND_DISK)
         rows = tagged_kept.union(cross).union(amended).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
         if fmt == "parquet":
@@ -414,7 +377,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         duplicates = Counter(export.duplicates)
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
-                       .collect())
+                       .collect()).merge(taken_back)
         # the claims with findings, own or across claims: the table's distinct claim records (the
         # partitions' tallies count only the claims with rows of their own)
         tally.with_findings = rows.map(lambda r: (r[SOURCE_FILE], r[SOURCE_LINE])).distinct().count()
@@ -427,7 +390,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
     result = run_summary(tally, run, described, fmt, time.perf_counter() - started, duplicates)
-    local = _local_path(out_dir)
+    local = local_path(out_dir)
     for name, blob in summary_files(result).items():
         if local is not None:
             with open(os.path.join(local, name), "wb") as fh:

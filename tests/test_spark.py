@@ -278,3 +278,82 @@ def test_spark_table_job_still_reads_a_folder_of_part_files(spark, tmp_path):
     result = run_table_job(spark, [str(folder)], str(tmp_path / "out"), db_path=None)
     assert result["claims_in"] == result["reviewed"] == 2
     assert {"ptp-bundled", "fluoroscopy-integral"} <= set(result["findings"])
+
+
+def _viewfs(spark, directory) -> str:
+    """A viewfs:// url of a local directory: Hadoop's own non-local file system (a mount table over
+    file:), read through the same FileSystem API as hdfs: or s3a:."""
+    import uuid
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    spark.sparkContext._jsc.hadoopConfiguration().set(f"fs.viewfs.mounttable.{name}.link./data", f"file://{directory}")
+    return f"viewfs://{name}/data"
+
+
+def test_spark_table_job_joins_an_export_on_a_hadoop_file_system(spark, tmp_path):
+    """An export on a Hadoop file system (here viewfs:, as hdfs: or s3a: would be): its files listed
+    and its companions copied to the driver through Hadoop's FileSystem API and joined, so the rows,
+    errors and counts are the local engine's on the same export, every file named by its url."""
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+    from service.sample_data import write_export
+    from service.spark import run_table_job
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=60, seed=21)
+    with open(root / "Encounter.ndjson", "a") as fh:
+        fh.write('{"resourceType": "Encounter", "id"\n')  # a bad companion record
+    url = _viewfs(spark, tmp_path) + "/export"
+    local = run_dir([str(root)], str(tmp_path / "local"), db_path=str(tmp_path / "absent.sqlite"),
+                    config=resolve(None), run_id="run-3")
+    result = run_table_job(spark, [url], str(tmp_path / "spark"), db_path=None, run_id="run-3")
+
+    def as_local(r):
+        return {k: v.replace(url, str(root)) if isinstance(v, str) else v for k, v in r.items()}
+
+    def key(r):
+        return json.dumps(r, sort_keys=True, default=str)
+
+    spark_rows = pq.read_table(tmp_path / "spark" / "findings.parquet").to_pylist()
+    assert {r["source_file"] for r in spark_rows} <= {f"{url}/Claim.ndjson", f"{url}/ExplanationOfBenefit.ndjson"}
+    local_rows = sorted(pq.read_table(tmp_path / "local" / "findings.parquet").to_pylist(), key=key)
+    assert sorted(map(as_local, spark_rows), key=key) == local_rows
+    assert any(r["finding"] == "modifier-26" for r in local_rows)  # the setting comes from the joined Encounter
+    assert any(r["across_claims"] for r in local_rows)
+    spark_errors = _spark_rows(tmp_path / "spark", "errors.ndjson")
+    assert [e["file"] for e in spark_errors] == [f"{url}/Encounter.ndjson"]  # the url, not the driver's copy
+    local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
+    assert [as_local(e) for e in spark_errors] == local_errors
+    for k in ("claims_in", "reviewed", "errors", "duplicates", "findings", "money", "claims_corrected",
+              "claims_with_findings"):
+        assert result[k] == local[k], k
+
+
+def test_remote_inputs_are_listed_like_local_ones(spark, tmp_path):
+    """Through Hadoop's FileSystem API: a directory, its manifest and a glob name the same files,
+    of the same kinds, as the local listing; a path that names nothing is a usage error."""
+    from service.bulk_input import UsageError, input_files
+    from service.sample_data import write_export
+    from service.spark_inputs import HadoopFiles, remote_input_files
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=5, seed=3)
+    (root / "notes.txt").write_text("not part of the export\n")
+    url = _viewfs(spark, tmp_path) + "/export"
+    sc = spark.sparkContext
+    hadoop = HadoopFiles(sc)
+    expected = sorted((os.path.basename(f.path), f.kind, f.claims) for f in input_files([str(root)]))
+
+    def listed(pattern):
+        return sorted((f.path.rsplit("/", 1)[-1], f.kind, f.claims)
+                      for f in remote_input_files(sc, hadoop, pattern, str(tmp_path)))
+
+    assert listed(url) == listed(url + "/manifest.json") == expected
+    assert {"Claim", "Encounter", "Procedure", "Observation", "Location"} <= {kind for _n, kind, _c in expected}
+    by_glob = sorted((os.path.basename(f.path), f.kind, f.claims)
+                     for f in input_files(sorted(str(p) for p in root.glob("*.ndjson"))))
+    assert listed(url + "/*.ndjson") == by_glob  # every NDJSON file, as the same paths given locally
+    assert [f.path for f in remote_input_files(sc, hadoop, url, str(tmp_path))][0].startswith("viewfs://")
+    with pytest.raises(UsageError, match="no such input"):
+        remote_input_files(sc, hadoop, url + "/absent.ndjson", str(tmp_path))
