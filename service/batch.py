@@ -47,7 +47,7 @@ from . import metrics
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
-from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, group_row
+from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
 from .findings_table import (ACROSS, LINE_INDEX, NAMES, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
                              data_release, finding_rows, ndjson_rows, record_batch)
@@ -152,20 +152,24 @@ def billing_case(raw: bytes | dict | InputRecord, reference: ReferenceData) -> t
         raise _Unreadable(exc, value) from None
 
 
-def amended_review(raw: bytes | dict | InputRecord, across: Sequence[Finding], reference: ReferenceData,
+def amended_review(raw: bytes | dict | InputRecord | Case, across: Sequence[Finding], reference: ReferenceData,
                    config: dict) -> tuple[Case, list[Finding]] | None:
     """(the case, its own findings re-evaluated on the claim as the findings across claims that edit
     it leave it: :func:`amended_findings`) of a claim `across` edits (their parts on it,
     :func:`hooks.rules.cross_claim.for_claim`); the findings that depended on a line removed across
-    claims are withdrawn. None when the record no longer reads (it did in the first review)."""
-    try:
-        _value, case = billing_case(raw, reference)
-    except InvalidResource:
-        return None
+    claims are withdrawn. `raw`: the claim's record, or its case as reviewed (the grouping's,
+    :func:`service.claim_groups.decode_case`). None when the record no longer reads (it did in the first review)."""
+    if isinstance(raw, Case):
+        case = raw
+    else:
+        try:
+            _value, case = billing_case(raw, reference)
+        except InvalidResource:
+            return None
     return case, amended_findings(case, across, reference, config)
 
 
-def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], across: Sequence[Finding],
+def amended_outputs(raw: bytes | dict | InputRecord | Case, source: tuple[str, int], across: Sequence[Finding],
                     reference: ReferenceData, config: dict, run: tuple[str, str, str]
                     ) -> tuple[list[tuple], dict | None, Tally] | None:
     """The --out-dir outputs of a claim the findings across claims edit, to replace those of its
@@ -551,15 +555,14 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     tally.merge(part)
                     groups.add_all(group_rows)
                     advance(part.claims_in)
-                amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
-                for rows, part, edits, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                amended = Amended()  # the claims they edit, amended in the workers
+                for rows, part, done, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
                     table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
                     tally.merge(part)
-                    for where, claim, edit in edits:
-                        amend.setdefault(where, (claim, []))[1].append(edit)
+                    amended.merge(done)
                     groups.named.update(named)
                 table.close()
-            own_after = _amend(source, amend, imap, staging, names, fmt, tally) if amend else {}
+        own_after = _replace_amended(amended, staging, names, fmt, tally) if amended.own else {}
         # a claim with rows across claims and none of its own (none found, or withdrawn by the
         # amendment) has findings too: add_claim counted only claims with rows of their own
         tally.with_findings += sum(1 for where, own in groups.named.items() if not own_after.get(where, own))
@@ -574,90 +577,90 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
     return result
 
 
-_AMEND_CHUNK = 100  # claims to amend per task (a tenth of a sample export's claims are amended)
+_AMEND_CHUNK = 100  # claims to amend per task of the single-file output
 _CROSS_CHUNK = 200  # beneficiaries per task of the edits across claims
 
 
+class Amended:
+    """The amended outputs of the claims the edits across claims edit (:func:`amended_outputs`),
+    by (file, line): held until the staged outputs are rewritten (:func:`_replace_amended`)."""
+
+    __slots__ = ("rows", "fixed", "own", "claims", "tally")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.fixed: list[bytes] = []  # their corrected Claims (NDJSON lines)
+        self.own: dict[tuple[str, int], bool] = {}  # whether each keeps rows of its own
+        self.claims: set[str] = set()  # their "Type/id"s
+        self.tally = Tally()  # of the amended outputs
+
+    def add(self, where: tuple[str, int], claim: str, out: tuple[list[tuple], dict | None, Tally]) -> None:
+        rows, fixed, change = out
+        self.rows += rows
+        if fixed is not None:
+            self.fixed.append(dumps(fixed))
+        self.own[where] = bool(rows)
+        self.claims.add(claim)
+        self.tally.merge(change)
+
+    def merge(self, other: "Amended") -> None:
+        self.rows += other.rows
+        self.fixed += other.fixed
+        self.own.update(other.own)
+        self.claims.update(other.claims)
+        self.tally.merge(other.tally)
+
+
 def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
-                 ) -> tuple[object, Tally, list[tuple[tuple[str, int], str, Finding]], dict[tuple[str, int], bool]]:
+                 ) -> tuple[object, Tally, Amended, dict[tuple[str, int], bool]]:
     """The edits across claims of some beneficiaries in a worker (:meth:`ClaimGroups.beneficiaries`):
-    their table rows (an Arrow record batch or NDJSON bytes) and tally, the claims they edit
-    (:func:`claim_edits`) and, for each claim they name ((file, line)), whether its own review
-    found something."""
+    their table rows (an Arrow record batch or NDJSON bytes) and tally; the claims they edit
+    (:func:`claim_edits`) amended from their stored cases (no second read nor join); and, for each
+    claim they name ((file, line)), whether its own review found something."""
     state = _worker_state
-    reference, run = state["reference"], state["run"]
+    reference, config, run = state["reference"], state["config"], state["run"]
     rows: list[tuple] = []
-    edits: list[tuple[tuple[str, int], str, Finding]] = []
+    amended = Amended()
     named: dict[tuple[str, int], bool] = {}
     for members in chunk:
+        blobs = {source: blob for _claim, blob, source, _own in members}
         own = {source: found_own for _claim, _blob, source, found_own in members}
-        for found, cases in beneficiary_findings(members, reference, state["config"]):
+        edits: dict[tuple[str, int], tuple[str, list[Finding]]] = {}
+        for found, cases in beneficiary_findings(members, reference, config):
             rows += cross_claim_rows(found, cases, reference, run)
-            edits += claim_edits(found, cases)
+            for where, claim, part in claim_edits(found, cases):
+                edits.setdefault(where, (claim, []))[1].append(part)
             named.update((where, own[where]) for _case, where in cases.values())
+        for where, (claim, parts) in edits.items():
+            out = amended_outputs(decode_case(blobs[where], grouped=False), where, parts, reference, config, run)
+            if out is not None:
+                amended.add(where, claim, out)
     tally = Tally()
     tally.add_rows(rows)
-    return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, edits, named
+    return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, amended, named
 
 
-def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]],
-           imap: Callable[[Callable, Iterable], Iterable], staging: str, names: dict, fmt: str,
-           tally: Tally) -> dict[tuple[str, int], bool]:
-    """Replace the outputs of the claims the edits across claims edit (:func:`amended_outputs`):
-    their records are read again (only those lines) and amended in the workers (`imap`:
-    :func:`_pool`'s); the staged findings table and corrected Claims are rewritten without their
-    first review's (the rows across claims stay) and with the amended ones, and the tally takes
-    back what the rewrite drops (:func:`retraction`: no second review of the first). Returns, for
-    each claim replaced ((file, line)), whether it keeps rows of its own."""
-    rows: list[tuple] = []
-    fixed: list[bytes] = []
-    own_after: dict[tuple[str, int], bool] = {}
-    items = ((raw, amend[(raw.file, raw.line)][1]) for raw in source.lines_at(amend))
-    for part_rows, part_fixed, part_own, part_tally in imap(_amend_chunk, _chunks(items, _AMEND_CHUNK)):
-        rows += part_rows
-        fixed += part_fixed
-        own_after.update(part_own)
-        tally.merge(part_tally)
-    dropped = replace_claim_rows(os.path.join(staging, names["findings"]), fmt, set(own_after), rows)
-    claims = {amend[k][0] for k in own_after}
+def _replace_amended(amended: Amended, staging: str, names: dict, fmt: str, tally: Tally) -> dict[tuple[str, int], bool]:
+    """Replace the outputs of the amended claims' first review in the staged files with the
+    amended ones: the findings table and claims-corrected.ndjson are rewritten without the first
+    (the rows across claims stay) and with the amended ones, and the tally takes back what the
+    rewrite drops (:func:`retraction`: no second review of the first). Returns, for each claim
+    replaced ((file, line)), whether it keeps rows of its own."""
+    dropped = replace_claim_rows(os.path.join(staging, names["findings"]), fmt, set(amended.own), amended.rows)
     fixed_path = os.path.join(staging, names["claims_corrected"])
     fixed_dropped = 0
     with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
         for line in old:
             claim = loads(line)
-            if f"{claim.get('resourceType')}/{claim.get('id')}" in claims:
+            if f"{claim.get('resourceType')}/{claim.get('id')}" in amended.claims:
                 fixed_dropped += 1
             else:
                 new.write(line)
-        new.writelines(c + b"\n" for c in fixed)
+        new.writelines(c + b"\n" for c in amended.fixed)
     os.replace(fixed_path + ".new", fixed_path)
-    tally.merge(retraction(dropped, len(own_after), fixed_dropped))
-    return own_after
-
-
-def _amend_chunk(chunk: list[tuple[RawRecord, list[Finding]]]
-                 ) -> tuple[list[tuple], list[bytes], dict[tuple[str, int], bool], Tally]:
-    """Amend claims in a worker: each record (joined here) with its parts of the findings across
-    claims; returns their rows, corrected Claims (NDJSON lines), whether each keeps rows of its
-    own, and the tally of the amended outputs."""
-    state = _worker_state
-    rows: list[tuple] = []
-    fixed: list[bytes] = []
-    own: dict[tuple[str, int], bool] = {}
-    tally = Tally()
-    for raw, across in chunk:
-        record = state["joiner"].join(raw)
-        if isinstance(record, InputError):
-            continue
-        out = amended_outputs(record, (raw.file, raw.line), across, state["reference"], state["config"], state["run"])
-        if out is None:
-            continue
-        rows += out[0]
-        if out[1] is not None:
-            fixed.append(dumps(out[1]))
-        own[(raw.file, raw.line)] = bool(out[0])
-        tally.merge(out[2])
-    return rows, fixed, own, tally
+    tally.merge(amended.tally)
+    tally.merge(retraction(dropped, len(amended.own), fixed_dropped))
+    return amended.own
 
 
 def retraction(dropped: Sequence[tuple], claims: int, corrected: int) -> Tally:

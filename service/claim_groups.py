@@ -1,16 +1,16 @@
 """The batch's edits across claims: reviewed claims grouped on disk by beneficiary, then
 :func:`hooks.rules.cross_claim.cross_claim_findings` over each beneficiary's claims.
 
-Memory stays bounded whatever the input: each reviewed claim's normalized case (its lines, setting
-and program; the FHIR resource reduced to its type, id, use, patient, provider and items) goes into
-a SQLite file in a temporary directory with the grouping keys of its lines
+Memory stays bounded whatever the input: each reviewed claim's normalized case (its resource,
+lines, setting, evidence and program, and which lines its own review removes) goes into a SQLite
+file in a temporary directory with the grouping keys of its lines
 (:func:`hooks.rules.cross_claim.line_group`); once every claim is in, the claims of the groups that
 have 76000 on one claim and lines on another are read back a beneficiary at a time. The same for
 NDJSON inputs and Bulk Data exports.
 
 The case is stored as compact JSON (:func:`encode_case` / :func:`decode_case`: orjson writes the
-dates and tuples of the model as they are; only the claims read back are decoded),
-not pickled: pickling a slim copy of every case cost about 40 us a claim in the workers, a fifth of
+dates and tuples of the model as they are; only the claims read back are decoded; a claim the
+findings across claims edit is amended from it, not read and joined again), not pickled: pickling a slim copy of every case cost about 40 us a claim in the workers, a fifth of
 a review (benchmarks/RESULTS.md "Payer batch").
 
 Use (worker processes make the rows and review the groups, the main process stores them)::
@@ -37,21 +37,21 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import orjson
 
 from hooks.findings import Finding
-from hooks.model import FLUORO, NO_EVIDENCE, Case, Line, Setting, Site
+from hooks.model import FLUORO, NO_EVIDENCE, Case, Evidence, Line, Setting, Site
 from hooks.rules.cross_claim import (CrossClaimFinding, beneficiary, claim_name, cross_claim_findings, line_group,
                                      removed_lines)
 from nccidata.api import ReferenceData
 
-# what a grouped case keeps of its FHIR resource: what the grouping (patient, provider) and the
-# table rows of a finding across claims (service.findings_table.finding_rows) read of it
-_STUB_KEYS = ("resourceType", "id", "identifier", "use", "patient", "provider", "item")
-# the fields of a Line and of a Setting, in the order encode_case writes them (tests/test_claim_groups.py
-# checks they are all the model's fields)
+# the fields of a Line, a Setting and an Evidence, in the order encode_case writes them
+# (tests/test_claim_groups.py checks they are all the model's fields)
 LINE_FIELDS = ("key", "code", "modifiers", "units", "service_date", "body_sites", "diagnoses", "kind", "resource",
                "sequence", "encounters", "performers", "start", "end", "sessions", "pos", "allowed", "paid")
 SETTING_FIELDS = ("facility", "ncci_setting", "pos", "reasons", "record_pos", "pos_contradicted", "record_facility")
+EVIDENCE_FIELDS = ("indication", "fluoro_minutes", "radiation_dose", "body_site", "findings", "images_retained",
+                   "signed_interpretation", "separate_procedure", "implausible_minutes", "unrelated")
 _line_values = attrgetter(*LINE_FIELDS)
 _setting_values = attrgetter(*SETTING_FIELDS)
+_evidence_values = attrgetter(*EVIDENCE_FIELDS)
 
 
 def _plain(value: object) -> tuple:
@@ -61,15 +61,16 @@ def _plain(value: object) -> tuple:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def encode_case(case: Case, lines: Sequence[Line]) -> bytes:
-    """The grouped case of `case` with `lines` as compact JSON: its kind, setting, lines, date,
-    resource stub (:data:`_STUB_KEYS`), program; no evidence nor context lines (the edits across
-    claims read neither)."""
-    claim = case.claim
-    stub = {k: claim[k] for k in _STUB_KEYS if k in claim}
-    return orjson.dumps((case.kind, _setting_values(case.setting), [_line_values(ln) for ln in lines],
-                         case.default_date, stub, case.evidence_checked, case.program, case.program_source),
-                        default=_plain)
+def encode_case(case: Case, gone: Iterable[str] = ()) -> bytes:
+    """A reviewed claim's case as compact JSON, with the keys of the lines its own review removes
+    (`gone`): all of it (its resource, lines, setting, evidence, context lines, program), so that
+    :func:`decode_case` gives back the case the claim's review had, to amend it without reading
+    and joining the claim again."""
+    evidence = case.evidence
+    return orjson.dumps((case.kind, _setting_values(case.setting), [_line_values(ln) for ln in case.lines],
+                         None if evidence is NO_EVIDENCE else _evidence_values(evidence), case.default_date,
+                         case.claim, case.evidence_checked, [_line_values(ln) for ln in case.context_lines],
+                         case.program, case.program_source, sorted(gone)), default=_plain)
 
 
 def _day(text: str | None) -> date | None:
@@ -88,13 +89,20 @@ def _line(v: list) -> Line:
                 sequence, tuple(encounters), tuple(performers), _time(start), _time(end), sessions, pos, allowed, paid)
 
 
-def decode_case(blob: bytes) -> Case:
-    """The Case :func:`encode_case` wrote (equal to the case with those lines, the stub as its
-    claim, no evidence and no context lines)."""
-    kind, setting, lines, default_date, stub, checked, program, source = orjson.loads(blob)
+def decode_case(blob: bytes, grouped: bool = True) -> Case:
+    """The case :func:`encode_case` wrote: as reviewed (`grouped` false), or as grouped: without
+    the lines its own review removes (not billable: in no edit across claims)."""
+    (kind, setting, lines, evidence, default_date, claim, checked, context, program, source,
+     gone) = orjson.loads(blob)
     facility, ncci, pos, reasons, record_pos, contradicted, record_facility = setting
+    if evidence is not None:
+        *flags, implausible, unrelated = evidence
+        evidence = Evidence(*flags, tuple(implausible), tuple(unrelated))
+    if grouped and gone:
+        lines = [v for v in lines if v[0] not in gone]
     return Case(kind, Setting(facility, ncci, pos, tuple(reasons), record_pos, contradicted, record_facility),
-                tuple(_line(v) for v in lines), NO_EVIDENCE, _day(default_date), stub, checked, (), program, source)
+                tuple(_line(v) for v in lines), evidence or NO_EVIDENCE, _day(default_date), claim, checked,
+                tuple(_line(v) for v in context), program, source)
 
 
 class GroupRow(NamedTuple):
@@ -103,7 +111,7 @@ class GroupRow(NamedTuple):
     patient: str
     claim: str  # "Claim/c1"
     keys: tuple[tuple[str, bool], ...]  # (grouping key, the line is 76000) of each groupable line
-    case: bytes  # the grouped case (encode_case)
+    case: bytes  # the reviewed case and the lines its review removes (encode_case)
     source: tuple[str, int] = ("", 0)  # (file, line) the claim was read from
     own: bool = False  # its own review found something (summary.json claims_with_findings)
 
@@ -129,7 +137,7 @@ def group_row(case: Case, program: str | None = None, source: tuple[str, int] = 
             keys[k] = keys.get(k, False) or line.code == FLUORO
     if not keys:
         return None
-    return GroupRow(patient, name, tuple(keys.items()), encode_case(case, lines), source, bool(findings))
+    return GroupRow(patient, name, tuple(keys.items()), encode_case(case, gone), source, bool(findings))
 
 
 class ClaimGroups:

@@ -13,7 +13,9 @@ from hooks.model import NO_EVIDENCE, Case, Line, Setting, Site
 from hooks.rules.cross_claim import cross_claim_findings
 from nccidata import open_reference
 from service.bulk_input import BatchInput, InputRecord, review_input
-from service.claim_groups import (LINE_FIELDS, SETTING_FIELDS, _STUB_KEYS, ClaimGroups, beneficiary_findings,
+from hooks.model import Evidence
+from hooks.rules.cross_claim import removed_lines
+from service.claim_groups import (EVIDENCE_FIELDS, LINE_FIELDS, SETTING_FIELDS, ClaimGroups, beneficiary_findings,
                                   decode_case, encode_case, group_row)
 from service.sample_data import write_export
 
@@ -34,22 +36,24 @@ def reviewed(tmp_path_factory):
     return reference, out
 
 
-def _slim(case: Case, lines) -> Case:
-    return dataclasses.replace(case, claim={k: case.claim[k] for k in _STUB_KEYS if k in case.claim},
-                               lines=tuple(lines), evidence=NO_EVIDENCE, context_lines=())
-
-
 def test_the_codec_writes_every_field_of_the_model():
     assert LINE_FIELDS == tuple(f.name for f in dataclasses.fields(Line))
     assert SETTING_FIELDS == tuple(f.name for f in dataclasses.fields(Setting))
+    assert EVIDENCE_FIELDS == tuple(f.name for f in dataclasses.fields(Evidence))
+    assert len(dataclasses.fields(Case)) == 10  # encode_case writes each of them (kind ... program_source)
 
 
-def test_grouped_cases_decode_to_the_cases_they_were_made_from(reviewed):
+def test_stored_cases_decode_to_the_cases_the_review_had(reviewed):
+    """The amendment runs on the decoded case (service.batch._cross_chunk): it must equal the case
+    reviewed, resource, evidence and context lines included; grouped, without the removed lines."""
     _reference, cases = reviewed
     assert len(cases) == 300
-    for case, _findings in cases:
-        assert decode_case(encode_case(case, case.lines)) == _slim(case, case.lines)
-        assert decode_case(encode_case(case, case.lines[1:])) == _slim(case, case.lines[1:])
+    assert any(c.evidence is not NO_EVIDENCE for c, _f in cases) and any(c.context_lines for c, _f in cases)
+    for case, findings in cases:
+        gone = removed_lines(findings)
+        blob = encode_case(case, gone)
+        assert decode_case(blob, grouped=False) == case
+        assert decode_case(blob) == dataclasses.replace(case, lines=tuple(ln for ln in case.lines if ln.key not in gone))
 
 
 def test_a_line_with_every_field_set_decodes_equal():
@@ -61,11 +65,14 @@ def test_a_line_with_every_field_set_decodes_equal():
                 datetime(2024, 8, 5, 10, 0), 3, "22", 31.5, 24.0)
     assert all(getattr(line, f.name) != f.default for f in dataclasses.fields(Line))
     setting = Setting(True, "outpatient-hospital", "22", ("POS 22",), "22", True, False)
-    case = Case("claim", setting, (line,), NO_EVIDENCE, date(2024, 8, 4),
-                {"resourceType": "Claim", "id": "c", "use": "claim", "patient": {"reference": "Patient/p"}, "x": 1},
-                False, (), "medicaid", "Coverage.type")
-    assert decode_case(encode_case(case, case.lines)) == _slim(case, case.lines)
-    assert "x" not in decode_case(encode_case(case, case.lines)).claim
+    evidence = Evidence(True, 2.5, True, True, True, True, True, False, (0.0, 1500.0), ("DiagnosticReport/r",))
+    assert all(getattr(evidence, f.name) != f.default for f in dataclasses.fields(Evidence))
+    other = dataclasses.replace(line, key="Procedure/p2", code="29881")
+    case = Case("claim", setting, (line,), evidence, date(2024, 8, 4),
+                {"resourceType": "Claim", "id": "c", "use": "claim", "patient": {"reference": "Patient/p"}, "x": 1.5},
+                False, (other,), "medicaid", "Coverage.type")
+    assert decode_case(encode_case(case), grouped=False) == case
+    assert decode_case(encode_case(case, {"Claim.item[1]"})).lines == ()
 
 
 def test_only_the_claims_of_groups_that_can_pair_are_read_back_with_the_same_findings(reviewed, tmp_path):
@@ -81,7 +88,7 @@ def test_only_the_claims_of_groups_that_can_pair_are_read_back_with_the_same_fin
     assert got
     every: dict[str, list] = {}
     for row in rows:
-        every.setdefault(row.patient, []).append(decode_case(row.case))
+        every.setdefault(row.patient, []).append(decode_case(row.case))  # grouped
     expected = [f for patient in sorted(every) for f in cross_claim_findings(every[patient], reference, config)]
     assert got == expected
     claims_read = sum(len(m) for m in read)
