@@ -46,7 +46,7 @@ from . import metrics
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
-from .claim_groups import ClaimGroups, GroupRow, group_row
+from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, group_row
 from .corrected_claims import corrected
 from .findings_table import (ACROSS, LINE_INDEX, NAMES, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
                              data_release, finding_rows, ndjson_rows, record_batch)
@@ -517,22 +517,15 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     errors_out.write(errors)
                     fixed_out.write(fixed)
                     tally.merge(part)
-                    for row in group_rows:
-                        groups.add(row)
+                    groups.add_all(group_rows)
                     advance(part.claims_in)
-                cross = []
                 amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
-                for found, cases in groups.findings(reference, config):  # the edits across claims
-                    cross += cross_claim_rows(found, cases, reference, run)
-                    for where, claim, part in claim_edits(found, cases):
-                        amend.setdefault(where, (claim, []))[1].append(part)
-                    if len(cross) >= 5000:
-                        table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
-                        tally.add_rows(cross)
-                        cross = []
-                if cross:
-                    table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
-                    tally.add_rows(cross)
+                for rows, part, edits, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                    table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
+                    tally.merge(part)
+                    for where, claim, edit in edits:
+                        amend.setdefault(where, (claim, []))[1].append(edit)
+                    groups.named.update(named)
                 table.close()
             own_after = _amend(source, amend, imap, staging, names, fmt, tally) if amend else {}
         # a claim with rows across claims and none of its own (none found, or withdrawn by the
@@ -550,6 +543,29 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
 
 
 _AMEND_CHUNK = 100  # claims to amend per task (a tenth of a sample export's claims are amended)
+_CROSS_CHUNK = 200  # beneficiaries per task of the edits across claims
+
+
+def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
+                 ) -> tuple[object, Tally, list[tuple[tuple[str, int], str, Finding]], dict[tuple[str, int], bool]]:
+    """The edits across claims of some beneficiaries in a worker (:meth:`ClaimGroups.beneficiaries`):
+    their table rows (an Arrow record batch or NDJSON bytes) and tally, the claims they edit
+    (:func:`claim_edits`) and, for each claim they name ((file, line)), whether its own review
+    found something."""
+    state = _worker_state
+    reference, run = state["reference"], state["run"]
+    rows: list[tuple] = []
+    edits: list[tuple[tuple[str, int], str, Finding]] = []
+    named: dict[tuple[str, int], bool] = {}
+    for members in chunk:
+        own = {source: found_own for _claim, _blob, source, found_own in members}
+        for found, cases in beneficiary_findings(members, reference, state["config"]):
+            rows += cross_claim_rows(found, cases, reference, run)
+            edits += claim_edits(found, cases)
+            named.update((where, own[where]) for _case, where in cases.values())
+    tally = Tally()
+    tally.add_rows(rows)
+    return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, edits, named
 
 
 def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]],

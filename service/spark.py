@@ -227,22 +227,17 @@ def _repeats(lines, order: dict[str, int]) -> dict[tuple[str, int], tuple]:
 def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, str] | None, config: dict,
                     run: tuple[str, str, str], order: dict[str, int]) -> Iterator[tuple[str, object]]:
     """The edits across claims of the beneficiaries of one partition (Spark has grouped their
-    GroupRows by beneficiary): :func:`hooks.rules.cross_claim.cross_claim_findings` over each
+    GroupRows by beneficiary): :func:`service.claim_groups.beneficiary_findings` over each
     beneficiary's claims in input order (a claim id given twice: its first record), as the local
-    engine's on-disk grouping calls it; yields (ROW, a table row) and last (TALLY, their tally)."""
-    import pickle
-
-    from hooks.rules.cross_claim import cross_claim_findings
+    engine's workers call it; yields (ROW, a table row) and last (TALLY, their tally)."""
+    from .claim_groups import beneficiary_findings
 
     reference = _executor_reference(store)
     tally = Tally()
     for _patient, rows in patients:
-        cases: dict = {}
-        for row in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1])):
-            if row.claim not in cases:
-                cases[row.claim] = (pickle.loads(row.case), row.source)
-        for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
-            named = {c: cases[c] for c in found.claims}
+        members = [(r.claim, r.case, r.source, r.own)
+                   for r in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1]))]
+        for found, named in beneficiary_findings(members, reference, config):
             out = cross_claim_rows(found, named, reference, run)
             tally.add_rows(out)
             for r in out:

@@ -49,6 +49,8 @@ def test_one_and_two_workers_give_the_same_outputs(runs):
     across = {r["resource_id"] for r in rows if r["across_claims"]}
     assert len(across) >= 20  # the export's pairs split across claims were found (and their claims amended)
     assert one == two
+    # a row across claims says its claim's use, as the claim's own rows do (the grouped case keeps it)
+    assert {r["claim_use"] for r in rows if r["across_claims"]} == {r["claim_use"] for r in rows} == {"claim"}
 
 
 def test_the_summary_adds_up_from_the_amended_outputs(runs):
