@@ -4,7 +4,9 @@ Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or 
 first entry is one of them followed by its companions (Encounter, Procedures, Observations,
 DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
 (service/bulk_input.py). Output: NDJSON, one record per input line (an identical repeat of a claim
-already read is skipped: docs/batch.md "Repeated resources"), in input order::
+already read is skipped: docs/batch.md "Repeated resources"), in input order, then one record per
+finding across claims (the records of the claims those edit amended: docs/batch.md "Edits across
+claims"), written at the end of the run::
 
     {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
     {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
@@ -151,21 +153,31 @@ def billing_case(raw: bytes | dict | InputRecord, reference: ReferenceData) -> t
         raise _Unreadable(exc, value) from None
 
 
-def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], across: Sequence[Finding],
-                    reference: ReferenceData, config: dict, run: tuple[str, str, str]
-                    ) -> tuple[list[tuple], dict | None, Tally] | None:
-    """The outputs of a claim the findings across claims edit (`across`: their parts on it,
-    :func:`hooks.rules.cross_claim.for_claim`), to replace those of its first review: its own
-    findings re-evaluated on the claim as those edits leave it (:func:`amended_findings`: the
-    findings that depended on a line removed across claims are withdrawn), their table rows, its
-    corrected Claim with both its own and the across-claims fixes (None when ambiguous), and their
-    tally (the first review's outputs are taken back by the caller from what it removes of them:
-    :func:`retraction`). None when the record no longer reads (it did in the first review)."""
+def amended_review(raw: bytes | dict | InputRecord, across: Sequence[Finding], reference: ReferenceData,
+                   config: dict) -> tuple[Case, list[Finding]] | None:
+    """(the case, its own findings re-evaluated on the claim as the findings across claims that edit
+    it leave it: :func:`amended_findings`) of a claim `across` edits (their parts on it,
+    :func:`hooks.rules.cross_claim.for_claim`); the findings that depended on a line removed across
+    claims are withdrawn. None when the record no longer reads (it did in the first review)."""
     try:
         _value, case = billing_case(raw, reference)
     except InvalidResource:
         return None
-    own = amended_findings(case, across, reference, config)
+    return case, amended_findings(case, across, reference, config)
+
+
+def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], across: Sequence[Finding],
+                    reference: ReferenceData, config: dict, run: tuple[str, str, str]
+                    ) -> tuple[list[tuple], dict | None, Tally] | None:
+    """The --out-dir outputs of a claim the findings across claims edit, to replace those of its
+    first review (:func:`amended_review`): the table rows of its amended findings, its corrected
+    Claim with both its own and the across-claims fixes (None when ambiguous), and their tally
+    (the first review's outputs are taken back by the caller from what it removes of them:
+    :func:`retraction`). None when the record no longer reads."""
+    amended = amended_review(raw, across, reference, config)
+    if amended is None:
+        return None
+    case, own = amended
     rows = finding_rows(case, own, reference, source, run)
     fixed = corrected(case, [*own, *across])
     change = Tally()
@@ -333,7 +345,10 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
     """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
     "-" = stdin) into `output`, then the edits across claims (service/claim_groups.py); return the
-    summary. Raises UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
+    summary. The records are staged in a temporary file and written at the end: a claim the
+    findings across claims edit has its record's findings replaced by its amended ones
+    (:func:`amended_review`, as --out-dir does), then come the findings across claims. Raises
+    UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
     started = time.perf_counter()
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     counts: Counter[str] = Counter()
@@ -351,26 +366,64 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 finally:
                     stream.close()
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        with _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
+        reference = open_reference(db_path)
+        amended: dict[tuple[str, int], list[dict]] = {}
+        with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
+                open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
+                _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
             for blob, n_tally, n_counts, rows in imap(_review_chunk, chunks):
-                output.write(blob)
+                staged.write(blob)
                 tally.update(n_tally)
                 counts.update(n_counts)
-                for row in rows:
-                    groups.add(row)
+                groups.add_all(rows)
                 advance(n_tally["records"])
-        reference = open_reference(db_path)
-        for found, _cases in groups.findings(reference, config):
-            output.write(dumps(cross_claim_record(found)) + b"\n")
-            counts[found.finding.code] += 1
-            cross += 1
+            amend: dict[tuple[str, int], list[Finding]] = {}  # the claims the findings across claims edit
+            for found, cases in groups.findings(reference, config):
+                across.write(dumps(cross_claim_record(found)) + b"\n")
+                counts[found.finding.code] += 1
+                cross += 1
+                for where, _claim, part in claim_edits(found, cases):
+                    amend.setdefault(where, []).append(part)
+            items = ((raw, amend[(raw.file, raw.line)]) for raw in source.lines_at(amend)) if amend else ()
+            for part in imap(_amend_records_chunk, _chunks(items, _AMEND_CHUNK)):
+                amended.update(part)
+            one_file = None if several else next((f.path for f in source.files if f.claims), None)
+            staged.seek(0)
+            for line in staged:
+                if amended:
+                    record = loads(line)
+                    new = amended.get((record.get("file", one_file), record["line"]))
+                    if new is not None and "findings" in record:
+                        counts.subtract(f["code"] for f in record["findings"])
+                        counts.update(f["code"] for f in new)
+                        record["findings"] = new
+                        line = dumps(record) + b"\n"
+                output.write(line)
+            across.seek(0)
+            shutil.copyfileobj(across, output)
     seconds = time.perf_counter() - started
     claims = tally["records"]
     return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
             "duplicates": {k: source.duplicates.get(k, 0) for k in DUPLICATE_COUNTS},
-            "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
+            "findings": dict(sorted((k, n) for k, n in counts.items() if n > 0)), "cross_claim_findings": cross,
+            "amended": len(amended), "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
+
+
+def _amend_records_chunk(chunk: list[tuple[RawRecord, list[Finding]]]) -> dict[tuple[str, int], list[dict]]:
+    """The single-file output's part of the amendment, in a worker: for each record (joined here)
+    and its parts of the findings across claims, its amended findings as output records
+    (:func:`amended_review`), by (file, line)."""
+    state = _worker_state
+    out: dict[tuple[str, int], list[dict]] = {}
+    for raw, across in chunk:
+        record = state["joiner"].join(raw)
+        amended = None if isinstance(record, InputError) else \
+            amended_review(record, across, state["reference"], state["config"])
+        if amended is not None:
+            out[(raw.file, raw.line)] = [finding_record(f) for f in amended[1]]
+    return out
 
 
 # --- --out-dir: the findings table, corrected claims, errors, summary and report ------------------

@@ -152,6 +152,11 @@ class ClaimGroups:
         # filled by findings(), as many entries as such claims (the batch's `amend` holds as many)
         self.named: dict[tuple[str, int], bool] = {}
 
+    @property
+    def workdir(self) -> str:
+        """The temporary directory (removed on exit): room for a run's other staged files."""
+        return self._dir
+
     def __enter__(self) -> "ClaimGroups":
         return self
 

@@ -80,3 +80,58 @@ def test_an_amended_claim_keeps_no_finding_of_a_line_removed_across_claims(runs)
     assert removed
     own = [r for r in rows if not r["across_claims"] and (r["source_file"], r["source_line"], r["line_key"]) in removed]
     assert own == []
+
+
+def test_the_single_file_output_amends_the_claims_edited_across_claims(tmp_path):
+    """Scenario 9's 33289 and 76000 on two claims: across claims the 76000 is bundled (removed), so
+    the 76000 claim's record no longer carries its own review's modifier-26 finding (withdrawn, as
+    in --out-dir's table); the finding across claims follows the claims' records."""
+    import io
+
+    import orjson
+
+    from service.batch import run
+    from tests.scenario_fixtures import split_pair
+
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in split_pair()))
+    db = str(tmp_path / "absent.sqlite")
+    (tmp_path / "second.ndjson").write_bytes(orjson.dumps(split_pair()[1]) + b"\n")
+    alone = run(str(tmp_path / "second.ndjson"), io.BytesIO(), db_path=db, config=resolve(None))
+    assert alone["findings"].get("modifier-26") == 1  # reviewed alone, it needs modifier 26
+    out = io.BytesIO()
+    summary = run([str(src)], out, db_path=db, config=resolve(None), workers=2)
+    first, second, across = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert (first["line"], first["claim"], second["line"], second["claim"]) == (1, "first", 2, "second")
+    assert second["findings"] == [] and first["findings"] == []
+    assert across["claims"] == ["Claim/second", "Claim/first"] and across["findings"][0]["code"] == "ptp-bundled"
+    assert summary["findings"] == {"ptp-bundled": 1} and summary["amended"] == 1
+
+
+def test_the_single_file_output_holds_the_findings_of_the_table(export, runs, tmp_path):
+    """On the sample export, each claim's record in the single-file output has the findings of its
+    own rows in --out-dir's table (amended the same way), and its records across claims are the
+    table's findings across claims."""
+    import io
+
+    from service.batch import run
+
+    out = io.BytesIO()
+    summary = run([str(export / "export")], out, db_path=str(export / "absent.sqlite"), config=resolve(None),
+                  workers=2, chunk_size=40)
+    records = [json.loads(x) for x in out.getvalue().splitlines()]
+    own = Counter((r["claim"], f["code"], tuple(f["lines"])) for r in records if "line" in r for f in r["findings"])
+    across = Counter((f["code"], tuple(f["lines"])) for r in records if "claims" in r for f in r["findings"])
+    rows = pq.read_table(runs[2] / "findings.parquet").to_pylist()
+    lines: dict[tuple, list] = {}
+    for r in rows:
+        lines.setdefault((r["source_file"], r["source_line"], r["finding_index"], r["across_claims"],
+                          r["finding"], tuple(r["other_claims"]) if r["across_claims"] else ()), []).append(r)
+    table_own = Counter((rs[0]["resource_id"], code, tuple(r["line_key"] for r in sorted(rs, key=lambda r: r["line_index"])))
+                        for (_f, _l, _i, is_across, code, _o), rs in lines.items() if not is_across)
+    assert own == table_own
+    assert sum(across.values()) == summary["cross_claim_findings"] == \
+        sum(1 for r in rows if r["across_claims"] and r["line_index"] == 0)
+    assert summary["amended"] > 0
+    table_summary = json.loads((runs[2] / "summary.json").read_text())
+    assert summary["findings"] == table_summary["findings"]
