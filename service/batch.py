@@ -19,6 +19,7 @@ record must carry what it needs. :func:`review_lines` is the partition function 
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -470,17 +471,28 @@ def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputR
     return rows, errors, fixed, tally
 
 
-def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow]]:
+def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow], list]:
     """Review a chunk of the input reader's records in a worker (joined here with the export's
     companions); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
-    grouping rows of the edits across claims: cheap to send between processes."""
+    grouping rows of the edits across claims: cheap to send between processes; and each record's
+    claim identity (BatchInput.admit: the repeats check, from the parse the join makes anyway)."""
     joiner = _worker_state["joiner"]
-    records = ((item.file, item.line, item if isinstance(item, InputError) else joiner.join(item)) for item in chunk)
+    identities: list = []
+
+    def joined(item: RawRecord | InputError) -> InputRecord | InputError:
+        if isinstance(item, InputError):
+            identities.append(None)
+            return item
+        record, identity = joiner.join_identified(item)
+        identities.append(identity)
+        return record
+
+    records = ((item.file, item.line, joined(item)) for item in chunk)
     groups: list[GroupRow] = []
     rows, errors, fixed, tally = review_chunk_outputs(records, _worker_state["reference"], _worker_state["config"],
                                                       _worker_state["run"], groups)
     table = record_batch(rows) if _worker_state["format"] == "parquet" else ndjson_rows(rows)
-    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups
+    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups, identities
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
@@ -542,13 +554,22 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
              workers: int, chunk_size: int, progress: bool, started: float) -> dict:
     try:
         findings_path = os.path.join(staging, names["findings"])
-        chunks = _chunks(source.raw(), chunk_size)
-        with _progress(progress) as advance, _pool(workers, _init_table_worker,
-                                                   (db_path, config, run, fmt, source.index_path)) as imap:
+        # the repeats check is the workers' (each claim's identity from its join's parse): a chunk is
+        # kept here until its outputs are back, and one holding a repeated claim (rare) is reviewed
+        # again here, as BatchInput.raw would have given it
+        sent: collections.deque = collections.deque()
+        chunks = (sent.append(chunk) or chunk for chunk in _chunks(source.raw(check=False), chunk_size))
+        initargs = (db_path, config, run, fmt, source.index_path)
+        with _progress(progress) as advance, _pool(workers, _init_table_worker, initargs) as imap:
             table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
             with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
                     open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-                for rows, errors, fixed, part, group_rows in imap(_table_chunk, chunks):
+                for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, chunks):
+                    again = source.admit(sent.popleft(), identities)
+                    if again is not None:
+                        if "run" not in _worker_state:
+                            _init_table_worker(*initargs)
+                        rows, errors, fixed, part, group_rows, _ = _table_chunk(again)
                     table.write(rows)
                     errors_out.write(errors)
                     fixed_out.write(fixed)

@@ -41,7 +41,10 @@ depend on)::
 
 For worker processes: ``source.raw()`` yields :class:`RawRecord` (file, line, bytes; cheap to
 pickle) and :class:`InputError`; each worker opens ``Joiner(source.index_path)`` once and turns a
-RawRecord into an InputRecord or an InputError with ``joiner.join(raw)``. :func:`review_input`
+RawRecord into an InputRecord or an InputError with ``joiner.join(raw)``. ``source.raw(check=False)``
+leaves the repeats check to the caller: ``joiner.join_identified(raw)`` also gives the claim's
+identity, and ``source.admit(chunk, identities)``, called in input order, decides it (None: keep
+the workers' outputs; else the chunk to review again). :func:`review_input`
 turns an InputRecord into a :class:`Reviewed` (case, findings, use) or an InputError (an invalid
 resource found while building the case).
 """
@@ -204,6 +207,11 @@ def claim_identity(data: bytes) -> tuple[str, str, bytes] | None:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+    return identity_of(value)
+
+
+def identity_of(value: object) -> tuple[str, str, bytes] | None:
+    """:func:`claim_identity` of a record already parsed."""
     rtype, rid = _ident(value)
     if rtype not in ("Claim", "ExplanationOfBenefit") or not rid:
         return None
@@ -216,7 +224,8 @@ class ClaimsSeen:
     repeat (skipped) or a conflicting one (an error)."""
 
     def __init__(self, path: str) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # made by the reader (in a pool's task thread, service.batch), read by admit() in the main one
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8192;"
                               "CREATE TABLE claims (key TEXT PRIMARY KEY, file TEXT NOT NULL, line INTEGER NOT "
                               "NULL, digest BLOB NOT NULL) WITHOUT ROWID; BEGIN")
@@ -224,16 +233,32 @@ class ClaimsSeen:
     def check(self, raw: RawRecord) -> tuple[str, str | None, str | None, tuple[str, int] | None]:
         """("first" | "identical" | "conflicting", type, id, (file, line) of the first); a record
         without a readable Claim / ExplanationOfBenefit id is "first" (its review says what is wrong)."""
-        identity = claim_identity(raw.data)
-        if identity is None:
-            return "first", None, None, None
-        rtype, rid, digest = identity
-        key = f"{rtype}/{rid}"
-        cur = self.db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (key, raw.file, raw.line, digest))
-        if cur.rowcount:
-            return "first", rtype, rid, None
-        file, line, first = self.db.execute("SELECT file, line, digest FROM claims WHERE key = ?", (key,)).fetchone()
-        return ("identical" if first == digest else "conflicting"), rtype, rid, (file, line)
+        return self.admit([(raw.file, raw.line, claim_identity(raw.data))])[0]
+
+    def admit(self, claims: Sequence[tuple[str, int, tuple[str, str, bytes] | None]]
+              ) -> list[tuple[str, str | None, str | None, tuple[str, int] | None]]:
+        """:meth:`check` of (file, line, :func:`claim_identity`) triples, in their order: one
+        statement for all when none is a repeat (the common case)."""
+        known = [(f"{c[2][0]}/{c[2][1]}", c[0], c[1], c[2][2]) for c in claims if c[2] is not None]
+        before = self.db.total_changes
+        self.db.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", known)
+        every_first = self.db.total_changes - before == len(known)
+        out = []
+        for file, line, identity in claims:
+            if identity is None:
+                out.append(("first", None, None, None))
+                continue
+            rtype, rid, digest = identity
+            if every_first:
+                out.append(("first", rtype, rid, None))
+                continue
+            first_file, first_line, first = self.db.execute(
+                "SELECT file, line, digest FROM claims WHERE key = ?", (f"{rtype}/{rid}",)).fetchone()
+            if (first_file, first_line) == (file, line):
+                out.append(("first", rtype, rid, None))
+            else:
+                out.append(("identical" if first == digest else "conflicting", rtype, rid, (first_file, first_line)))
+        return out
 
     def close(self) -> None:
         self.db.close()
@@ -696,10 +721,19 @@ class Joiner:
 
     def join(self, raw: RawRecord) -> InputRecord | InputError:
         """The claim of one raw record with its companions, or the InputError saying why not."""
+        return self.join_identified(raw)[0]
+
+    def join_identified(self, raw: RawRecord) -> tuple[InputRecord | InputError, tuple[str, str, bytes] | None]:
+        """:meth:`join`, with the record's :func:`claim_identity` from the same parse (for
+        :meth:`BatchInput.admit`: the worker that parses the claim says what it is)."""
         try:
             value = orjson.loads(raw.data)
         except orjson.JSONDecodeError as exc:
-            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}")
+            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}"), None
+        identity = identity_of(value)
+        return self._joined(raw, value), identity
+
+    def _joined(self, raw: RawRecord, value: object) -> InputRecord | InputError:
         rtype, rid = _ident(value)
         try:
             resource, companions = split_record(value)
@@ -802,6 +836,7 @@ class BatchInput:
         self.index_path: str | None = None
         self._pending: list[InputError] = []
         self._readings = 0
+        self._admitted: tuple[ClaimsSeen, bool] | None = None  # raw(check=False)'s, for admit()
         # repeated "Type/id"s: claims_identical (skipped), claims_conflicting (errors), and the
         # companions' (ExportIndex.load); DUPLICATE_COUNTS are its keys
         self.duplicates: Counter[str] = Counter()
@@ -820,6 +855,9 @@ class BatchInput:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._admitted is not None:
+            self._admitted[0].close()
+            self._admitted = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -827,11 +865,13 @@ class BatchInput:
         """The companion files' bad records (what :meth:`raw` yields first)."""
         return list(self._pending)
 
-    def raw(self) -> Iterator[RawRecord | InputError]:
+    def raw(self, check: bool = True) -> Iterator[RawRecord | InputError]:
         """The companion files' bad records, then each claim record as read, in input order. A
         claim whose "Type/id" was read before is skipped when it is the same JSON value (counted in
         ``duplicates["claims_identical"]``), else an InputError naming both places
-        (``duplicates["claims_conflicting"]``): the first is reviewed."""
+        (``duplicates["claims_conflicting"]``): the first is reviewed. `check` false: every claim
+        line as read, unparsed; the caller passes each chunk, with the identities its worker found,
+        to :meth:`admit`, which decides the same in the same order."""
         if self._tmp is None:
             raise RuntimeError("BatchInput is a context manager: read it inside `with`")
         yield from self._pending
@@ -839,6 +879,10 @@ class BatchInput:
         fd, seen_path = tempfile.mkstemp(suffix=".sqlite", dir=self._tmp)  # one per reading
         os.close(fd)
         seen = ClaimsSeen(seen_path)
+        if not check:  # admit() reads it, after this generator has ended
+            if self._admitted is not None:
+                self._admitted[0].close()
+            self._admitted, seen = (seen, first_reading), None
         spool = None  # stdin's claim lines, kept for lines_at (stdin cannot be read twice)
         try:
             for f in self.files:
@@ -849,19 +893,56 @@ class BatchInput:
                         if spool is not None:
                             spool.write(b"%d\t%s" % (line, data if data.endswith(b"\n") else data + b"\n"))
                         raw = RawRecord(f.path, line, data)
-                        kind, rtype, rid, first = seen.check(raw)
-                        if kind == "first":
+                        if seen is None:
                             yield raw
                             continue
-                        if first_reading:  # read again (service.batch: amended claims): counted once
-                            self.duplicates[f"claims_{kind}"] += 1
-                        if kind == "conflicting":
-                            yield InputError(f.path, line, f"{rtype}.id",
-                                             repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
+                        repeat = self._repeat(raw, seen.check(raw), first_reading)
+                        if repeat is not False:
+                            if repeat is not None:
+                                yield repeat
+                            continue
+                        yield raw
         finally:
-            seen.close()
+            if seen is not None:
+                seen.close()
             if spool is not None:
                 spool.close()
+
+    def admit(self, chunk: Sequence[RawRecord | InputError],
+              identities: Sequence[tuple[str, str, bytes] | None]) -> list[RawRecord | InputError] | None:
+        """The repeats check of :meth:`raw` for a chunk of ``raw(check=False)``, given each record's
+        :func:`claim_identity` (None for an InputError; from the worker that parsed it,
+        :meth:`Joiner.join_identified`), chunks in input order: None when every claim is the first of
+        its "Type/id" (the worker's outputs stand), else the chunk as :meth:`raw` gives it
+        (identical repeats left out, conflicting ones as InputErrors), to review again."""
+        if self._admitted is None:
+            raise RuntimeError("admit() follows raw(check=False)")
+        seen, first_reading = self._admitted
+        claims = [(item, identity) for item, identity in zip(chunk, identities) if isinstance(item, RawRecord)]
+        verdicts = seen.admit([(raw.file, raw.line, identity) for raw, identity in claims])
+        if all(v[0] == "first" for v in verdicts):
+            return None
+        verdict_of = {id(raw): v for (raw, _i), v in zip(claims, verdicts)}
+        out: list[RawRecord | InputError] = []
+        for item in chunk:
+            repeat = self._repeat(item, verdict_of[id(item)], first_reading) if isinstance(item, RawRecord) else False
+            if repeat is False:
+                out.append(item)
+            elif repeat is not None:
+                out.append(repeat)
+        return out
+
+    def _repeat(self, raw: RawRecord, verdict: tuple, first_reading: bool) -> InputError | None | bool:
+        """False: `raw` is the first of its "Type/id"; None: an identical repeat (skipped); else the
+        InputError of a conflicting one. Counts the repeats of the first reading."""
+        kind, rtype, rid, first = verdict
+        if kind == "first":
+            return False
+        if first_reading:  # read again (service.batch: amended claims): counted once
+            self.duplicates[f"claims_{kind}"] += 1
+        if kind == "identical":
+            return None
+        return InputError(raw.file, raw.line, f"{rtype}.id", repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
 
     def lines_at(self, wanted: Container[tuple[str, int]]) -> Iterator[RawRecord]:
         """The claim records read from the (file, line)s `wanted`, read again (none of them a repeat:

@@ -289,11 +289,15 @@ def test_out_dir_run_over_an_export(export, real_ncci_db, tmp_path):
     assert counted == summary["findings"]
 
 
-def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db):
+@pytest.mark.parametrize("workers,chunk_size", [(1, 500), (2, 7)])
+def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db, workers,
+                                                                                 chunk_size):
     """A repeated "Type/id": the first is kept; an identical repeat (the same JSON value, even
     re-serialised) is skipped and counted; one with other content is an errors.ndjson record
     naming its file, line and path and the first's place. Claim/x and ExplanationOfBenefit/x are
-    two resources (ids are unique within a type)."""
+    two resources (ids are unique within a type). With workers and small chunks the workers say
+    each claim's identity and the reader decides in input order (repeats in other chunks than
+    their first; a chunk holding one is reviewed again without it)."""
     from service.batch import run_dir
 
     root = tmp_path / "export"
@@ -312,7 +316,8 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     claim_at = _append(root / "Claim.ndjson", same_claim, other_claim, twin)
     enc_at = _append(root / "Encounter.ndjson", orjson.dumps(encounters[0], option=orjson.OPT_SORT_KEYS), other_enc)
     out = tmp_path / "out"
-    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson")
+    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson",
+                      workers=workers, chunk_size=chunk_size)
     assert summary["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
                                      "companions_conflicting": 1}
     claims_in = 40 + 3 - 1  # the identical repeat is not a claim in; the conflicting one is one, in error
@@ -327,6 +332,8 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     assert "987654321" not in claim_err["reason"] and "1901-02-03" not in enc_err["reason"]  # never the value
     rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
     assert {(r["source_line"]) for r in rows if r["resource_id"] == claims[0]["id"]} <= {1}
+    # neither repeat has rows of its own (a chunk holding one was reviewed again without it)
+    assert not {claim_at, claim_at + 1} & {r["source_line"] for r in rows if r["source_file"].endswith("Claim.ndjson")}
     # the first Encounter is the one joined (the conflicting repeat's period is not)
     with BatchInput([str(root)]) as source:
         joiner = Joiner(source.index_path)
