@@ -370,7 +370,6 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 finally:
                     stream.close()
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        reference = open_reference(db_path)
         amended: dict[tuple[str, int], list[dict]] = {}
         with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
                 open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
@@ -381,15 +380,10 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 counts.update(n_counts)
                 groups.add_all(rows)
                 advance(n_tally["records"])
-            amend: dict[tuple[str, int], list[Finding]] = {}  # the claims the findings across claims edit
-            for found, cases in groups.findings(reference, config):
-                across.write(dumps(cross_claim_record(found)) + b"\n")
-                counts[found.finding.code] += 1
-                cross += 1
-                for where, _claim, part in claim_edits(found, cases):
-                    amend.setdefault(where, []).append(part)
-            items = ((raw, amend[(raw.file, raw.line)]) for raw in source.lines_at(amend)) if amend else ()
-            for part in imap(_amend_records_chunk, _chunks(items, _AMEND_CHUNK)):
+            for blob, codes, part in imap(_cross_records_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                across.write(blob)  # the findings across claims, and the claims they edit amended, in the workers
+                counts.update(codes)
+                cross += sum(codes.values())
                 amended.update(part)
             one_file = None if several else next((f.path for f in source.files if f.claims), None)
             staged.seek(0)
@@ -415,19 +409,46 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
             "data": open_reference(db_path).describe()}
 
 
-def _amend_records_chunk(chunk: list[tuple[RawRecord, list[Finding]]]) -> dict[tuple[str, int], list[dict]]:
-    """The single-file output's part of the amendment, in a worker: for each record (joined here)
-    and its parts of the findings across claims, its amended findings as output records
-    (:func:`amended_review`), by (file, line)."""
+def _cross_records_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
+                         ) -> tuple[bytes, Counter, dict[tuple[str, int], list[dict]]]:
+    """The single-file output's edits across claims of some beneficiaries, in a worker
+    (:meth:`ClaimGroups.beneficiaries`): the records of their findings across claims (NDJSON), their
+    codes counted, and the claims they edit amended (:func:`amended_review`), by (file, line): their
+    findings as output records."""
     state = _worker_state
-    out: dict[tuple[str, int], list[dict]] = {}
-    for raw, across in chunk:
-        record = state["joiner"].join(raw)
-        amended = None if isinstance(record, InputError) else \
-            amended_review(record, across, state["reference"], state["config"])
-        if amended is not None:
-            out[(raw.file, raw.line)] = [finding_record(f) for f in amended[1]]
-    return out
+    reference, config = state["reference"], state["config"]
+    records: list[bytes] = []
+    codes: Counter[str] = Counter()
+    amended: dict[tuple[str, int], list[dict]] = {}
+    for members in chunk:
+        found_all, edited, _named = edits_across(members, reference, config)
+        for found, _cases in found_all:
+            records.append(dumps(cross_claim_record(found)))
+            codes[found.finding.code] += 1
+        for where, (_claim, case, parts) in edited.items():
+            amended[where] = [finding_record(f) for f in amended_review(case, parts, reference, config)[1]]
+    return b"".join(r + b"\n" for r in records), codes, amended
+
+
+def edits_across(members: list[tuple[str, bytes, tuple[str, int], bool]], reference: ReferenceData, config: dict
+                 ) -> tuple[list[tuple[CrossClaimFinding, dict]], dict[tuple[str, int], tuple[str, Case, list[Finding]]],
+                            dict[tuple[str, int], bool]]:
+    """One beneficiary's edits across claims (:func:`service.claim_groups.beneficiary_findings` over
+    its grouped claims): the findings with the (grouped case, (file, line)) of their claims; the
+    claims they edit (:func:`claim_edits`), by (file, line), with their cases as reviewed (decoded
+    from the grouping: no second read nor join) and their parts of the findings; and, for each
+    claim named, whether its own review found something."""
+    blobs = {source: blob for _claim, blob, source, _own in members}
+    own = {source: found_own for _claim, _blob, source, found_own in members}
+    found_all = list(beneficiary_findings(members, reference, config))
+    edits: dict[tuple[str, int], tuple[str, list[Finding]]] = {}
+    named: dict[tuple[str, int], bool] = {}
+    for found, cases in found_all:
+        for where, claim, part in claim_edits(found, cases):
+            edits.setdefault(where, (claim, []))[1].append(part)
+        named.update((where, own[where]) for _case, where in cases.values())
+    edited = {where: (claim, decode_case(blobs[where], grouped=False), parts) for where, (claim, parts) in edits.items()}
+    return found_all, edited, named
 
 
 # --- --out-dir: the findings table, corrected claims, errors, summary and report ------------------
@@ -598,7 +619,6 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
     return result
 
 
-_AMEND_CHUNK = 100  # claims to amend per task of the single-file output
 _CROSS_CHUNK = 200  # beneficiaries per task of the edits across claims
 
 
@@ -644,18 +664,14 @@ def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
     amended = Amended()
     named: dict[tuple[str, int], bool] = {}
     for members in chunk:
-        blobs = {source: blob for _claim, blob, source, _own in members}
-        own = {source: found_own for _claim, _blob, source, found_own in members}
-        edits: dict[tuple[str, int], tuple[str, list[Finding]]] = {}
-        for found, cases in beneficiary_findings(members, reference, config):
+        found_all, edited, named_part = edits_across(members, reference, config)
+        for found, cases in found_all:
             rows += cross_claim_rows(found, cases, reference, run)
-            for where, claim, part in claim_edits(found, cases):
-                edits.setdefault(where, (claim, []))[1].append(part)
-            named.update((where, own[where]) for _case, where in cases.values())
-        for where, (claim, parts) in edits.items():
-            out = amended_outputs(decode_case(blobs[where], grouped=False), where, parts, reference, config, run)
+        for where, (claim, case, parts) in edited.items():
+            out = amended_outputs(case, where, parts, reference, config, run)
             if out is not None:
                 amended.add(where, claim, out)
+        named.update(named_part)
     tally = Tally()
     tally.add_rows(rows)
     return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, amended, named

@@ -157,7 +157,7 @@ class ClaimGroups:
         self.db.execute("BEGIN")
         self._n = 0
         # (file, line) of each claim a finding across claims names -> its own review found something:
-        # filled by findings(), as many entries as such claims (the batch's `amend` holds as many)
+        # filled by the batch from its workers' edits across claims (as many entries as such claims)
         self.named: dict[tuple[str, int], bool] = {}
 
     @property
@@ -207,18 +207,6 @@ class ClaimGroups:
             members.append((claim, blob, (file, line), bool(own)))
         if members:
             yield members
-
-    def findings(self, reference: ReferenceData, config: dict
-                 ) -> Iterator[tuple[CrossClaimFinding, dict[str, tuple[Case, tuple[str, int]]]]]:
-        """The findings across claims, beneficiary by beneficiary, in this process
-        (:func:`beneficiary_findings` over :meth:`beneficiaries`); the claims named are kept in
-        :attr:`named`."""
-        for members in self.beneficiaries():
-            own = {m[2]: m[3] for m in members}
-            for found, cases in beneficiary_findings(members, reference, config):
-                for _case, where in cases.values():
-                    self.named[where] = own[where]
-                yield found, cases
 
 
 def beneficiary_findings(members: Iterable[tuple[str, bytes, tuple[str, int], bool]], reference: ReferenceData,
