@@ -4,7 +4,9 @@ Input: NDJSON, one record per line: a FHIR R4 Claim or ExplanationOfBenefit, or 
 first entry is one of them followed by its companions (Encounter, Procedures, Observations,
 DiagnosticReports, Locations), as ``context.claim`` of the claim-review service
 (service/bulk_input.py). Output: NDJSON, one record per input line (an identical repeat of a claim
-already read is skipped: docs/batch.md "Repeated resources"), in input order::
+already read is skipped: docs/batch.md "Repeated resources"), in input order, then one record per
+finding across claims (the records of the claims those edit amended: docs/batch.md "Edits across
+claims"), written at the end of the run::
 
     {"line": 1, "claim": "c1", "resourceType": "Claim", "use": "claim", "findings": [{"code": "ptp-bundled", ...}]}
     {"line": 2, "claim": "c2", "resourceType": "ExplanationOfBenefit", "error": "...",
@@ -17,6 +19,7 @@ record must carry what it needs. :func:`review_lines` is the partition function 
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -45,9 +48,9 @@ from . import metrics
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
-from .claim_groups import ClaimGroups, GroupRow, group_row
+from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
-from .findings_table import (ACROSS, LINE_INDEX, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
+from .findings_table import (ACROSS, LINE_INDEX, NAMES, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
                              data_release, finding_rows, ndjson_rows, record_batch)
 from .jsonio import dumps, loads
 
@@ -150,26 +153,38 @@ def billing_case(raw: bytes | dict | InputRecord, reference: ReferenceData) -> t
         raise _Unreadable(exc, value) from None
 
 
-def amended_outputs(raw: bytes | dict | InputRecord, source: tuple[str, int], across: Sequence[Finding],
+def amended_review(raw: bytes | dict | InputRecord | Case, across: Sequence[Finding], reference: ReferenceData,
+                   config: dict) -> tuple[Case, list[Finding]] | None:
+    """(the case, its own findings re-evaluated on the claim as the findings across claims that edit
+    it leave it: :func:`amended_findings`) of a claim `across` edits (their parts on it,
+    :func:`hooks.rules.cross_claim.for_claim`); the findings that depended on a line removed across
+    claims are withdrawn. `raw`: the claim's record, or its case as reviewed (the grouping's,
+    :func:`service.claim_groups.decode_case`). None when the record no longer reads (it did in the first review)."""
+    if isinstance(raw, Case):
+        case = raw
+    else:
+        try:
+            _value, case = billing_case(raw, reference)
+        except InvalidResource:
+            return None
+    return case, amended_findings(case, across, reference, config)
+
+
+def amended_outputs(raw: bytes | dict | InputRecord | Case, source: tuple[str, int], across: Sequence[Finding],
                     reference: ReferenceData, config: dict, run: tuple[str, str, str]
                     ) -> tuple[list[tuple], dict | None, Tally] | None:
-    """The outputs of a claim the findings across claims edit (`across`: their parts on it,
-    :func:`hooks.rules.cross_claim.for_claim`), replacing those of its first review: its own
-    findings re-evaluated on the claim as those edits leave it (:func:`amended_findings`: the
-    findings that depended on a line removed across claims are withdrawn), their table rows, its
-    corrected Claim with both its own and the across-claims fixes (None when ambiguous), and the
-    tally change (the first review's rows and corrected Claim retracted, the new ones added).
-    None when the record no longer reads (it did in the first review)."""
-    try:
-        _value, case = billing_case(raw, reference)
-    except InvalidResource:
+    """The --out-dir outputs of a claim the findings across claims edit, to replace those of its
+    first review (:func:`amended_review`): the table rows of its amended findings, its corrected
+    Claim with both its own and the across-claims fixes (None when ambiguous), and their tally
+    (the first review's outputs are taken back by the caller from what it removes of them:
+    :func:`retraction`). None when the record no longer reads."""
+    amended = amended_review(raw, across, reference, config)
+    if amended is None:
         return None
-    first = evaluate(case, reference, config)
-    own = amended_findings(case, across, reference, config)
+    case, own = amended
     rows = finding_rows(case, own, reference, source, run)
     fixed = corrected(case, [*own, *across])
     change = Tally()
-    change.retract(finding_rows(case, first, reference, source, run), bool(first) and corrected(case, first) is not None)
     change.add_claim(rows, fixed is not None)
     return rows, fixed, change
 
@@ -239,18 +254,18 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], object]]:
 
 
 @contextlib.contextmanager
-def _mapped(function: Callable, chunks: Iterable, workers: int, initializer: Callable,
-            initargs: tuple) -> Iterator[Iterable]:
-    """`function` over `chunks`, in order: in this process when `workers` <= 1, else in a pool of
-    `workers` spawned processes (each set up by `initializer(*initargs)`). On an error (e.g. a
-    closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
+def _pool(workers: int, initializer: Callable, initargs: tuple) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
+    """An ordered map, ``imap(function, chunks)``, to call as often as needed (the review, then the
+    amendment of the claims the edits across claims edit): in this process when `workers` <= 1,
+    else in a pool of `workers` spawned processes (each set up by `initializer(*initargs)`). On an
+    error (e.g. a closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
     if workers <= 1:
         initializer(*initargs)
-        yield map(function, chunks)
+        yield map
         return
     pool = multiprocessing.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
     try:
-        yield pool.imap(function, chunks)
+        yield pool.imap
     except BaseException:
         pool.terminate()
         pool.join()
@@ -334,7 +349,10 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
     """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
     "-" = stdin) into `output`, then the edits across claims (service/claim_groups.py); return the
-    summary. Raises UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
+    summary. The records are staged in a temporary file and written at the end: a claim the
+    findings across claims edit has its record's findings replaced by its amended ones
+    (:func:`amended_review`, as --out-dir does), then come the findings across claims. Raises
+    UsageError for an INPUT that cannot be used, NotNdjson for pretty-printed JSON."""
     started = time.perf_counter()
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     counts: Counter[str] = Counter()
@@ -352,27 +370,85 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 finally:
                     stream.close()
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        with _progress(progress) as advance, _mapped(_review_chunk, chunks, workers, _init_worker,
-                                                     (db_path, config, source.index_path)) as results:
-            for blob, n_tally, n_counts, rows in results:
-                output.write(blob)
+        amended: dict[tuple[str, int], list[dict]] = {}
+        with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
+                open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
+                _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
+            for blob, n_tally, n_counts, rows in imap(_review_chunk, chunks):
+                staged.write(blob)
                 tally.update(n_tally)
                 counts.update(n_counts)
-                for row in rows:
-                    groups.add(row)
+                groups.add_all(rows)
                 advance(n_tally["records"])
-        reference = open_reference(db_path)
-        for found, _cases in groups.findings(reference, config):
-            output.write(dumps(cross_claim_record(found)) + b"\n")
-            counts[found.finding.code] += 1
-            cross += 1
+            for blob, codes, part in imap(_cross_records_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                across.write(blob)  # the findings across claims, and the claims they edit amended, in the workers
+                counts.update(codes)
+                cross += sum(codes.values())
+                amended.update(part)
+            one_file = None if several else next((f.path for f in source.files if f.claims), None)
+            staged.seek(0)
+            for line in staged:
+                if amended:
+                    record = loads(line)
+                    new = amended.get((record.get("file", one_file), record["line"]))
+                    if new is not None and "findings" in record:
+                        counts.subtract(f["code"] for f in record["findings"])
+                        counts.update(f["code"] for f in new)
+                        record["findings"] = new
+                        line = dumps(record) + b"\n"
+                output.write(line)
+            across.seek(0)
+            shutil.copyfileobj(across, output)
     seconds = time.perf_counter() - started
     claims = tally["records"]
     return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
             "duplicates": {k: source.duplicates.get(k, 0) for k in DUPLICATE_COUNTS},
-            "findings": dict(sorted(counts.items())), "cross_claim_findings": cross, "seconds": round(seconds, 3),
+            "findings": dict(sorted((k, n) for k, n in counts.items() if n > 0)), "cross_claim_findings": cross,
+            "amended": len(amended), "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
+
+
+def _cross_records_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
+                         ) -> tuple[bytes, Counter, dict[tuple[str, int], list[dict]]]:
+    """The single-file output's edits across claims of some beneficiaries, in a worker
+    (:meth:`ClaimGroups.beneficiaries`): the records of their findings across claims (NDJSON), their
+    codes counted, and the claims they edit amended (:func:`amended_review`), by (file, line): their
+    findings as output records."""
+    state = _worker_state
+    reference, config = state["reference"], state["config"]
+    records: list[bytes] = []
+    codes: Counter[str] = Counter()
+    amended: dict[tuple[str, int], list[dict]] = {}
+    for members in chunk:
+        found_all, edited, _named = edits_across(members, reference, config)
+        for found, _cases in found_all:
+            records.append(dumps(cross_claim_record(found)))
+            codes[found.finding.code] += 1
+        for where, (_claim, case, parts) in edited.items():
+            amended[where] = [finding_record(f) for f in amended_review(case, parts, reference, config)[1]]
+    return b"".join(r + b"\n" for r in records), codes, amended
+
+
+def edits_across(members: list[tuple[str, bytes, tuple[str, int], bool]], reference: ReferenceData, config: dict
+                 ) -> tuple[list[tuple[CrossClaimFinding, dict]], dict[tuple[str, int], tuple[str, Case, list[Finding]]],
+                            dict[tuple[str, int], bool]]:
+    """One beneficiary's edits across claims (:func:`service.claim_groups.beneficiary_findings` over
+    its grouped claims): the findings with the (grouped case, (file, line)) of their claims; the
+    claims they edit (:func:`claim_edits`), by (file, line), with their cases as reviewed (decoded
+    from the grouping: no second read nor join) and their parts of the findings; and, for each
+    claim named, whether its own review found something."""
+    blobs = {source: blob for _claim, blob, source, _own in members}
+    own = {source: found_own for _claim, _blob, source, found_own in members}
+    found_all = list(beneficiary_findings(members, reference, config))
+    edits: dict[tuple[str, int], tuple[str, list[Finding]]] = {}
+    named: dict[tuple[str, int], bool] = {}
+    for found, cases in found_all:
+        for where, claim, part in claim_edits(found, cases):
+            edits.setdefault(where, (claim, []))[1].append(part)
+        named.update((where, own[where]) for _case, where in cases.values())
+    edited = {where: (claim, decode_case(blobs[where], grouped=False), parts) for where, (claim, parts) in edits.items()}
+    return found_all, edited, named
 
 
 # --- --out-dir: the findings table, corrected claims, errors, summary and report ------------------
@@ -416,17 +492,28 @@ def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputR
     return rows, errors, fixed, tally
 
 
-def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow]]:
+def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow], list]:
     """Review a chunk of the input reader's records in a worker (joined here with the export's
     companions); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
-    grouping rows of the edits across claims: cheap to send between processes."""
+    grouping rows of the edits across claims: cheap to send between processes; and each record's
+    claim identity (BatchInput.admit: the repeats check, from the parse the join makes anyway)."""
     joiner = _worker_state["joiner"]
-    records = ((item.file, item.line, item if isinstance(item, InputError) else joiner.join(item)) for item in chunk)
+    identities: list = []
+
+    def joined(item: RawRecord | InputError) -> InputRecord | InputError:
+        if isinstance(item, InputError):
+            identities.append(None)
+            return item
+        record, identity = joiner.join_identified(item)
+        identities.append(identity)
+        return record
+
+    records = ((item.file, item.line, joined(item)) for item in chunk)
     groups: list[GroupRow] = []
     rows, errors, fixed, tally = review_chunk_outputs(records, _worker_state["reference"], _worker_state["config"],
                                                       _worker_state["run"], groups)
     table = record_batch(rows) if _worker_state["format"] == "parquet" else ndjson_rows(rows)
-    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups
+    return table, b"".join(e + b"\n" for e in errors), b"".join(c + b"\n" for c in fixed), tally, groups, identities
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
@@ -488,35 +575,36 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
              workers: int, chunk_size: int, progress: bool, started: float) -> dict:
     try:
         findings_path = os.path.join(staging, names["findings"])
-        table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
-        with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
-                open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-            chunks = _chunks(source.raw(), chunk_size)
-            with _progress(progress) as advance, _mapped(_table_chunk, chunks, workers, _init_table_worker,
-                                                         (db_path, config, run, fmt, source.index_path)) as results:
-                for rows, errors, fixed, part, group_rows in results:
+        # the repeats check is the workers' (each claim's identity from its join's parse): a chunk is
+        # kept here until its outputs are back, and one holding a repeated claim (rare) is reviewed
+        # again here, as BatchInput.raw would have given it
+        sent: collections.deque = collections.deque()
+        chunks = (sent.append(chunk) or chunk for chunk in _chunks(source.raw(check=False), chunk_size))
+        initargs = (db_path, config, run, fmt, source.index_path)
+        with _progress(progress) as advance, _pool(workers, _init_table_worker, initargs) as imap:
+            table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
+            with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
+                    open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
+                for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, chunks):
+                    again = source.admit(sent.popleft(), identities)
+                    if again is not None:
+                        if "run" not in _worker_state:
+                            _init_table_worker(*initargs)
+                        rows, errors, fixed, part, group_rows, _ = _table_chunk(again)
                     table.write(rows)
                     errors_out.write(errors)
                     fixed_out.write(fixed)
                     tally.merge(part)
-                    for row in group_rows:
-                        groups.add(row)
+                    groups.add_all(group_rows)
                     advance(part.claims_in)
-            cross = []
-            amend: dict[tuple[str, int], tuple[str, list[Finding]]] = {}  # the claims they edit
-            for found, cases in groups.findings(reference, config):  # the edits across claims
-                cross += cross_claim_rows(found, cases, reference, run)
-                for where, claim, part in claim_edits(found, cases):
-                    amend.setdefault(where, (claim, []))[1].append(part)
-                if len(cross) >= 5000:
-                    table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
-                    tally.add_rows(cross)
-                    cross = []
-            if cross:
-                table.write(record_batch(cross) if fmt == "parquet" else ndjson_rows(cross))
-                tally.add_rows(cross)
-            table.close()
-        own_after = _amend(source, amend, staging, names, fmt, reference, config, run, tally) if amend else {}
+                amended = Amended()  # the claims they edit, amended in the workers
+                for rows, part, done, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                    table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
+                    tally.merge(part)
+                    amended.merge(done)
+                    groups.named.update(named)
+                table.close()
+        own_after = _replace_amended(amended, staging, names, fmt, tally) if amended.own else {}
         # a claim with rows across claims and none of its own (none found, or withdrawn by the
         # amendment) has findings too: add_claim counted only claims with rows of their own
         tally.with_findings += sum(1 for where, own in groups.named.items() if not own_after.get(where, own))
@@ -531,50 +619,107 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
     return result
 
 
-def _amend(source: BatchInput, amend: dict[tuple[str, int], tuple[str, list[Finding]]], staging: str,
-           names: dict, fmt: str, reference: ReferenceData, config: dict, run: tuple[str, str, str],
-           tally: Tally) -> dict[tuple[str, int], bool]:
-    """Replace the outputs of the claims the edits across claims edit (:func:`amended_outputs`):
-    their records are read again (in this process), their own rows and corrected Claims in the
-    staged files swapped for the amended ones (the rows across claims stay), the tally adjusted.
-    Returns, for each claim replaced ((file, line)), whether it keeps rows of its own."""
-    joiner = Joiner(source.index_path)
+_CROSS_CHUNK = 200  # beneficiaries per task of the edits across claims
+
+
+class Amended:
+    """The amended outputs of the claims the edits across claims edit (:func:`amended_outputs`),
+    by (file, line): held until the staged outputs are rewritten (:func:`_replace_amended`)."""
+
+    __slots__ = ("rows", "fixed", "own", "claims", "tally")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.fixed: list[bytes] = []  # their corrected Claims (NDJSON lines)
+        self.own: dict[tuple[str, int], bool] = {}  # whether each keeps rows of its own
+        self.claims: set[str] = set()  # their "Type/id"s
+        self.tally = Tally()  # of the amended outputs
+
+    def add(self, where: tuple[str, int], claim: str, out: tuple[list[tuple], dict | None, Tally]) -> None:
+        rows, fixed, change = out
+        self.rows += rows
+        if fixed is not None:
+            self.fixed.append(dumps(fixed))
+        self.own[where] = bool(rows)
+        self.claims.add(claim)
+        self.tally.merge(change)
+
+    def merge(self, other: "Amended") -> None:
+        self.rows += other.rows
+        self.fixed += other.fixed
+        self.own.update(other.own)
+        self.claims.update(other.claims)
+        self.tally.merge(other.tally)
+
+
+def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
+                 ) -> tuple[object, Tally, Amended, dict[tuple[str, int], bool]]:
+    """The edits across claims of some beneficiaries in a worker (:meth:`ClaimGroups.beneficiaries`):
+    their table rows (an Arrow record batch or NDJSON bytes) and tally; the claims they edit
+    (:func:`claim_edits`) amended from their stored cases (no second read nor join); and, for each
+    claim they name ((file, line)), whether its own review found something."""
+    state = _worker_state
+    reference, config, run = state["reference"], state["config"], state["run"]
     rows: list[tuple] = []
-    fixed: list[bytes] = []
-    replaced: set[tuple[str, int]] = set()
-    own_after: dict[tuple[str, int], bool] = {}
-    for item in source.lines_at(amend):
-        record = joiner.join(item)
-        if isinstance(record, InputError):
-            continue
-        out = amended_outputs(record, (item.file, item.line), amend[(item.file, item.line)][1], reference,
-                              config, run)
-        if out is None:
-            continue
-        replaced.add((item.file, item.line))
-        own_after[(item.file, item.line)] = bool(out[0])
-        rows += out[0]
-        if out[1] is not None:
-            fixed.append(dumps(out[1]))
-        tally.merge(out[2])
-    findings_path = os.path.join(staging, names["findings"])
-    replace_claim_rows(findings_path, fmt, replaced, rows)
-    claims = {amend[k][0] for k in replaced}
+    amended = Amended()
+    named: dict[tuple[str, int], bool] = {}
+    for members in chunk:
+        found_all, edited, named_part = edits_across(members, reference, config)
+        for found, cases in found_all:
+            rows += cross_claim_rows(found, cases, reference, run)
+        for where, (claim, case, parts) in edited.items():
+            out = amended_outputs(case, where, parts, reference, config, run)
+            if out is not None:
+                amended.add(where, claim, out)
+        named.update(named_part)
+    tally = Tally()
+    tally.add_rows(rows)
+    return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, amended, named
+
+
+def _replace_amended(amended: Amended, staging: str, names: dict, fmt: str, tally: Tally) -> dict[tuple[str, int], bool]:
+    """Replace the outputs of the amended claims' first review in the staged files with the
+    amended ones: the findings table and claims-corrected.ndjson are rewritten without the first
+    (the rows across claims stay) and with the amended ones, and the tally takes back what the
+    rewrite drops (:func:`retraction`: no second review of the first). Returns, for each claim
+    replaced ((file, line)), whether it keeps rows of its own."""
+    dropped = replace_claim_rows(os.path.join(staging, names["findings"]), fmt, set(amended.own), amended.rows)
     fixed_path = os.path.join(staging, names["claims_corrected"])
+    fixed_dropped = 0
     with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
         for line in old:
             claim = loads(line)
-            if f"{claim.get('resourceType')}/{claim.get('id')}" not in claims:
+            if f"{claim.get('resourceType')}/{claim.get('id')}" in amended.claims:
+                fixed_dropped += 1
+            else:
                 new.write(line)
-        new.writelines(c + b"\n" for c in fixed)
+        new.writelines(c + b"\n" for c in amended.fixed)
     os.replace(fixed_path + ".new", fixed_path)
-    return own_after
+    tally.merge(amended.tally)
+    tally.merge(retraction(dropped, len(amended.own), fixed_dropped))
+    return amended.own
 
 
-def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> None:
+def retraction(dropped: Sequence[tuple], claims: int, corrected: int) -> Tally:
+    """The tally change that takes back the first review of `claims` amended claims (their outputs
+    replaced by :func:`amended_outputs`'): `dropped`, their own table rows taken out of the
+    findings table (:func:`replace_claim_rows`), and `corrected`, how many corrected Claims were
+    taken out of claims-corrected.ndjson. The table is the record of the first review: what
+    it held of a claim is what :meth:`Tally.add_claim` counted."""
+    change = Tally()
+    change.reviewed -= claims
+    change.corrected -= corrected
+    change.with_findings -= len({(r[SOURCE_FILE], r[SOURCE_LINE]) for r in dropped})
+    change.add_rows(dropped, -1)
+    return change
+
+
+def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> list[tuple]:
     """Rewrite the findings table at `path`: without the rows of the claims read from `claims`
-    ((file, line)) that are not across claims, with `rows` at the end."""
+    ((file, line)) that are not across claims, with `rows` at the end. Returns the rows taken out
+    (tuples in column order)."""
     new_path = path + ".new"
+    dropped: list[tuple] = []
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -588,6 +733,9 @@ def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: 
             key = pc.binary_join_element_wise(batch.column(SOURCE_FILE), pc.cast(batch.column(SOURCE_LINE), pa.string()),
                                               "\n")
             drop = pc.and_(pc.is_in(key, value_set=wanted), pc.invert(batch.column(ACROSS)))
+            gone = batch.filter(drop)
+            if gone.num_rows:
+                dropped += zip(*(column.to_pylist() for column in gone.columns))
             writer.write(pa.RecordBatch.from_arrays(batch.filter(pc.invert(drop)).columns, schema=SCHEMA))
         writer.write(record_batch(rows))
         writer.close()
@@ -597,8 +745,11 @@ def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: 
                 row = loads(line)
                 if row["across_claims"] or (row["source_file"], row["source_line"]) not in claims:
                     new.write(line)
+                else:
+                    dropped.append(tuple(row[name] for name in NAMES))
             new.write(ndjson_rows(rows))
     os.replace(new_path, path)
+    return dropped
 
 
 def _usage(message: str) -> int:

@@ -41,7 +41,10 @@ depend on)::
 
 For worker processes: ``source.raw()`` yields :class:`RawRecord` (file, line, bytes; cheap to
 pickle) and :class:`InputError`; each worker opens ``Joiner(source.index_path)`` once and turns a
-RawRecord into an InputRecord or an InputError with ``joiner.join(raw)``. :func:`review_input`
+RawRecord into an InputRecord or an InputError with ``joiner.join(raw)``. ``source.raw(check=False)``
+leaves the repeats check to the caller: ``joiner.join_identified(raw)`` also gives the claim's
+identity, and ``source.admit(chunk, identities)``, called in input order, decides it (None: keep
+the workers' outputs; else the chunk to review again). :func:`review_input`
 turns an InputRecord into a :class:`Reviewed` (case, findings, use) or an InputError (an invalid
 resource found while building the case).
 """
@@ -204,6 +207,11 @@ def claim_identity(data: bytes) -> tuple[str, str, bytes] | None:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+    return identity_of(value)
+
+
+def identity_of(value: object) -> tuple[str, str, bytes] | None:
+    """:func:`claim_identity` of a record already parsed."""
     rtype, rid = _ident(value)
     if rtype not in ("Claim", "ExplanationOfBenefit") or not rid:
         return None
@@ -216,7 +224,8 @@ class ClaimsSeen:
     repeat (skipped) or a conflicting one (an error)."""
 
     def __init__(self, path: str) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # made by the reader (in a pool's task thread, service.batch), read by admit() in the main one
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8192;"
                               "CREATE TABLE claims (key TEXT PRIMARY KEY, file TEXT NOT NULL, line INTEGER NOT "
                               "NULL, digest BLOB NOT NULL) WITHOUT ROWID; BEGIN")
@@ -224,16 +233,32 @@ class ClaimsSeen:
     def check(self, raw: RawRecord) -> tuple[str, str | None, str | None, tuple[str, int] | None]:
         """("first" | "identical" | "conflicting", type, id, (file, line) of the first); a record
         without a readable Claim / ExplanationOfBenefit id is "first" (its review says what is wrong)."""
-        identity = claim_identity(raw.data)
-        if identity is None:
-            return "first", None, None, None
-        rtype, rid, digest = identity
-        key = f"{rtype}/{rid}"
-        cur = self.db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (key, raw.file, raw.line, digest))
-        if cur.rowcount:
-            return "first", rtype, rid, None
-        file, line, first = self.db.execute("SELECT file, line, digest FROM claims WHERE key = ?", (key,)).fetchone()
-        return ("identical" if first == digest else "conflicting"), rtype, rid, (file, line)
+        return self.admit([(raw.file, raw.line, claim_identity(raw.data))])[0]
+
+    def admit(self, claims: Sequence[tuple[str, int, tuple[str, str, bytes] | None]]
+              ) -> list[tuple[str, str | None, str | None, tuple[str, int] | None]]:
+        """:meth:`check` of (file, line, :func:`claim_identity`) triples, in their order: one
+        statement for all when none is a repeat (the common case)."""
+        known = [(f"{c[2][0]}/{c[2][1]}", c[0], c[1], c[2][2]) for c in claims if c[2] is not None]
+        before = self.db.total_changes
+        self.db.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", known)
+        every_first = self.db.total_changes - before == len(known)
+        out = []
+        for file, line, identity in claims:
+            if identity is None:
+                out.append(("first", None, None, None))
+                continue
+            rtype, rid, digest = identity
+            if every_first:
+                out.append(("first", rtype, rid, None))
+                continue
+            first_file, first_line, first = self.db.execute(
+                "SELECT file, line, digest FROM claims WHERE key = ?", (f"{rtype}/{rid}",)).fetchone()
+            if (first_file, first_line) == (file, line):
+                out.append(("first", rtype, rid, None))
+            else:
+                out.append(("identical" if first == digest else "conflicting", rtype, rid, (first_file, first_line)))
+        return out
 
     def close(self) -> None:
         self.db.close()
@@ -430,12 +455,20 @@ _SCHEMA = """
 CREATE TABLE resources (key TEXT PRIMARY KEY, rid TEXT NOT NULL, rtype TEXT NOT NULL, file INTEGER NOT NULL,
                         line INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE links (param TEXT NOT NULL, target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL);
+CREATE TABLE encounter_links (target_id TEXT NOT NULL, body BLOB NOT NULL);  -- grouped into `encounters`
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
 """
 _INDEXES = """
 CREATE INDEX resources_by_id ON resources (rid);
 CREATE INDEX links_by_target ON links (param, target_id);
 """
+# 16 KiB pages: an encounter's row (its Encounter and linked resources, ~3 KB in the sample export)
+# fits in one page, not a chain of overflow pages (4 KiB pages: 20-30 us a lookup against ~10 us).
+_PAGE_SIZE = 16384
+# Each encounter id: the Encounter (NULL: none of that id) and the resources linked to it (their
+# `encounter` names it) as one JSON array in reading order (NULL: none); what the join reads for each
+# encounter, in one lookup (ExportIndex.encounter).
+_ENCOUNTERS = "CREATE TABLE encounters (rid TEXT PRIMARY KEY, body BLOB, linked BLOB) WITHOUT ROWID"
 
 
 def _target(ref: str) -> tuple[str, str | None] | None:
@@ -471,8 +504,9 @@ def _links_of(res: dict, rtype: str) -> list[tuple[str, str, str | None]]:
 
 class ExportIndex:
     """The companion resources of the inputs on disk (SQLite): by "Type/id", by id (for urn:uuid
-    references) and by the references the join searches by (encounter, basedOn). Written once by
-    :meth:`load`, then read (by any number of processes); its page cache is bounded."""
+    references), each encounter id with its Encounter and linked resources in one row (what the join
+    reads for an encounter, :meth:`encounter`), and by basedOn. Written once by :meth:`load`, then
+    read (by any number of processes); its page cache is bounded."""
 
     CACHE_KIB = 16 * 1024  # SQLite page cache per connection
 
@@ -480,7 +514,7 @@ class ExportIndex:
         self.path = path
         if create:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+            self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                       check_same_thread=False)
@@ -534,6 +568,23 @@ class ExportIndex:
         yield from self._flush(rows, links, files)
         db.execute("COMMIT")
         db.executescript(_INDEXES)
+        self._group_encounters()
+
+    def _group_encounters(self) -> None:
+        """Write :data:`_ENCOUNTERS`: one row per encounter id, the Encounter of that id (if any) and
+        the resources linked to it (their `encounter` names it: "Encounter/id", absolute, or
+        "urn:uuid:id"; not one naming another type), by target id and then in reading order (the
+        links' rowid: :meth:`_flush` appends them in that order, a repeat's left out)."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute(_ENCOUNTERS)
+        rows = db.execute("SELECT target_id, body FROM encounter_links ORDER BY target_id, rowid")
+        groups = ((tid, b"[" + b",".join(body for _t, body in members) + b"]")
+                  for tid, members in itertools.groupby(rows, key=lambda row: row[0]))
+        db.executemany("INSERT INTO encounters VALUES (?, NULL, ?)", groups)
+        db.execute("INSERT INTO encounters SELECT rid, body, NULL FROM resources WHERE key >= 'Encounter/' AND "
+                   "key < 'Encounter0' ON CONFLICT (rid) DO UPDATE SET body = excluded.body")
+        db.execute("COMMIT")
 
     def _flush(self, rows: list[tuple], links: list[tuple], files: Sequence[InputFile]) -> Iterator[InputError]:
         """Write a batch of rows (and the links of the rows kept); the repeats of an indexed
@@ -554,7 +605,11 @@ class ExportIndex:
                 self.duplicates["companions_conflicting"] += 1
                 yield InputError(files[number].path, line, f"{rtype}.id", repeat_reason(
                     key, files[first[0]].path, first[1]), rtype, rid, claim=False)
-        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", [l[:4] for l in links if l[4] not in repeats])
+        kept = [link for link in links if link[4] not in repeats]
+        # an encounter link (to an Encounter, or urn:uuid) keeps the body for _group_encounters
+        db.executemany("INSERT INTO encounter_links VALUES (?, ?)", [
+            (link[1], rows[link[4]][5]) for link in kept if link[0] == "encounter" and link[2] in (None, "Encounter")])
+        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", [link[:4] for link in kept if link[0] != "encounter"])
         rows.clear()
         links.clear()
 
@@ -573,9 +628,20 @@ class ExportIndex:
             row = self.db.execute("SELECT body FROM resources WHERE key = ?", (ref,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
+    def encounter(self, rid: str) -> tuple[dict | None, list[dict]]:
+        """The Encounter of id `rid` (None: none) and the resources linked to it (:meth:`linked`), in
+        one lookup."""
+        row = self.db.execute("SELECT body, linked FROM encounters WHERE rid = ?", (rid,)).fetchone()
+        if row is None:
+            return None, []
+        return (orjson.loads(row[0]) if row[0] is not None else None), (orjson.loads(row[1]) if row[1] else [])
+
     def linked(self, param: str, target: dict) -> list[dict]:
-        """The resources whose `param` reference ("encounter", "based-on") names `target`."""
+        """The resources whose `param` reference names `target`, in reading order (file, then line):
+        "encounter" (`target` an Encounter; grouped at load, :meth:`encounter`), "based-on"."""
         rtype, rid = target.get("resourceType"), target.get("id")
+        if param == "encounter":
+            return self.encounter(rid)[1] if rtype == "Encounter" else []
         # In the order the resources were read (file, then line): links are inserted in that order,
         # so their rowid order is it. ORDER BY r.file, r.line sorted every answer in a temporary
         # B-tree: 58 us a call against 24 us (best of 3, 3,000 encounters of a 20,000-claim sample
@@ -655,10 +721,19 @@ class Joiner:
 
     def join(self, raw: RawRecord) -> InputRecord | InputError:
         """The claim of one raw record with its companions, or the InputError saying why not."""
+        return self.join_identified(raw)[0]
+
+    def join_identified(self, raw: RawRecord) -> tuple[InputRecord | InputError, tuple[str, str, bytes] | None]:
+        """:meth:`join`, with the record's :func:`claim_identity` from the same parse (for
+        :meth:`BatchInput.admit`: the worker that parses the claim says what it is)."""
         try:
             value = orjson.loads(raw.data)
         except orjson.JSONDecodeError as exc:
-            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}")
+            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}"), None
+        identity = identity_of(value)
+        return self._joined(raw, value), identity
+
+    def _joined(self, raw: RawRecord, value: object) -> InputRecord | InputError:
         rtype, rid = _ident(value)
         try:
             resource, companions = split_record(value)
@@ -682,11 +757,15 @@ class Joiner:
         have.update(aliases)
         found: list[dict] = []
         more: dict[str, dict] = {}
+        linked: dict[str, list[dict]] = {}  # of the Encounters read with their linked resources
 
         def resolve(path: str, ref: str) -> dict | None:
             if ref in have:
                 return have[ref]
-            res = index.get(ref)
+            if ref.startswith("Encounter/"):  # the Encounter and its linked resources: one lookup
+                res, linked[ref] = index.encounter(ref[10:])
+            else:
+                res = index.get(ref)
             if res is None:
                 t = _target(ref)
                 if t is None or t[1] is not None and t[1] not in index.types:
@@ -706,8 +785,8 @@ class Joiner:
         todo = [res for p, ref in _claim_refs(claim) if (res := resolve(p, ref)) is not None]
         todo += [r for r in bundled if r.get("resourceType") == "Encounter"]
         encounters = {fr.key_of(r): r for r in todo if r.get("resourceType") == "Encounter"}
-        for enc in encounters.values():
-            for res in index.linked("encounter", enc):
+        for enc_key, enc in encounters.items():
+            for res in linked[enc_key] if enc_key in linked else index.linked("encounter", enc):
                 key = fr.key_of(res)
                 if key not in have:
                     have[key] = res
@@ -757,6 +836,7 @@ class BatchInput:
         self.index_path: str | None = None
         self._pending: list[InputError] = []
         self._readings = 0
+        self._admitted: tuple[ClaimsSeen, bool] | None = None  # raw(check=False)'s, for admit()
         # repeated "Type/id"s: claims_identical (skipped), claims_conflicting (errors), and the
         # companions' (ExportIndex.load); DUPLICATE_COUNTS are its keys
         self.duplicates: Counter[str] = Counter()
@@ -775,6 +855,9 @@ class BatchInput:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._admitted is not None:
+            self._admitted[0].close()
+            self._admitted = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -782,11 +865,13 @@ class BatchInput:
         """The companion files' bad records (what :meth:`raw` yields first)."""
         return list(self._pending)
 
-    def raw(self) -> Iterator[RawRecord | InputError]:
+    def raw(self, check: bool = True) -> Iterator[RawRecord | InputError]:
         """The companion files' bad records, then each claim record as read, in input order. A
         claim whose "Type/id" was read before is skipped when it is the same JSON value (counted in
         ``duplicates["claims_identical"]``), else an InputError naming both places
-        (``duplicates["claims_conflicting"]``): the first is reviewed."""
+        (``duplicates["claims_conflicting"]``): the first is reviewed. `check` false: every claim
+        line as read, unparsed; the caller passes each chunk, with the identities its worker found,
+        to :meth:`admit`, which decides the same in the same order."""
         if self._tmp is None:
             raise RuntimeError("BatchInput is a context manager: read it inside `with`")
         yield from self._pending
@@ -794,6 +879,10 @@ class BatchInput:
         fd, seen_path = tempfile.mkstemp(suffix=".sqlite", dir=self._tmp)  # one per reading
         os.close(fd)
         seen = ClaimsSeen(seen_path)
+        if not check:  # admit() reads it, after this generator has ended
+            if self._admitted is not None:
+                self._admitted[0].close()
+            self._admitted, seen = (seen, first_reading), None
         spool = None  # stdin's claim lines, kept for lines_at (stdin cannot be read twice)
         try:
             for f in self.files:
@@ -804,19 +893,56 @@ class BatchInput:
                         if spool is not None:
                             spool.write(b"%d\t%s" % (line, data if data.endswith(b"\n") else data + b"\n"))
                         raw = RawRecord(f.path, line, data)
-                        kind, rtype, rid, first = seen.check(raw)
-                        if kind == "first":
+                        if seen is None:
                             yield raw
                             continue
-                        if first_reading:  # read again (service.batch: amended claims): counted once
-                            self.duplicates[f"claims_{kind}"] += 1
-                        if kind == "conflicting":
-                            yield InputError(f.path, line, f"{rtype}.id",
-                                             repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
+                        repeat = self._repeat(raw, seen.check(raw), first_reading)
+                        if repeat is not False:
+                            if repeat is not None:
+                                yield repeat
+                            continue
+                        yield raw
         finally:
-            seen.close()
+            if seen is not None:
+                seen.close()
             if spool is not None:
                 spool.close()
+
+    def admit(self, chunk: Sequence[RawRecord | InputError],
+              identities: Sequence[tuple[str, str, bytes] | None]) -> list[RawRecord | InputError] | None:
+        """The repeats check of :meth:`raw` for a chunk of ``raw(check=False)``, given each record's
+        :func:`claim_identity` (None for an InputError; from the worker that parsed it,
+        :meth:`Joiner.join_identified`), chunks in input order: None when every claim is the first of
+        its "Type/id" (the worker's outputs stand), else the chunk as :meth:`raw` gives it
+        (identical repeats left out, conflicting ones as InputErrors), to review again."""
+        if self._admitted is None:
+            raise RuntimeError("admit() follows raw(check=False)")
+        seen, first_reading = self._admitted
+        claims = [(item, identity) for item, identity in zip(chunk, identities) if isinstance(item, RawRecord)]
+        verdicts = seen.admit([(raw.file, raw.line, identity) for raw, identity in claims])
+        if all(v[0] == "first" for v in verdicts):
+            return None
+        verdict_of = {id(raw): v for (raw, _i), v in zip(claims, verdicts)}
+        out: list[RawRecord | InputError] = []
+        for item in chunk:
+            repeat = self._repeat(item, verdict_of[id(item)], first_reading) if isinstance(item, RawRecord) else False
+            if repeat is False:
+                out.append(item)
+            elif repeat is not None:
+                out.append(repeat)
+        return out
+
+    def _repeat(self, raw: RawRecord, verdict: tuple, first_reading: bool) -> InputError | None | bool:
+        """False: `raw` is the first of its "Type/id"; None: an identical repeat (skipped); else the
+        InputError of a conflicting one. Counts the repeats of the first reading."""
+        kind, rtype, rid, first = verdict
+        if kind == "first":
+            return False
+        if first_reading:  # read again (service.batch: amended claims): counted once
+            self.duplicates[f"claims_{kind}"] += 1
+        if kind == "identical":
+            return None
+        return InputError(raw.file, raw.line, f"{rtype}.id", repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
 
     def lines_at(self, wanted: Container[tuple[str, int]]) -> Iterator[RawRecord]:
         """The claim records read from the (file, line)s `wanted`, read again (none of them a repeat:

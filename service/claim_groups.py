@@ -1,40 +1,108 @@
 """The batch's edits across claims: reviewed claims grouped on disk by beneficiary, then
 :func:`hooks.rules.cross_claim.cross_claim_findings` over each beneficiary's claims.
 
-Memory stays bounded whatever the input: each reviewed claim's normalized case (its lines, setting
-and program; the FHIR resource reduced to its type, id, patient and provider) goes into a SQLite
+Memory stays bounded whatever the input: each reviewed claim's normalized case (its resource,
+lines, setting, evidence and program, and which lines its own review removes) goes into a SQLite
 file in a temporary directory with the grouping keys of its lines
-(:func:`hooks.rules.cross_claim.line_group`); once every claim is in, the beneficiaries having a
-group with 76000 on one claim and lines on another are read back one at a time. The same for
+(:func:`hooks.rules.cross_claim.line_group`); once every claim is in, the claims of the groups that
+have 76000 on one claim and lines on another are read back a beneficiary at a time. The same for
 NDJSON inputs and Bulk Data exports.
 
-Use (worker processes make the rows, the main process stores them)::
+The case is stored as compact JSON (:func:`encode_case` / :func:`decode_case`: orjson writes the
+dates and tuples of the model as they are; only the claims read back are decoded; a claim the
+findings across claims edit is amended from it, not read and joined again), not pickled: pickling a slim copy of every case cost about 40 us a claim in the workers, a fifth of
+a review (benchmarks/RESULTS.md "Payer batch").
+
+Use (worker processes make the rows and review the groups, the main process stores them)::
 
     with ClaimGroups() as groups:
         for reviewed in ...:                      # service.bulk_input.Reviewed
             row = group_row(reviewed.case, program, source, reviewed.findings)  # None: nothing can pair
             if row is not None:
                 groups.add(row)                   # a GroupRow: plain data, cheap to pickle
-        for found, cases in groups.findings(reference, config):
-            ...  # found: CrossClaimFinding; cases: {"Claim/c1": (Case, (file, line))} of its claims
+        for members in groups.beneficiaries():    # (in a worker, or here)
+            for found, cases in beneficiary_findings(members, reference, config):
+                ...  # found: CrossClaimFinding; cases: {"Claim/c1": (Case, (file, line))} of its claims
 """
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import sqlite3
 import tempfile
-from dataclasses import replace
-from typing import Iterator, NamedTuple, Sequence
+from datetime import date, datetime
+from operator import attrgetter
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
-from hooks.model import FLUORO, Case, Evidence
+import orjson
+
 from hooks.findings import Finding
+from hooks.model import FLUORO, NO_EVIDENCE, Case, Evidence, Line, Setting, Site
 from hooks.rules.cross_claim import (CrossClaimFinding, beneficiary, claim_name, cross_claim_findings, line_group,
                                      removed_lines)
 from nccidata.api import ReferenceData
 
-_STUB_KEYS = ("resourceType", "id", "identifier", "patient", "provider", "item")
+# the fields of a Line, a Setting and an Evidence, in the order encode_case writes them
+# (tests/test_claim_groups.py checks they are all the model's fields)
+LINE_FIELDS = ("key", "code", "modifiers", "units", "service_date", "body_sites", "diagnoses", "kind", "resource",
+               "sequence", "encounters", "performers", "start", "end", "sessions", "pos", "allowed", "paid")
+SETTING_FIELDS = ("facility", "ncci_setting", "pos", "reasons", "record_pos", "pos_contradicted", "record_facility")
+EVIDENCE_FIELDS = ("indication", "fluoro_minutes", "radiation_dose", "body_site", "findings", "images_retained",
+                   "signed_interpretation", "separate_procedure", "implausible_minutes", "unrelated")
+_line_values = attrgetter(*LINE_FIELDS)
+_setting_values = attrgetter(*SETTING_FIELDS)
+_evidence_values = attrgetter(*EVIDENCE_FIELDS)
+
+
+def _plain(value: object) -> tuple:
+    """A named tuple (Site) as the plain tuple orjson writes."""
+    if isinstance(value, tuple):
+        return tuple(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def encode_case(case: Case, gone: Iterable[str] = ()) -> bytes:
+    """A reviewed claim's case as compact JSON, with the keys of the lines its own review removes
+    (`gone`): all of it (its resource, lines, setting, evidence, context lines, program), so that
+    :func:`decode_case` gives back the case the claim's review had, to amend it without reading
+    and joining the claim again."""
+    evidence = case.evidence
+    return orjson.dumps((case.kind, _setting_values(case.setting), [_line_values(ln) for ln in case.lines],
+                         None if evidence is NO_EVIDENCE else _evidence_values(evidence), case.default_date,
+                         case.claim, case.evidence_checked, [_line_values(ln) for ln in case.context_lines],
+                         case.program, case.program_source, sorted(gone)), default=_plain)
+
+
+def _day(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _line(v: list) -> Line:
+    (key, code, modifiers, units, service_date, sites, diagnoses, kind, resource, sequence, encounters, performers,
+     start, end, sessions, pos, allowed, paid) = v
+    return Line(key, code, tuple(modifiers), units, _day(service_date),
+                tuple(Site(tuple(codes), text, side) for codes, text, side in sites), tuple(diagnoses), kind, resource,
+                sequence, tuple(encounters), tuple(performers), _time(start), _time(end), sessions, pos, allowed, paid)
+
+
+def decode_case(blob: bytes, grouped: bool = True) -> Case:
+    """The case :func:`encode_case` wrote: as reviewed (`grouped` false), or as grouped: without
+    the lines its own review removes (not billable: in no edit across claims)."""
+    (kind, setting, lines, evidence, default_date, claim, checked, context, program, source,
+     gone) = orjson.loads(blob)
+    facility, ncci, pos, reasons, record_pos, contradicted, record_facility = setting
+    if evidence is not None:
+        *flags, implausible, unrelated = evidence
+        evidence = Evidence(*flags, tuple(implausible), tuple(unrelated))
+    if grouped and gone:
+        lines = [v for v in lines if v[0] not in gone]
+    return Case(kind, Setting(facility, ncci, pos, tuple(reasons), record_pos, contradicted, record_facility),
+                tuple(_line(v) for v in lines), evidence or NO_EVIDENCE, _day(default_date), claim, checked,
+                tuple(_line(v) for v in context), program, source)
 
 
 class GroupRow(NamedTuple):
@@ -43,7 +111,7 @@ class GroupRow(NamedTuple):
     patient: str
     claim: str  # "Claim/c1"
     keys: tuple[tuple[str, bool], ...]  # (grouping key, the line is 76000) of each groupable line
-    case: bytes  # the pickled slim case
+    case: bytes  # the reviewed case and the lines its review removes (encode_case)
     source: tuple[str, int] = ("", 0)  # (file, line) the claim was read from
     own: bool = False  # its own review found something (summary.json claims_with_findings)
 
@@ -52,13 +120,16 @@ def group_row(case: Case, program: str | None = None, source: tuple[str, int] = 
               findings: Sequence[Finding] = ()) -> GroupRow | None:
     """The grouping row of a reviewed claim's case without the lines its own `findings` remove
     (:func:`hooks.rules.cross_claim.removed_lines`: not billable, so in no edit across claims);
-    None when no line of it has a group (no patient, provider or date; an inpatient claim; no id)."""
+    `program`: the configured program, for a case whose coverage does not say (as
+    :func:`~hooks.rules.cross_claim.cross_claim_findings` groups). None when no line of it has a
+    group (no patient, provider or date; an inpatient claim; no id)."""
     name, patient = claim_name(case), beneficiary(case)
     if name is None or patient is None:
         return None
     gone = removed_lines(findings) if findings else ()
     lines = tuple(ln for ln in case.lines if ln.key not in gone) if gone else case.lines
     keys = {}
+    program = case.program or program
     for line in lines:
         g = line_group(case, line, program)
         if g is not None:
@@ -66,10 +137,7 @@ def group_row(case: Case, program: str | None = None, source: tuple[str, int] = 
             keys[k] = keys.get(k, False) or line.code == FLUORO
     if not keys:
         return None
-    stub = {k: case.claim[k] for k in _STUB_KEYS if k in case.claim}
-    slim = replace(case, claim=stub, lines=lines, evidence=Evidence(), context_lines=())
-    return GroupRow(patient, name, tuple(keys.items()), pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL), source,
-                    bool(findings))
+    return GroupRow(patient, name, tuple(keys.items()), encode_case(case, gone), source, bool(findings))
 
 
 class ClaimGroups:
@@ -77,7 +145,10 @@ class ClaimGroups:
 
     def __init__(self, workdir: str | None = None) -> None:
         self._dir = tempfile.mkdtemp(prefix="fluoro-cds-groups-", dir=workdir)
-        self.db = sqlite3.connect(os.path.join(self._dir, "groups.sqlite"), isolation_level=None)
+        # check_same_thread off: beneficiaries() is read by the worker pool's task thread (one
+        # thread at a time uses the connection)
+        self.db = sqlite3.connect(os.path.join(self._dir, "groups.sqlite"), isolation_level=None,
+                                  check_same_thread=False)
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;"
             "CREATE TABLE claims (n INTEGER PRIMARY KEY, patient TEXT NOT NULL, claim TEXT NOT NULL, "
@@ -86,8 +157,13 @@ class ClaimGroups:
         self.db.execute("BEGIN")
         self._n = 0
         # (file, line) of each claim a finding across claims names -> its own review found something:
-        # filled by findings(), as many entries as such claims (the batch's `amend` holds as many)
+        # filled by the batch from its workers' edits across claims (as many entries as such claims)
         self.named: dict[tuple[str, int], bool] = {}
+
+    @property
+    def workdir(self) -> str:
+        """The temporary directory (removed on exit): room for a run's other staged files."""
+        return self._dir
 
     def __enter__(self) -> "ClaimGroups":
         return self
@@ -97,35 +173,50 @@ class ClaimGroups:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def add(self, row: GroupRow) -> None:
-        self._n += 1
-        self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (self._n, row.patient, row.claim, row.case, *row.source, int(row.own)))
-        self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", [(k, self._n, int(f)) for k, f in row.keys])
+        self.add_all((row,))
 
-    def findings(self, reference: ReferenceData, config: dict
-                 ) -> Iterator[tuple[CrossClaimFinding, dict[str, tuple[Case, tuple[str, int]]]]]:
-        """The findings across claims, beneficiary by beneficiary, each with the (case, (file, line))
-        of the claims it names (a claim id given twice: the first record of it); the claims named
-        are kept in :attr:`named`."""
+    def add_all(self, rows: Iterable[GroupRow]) -> None:
+        claims, keys = [], []
+        for row in rows:
+            self._n += 1
+            claims.append((self._n, row.patient, row.claim, row.case, *row.source, int(row.own)))
+            keys += [(k, self._n, int(f)) for k, f in row.keys]
+        self.db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)", claims)
+        self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", keys)
+
+    def beneficiaries(self) -> Iterator[list[tuple[str, bytes, tuple[str, int], bool]]]:
+        """For each beneficiary with a group of lines on several claims, one of them 76000: the
+        claims of such groups, in input order, as (claim, grouped case, (file, line), its own
+        review found something): what :func:`beneficiary_findings` takes. A claim in no such group
+        has no line any finding across claims could be about."""
         db = self.db
         db.execute("COMMIT")
         db.execute("CREATE INDEX keys_by_key ON keys (gkey)")
-        # each wanted beneficiary's claims are read by patient: without this index every read scanned
-        # the whole table (83% of a 20,000-claim export run under py-spy; benchmarks/RESULTS.md)
-        db.execute("CREATE INDEX claims_by_patient ON claims (patient, n)")
-        wanted = db.execute(
-            "SELECT DISTINCT c.patient FROM claims c JOIN keys k ON k.n = c.n WHERE k.gkey IN ("
-            " SELECT gkey FROM keys k2 JOIN claims c2 ON c2.n = k2.n GROUP BY gkey"
-            " HAVING COUNT(DISTINCT c2.claim) > 1 AND MAX(k2.fluoro) = 1) ORDER BY c.patient").fetchall()
-        for (patient,) in wanted:
-            cases: dict[str, tuple[Case, tuple[str, int]]] = {}
-            own: dict[str, bool] = {}
-            for claim, blob, file, line, found_own in db.execute(
-                    "SELECT claim, case_blob, file, line, own FROM claims WHERE patient = ? ORDER BY n", (patient,)):
-                if claim not in cases:
-                    cases[claim] = (pickle.loads(blob), (file, line))
-                    own[claim] = bool(found_own)
-            for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
-                for c in found.claims:
-                    self.named[cases[c][1]] = own[c]
-                yield found, {c: cases[c] for c in found.claims}
+        db.execute("CREATE TEMP TABLE wanted AS SELECT DISTINCT k.n FROM keys k WHERE k.gkey IN ("
+                   " SELECT gkey FROM keys k2 JOIN claims c2 ON c2.n = k2.n GROUP BY gkey"
+                   " HAVING COUNT(DISTINCT c2.claim) > 1 AND MAX(k2.fluoro) = 1)")
+        members: list[tuple[str, bytes, tuple[str, int], bool]] = []
+        current = None
+        for patient, claim, blob, file, line, own in db.execute(
+                "SELECT c.patient, c.claim, c.case_blob, c.file, c.line, c.own FROM claims c JOIN wanted w ON w.n = c.n"
+                " ORDER BY c.patient, c.n"):
+            if patient != current:
+                if members:
+                    yield members
+                members, current = [], patient
+            members.append((claim, blob, (file, line), bool(own)))
+        if members:
+            yield members
+
+
+def beneficiary_findings(members: Iterable[tuple[str, bytes, tuple[str, int], bool]], reference: ReferenceData,
+                         config: dict) -> Iterator[tuple[CrossClaimFinding, dict[str, tuple[Case, tuple[str, int]]]]]:
+    """The findings across claims of one beneficiary's grouped claims (:meth:`ClaimGroups.beneficiaries`;
+    a claim id given twice: its first record), each with the (case, (file, line)) of the claims it
+    names. Pure: the local engine's workers and the Spark job's partitions call it alike."""
+    cases: dict[str, tuple[Case, tuple[str, int]]] = {}
+    for claim, blob, source, _own in members:
+        if claim not in cases:
+            cases[claim] = (decode_case(blob), source)
+    for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
+        yield found, {c: cases[c] for c in found.claims}

@@ -28,8 +28,8 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, review_raw, review_table, run_info,
-                    run_summary, summary_files)
+from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, retraction, review_raw, review_table,
+                    run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
 from .bulk_input import InputError, Joiner, RawRecord, claim_identity, repeat_reason
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
@@ -227,22 +227,17 @@ def _repeats(lines, order: dict[str, int]) -> dict[tuple[str, int], tuple]:
 def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, str] | None, config: dict,
                     run: tuple[str, str, str], order: dict[str, int]) -> Iterator[tuple[str, object]]:
     """The edits across claims of the beneficiaries of one partition (Spark has grouped their
-    GroupRows by beneficiary): :func:`hooks.rules.cross_claim.cross_claim_findings` over each
+    GroupRows by beneficiary): :func:`service.claim_groups.beneficiary_findings` over each
     beneficiary's claims in input order (a claim id given twice: its first record), as the local
-    engine's on-disk grouping calls it; yields (ROW, a table row) and last (TALLY, their tally)."""
-    import pickle
-
-    from hooks.rules.cross_claim import cross_claim_findings
+    engine's workers call it; yields (ROW, a table row) and last (TALLY, their tally)."""
+    from .claim_groups import beneficiary_findings
 
     reference = _executor_reference(store)
     tally = Tally()
     for _patient, rows in patients:
-        cases: dict = {}
-        for row in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1])):
-            if row.claim not in cases:
-                cases[row.claim] = (pickle.loads(row.case), row.source)
-        for found in cross_claim_findings([c for c, _s in cases.values()], reference, config):
-            named = {c: cases[c] for c in found.claims}
+        members = [(r.claim, r.case, r.source, r.own)
+                   for r in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1]))]
+        for found, named in beneficiary_findings(members, reference, config):
             out = cross_claim_rows(found, named, reference, run)
             tally.add_rows(out)
             for r in out:
@@ -257,7 +252,8 @@ def amend_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
     """The amended outputs of the claims the edits across claims edit (`amend`: a broadcast of
     {(file, line): (claim, [their parts of the findings])}), as the local engine makes them
     (:func:`service.batch.amended_outputs`): (ROW, a row), (FIXED, a corrected Claim line), and last
-    (TALLY, the tally change: the first review's outputs taken back, the amended ones added)."""
+    (TALLY, the amended outputs' tally; the first review's are taken back on the driver:
+    :func:`service.batch.retraction`)."""
     reference = _executor_reference(store)
     joiner = _executor_joiner(index)
     tally = Tally()
@@ -350,10 +346,19 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
             edited_claims = {claim for claim, _parts in edited.values()}
             amended = (lines.filter(lambda r: (r[0], r[1]) in amend.value)
                        .mapPartitions(lambda it: amend_partition(it, store, config, run, amend, index)))
-            tagged_kept = tagged.filter(lambda t: not (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE])
-                                                       in amend.value or t[0] == FIXED and _claim_key(t[1]) in edited_claims))
+
+            def first_review(t) -> bool:  # an amended claim's row or corrected Claim from its first review
+                return (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE]) in amend.value
+                        or t[0] == FIXED and _claim_key(t[1]) in edited_claims)
+
+            tagged_kept = tagged.filter(lambda t: not first_review(t))
+            # what the amendment replaces, taken back from the tally (service.batch.retraction)
+            dropped = tagged.filter(first_review).collect()
+            taken_back = retraction([r for tag, r in dropped if tag == ROW], len(edited),
+                                    sum(1 for tag, _r in dropped if tag == FIXED))
         else:
             tagged_kept = tagged
+            taken_back = Tally()
         amended = amended.persist(StorageLevel.MEMORY_AND_DISK)
         rows = tagged_kept.union(cross).union(amended).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
         if fmt == "parquet":
@@ -367,7 +372,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         duplicates = Counter(export.duplicates)
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
-                       .collect())
+                       .collect()).merge(taken_back)
         # the claims with findings, own or across claims: the table's distinct claim records (the
         # partitions' tallies count only the claims with rows of their own)
         tally.with_findings = rows.map(lambda r: (r[SOURCE_FILE], r[SOURCE_LINE])).distinct().count()

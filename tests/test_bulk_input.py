@@ -289,11 +289,15 @@ def test_out_dir_run_over_an_export(export, real_ncci_db, tmp_path):
     assert counted == summary["findings"]
 
 
-def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db):
+@pytest.mark.parametrize("workers,chunk_size", [(1, 500), (2, 7)])
+def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting(tmp_path, real_ncci_db, workers,
+                                                                                 chunk_size):
     """A repeated "Type/id": the first is kept; an identical repeat (the same JSON value, even
     re-serialised) is skipped and counted; one with other content is an errors.ndjson record
     naming its file, line and path and the first's place. Claim/x and ExplanationOfBenefit/x are
-    two resources (ids are unique within a type)."""
+    two resources (ids are unique within a type). With workers and small chunks the workers say
+    each claim's identity and the reader decides in input order (repeats in other chunks than
+    their first; a chunk holding one is reviewed again without it)."""
     from service.batch import run_dir
 
     root = tmp_path / "export"
@@ -312,7 +316,8 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     claim_at = _append(root / "Claim.ndjson", same_claim, other_claim, twin)
     enc_at = _append(root / "Encounter.ndjson", orjson.dumps(encounters[0], option=orjson.OPT_SORT_KEYS), other_enc)
     out = tmp_path / "out"
-    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson")
+    summary = run_dir([str(root)], str(out), db_path=str(real_ncci_db), config=resolve(None), fmt="ndjson",
+                      workers=workers, chunk_size=chunk_size)
     assert summary["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
                                      "companions_conflicting": 1}
     claims_in = 40 + 3 - 1  # the identical repeat is not a claim in; the conflicting one is one, in error
@@ -327,6 +332,8 @@ def test_repeated_resources_keep_the_first_skip_identical_and_report_conflicting
     assert "987654321" not in claim_err["reason"] and "1901-02-03" not in enc_err["reason"]  # never the value
     rows = [json.loads(x) for x in (out / "findings.ndjson").read_text().splitlines()]
     assert {(r["source_line"]) for r in rows if r["resource_id"] == claims[0]["id"]} <= {1}
+    # neither repeat has rows of its own (a chunk holding one was reviewed again without it)
+    assert not {claim_at, claim_at + 1} & {r["source_line"] for r in rows if r["source_file"].endswith("Claim.ndjson")}
     # the first Encounter is the one joined (the conflicting repeat's period is not)
     with BatchInput([str(root)]) as source:
         joiner = Joiner(source.index_path)
@@ -457,3 +464,95 @@ def test_out_dir_applies_the_mue_over_the_units_of_two_claims(tmp_path, real_ncc
     assert {r["units"] for r in mue} == {each}
     assert summary["findings"]["mue-exceeded"] == 1
     assert summary["claims_with_findings"] == 2 and summary["reviewed"] == 2
+
+
+def _join_export(root) -> None:
+    """A small export whose joins exercise the rules the index's shortcuts must keep: reading order
+    (file, then line; not ids: o9 before o1, p1 before p0) across two Procedure files, a urn:uuid link
+    (`Procedure.encounter` urn:uuid:e1), a type mismatch (`encounter` naming Patient/e1: not linked
+    to Encounter/e1), repeated companions (p1 twice, identical: joined once, at its first place; o2
+    twice, conflicting: the first kept, the repeat's link to e1 left out), a resource reached twice
+    (r1: linked to e2 and named by p1.report), basedOn the order of a 76000 Procedure, second hops."""
+    def ref(r):
+        return {"reference": r}
+
+    def proc(pid, enc, code="20610", **more):
+        return {"resourceType": "Procedure", "id": pid, "status": "completed", "encounter": ref(enc),
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]}, **more}
+
+    files = {
+        "Coverage.ndjson": [{"resourceType": "Coverage", "id": "cov1", "payor": [ref("Organization/org1")]}],
+        "DiagnosticReport.ndjson": [
+            {"resourceType": "DiagnosticReport", "id": "r1", "encounter": ref("Encounter/e2"),
+             "imagingStudy": [ref("ImagingStudy/i1")]},
+            {"resourceType": "DiagnosticReport", "id": "r2", "basedOn": [ref("ServiceRequest/sr1")]}],
+        "Encounter.ndjson": [
+            {"resourceType": "Encounter", "id": "e1", "location": [{"location": ref("Location/l1")}]},
+            {"resourceType": "Encounter", "id": "e2"},
+            {"resourceType": "Encounter", "id": "e3", "location": [{"location": ref("Location/missing")}]}],
+        "ImagingStudy.ndjson": [{"resourceType": "ImagingStudy", "id": "i1", "encounter": ref("Encounter/e1")}],
+        "Location.ndjson": [{"resourceType": "Location", "id": "l1"}],
+        "Observation.ndjson": [
+            {"resourceType": "Observation", "id": "o9", "encounter": ref("Encounter/e1")},
+            {"resourceType": "Observation", "id": "o2", "encounter": ref("https://x.example/fhir/Encounter/e2")},
+            {"resourceType": "Observation", "id": "o1", "encounter": ref("Encounter/e1")},
+            # o2 again with other content, linked to e1: an error, the first kept (and its links only)
+            {"resourceType": "Observation", "id": "o2", "status": "final", "encounter": ref("Encounter/e1")}],
+        "Organization.ndjson": [{"resourceType": "Organization", "id": "org1"}],
+        "Procedure.000.ndjson": [
+            proc("p1", "Encounter/e1", "76000", report=[ref("DiagnosticReport/r1")], basedOn=[ref("ServiceRequest/sr1")]),
+            proc("p3", "Patient/e1"), proc("p4", "Encounter/e2")],
+        "Procedure.001.ndjson": [proc("p0", "urn:uuid:e1")],
+    }
+    files["Procedure.001.ndjson"].append(files["Procedure.000.ndjson"][0])  # p1 again, identical
+
+    def claim(cid, items, **more):
+        return {"resourceType": "Claim", "id": cid, "item": [
+            {"sequence": i + 1, "encounter": [ref(e)]} for i, e in enumerate(items)], **more}
+
+    files["Claim.ndjson"] = [
+        claim("c1", ["Encounter/e1", "urn:uuid:e2"], procedure=[{"sequence": 1, "procedureReference": ref("Procedure/p4")}],
+              insurance=[{"sequence": 1, "focal": True, "coverage": ref("Coverage/cov1")}]),
+        claim("c2", ["Encounter/e3"]),
+        claim("c3", ["Encounter/nowhere"]),
+        claim("c4", ["Encounter/e2"], supportingInfo=[{"sequence": 1, "valueReference": ref("Device/d1")}]),
+        {"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": claim("c5", ["Encounter/e1"])}, {"resource": {"resourceType": "Encounter", "id": "e1"}}]},
+    ]
+    for name, records in files.items():
+        (root / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+def test_the_join_keeps_its_companions_order_aliases_and_dangling_errors(tmp_path):
+    """The join's answer, companion by companion (what the index must give however it stores the
+    links): the claim's references in their order, then each encounter's linked resources in reading
+    order, then those basedOn a 76000's order, then the second hops; each resource once."""
+    _join_export(tmp_path)
+    with BatchInput([str(tmp_path)]) as source:
+        got = {}
+        for item in source.records():
+            if isinstance(item, InputError):
+                got[item.resource_id] = (item.path, "dangling" in item.reason)
+            else:
+                got[item.resource["id"]] = ([fr_key(r) for r in item.companions],
+                                            {k: fr_key(v) for k, v in item.aliases.items()})
+                assert all("status" not in r for r in item.companions if r["id"] == "o2")  # the first o2
+        assert dict(source.duplicates) == {"companions_identical": 1, "companions_conflicting": 1}
+    assert got == {
+        "c1": (["Encounter/e1", "Encounter/e2", "Procedure/p4", "Coverage/cov1",
+                "ImagingStudy/i1", "Observation/o9", "Observation/o1", "Procedure/p1", "Procedure/p0",  # e1's
+                "DiagnosticReport/r1", "Observation/o2",  # e2's (p4 already joined)
+                "DiagnosticReport/r2",  # basedOn the 76000's order
+                "Location/l1", "Organization/org1"],  # second hops
+               {"urn:uuid:e2": "Encounter/e2"}),
+        "c2": ("Encounter/e3.location[0].location", True),
+        "c3": ("Claim.item[0].encounter[0]", True),
+        "c4": (["Encounter/e2", "DiagnosticReport/r1", "Observation/o2", "Procedure/p4", "ImagingStudy/i1"], {}),
+        "o2": ("Observation.id", False),
+        "c5": (["Encounter/e1", "ImagingStudy/i1", "Observation/o9", "Observation/o1", "Procedure/p1", "Procedure/p0",
+                "DiagnosticReport/r2", "DiagnosticReport/r1"], {}),
+    }
+
+
+def fr_key(resource: dict) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"

@@ -120,9 +120,7 @@ def test_a_line_its_own_claim_removes_is_in_no_edit_across_claims(real_reference
     """Claim a bills 33289 + 76000 (its own review removes the 76000: bundled); claim b bills
     33289 again on that date. The removed 76000 is not billable, so it is grouped without it
     (service/claim_groups.py) and no second removal of it comes from claim b."""
-    import pickle
-
-    from service.claim_groups import group_row
+    from service.claim_groups import decode_case, group_row
 
     base, companions = _parts(9)
     cases = _review([_claim(base, "a", {"33289": 1, "76000": 1}), _claim(base, "b", {"33289": 1})], companions,
@@ -131,7 +129,7 @@ def test_a_line_its_own_claim_removes_is_in_no_edit_across_claims(real_reference
     assert [f.code for f in own[0]] == ["ptp-bundled"]
     assert [f.finding.code for f in cross_claim_findings(cases, real_reference, CONFIG)] == ["ptp-bundled"]
     rows = [group_row(c, None, ("x", i), f) for i, (c, f) in enumerate(zip(cases, own))]
-    slim = [pickle.loads(r.case) for r in rows if r is not None]
+    slim = [decode_case(r.case) for r in rows if r is not None]
     assert [ln.code for ln in slim[0].lines] == ["33289"]
     assert cross_claim_findings(slim, real_reference, CONFIG) == []
 
