@@ -46,7 +46,7 @@ from nccidata.api import ReferenceData
 
 from . import metrics
 from .batch_report import Tally, render_html, summary
-from .bulk_input import (DUPLICATE_COUNTS, RECORD_TYPES, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+from .bulk_input import (DUPLICATE_COUNTS, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected

@@ -62,7 +62,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO, Callable, Container, Iterable, Iterator, NamedTuple, Sequence
+from typing import IO, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 
@@ -883,15 +883,10 @@ class BatchInput:
             if self._admitted is not None:
                 self._admitted[0].close()
             self._admitted, seen = (seen, first_reading), None
-        spool = None  # stdin's claim lines, kept for lines_at (stdin cannot be read twice)
         try:
             for f in self.files:
                 if f.claims:
-                    if f.path == "-" and first_reading:
-                        spool = open(os.path.join(self._tmp, "stdin.ndjson"), "wb")
                     for line, data in numbered_lines(f.path, check=True):
-                        if spool is not None:
-                            spool.write(b"%d\t%s" % (line, data if data.endswith(b"\n") else data + b"\n"))
                         raw = RawRecord(f.path, line, data)
                         if seen is None:
                             yield raw
@@ -905,8 +900,6 @@ class BatchInput:
         finally:
             if seen is not None:
                 seen.close()
-            if spool is not None:
-                spool.close()
 
     def admit(self, chunk: Sequence[RawRecord | InputError],
               identities: Sequence[tuple[str, str, bytes] | None]) -> list[RawRecord | InputError] | None:
@@ -943,23 +936,6 @@ class BatchInput:
         if kind == "identical":
             return None
         return InputError(raw.file, raw.line, f"{rtype}.id", repeat_reason(f"{rtype}/{rid}", *first), rtype, rid)
-
-    def lines_at(self, wanted: Container[tuple[str, int]]) -> Iterator[RawRecord]:
-        """The claim records read from the (file, line)s `wanted`, read again (none of them a repeat:
-        they are the ones :meth:`raw` gave), without parsing the others."""
-        for f in self.files:
-            if f.claims and f.path == "-":
-                spooled = os.path.join(self._tmp or "", "stdin.ndjson")
-                if os.path.exists(spooled):
-                    with open(spooled, "rb") as fh:
-                        for entry in fh:
-                            number, data = entry.split(b"\t", 1)
-                            if ("-", int(number)) in wanted:
-                                yield RawRecord("-", int(number), data)
-            elif f.claims:
-                for line, data in numbered_lines(f.path):
-                    if (f.path, line) in wanted:
-                        yield RawRecord(f.path, line, data)
 
     def records(self) -> Iterator[InputRecord | InputError]:
         """:meth:`raw` joined in this process."""

@@ -161,7 +161,9 @@ class ExportOnDriver:
         self.duplicates: dict[str, int] = {}
         self.claim_files = list(inputs)
         files: list[InputFile] = []
+        remote: set[str] = set()  # the files listed through Hadoop (urls), not on the local disk
         copies: dict[str, str] = {}  # local copy -> the url it was read from
+        hadoop = HadoopFiles(sc)
         try:
             for path in inputs:
                 local = local_path(path)
@@ -173,23 +175,22 @@ class ExportOnDriver:
                     continue
                 if self._scratch is None:
                     self._scratch = tempfile.mkdtemp(prefix="fluoro-cds-remote-")
-                listed = remote_input_files(sc, HadoopFiles(sc), path, self._scratch)
+                listed = remote_input_files(sc, hadoop, path, self._scratch)
                 if listed is None:  # a folder of part files
                     files.append(InputFile(path, None, True))
                     continue
                 files += listed
+                remote.update(f.path for f in listed)
             companions = [f for f in files if not f.claims]
             if not companions:  # NDJSON claim files (or a folder of part files): Spark reads them as given
                 return
-            hadoop = HadoopFiles(sc)
             local_files = []
             for f in companions:
-                if local_path(f.path) is not None and os.path.exists(local_path(f.path) or ""):
-                    local_files.append(f)
-                    continue
-                copy = _fetched(hadoop, f.path, self._scratch or "")
-                copies[copy] = f.path
-                local_files.append(InputFile(copy, f.kind, False))
+                if f.path in remote:
+                    copy = _fetched(hadoop, f.path, self._scratch or "")
+                    copies[copy] = f.path
+                    f = InputFile(copy, f.kind, False)
+                local_files.append(f)
             source = self._source = BatchInput([], files=local_files).__enter__()
             self.claim_files = [f.path for f in files if f.claims]
             self.duplicates = dict(source.duplicates)

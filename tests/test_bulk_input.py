@@ -412,8 +412,8 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
 
 
 def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
-    """stdin cannot be read twice: its claim lines are spooled, so the claims the edits across
-    claims edit are reviewed again as from a file (the same rows)."""
+    """Claims read from stdin (read once) give the rows of the same claims read from a file, the
+    edits across claims and the amendment of the claims they edit included."""
     import subprocess
     import sys
 
