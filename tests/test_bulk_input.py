@@ -407,6 +407,7 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
     # the second file read first: reading order, not file names nor ids
     assert list(index.load([InputFile(str(second), "Procedure", False), InputFile(str(first), "Procedure", False)])) == []
     index.close()
+    assert sorted(os.listdir(tmp_path)) == sorted([first.name, second.name, "index.sqlite"])  # the staging file gone
     got = [r["id"] for r in ExportIndex(path).linked("encounter", {"resourceType": "Encounter", "id": "e1"})]
     assert got == ["b", "y", "z", "a", "m"]
 
@@ -472,7 +473,8 @@ def _join_export(root) -> None:
     (`Procedure.encounter` urn:uuid:e1), a type mismatch (`encounter` naming Patient/e1: not linked
     to Encounter/e1), repeated companions (p1 twice, identical: joined once, at its first place; o2
     twice, conflicting: the first kept, the repeat's link to e1 left out), a resource reached twice
-    (r1: linked to e2 and named by p1.report), basedOn the order of a 76000 Procedure, second hops."""
+    (r1: linked to e2 and named by p1.report), basedOn the order of a 76000 Procedure, second hops,
+    and resources the index stores in the row of an encounter the claim does not name (c6)."""
     def ref(r):
         return {"reference": r}
 
@@ -518,6 +520,9 @@ def _join_export(root) -> None:
         claim("c4", ["Encounter/e2"], supportingInfo=[{"sequence": 1, "valueReference": ref("Device/d1")}]),
         {"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": claim("c5", ["Encounter/e1"])}, {"resource": {"resourceType": "Encounter", "id": "e1"}}]},
+        # resources stored in the row of an encounter the claim does not name: by "Type/id", by urn:uuid
+        claim("c6", [], procedure=[{"sequence": 1, "procedureReference": ref("Procedure/p4")}],
+              supportingInfo=[{"sequence": 1, "valueReference": ref("urn:uuid:o2")}]),
     ]
     for name, records in files.items():
         (root / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
@@ -551,6 +556,7 @@ def test_the_join_keeps_its_companions_order_aliases_and_dangling_errors(tmp_pat
         "o2": ("Observation.id", False),
         "c5": (["Encounter/e1", "ImagingStudy/i1", "Observation/o9", "Observation/o1", "Procedure/p1", "Procedure/p0",
                 "DiagnosticReport/r2", "DiagnosticReport/r1"], {}),
+        "c6": (["Procedure/p4", "Observation/o2"], {"urn:uuid:o2": "Observation/o2"}),  # from e2's row
     }
 
 
