@@ -770,6 +770,131 @@ def _hop_refs(res: dict, path: str) -> list[tuple[str, str]]:
     return out
 
 
+# The join's hot path: the references of a claim and of its companions when every one of them is
+# valid or absent, without formatting a FHIR path for each (a Where, formatted by _path only for a
+# dangling one); any other shape takes _claim_refs / _hop_refs, which say what is wrong.
+Where = tuple  # (template with {p}, {i}, {j}; the owner: its path, or the resource whose key it is; i; j)
+_SLOW = object()
+_CLAIM_ENTRIES = tuple((key, element, f"{{p}}.{key}[{{i}}].{element}") for key, element in (
+    ("procedure", "procedureReference"), ("supportingInfo", "valueReference"), ("insurance", "coverage")))
+_HOP_LISTS = {"Procedure": ("report", "{p}.report[{i}]"), "DiagnosticReport": ("imagingStudy", "{p}.imagingStudy[{i}]"),
+              "Coverage": ("payor", "{p}.payor[{i}]")}
+
+
+def _path(where: str | Where) -> str:
+    """The FHIR path of a reference the join resolves (see :data:`Where`)."""
+    if type(where) is str:
+        return where
+    template, owner, i, j = where
+    if type(owner) is not str:
+        owner = fr.key_of(owner) or owner.get("resourceType", "resource")
+    return template.format(p=owner, i=i, j=j)
+
+
+def _hot_reference(node: object) -> str | None | object:
+    """:func:`hooks.fhir_read.reference` of an absent Reference, one without `reference`, or one
+    with a non-blank string; _SLOW for any other."""
+    if node is None:
+        return None
+    if type(node) is dict:
+        value = node.get("reference")
+        if value is None:
+            return None
+        if type(value) is str and value.strip():
+            return value if value.count("/") == 1 and value[-1:] != "\n" else fr.normalize_reference(value)
+    return _SLOW
+
+
+def _claim_refs_fast(claim: dict) -> list[tuple[Where, str]] | None:
+    """:func:`_claim_refs` (the same references in the same order), or None: take it."""
+    root = claim["resourceType"]
+    out: list[tuple[Where, str]] = []
+    ref = _hot_reference(claim.get("facility"))
+    if ref is _SLOW:
+        return None
+    if ref:
+        out.append((("{p}.facility", root, 0, 0), ref))  # type: ignore[arg-type]
+    items = claim.get("item")
+    if items is not None:
+        if type(items) is not list:
+            return None
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                return None
+            encounters = item.get("encounter")
+            if encounters is not None:
+                if type(encounters) is not list:
+                    return None
+                for j, node in enumerate(encounters):
+                    ref = _hot_reference(node)
+                    if ref is _SLOW:
+                        return None
+                    if ref:
+                        out.append((("{p}.item[{i}].encounter[{j}]", root, i, j), ref))  # type: ignore[arg-type]
+            ref = _hot_reference(item.get("locationReference"))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append((("{p}.item[{i}].locationReference", root, i, 0), ref))  # type: ignore[arg-type]
+    for key, element, template in _CLAIM_ENTRIES:
+        entries = claim.get(key)
+        if entries is None:
+            continue
+        if type(entries) is not list:
+            return None
+        for i, entry in enumerate(entries):
+            if type(entry) is not dict:
+                return None
+            ref = _hot_reference(entry.get(element))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append(((template, root, i, 0), ref))  # type: ignore[arg-type]
+    return out
+
+
+def _hop_refs_fast(res: dict) -> list[tuple[Where, str]] | None:
+    """:func:`_hop_refs` (the same references in the same order), or None: take it."""
+    rtype = res.get("resourceType")
+    out: list[tuple[Where, str]] = []
+    if rtype == "Encounter":
+        locations = res.get("location")
+        if locations is None:
+            return out
+        if type(locations) is not list:
+            return None
+        for i, entry in enumerate(locations):
+            if type(entry) is not dict:
+                return None
+            ref = _hot_reference(entry.get("location"))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append((("{p}.location[{i}].location", res, i, 0), ref))
+        return out
+    if rtype not in _HOP_LISTS:
+        return out
+    if rtype == "Procedure":
+        ref = _hot_reference(res.get("location"))
+        if ref is _SLOW:
+            return None
+        if ref:
+            out.append((("{p}.location", res, 0, 0), ref))
+    key, template = _HOP_LISTS[rtype]
+    nodes = res.get(key)
+    if nodes is None:
+        return out
+    if type(nodes) is not list:
+        return None
+    for i, node in enumerate(nodes):
+        ref = _hot_reference(node)
+        if ref is _SLOW:
+            return None
+        if ref:
+            out.append(((template, res, i, 0), ref))
+    return out
+
+
 class Joiner:
     """Joins claim records with their companions from an :class:`ExportIndex` (None: no companion
     files; each record carries what it needs, as before). One per process."""
@@ -834,7 +959,7 @@ class Joiner:
                 found.append(res)
             return res
 
-        def resolve(path: str, ref: str) -> dict | None:
+        def resolve(where: str | Where, ref: str) -> dict | None:
             res = have.get(ref)
             if res is not None:
                 return res
@@ -850,15 +975,16 @@ class Joiner:
                 t = _target(ref)
                 if t is None or t[1] is not None and t[1] not in index.types:
                     return None  # a type the export has no file of: not checked
-                raise Dangling(path, ref)
+                raise Dangling(_path(where), ref)
             return res
 
-        todo = [res for p, ref in _claim_refs(claim) if (res := resolve(p, ref)) is not None]
+        refs: Sequence[tuple[str | Where, str]] | None = _claim_refs_fast(claim)
+        todo = [res for p, ref in (_claim_refs(claim) if refs is None else refs) if (res := resolve(p, ref)) is not None]
         todo += [r for r in bundled if r.get("resourceType") == "Encounter"]
         encounters = {fr.key_of(r): r for r in todo if r.get("resourceType") == "Encounter"}
         for enc_key, enc in encounters.items():
             for res in linked[enc_key] if enc_key in linked else index.linked("encounter", enc):
-                key = fr.key_of(res)
+                key = f"{res['resourceType']}/{res['id']}"  # the index's resources have both
                 if key not in have:
                     have[key] = res
                     found.append(res)
@@ -883,7 +1009,10 @@ class Joiner:
                 if id(res) in seen:
                     continue
                 seen.add(id(res))
-                for p, ref in _hop_refs(res, fr.key_of(res) or res.get("resourceType", "resource")):
+                hops: Sequence[tuple[str | Where, str]] | None = _hop_refs_fast(res)
+                if hops is None:
+                    hops = _hop_refs(res, fr.key_of(res) or res.get("resourceType", "resource"))
+                for p, ref in hops:
                     got = resolve(p, ref)
                     if got is not None:
                         nxt.append(got)
