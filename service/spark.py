@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import (amended_outputs, cross_claim_rows, output_names, retraction, review_raw, review_table,
+from .batch import (amended_outputs, cross_claim_rows, edits_across, output_names, retraction, review_raw, review_table,
                     run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
 from .bulk_input import InputError, Joiner, RawRecord, claim_identity, repeat_reason
@@ -232,20 +232,20 @@ def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, 
     given twice: its first record): (ROW, a row across claims); for each claim they edit, amended
     from its grouped case (:func:`service.batch.amended_outputs`: no second read nor join), its
     (ROW, an amended row)s, (FIXED, its corrected Claim line) and (AMEND, ((file, line), "Type/id")),
-    whose first review's outputs the driver leaves out; and last (TALLY, the partition's tally)."""
-    from .batch import edits_across
-
+    whose first review's outputs the driver leaves out; and last (TALLY, the partition's tally, which counts
+    the claims named across claims that have no rows of their own, as the local engine does)."""
     reference = _executor_reference(store)
     tally = Tally()
     for _patient, rows in patients:
         members = [(r.claim, r.case, r.source, r.own)
                    for r in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1]))]
-        found_all, edited, _named = edits_across(members, reference, config)
+        found_all, edited, named = edits_across(members, reference, config)
         for found, cases in found_all:
             out = cross_claim_rows(found, cases, reference, run)
             tally.add_rows(out)
             for r in out:
                 yield ROW, r
+        own_after: dict[tuple[str, int], bool] = {}
         for where, (claim, case, parts) in edited.items():
             amended = amended_outputs(case, where, parts, reference, config, run)
             if amended is None:
@@ -256,7 +256,11 @@ def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, 
             if fixed is not None:
                 yield FIXED, dumps(fixed).decode()
             tally.merge(change)
+            own_after[where] = bool(own_rows)
             yield AMEND, (where, claim)
+        # a claim with rows across claims and none of its own (none found, or withdrawn by the
+        # amendment) has findings too (the reviews' tallies count the claims with rows of their own)
+        tally.with_findings += sum(1 for where, own in named.items() if not own_after.get(where, own))
     yield TALLY, tally
 
 
@@ -353,9 +357,6 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
                        .collect()).merge(taken_back)
-        # the claims with findings, own or across claims: the table's distinct claim records (the
-        # partitions' tallies count only the claims with rows of their own)
-        tally.with_findings = rows.map(lambda r: (r[SOURCE_FILE], r[SOURCE_LINE])).distinct().count()
     finally:
         for rdd in (tagged, cross):
             if rdd is not None:
