@@ -16,6 +16,10 @@ resident set of that process and its workers, getrusage ru_maxrss):
   time, and the ratio to the floor (target: 2 workers >= 0.5);
 - Spark local[2]: deploy/spark_job.py --out-dir on the same export (the driver indexes its
   companion files, the executors join each claim with them, as the local batch does);
+- the CMS tables: the batch with 2 workers on a store of the real July 2024 tables
+  (``--cms DIR``, default ../shared/ncci, imported with ``fluoro-cds ncci import`` first; skipped
+  when absent or with ``--cms ''``), where the starter set's 128 PTP rows a setting become 2.5
+  million and more edits apply;
 - Claim-first Bundles (``--no-bundles`` skips it): the same claims, each joined with its
   companions once (service.bulk_input.BatchInput.records) and written as one Bundle a line, as the
   issue's own starting figure was measured: the floor on that file and the batch with 2 workers
@@ -101,6 +105,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-spark", action="store_true")
     ap.add_argument("--no-bundles", action="store_true", help="skip the Claim-first Bundles figures")
+    ap.add_argument("--cms", default=str(ROOT.parent / "shared" / "ncci"),
+                    help="folder of the CMS tables to import for a run on them ('' skips it)")
     ap.add_argument("--baseline", type=Path, help="another checkout whose batch runs alongside, alternating")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -143,6 +149,18 @@ def main() -> None:
             if args.baseline is not None:
                 runs[f"baseline batch-{workers}"] = (args.baseline.resolve(), batch_cmd(workers))
             repeat(runs)
+        cms = Path(args.cms) if args.cms else None
+        if cms is not None and (cms / "ptp_practitioner_2024q3.tsv.gz").is_file():
+            store = Path(tmp) / "ncci.sqlite"
+            for names, extra in ((("ptp_practitioner_2024q3.tsv.gz", "ptp_outpatient_hospital_2024q3.tsv.gz",
+                                   "mue_practitioner_2024q3.tsv", "mue_outpatient_hospital_2024q3.tsv",
+                                   "aoc_2024q3.tsv"), []),
+                                 (("mpfs_indicators_2024.tsv", "mpfs_rvu_2024.tsv"), []),
+                                 (("place_of_service_codes.tsv",), ["--release", "2024Q3"])):
+                subprocess.run([*fluoro, "ncci", "import", "--db", str(store), *extra, *(str(cms / n) for n in names)],
+                               check=True, env=env, cwd=ROOT, capture_output=True)
+            repeat({"batch-2 CMS tables": (ROOT, lambda out: [*batch_cmd(2)(out), "--db", str(store),
+                                                              "--require-cms-data"])})
         if not args.no_bundles:
             bundles = Path(tmp) / "bundles"
             bundles.mkdir()
@@ -157,6 +175,7 @@ def main() -> None:
                                                         "--out-dir", str(out), "--master", "local[2]"])})
     print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} --repeats {args.repeats}"
           + (" --no-spark" if args.no_spark else "") + (" --no-bundles" if args.no_bundles else "")
+          + (f" --cms {args.cms}" if args.cms != str(ROOT.parent / "shared" / "ncci") else "")
           + (f" --baseline {args.baseline}" if args.baseline else ""))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
