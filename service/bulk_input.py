@@ -451,16 +451,18 @@ def _companion_names() -> frozenset[str]:
 
 
 # --- the on-disk index of the companions ------------------------------------------------------------
+# Each companion's body is stored once: an Encounter and the resources linked to it in the encounter's
+# row of `encounters` (:data:`_ENCOUNTERS`), `resources` holding their place (body NULL, `encounter`
+# naming that row); every other resource's body in `resources`.
 _SCHEMA = """
 CREATE TABLE resources (key TEXT PRIMARY KEY, rid TEXT NOT NULL, rtype TEXT NOT NULL, file INTEGER NOT NULL,
-                        line INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE links (param TEXT NOT NULL, target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL);
-CREATE TABLE encounter_links (target_id TEXT NOT NULL, body BLOB NOT NULL);  -- grouped into `encounters`
+                        line INTEGER NOT NULL, body BLOB, encounter TEXT) WITHOUT ROWID;
+CREATE TABLE based_on (target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
 """
 _INDEXES = """
 CREATE INDEX resources_by_id ON resources (rid);
-CREATE INDEX links_by_target ON links (param, target_id);
+CREATE INDEX based_on_by_target ON based_on (target_id);
 """
 # 16 KiB pages: an encounter's row (its Encounter and linked resources, ~3 KB in the sample export)
 # fits in one page, not a chain of overflow pages (4 KiB pages: 20-30 us a lookup against ~10 us).
@@ -469,6 +471,11 @@ _PAGE_SIZE = 16384
 # `encounter` names it) as one JSON array in reading order (NULL: none); what the join reads for each
 # encounter, in one lookup (ExportIndex.encounter).
 _ENCOUNTERS = "CREATE TABLE encounters (rid TEXT PRIMARY KEY, body BLOB, linked BLOB) WITHOUT ROWID"
+# While loading, the bodies of the encounters' rows wait in a file of their own beside the index
+# (deleted once they are grouped): `seq` is the reading order (file number << 40 | line), `linked` 0
+# for the Encounter itself.
+_STAGING = "CREATE TABLE staging.members (seq INTEGER PRIMARY KEY, encounter TEXT NOT NULL, linked INTEGER NOT NULL, body BLOB NOT NULL)"
+_LINE_BITS = 40
 
 
 def _target(ref: str) -> tuple[str, str | None] | None:
@@ -481,32 +488,33 @@ def _target(ref: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _links_of(res: dict, rtype: str) -> list[tuple[str, str, str | None]]:
-    """(param, target id, target type) of the references the join searches by: `encounter` of
-    the encounter-linked types, `basedOn` of reports and studies. Unreadable ones are left out
-    (the case builder reports them when it reads the resource)."""
-    out = []
-    wanted = []
+def _target_of(node: object) -> tuple[str, str | None] | None:
+    """:func:`_target` of a Reference element; None when it is unreadable (the case builder
+    reports that when it reads the resource)."""
+    ref = node.get("reference") if isinstance(node, dict) else None
+    if type(ref) is str and ref.strip():
+        return _target(fr.normalize_reference(ref.strip()))
+    return None
+
+
+def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
+    """The id of the encounter row a companion is stored in: an Encounter's own; for the
+    encounter-linked types, the encounter their `encounter` names ("Encounter/id", absolute, or
+    "urn:uuid:id"; not a reference to another type); else None."""
+    if rtype == "Encounter":
+        return rid
     if rtype in ENCOUNTER_LINKED:
-        wanted.append(("encounter", res.get("encounter")))
-    if rtype in BASED_ON_LINKED:
-        based = res.get("basedOn")
-        if isinstance(based, list):
-            wanted += [("based-on", b) for b in based]
-    for param, node in wanted:
-        ref = node.get("reference") if isinstance(node, dict) else None
-        if type(ref) is str and ref.strip():
-            t = _target(fr.normalize_reference(ref.strip()))
-            if t is not None:
-                out.append((param, t[0], t[1]))
-    return out
+        t = _target_of(res.get("encounter"))
+        if t is not None and t[1] in (None, "Encounter"):
+            return t[0]
+    return None
 
 
 class ExportIndex:
     """The companion resources of the inputs on disk (SQLite): by "Type/id", by id (for urn:uuid
     references), each encounter id with its Encounter and linked resources in one row (what the join
-    reads for an encounter, :meth:`encounter`), and by basedOn. Written once by :meth:`load`, then
-    read (by any number of processes); its page cache is bounded."""
+    reads for an encounter, :meth:`encounter`), and by basedOn. Each body is stored once. Written
+    once by :meth:`load`, then read (by any number of processes); its page cache is bounded."""
 
     CACHE_KIB = 16 * 1024  # SQLite page cache per connection
 
@@ -534,84 +542,116 @@ class ExportIndex:
         counted in ``duplicates["companions_identical"]``, one with other content is an error
         naming both places (``duplicates["companions_conflicting"]``)."""
         db = self.db
-        db.execute("BEGIN")
-        rows: list[tuple] = []
-        links: list[tuple] = []
-        for number, f in enumerate(files):
-            db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
-            for line, data in numbered_lines(f.path):
-                try:
-                    res = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    yield InputError(f.path, line, "$", f"not valid JSON: {exc}", claim=False)
-                    continue
-                rtype, rid = _ident(res)
-                if not isinstance(res, dict) or rtype is None:
-                    yield InputError(f.path, line, "$.resourceType", "a FHIR resource has a resourceType",
-                                     claim=False)
-                    continue
-                if rtype in CLAIM_TYPES or (f.kind is not None and rtype != f.kind):
-                    yield InputError(f.path, line, f"{rtype}.resourceType" if rtype in _companion_names()
-                                     or rtype in CLAIM_TYPES else "$.resourceType",
-                                     f"a file of {f.kind} resources holds another type", rtype, rid, claim=False)
-                    continue
-                if rid is None or not rid.strip():
-                    yield InputError(f.path, line, f"{rtype}.id", "a resource in a Bulk Data export has an id "
-                                     "(references name it)", rtype, claim=False)
-                    continue
-                key = f"{rtype}/{rid}"
-                rows.append((key, rid, rtype, number, line, data.strip()))
-                for param, tid, ttype in _links_of(res, rtype):
-                    links.append((param, tid, ttype, key, len(rows) - 1))
-                if len(rows) >= 1000:  # bounded: what memory holds while indexing
-                    yield from self._flush(rows, links, files)
-        yield from self._flush(rows, links, files)
-        db.execute("COMMIT")
+        staging = self.path + ".staging"
+        db.execute("ATTACH DATABASE ? AS staging", (staging,))
+        try:
+            db.executescript("PRAGMA staging.journal_mode=OFF; PRAGMA staging.synchronous=OFF;" + _STAGING)
+            db.execute("BEGIN")
+            rows: list[tuple] = []  # resources rows
+            staged: list[tuple] = []  # (seq, encounter, linked, body, row number) of the members
+            based: list[tuple] = []  # (target id, target type, source, row number)
+            for number, f in enumerate(files):
+                db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
+                for line, data in numbered_lines(f.path):
+                    try:
+                        res = orjson.loads(data)
+                    except orjson.JSONDecodeError as exc:
+                        yield InputError(f.path, line, "$", f"not valid JSON: {exc}", claim=False)
+                        continue
+                    rtype, rid = _ident(res)
+                    if not isinstance(res, dict) or rtype is None:
+                        yield InputError(f.path, line, "$.resourceType", "a FHIR resource has a resourceType",
+                                         claim=False)
+                        continue
+                    if rtype in CLAIM_TYPES or (f.kind is not None and rtype != f.kind):
+                        yield InputError(f.path, line, f"{rtype}.resourceType" if rtype in _companion_names()
+                                         or rtype in CLAIM_TYPES else "$.resourceType",
+                                         f"a file of {f.kind} resources holds another type", rtype, rid, claim=False)
+                        continue
+                    if rid is None or not rid.strip():
+                        yield InputError(f.path, line, f"{rtype}.id", "a resource in a Bulk Data export has an id "
+                                         "(references name it)", rtype, claim=False)
+                        continue
+                    key = f"{rtype}/{rid}"
+                    body = data.strip()
+                    encounter = _encounter_of(res, rtype, rid)
+                    if encounter is None:
+                        rows.append((key, rid, rtype, number, line, body, None))
+                    else:
+                        staged.append((number << _LINE_BITS | line, encounter, rtype != "Encounter", body, len(rows)))
+                        rows.append((key, rid, rtype, number, line, None, encounter))
+                    if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
+                        for node in res["basedOn"]:
+                            t = _target_of(node)
+                            if t is not None:
+                                based.append((t[0], t[1], key, len(rows) - 1))
+                    if len(rows) >= 1000:  # bounded: what memory holds while indexing
+                        yield from self._flush(rows, staged, based, files)
+            yield from self._flush(rows, staged, based, files)
+            db.execute("COMMIT")
+            self._group_encounters()
+        finally:
+            db.execute("DETACH DATABASE staging")
+            if os.path.exists(staging):
+                os.remove(staging)
         db.executescript(_INDEXES)
-        self._group_encounters()
 
     def _group_encounters(self) -> None:
         """Write :data:`_ENCOUNTERS`: one row per encounter id, the Encounter of that id (if any) and
         the resources linked to it (their `encounter` names it: "Encounter/id", absolute, or
-        "urn:uuid:id"; not one naming another type), by target id and then in reading order (the
-        links' rowid: :meth:`_flush` appends them in that order, a repeat's left out)."""
+        "urn:uuid:id"; not one naming another type), in reading order (a repeat's left out)."""
         db = self.db
         db.execute("BEGIN")
         db.execute(_ENCOUNTERS)
-        rows = db.execute("SELECT target_id, body FROM encounter_links ORDER BY target_id, rowid")
-        groups = ((tid, b"[" + b",".join(body for _t, body in members) + b"]")
-                  for tid, members in itertools.groupby(rows, key=lambda row: row[0]))
-        db.executemany("INSERT INTO encounters VALUES (?, NULL, ?)", groups)
-        db.execute("INSERT INTO encounters SELECT rid, body, NULL FROM resources WHERE key >= 'Encounter/' AND "
-                   "key < 'Encounter0' ON CONFLICT (rid) DO UPDATE SET body = excluded.body")
+        rows = db.execute("SELECT encounter, linked, body FROM staging.members ORDER BY encounter, seq")
+
+        def grouped() -> Iterator[tuple[str, bytes | None, bytes | None]]:
+            for rid, members in itertools.groupby(rows, key=lambda row: row[0]):
+                encounter, linked = None, []
+                for _rid, is_linked, body in members:
+                    if is_linked:
+                        linked.append(body)
+                    else:
+                        encounter = body
+                yield rid, encounter, (b"[" + b",".join(linked) + b"]") if linked else None
+
+        db.executemany("INSERT INTO encounters VALUES (?, ?, ?)", grouped())
         db.execute("COMMIT")
 
-    def _flush(self, rows: list[tuple], links: list[tuple], files: Sequence[InputFile]) -> Iterator[InputError]:
-        """Write a batch of rows (and the links of the rows kept); the repeats of an indexed
-        "Type/id" are left out (see :meth:`load`). Empties both lists."""
+    def _flush(self, rows: list[tuple], staged: list[tuple], based: list[tuple],
+               files: Sequence[InputFile]) -> Iterator[InputError]:
+        """Write a batch of rows (and the members and basedOn links of the rows kept); the repeats
+        of an indexed "Type/id" are left out (see :meth:`load`). Empties the lists."""
         db = self.db
         before = db.total_changes
-        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         repeats: set[int] = set()
         if db.total_changes - before < len(rows):  # some keys were there already: find which
-            for i, (key, rid, rtype, number, line, body) in enumerate(rows):
+            waiting = {s[0]: s[3] for s in staged}  # this batch's members, not written yet
+            for i, (key, rid, rtype, number, line, body, _encounter) in enumerate(rows):
                 first = db.execute("SELECT file, line, body FROM resources WHERE key = ?", (key,)).fetchone()
                 if (first[0], first[1]) == (number, line):
                     continue
                 repeats.add(i)
-                if same_content(first[2], body):
+                if body is None:
+                    body = waiting[number << _LINE_BITS | line]
+                first_body = first[2]
+                if first_body is None:  # a member: its body waits in the staging table
+                    seq = first[0] << _LINE_BITS | first[1]
+                    first_body = waiting.get(seq) or db.execute(
+                        "SELECT body FROM staging.members WHERE seq = ?", (seq,)).fetchone()[0]
+                if same_content(first_body, body):
                     self.duplicates["companions_identical"] += 1
                     continue
                 self.duplicates["companions_conflicting"] += 1
                 yield InputError(files[number].path, line, f"{rtype}.id", repeat_reason(
                     key, files[first[0]].path, first[1]), rtype, rid, claim=False)
-        kept = [link for link in links if link[4] not in repeats]
-        # an encounter link (to an Encounter, or urn:uuid) keeps the body for _group_encounters
-        db.executemany("INSERT INTO encounter_links VALUES (?, ?)", [
-            (link[1], rows[link[4]][5]) for link in kept if link[0] == "encounter" and link[2] in (None, "Encounter")])
-        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", [link[:4] for link in kept if link[0] != "encounter"])
+        db.executemany("INSERT INTO staging.members VALUES (?, ?, ?, ?)",
+                       [s[:4] for s in staged if s[4] not in repeats])
+        db.executemany("INSERT INTO based_on VALUES (?, ?, ?)", [b[:3] for b in based if b[3] not in repeats])
         rows.clear()
-        links.clear()
+        staged.clear()
+        based.clear()
 
     @property
     def types(self) -> frozenset[str]:
@@ -623,10 +663,25 @@ class ExportIndex:
     def _get(self, ref: str) -> dict | None:
         """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or None."""
         if ref.startswith(_UUID):
-            row = self.db.execute("SELECT body FROM resources WHERE rid = ? LIMIT 1", (ref[len(_UUID):],)).fetchone()
+            row = self.db.execute("SELECT key, body, encounter FROM resources WHERE rid = ? LIMIT 1",
+                                  (ref[len(_UUID):],)).fetchone()
         else:
-            row = self.db.execute("SELECT body FROM resources WHERE key = ?", (ref,)).fetchone()
-        return orjson.loads(row[0]) if row else None
+            row = self.db.execute("SELECT key, body, encounter FROM resources WHERE key = ?", (ref,)).fetchone()
+        if row is None:
+            return None
+        key, body, encounter = row
+        if body is not None:
+            return orjson.loads(body)
+        enc, linked = self.encounter(encounter)  # stored in its encounter's row
+        if key.startswith("Encounter/"):
+            return enc
+        rtype, _, rid = key.partition("/")
+        return next((r for r in linked if r["id"] == rid and r["resourceType"] == rtype), None)
+
+    def key_of_id(self, rid: str) -> str | None:
+        """The "Type/id" a "urn:uuid:`rid`" reference names (what :meth:`get` reads for it), or None."""
+        row = self.db.execute("SELECT key FROM resources WHERE rid = ? LIMIT 1", (rid,)).fetchone()
+        return row[0] if row else None
 
     def encounter(self, rid: str) -> tuple[dict | None, list[dict]]:
         """The Encounter of id `rid` (None: none) and the resources linked to it (:meth:`linked`), in
@@ -636,20 +691,23 @@ class ExportIndex:
             return None, []
         return (orjson.loads(row[0]) if row[0] is not None else None), (orjson.loads(row[1]) if row[1] else [])
 
-    def linked(self, param: str, target: dict) -> list[dict]:
-        """The resources whose `param` reference names `target`, in reading order (file, then line):
-        "encounter" (`target` an Encounter; grouped at load, :meth:`encounter`), "based-on"."""
-        rtype, rid = target.get("resourceType"), target.get("id")
-        if param == "encounter":
-            return self.encounter(rid)[1] if rtype == "Encounter" else []
+    def based_on(self, target: dict) -> list[str]:
+        """The "Type/id"s of the resources whose basedOn names `target`, in reading order (file,
+        then line)."""
         # In the order the resources were read (file, then line): links are inserted in that order,
         # so their rowid order is it. ORDER BY r.file, r.line sorted every answer in a temporary
         # B-tree: 58 us a call against 24 us (best of 3, 3,000 encounters of a 20,000-claim sample
         # export); tests/test_bulk_input.py checks the order across files.
-        rows = self.db.execute(
-            "SELECT r.body FROM links l JOIN resources r ON r.key = l.source WHERE l.param = ? AND l.target_id = ? "
-            "AND (l.target_type IS NULL OR l.target_type = ?) ORDER BY l.rowid", (param, rid, rtype))
-        return [orjson.loads(b) for (b,) in rows]
+        return [k for (k,) in self.db.execute(
+            "SELECT source FROM based_on WHERE target_id = ? AND (target_type IS NULL OR target_type = ?) "
+            "ORDER BY rowid", (target.get("id"), target.get("resourceType")))]
+
+    def linked(self, param: str, target: dict) -> list[dict]:
+        """The resources whose `param` reference names `target`, in reading order (file, then line):
+        "encounter" (`target` an Encounter; grouped at load, :meth:`encounter`), "based-on"."""
+        if param == "encounter":
+            return self.encounter(target.get("id"))[1] if target.get("resourceType") == "Encounter" else []
+        return [r for r in map(self.get, self.based_on(target)) if r is not None]
 
     def location(self, key: str) -> tuple[str, int] | None:
         """(file, line) a companion was read from."""
@@ -712,6 +770,131 @@ def _hop_refs(res: dict, path: str) -> list[tuple[str, str]]:
     return out
 
 
+# The join's hot path: the references of a claim and of its companions when every one of them is
+# valid or absent, without formatting a FHIR path for each (a Where, formatted by _path only for a
+# dangling one); any other shape takes _claim_refs / _hop_refs, which say what is wrong.
+Where = tuple  # (template with {p}, {i}, {j}; the owner: its path, or the resource whose key it is; i; j)
+_SLOW = object()
+_CLAIM_ENTRIES = tuple((key, element, f"{{p}}.{key}[{{i}}].{element}") for key, element in (
+    ("procedure", "procedureReference"), ("supportingInfo", "valueReference"), ("insurance", "coverage")))
+_HOP_LISTS = {"Procedure": ("report", "{p}.report[{i}]"), "DiagnosticReport": ("imagingStudy", "{p}.imagingStudy[{i}]"),
+              "Coverage": ("payor", "{p}.payor[{i}]")}
+
+
+def _path(where: str | Where) -> str:
+    """The FHIR path of a reference the join resolves (see :data:`Where`)."""
+    if type(where) is str:
+        return where
+    template, owner, i, j = where
+    if type(owner) is not str:
+        owner = fr.key_of(owner) or owner.get("resourceType", "resource")
+    return template.format(p=owner, i=i, j=j)
+
+
+def _hot_reference(node: object) -> str | None | object:
+    """:func:`hooks.fhir_read.reference` of an absent Reference, one without `reference`, or one
+    with a non-blank string; _SLOW for any other."""
+    if node is None:
+        return None
+    if type(node) is dict:
+        value = node.get("reference")
+        if value is None:
+            return None
+        if type(value) is str and value.strip():
+            return value if value.count("/") == 1 and value[-1:] != "\n" else fr.normalize_reference(value)
+    return _SLOW
+
+
+def _claim_refs_fast(claim: dict) -> list[tuple[Where, str]] | None:
+    """:func:`_claim_refs` (the same references in the same order), or None: take it."""
+    root = claim["resourceType"]
+    out: list[tuple[Where, str]] = []
+    ref = _hot_reference(claim.get("facility"))
+    if ref is _SLOW:
+        return None
+    if ref:
+        out.append((("{p}.facility", root, 0, 0), ref))  # type: ignore[arg-type]
+    items = claim.get("item")
+    if items is not None:
+        if type(items) is not list:
+            return None
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                return None
+            encounters = item.get("encounter")
+            if encounters is not None:
+                if type(encounters) is not list:
+                    return None
+                for j, node in enumerate(encounters):
+                    ref = _hot_reference(node)
+                    if ref is _SLOW:
+                        return None
+                    if ref:
+                        out.append((("{p}.item[{i}].encounter[{j}]", root, i, j), ref))  # type: ignore[arg-type]
+            ref = _hot_reference(item.get("locationReference"))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append((("{p}.item[{i}].locationReference", root, i, 0), ref))  # type: ignore[arg-type]
+    for key, element, template in _CLAIM_ENTRIES:
+        entries = claim.get(key)
+        if entries is None:
+            continue
+        if type(entries) is not list:
+            return None
+        for i, entry in enumerate(entries):
+            if type(entry) is not dict:
+                return None
+            ref = _hot_reference(entry.get(element))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append(((template, root, i, 0), ref))  # type: ignore[arg-type]
+    return out
+
+
+def _hop_refs_fast(res: dict) -> list[tuple[Where, str]] | None:
+    """:func:`_hop_refs` (the same references in the same order), or None: take it."""
+    rtype = res.get("resourceType")
+    out: list[tuple[Where, str]] = []
+    if rtype == "Encounter":
+        locations = res.get("location")
+        if locations is None:
+            return out
+        if type(locations) is not list:
+            return None
+        for i, entry in enumerate(locations):
+            if type(entry) is not dict:
+                return None
+            ref = _hot_reference(entry.get("location"))
+            if ref is _SLOW:
+                return None
+            if ref:
+                out.append((("{p}.location[{i}].location", res, i, 0), ref))
+        return out
+    if rtype not in _HOP_LISTS:
+        return out
+    if rtype == "Procedure":
+        ref = _hot_reference(res.get("location"))
+        if ref is _SLOW:
+            return None
+        if ref:
+            out.append((("{p}.location", res, 0, 0), ref))
+    key, template = _HOP_LISTS[rtype]
+    nodes = res.get(key)
+    if nodes is None:
+        return out
+    if type(nodes) is not list:
+        return None
+    for i, node in enumerate(nodes):
+        ref = _hot_reference(node)
+        if ref is _SLOW:
+            return None
+        if ref:
+            out.append(((template, res, i, 0), ref))
+    return out
+
+
 class Joiner:
     """Joins claim records with their companions from an :class:`ExportIndex` (None: no companion
     files; each record carries what it needs, as before). One per process."""
@@ -759,35 +942,49 @@ class Joiner:
         more: dict[str, dict] = {}
         linked: dict[str, list[dict]] = {}  # of the Encounters read with their linked resources
 
-        def resolve(path: str, ref: str) -> dict | None:
-            if ref in have:
-                return have[ref]
-            if ref.startswith("Encounter/"):  # the Encounter and its linked resources: one lookup
-                res, linked[ref] = index.encounter(ref[10:])
+        def fetch(key: str) -> dict | None:
+            """The resource of a "Type/id" not in hand, from the index (joined)."""
+            if key.startswith("Encounter/"):  # the Encounter and its linked resources: one lookup
+                res, linked[key] = index.encounter(key[10:])
             else:
-                res = index.get(ref)
+                res = None
+                rtype, _, rid = key.partition("/")
+                if rtype in ENCOUNTER_LINKED:  # read already with an encounter?
+                    res = next((r for members in linked.values() for r in members
+                                if r["id"] == rid and r["resourceType"] == rtype), None)
+                if res is None:
+                    res = index.get(key)
+            if res is not None:
+                have[key] = res
+                found.append(res)
+            return res
+
+        def resolve(where: str | Where, ref: str) -> dict | None:
+            res = have.get(ref)
+            if res is not None:
+                return res
+            if ref.startswith(_UUID):  # the resource of that id: its "Type/id" first, its body if not in hand
+                key = index.key_of_id(ref[len(_UUID):])
+                res = None if key is None else have.get(key) or fetch(key)
+                if res is not None:
+                    have[ref] = more[ref] = res
+                    return res
+            else:
+                res = fetch(ref)
             if res is None:
                 t = _target(ref)
                 if t is None or t[1] is not None and t[1] not in index.types:
                     return None  # a type the export has no file of: not checked
-                raise Dangling(path, ref)
-            key = fr.key_of(res)
-            if key in have:  # urn:uuid of a resource already in hand
-                res = have[key]
-            else:
-                have[key] = res
-                found.append(res)
-            if ref.startswith(_UUID):
-                have[ref] = res
-                more[ref] = res
+                raise Dangling(_path(where), ref)
             return res
 
-        todo = [res for p, ref in _claim_refs(claim) if (res := resolve(p, ref)) is not None]
+        refs: Sequence[tuple[str | Where, str]] | None = _claim_refs_fast(claim)
+        todo = [res for p, ref in (_claim_refs(claim) if refs is None else refs) if (res := resolve(p, ref)) is not None]
         todo += [r for r in bundled if r.get("resourceType") == "Encounter"]
         encounters = {fr.key_of(r): r for r in todo if r.get("resourceType") == "Encounter"}
         for enc_key, enc in encounters.items():
             for res in linked[enc_key] if enc_key in linked else index.linked("encounter", enc):
-                key = fr.key_of(res)
+                key = f"{res['resourceType']}/{res['id']}"  # the index's resources have both
                 if key not in have:
                     have[key] = res
                     found.append(res)
@@ -800,12 +997,11 @@ class Joiner:
                     t = _target(fr.normalize_reference(ref)) if type(ref) is str else None
                     if t is None:
                         continue
-                    for linked in index.linked("based-on", {"resourceType": t[1] or "ServiceRequest", "id": t[0]}):
-                        key = fr.key_of(linked)
-                        if key not in have:
-                            have[key] = linked
-                            found.append(linked)
-                            todo.append(linked)
+                    for key in index.based_on({"resourceType": t[1] or "ServiceRequest", "id": t[0]}):
+                        if key not in have and (got := index.get(key)) is not None:
+                            have[key] = got
+                            found.append(got)
+                            todo.append(got)
         seen: set[int] = set()
         for _hop in range(MAX_HOPS):
             nxt = []
@@ -813,7 +1009,10 @@ class Joiner:
                 if id(res) in seen:
                     continue
                 seen.add(id(res))
-                for p, ref in _hop_refs(res, fr.key_of(res) or res.get("resourceType", "resource")):
+                hops: Sequence[tuple[str | Where, str]] | None = _hop_refs_fast(res)
+                if hops is None:
+                    hops = _hop_refs(res, fr.key_of(res) or res.get("resourceType", "resource"))
+                for p, ref in hops:
                     got = resolve(p, ref)
                     if got is not None:
                         nxt.append(got)

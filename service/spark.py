@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 from hooks.config import CONFIG_KEY, resolve
 
-from .batch import (amended_outputs, claim_edits, cross_claim_rows, output_names, retraction, review_raw, review_table,
+from .batch import (amended_outputs, cross_claim_rows, edits_across, output_names, retraction, review_raw, review_table,
                     run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
 from .bulk_input import InputError, Joiner, RawRecord, claim_identity, repeat_reason
@@ -227,50 +227,40 @@ def _repeats(lines, order: dict[str, int]) -> dict[tuple[str, int], tuple]:
 def cross_partition(patients: Iterable[tuple[str, Iterable]], store: tuple[str, str] | None, config: dict,
                     run: tuple[str, str, str], order: dict[str, int]) -> Iterator[tuple[str, object]]:
     """The edits across claims of the beneficiaries of one partition (Spark has grouped their
-    GroupRows by beneficiary): :func:`service.claim_groups.beneficiary_findings` over each
-    beneficiary's claims in input order (a claim id given twice: its first record), as the local
-    engine's workers call it; yields (ROW, a table row) and last (TALLY, their tally)."""
-    from .claim_groups import beneficiary_findings
-
+    GroupRows by beneficiary), as the local engine's workers make them
+    (:func:`service.batch.edits_across` over each beneficiary's claims in input order, a claim id
+    given twice: its first record): (ROW, a row across claims); for each claim they edit, amended
+    from its grouped case (:func:`service.batch.amended_outputs`: no second read nor join), its
+    (ROW, an amended row)s, (FIXED, its corrected Claim line) and (AMEND, ((file, line), "Type/id")),
+    whose first review's outputs the driver leaves out; and last (TALLY, the partition's tally, which counts
+    the claims named across claims that have no rows of their own, as the local engine does)."""
     reference = _executor_reference(store)
     tally = Tally()
     for _patient, rows in patients:
         members = [(r.claim, r.case, r.source, r.own)
                    for r in sorted(rows, key=lambda r: (order.get(r.source[0], 0), r.source[1]))]
-        for found, named in beneficiary_findings(members, reference, config):
-            out = cross_claim_rows(found, named, reference, run)
+        found_all, edited, named = edits_across(members, reference, config)
+        for found, cases in found_all:
+            out = cross_claim_rows(found, cases, reference, run)
             tally.add_rows(out)
             for r in out:
                 yield ROW, r
-            for where, claim, part in claim_edits(found, named):
-                yield AMEND, (where, claim, part)
-    yield TALLY, tally
-
-
-def amend_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,
-                    run: tuple[str, str, str], amend, index: str | None = None) -> Iterator[tuple[str, object]]:
-    """The amended outputs of the claims the edits across claims edit (`amend`: a broadcast of
-    {(file, line): (claim, [their parts of the findings])}), as the local engine makes them
-    (:func:`service.batch.amended_outputs`): (ROW, a row), (FIXED, a corrected Claim line), and last
-    (TALLY, the amended outputs' tally; the first review's are taken back on the driver:
-    :func:`service.batch.retraction`)."""
-    reference = _executor_reference(store)
-    joiner = _executor_joiner(index)
-    tally = Tally()
-    wanted = amend.value
-    for path, number, line in records:
-        record = joiner.join(RawRecord(path, number, line.encode()))
-        if isinstance(record, InputError):
-            continue
-        out = amended_outputs(record, (path, number), wanted[(path, number)][1], reference, config, run)
-        if out is None:
-            continue
-        rows, fixed, change = out
-        for r in rows:
-            yield ROW, r
-        if fixed is not None:
-            yield FIXED, dumps(fixed).decode()
-        tally.merge(change)
+        own_after: dict[tuple[str, int], bool] = {}
+        for where, (claim, case, parts) in edited.items():
+            amended = amended_outputs(case, where, parts, reference, config, run)
+            if amended is None:
+                continue
+            own_rows, fixed, change = amended
+            for r in own_rows:
+                yield ROW, r
+            if fixed is not None:
+                yield FIXED, dumps(fixed).decode()
+            tally.merge(change)
+            own_after[where] = bool(own_rows)
+            yield AMEND, (where, claim)
+        # a claim with rows across claims and none of its own (none found, or withdrawn by the
+        # amendment) has findings too (the reviews' tallies count the claims with rows of their own)
+        tally.with_findings += sum(1 for where, own in named.items() if not own_after.get(where, own))
     yield TALLY, tally
 
 
@@ -321,7 +311,7 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
     sc = spark.sparkContext
     staging = ship_store(sc, db_path) if db_path else None
     store = (staging.name, Path(db_path).name) if staging else None
-    tagged = cross = amended = export = None
+    tagged = cross = export = None
     try:
         export = ExportOnDriver(inputs, sc)
         claim_files = export.claim_files
@@ -335,17 +325,12 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         tagged = lines.mapPartitions(lambda it: table_partition(it, store, config, run, index, repeats)) \
             .persist(StorageLevel.MEMORY_AND_DISK)
         cross = _cross_claim(tagged, store, config, run, claim_files).persist(StorageLevel.MEMORY_AND_DISK)
-        # the claims the edits across claims edit: collected (one entry per such claim), their own
-        # outputs replaced by the amended ones (service.batch.amended_outputs), as the local engine does
-        edited = {}
-        for where, claim, part in cross.filter(lambda t: t[0] == AMEND).map(lambda t: t[1]).collect():
-            edited.setdefault(tuple(where), (claim, []))[1].append(part)
-        amended = sc.emptyRDD()
+        # the claims the edits across claims edit, amended in `cross` from their grouped cases
+        # (service.batch.amended_outputs): their first review's outputs left out, as the local engine does
+        edited = dict(cross.filter(lambda t: t[0] == AMEND).map(lambda t: (tuple(t[1][0]), t[1][1])).collect())
         if edited:
             amend = sc.broadcast(edited)
-            edited_claims = {claim for claim, _parts in edited.values()}
-            amended = (lines.filter(lambda r: (r[0], r[1]) in amend.value)
-                       .mapPartitions(lambda it: amend_partition(it, store, config, run, amend, index)))
+            edited_claims = set(edited.values())
 
             def first_review(t) -> bool:  # an amended claim's row or corrected Claim from its first review
                 return (t[0] == ROW and (t[1][SOURCE_FILE], t[1][SOURCE_LINE]) in amend.value
@@ -359,25 +344,21 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         else:
             tagged_kept = tagged
             taken_back = Tally()
-        amended = amended.persist(StorageLevel.MEMORY_AND_DISK)
-        rows = tagged_kept.union(cross).union(amended).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
+        rows = tagged_kept.union(cross).filter(lambda t: t[0] == ROW).map(lambda t: t[1])
         if fmt == "parquet":
             spark.createDataFrame(rows, spark_schema()).write.parquet(_join(out_dir, names["findings"]))
         else:
             rows.map(lambda r: ndjson_rows([r]).decode().rstrip("\n")).saveAsTextFile(_join(out_dir, names["findings"]))
         companion_errors = sc.parallelize([(ERROR, e) for e in export.errors], 1)
         for tag, name in ((ERROR, "errors"), (FIXED, "claims_corrected")):
-            companion_errors.union(tagged_kept).union(amended).filter(lambda t, tag=tag: t[0] == tag) \
+            companion_errors.union(tagged_kept).union(cross).filter(lambda t, tag=tag: t[0] == tag) \
                 .map(lambda t: t[1]).saveAsTextFile(_join(out_dir, names[name]))
         duplicates = Counter(export.duplicates)
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
-        tally = merged(tagged.union(cross).union(amended).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
+        tally = merged(tagged.union(cross).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
                        .collect()).merge(taken_back)
-        # the claims with findings, own or across claims: the table's distinct claim records (the
-        # partitions' tallies count only the claims with rows of their own)
-        tally.with_findings = rows.map(lambda r: (r[SOURCE_FILE], r[SOURCE_LINE])).distinct().count()
     finally:
-        for rdd in (tagged, cross, amended):
+        for rdd in (tagged, cross):
             if rdd is not None:
                 rdd.unpersist()
         if export is not None:

@@ -407,6 +407,7 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
     # the second file read first: reading order, not file names nor ids
     assert list(index.load([InputFile(str(second), "Procedure", False), InputFile(str(first), "Procedure", False)])) == []
     index.close()
+    assert sorted(os.listdir(tmp_path)) == sorted([first.name, second.name, "index.sqlite"])  # the staging file gone
     got = [r["id"] for r in ExportIndex(path).linked("encounter", {"resourceType": "Encounter", "id": "e1"})]
     assert got == ["b", "y", "z", "a", "m"]
 
@@ -472,7 +473,8 @@ def _join_export(root) -> None:
     (`Procedure.encounter` urn:uuid:e1), a type mismatch (`encounter` naming Patient/e1: not linked
     to Encounter/e1), repeated companions (p1 twice, identical: joined once, at its first place; o2
     twice, conflicting: the first kept, the repeat's link to e1 left out), a resource reached twice
-    (r1: linked to e2 and named by p1.report), basedOn the order of a 76000 Procedure, second hops."""
+    (r1: linked to e2 and named by p1.report), basedOn the order of a 76000 Procedure, second hops,
+    and resources the index stores in the row of an encounter the claim does not name (c6)."""
     def ref(r):
         return {"reference": r}
 
@@ -518,6 +520,9 @@ def _join_export(root) -> None:
         claim("c4", ["Encounter/e2"], supportingInfo=[{"sequence": 1, "valueReference": ref("Device/d1")}]),
         {"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": claim("c5", ["Encounter/e1"])}, {"resource": {"resourceType": "Encounter", "id": "e1"}}]},
+        # resources stored in the row of an encounter the claim does not name: by "Type/id", by urn:uuid
+        claim("c6", [], procedure=[{"sequence": 1, "procedureReference": ref("Procedure/p4")}],
+              supportingInfo=[{"sequence": 1, "valueReference": ref("urn:uuid:o2")}]),
     ]
     for name, records in files.items():
         (root / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
@@ -551,8 +556,63 @@ def test_the_join_keeps_its_companions_order_aliases_and_dangling_errors(tmp_pat
         "o2": ("Observation.id", False),
         "c5": (["Encounter/e1", "ImagingStudy/i1", "Observation/o9", "Observation/o1", "Procedure/p1", "Procedure/p0",
                 "DiagnosticReport/r2", "DiagnosticReport/r1"], {}),
+        "c6": (["Procedure/p4", "Observation/o2"], {"urn:uuid:o2": "Observation/o2"}),  # from e2's row
     }
 
 
 def fr_key(resource: dict) -> str:
     return f"{resource['resourceType']}/{resource['id']}"
+
+
+def test_the_joins_fast_reference_reading_gives_the_checked_ones():
+    """The join reads references without formatting paths when all are valid or absent
+    (_claim_refs_fast, _hop_refs_fast): the same references, in the same order and with the same
+    paths, as the checked reading (_claim_refs, _hop_refs); any other shape takes the checked one
+    (None), which raises where it raises."""
+    from hooks.context import InvalidResource
+    from service.bulk_input import _claim_refs, _claim_refs_fast, _hop_refs, _hop_refs_fast, _path
+
+    def ref(r):
+        return {"reference": r}
+
+    refs = [ref("Encounter/e1"), ref("https://x.example/fhir/Encounter/e2/_history/3"), ref("urn:uuid:e3"),
+            {"identifier": {"value": "x"}}, None, ref(""), ref("  "), ref(7), "Encounter/e1", [ref("Encounter/e1")]]
+    claims = [{"resourceType": "Claim", "id": "c"}]
+    for r in refs:
+        claims += [
+            {"resourceType": "Claim", "id": "c", "facility": r},
+            {"resourceType": "ExplanationOfBenefit", "id": "c", "item": [
+                {"sequence": 1, "encounter": [ref("Encounter/e0"), r], "locationReference": r}, {"sequence": 2}]},
+            {"resourceType": "Claim", "id": "c", "item": [{"encounter": r}]},
+            {"resourceType": "Claim", "id": "c", "procedure": [{"procedureReference": r}],
+             "supportingInfo": [{"sequence": 1}, {"valueReference": r}], "insurance": [{"coverage": r}]},
+        ]
+    claims += [{"resourceType": "Claim", "id": "c", "item": {"sequence": 1}},
+               {"resourceType": "Claim", "id": "c", "item": [None]},
+               {"resourceType": "Claim", "id": "c", "insurance": [7]}]
+    companions = [{"resourceType": "Encounter", "id": "e", "location": [{"location": r}, {"location": ref("Location/l")}]}
+                  for r in refs]
+    companions += [{"resourceType": "Procedure", "id": "p", "location": r, "report": [r, ref("DiagnosticReport/d")]}
+                   for r in refs]
+    companions += [{"resourceType": t, "id": "x", key: [ref("Organization/o"), r]} for r in refs
+                   for t, key in (("DiagnosticReport", "imagingStudy"), ("Coverage", "payor"))]
+    companions += [{"resourceType": "Encounter", "location": ref("Location/l")}, {"resourceType": "Encounter", "location": [7]},
+                   {"resourceType": "Procedure", "report": ref("DiagnosticReport/d")}, {"resourceType": "Location", "id": "l"}]
+    fast_ones = 0
+    for value, fast, slow in [(c, _claim_refs_fast, _claim_refs) for c in claims] + [
+            (r, _hop_refs_fast, lambda r: _hop_refs(r, f"{r['resourceType']}/{r['id']}" if "id" in r else r["resourceType"]))
+            for r in companions]:
+        got = fast(value)
+        try:
+            want = slow(value)
+        except InvalidResource:
+            assert got is None, value
+            continue
+        if got is not None:
+            fast_ones += 1
+            assert [(_path(w), r) for w, r in got] == want, value
+    # the valid and absent references (the first five) take the fast way where they are valid
+    # (`item.encounter` must be an array)
+    assert all(_claim_refs_fast(c) is not None for n, c in enumerate(claims[1:1 + 4 * 5]) if n % 4 != 2)
+    assert all(_hop_refs_fast(r) is not None for r in companions[:5] + companions[10:15])
+    assert fast_ones >= 3 * 5 + 2 * 5
