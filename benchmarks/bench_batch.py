@@ -15,7 +15,15 @@ resident set of that process and its workers, getrusage ru_maxrss):
 - batch: `fluoro-cds batch EXPORT --out-dir DIR` (Parquet) with 1 and 2 workers: claims / wall
   time, and the ratio to the floor (target: 2 workers >= 0.5);
 - Spark local[2]: deploy/spark_job.py --out-dir on the same export (the driver indexes its
-  companion files, the executors join each claim with them, as the local batch does).
+  companion files, the executors join each claim with them, as the local batch does);
+- the CMS tables: the batch with 2 workers on a store of the real July 2024 tables
+  (``--cms DIR``, default ../shared/ncci, imported with ``fluoro-cds ncci import`` first; skipped
+  when absent or with ``--cms ''``), where the starter set's 128 PTP rows a setting become 2.5
+  million and more edits apply;
+- Claim-first Bundles (``--no-bundles`` skips it): the same claims, each joined with its
+  companions once (service.bulk_input.BatchInput.records) and written as one Bundle a line, as the
+  issue's own starting figure was measured: the floor on that file and the batch with 2 workers
+  on it. The review without the export's index and join, against the floor of its own input.
 
 Each batch figure also gives the CPU time of the process and its workers (user + system, from
 getrusage of the children), so a change can be judged apart from how busy the machine is.
@@ -68,6 +76,20 @@ print(json.dumps({"wall": wall, "records": n, "peak_kib": resource.getrusage(res
 """
 
 
+_BUNDLES = r"""
+import sys, orjson
+from service.bulk_input import BatchInput, InputError
+with BatchInput([sys.argv[1]]) as source, open(sys.argv[2], "wb") as out:
+    for record in source.records():
+        if isinstance(record, InputError):
+            continue
+        url = {id(v): k for k, v in record.aliases.items()}
+        entries = [{"fullUrl": url[id(r)], "resource": r} if id(r) in url else {"resource": r}
+                   for r in (record.resource, *record.companions)]
+        out.write(orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}) + b"\n")
+"""
+
+
 def _measured(cmd: list[str], env: dict, root: Path = ROOT) -> dict:
     out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True,
                          env={**env, "PYTHONPATH": str(root)}, cwd=root, timeout=3600)
@@ -82,6 +104,9 @@ def main() -> None:
     ap.add_argument("--claims", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--no-bundles", action="store_true", help="skip the Claim-first Bundles figures")
+    ap.add_argument("--cms", default=str(ROOT.parent / "shared" / "ncci"),
+                    help="folder of the CMS tables to import for a run on them ('' skips it)")
     ap.add_argument("--baseline", type=Path, help="another checkout whose batch runs alongside, alternating")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -112,21 +137,46 @@ def main() -> None:
                                  "cpu": statistics.median(r["cpu"] for r in measured),
                                  "peak_kib": max(r["peak_kib"] for r in measured)}
 
-        floors = [json.loads(subprocess.run([sys.executable, "-c", _FLOOR, str(export)], capture_output=True,
-                                            text=True, check=True).stdout) for _ in range(args.repeats)]
-        results["floor"] = {"wall": statistics.median(f["wall"] for f in floors),
-                            "peak_kib": max(f["peak_kib"] for f in floors), "records": floors[0]["records"]}
+        def floor_of(folder: Path) -> dict:
+            floors = [json.loads(subprocess.run([sys.executable, "-c", _FLOOR, str(folder)], capture_output=True,
+                                                text=True, check=True).stdout) for _ in range(args.repeats)]
+            return {"wall": statistics.median(f["wall"] for f in floors),
+                    "peak_kib": max(f["peak_kib"] for f in floors), "records": floors[0]["records"]}
+
+        results["floor"] = floor_of(export)
         for workers in (1, 2):
             runs = {f"batch-{workers}": (ROOT, batch_cmd(workers))}
             if args.baseline is not None:
                 runs[f"baseline batch-{workers}"] = (args.baseline.resolve(), batch_cmd(workers))
             repeat(runs)
+        cms = Path(args.cms) if args.cms else None
+        if cms is not None and (cms / "ptp_practitioner_2024q3.tsv.gz").is_file():
+            store = Path(tmp) / "ncci.sqlite"
+            for names, extra in ((("ptp_practitioner_2024q3.tsv.gz", "ptp_outpatient_hospital_2024q3.tsv.gz",
+                                   "mue_practitioner_2024q3.tsv", "mue_outpatient_hospital_2024q3.tsv",
+                                   "aoc_2024q3.tsv"), []),
+                                 (("mpfs_indicators_2024.tsv", "mpfs_rvu_2024.tsv"), []),
+                                 (("place_of_service_codes.tsv",), ["--release", "2024Q3"])):
+                subprocess.run([*fluoro, "ncci", "import", "--db", str(store), *extra, *(str(cms / n) for n in names)],
+                               check=True, env=env, cwd=ROOT, capture_output=True)
+            repeat({"batch-2 CMS tables": (ROOT, lambda out: [*batch_cmd(2)(out), "--db", str(store),
+                                                              "--require-cms-data"])})
+        if not args.no_bundles:
+            bundles = Path(tmp) / "bundles"
+            bundles.mkdir()
+            subprocess.run([sys.executable, "-c", _BUNDLES, str(export), str(bundles / "bundles.ndjson")], check=True,
+                           env=env, cwd=ROOT, capture_output=True)
+            results["bundles floor"] = floor_of(bundles)
+            repeat({"bundles batch-2": (ROOT, lambda out: [*fluoro, "batch", str(bundles / "bundles.ndjson"), "--out-dir",
+                                                           str(out), "--workers", "2", "--quiet"])})
         if not args.no_spark:
             claims = [str(export)]  # the export itself: companions joined as by the local batch
             repeat({"spark-local2": (ROOT, lambda out: [sys.executable, str(ROOT / "deploy" / "spark_job.py"), *claims,
                                                         "--out-dir", str(out), "--master", "local[2]"])})
     print(f"command: PYTHONPATH=. python benchmarks/bench_batch.py --claims {args.claims} --repeats {args.repeats}"
-          + (" --no-spark" if args.no_spark else "") + (f" --baseline {args.baseline}" if args.baseline else ""))
+          + (" --no-spark" if args.no_spark else "") + (" --no-bundles" if args.no_bundles else "")
+          + (f" --cms {args.cms}" if args.cms != str(ROOT.parent / "shared" / "ncci") else "")
+          + (f" --baseline {args.baseline}" if args.baseline else ""))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -135,8 +185,14 @@ def main() -> None:
     floor = args.claims / results["floor"]["wall"]
     print("| run | wall time | claims/s | vs floor | CPU per claim | peak memory |")
     print("|---|---|---|---|---|---|")
+    bundle_floor = args.claims / results["bundles floor"]["wall"] if "bundles floor" in results else None
     for name, r in results.items():
         rate = args.claims / r["wall"]
+        if name.startswith("bundles"):  # against the floor of its own input
+            label = name if name == "bundles floor" else f"{name} (vs the bundles floor)"
+            print(f"| {label} | {r['wall']:.1f} s | {rate:,.0f} | {rate / bundle_floor:.3f}x | "
+                  + (f"{r['cpu'] / args.claims * 1e6:,.0f} us" if "cpu" in r else "-") + f" | {r['peak_kib'] / 1024:,.0f} MiB |")
+            continue
         cpu = f"{r['cpu'] / args.claims * 1e6:,.0f} us" if "cpu" in r else "-"
         print(f"| {name} | {r['wall']:.1f} s | {rate:,.0f} | {rate / floor:.3f}x | {cpu} | "
               f"{r['peak_kib'] / 1024:,.0f} MiB |")

@@ -48,8 +48,8 @@ from . import metrics
 from .amendment import retraction  # noqa: F401  (the Spark job's, service/spark.py)
 from .amendment import Amended, AmendedPart, StagedTable, finish_outputs
 from .batch_report import Tally, render_html, summary
-from .bulk_input import (DUPLICATE_COUNTS, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
-                         input_files, ndjson_lines, open_input, review_input, split_record)
+from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
+                         input_files, ndjson_lines, open_input, parse_record, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
 from .findings_table import LINE_INDEX, config_hash, data_release, finding_rows, ndjson_rows, record_batch
@@ -144,9 +144,9 @@ def billing_case(raw: bytes | dict | InputRecord, reference: ReferenceData) -> t
         else:
             if not isinstance(raw, dict):
                 try:
-                    value = loads(raw.strip())
-                except Exception as exc:  # orjson.JSONDecodeError
-                    raise InvalidResource(f"not valid JSON: {exc}", "$") from None
+                    value = parse_record(raw.strip())
+                except BadRecord as exc:
+                    raise InvalidResource(str(exc), "$") from None
             claim, companions = split_record(value)
             aliases = bundle_aliases(value)
         return value, case_from_billing(claim, companions, reference, aliases=aliases)
@@ -230,9 +230,9 @@ def review_raw(raw: str | bytes, reference: ReferenceData, config: dict) -> dict
     if isinstance(raw, str):
         raw = raw.encode()  # same bytes path (and error messages) as the file reader
     try:
-        value = loads(raw.strip())
-    except Exception as exc:  # orjson.JSONDecodeError
-        return {"claim": None, "resourceType": None, "error": f"not valid JSON: {exc}", "path": "$"}
+        value = parse_record(raw.strip())
+    except BadRecord as exc:
+        return {"claim": None, "resourceType": None, "error": str(exc), "path": "$"}
     return review_record(value, reference, config)
 
 

@@ -77,6 +77,8 @@ from hooks.model import FLUORO, Case
 from hooks.rules import evaluate
 from nccidata.api import ReferenceData
 
+from .jsonio import MAX_DEPTH, too_deep
+
 # What a claim record may be: reviewed alone, or a Bundle whose first entry is one of the others.
 RECORD_TYPES = ("Claim", "ExplanationOfBenefit", "Bundle")
 CLAIM_TYPES = frozenset(RECORD_TYPES)
@@ -200,12 +202,31 @@ def repeat_reason(key: str, first_file: str, first_line: int) -> str:
             "the first is kept")
 
 
+class BadRecord(ValueError):
+    """A line that is not a JSON value the batch reads (:func:`parse_record`); its text is the
+    reason an error record gives, at path "$"."""
+
+
+def parse_record(data: bytes) -> object:
+    """The JSON value of one NDJSON record. Raises BadRecord when it is not JSON, or nests arrays
+    and objects more than MAX_DEPTH deep (service/jsonio.py, the limit of the services' request
+    bodies: no FHIR resource comes near it, and deeper values would exceed the recursion limits
+    of what reads and writes them again, e.g. orjson's 254 levels when a digest or a stored copy
+    is written)."""
+    if too_deep(data):
+        raise BadRecord(f"nests arrays and objects more than {MAX_DEPTH} deep")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord(f"not valid JSON: {exc}") from None
+
+
 def claim_identity(data: bytes) -> tuple[str, str, bytes] | None:
     """(type, id, :func:`content_digest`) of a claim record (a Claim or ExplanationOfBenefit, alone or
     first in its Bundle) with an id; None for any other line (its review says what is wrong)."""
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        value = parse_record(data)
+    except BadRecord:
         return None
     return identity_of(value)
 
@@ -554,9 +575,9 @@ class ExportIndex:
                 db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
                 for line, data in numbered_lines(f.path):
                     try:
-                        res = orjson.loads(data)
-                    except orjson.JSONDecodeError as exc:
-                        yield InputError(f.path, line, "$", f"not valid JSON: {exc}", claim=False)
+                        res = parse_record(data)
+                    except BadRecord as exc:
+                        yield InputError(f.path, line, "$", str(exc), claim=False)
                         continue
                     rtype, rid = _ident(res)
                     if not isinstance(res, dict) or rtype is None:
@@ -910,9 +931,9 @@ class Joiner:
         """:meth:`join`, with the record's :func:`claim_identity` from the same parse (for
         :meth:`BatchInput.admit`: the worker that parses the claim says what it is)."""
         try:
-            value = orjson.loads(raw.data)
-        except orjson.JSONDecodeError as exc:
-            return InputError(raw.file, raw.line, "$", f"not valid JSON: {exc}"), None
+            value = parse_record(raw.data)
+        except BadRecord as exc:
+            return InputError(raw.file, raw.line, "$", str(exc)), None
         identity = identity_of(value)
         return self._joined(raw, value), identity
 

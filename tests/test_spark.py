@@ -161,7 +161,9 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
 
     records = [orjson.dumps(scenario(n).context["claim"]) for n in (1, 3, 4, 5, 9, 11)]
     first = tmp_path / "a.ndjson"
-    first.write_bytes(b"\n".join(records[:3] + [b"{broken", b"", orjson.dumps({"resourceType": "Patient"})]) + b"\n")
+    deep = b'{"resourceType": "Claim", "id": "deep", "extension": ' + b"[" * 300 + b"]" * 300 + b"}"  # > MAX_DEPTH
+    first.write_bytes(b"\n".join(records[:3] + [b"{broken", b"", orjson.dumps({"resourceType": "Patient"}), deep])
+                      + b"\n")
     second = tmp_path / "b.ndjson"
     second.write_bytes(b"\n".join(records[3:] + _split_pair()) + b"\n")
     inputs = [str(first), str(second)]
@@ -191,7 +193,8 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     assert not [r for r in local_rows if r["resource_id"] == "split-second" and not r["across_claims"]]
     local_errors = [json.loads(ln) for ln in (tmp_path / "local" / "errors.ndjson").read_text().splitlines()]
     assert sorted(_spark_rows(tmp_path / "spark", "errors.ndjson"), key=lambda e: (e["file"], e["line"])) == \
-        local_errors and len(local_errors) == 2
+        local_errors and len(local_errors) == 3
+    assert "nests arrays and objects more than" in local_errors[-1]["reason"] and local_errors[-1]["path"] == "$"
     local_fixed = [json.loads(ln) for ln in (tmp_path / "local" / "claims-corrected.ndjson").read_text().splitlines()]
     assert sorted(_spark_rows(tmp_path / "spark", "claims-corrected.ndjson"), key=lambda c: c["id"]) == \
         sorted(local_fixed, key=lambda c: c["id"]) and local_fixed
@@ -201,7 +204,7 @@ def test_spark_table_job_writes_the_local_engines_outputs(spark, tmp_path):
     for k in ("claims_in", "reviewed", "errors", "findings", "money", "by_primary_procedure", "by_setting",
               "by_rendering_provider", "claims_corrected", "data_release", "config_hash", "run_id"):
         assert summary[k] == local[k], k
-    assert summary["claims_in"] == summary["reviewed"] + summary["errors"] == 10
+    assert summary["claims_in"] == summary["reviewed"] + summary["errors"] == 11
     assert "<svg" in (tmp_path / "spark" / "report.html").read_text()
     from service.spark import OutputExists
 
