@@ -494,9 +494,10 @@ _PAGE_SIZE = 16384
 _ENCOUNTERS = "CREATE TABLE encounters (rid TEXT PRIMARY KEY, body BLOB, linked BLOB) WITHOUT ROWID"
 # While loading, the bodies of the encounters' rows wait in a file of their own beside the index
 # (deleted once they are grouped): `seq` is the reading order (file number << 40 | line), `linked` 0
-# for the Encounter itself.
+# for the Encounter itself; a row may hold the bodies of consecutive lines (ExportIndex._flush).
 _STAGING = "CREATE TABLE staging.members (seq INTEGER PRIMARY KEY, encounter TEXT NOT NULL, linked INTEGER NOT NULL, body BLOB NOT NULL)"
 _LINE_BITS = 40
+_FLUSH_ROWS = 1000  # companions read between two writes to the index
 
 
 def _target(ref: str) -> tuple[str, str | None] | None:
@@ -525,7 +526,11 @@ def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
     if rtype == "Encounter":
         return rid
     if rtype in ENCOUNTER_LINKED:
-        t = _target_of(res.get("encounter"))
+        node = res.get("encounter")
+        ref = node.get("reference") if type(node) is dict else None
+        if type(ref) is str and ref.startswith("Encounter/") and ref.count("/") == 1 and ref.strip() == ref:
+            return ref[10:]  # hot path: what _target_of gives for "Encounter/id"
+        t = _target_of(node)
         if t is not None and t[1] in (None, "Encounter"):
             return t[0]
     return None
@@ -606,7 +611,7 @@ class ExportIndex:
                             t = _target_of(node)
                             if t is not None:
                                 based.append((t[0], t[1], key, len(rows) - 1))
-                    if len(rows) >= 1000:  # bounded: what memory holds while indexing
+                    if len(rows) >= _FLUSH_ROWS:  # bounded: what memory holds while indexing
                         yield from self._flush(rows, staged, based, files)
             yield from self._flush(rows, staged, based, files)
             db.execute("COMMIT")
@@ -656,19 +661,36 @@ class ExportIndex:
                 repeats.add(i)
                 if body is None:
                     body = waiting[number << _LINE_BITS | line]
-                first_body = first[2]
-                if first_body is None:  # a member: its body waits in the staging table
-                    seq = first[0] << _LINE_BITS | first[1]
-                    first_body = waiting.get(seq) or db.execute(
-                        "SELECT body FROM staging.members WHERE seq = ?", (seq,)).fetchone()[0]
-                if same_content(first_body, body):
+                if first[2] is not None:
+                    same = same_content(first[2], body)
+                elif (seq := first[0] << _LINE_BITS | first[1]) in waiting:
+                    same = same_content(waiting[seq], body)
+                else:  # a member: its body waits in the staging table, maybe in a row with the next ones
+                    (stored,) = db.execute("SELECT body FROM staging.members WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+                                           (seq,)).fetchone()
+                    same = orjson.loads(body) == next(
+                        v for v in orjson.loads(b"[" + stored + b"]") if f"{v['resourceType']}/{v['id']}" == key)
+                if same:
                     self.duplicates["companions_identical"] += 1
                     continue
                 self.duplicates["companions_conflicting"] += 1
                 yield InputError(files[number].path, line, f"{rtype}.id", repeat_reason(
                     key, files[first[0]].path, first[1]), rtype, rid, claim=False)
-        db.executemany("INSERT INTO staging.members VALUES (?, ?, ?, ?)",
-                       [s[:4] for s in staged if s[4] not in repeats])
+        # Consecutive resources of one file linked to the same encounter go in one staging row (their
+        # bodies joined by commas, up to 16 KB): fewer rows to write and sort (a fourth fewer in the
+        # sample export), the same bytes in the same order in the encounter's row.
+        members: list[tuple] = []
+        last = None
+        for seq, encounter, is_linked, body, row in staged:
+            if row in repeats:
+                continue
+            if (last is not None and is_linked and last[2] and last[1] == encounter
+                    and last[0] >> _LINE_BITS == seq >> _LINE_BITS and len(last[3]) < 16384):
+                last = members[-1] = (last[0], encounter, True, last[3] + b"," + body)
+            else:
+                last = (seq, encounter, is_linked, body)
+                members.append(last)
+        db.executemany("INSERT INTO staging.members VALUES (?, ?, ?, ?)", members)
         db.executemany("INSERT INTO based_on VALUES (?, ?, ?)", [b[:3] for b in based if b[3] not in repeats])
         rows.clear()
         staged.clear()

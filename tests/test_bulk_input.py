@@ -412,6 +412,32 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
     assert got == ["b", "y", "z", "a", "m"]
 
 
+def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkeypatch):
+    """Consecutive resources linked to one encounter wait for the grouping in one staging row: a
+    repeat of any of them is compared with its own first record (identical: skipped; conflicting:
+    an error), in a later batch of the load as in the same one, and the encounter's row keeps each
+    first record once, in reading order."""
+    from service import bulk_input
+    from service.bulk_input import ExportIndex, InputFile
+
+    monkeypatch.setattr(bulk_input, "_FLUSH_ROWS", 2)  # a write every two lines: repeats in later batches
+
+    def obs(oid, enc="Encounter/e1", **more):
+        return {"resourceType": "Observation", "id": oid, "encounter": {"reference": enc}, **more}
+
+    path = tmp_path / "Observation.ndjson"
+    records = [obs("o1"), obs("o2"), obs("o3"), obs("x", "Encounter/e2"), obs("o2"), obs("o1", status="final"),
+               obs("o3"), obs("o4"), obs("o4", status="final")]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    index = ExportIndex(str(tmp_path / "index.sqlite"), create=True)
+    errors = list(index.load([InputFile(str(path), "Observation", False)]))
+    assert [(e.line, e.path, e.resource_id) for e in errors] == [(6, "Observation.id", "o1"), (9, "Observation.id", "o4")]
+    assert dict(index.duplicates) == {"companions_identical": 2, "companions_conflicting": 2}
+    index.close()
+    linked = ExportIndex(str(tmp_path / "index.sqlite")).linked("encounter", {"resourceType": "Encounter", "id": "e1"})
+    assert [(r["id"], "status" in r) for r in linked] == [("o1", False), ("o2", False), ("o3", False), ("o4", False)]
+
+
 def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
     """Claims read from stdin (read once) give the rows of the same claims read from a file, the
     edits across claims and the amendment of the claims they edit included."""
