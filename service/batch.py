@@ -45,13 +45,14 @@ from nccidata import open_reference
 from nccidata.api import ReferenceData
 
 from . import metrics
+from .amendment import retraction  # noqa: F401  (the Spark job's, service/spark.py)
+from .amendment import Amended, AmendedPart, StagedTable, finish_outputs
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
                          input_files, ndjson_lines, open_input, parse_record, review_input, split_record)
 from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
-from .findings_table import (ACROSS, LINE_INDEX, NAMES, SCHEMA, SOURCE_FILE, SOURCE_LINE, ParquetRows, config_hash,
-                             data_release, finding_rows, ndjson_rows, record_batch)
+from .findings_table import LINE_INDEX, config_hash, data_release, finding_rows, ndjson_rows, record_batch
 from .jsonio import dumps, loads
 
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
@@ -564,15 +565,15 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
     tally = Tally()
-    with BatchInput(inputs) as source, ClaimGroups() as groups:
-        result = _run_dir(source, groups, out_dir, staging, names, reference, described, run, tally, db_path, config,
-                          fmt, workers, chunk_size, progress, started)
+    with BatchInput(inputs) as source, ClaimGroups() as groups, Amended(groups.workdir, fmt) as amended:
+        result = _run_dir(source, groups, amended, out_dir, staging, names, reference, described, run, tally, db_path,
+                          config, fmt, workers, chunk_size, progress, started)
     return result
 
 
-def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str, names: dict, reference: ReferenceData,
-             described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None, config: dict, fmt: str,
-             workers: int, chunk_size: int, progress: bool, started: float) -> dict:
+def _run_dir(source: BatchInput, groups: ClaimGroups, amended: Amended, out_dir: str, staging: str, names: dict,
+             reference: ReferenceData, described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None,
+             config: dict, fmt: str, workers: int, chunk_size: int, progress: bool, started: float) -> dict:
     try:
         findings_path = os.path.join(staging, names["findings"])
         # the repeats check is the workers' (each claim's identity from its join's parse): a chunk is
@@ -582,7 +583,7 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
         chunks = (sent.append(chunk) or chunk for chunk in _chunks(source.raw(check=False), chunk_size))
         initargs = (db_path, config, run, fmt, source.index_path)
         with _progress(progress) as advance, _pool(workers, _init_table_worker, initargs) as imap:
-            table = ParquetRows(findings_path) if fmt == "parquet" else open(findings_path, "wb")
+            table = StagedTable(findings_path, fmt, groups.workdir)
             with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
                     open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
                 for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, chunks):
@@ -597,17 +598,16 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
                     tally.merge(part)
                     groups.add_all(group_rows)
                     advance(part.claims_in)
-                amended = Amended()  # the claims they edit, amended in the workers
                 for rows, part, done, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
                     table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
                     tally.merge(part)
-                    amended.merge(done)
-                    groups.named.update(named)
+                    amended.add(done)  # the claims they edit, amended in the workers: staged on disk
+                    amended.name(named)
                 table.close()
-        own_after = _replace_amended(amended, staging, names, fmt, tally) if amended.own else {}
+        finish_outputs(table, amended, os.path.join(staging, names["claims_corrected"]), tally)
         # a claim with rows across claims and none of its own (none found, or withdrawn by the
         # amendment) has findings too: add_claim counted only claims with rows of their own
-        tally.with_findings += sum(1 for where, own in groups.named.items() if not own_after.get(where, own))
+        tally.with_findings += amended.named_without_own()
         result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
         for name, text in summary_files(result).items():
             with open(os.path.join(staging, name), "wb") as fh:
@@ -622,38 +622,8 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, out_dir: str, staging: str
 _CROSS_CHUNK = 200  # beneficiaries per task of the edits across claims
 
 
-class Amended:
-    """The amended outputs of the claims the edits across claims edit (:func:`amended_outputs`),
-    by (file, line): held until the staged outputs are rewritten (:func:`_replace_amended`)."""
-
-    __slots__ = ("rows", "fixed", "own", "claims", "tally")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
-        self.fixed: list[bytes] = []  # their corrected Claims (NDJSON lines)
-        self.own: dict[tuple[str, int], bool] = {}  # whether each keeps rows of its own
-        self.claims: set[str] = set()  # their "Type/id"s
-        self.tally = Tally()  # of the amended outputs
-
-    def add(self, where: tuple[str, int], claim: str, out: tuple[list[tuple], dict | None, Tally]) -> None:
-        rows, fixed, change = out
-        self.rows += rows
-        if fixed is not None:
-            self.fixed.append(dumps(fixed))
-        self.own[where] = bool(rows)
-        self.claims.add(claim)
-        self.tally.merge(change)
-
-    def merge(self, other: "Amended") -> None:
-        self.rows += other.rows
-        self.fixed += other.fixed
-        self.own.update(other.own)
-        self.claims.update(other.claims)
-        self.tally.merge(other.tally)
-
-
 def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
-                 ) -> tuple[object, Tally, Amended, dict[tuple[str, int], bool]]:
+                 ) -> tuple[object, Tally, AmendedPart, list[tuple[tuple[str, int], bool]]]:
     """The edits across claims of some beneficiaries in a worker (:meth:`ClaimGroups.beneficiaries`):
     their table rows (an Arrow record batch or NDJSON bytes) and tally; the claims they edit
     (:func:`claim_edits`) amended from their stored cases (no second read nor join); and, for each
@@ -661,7 +631,7 @@ def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
     state = _worker_state
     reference, config, run = state["reference"], state["config"], state["run"]
     rows: list[tuple] = []
-    amended = Amended()
+    amended = AmendedPart()
     named: dict[tuple[str, int], bool] = {}
     for members in chunk:
         found_all, edited, named_part = edits_across(members, reference, config)
@@ -674,82 +644,8 @@ def _cross_chunk(chunk: list[list[tuple[str, bytes, tuple[str, int], bool]]]
         named.update(named_part)
     tally = Tally()
     tally.add_rows(rows)
-    return (record_batch(rows) if state["format"] == "parquet" else ndjson_rows(rows)), tally, amended, named
-
-
-def _replace_amended(amended: Amended, staging: str, names: dict, fmt: str, tally: Tally) -> dict[tuple[str, int], bool]:
-    """Replace the outputs of the amended claims' first review in the staged files with the
-    amended ones: the findings table and claims-corrected.ndjson are rewritten without the first
-    (the rows across claims stay) and with the amended ones, and the tally takes back what the
-    rewrite drops (:func:`retraction`: no second review of the first). Returns, for each claim
-    replaced ((file, line)), whether it keeps rows of its own."""
-    dropped = replace_claim_rows(os.path.join(staging, names["findings"]), fmt, set(amended.own), amended.rows)
-    fixed_path = os.path.join(staging, names["claims_corrected"])
-    fixed_dropped = 0
-    with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
-        for line in old:
-            claim = loads(line)
-            if f"{claim.get('resourceType')}/{claim.get('id')}" in amended.claims:
-                fixed_dropped += 1
-            else:
-                new.write(line)
-        new.writelines(c + b"\n" for c in amended.fixed)
-    os.replace(fixed_path + ".new", fixed_path)
-    tally.merge(amended.tally)
-    tally.merge(retraction(dropped, len(amended.own), fixed_dropped))
-    return amended.own
-
-
-def retraction(dropped: Sequence[tuple], claims: int, corrected: int) -> Tally:
-    """The tally change that takes back the first review of `claims` amended claims (their outputs
-    replaced by :func:`amended_outputs`'): `dropped`, their own table rows taken out of the
-    findings table (:func:`replace_claim_rows`), and `corrected`, how many corrected Claims were
-    taken out of claims-corrected.ndjson. The table is the record of the first review: what
-    it held of a claim is what :meth:`Tally.add_claim` counted."""
-    change = Tally()
-    change.reviewed -= claims
-    change.corrected -= corrected
-    change.with_findings -= len({(r[SOURCE_FILE], r[SOURCE_LINE]) for r in dropped})
-    change.add_rows(dropped, -1)
-    return change
-
-
-def replace_claim_rows(path: str, fmt: str, claims: set[tuple[str, int]], rows: list[tuple]) -> list[tuple]:
-    """Rewrite the findings table at `path`: without the rows of the claims read from `claims`
-    ((file, line)) that are not across claims, with `rows` at the end. Returns the rows taken out
-    (tuples in column order)."""
-    new_path = path + ".new"
-    dropped: list[tuple] = []
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        wanted = pa.array(sorted(f"{f}\n{n}" for f, n in claims), type=pa.string())
-        writer = ParquetRows(new_path)
-        # small batches in this thread: Arrow's reader and pool hold less (a 20,000-claim run's peak
-        # resident memory 231 MB against 251 MB with 65,536-row batches on threads; 178 MB before it)
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, use_threads=False):
-            key = pc.binary_join_element_wise(batch.column(SOURCE_FILE), pc.cast(batch.column(SOURCE_LINE), pa.string()),
-                                              "\n")
-            drop = pc.and_(pc.is_in(key, value_set=wanted), pc.invert(batch.column(ACROSS)))
-            gone = batch.filter(drop)
-            if gone.num_rows:
-                dropped += zip(*(column.to_pylist() for column in gone.columns))
-            writer.write(pa.RecordBatch.from_arrays(batch.filter(pc.invert(drop)).columns, schema=SCHEMA))
-        writer.write(record_batch(rows))
-        writer.close()
-    else:
-        with open(path, "rb") as old, open(new_path, "wb") as new:
-            for line in old:
-                row = loads(line)
-                if row["across_claims"] or (row["source_file"], row["source_line"]) not in claims:
-                    new.write(line)
-                else:
-                    dropped.append(tuple(row[name] for name in NAMES))
-            new.write(ndjson_rows(rows))
-    os.replace(new_path, path)
-    return dropped
+    fmt = state["format"]
+    return (record_batch(rows) if fmt == "parquet" else ndjson_rows(rows)), tally, amended.packed(fmt), list(named.items())
 
 
 def _usage(message: str) -> int:

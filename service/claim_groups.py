@@ -156,9 +156,6 @@ class ClaimGroups:
             "CREATE TABLE keys (gkey TEXT NOT NULL, n INTEGER NOT NULL, fluoro INTEGER NOT NULL);")
         self.db.execute("BEGIN")
         self._n = 0
-        # (file, line) of each claim a finding across claims names -> its own review found something:
-        # filled by the batch from its workers' edits across claims (as many entries as such claims)
-        self.named: dict[tuple[str, int], bool] = {}
 
     @property
     def workdir(self) -> str:
