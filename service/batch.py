@@ -48,8 +48,9 @@ from . import metrics
 from .amendment import retraction  # noqa: F401  (the Spark job's, service/spark.py)
 from .amendment import Amended, AmendedPart, StagedTable, finish_outputs
 from .batch_report import Tally, render_html, summary
-from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord, UsageError,
-                         input_files, ndjson_lines, open_input, parse_record, review_input, split_record)
+from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord,
+                         UsageError, bounded_lines, input_files, ndjson_lines, open_input, parse_record, review_input,
+                         split_record)
 from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
 from .findings_table import LINE_INDEX, config_hash, data_release, finding_rows, ndjson_rows, record_batch
@@ -363,13 +364,7 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
         several = len(source.files) > 1
         for f in source.files:
             if f.claims and f.path != "-":
-                stream = open_input(f.path)
-                try:
-                    ndjson_lines(itertools.islice(stream, 64))  # NotNdjson before any output
-                except NotNdjson as exc:
-                    raise NotNdjson(f"{f.path}: {exc}") from None
-                finally:
-                    stream.close()
+                _check_ndjson(f.path)  # NotNdjson before any output
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
         amended: dict[tuple[str, int], list[dict]] = {}
         with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
@@ -522,13 +517,18 @@ def check_inputs(inputs: Sequence[str]) -> None:
     made; raises UsageError for an INPUT that cannot be used (service/bulk_input.py)."""
     for f in input_files(inputs):
         if f.claims and f.path != "-":
-            stream = open_input(f.path)
-            try:
-                ndjson_lines(itertools.islice(stream, 64))  # raises NotNdjson on its first two records
-            except NotNdjson as exc:
-                raise NotNdjson(f"{f.path}: {exc}") from None
-            finally:
-                stream.close()
+            _check_ndjson(f.path)
+
+
+def _check_ndjson(path: str) -> None:
+    """Raise NotNdjson (naming the file) when its first two records are not one a line."""
+    stream = open_input(path)
+    try:
+        ndjson_lines(itertools.islice(bounded_lines(stream), 64))
+    except NotNdjson as exc:
+        raise NotNdjson(f"{path}: {exc}") from None
+    finally:
+        stream.close()
 
 
 def run_info(db_path: str | None, config: dict, run_id: str | None = None) -> tuple[tuple[str, str, str], dict]:

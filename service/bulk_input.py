@@ -202,6 +202,10 @@ def repeat_reason(key: str, first_file: str, first_line: int) -> str:
             "the first is kept")
 
 
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # one NDJSON record (line): a longer one is read past, never held whole
+OVERSIZED = b"\x00oversized\x00"  # what numbered_lines gives for such a line (parse_record refuses it)
+
+
 class BadRecord(ValueError):
     """A line that is not a JSON value the batch reads (:func:`parse_record`); its text is the
     reason an error record gives, at path "$"."""
@@ -212,7 +216,9 @@ def parse_record(data: bytes) -> object:
     and objects more than MAX_DEPTH deep (service/jsonio.py, the limit of the services' request
     bodies: no FHIR resource comes near it, and deeper values would exceed the recursion limits
     of what reads and writes them again, e.g. orjson's 254 levels when a digest or a stored copy
-    is written)."""
+    is written), or when it is longer than MAX_RECORD_BYTES (:data:`OVERSIZED`: not read)."""
+    if data == OVERSIZED:
+        raise BadRecord(f"a record is at most {MAX_RECORD_BYTES >> 20} MiB (this line is longer; not read)")
     if too_deep(data):
         raise BadRecord(f"nests arrays and objects more than {MAX_DEPTH} deep")
     try:
@@ -300,15 +306,32 @@ def open_input(path: str) -> IO[bytes]:
     return fh
 
 
+def bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The lines of `stream`, each read with at most MAX_RECORD_BYTES (+ its newline) in memory: a
+    longer line is read past a block at a time and given as :data:`OVERSIZED`."""
+    while True:
+        line = stream.readline(MAX_RECORD_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+            while True:
+                rest = stream.readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            line = OVERSIZED
+        yield line
+
+
 def numbered_lines(path: str, check: bool = False) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line) of the non-blank lines of a plain or gzip file; `check`: raise
+    """(1-based line number, line) of the non-blank lines of a plain or gzip file (a line longer
+    than MAX_RECORD_BYTES: :data:`OVERSIZED`, see :func:`bounded_lines`); `check`: raise
     NotNdjson (naming the file) when it is pretty-printed JSON (:func:`ndjson_lines`)."""
     stream = open_input(path)
     try:
-        lines: Iterable[bytes] = stream
+        lines: Iterable[bytes] = bounded_lines(stream)
         if check:
             try:
-                lines = ndjson_lines(stream)
+                lines = ndjson_lines(lines)
             except NotNdjson as exc:
                 raise NotNdjson(f"{path}: {exc}") from None
         for number, line in enumerate(lines, start=1):

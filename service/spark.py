@@ -31,7 +31,7 @@ from hooks.config import CONFIG_KEY, resolve
 from .batch import (amended_outputs, cross_claim_rows, edits_across, output_names, retraction, review_raw, review_table,
                     run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
-from .bulk_input import InputError, Joiner, RawRecord, claim_identity, repeat_reason
+from .bulk_input import MAX_RECORD_BYTES, OVERSIZED, InputError, Joiner, RawRecord, claim_identity, repeat_reason
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
 from .spark_inputs import ExportOnDriver, local_path
@@ -179,7 +179,7 @@ def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
         repeat = repeated.get((path, number))
         if repeat is not None and repeat[0] == "identical":
             continue
-        raw = RawRecord(path, number, line.encode())
+        raw = RawRecord(path, number, _record_bytes(line))
         record = InputError(path, number, *repeat[1:]) if repeat is not None else joiner.join(raw)
         groups: list = []
         rows, error, claim = review_table(record, (path, number), reference, config, run, groups)
@@ -197,10 +197,17 @@ def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, s
     yield TALLY, tally
 
 
+def _record_bytes(line: str) -> bytes:
+    """A line as Spark read it, as the local reader gives it (service.bulk_input.numbered_lines):
+    its bytes, or OVERSIZED past MAX_RECORD_BYTES."""
+    data = line.encode()
+    return data if len(data) <= MAX_RECORD_BYTES else OVERSIZED
+
+
 def _identity(record: tuple[str, int, str], order: dict[str, int]) -> list[tuple[str, tuple]]:
     """[(Type/id, (file order, line, file, type, id, digest))] of a claim line with an id, else []."""
     path, number, line = record
-    found = claim_identity(line.encode()) if line.strip() else None
+    found = claim_identity(_record_bytes(line)) if line.strip() else None
     if found is None:
         return []
     rtype, rid, digest = found

@@ -83,3 +83,61 @@ def test_a_deep_companion_is_an_error_record_of_its_file(tmp_path):
         [("Observation.ndjson", lines, "$", REASON)]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["claims_in"] == summary["reviewed"] == 20 and summary["errors"] == 0
+
+
+def test_a_line_longer_than_the_record_limit_is_an_error_record_read_past(tmp_path):
+    """A line over MAX_RECORD_BYTES (64 MiB) is never held whole: an error record at "$", the run
+    goes on with the next line (the CLI, 2 workers)."""
+    from service.bulk_input import MAX_RECORD_BYTES
+
+    good = orjson.dumps(scenario(9).context["claim"])
+    path = tmp_path / "claims.ndjson"
+    with open(path, "wb") as fh:
+        fh.write(b'{"resourceType": "Claim", "id": "huge", "text": "')
+        block = b"x" * (1 << 20)
+        for _ in range(MAX_RECORD_BYTES // len(block) + 1):
+            fh.write(block)
+        fh.write(b'"}\n' + good + b"\n")
+    proc = _run([str(path), "--out-dir", str(tmp_path / "out"), "--workers", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [error] = [json.loads(ln) for ln in (tmp_path / "out" / "errors.ndjson").read_text().splitlines()]
+    assert (error["line"], error["path"]) == (1, "$") and "at most 64 MiB" in error["reason"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["claims_in"], summary["reviewed"], summary["errors"]) == (2, 1, 1)
+    assert summary["findings"] == {"ptp-bundled": 1}
+
+
+def test_the_record_limit_applies_to_gzip_claims_and_companions(tmp_path, monkeypatch):
+    """With the limit made small: a line of exactly the limit is read, one byte more is an error
+    record, in a gzip claim file and in a companion file alike; the lines after them are read."""
+    import gzip
+
+    from service import bulk_input
+    from service.batch import run_dir
+    from hooks.config import resolve
+    from service.sample_data import write_export
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=10, seed=5)
+    claims = (root / "Claim.ndjson").read_bytes().splitlines()
+    limit = max(len(ln) for f in root.glob("*.ndjson") for ln in f.read_bytes().splitlines()) + 10  # above every line
+    monkeypatch.setattr(bulk_input, "MAX_RECORD_BYTES", limit)
+    pad = claims[0][:-1] + b', "text": {"status": "generated", "div": "'
+    exact = pad + b"x" * (limit - len(pad) - 3) + b'"}}'
+    assert len(exact) == limit
+    over = pad.replace(b'"id": "', b'"id": "o', 1) + b"x" * (limit - len(pad) - 2) + b'"}}'
+    (root / "Claim.ndjson").unlink()
+    (root / "manifest.json").unlink()  # the directory's files, the claims gzip
+    with gzip.open(root / "Claim.ndjson.gz", "wb") as fh:
+        fh.write(b"\n".join([over, *claims[1:]]) + b"\n")
+    observations = (root / "Observation.ndjson").read_bytes().splitlines()
+    (root / "Observation.ndjson").write_bytes(b"\n".join([b"[" + b" " * limit + b"]", *observations]) + b"\n")
+    summary = run_dir([str(root)], str(tmp_path / "out"), db_path=str(tmp_path / "absent.sqlite"), config=resolve(None))
+    errors = [json.loads(ln) for ln in (tmp_path / "out" / "errors.ndjson").read_text().splitlines()]
+    assert sorted((e["file"].rsplit("/", 1)[-1], e["line"], e["path"]) for e in errors) == \
+        [("Claim.ndjson.gz", 1, "$"), ("Observation.ndjson", 1, "$")]
+    assert all("MiB" in e["reason"] for e in errors)
+    assert (summary["claims_in"], summary["reviewed"], summary["errors"]) == (10, 9, 1)  # Claims and EOBs
+    # a line of exactly the limit is a record like any other
+    assert list(bulk_input.bounded_lines(__import__("io").BytesIO(exact + b"\n" + over + b"\nnext\n"))) == \
+        [exact + b"\n", bulk_input.OVERSIZED, b"next\n"]
