@@ -550,8 +550,14 @@ class ExportIndex:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
         else:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+            # immutable: written once before any reader opens it, so no locks and no change checks on
+            # each statement (a lookup 9.6 us against 20 us for an encounter's row, 5.3 against 11 us
+            # for a resource: best of 3, 5,000 of a 20,000-claim sample export)
+            self.db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None,
                                       check_same_thread=False)
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'based_on_by_target'").fetchone() is None:
+                self.db.close()  # its last index, made when the load ends
+                raise RuntimeError(f"{path}: the export index is read before its load ended")
         self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self._types: frozenset[str] | None = None
         self._files: dict[int, str] | None = None

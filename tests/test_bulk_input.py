@@ -412,6 +412,23 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
     assert got == ["b", "y", "z", "a", "m"]
 
 
+def test_the_index_is_not_read_before_its_load_ends(tmp_path):
+    """Readers open the index as immutable (no locks, no change checks: it is written once), so
+    opening one while it is being written is refused."""
+    from service.bulk_input import ExportIndex, InputFile
+
+    src = tmp_path / "Procedure.ndjson"
+    src.write_bytes(orjson.dumps({"resourceType": "Procedure", "id": "p", "encounter": {"reference": "Encounter/e"}}) + b"\n")
+    path = str(tmp_path / "index.sqlite")
+    index = ExportIndex(path, create=True)
+    loading = index.load([InputFile(str(src), "Procedure", False)])
+    with pytest.raises(RuntimeError, match="before its load ended"):
+        ExportIndex(path)
+    assert list(loading) == []
+    index.close()
+    assert ExportIndex(path).encounter("e")[1][0]["id"] == "p"
+
+
 def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkeypatch):
     """Consecutive resources linked to one encounter wait for the grouping in one staging row: a
     repeat of any of them is compared with its own first record (identical: skipped; conflicting:
