@@ -85,3 +85,29 @@ def test_amended_outputs_are_not_held_in_memory(tmp_path):
         assert amended.claims_of(["Claim/c5", "Claim/c50"]) == {"Claim/c5"}
         assert sum(p.num_rows for p in amended.row_parts()) == 39
         assert len((tmp_path / "amended-fixed.ndjson").read_bytes().splitlines()) == 39
+
+
+def test_an_out_dir_run_takes_arrow_memory_from_the_system_allocator_then_restores_the_pool(tmp_path, monkeypatch):
+    """The main process of an --out-dir run writes the table with Arrow's system pool (mimalloc held
+    ~40 MB more of the final write's churn), and gives the previous default pool back after it."""
+    import pyarrow as pa
+
+    import service.batch as batch
+    from hooks.config import resolve
+    from service.sample_data import write_export
+
+    pools = []
+    finish = batch.finish_outputs
+
+    def noted(*args, **kwargs):
+        pools.append(pa.default_memory_pool().backend_name)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "finish_outputs", noted)
+    before = pa.default_memory_pool().backend_name
+    write_export(str(tmp_path / "export"), claims=40, seed=3)
+    batch.run_dir([str(tmp_path / "export")], str(tmp_path / "out"), db_path=str(tmp_path / "absent.sqlite"),
+                  config=resolve(None))
+    assert pools == ["system"]
+    assert pa.default_memory_pool().backend_name == before
+    assert (tmp_path / "out" / "findings.parquet").exists()

@@ -96,3 +96,12 @@ def test_only_the_claims_of_groups_that_can_pair_are_read_back_with_the_same_fin
                                                      {m[0] for ms in read for m in ms}})  # fewer than their claims
     for members in read:
         assert [m[2] for m in members] == sorted(m[2] for m in members)  # input order
+
+
+def test_the_grouping_holds_no_more_than_its_page_cache(tmp_path):
+    """The grouping's SQLite connection has its bounded page cache (also the memory the sort of
+    beneficiaries() uses before it spills to disk) and its temporary tables and sorts on disk: the
+    main process's memory does not grow with the claims grouped."""
+    with ClaimGroups(str(tmp_path)) as groups:
+        assert groups.db.execute("PRAGMA cache_size").fetchone()[0] == -ClaimGroups.CACHE_KIB
+        assert groups.db.execute("PRAGMA temp_store").fetchone()[0] == 1  # FILE, not MEMORY
