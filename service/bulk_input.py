@@ -909,20 +909,31 @@ def _claim_refs_fast(claim: dict) -> list[tuple[Where, str]] | None:
             if ref:
                 out.append((("{p}.item[{i}].locationReference", root, i, 0), ref))  # type: ignore[arg-type]
     for key, element, template in _CLAIM_ENTRIES:
-        entries = claim.get(key)
-        if entries is None:
-            continue
-        if type(entries) is not list:
+        if not _listed_refs(claim.get(key), element, template, root, out):
             return None
-        for i, entry in enumerate(entries):
-            if type(entry) is not dict:
-                return None
-            ref = _hot_reference(entry.get(element))
-            if ref is _SLOW:
-                return None
-            if ref:
-                out.append(((template, root, i, 0), ref))  # type: ignore[arg-type]
     return out
+
+
+def _listed_refs(nodes: object, element: str | None, template: str, owner: object,
+                 out: list[tuple[Where, str]]) -> bool:
+    """Append ((template, owner, i, 0), reference) for each entry of the list `nodes` that holds a
+    reference (the entry itself when `element` is None, else its `element`); False when a shape
+    needs the checked reading (not a list, an entry not an object, a reference not plain)."""
+    if nodes is None:
+        return True
+    if type(nodes) is not list:
+        return False
+    for i, node in enumerate(nodes):
+        if element is not None:
+            if type(node) is not dict:
+                return False
+            node = node.get(element)
+        ref = _hot_reference(node)
+        if ref is _SLOW:
+            return False
+        if ref:
+            out.append(((template, owner, i, 0), ref))  # type: ignore[arg-type]
+    return True
 
 
 def _hop_refs_fast(res: dict) -> list[tuple[Where, str]] | None:
@@ -930,20 +941,7 @@ def _hop_refs_fast(res: dict) -> list[tuple[Where, str]] | None:
     rtype = res.get("resourceType")
     out: list[tuple[Where, str]] = []
     if rtype == "Encounter":
-        locations = res.get("location")
-        if locations is None:
-            return out
-        if type(locations) is not list:
-            return None
-        for i, entry in enumerate(locations):
-            if type(entry) is not dict:
-                return None
-            ref = _hot_reference(entry.get("location"))
-            if ref is _SLOW:
-                return None
-            if ref:
-                out.append((("{p}.location[{i}].location", res, i, 0), ref))
-        return out
+        return out if _listed_refs(res.get("location"), "location", "{p}.location[{i}].location", res, out) else None
     if rtype not in _HOP_LISTS:
         return out
     if rtype == "Procedure":
@@ -953,18 +951,7 @@ def _hop_refs_fast(res: dict) -> list[tuple[Where, str]] | None:
         if ref:
             out.append((("{p}.location", res, 0, 0), ref))
     key, template = _HOP_LISTS[rtype]
-    nodes = res.get(key)
-    if nodes is None:
-        return out
-    if type(nodes) is not list:
-        return None
-    for i, node in enumerate(nodes):
-        ref = _hot_reference(node)
-        if ref is _SLOW:
-            return None
-        if ref:
-            out.append(((template, res, i, 0), ref))
-    return out
+    return out if _listed_refs(res.get(key), None, template, res, out) else None
 
 
 class Joiner:
