@@ -40,7 +40,7 @@ from hooks.extract.eob import case_from_billing, use_of
 from hooks.findings import Finding
 from hooks.rules import evaluate
 from hooks.model import Case
-from hooks.rules.cross_claim import CrossClaimFinding, amended_findings, edits_claim, for_claim
+from hooks.rules.cross_claim import CrossClaimFinding, amended_findings, claim_parts, edits_claim
 from nccidata import open_reference
 from nccidata.api import ReferenceData
 
@@ -53,7 +53,8 @@ from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, In
                          split_record)
 from .claim_groups import ClaimGroups, GroupRow, beneficiary_findings, decode_case, group_row
 from .corrected_claims import corrected
-from .findings_table import LINE_INDEX, config_hash, data_release, finding_rows, ndjson_rows, record_batch
+from .findings_table import (LINE_INDEX, OTHER_CLAIMS_LISTED, config_hash, data_release, finding_rows, ndjson_rows,
+                             record_batch)
 from .jsonio import dumps, loads
 
 REVIEWED_TYPES = ("Claim", "ExplanationOfBenefit")  # the resources a batch record reviews
@@ -199,11 +200,13 @@ def cross_claim_rows(found: CrossClaimFinding, cases: dict[str, tuple[Case, tupl
     rows: list[tuple] = []
     offset = 0  # line_index runs over the finding's lines on all its claims (0: the finding's first row)
     at = LINE_INDEX
+    parts = claim_parts(found)
+    named = found.claims[:OTHER_CLAIMS_LISTED + 1]  # the others of each claim are listed from these
     for claim, (case, source) in cases.items():
-        local = for_claim(found, claim)
-        others = [c for c in found.claims if c != claim]
+        local = parts[claim]
+        others = [c for c in named if c != claim]
         rows += [r[:at] + (r[at] + offset,) + r[at + 1:]
-                 for r in finding_rows(case, [local], reference, source, run, others)]
+                 for r in finding_rows(case, [local], reference, source, run, others, len(found.claims) - 1)]
         offset += len(local.lines)
     return rows
 
@@ -212,8 +215,9 @@ def claim_edits(found: CrossClaimFinding, cases: dict[str, tuple[Case, tuple[str
                 ) -> Iterator[tuple[tuple[str, int], str, Finding]]:
     """((file, line), claim, its part of the finding) of each claim a finding across claims edits
     (its recommended fix touches a line of that claim): the claims to amend (:func:`amended_outputs`)."""
+    parts = claim_parts(found)
     for claim, (_case, source) in cases.items():
-        part = for_claim(found, claim)
+        part = parts[claim]
         if edits_claim(part):
             yield source, claim, part
 

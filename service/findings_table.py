@@ -67,8 +67,10 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("line_index", _I32, "the line's position among the finding's lines (0 first: count findings where 0)"),
     ("across_claims", _B, "the finding comes from the edits across claims (docs/batch.md#edits-across-claims): "
                           "its lines are on several claims"),
-    ("other_claims", _CODES, "the other claims such a finding names (`Claim/c2`, `ExplanationOfBenefit/e1`); "
-                             "empty for a claim's own finding"),
+    ("other_claims", _CODES, "the other claims such a finding names (`Claim/c2`, `ExplanationOfBenefit/e1`), "
+                             "the first 20 of them; empty for a claim's own finding"),
+    ("other_claims_count", _I32, "how many other claims the finding names (more than `other_claims` lists when "
+                                 "over 20); 0 for a claim's own finding"),
     ("severity", _S, "`warning` or `info`"),
     ("summary", _S, "the card summary"),
     ("edit_program", _S, "the NCCI program whose edits were applied (`medicare`, `medicaid`)"),
@@ -89,6 +91,10 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("payment_effect", _F64, "estimated payment effect of the recommended fix, USD (negative: less paid)"),
     ("payment_basis", _S, "what the payment effect is computed from: `paid`, `allowed` or `mpfs`"),
 )
+# other_claims lists at most this many: a finding over n claims (the MUE's, on one beneficiary's
+# n same-day claims of one provider) has rows on each, and listing every other claim on each would
+# be n x n names (20,000 claims of one scenario: 16.5 million, 1.6 GB in memory).
+OTHER_CLAIMS_LISTED = 20
 SCHEMA = pa.schema([pa.field(name, type_) for name, type_, _ in COLUMNS])
 NAMES = tuple(name for name, _, _ in COLUMNS)
 _INDEX = {name: i for i, name in enumerate(NAMES)}
@@ -274,14 +280,17 @@ def payment_effect(case: Case, fix: Fix | None, reference: ReferenceData, shared
 
 
 def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceData, source: tuple[str, int],
-                 run: tuple[str, str, str], others: Sequence[str] = ()) -> list[tuple]:
+                 run: tuple[str, str, str], others: Sequence[str] = (), others_count: int | None = None
+                 ) -> list[tuple]:
     """The table rows (tuples in :data:`NAMES` order) of one reviewed claim: one per finding and
     line; a finding on no line gets one row with the line columns null. `source`: (file, line
     number); `run`: (run id, config hash, data release); `others`: the other claims of a finding
-    across claims (its part on this claim: ``across_claims`` true)."""
+    across claims (its part on this claim: ``across_claims`` true), the first
+    :data:`OTHER_CLAIMS_LISTED` kept; `others_count`: how many there are (default: len(others))."""
     if not findings:
         return []
-    across, other_claims = bool(others), list(others)
+    count = len(others) if others_count is None else others_count
+    across, other_claims = count > 0, list(others[:OTHER_CLAIMS_LISTED])
     shared = _Claim(case, source, run)
     lines = {ln.key: ln for ln in case.lines}
     setting = case.setting.ncci_setting
@@ -297,7 +306,7 @@ def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceDa
             line = lines.get(key) if key is not None else None
             if line is None:
                 rows.append((*shared.head, None, shared.billing, None, key, case.default_date, None, [], None, shared.pos, setting,
-                             primary, finding.code, index, j, across, other_claims, finding.severity, finding.summary,
+                             primary, finding.code, index, j, across, other_claims, count, finding.severity, finding.summary,
                              *edit, action, carc, None, None, None, None, None))
                 continue
             item = shared.items.get(line.sequence)
@@ -311,7 +320,7 @@ def finding_rows(case: Case, findings: Sequence[Finding], reference: ReferenceDa
                 effect = 0.0
             rows.append((*shared.head, line.performers[0] if line.performers else None, shared.billing, line.sequence, key,
                          case.line_date(line), line.code, list(line.modifiers), line.units, line.pos or shared.pos,
-                         setting, primary, finding.code, index, j, across, other_claims, finding.severity,
+                         setting, primary, finding.code, index, j, across, other_claims, count, finding.severity,
                          finding.summary, *edit, action, carc, _billed(item, key, line.units), allowed, paid, effect, basis))
     return rows
 

@@ -510,6 +510,44 @@ def test_out_dir_applies_the_mue_over_the_units_of_two_claims(tmp_path, real_ncc
     assert summary["claims_with_findings"] == 2 and summary["reviewed"] == 2
 
 
+def test_a_finding_over_many_claims_lists_20_others_and_counts_all(tmp_path, real_ncci_db, real_reference):
+    """One beneficiary's 30 same-day 76000 claims of one provider, each within the MUE and over it
+    together: one mue-exceeded finding across all 30, a row on each claim; each row lists the first
+    20 other claims (OTHER_CLAIMS_LISTED: not n x n names) and counts all 29."""
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+    from service.findings_table import OTHER_CLAIMS_LISTED
+
+    limit = real_reference.mue("76000", datetime.date(2024, 8, 5), "practitioner")
+    assert limit is not None and limit.mai in (2, 3) and limit.units < 30
+    bundle = scenario(11).context["claim"]
+    records, names = [], [f"c{n:02d}" for n in range(30)]
+    for cid in names:
+        b = copy.deepcopy(bundle)
+        claim = b["entry"][0]["resource"]
+        claim["id"] = cid
+        claim["item"] = [dict(i, quantity={"value": 1}) for i in claim["item"]
+                         if i["productOrService"]["coding"][0]["code"] == "76000"]
+        records.append(orjson.dumps(b) + b"\n")
+    src = tmp_path / "claims.ndjson"
+    src.write_bytes(b"".join(records))
+    out = tmp_path / "out"
+    summary = run_dir([str(src)], str(out), db_path=str(real_ncci_db), config=resolve(None), workers=2)
+    mue = [r for r in pq.read_table(out / "findings.parquet").to_pylist() if r["finding"] == "mue-exceeded"]
+    assert sorted(r["resource_id"] for r in mue) == names and summary["findings"]["mue-exceeded"] == 1
+    assert OTHER_CLAIMS_LISTED == 20
+    for r in mue:
+        others = [f"Claim/{c}" for c in names if c != r["resource_id"]]
+        assert r["across_claims"] and r["other_claims_count"] == 29
+        assert r["other_claims"] == others[:20]
+    # a claim's own finding: no other claims
+    assert all(r["other_claims_count"] == 0 and r["other_claims"] == []
+               for r in pq.read_table(out / "findings.parquet").to_pylist() if not r["across_claims"])
+
+
 def _join_export(root) -> None:
     """A small export whose joins exercise the rules the index's shortcuts must keep: reading order
     (file, then line; not ids: o9 before o1, p1 before p0) across two Procedure files, a urn:uuid link

@@ -151,3 +151,66 @@ def test_findings_on_a_line_removed_across_claims_are_withdrawn(real_reference):
     assert amended_findings(cases[1], [part], real_reference, CONFIG) == []
     # a finding that does not touch b's 76000 stays (a's own review, amended by nothing, is as before)
     assert amended_findings(cases[0], [], real_reference, CONFIG) == evaluate(cases[0], real_reference, CONFIG)
+
+
+def test_partners_of_a_kind_beyond_two_change_no_finding(real_reference, monkeypatch):
+    """The group review takes, of each partner_kind, only the first two partner lines on other
+    claims (hooks.rules.cross_claim._partners: n x kinds instead of n x n). On random groups whose
+    lines vary in every field the review could read, the findings equal the rule's against every
+    partner (all_partners); a field read but missing from partner_kind makes them differ."""
+    import random
+    from dataclasses import replace
+
+    from hooks import model
+    from hooks.rules import cross_claim
+
+    base, companions = _parts(9)
+    [template] = _review([base], companions, real_reference)
+    first = template.lines[0]
+    sites = [(), (model.Site(("http://snomed.info/sct|72696002",), "knee", "left"),),
+             (model.Site(("http://snomed.info/sct|72696002",), "knee", "right"),)]
+    start = __import__("datetime").datetime(2024, 8, 5, 9, 0)
+    hour = __import__("datetime").timedelta(hours=1)
+    periods = [(None, None), (start, start + hour), (start + 2 * hour, start + 3 * hour), (start, start + 3 * hour)]
+    codes = ["76000", "76000", "33289", "29881", "62320", "99213"]
+    fields = {
+        "modifiers": [(), ("59",), ("XS",), ("XE",), ("XP",), ("26",), ("XU",)],
+        "encounters": [(), ("Encounter/e1",), ("Encounter/e2",)],
+        "performers": [(), first.performers, first.performers + ("Practitioner/other",)],  # () the claim's provider
+        "body_sites": sites, "period": periods,
+        "diagnoses": [(), ("M17.11",), ("I70.213",)], "units": [1, 2],
+    }
+    rng = random.Random(76000)
+
+    def line(i: int, varied: dict) -> model.Line:
+        pick = {name: rng.choice(values) for name, values in varied.items()}
+        begin, end = pick.pop("period")
+        return replace(first, key=f"Claim.item[{i}]", code=rng.choice(codes), start=begin, end=end,
+                       sequence=i + 1, **pick)
+
+    groups = []
+    names = sorted(fields)
+    for g in range(40 * len(names)):
+        # two fields vary in a group (each field in turn, and one more), the others are the group's
+        # own: many partners of one kind
+        focus = names[g % len(names)]
+        chosen = {focus, rng.choice([n for n in names if n != focus])}
+        varied = {name: values if name in chosen else [rng.choice(values)] for name, values in fields.items()}
+        cases = []
+        for c in range(rng.randint(6, 20)):
+            claim = dict(template.claim, id=f"g{g}c{c}")
+            cases.append(replace(template, claim=claim, lines=tuple(line(i, varied) for i in range(rng.randint(1, 3)))))
+        groups.append(cases)
+    fast = [cross_claim_findings(cases, real_reference, CONFIG) for cases in groups]
+    assert sum(len(f) for f in fast) > 100, "the random groups exercise the edits across claims"
+    assert len({f.finding.code for found in fast for f in found}) >= 3
+    monkeypatch.setattr(cross_claim, "_partners", cross_claim.all_partners)
+    assert [cross_claim_findings(cases, real_reference, CONFIG) for cases in groups] == fast
+    # claim_parts splits each finding's lines and fixes among its claims, none lost or added
+    for found in (f for findings in fast for f in findings):
+        parts = cross_claim.claim_parts(found)
+        assert list(parts) == list(found.claims)
+        assert sorted(f"{c}:{k}" for c, p in parts.items() for k in p.lines) == sorted(found.finding.lines)
+        assert sorted(f"{c}:{f.line}" for c, p in parts.items() for f in p.fixes) == \
+            sorted(f.line for f in found.finding.fixes)
+        assert all(p == cross_claim.for_claim(found, c) for c, p in parts.items())

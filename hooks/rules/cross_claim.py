@@ -47,8 +47,9 @@ Pure: depends only on its arguments.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import itemgetter
 from datetime import date
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from nccidata.api import MEDICARE, ReferenceData
 
@@ -64,6 +65,7 @@ from .policy import policy
 PTP_CODES = (F.PTP_BUNDLED, F.MODIFIER_MISUSE, F.PTP_MODIFIER_ALLOWED)
 # The removal findings applied across claims: the PTP edits and the integral policy (module docstring).
 CROSS_CODES = PTP_CODES + (F.FLUOROSCOPY_INTEGRAL,)
+_POSITION = itemgetter(0)
 
 
 class CrossClaimFinding(NamedTuple):
@@ -161,11 +163,12 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
     found: list[Finding] = []
     billable: list[_LineReview] = []
     enabled = [c for c in CROSS_CODES if config.get(KINDS[c].switch, True)]
+    partners_of = _partners(lines, owner)
     for line in lines:
         if line.code != FLUORO:
             continue
         claim = owner[line.key][0]
-        partners = [p for p in lines if owner[p.key][0] != claim and p.code != FLUORO]
+        partners = partners_of(claim)
         review = _review_line(case, line, ref, pol, only=partners) if partners else _LineReview(line, key.day)
         chosen = [p for p in review.problems if p.code in enabled]
         if not review.problems:
@@ -175,11 +178,14 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
             finding = _removal_finding(case, review, problem, ref, config)
             found.append(replace(finding, lines=(line.key, problem.partner.key)))
     if billable and config.get(KINDS[F.MUE_EXCEEDED].switch, True):
+        units: dict[str, int] = {}  # the billable 76000 units of each claim
+        for r in billable:
+            claim = owner[r.line.key][0]
+            units[claim] = units.get(claim, 0) + r.line.units
         for finding in _mue_findings(case, billable, ref, config, pol):
             claims = {owner[k][0] for k in finding.lines}
             limit = ref.mue(FLUORO, key.day, key.setting)
-            alone = limit is not None and any(
-                sum(r.line.units for r in billable if owner[r.line.key][0] == c) > limit.units for c in claims)
+            alone = limit is not None and any(units.get(c, 0) > limit.units for c in claims)
             if len(claims) > 1 and not alone:
                 found.append(finding)
     out = []
@@ -187,6 +193,54 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
         involved = tuple(owner[k] for k in finding.lines)
         out.append(CrossClaimFinding(finding, tuple(dict.fromkeys(c for c, _l in involved)), involved))
     return out
+
+
+def partner_kind(line: Line) -> tuple:
+    """What the review of a 76000 line reads of a partner line: its code (the PTP edit, the
+    integral, sibling and guidance policies, the "Also applies" phrase and the citations:
+    :func:`hooks.rules.engine._review_line`, :func:`~hooks.rules.engine._removal_finding`) and what
+    :mod:`hooks.distinct` compares (encounters, performed period, performers, sites). Partners of
+    one kind give a 76000 line the same problems."""
+    return (line.code, line.encounters, line.start, line.end, line.performers, line.body_sites)
+
+
+def all_partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Callable[[str], list[Line]]:
+    """claim -> the partner lines of its 76000 lines: the group's lines of other codes on other
+    claims, in the group's order (the rule as written; :func:`_partners` gives the same findings faster)."""
+    def of(claim: str) -> list[Line]:
+        return [p for p in lines if p.code != FLUORO and owner[p.key][0] != claim]
+    return of
+
+
+def _partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Callable[[str], list[Line]]:
+    """:func:`all_partners`, of each :func:`partner_kind` only the first two on other claims (in
+    the group's order). Reviewing each of a group's n 76000 lines against all its partners costs
+    n x n (one beneficiary's thousands of same-day claims of one provider: a resubmitted batch, or
+    hostile input); this costs n x kinds. The findings are the same: of a line's problems, the rule
+    reports the first of the lowest rank (from the first partner of its kind), whether there is one
+    at all, and the set of the others' "Also applies" phrases and citations
+    (:func:`~hooks.rules.engine._removal_finding`), none of which a third partner of a kind changes.
+    tests/test_cross_claim.py holds the two equal on random groups."""
+    kinds: dict[tuple, dict[str, list[tuple[int, Line]]]] = {}  # kind -> its first 3 claims -> first 2 lines
+    for pos, line in enumerate(lines):
+        if line.code == FLUORO:
+            continue
+        claims = kinds.setdefault(partner_kind(line), {})
+        claim = owner[line.key][0]
+        held = claims.get(claim)
+        if held is None:
+            if len(claims) < 3:  # a claim's own lines are left out: two others remain of three
+                claims[claim] = [(pos, line)]
+        elif len(held) < 2:
+            held.append((pos, line))
+
+    def of(claim: str) -> list[Line]:
+        picked: list[tuple[int, Line]] = []
+        for claims in kinds.values():
+            picked += sorted((at for c, held in claims.items() if c != claim for at in held), key=_POSITION)[:2]
+        picked.sort(key=_POSITION)
+        return [line for _pos, line in picked]
+    return of
 
 
 def recommended_fix(finding: Finding) -> F.Fix | None:
@@ -207,12 +261,27 @@ def removed_lines(findings: Iterable[Finding]) -> set[str]:
 def for_claim(found: CrossClaimFinding, claim: str) -> Finding:
     """The part of a finding across claims on one of its claims: its lines and fixes on `claim`,
     with the claim's own line keys ("Claim.item[0]")."""
-    prefix = f"{claim}:"
-    lines = tuple(k[len(prefix):] for k in found.finding.lines if k.startswith(prefix))
-    fixes = tuple(replace(f, line=f.line[len(prefix):], then=tuple(
-        replace(t, line=t.line[len(prefix):]) for t in f.then if t.line and t.line.startswith(prefix)))
-        for f in found.finding.fixes if f.line and f.line.startswith(prefix))
-    return replace(found.finding, lines=lines, fixes=fixes)
+    part = claim_parts(found).get(claim)
+    return part if part is not None else replace(found.finding, lines=(), fixes=())
+
+
+def claim_parts(found: CrossClaimFinding) -> dict[str, Finding]:
+    """:func:`for_claim` of each claim the finding names, in one pass over its lines and fixes (a
+    finding over n claims, the MUE's: n parts in n steps, not n x n)."""
+    lines: dict[str, list[str]] = {c: [] for c in found.claims}
+    fixes: dict[str, list[F.Fix]] = {c: [] for c in found.claims}
+    for key in found.finding.lines:
+        claim, _sep, own = key.rpartition(":")  # a line's own key ("Claim.item[0]") has no colon
+        lines.setdefault(claim, []).append(own)
+    for fix in found.finding.fixes:
+        if not fix.line:
+            continue
+        claim, _sep, own = fix.line.rpartition(":")
+        prefix = f"{claim}:"
+        then = tuple(replace(t, line=t.line[len(prefix):]) for t in fix.then if t.line and t.line.startswith(prefix))
+        fixes.setdefault(claim, []).append(replace(fix, line=own, then=then))
+    return {c: replace(found.finding, lines=tuple(lines.get(c, ())), fixes=tuple(fixes.get(c, ())))
+            for c in dict.fromkeys([*found.claims, *lines, *fixes]) if c}
 
 
 def edits_claim(finding: Finding) -> bool:
