@@ -90,7 +90,9 @@ with BatchInput([sys.argv[1]]) as source, open(sys.argv[2], "wb") as out:
 """
 
 
-def _measured(cmd: list[str], env: dict, root: Path = ROOT) -> dict:
+def measure_run(cmd: list[str], env: dict, root: Path = ROOT) -> dict:
+    """Run `cmd` from checkout `root` in a child process: its wall time, CPU (user + system, with
+    its workers) and peak memory (KiB, the largest resident set of it and its workers)."""
     out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True,
                          env={**env, "PYTHONPATH": str(root)}, cwd=root, timeout=3600)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -130,7 +132,7 @@ def main() -> None:
             for i in range(args.repeats):
                 for name, (root, make_cmd) in runs.items():
                     out = Path(tmp) / f"{name}-{i}"
-                    got[name].append(_measured(make_cmd(out), env, root))
+                    got[name].append(measure_run(make_cmd(out), env, root))
                     shutil.rmtree(out, ignore_errors=True)
             for name, measured in got.items():
                 results[name] = {"wall": statistics.median(r["wall"] for r in measured),
