@@ -12,13 +12,19 @@ For each N: the batch with 2 workers (Parquet), claims/s, CPU per claim (the pro
 workers) and peak memory (the largest resident set of the process and its workers), each run in its
 own process; ``--baseline DIR`` (another checkout, e.g. ``git archive <commit>`` unpacked) runs the
 same command from there, alternating with this checkout's, on the same input.
+
+Then one group alone (``--group 250,1000,4000``): `cross_claim_findings` over n same-day claims of
+one beneficiary and provider, each billing scenario 9's 33289 and 76000 on an Encounter of its own
+(the usual shape of real claims), process CPU time, in a child process per checkout.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,10 +48,43 @@ def write_claims(path: Path, n: int) -> None:
             fh.write(orjson.dumps({**b, "entry": [{"resource": claim}, *b["entry"][1:]]}) + b"\n")
 
 
+_GROUP = r"""
+import json, sys, time
+from dataclasses import replace
+from hooks.config import resolve
+from hooks.extract import case_from_claim, split_claim_bundle
+from hooks.rules.cross_claim import cross_claim_findings
+from nccidata import open_reference
+from tests.scenario_fixtures import scenario
+reference, config = open_reference(None), resolve(None)
+claim, companions = split_claim_bundle(scenario(9).context["claim"])
+base = case_from_claim(claim, companions, reference)
+out = {}
+for n in map(int, sys.argv[1:]):
+    cases = []
+    for i in range(n):
+        own = (f"Encounter/e{i}",)
+        cases.append(replace(base, claim=dict(base.claim, id=f"c{i}"),
+                             lines=tuple(replace(line, encounters=own) for line in base.lines)))
+    t0 = time.process_time()
+    found = cross_claim_findings(cases, reference, config)
+    out[n] = {"cpu": time.process_time() - t0, "findings": len(found)}
+print(json.dumps(out))
+"""
+
+
+def group_cpu(root: Path, sizes: list[int], env: dict) -> dict:
+    """{n: {"cpu": seconds, "findings": count}} of one group of n claims (_GROUP), run from `root`."""
+    proc = subprocess.run([sys.executable, "-c", _GROUP, *map(str, sizes)], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(root)}, cwd=root, timeout=3600, check=True)
+    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--claims", default="2000,20000", help="comma-separated claim counts")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--group", default="250,1000,4000", help="claim counts of the one-group figures ('' skips)")
     ap.add_argument("--baseline", type=Path, help="another checkout whose batch runs alongside, alternating")
     args = ap.parse_args()
     sizes = [int(n) for n in args.claims.split(",")]
@@ -53,7 +92,7 @@ def main() -> None:
     if args.baseline:
         roots[f"baseline {args.baseline.name}"] = args.baseline.resolve()
     print(f"command: PYTHONPATH=. python benchmarks/bench_cross_group.py --claims {args.claims} "
-          f"--repeats {args.repeats}" + (f" --baseline {args.baseline}" if args.baseline else ""))
+          f"--repeats {args.repeats} --group '{args.group}'" + (f" --baseline {args.baseline}" if args.baseline else ""))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     env = {**os.environ, "FLUORO_CDS_DB": "/nonexistent/absent.sqlite"}  # the starter set
@@ -82,6 +121,13 @@ def main() -> None:
         if len(mine) > 1:
             print(f"{name}: CPU per claim at {mine[-1][0]:,} / at {mine[0][0]:,} claims: "
                   f"{mine[-1][3] / mine[0][3]:.2f}x (1.00x: linear)")
+    if args.group:
+        groups = [int(n) for n in args.group.split(",")]
+        print("one group, each claim on an Encounter of its own: cross_claim_findings CPU")
+        print(f"{'claims':>8}  {'run':24} {'CPU':>9} {'per claim':>10} {'findings':>9}")
+        for name, root in roots.items():
+            for n, got in group_cpu(root, groups, env).items():
+                print(f"{n:>8,}  {name:24} {got['cpu']:>8.2f}s {got['cpu'] / n * 1e6:>8,.0f}us {got['findings']:>9,}")
 
 
 if __name__ == "__main__":

@@ -175,16 +175,18 @@ def test_partners_of_a_kind_beyond_two_change_no_finding(real_reference, monkeyp
     codes = ["76000", "76000", "33289", "29881", "62320", "99213"]
     fields = {
         "modifiers": [(), ("59",), ("XS",), ("XE",), ("XP",), ("26",), ("XU",)],
-        "encounters": [(), ("Encounter/e1",), ("Encounter/e2",)],
+        "encounters": [(), ("Encounter/e1",), ("Encounter/e2",), ("Encounter/e1", "Encounter/e2"), "own"],
         "performers": [(), first.performers, first.performers + ("Practitioner/other",)],  # () the claim's provider
         "body_sites": sites, "period": periods,
         "diagnoses": [(), ("M17.11",), ("I70.213",)], "units": [1, 2],
     }
     rng = random.Random(76000)
 
-    def line(i: int, varied: dict) -> model.Line:
+    def line(i: int, varied: dict, claim: str) -> model.Line:
         pick = {name: rng.choice(values) for name, values in varied.items()}
         begin, end = pick.pop("period")
+        if pick["encounters"] == "own":  # the claim's own Encounter
+            pick["encounters"] = (f"Encounter/{claim}",)
         return replace(first, key=f"Claim.item[{i}]", code=rng.choice(codes), start=begin, end=end,
                        sequence=i + 1, **pick)
 
@@ -199,7 +201,8 @@ def test_partners_of_a_kind_beyond_two_change_no_finding(real_reference, monkeyp
         cases = []
         for c in range(rng.randint(6, 20)):
             claim = dict(template.claim, id=f"g{g}c{c}")
-            cases.append(replace(template, claim=claim, lines=tuple(line(i, varied) for i in range(rng.randint(1, 3)))))
+            lines = tuple(line(i, varied, claim["id"]) for i in range(rng.randint(1, 3)))
+            cases.append(replace(template, claim=claim, lines=lines))
         groups.append(cases)
     fast = [cross_claim_findings(cases, real_reference, CONFIG) for cases in groups]
     assert sum(len(f) for f in fast) > 100, "the random groups exercise the edits across claims"

@@ -195,13 +195,22 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
     return out
 
 
-def partner_kind(line: Line) -> tuple:
-    """What the review of a 76000 line reads of a partner line: its code (the PTP edit, the
-    integral, sibling and guidance policies, the "Also applies" phrase and the citations:
+def partner_kind(line: Line, claim: str, named: tuple[dict[str, set[str]], dict[str, set[str]]]) -> tuple:
+    """What the review of a 76000 line reads of a partner line (on `claim`): its code (the PTP
+    edit, the integral, sibling and guidance policies, the "Also applies" phrase and the citations:
     :func:`hooks.rules.engine._review_line`, :func:`~hooks.rules.engine._removal_finding`) and what
     :mod:`hooks.distinct` compares (encounters, performed period, performers, sites). Partners of
-    one kind give a 76000 line the same problems."""
-    return (line.code, line.encounters, line.start, line.end, line.performers, line.body_sites)
+    one kind give a 76000 line of another claim the same problems. Encounters and performers are
+    compared by what the two lines share, so of the partner's only those a 76000 line of another
+    claim names count (`named`: (encounter, performer) -> the claims of the 76000 lines naming it),
+    and whether it has any: every claim with an Encounter of its own is then one kind."""
+    encounters, performers = named
+    return (line.code, _shared(line.encounters, claim, encounters), line.start, line.end,
+            _shared(line.performers, claim, performers), line.body_sites)
+
+
+def _shared(refs: tuple[str, ...], claim: str, named: dict[str, set[str]]) -> tuple[bool, frozenset[str]]:
+    return bool(refs), frozenset(r for r in refs if any(c != claim for c in named.get(r, ())))
 
 
 def all_partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Callable[[str], list[Line]]:
@@ -221,12 +230,19 @@ def _partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Call
     at all, and the set of the others' "Also applies" phrases and citations
     (:func:`~hooks.rules.engine._removal_finding`), none of which a third partner of a kind changes.
     tests/test_cross_claim.py holds the two equal on random groups."""
+    named: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})  # partner_kind's
+    for line in lines:
+        if line.code == FLUORO:
+            claim = owner[line.key][0]
+            for refs, claims_of in ((line.encounters, named[0]), (line.performers, named[1])):
+                for ref in refs:
+                    claims_of.setdefault(ref, set()).add(claim)
     kinds: dict[tuple, dict[str, list[tuple[int, Line]]]] = {}  # kind -> its first 3 claims -> first 2 lines
     for pos, line in enumerate(lines):
         if line.code == FLUORO:
             continue
-        claims = kinds.setdefault(partner_kind(line), {})
         claim = owner[line.key][0]
+        claims = kinds.setdefault(partner_kind(line, claim, named), {})
         held = claims.get(claim)
         if held is None:
             if len(claims) < 3:  # a claim's own lines are left out: two others remain of three
