@@ -1,4 +1,5 @@
-"""The --out-dir batch's amendment of the claims the edits across claims edit, staged on disk.
+"""The batch's amendment of the claims the edits across claims edit, staged on disk (--out-dir;
+and the single-file output's, :class:`AmendedRecords`).
 
 The edits across claims are found once every claim is reviewed (service/claim_groups.py); a claim
 they edit has the outputs of its first review replaced by its amended ones (service.batch
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections import Counter
 from typing import Iterable, Iterator, Sequence
 
 import orjson
@@ -177,6 +179,61 @@ class Amended:
         else:
             with open(self.rows_path, "rb") as fh:
                 yield from iter(lambda: fh.read(1 << 20), b"")
+
+
+class AmendedRecords:
+    """The single-file output's amendment (service.batch ``run``): the amended findings records of
+    the claims the edits across claims edit, by :func:`source_key`, in SQLite in `workdir` (a small
+    page cache: the main process holds none of them, whatever their number). A context manager."""
+
+    BLOCK = _BLOCK  # output records read (and looked up) at a time in the rewrite
+
+    def __init__(self, workdir: str) -> None:
+        self.db = sqlite3.connect(os.path.join(workdir, "amended-records.sqlite"), isolation_level=None)
+        self.db.executescript(f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{Amended.CACHE_KIB};"
+                              "CREATE TABLE amended (source TEXT PRIMARY KEY, findings BLOB NOT NULL) WITHOUT ROWID;")
+
+    def __enter__(self) -> "AmendedRecords":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+    def add(self, part: dict[tuple[str, int], list[dict]]) -> None:
+        """Store a worker's amended findings records, by (file, line) of their claims (a later one
+        of a claim replaces an earlier one)."""
+        self.db.executemany("INSERT OR REPLACE INTO amended VALUES (?, ?)",
+                            [(source_key(*where), dumps(found)) for where, found in part.items()])
+
+    @property
+    def count(self) -> int:
+        """How many claims are amended."""
+        return self.db.execute("SELECT COUNT(*) FROM amended").fetchone()[0]
+
+    def of(self, keys: Sequence[str]) -> dict[str, list[dict]]:
+        """The amended findings records of those of `keys` (:func:`source_key`) that are amended."""
+        return {k: loads(found) for k, found in self.db.execute(
+            "SELECT source, findings FROM amended WHERE source IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(keys),))}
+
+    def rewrite(self, staged: Iterable[bytes], one_file: str | None, counts: Counter[str]) -> Iterator[bytes]:
+        """The staged output records (NDJSON lines, in input order), each amended claim's findings
+        replaced by its amended ones, a block at a time; `counts` (findings by code) follows.
+        `one_file`: the claim file of a single-file run (its records name no file)."""
+        if not self.count:
+            yield from staged
+            return
+        for block in _blocks(staged, self.BLOCK):
+            records = [loads(line) for line in block]
+            new = self.of([source_key(r.get("file", one_file), r["line"]) for r in records])
+            for line, record in zip(block, records):
+                found = new.get(source_key(record.get("file", one_file), record["line"])) if new else None
+                if found is not None and "findings" in record:
+                    counts.subtract(f["code"] for f in record["findings"])
+                    counts.update(f["code"] for f in found)
+                    record["findings"] = found
+                    line = dumps(record) + b"\n"
+                yield line
 
 
 def finish_outputs(table: "StagedTable", amended: Amended, fixed_path: str, tally: Tally) -> None:

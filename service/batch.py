@@ -46,7 +46,7 @@ from nccidata.api import ReferenceData
 
 from . import metrics
 from .amendment import retraction  # noqa: F401  (the Spark job's, service/spark.py)
-from .amendment import Amended, AmendedPart, StagedTable, finish_outputs
+from .amendment import Amended, AmendedPart, AmendedRecords, StagedTable, finish_outputs
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord,
                          UsageError, bounded_lines, input_files, ndjson_lines, open_input, parse_record, review_input,
@@ -387,9 +387,9 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
             if f.claims and f.path != "-":
                 _check_ndjson(f.path)  # NotNdjson before any output
         chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
-        amended: dict[tuple[str, int], list[dict]] = {}
         with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
                 open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
+                AmendedRecords(groups.workdir) as amended, \
                 _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
             for blob, n_tally, n_counts, rows in imap(_review_chunk, chunks):
                 staged.write(blob)
@@ -401,27 +401,20 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
                 across.write(blob)  # the findings across claims, and the claims they edit amended, in the workers
                 counts.update(codes)
                 cross += sum(codes.values())
-                amended.update(part)
+                amended.add(part)
             one_file = None if several else next((f.path for f in source.files if f.claims), None)
             staged.seek(0)
-            for line in staged:
-                if amended:
-                    record = loads(line)
-                    new = amended.get((record.get("file", one_file), record["line"]))
-                    if new is not None and "findings" in record:
-                        counts.subtract(f["code"] for f in record["findings"])
-                        counts.update(f["code"] for f in new)
-                        record["findings"] = new
-                        line = dumps(record) + b"\n"
+            for line in amended.rewrite(staged, one_file, counts):
                 output.write(line)
             across.seek(0)
             shutil.copyfileobj(across, output)
+            amended_count = amended.count
     seconds = time.perf_counter() - started
     claims = tally["records"]
     return {"records": claims, "errors": tally["errors"], "companion_errors": tally["companion_errors"],
             "duplicates": {k: source.duplicates.get(k, 0) for k in DUPLICATE_COUNTS},
             "findings": dict(sorted((k, n) for k, n in counts.items() if n > 0)), "cross_claim_findings": cross,
-            "amended": len(amended), "seconds": round(seconds, 3),
+            "amended": amended_count, "seconds": round(seconds, 3),
             "records_per_second": round(claims / seconds, 1) if seconds > 0 else None,
             "data": open_reference(db_path).describe()}
 

@@ -82,7 +82,7 @@ def test_an_amended_claim_keeps_no_finding_of_a_line_removed_across_claims(runs)
     assert own == []
 
 
-def test_the_single_file_output_amends_the_claims_edited_across_claims(tmp_path):
+def test_the_single_file_output_amends_the_claims_edited_across_claims(tmp_path, monkeypatch):
     """Scenario 9's 33289 and 76000 on two claims: across claims the 76000 is bundled (removed), so
     the 76000 claim's record no longer carries its own review's modifier-26 finding (withdrawn, as
     in --out-dir's table); the finding across claims follows the claims' records."""
@@ -106,6 +106,14 @@ def test_the_single_file_output_amends_the_claims_edited_across_claims(tmp_path)
     assert second["findings"] == [] and first["findings"] == []
     assert across["claims"] == ["Claim/second", "Claim/first"] and across["findings"][0]["code"] == "ptp-bundled"
     assert summary["findings"] == {"ptp-bundled": 1} and summary["amended"] == 1
+    # the rewrite reads the staged records a block at a time (service.amendment.AmendedRecords):
+    # one record a block gives the same output
+    from service.amendment import AmendedRecords
+
+    monkeypatch.setattr(AmendedRecords, "BLOCK", 1)
+    again = io.BytesIO()
+    assert run([str(src)], again, db_path=db, config=resolve(None), workers=2)["findings"] == summary["findings"]
+    assert again.getvalue() == out.getvalue()
 
 
 def test_the_single_file_output_holds_the_findings_of_the_table(export, runs, tmp_path):
