@@ -186,7 +186,7 @@ class AmendedRecords:
     the claims the edits across claims edit, by :func:`source_key`, in SQLite in `workdir` (a small
     page cache: the main process holds none of them, whatever their number). A context manager."""
 
-    BLOCK = _BLOCK  # output records read (and looked up) at a time in the rewrite
+    BLOCK = 1024  # output records read (and looked up) at a time in the rewrite
 
     def __init__(self, workdir: str) -> None:
         self.db = sqlite3.connect(os.path.join(workdir, "amended-records.sqlite"), isolation_level=None)
@@ -224,15 +224,19 @@ class AmendedRecords:
             yield from staged
             return
         for block in _blocks(staged, self.BLOCK):
-            records = [loads(line) for line in block]
-            new = self.of([source_key(r.get("file", one_file), r["line"]) for r in records])
-            for line, record in zip(block, records):
-                found = new.get(source_key(record.get("file", one_file), record["line"])) if new else None
-                if found is not None and "findings" in record:
-                    counts.subtract(f["code"] for f in record["findings"])
-                    counts.update(f["code"] for f in found)
-                    record["findings"] = found
-                    line = dumps(record) + b"\n"
+            # the block's keys, its lines kept as bytes (4,096 parsed records held the main process
+            # ~30 MB higher at 20,000 claims); an amended claim's record is parsed again
+            keys = [source_key(r.get("file", one_file), r["line"]) for r in map(loads, block)]
+            new = self.of(keys)
+            for line, key in zip(block, keys):
+                found = new.get(key)
+                if found is not None:
+                    record = loads(line)
+                    if "findings" in record:
+                        counts.subtract(f["code"] for f in record["findings"])
+                        counts.update(f["code"] for f in found)
+                        record["findings"] = found
+                        line = dumps(record) + b"\n"
                 yield line
 
 
