@@ -14,8 +14,8 @@ own process; ``--baseline DIR`` (another checkout, e.g. ``git archive <commit>``
 same command from there, alternating with this checkout's, on the same input.
 
 Then one group alone (``--group 250,1000,4000``): `cross_claim_findings` over n same-day claims of
-one beneficiary and provider, each billing scenario 9's 33289 and 76000 on an Encounter of its own
-(the usual shape of real claims), process CPU time, in a child process per checkout.
+one beneficiary and provider, each billing scenario 9's 33289 and 76000 on an Encounter and in a
+performed period of its own (10 s apart), process CPU time, in a child process per checkout.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def write_claims(path: Path, n: int) -> None:
 _GROUP = r"""
 import json, sys, time
 from dataclasses import replace
+from datetime import datetime, timedelta
 from hooks.config import resolve
 from hooks.extract import case_from_claim, split_claim_bundle
 from hooks.rules.cross_claim import cross_claim_findings
@@ -59,13 +60,15 @@ from tests.scenario_fixtures import scenario
 reference, config = open_reference(None), resolve(None)
 claim, companions = split_claim_bundle(scenario(9).context["claim"])
 base = case_from_claim(claim, companions, reference)
+at = datetime(2024, 8, 5, 8, 0)
 out = {}
 for n in map(int, sys.argv[1:]):
     cases = []
     for i in range(n):
-        own = (f"Encounter/e{i}",)
-        cases.append(replace(base, claim=dict(base.claim, id=f"c{i}"),
-                             lines=tuple(replace(line, encounters=own) for line in base.lines)))
+        own, begin = (f"Encounter/e{i}",), at + timedelta(seconds=10 * i)
+        lines = tuple(replace(line, encounters=own, start=begin, end=begin + timedelta(seconds=5))
+                      for line in base.lines)
+        cases.append(replace(base, claim=dict(base.claim, id=f"c{i}"), lines=lines))
     t0 = time.process_time()
     found = cross_claim_findings(cases, reference, config)
     out[n] = {"cpu": time.process_time() - t0, "findings": len(found)}
@@ -82,12 +85,12 @@ def group_cpu(root: Path, sizes: list[int], env: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--claims", default="2000,20000", help="comma-separated claim counts")
+    ap.add_argument("--claims", default="2000,20000", help="comma-separated claim counts ('' skips)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--group", default="250,1000,4000", help="claim counts of the one-group figures ('' skips)")
     ap.add_argument("--baseline", type=Path, help="another checkout whose batch runs alongside, alternating")
     args = ap.parse_args()
-    sizes = [int(n) for n in args.claims.split(",")]
+    sizes = [int(n) for n in args.claims.split(",") if n]  # '' skips the batch figures
     roots = {"this checkout": ROOT}
     if args.baseline:
         roots[f"baseline {args.baseline.name}"] = args.baseline.resolve()
@@ -123,7 +126,7 @@ def main() -> None:
                   f"{mine[-1][3] / mine[0][3]:.2f}x (1.00x: linear)")
     if args.group:
         groups = [int(n) for n in args.group.split(",")]
-        print("one group, each claim on an Encounter of its own: cross_claim_findings CPU")
+        print("one group, each claim on an Encounter and in a period of its own: cross_claim_findings CPU")
         print(f"{'claims':>8}  {'run':24} {'CPU':>9} {'per claim':>10} {'findings':>9}")
         for name, root in roots.items():
             for n, got in group_cpu(root, groups, env).items():

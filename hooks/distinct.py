@@ -58,7 +58,7 @@ def sites_relation(a: Sequence[Site], b: Sequence[Site]) -> bool | None:
     return False if all(r is False for r in relations) else None
 
 
-def _overlap(a_start: datetime | None, a_end: datetime | None, b_start: datetime | None,
+def periods_overlap(a_start: datetime | None, a_end: datetime | None, b_start: datetime | None,
              b_end: datetime | None) -> bool | None:
     """Whether two performed periods overlap; None unless both are known from start to end."""
     if None in (a_start, a_end, b_start, b_end):
@@ -70,7 +70,7 @@ def encounter_relation(a: Any, b: Any) -> bool | None:
     """True: the same session (overlapping performed periods, or a shared encounter without
     periods that separate them); False: separate encounters (both known, none shared) or
     non-overlapping periods; None: unknown. Periods known to the minute decide first."""
-    overlap = _overlap(a.start, a.end, b.start, b.end)
+    overlap = periods_overlap(a.start, a.end, b.start, b.end)
     if overlap is not None:
         return overlap
     if a.encounters and b.encounters:

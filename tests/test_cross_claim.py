@@ -171,22 +171,30 @@ def test_partners_of_a_kind_beyond_two_change_no_finding(real_reference, monkeyp
              (model.Site(("http://snomed.info/sct|72696002",), "knee", "right"),)]
     start = __import__("datetime").datetime(2024, 8, 5, 9, 0)
     hour = __import__("datetime").timedelta(hours=1)
-    periods = [(None, None), (start, start + hour), (start + 2 * hour, start + 3 * hour), (start, start + 3 * hour)]
+    periods = [(None, None), (start, start + hour), (start + 2 * hour, start + 3 * hour), (start, start + 3 * hour),
+               (start - hour, start + 5 * hour), (start + 4 * hour, start + 4.25 * hour),
+               (start + 6 * hour, start + 6.25 * hour)]  # a long one, two short ones: one in it, one after
     codes = ["76000", "76000", "33289", "29881", "62320", "99213"]
     fields = {
         "modifiers": [(), ("59",), ("XS",), ("XE",), ("XP",), ("26",), ("XU",)],
         "encounters": [(), ("Encounter/e1",), ("Encounter/e2",), ("Encounter/e1", "Encounter/e2"), "own"],
         "performers": [(), first.performers, first.performers + ("Practitioner/other",)],  # () the claim's provider
-        "body_sites": sites, "period": periods,
+        "body_sites": [*sites, "own"], "period": [*periods, "own"],
         "diagnoses": [(), ("M17.11",), ("I70.213",)], "units": [1, 2],
     }
     rng = random.Random(76000)
 
     def line(i: int, varied: dict, claim: str) -> model.Line:
         pick = {name: rng.choice(values) for name, values in varied.items()}
-        begin, end = pick.pop("period")
-        if pick["encounters"] == "own":  # the claim's own Encounter
+        # "own": the claim's own Encounter, performed period or site
+        if pick["encounters"] == "own":
             pick["encounters"] = (f"Encounter/{claim}",)
+        if pick["period"] == "own":
+            at = start + int(claim.rsplit("c", 1)[1]) * hour / 2
+            pick["period"] = (at, at + hour / 4)
+        if pick["body_sites"] == "own":
+            pick["body_sites"] = (model.Site((), f"site {claim}", None),)
+        begin, end = pick.pop("period")
         return replace(first, key=f"Claim.item[{i}]", code=rng.choice(codes), start=begin, end=end,
                        sequence=i + 1, **pick)
 
@@ -217,3 +225,36 @@ def test_partners_of_a_kind_beyond_two_change_no_finding(real_reference, monkeyp
         assert sorted(f"{c}:{f.line}" for c, p in parts.items() for f in p.fixes) == \
             sorted(f.line for f in found.finding.fixes)
         assert all(p == cross_claim.for_claim(found, c) for c, p in parts.items())
+
+
+def test_a_long_76000_period_relates_partners_that_start_after_it(real_reference, monkeypatch):
+    """_partners finds the periods a partner overlaps among those starting before it (as far back
+    as the longest period): a 76000 billed for a long session on one claim; 29881 inside that
+    session on three claims, after it on three more (listed first). The partners inside are a kind
+    of their own (the same session), not one with those after it (a separate session), so the
+    findings equal those against every partner."""
+    import datetime
+    from dataclasses import replace
+
+    from hooks.rules import cross_claim
+
+    base, companions = _parts(1)  # 29881 + 76000 (integral)
+    [template] = _review([base], companions, real_reference)
+    fluoro = next(ln for ln in template.lines if ln.code == "76000")
+    scope = next(ln for ln in template.lines if ln.code == "29881")
+    at = datetime.datetime(2024, 8, 5, 8, 0)
+    hour = datetime.timedelta(hours=1)
+
+    def case(cid: str, line, begin, end):
+        return replace(template, claim=dict(template.claim, id=cid),
+                       lines=(replace(line, key="Claim.item[0]", start=begin, end=end, encounters=()),))
+
+    cases = [case("long", fluoro, at, at + 5 * hour)]
+    cases += [case(f"after{i}", scope, at + 6 * hour, at + 7 * hour) for i in range(3)]
+    cases += [case(f"in{i}", scope, at + hour, at + 2 * hour) for i in range(3)]
+    fast = cross_claim_findings(cases, real_reference, CONFIG)
+    # the 29881 inside the session makes the 76000 integral (the later, separate ones would only
+    # let a modifier bypass the PTP edit)
+    assert [(f.finding.code, f.claims) for f in fast] == [("fluoroscopy-integral", ("Claim/long", "Claim/in0"))]
+    monkeypatch.setattr(cross_claim, "_partners", cross_claim.all_partners)
+    assert cross_claim_findings(cases, real_reference, CONFIG) == fast

@@ -46,18 +46,20 @@ Pure: depends only on its arguments.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import replace
+from datetime import date, datetime, timedelta
 from operator import itemgetter
-from datetime import date
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from nccidata.api import MEDICARE, ReferenceData
 
+from .. import distinct
 from .. import fhir_read as fr
 from .. import findings as F
 from ..context import InvalidResource
 from ..findings import KINDS, Finding
-from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Line
+from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Line, Site
 from .corrected import corrected_case, edits
 from .engine import _cite_program, _LineReview, _mue_findings, _removal_finding, _review_line, program_view
 from .policy import policy
@@ -195,22 +197,78 @@ def _group_findings(key: Group, members: list[tuple[str, Case, Line]], reference
     return out
 
 
-def partner_kind(line: Line, claim: str, named: tuple[dict[str, set[str]], dict[str, set[str]]]) -> tuple:
-    """What the review of a 76000 line reads of a partner line (on `claim`): its code (the PTP
-    edit, the integral, sibling and guidance policies, the "Also applies" phrase and the citations:
-    :func:`hooks.rules.engine._review_line`, :func:`~hooks.rules.engine._removal_finding`) and what
-    :mod:`hooks.distinct` compares (encounters, performed period, performers, sites). Partners of
-    one kind give a 76000 line of another claim the same problems. Encounters and performers are
-    compared by what the two lines share, so of the partner's only those a 76000 line of another
-    claim names count (`named`: (encounter, performer) -> the claims of the 76000 lines naming it),
-    and whether it has any: every claim with an Encounter of its own is then one kind."""
-    encounters, performers = named
-    return (line.code, _shared(line.encounters, claim, encounters), line.start, line.end,
-            _shared(line.performers, claim, performers), line.body_sites)
+class Shown(NamedTuple):
+    """What the 76000 lines of a group show, each value with the claims of the lines showing it:
+    what :func:`partner_kind` compares a partner line with."""
+
+    encounters: dict[str, set[str]]
+    performers: dict[str, set[str]]
+    periods: list[tuple[tuple[datetime, datetime], set[str]]]  # performed periods known from start to end, sorted
+    starts: list[datetime]  # their starts, in that order
+    longest: timedelta  # the longest of them
+    sites: dict[tuple[Site, ...], set[str]]  # body sites (non-empty)
+
+    @classmethod
+    def of(cls, lines: Iterable[tuple[str, Line]]) -> "Shown":
+        """Of (claim, 76000 line) pairs."""
+        encounters: dict[str, set[str]] = {}
+        performers: dict[str, set[str]] = {}
+        periods: dict[tuple[datetime, datetime], set[str]] = {}
+        sites: dict[tuple[Site, ...], set[str]] = {}
+        for claim, line in lines:
+            for values, where in ((line.encounters, encounters), (line.performers, performers),
+                                  ([(line.start, line.end)] if line.start is not None and line.end is not None else [],
+                                   periods), ([line.body_sites] if line.body_sites else [], sites)):
+                for value in values:
+                    where.setdefault(value, set()).add(claim)
+        ordered = sorted(periods.items(), key=_POSITION)
+        return cls(encounters, performers, ordered, [p[0] for p, _claims in ordered],
+                   max((p[1] - p[0] for p in periods), default=timedelta(0)), sites)
 
 
-def _shared(refs: tuple[str, ...], claim: str, named: dict[str, set[str]]) -> tuple[bool, frozenset[str]]:
-    return bool(refs), frozenset(r for r in refs if any(c != claim for c in named.get(r, ())))
+def partner_kind(line: Line, claim: str, shown: Shown) -> tuple:
+    """What the review of a 76000 line of another claim than `claim` reads of a partner line: its
+    code (the PTP edit, the integral, sibling and guidance policies, the "Also applies" phrase and
+    the citations: :func:`hooks.rules.engine._review_line`, :func:`~hooks.rules.engine._removal_finding`)
+    and how :mod:`hooks.distinct` relates it to that 76000 line (encounters, performed period,
+    performers, sites). Partners of one kind give each 76000 line of another claim the same problems.
+    A partner's relations are taken against what the 76000 lines of the *other* claims show
+    (`shown`; a 76000 line sees only other claims' partners): the encounters and performers it
+    shares with them (and whether it has any), which of their periods it overlaps, how its sites
+    relate to theirs. Claims that each have an Encounter, a period or a site of their own are then
+    one kind, not one each."""
+    return (line.code, _shared(line.encounters, claim, shown.encounters),
+            _shared(line.performers, claim, shown.performers), _overlapped(line, claim, shown),
+            _site_relations(line.body_sites, claim, shown.sites))
+
+
+def _elsewhere(claims: set[str], claim: str) -> bool:
+    return any(c != claim for c in claims)
+
+
+def _shared(refs: tuple[str, ...], claim: str, shown: dict[str, set[str]]) -> tuple[bool, frozenset[str]]:
+    return bool(refs), frozenset(r for r in refs if _elsewhere(shown.get(r, ()), claim))
+
+
+def _overlapped(line: Line, claim: str, shown: Shown) -> frozenset | None:
+    """The other claims' 76000 periods the line's performed period overlaps; None when its period is
+    not known from start to end (then no period decides: hooks.distinct.encounter_relation). Only
+    the periods starting before the line's ends and after its start less the longest one can."""
+    if line.start is None or line.end is None:
+        return None
+    lo = bisect_left(shown.starts, line.start - shown.longest)
+    hi = bisect_left(shown.starts, line.end)
+    return frozenset(p for p, claims in shown.periods[lo:hi]
+                     if _elsewhere(claims, claim) and distinct.periods_overlap(p[0], p[1], line.start, line.end))
+
+
+def _site_relations(sites: tuple[Site, ...], claim: str, shown: dict[tuple[Site, ...], set[str]]) -> frozenset:
+    """(sites, relation) of each of the other claims' 76000 sites the line's relate to (the
+    same or different: hooks.distinct.sites_relation; unknown left out)."""
+    if not sites:
+        return frozenset()
+    return frozenset((s, r) for s, claims in shown.items()
+                     if _elsewhere(claims, claim) and (r := distinct.sites_relation(s, sites)) is not None)
 
 
 def all_partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Callable[[str], list[Line]]:
@@ -230,19 +288,13 @@ def _partners(lines: Sequence[Line], owner: dict[str, tuple[str, Line]]) -> Call
     at all, and the set of the others' "Also applies" phrases and citations
     (:func:`~hooks.rules.engine._removal_finding`), none of which a third partner of a kind changes.
     tests/test_cross_claim.py holds the two equal on random groups."""
-    named: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})  # partner_kind's
-    for line in lines:
-        if line.code == FLUORO:
-            claim = owner[line.key][0]
-            for refs, claims_of in ((line.encounters, named[0]), (line.performers, named[1])):
-                for ref in refs:
-                    claims_of.setdefault(ref, set()).add(claim)
+    shown = Shown.of((owner[line.key][0], line) for line in lines if line.code == FLUORO)
     kinds: dict[tuple, dict[str, list[tuple[int, Line]]]] = {}  # kind -> its first 3 claims -> first 2 lines
     for pos, line in enumerate(lines):
         if line.code == FLUORO:
             continue
         claim = owner[line.key][0]
-        claims = kinds.setdefault(partner_kind(line, claim, named), {})
+        claims = kinds.setdefault(partner_kind(line, claim, shown), {})
         held = claims.get(claim)
         if held is None:
             if len(claims) < 3:  # a claim's own lines are left out: two others remain of three
