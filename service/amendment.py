@@ -223,7 +223,7 @@ class AmendedRecords:
         if not self.count:
             yield from staged
             return
-        for block in _blocks(staged, self.BLOCK):
+        for block in chunks(staged, self.BLOCK):
             # the block's keys, its lines kept as bytes (4,096 parsed records held the main process
             # ~30 MB higher at 20,000 claims); an amended claim's record is parsed again
             keys = [source_key(r.get("file", one_file), r["line"]) for r in map(loads, block)]
@@ -253,7 +253,7 @@ def finish_outputs(table: "StagedTable", amended: Amended, fixed_path: str, tall
         return
     fixed_dropped = 0
     with open(fixed_path, "rb") as old, open(fixed_path + ".new", "wb") as new:
-        for block in _blocks(old):
+        for block in chunks(old):
             names = [_claim_name(loads(line)) for line in block]  # (not the parsed Claims: a block of them is large)
             gone = amended.claims_of(names)
             for line, name in zip(block, names):
@@ -272,11 +272,11 @@ def _claim_name(claim: dict) -> str:
     return f"{claim.get('resourceType')}/{claim.get('id')}"
 
 
-def _blocks(lines: Iterable[bytes], size: int = _BLOCK) -> Iterator[list[bytes]]:
-    """`lines` in lists of `size`."""
-    block: list[bytes] = []
-    for line in lines:
-        block.append(line)
+def chunks(items: Iterable, size: int = _BLOCK) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter); the batch's chunks for its workers too."""
+    block: list = []
+    for item in items:
+        block.append(item)
         if len(block) >= size:
             yield block
             block = []
@@ -349,7 +349,7 @@ def write_table(table: StagedTable, amended: Amended, taken_back: Tally) -> int:
     with_rows = 0
     new_path = table.path + ".new"
     with open(table.path, "rb") as old, open(new_path, "wb") as new:
-        for block in _blocks(old):
+        for block in chunks(old):
             rows = [loads(line) for line in block]
             keys = [source_key(r["source_file"], r["source_line"]) for r in rows]
             wanted = set(amended.amended_of(list(set(keys))))
@@ -378,7 +378,6 @@ def _write_parquet(table: StagedTable, amended: Amended, taken_back: Tally) -> i
     kept: list = []  # record batches, up to a row group
 
     def keep(batch) -> None:
-        nonlocal kept
         kept.append(batch)
         if sum(b.num_rows for b in kept) >= _BLOCK:
             flush()

@@ -46,7 +46,7 @@ from nccidata.api import ReferenceData
 
 from . import metrics
 from .amendment import retraction  # noqa: F401  (the Spark job's, service/spark.py)
-from .amendment import Amended, AmendedPart, AmendedRecords, StagedTable, finish_outputs
+from .amendment import Amended, AmendedPart, AmendedRecords, StagedTable, chunks, finish_outputs
 from .batch_report import Tally, render_html, summary
 from .bulk_input import (DUPLICATE_COUNTS, BadRecord, BatchInput, InputError, InputRecord, Joiner, NotNdjson, RawRecord,
                          UsageError, bounded_lines, input_files, ndjson_lines, open_input, parse_record, review_input,
@@ -357,17 +357,6 @@ def cross_claim_record(found: CrossClaimFinding) -> dict:
             "findings": [finding_record(found.finding)]}
 
 
-def _chunks(stream: Iterable, size: int) -> Iterator[list]:
-    buf: list = []
-    for item in stream:
-        buf.append(item)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
 def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, config: dict,
         workers: int = 1, chunk_size: int = 500, progress: bool = False) -> dict:
     """Review every claim record of `inputs` (NDJSON files, Bulk Data exports: service/bulk_input.py;
@@ -386,18 +375,18 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
         for f in source.files:
             if f.claims and f.path != "-":
                 _check_ndjson(f.path)  # NotNdjson before any output
-        chunks = ((items, several) for items in _chunks(source.raw(), chunk_size))
+        batches = ((items, several) for items in chunks(source.raw(), chunk_size))
         with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
                 open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
                 AmendedRecords(groups.workdir) as amended, \
                 _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
-            for blob, n_tally, n_counts, rows in imap(_review_chunk, chunks):
+            for blob, n_tally, n_counts, rows in imap(_review_chunk, batches):
                 staged.write(blob)
                 tally.update(n_tally)
                 counts.update(n_counts)
                 groups.add_all(rows)
                 advance(n_tally["records"])
-            for blob, codes, part in imap(_cross_records_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+            for blob, codes, part in imap(_cross_records_chunk, chunks(groups.beneficiaries(), _CROSS_CHUNK)):
                 across.write(blob)  # the findings across claims, and the claims they edit amended, in the workers
                 counts.update(codes)
                 cross += sum(codes.values())
@@ -595,13 +584,13 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, amended: Amended, out_dir:
         # kept here until its outputs are back, and one holding a repeated claim (rare) is reviewed
         # again here, as BatchInput.raw would have given it
         sent: collections.deque = collections.deque()
-        chunks = (sent.append(chunk) or chunk for chunk in _chunks(source.raw(check=False), chunk_size))
+        batches = (sent.append(chunk) or chunk for chunk in chunks(source.raw(check=False), chunk_size))
         initargs = (db_path, config, run, fmt, source.index_path)
         with _progress(progress) as advance, _pool(workers, _init_table_worker, initargs) as imap:
             table = StagedTable(findings_path, fmt, groups.workdir)
             with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
                     open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-                for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, chunks):
+                for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, batches):
                     again = source.admit(sent.popleft(), identities)
                     if again is not None:
                         if "run" not in _worker_state:
@@ -613,7 +602,7 @@ def _run_dir(source: BatchInput, groups: ClaimGroups, amended: Amended, out_dir:
                     tally.merge(part)
                     groups.add_all(group_rows)
                     advance(part.claims_in)
-                for rows, part, done, named in imap(_cross_chunk, _chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                for rows, part, done, named in imap(_cross_chunk, chunks(groups.beneficiaries(), _CROSS_CHUNK)):
                     table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
                     tally.merge(part)
                     amended.add(done)  # the claims they edit, amended in the workers: staged on disk

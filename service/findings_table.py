@@ -39,6 +39,11 @@ _S, _I32, _I64, _F64, _D, _B = pa.string(), pa.int32(), pa.int64(), pa.float64()
 # A list of codes, named as Parquet's LIST convention and Spark's ArrayType(containsNull=False) write it.
 _CODES = pa.list_(pa.field("element", _S, nullable=False))
 
+# other_claims lists at most this many: a finding over n claims (the MUE's, on one beneficiary's
+# n same-day claims of one provider) has rows on each, and listing every other claim on each would
+# be n x n names (20,000 claims of one scenario: 16.5 million, 1.6 GB in memory).
+OTHER_CLAIMS_LISTED = 20
+
 # (name, type, meaning): the one declaration of the table (docs/service.md lists the same).
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("run_id", _S, "the run's id (one per `fluoro-cds batch` or Spark job run)"),
@@ -68,9 +73,9 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("across_claims", _B, "the finding comes from the edits across claims (docs/batch.md#edits-across-claims): "
                           "its lines are on several claims"),
     ("other_claims", _CODES, "the other claims such a finding names (`Claim/c2`, `ExplanationOfBenefit/e1`), "
-                             "the first 20 of them; empty for a claim's own finding"),
+                             f"the first {OTHER_CLAIMS_LISTED} of them; empty for a claim's own finding"),
     ("other_claims_count", _I32, "how many other claims the finding names (more than `other_claims` lists when "
-                                 "over 20); 0 for a claim's own finding"),
+                                 f"over {OTHER_CLAIMS_LISTED}); 0 for a claim's own finding"),
     ("severity", _S, "`warning` or `info`"),
     ("summary", _S, "the card summary"),
     ("edit_program", _S, "the NCCI program whose edits were applied (`medicare`, `medicaid`)"),
@@ -91,10 +96,6 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("payment_effect", _F64, "estimated payment effect of the recommended fix, USD (negative: less paid)"),
     ("payment_basis", _S, "what the payment effect is computed from: `paid`, `allowed` or `mpfs`"),
 )
-# other_claims lists at most this many: a finding over n claims (the MUE's, on one beneficiary's
-# n same-day claims of one provider) has rows on each, and listing every other claim on each would
-# be n x n names (20,000 claims of one scenario: 16.5 million, 1.6 GB in memory).
-OTHER_CLAIMS_LISTED = 20
 SCHEMA = pa.schema([pa.field(name, type_) for name, type_, _ in COLUMNS])
 NAMES = tuple(name for name, _, _ in COLUMNS)
 _INDEX = {name: i for i, name in enumerate(NAMES)}
