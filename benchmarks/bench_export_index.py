@@ -79,10 +79,12 @@ def load(files, folder: str) -> tuple[float, float, collections.Counter]:
     spent: collections.Counter = collections.Counter()
     index = ExportIndex(os.path.join(folder, "index.sqlite"), create=True)
     index.db = _TimedConnection(index.db, spent)
-    t, c = time.perf_counter(), time.process_time()
-    errors = sum(1 for _ in index.load(files))
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    index.close()
+    try:
+        t, c = time.perf_counter(), time.process_time()
+        errors = sum(1 for _ in index.load(files))
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    finally:
+        index.close()
     if errors:
         raise SystemExit(f"the export has {errors} bad companion records: not a clean sample")
     return wall, cpu, spent
@@ -101,7 +103,7 @@ def main() -> None:
             export = os.path.join(tmp, "export")
             env = {**os.environ, "PYTHONPATH": str(ROOT), "FLUORO_CDS_DB": "/nonexistent/absent.sqlite"}
             subprocess.run([sys.executable, "-m", "service.cli", "sample-data", export, "--claims", str(args.claims)],
-                           check=True, env=env, cwd=ROOT, capture_output=True)
+                           check=True, env=env, cwd=ROOT, capture_output=True, timeout=3600)
         files = [f for f in input_files([export]) if not f.claims]
         floors, walls, cpus, spent = [], [], [], collections.defaultdict(list)
         for n in range(args.repeats):
