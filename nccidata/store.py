@@ -408,7 +408,15 @@ class SqliteStore:
         self._views: dict[str, ProgramReference] = {}
         self._all: list[ReleaseInfo] = []
         self._picks: dict = {}
+        # Answers by release id (a release file never changes): the same codes are asked of every
+        # claim of a batch (a 20,000-claim sample export on the CMS tables: the MPFS, add-on, MUE
+        # and place-of-service queries were ~13% of a run); emptied when the catalog changes.
         self._ptp_cached = lru_cache(maxsize=8192)(self._ptp_query)
+        self._mue_cached = lru_cache(maxsize=8192)(self._mue_query)
+        self._aoc_cached = lru_cache(maxsize=8192)(self._aoc_query)
+        self._fee_cached = lru_cache(maxsize=8192)(self._fee_query)
+        self._pos_cached = lru_cache(maxsize=1024)(self._pos_query)
+        self._caches = (self._ptp_cached, self._mue_cached, self._aoc_cached, self._fee_cached, self._pos_cached)
         self.refresh()
 
     # --- catalog -------------------------------------------------------------------------
@@ -444,7 +452,8 @@ class SqliteStore:
                     by_program.setdefault((info.program, info.kind, info.setting), []).append(info)
             self._all, self._by_kind, self._by_program = infos, by_kind, by_program
             self._picks = {}
-            self._ptp_cached.cache_clear()
+            for cache in self._caches:
+                cache.cache_clear()
 
     def _maybe_refresh(self) -> None:
         now = time.monotonic()
@@ -595,27 +604,32 @@ class SqliteStore:
 
     def mue_in(self, info: ReleaseInfo, code: str) -> MueLimit | None:
         """The MUE of `code` in release `info`."""
+        return self._mue_cached(info.id, code.strip().upper())
+
+    def _mue_query(self, release_id: int, code: str) -> MueLimit | None:
+        info = self._info(release_id)
         row = self.connection(info).execute(
-            "SELECT units, mai, rationale FROM mue WHERE code=? ORDER BY source_id, line LIMIT 1",
-            (code.strip().upper(),)).fetchone()
+            "SELECT units, mai, rationale FROM mue WHERE code=? ORDER BY source_id, line LIMIT 1", (code,)).fetchone()
         if row is None:
             return None
-        return MueLimit(code=code.strip().upper(), units=row[0], mai=row[1], rationale=row[2],
-                        release=info.release)
+        return MueLimit(code=code, units=row[0], mai=row[1], rationale=row[2], release=info.release)
 
     def add_on(self, add_on_code: str, on: date) -> AddOnEdit | None:
         info = self.pick("aoc", None, on)
         if info is None:
             return self.fallback.add_on(add_on_code, on)
-        day = date_key(on)
+        return self._aoc_cached(info.id, add_on_code.strip().upper(), date_key(on))
+
+    def _aoc_query(self, release_id: int, add_on_code: str, day: int) -> AddOnEdit | None:
+        info = self._info(release_id)
         rows = self.connection(info).execute(
             "SELECT primary_code, edit_type FROM aoc WHERE add_on=?"
             " AND (effective IS NULL OR effective <= ?) AND (deletion IS NULL OR deletion >= ?)"
-            " ORDER BY source_id, line", (add_on_code.strip().upper(), day, day)).fetchall()
+            " ORDER BY source_id, line", (add_on_code, day, day)).fetchall()
         if not rows:
             return None
         contractor = any(r[0] == "CCCCC" for r in rows)
-        return AddOnEdit(add_on=add_on_code.strip().upper(), edit_type=rows[0][1],
+        return AddOnEdit(add_on=add_on_code, edit_type=rows[0][1],
                          primaries=frozenset(r[0] for r in rows if r[0] != "CCCCC"),
                          contractor_defined=contractor, release=info.release)
 
@@ -624,7 +638,12 @@ class SqliteStore:
         rvu = self.pick("mpfs-rvu", None, on)
         if ind is None and rvu is None:
             return self.fallback.fee(code, modifier, on)
-        code, modifier = code.strip().upper(), (modifier or "").strip().upper()
+        return self._fee_cached(ind.id if ind is not None else None, rvu.id if rvu is not None else None,
+                                code.strip().upper(), (modifier or "").strip().upper())
+
+    def _fee_query(self, ind_id: int | None, rvu_id: int | None, code: str, modifier: str) -> FeeSchedule | None:
+        ind = self._info(ind_id) if ind_id is not None else None
+        rvu = self._info(rvu_id) if rvu_id is not None else None
         irow = rrow = None
         if ind is not None:
             irow = self.connection(ind).execute(
@@ -651,9 +670,11 @@ class SqliteStore:
         info = self.pick("pos", None, None)
         if info is None:
             return self.fallback.place_of_service(code)
-        code = code.strip().zfill(2)
-        row = self.connection(info).execute(
-            "SELECT facility, name FROM pos WHERE code=? LIMIT 1", (code,)).fetchone()
+        return self._pos_cached(info.id, code.strip().zfill(2))
+
+    def _pos_query(self, release_id: int, code: str) -> PlaceOfService | None:
+        info = self._info(release_id)
+        row = self.connection(info).execute("SELECT facility, name FROM pos WHERE code=? LIMIT 1", (code,)).fetchone()
         if row is None:
             return None
         return PlaceOfService(code=code, facility=bool(row[0]), name=row[1], release=info.release)

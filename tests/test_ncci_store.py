@@ -18,6 +18,7 @@ from nccidata.starter import StarterData
 from nccidata.store import ReleaseInfo, SqliteStore, pick_release
 from tests.ncci_support import ROOT_DIR, run_ncci
 
+DOS = date(2024, 8, 1)
 HEADER = "column_1\tcolumn_2\teffective_date\tdeletion_date\tmodifier_indicator\tptp_edit_rationale\n"
 
 
@@ -209,3 +210,49 @@ def test_running_service_follows_its_first_import(tmp_path):
     assert client.get("/readyz").get_json()["data"]["source"] == "sqlite"
     after = client.post(url, json=body).get_json()
     assert "ptp_practitioner_2024q3.tsv" in str(after)
+
+
+def _tables(tmp_path: Path, units: int, cf: str, facility: str) -> list[Path]:
+    """An MUE, add-on, MPFS (indicators and RVUs) and place-of-service table, in the layouts of
+    the CMS files of ../shared/ncci, with the values that differ between two imports."""
+    files = {
+        "mue_practitioner_2024q3.tsv": f"hcpcs_code\tmue_units\tmue_mai\tmue_rationale\n76000\t{units}\t3\tClinical: Data\n",
+        "aoc_2024q3.tsv": "primary_code\tadd_on_code\taoc_edit_type\n" + ("20610\t77002\t1\n" if units == 1 else
+                                                                          "20611\t77002\t1\n"),
+        "mpfs_indicators_2024.tsv": "hcpcs_code\tmod\tstatus\tpctc\tglob\tmult_proc\tfac_na\tnon_na\n"
+                                    "76000\t\tA\t1\tXXX\t0\t\t\n",
+        "mpfs_rvu_2024.tsv": "hcpcs_code\tmod\trvu_work\trvu_non_pe\trvu_fac_pe\trvu_mp\trvu_non_sum\trvu_fac_sum\tcf\n"
+                             f"76000\t\t0.3\t1.5\t1.5\t0.02\t1.82\t1.82\t{cf}\n",
+        "place_of_service_codes.tsv": f"pos_code\tpos_type\tpos_name\n22\t{facility}\tOn Campus-Outpatient Hospital\n",
+    }
+    out = []
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        out.append(tmp_path / name)
+    return out
+
+
+def test_mue_add_on_fee_and_place_of_service_answers_follow_a_new_import(tmp_path):
+    """The store keeps its MUE, add-on, MPFS and place-of-service answers by release (a batch asks
+    the same codes of every claim): asked again, the same answer; after an import replaces those
+    releases, the new rows, never a kept answer of the old ones."""
+    db = str(tmp_path / "ncci.sqlite")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    for path in _tables(first, 1, "33.2875", "Facility"):
+        import_paths(db, [path], label="2024Q3" if path.name.startswith("place") else None)
+    ref = open_reference(db)
+    ref.REFRESH_SECONDS = 0  # follow the catalog at once
+
+    def answers():
+        return (ref.mue("76000", DOS, "practitioner"), ref.add_on("77002", DOS), ref.fee("76000", "", DOS),
+                ref.place_of_service("22"))
+
+    mue, aoc, fee, pos = before = answers()
+    assert (mue.units, aoc.primaries, fee.conversion_factor, pos.facility) == (1, frozenset({"20610"}), 33.2875, True)
+    assert not any(a.release.starter for a in (mue, aoc, pos))
+    assert all(a is b for a, b in zip(answers(), before))  # kept, not asked again
+    for path in _tables(second, 2, "32.7442", "Non-Facility"):
+        import_paths(db, [path], label="2024Q3" if path.name.startswith("place") else None)
+    mue, aoc, fee, pos = answers()
+    assert (mue.units, aoc.primaries, fee.conversion_factor, pos.facility) == (2, frozenset({"20611"}), 32.7442, False)
