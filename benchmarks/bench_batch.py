@@ -28,9 +28,9 @@ resident set of that process and its workers, getrusage ru_maxrss):
 Each batch figure also gives the CPU time of the process and its workers (user + system, from
 getrusage of the children), so a change can be judged apart from how busy the machine is.
 ``--baseline DIR`` (another checkout of the repository, e.g. ``git archive <commit>`` unpacked)
-runs the same batch commands from there too, each repeat alternating with this checkout's, so a
-change is measured against its baseline side by side on the same export (the baseline's own
-``sample-data`` is not used).
+runs the same batch commands from there too (the CMS tables' run included, on the store this
+checkout imported), each repeat alternating with this checkout's, so a change is measured against
+its baseline side by side on the same export (the baseline's own ``sample-data`` is not used).
 """
 from __future__ import annotations
 
@@ -161,8 +161,13 @@ def main() -> None:
                                  (("place_of_service_codes.tsv",), ["--release", "2024Q3"])):
                 subprocess.run([*fluoro, "ncci", "import", "--db", str(store), *extra, *(str(cms / n) for n in names)],
                                check=True, env=env, cwd=ROOT, capture_output=True)
-            repeat({"batch-2 CMS tables": (ROOT, lambda out: [*batch_cmd(2)(out), "--db", str(store),
-                                                              "--require-cms-data"])})
+            def on_cms(out: Path) -> list[str]:
+                return [*batch_cmd(2)(out), "--db", str(store), "--require-cms-data"]
+
+            runs = {"batch-2 CMS tables": (ROOT, on_cms)}
+            if args.baseline is not None:  # the same store: a release's tables read the same in both
+                runs["baseline batch-2 CMS tables"] = (args.baseline.resolve(), on_cms)
+            repeat(runs)
         if not args.no_bundles:
             bundles = Path(tmp) / "bundles"
             bundles.mkdir()
