@@ -110,8 +110,8 @@ def main() -> int:
     assert store.pair_index(info) is not None, "the release has no pair index"
     hits = []
     for c in batch:  # both paths give the same rows
-        by_index = store._ptp_query(info.id, tuple(c))
-        by_sql = sql_store._ptp_query(info.id, tuple(c))
+        by_index = store._ptp_query(info, tuple(c))
+        by_sql = sql_store._ptp_query(info, tuple(c))
         assert sorted(by_index, key=repr) == sorted(by_sql, key=repr), c
         hits.append(len(store.ptp_edits(c, dos, "practitioner")))
 
@@ -121,8 +121,8 @@ def main() -> int:
 
     rounds: dict[str, list[float]] = {"sql": [], "index": [], "cold": [], "warm": []}
     for _ in range(args.rounds):  # interleaved, so that load from elsewhere hits each alike
-        rounds["sql"].append(median_us(lambda c: sql_store._ptp_query(info.id, tuple(c)), batch))
-        rounds["index"].append(median_us(lambda c: store._ptp_query(info.id, tuple(c)), batch))
+        rounds["sql"].append(median_us(lambda c: sql_store._ptp_query(info, tuple(c)), batch))
+        rounds["index"].append(median_us(lambda c: store._ptp_query(info, tuple(c)), batch))
         rounds["cold"].append(median_us(cold, batch))
         for c in batch:
             store.ptp_edits(c, dos, "practitioner")

@@ -387,6 +387,23 @@ def retire(db_path: str | Path, label: str, kind: str | None = None,
 
 # --- querying ------------------------------------------------------------------------------
 
+class _ByRelease:
+    """A release as a cache key (:class:`SqliteStore`'s kept answers): equal by its id, as a
+    release file never changes, and carrying its catalog row, so an answer is computed from the
+    row picked even when the catalog was re-read (the release retired) in between."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: ReleaseInfo) -> None:
+        self.info = info
+
+    def __hash__(self) -> int:
+        return hash(self.info.id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByRelease) and other.info.id == self.info.id
+
+
 class SqliteStore:
     """:class:`nccidata.api.ReferenceData` over the catalog at `db_path`; kinds the store lacks
     are answered by `fallback` (the starter set), and describe() says so."""
@@ -408,14 +425,15 @@ class SqliteStore:
         self._views: dict[str, ProgramReference] = {}
         self._all: list[ReleaseInfo] = []
         self._picks: dict = {}
-        # Answers by release id (a release file never changes): the same codes are asked of every
+        # Answers by release (_ByRelease: a release file never changes): the same codes are asked of every
         # claim of a batch (a 20,000-claim sample export on the CMS tables: the MPFS, add-on, MUE
         # and place-of-service queries were ~13% of a run); emptied when the catalog changes.
-        self._ptp_cached = lru_cache(maxsize=8192)(self._ptp_query)
-        self._mue_cached = lru_cache(maxsize=8192)(self._mue_query)
-        self._aoc_cached = lru_cache(maxsize=8192)(self._aoc_query)
-        self._fee_cached = lru_cache(maxsize=8192)(self._fee_query)
-        self._pos_cached = lru_cache(maxsize=1024)(self._pos_query)
+        self._ptp_cached = lru_cache(maxsize=8192)(lambda r, codes: self._ptp_query(r.info, codes))
+        self._mue_cached = lru_cache(maxsize=8192)(lambda r, code: self._mue_query(r.info, code))
+        self._aoc_cached = lru_cache(maxsize=8192)(lambda r, code, day: self._aoc_query(r.info, code, day))
+        self._fee_cached = lru_cache(maxsize=8192)(lambda ind, rvu, code, modifier: self._fee_query(
+            ind.info if ind is not None else None, rvu.info if rvu is not None else None, code, modifier))
+        self._pos_cached = lru_cache(maxsize=1024)(lambda r, code: self._pos_query(r.info, code))
         self._caches = (self._ptp_cached, self._mue_cached, self._aoc_cached, self._fee_cached, self._pos_cached)
         self.refresh()
 
@@ -545,14 +563,8 @@ class SqliteStore:
         # The cache holds every row among the codes, whatever its dates, so that the same
         # codes on another date of service are a hit; the date rule (PtpEdit.in_force) is
         # applied here, inlined.
-        return [e for e in self._ptp_cached(info.id, key)
+        return [e for e in self._ptp_cached(_ByRelease(info), key)
                 if (e.effective is None or e.effective <= on) and (e.deletion is None or on <= e.deletion)]
-
-    def _info(self, release_id: int) -> ReleaseInfo:
-        for info in self._all:
-            if info.id == release_id:
-                return info
-        raise KeyError(release_id)
 
     def pair_index(self, info: ReleaseInfo) -> PairIndex | None:
         """The release's memory-mapped pair index (None: answered by SQL)."""
@@ -562,11 +574,10 @@ class SqliteStore:
             info._pairs.append(PairIndex.open(releases_dir(self.db_path) / info.file))
         return info._pairs[0]
 
-    def _ptp_query(self, release_id: int, codes: tuple[str, ...]) -> tuple[PtpEdit, ...]:
+    def _ptp_query(self, info: ReleaseInfo, codes: tuple[str, ...]) -> tuple[PtpEdit, ...]:
         """Every row of the release among `codes`: from the pair index (a vectorised binary
         search over a memory-mapped sorted array) or, for a release without one, SQL (one
         prepared IN x IN statement on the (column_1, column_2) key)."""
-        info = self._info(release_id)
         index = self.pair_index(info)
         if index is not None:
             lk = self._lookups(info)
@@ -604,10 +615,9 @@ class SqliteStore:
 
     def mue_in(self, info: ReleaseInfo, code: str) -> MueLimit | None:
         """The MUE of `code` in release `info`."""
-        return self._mue_cached(info.id, code.strip().upper())
+        return self._mue_cached(_ByRelease(info), code.strip().upper())
 
-    def _mue_query(self, release_id: int, code: str) -> MueLimit | None:
-        info = self._info(release_id)
+    def _mue_query(self, info: ReleaseInfo, code: str) -> MueLimit | None:
         row = self.connection(info).execute(
             "SELECT units, mai, rationale FROM mue WHERE code=? ORDER BY source_id, line LIMIT 1", (code,)).fetchone()
         if row is None:
@@ -618,10 +628,9 @@ class SqliteStore:
         info = self.pick("aoc", None, on)
         if info is None:
             return self.fallback.add_on(add_on_code, on)
-        return self._aoc_cached(info.id, add_on_code.strip().upper(), date_key(on))
+        return self._aoc_cached(_ByRelease(info), add_on_code.strip().upper(), date_key(on))
 
-    def _aoc_query(self, release_id: int, add_on_code: str, day: int) -> AddOnEdit | None:
-        info = self._info(release_id)
+    def _aoc_query(self, info: ReleaseInfo, add_on_code: str, day: int) -> AddOnEdit | None:
         rows = self.connection(info).execute(
             "SELECT primary_code, edit_type FROM aoc WHERE add_on=?"
             " AND (effective IS NULL OR effective <= ?) AND (deletion IS NULL OR deletion >= ?)"
@@ -638,12 +647,12 @@ class SqliteStore:
         rvu = self.pick("mpfs-rvu", None, on)
         if ind is None and rvu is None:
             return self.fallback.fee(code, modifier, on)
-        return self._fee_cached(ind.id if ind is not None else None, rvu.id if rvu is not None else None,
+        return self._fee_cached(_ByRelease(ind) if ind is not None else None,
+                                _ByRelease(rvu) if rvu is not None else None,
                                 code.strip().upper(), (modifier or "").strip().upper())
 
-    def _fee_query(self, ind_id: int | None, rvu_id: int | None, code: str, modifier: str) -> FeeSchedule | None:
-        ind = self._info(ind_id) if ind_id is not None else None
-        rvu = self._info(rvu_id) if rvu_id is not None else None
+    def _fee_query(self, ind: ReleaseInfo | None, rvu: ReleaseInfo | None, code: str,
+                   modifier: str) -> FeeSchedule | None:
         irow = rrow = None
         if ind is not None:
             irow = self.connection(ind).execute(
@@ -670,10 +679,9 @@ class SqliteStore:
         info = self.pick("pos", None, None)
         if info is None:
             return self.fallback.place_of_service(code)
-        return self._pos_cached(info.id, code.strip().zfill(2))
+        return self._pos_cached(_ByRelease(info), code.strip().zfill(2))
 
-    def _pos_query(self, release_id: int, code: str) -> PlaceOfService | None:
-        info = self._info(release_id)
+    def _pos_query(self, info: ReleaseInfo, code: str) -> PlaceOfService | None:
         row = self.connection(info).execute("SELECT facility, name FROM pos WHERE code=? LIMIT 1", (code,)).fetchone()
         if row is None:
             return None
@@ -728,7 +736,7 @@ class ProgramReference:
         key = tuple(sorted({c.strip().upper() for c in codes}))
         if info is None or len(key) < 2:
             return []
-        return [e for e in self.store._ptp_cached(info.id, key)
+        return [e for e in self.store._ptp_cached(_ByRelease(info), key)
                 if (e.effective is None or e.effective <= on) and (e.deletion is None or on <= e.deletion)]
 
     def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:

@@ -32,7 +32,7 @@ def _by_sql(db) -> SqliteStore:
 
 
 def _rows(store: SqliteStore, info, codes) -> list:
-    return sorted(store._ptp_query(info.id, tuple(sorted(codes))), key=repr)
+    return sorted(store._ptp_query(info, tuple(sorted(codes))), key=repr)
 
 
 def test_code_numbers_read_codes_as_base36():
@@ -106,7 +106,7 @@ def test_runs_of_rows_and_both_directions(tmp_path):
     index = store.pair_index(info)
     assert index is not None
     codes = ["29881", "64483", "76000", "77003", "ZZZZZ"]
-    got = store._ptp_query(info.id, tuple(codes))
+    got = store._ptp_query(info, tuple(codes))
     assert sorted(got, key=repr) == _rows(_by_sql(db), info, codes)
     assert [(e.column1, e.column2, e.row) for e in got] == [
         ("29881", "76000", 2), ("29881", "76000", 3), ("64483", "76000", 4), ("64483", "77003", 5),

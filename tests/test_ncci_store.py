@@ -74,6 +74,24 @@ def test_reimport_of_a_quarter_replaces_it(two_quarters, tmp_path):
     assert _indicator(ref, date(2024, 8, 1)) == [("1", "2024Q3")]
 
 
+def test_a_release_retired_after_it_was_picked_still_answers(two_quarters):
+    """A request that picked a release just before the catalog was re-read (the quarter retired
+    in between, from another process) gets that release's rows, not an error: the kept answers
+    carry the release they were picked from, they do not look its id up in the new catalog (its
+    files stay readable while the store has them open)."""
+    from nccidata.store import retire
+
+    ref = open_reference(two_quarters)
+    picked = ref.pick("ptp", "practitioner", date(2024, 8, 1))
+    assert _indicator(ref, date(2024, 8, 1)) == [("1", "2024Q3")]  # its files opened
+    assert retire(two_quarters, "2024Q3")
+    ref.refresh()
+    assert picked.id not in {info.id for info in ref.releases}
+    assert _indicator(ref, date(2024, 8, 1)) == [("0", "2024Q2")]  # new requests: the quarter left
+    ref.pick = lambda *args, **kwargs: picked  # the pick made before the re-read
+    assert _indicator(ref, date(2024, 8, 1), "33289") == [("0", "2024Q3")]  # a new question of it
+
+
 def _info(i, label, start, end):
     return ReleaseInfo(id=i, kind="ptp", setting="practitioner", label=label, period_start=start,
                        period_end=end, file=f"{i}.sqlite", sources=[], row_count=0, imported_at="")
