@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import quote
 
 from .api import MEDICARE, AddOnEdit, FeeSchedule, MueLimit, PlaceOfService, PtpEdit, Release
@@ -404,6 +404,13 @@ class _ByRelease:
         return isinstance(other, _ByRelease) and other.info.id == self.info.id
 
 
+def _kept(query: Callable, maxsize: int = 8192) -> Callable:
+    """`query(*args)` with its answers kept by its arguments (an LRU of `maxsize`), each release
+    among them given as its :class:`_ByRelease` key (the query gets the catalog row)."""
+    return lru_cache(maxsize=maxsize)(
+        lambda *args: query(*(a.info if isinstance(a, _ByRelease) else a for a in args)))
+
+
 class SqliteStore:
     """:class:`nccidata.api.ReferenceData` over the catalog at `db_path`; kinds the store lacks
     are answered by `fallback` (the starter set), and describe() says so."""
@@ -425,15 +432,14 @@ class SqliteStore:
         self._views: dict[str, ProgramReference] = {}
         self._all: list[ReleaseInfo] = []
         self._picks: dict = {}
-        # Answers by release (_ByRelease: a release file never changes): the same codes are asked of every
-        # claim of a batch (a 20,000-claim sample export on the CMS tables: the MPFS, add-on, MUE
-        # and place-of-service queries were ~13% of a run); emptied when the catalog changes.
-        self._ptp_cached = lru_cache(maxsize=8192)(lambda r, codes: self._ptp_query(r.info, codes))
-        self._mue_cached = lru_cache(maxsize=8192)(lambda r, code: self._mue_query(r.info, code))
-        self._aoc_cached = lru_cache(maxsize=8192)(lambda r, code, day: self._aoc_query(r.info, code, day))
-        self._fee_cached = lru_cache(maxsize=8192)(lambda ind, rvu, code, modifier: self._fee_query(
-            ind.info if ind is not None else None, rvu.info if rvu is not None else None, code, modifier))
-        self._pos_cached = lru_cache(maxsize=1024)(lambda r, code: self._pos_query(r.info, code))
+        # Answers kept by release (_ByRelease): the same codes are asked of every claim of a batch
+        # (on the CMS tables the MPFS, add-on, MUE and place-of-service queries were ~12% of a
+        # batch's CPU); emptied when the catalog changes.
+        self._ptp_cached = _kept(self._ptp_query)
+        self._mue_cached = _kept(self._mue_query)
+        self._aoc_cached = _kept(self._aoc_query)
+        self._fee_cached = _kept(self._fee_query)
+        self._pos_cached = _kept(self._pos_query, maxsize=1024)
         self._caches = (self._ptp_cached, self._mue_cached, self._aoc_cached, self._fee_cached, self._pos_cached)
         self.refresh()
 

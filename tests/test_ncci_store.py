@@ -82,14 +82,14 @@ def test_a_release_retired_after_it_was_picked_still_answers(two_quarters):
     from nccidata.store import retire
 
     ref = open_reference(two_quarters)
-    picked = ref.pick("ptp", "practitioner", date(2024, 8, 1))
-    assert _indicator(ref, date(2024, 8, 1)) == [("1", "2024Q3")]  # its files opened
+    picked = ref.pick("ptp", "practitioner", DOS)
+    assert _indicator(ref, DOS) == [("1", "2024Q3")]  # its files opened
     assert retire(two_quarters, "2024Q3")
     ref.refresh()
     assert picked.id not in {info.id for info in ref.releases}
-    assert _indicator(ref, date(2024, 8, 1)) == [("0", "2024Q2")]  # new requests: the quarter left
+    assert _indicator(ref, DOS) == [("0", "2024Q2")]  # new requests: the quarter left
     ref.pick = lambda *args, **kwargs: picked  # the pick made before the re-read
-    assert _indicator(ref, date(2024, 8, 1), "33289") == [("0", "2024Q3")]  # a new question of it
+    assert _indicator(ref, DOS, "33289") == [("0", "2024Q3")]  # a new question of it
 
 
 def _info(i, label, start, end):
@@ -230,13 +230,12 @@ def test_running_service_follows_its_first_import(tmp_path):
     assert "ptp_practitioner_2024q3.tsv" in str(after)
 
 
-def _tables(tmp_path: Path, units: int, cf: str, facility: str) -> list[Path]:
+def _tables(tmp_path: Path, units: int, primary: str, cf: str, facility: str) -> list[Path]:
     """An MUE, add-on, MPFS (indicators and RVUs) and place-of-service table, in the layouts of
     the CMS files of ../shared/ncci, with the values that differ between two imports."""
     files = {
         "mue_practitioner_2024q3.tsv": f"hcpcs_code\tmue_units\tmue_mai\tmue_rationale\n76000\t{units}\t3\tClinical: Data\n",
-        "aoc_2024q3.tsv": "primary_code\tadd_on_code\taoc_edit_type\n" + ("20610\t77002\t1\n" if units == 1 else
-                                                                          "20611\t77002\t1\n"),
+        "aoc_2024q3.tsv": f"primary_code\tadd_on_code\taoc_edit_type\n{primary}\t77002\t1\n",
         "mpfs_indicators_2024.tsv": "hcpcs_code\tmod\tstatus\tpctc\tglob\tmult_proc\tfac_na\tnon_na\n"
                                     "76000\t\tA\t1\tXXX\t0\t\t\n",
         "mpfs_rvu_2024.tsv": "hcpcs_code\tmod\trvu_work\trvu_non_pe\trvu_fac_pe\trvu_mp\trvu_non_sum\trvu_fac_sum\tcf\n"
@@ -257,7 +256,7 @@ def test_mue_add_on_fee_and_place_of_service_answers_follow_a_new_import(tmp_pat
     db = str(tmp_path / "ncci.sqlite")
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
-    for path in _tables(first, 1, "33.2875", "Facility"):
+    for path in _tables(first, 1, "20610", "33.2875", "Facility"):
         import_paths(db, [path], label="2024Q3" if path.name.startswith("place") else None)
     ref = open_reference(db)
     ref.REFRESH_SECONDS = 0  # follow the catalog at once
@@ -270,7 +269,7 @@ def test_mue_add_on_fee_and_place_of_service_answers_follow_a_new_import(tmp_pat
     assert (mue.units, aoc.primaries, fee.conversion_factor, pos.facility) == (1, frozenset({"20610"}), 33.2875, True)
     assert not any(a.release.starter for a in (mue, aoc, pos))
     assert all(a is b for a, b in zip(answers(), before))  # kept, not asked again
-    for path in _tables(second, 2, "32.7442", "Non-Facility"):
+    for path in _tables(second, 2, "20611", "32.7442", "Non-Facility"):
         import_paths(db, [path], label="2024Q3" if path.name.startswith("place") else None)
     mue, aoc, fee, pos = answers()
     assert (mue.units, aoc.primaries, fee.conversion_factor, pos.facility) == (2, frozenset({"20611"}), 32.7442, False)
