@@ -563,6 +563,11 @@ class SqliteStore:
         info = self.pick("ptp", setting, on)
         if info is None:
             return self.fallback.ptp_edits(codes, on, setting)
+        return self.ptp_in_force(info, codes, on)
+
+    def ptp_in_force(self, info: ReleaseInfo, codes: Iterable[str], on: date) -> list[PtpEdit]:
+        """The PTP rows of release `info` among `codes` in force on `on` (what both
+        :meth:`ptp_edits` and a program's, :class:`ProgramReference`, answer)."""
         key = tuple(sorted({c.strip().upper() for c in codes}))
         if len(key) < 2:
             return []
@@ -739,11 +744,7 @@ class ProgramReference:
 
     def ptp_edits(self, codes: Iterable[str], on: date, setting: str) -> list[PtpEdit]:
         info = self.store.pick_program(self.program, "ptp", setting, on)
-        key = tuple(sorted({c.strip().upper() for c in codes}))
-        if info is None or len(key) < 2:
-            return []
-        return [e for e in self.store._ptp_cached(_ByRelease(info), key)
-                if (e.effective is None or e.effective <= on) and (e.deletion is None or on <= e.deletion)]
+        return [] if info is None else self.store.ptp_in_force(info, codes, on)
 
     def ptp_rows(self, column1: str, column2: str, setting: str, on: date | None) -> list[PtpEdit]:
         info = self.store.pick_program(self.program, "ptp", setting, on)
