@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
@@ -261,23 +262,38 @@ def _progress(enabled: bool) -> Iterator[Callable[[int], object]]:
 
 @contextlib.contextmanager
 def _pool(workers: int, initializer: Callable, initargs: tuple) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
-    """An ordered map, ``imap(function, chunks)``, to call as often as needed (the review, then the
-    amendment of the claims the edits across claims edit): in this process when `workers` <= 1,
-    else in a pool of `workers` spawned processes (each set up by `initializer(*initargs)`). On an
-    error (e.g. a closed output pipe) the pool is stopped at once; otherwise it is closed and joined."""
+    """An ordered map, ``imap(function, chunks)``, to call as often as needed (the export index
+    load, the review, then the amendment of the claims the edits across claims edit): in this
+    process when `workers` <= 1, else in a pool of `workers` spawned processes (each set up by
+    `initializer(*initargs)`), with at most 2 x `workers` + 2 chunks sent and not yet taken back
+    (:func:`_bounded_imap`). On an error (e.g. a closed output pipe) the pool is stopped at once;
+    otherwise it is closed and joined."""
     if workers <= 1:
         initializer(*initargs)
         yield map
         return
     pool = multiprocessing.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
     try:
-        yield pool.imap
+        yield functools.partial(_bounded_imap, pool, 2 * workers + 2)
     except BaseException:
         pool.terminate()
         pool.join()
         raise
     pool.close()
     pool.join()
+
+
+def _bounded_imap(pool, window: int, function: Callable, chunks: Iterable) -> Iterator:
+    """``pool.imap(function, chunks)`` with at most `window` chunks in flight: Pool.imap reads ahead
+    and keeps every result until it is taken, so results this process takes slower than the workers
+    make them (the index load: the workers parse, this process writes) would pile up in memory."""
+    pending: collections.deque = collections.deque()
+    for chunk in chunks:
+        if len(pending) >= window:
+            yield pending.popleft().get()
+        pending.append(pool.apply_async(function, (chunk,)))
+    while pending:
+        yield pending.popleft().get()
 
 
 @contextlib.contextmanager
@@ -461,10 +477,19 @@ def output_names(fmt: str) -> dict[str, str]:
     return {k: v.format(fmt=fmt) for k, v in OUTPUT_NAMES.items()}
 
 
-def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str,
-                       index_path: str | None = None) -> None:
-    _init_worker(db_path, config, index_path)
+def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str) -> None:
+    """A worker of an --out-dir run (started before the export index exists: each task names it)."""
+    _init_worker(db_path, config)
     _worker_state["run"], _worker_state["format"] = run, fmt
+
+
+def _joiner_for(index_path: str | None) -> Joiner:
+    """This process's Joiner of the export index at `index_path` (opened on first use)."""
+    joiner = _worker_state["joiner"]
+    if joiner.index_path != index_path:
+        joiner.close()
+        joiner = _worker_state["joiner"] = Joiner(index_path)
+    return joiner
 
 
 def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputRecord | InputError]],
@@ -491,12 +516,14 @@ def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputR
     return rows, errors, fixed, tally
 
 
-def _table_chunk(chunk: list[RawRecord | InputError]) -> tuple[object, bytes, bytes, Tally, list[GroupRow], list]:
-    """Review a chunk of the input reader's records in a worker (joined here with the export's
-    companions); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
+def _table_chunk(task: tuple[str | None, list[RawRecord | InputError]]
+                 ) -> tuple[object, bytes, bytes, Tally, list[GroupRow], list]:
+    """Review a chunk of the input reader's records in a worker (joined here with the companions of
+    the export index the task names); the rows come back as one Arrow record batch (Parquet) or NDJSON bytes, with the
     grouping rows of the edits across claims: cheap to send between processes; and each record's
     claim identity (BatchInput.admit: the repeats check, from the parse the join makes anyway)."""
-    joiner = _worker_state["joiner"]
+    index_path, chunk = task
+    joiner = _joiner_for(index_path)
     identities: list = []
 
     def joined(item: RawRecord | InputError) -> InputRecord | InputError:
@@ -562,64 +589,65 @@ def run_dir(inputs: Sequence[str], out_dir: str, *, db_path: str | None, config:
     import pyarrow  # noqa: F401  (fail before any work when the table library is missing)
 
     started = time.perf_counter()
-    reference = open_reference(db_path)
     run, described = run_info(db_path, config, run_id)
     names = output_names(fmt)
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fluoro-batch-", dir=out_dir)
     tally = Tally()
-    with system_arrow_pool(), BatchInput(inputs) as source, ClaimGroups() as groups, \
-            Amended(groups.workdir, fmt) as amended:
-        result = _run_dir(source, groups, amended, out_dir, staging, names, reference, described, run, tally, db_path,
-                          config, fmt, workers, chunk_size, progress, started)
-    return result
-
-
-def _run_dir(source: BatchInput, groups: ClaimGroups, amended: Amended, out_dir: str, staging: str, names: dict,
-             reference: ReferenceData, described: dict, run: tuple[str, str, str], tally: Tally, db_path: str | None,
-             config: dict, fmt: str, workers: int, chunk_size: int, progress: bool, started: float) -> dict:
+    initargs = (db_path, config, run, fmt)
     try:
-        findings_path = os.path.join(staging, names["findings"])
-        # the repeats check is the workers' (each claim's identity from its join's parse): a chunk is
-        # kept here until its outputs are back, and one holding a repeated claim (rare) is reviewed
-        # again here, as BatchInput.raw would have given it
-        sent: collections.deque = collections.deque()
-        batches = (sent.append(chunk) or chunk for chunk in chunks(source.raw(check=False), chunk_size))
-        initargs = (db_path, config, run, fmt, source.index_path)
-        with _progress(progress) as advance, _pool(workers, _init_table_worker, initargs) as imap:
-            table = StagedTable(findings_path, fmt, groups.workdir)
-            with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
-                    open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
-                for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, batches):
-                    again = source.admit(sent.popleft(), identities)
-                    if again is not None:
-                        if "run" not in _worker_state:
-                            _init_table_worker(*initargs)
-                        rows, errors, fixed, part, group_rows, _ = _table_chunk(again)
-                    table.write(rows)
-                    errors_out.write(errors)
-                    fixed_out.write(fixed)
-                    tally.merge(part)
-                    groups.add_all(group_rows)
-                    advance(part.claims_in)
-                for rows, part, done, named in imap(_cross_chunk, chunks(groups.beneficiaries(), _CROSS_CHUNK)):
-                    table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
-                    tally.merge(part)
-                    amended.add(done)  # the claims they edit, amended in the workers: staged on disk
-                    amended.name(named)
-                table.close()
-        finish_outputs(table, amended, os.path.join(staging, names["claims_corrected"]), tally)
-        # a claim with rows across claims and none of its own (none found, or withdrawn by the
-        # amendment) has findings too: add_claim counted only claims with rows of their own
-        tally.with_findings += amended.named_without_own()
-        result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
-        for name, text in summary_files(result).items():
-            with open(os.path.join(staging, name), "wb") as fh:
-                fh.write(text)
-        for name in names.values():
-            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        # the workers start first: the export index load parses its companion files in them
+        with system_arrow_pool(), _pool(workers, _init_table_worker, initargs) as imap, \
+                BatchInput(inputs, map_parts=imap) as source, ClaimGroups() as groups, \
+                Amended(groups.workdir, fmt) as amended:
+            return _run_dir(source, groups, amended, imap, initargs, out_dir, staging, names, described, run, tally,
+                            fmt, chunk_size, progress, started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_dir(source: BatchInput, groups: ClaimGroups, amended: Amended, imap: Callable, initargs: tuple, out_dir: str,
+             staging: str, names: dict, described: dict, run: tuple[str, str, str], tally: Tally, fmt: str,
+             chunk_size: int, progress: bool, started: float) -> dict:
+    findings_path = os.path.join(staging, names["findings"])
+    # the repeats check is the workers' (each claim's identity from its join's parse): a chunk is
+    # kept here until its outputs are back, and one holding a repeated claim (rare) is reviewed
+    # again here, as BatchInput.raw would have given it
+    sent: collections.deque = collections.deque()
+    batches = ((source.index_path, sent.append(chunk) or chunk) for chunk in chunks(source.raw(check=False),
+                                                                                     chunk_size))
+    with _progress(progress) as advance:
+        table = StagedTable(findings_path, fmt, groups.workdir)
+        with open(os.path.join(staging, names["errors"]), "wb") as errors_out, \
+                open(os.path.join(staging, names["claims_corrected"]), "wb") as fixed_out:
+            for rows, errors, fixed, part, group_rows, identities in imap(_table_chunk, batches):
+                again = source.admit(sent.popleft(), identities)
+                if again is not None:
+                    if "run" not in _worker_state:
+                        _init_table_worker(*initargs)
+                    rows, errors, fixed, part, group_rows, _ = _table_chunk((source.index_path, again))
+                table.write(rows)
+                errors_out.write(errors)
+                fixed_out.write(fixed)
+                tally.merge(part)
+                groups.add_all(group_rows)
+                advance(part.claims_in)
+            for rows, part, done, named in imap(_cross_chunk, chunks(groups.beneficiaries(), _CROSS_CHUNK)):
+                table.write(rows)  # the edits across claims, beneficiaries reviewed in the workers
+                tally.merge(part)
+                amended.add(done)  # the claims they edit, amended in the workers: staged on disk
+                amended.name(named)
+            table.close()
+    finish_outputs(table, amended, os.path.join(staging, names["claims_corrected"]), tally)
+    # a claim with rows across claims and none of its own (none found, or withdrawn by the
+    # amendment) has findings too: add_claim counted only claims with rows of their own
+    tally.with_findings += amended.named_without_own()
+    result = run_summary(tally, run, described, fmt, time.perf_counter() - started, source.duplicates)
+    for name, text in summary_files(result).items():
+        with open(os.path.join(staging, name), "wb") as fh:
+            fh.write(text)
+    for name in names.values():
+        os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     return result
 
 

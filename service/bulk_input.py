@@ -559,6 +559,131 @@ def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
     return None
 
 
+class IndexedPart(NamedTuple):
+    """What a run of companion lines adds to the index (:func:`index_records`), written by
+    :meth:`ExportIndex._flush`: `rows` of ``resources`` (key, id, type, file number, line, body or
+    None for an encounter's member, the encounter), `staged` members (seq, encounter, linked, body,
+    index in `rows`), `based` links (target id, target type, source key, index in `rows`), and the
+    bad records."""
+    rows: list[tuple]
+    staged: list[tuple]
+    based: list[tuple]
+    errors: list[InputError]
+
+
+def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]]) -> IndexedPart:
+    """The index rows of (line number, line) records of companion file number `number` (the
+    per-record half of :meth:`ExportIndex.load`; the repeats are found when the rows are written)."""
+    part = IndexedPart([], [], [], [])
+    rows, staged, based, errors = part
+    for line, data in lines:
+        try:
+            res = parse_record(data)
+        except BadRecord as exc:
+            errors.append(InputError(f.path, line, "$", str(exc), claim=False))
+            continue
+        rtype, rid = _ident(res)
+        if not isinstance(res, dict) or rtype is None:
+            errors.append(InputError(f.path, line, "$.resourceType", "a FHIR resource has a resourceType",
+                                     claim=False))
+            continue
+        if rtype in CLAIM_TYPES or (f.kind is not None and rtype != f.kind):
+            errors.append(InputError(f.path, line, f"{rtype}.resourceType" if rtype in _companion_names()
+                                     or rtype in CLAIM_TYPES else "$.resourceType",
+                                     f"a file of {f.kind} resources holds another type", rtype, rid, claim=False))
+            continue
+        if rid is None or not rid.strip():
+            errors.append(InputError(f.path, line, f"{rtype}.id", "a resource in a Bulk Data export has an id "
+                                     "(references name it)", rtype, claim=False))
+            continue
+        key = f"{rtype}/{rid}"
+        body = data.strip()
+        encounter = _encounter_of(res, rtype, rid)
+        if encounter is None:
+            rows.append((key, rid, rtype, number, line, body, None))
+        else:
+            staged.append((number << _LINE_BITS | line, encounter, rtype != "Encounter", body, len(rows)))
+            rows.append((key, rid, rtype, number, line, None, encounter))
+        if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
+            for node in res["basedOn"]:
+                t = _target_of(node)
+                if t is not None:
+                    based.append((t[0], t[1], key, len(rows) - 1))
+    return part
+
+
+_RANGE_BYTES = 4 << 20  # a task of the load: the lines of ~4 MiB of a plain companion file
+
+
+def line_ranges(path: str, size: int | None = None) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, number of its first line) of consecutive runs of whole lines of a plain
+    file, each about `size` bytes (default _RANGE_BYTES; longer where a line is), covering the file."""
+    size = size or _RANGE_BYTES
+    with open(path, "rb") as fh:
+        start, first, pos = 0, 1, 0
+        while block := fh.read(size):
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                yield start, pos + cut + 1 - start, first
+                first += block.count(b"\n")  # the block's bytes after `cut` hold no newline
+                start = pos + cut + 1
+            pos += len(block)
+        if pos > start:
+            yield start, pos - start, first
+
+
+def range_lines(path: str, offset: int, length: int, first: int) -> Iterator[tuple[int, bytes]]:
+    """:func:`numbered_lines` of the run of lines at `offset` (:func:`line_ranges`)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        end = offset + length
+        for number, line in enumerate(bounded_lines(fh), start=first):
+            if line.strip():
+                yield number, line
+            if fh.tell() >= end:
+                return
+
+
+def index_range(task: tuple[int, InputFile, int, int, int]) -> IndexedPart:
+    """:func:`index_records` of one range of lines (file number, file, offset, length, first line):
+    a task of the load, run where `map_parts` runs it."""
+    number, f, offset, length, first = task
+    return index_records(number, f, range_lines(f.path, offset, length, first))
+
+
+PartMap = Callable[[Callable[[tuple], IndexedPart], Iterable[tuple]], Iterable[IndexedPart]]
+
+
+def _plain(path: str) -> bool:
+    """A file on disk that is not gzip (its lines can be read from any offset)."""
+    if path == "-" or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(2) != b"\x1f\x8b"
+
+
+def _indexed_parts(files: Sequence[InputFile], map_parts: PartMap | None) -> Iterator[IndexedPart]:
+    """:func:`index_records` of every line of `files`, in reading order: with `map_parts`, the
+    ranges of consecutive plain files in one call of it; else (and for gzip files and stdin) here,
+    _FLUSH_ROWS lines a part."""
+    numbered = list(enumerate(files))
+    i = 0
+    while i < len(numbered):
+        number, f = numbered[i]
+        if map_parts is not None and _plain(f.path):
+            j = i
+            while j < len(numbered) and _plain(numbered[j][1].path):
+                j += 1
+            tasks = ((n, g, *r) for n, g in numbered[i:j] for r in line_ranges(g.path))
+            yield from map_parts(index_range, tasks)
+            i = j
+            continue
+        lines = numbered_lines(f.path)
+        while batch := list(itertools.islice(lines, _FLUSH_ROWS)):
+            yield index_records(number, f, batch)
+        i += 1
+
+
 class ExportIndex:
     """The companion resources of the inputs on disk (SQLite): by "Type/id", by id (for urn:uuid
     references), each encounter id with its Encounter and linked resources in one row (what the join
@@ -590,59 +715,26 @@ class ExportIndex:
     def close(self) -> None:
         self.db.close()
 
-    def load(self, files: Sequence[InputFile]) -> Iterator[InputError]:
+    def load(self, files: Sequence[InputFile], map_parts: PartMap | None = None) -> Iterator[InputError]:
         """Index every record of the companion `files`; yields the bad ones (broken JSON, no
         resourceType or id, a record of another kind than its file's, a conflicting repeat). A
         repeated "Type/id" keeps its first record: an identical repeat (the same JSON value) is
         counted in ``duplicates["companions_identical"]``, one with other content is an error
-        naming both places (``duplicates["companions_conflicting"]``)."""
+        naming both places (``duplicates["companions_conflicting"]``). `map_parts` (an ordered,
+        bounded map, e.g. over a process pool): where the records of plain files are read and
+        parsed, a range of lines a task (:func:`index_range`); this process writes the index, in
+        reading order, so what is kept is the same."""
         db = self.db
         staging = self.path + ".staging"
         db.execute("ATTACH DATABASE ? AS staging", (staging,))
         try:
             db.executescript("PRAGMA staging.journal_mode=OFF; PRAGMA staging.synchronous=OFF;" + _STAGING)
             db.execute("BEGIN")
-            rows: list[tuple] = []  # resources rows
-            staged: list[tuple] = []  # (seq, encounter, linked, body, row number) of the members
-            based: list[tuple] = []  # (target id, target type, source, row number)
             for number, f in enumerate(files):
                 db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
-                for line, data in numbered_lines(f.path):
-                    try:
-                        res = parse_record(data)
-                    except BadRecord as exc:
-                        yield InputError(f.path, line, "$", str(exc), claim=False)
-                        continue
-                    rtype, rid = _ident(res)
-                    if not isinstance(res, dict) or rtype is None:
-                        yield InputError(f.path, line, "$.resourceType", "a FHIR resource has a resourceType",
-                                         claim=False)
-                        continue
-                    if rtype in CLAIM_TYPES or (f.kind is not None and rtype != f.kind):
-                        yield InputError(f.path, line, f"{rtype}.resourceType" if rtype in _companion_names()
-                                         or rtype in CLAIM_TYPES else "$.resourceType",
-                                         f"a file of {f.kind} resources holds another type", rtype, rid, claim=False)
-                        continue
-                    if rid is None or not rid.strip():
-                        yield InputError(f.path, line, f"{rtype}.id", "a resource in a Bulk Data export has an id "
-                                         "(references name it)", rtype, claim=False)
-                        continue
-                    key = f"{rtype}/{rid}"
-                    body = data.strip()
-                    encounter = _encounter_of(res, rtype, rid)
-                    if encounter is None:
-                        rows.append((key, rid, rtype, number, line, body, None))
-                    else:
-                        staged.append((number << _LINE_BITS | line, encounter, rtype != "Encounter", body, len(rows)))
-                        rows.append((key, rid, rtype, number, line, None, encounter))
-                    if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
-                        for node in res["basedOn"]:
-                            t = _target_of(node)
-                            if t is not None:
-                                based.append((t[0], t[1], key, len(rows) - 1))
-                    if len(rows) >= _FLUSH_ROWS:  # bounded: what memory holds while indexing
-                        yield from self._flush(rows, staged, based, files)
-            yield from self._flush(rows, staged, based, files)
+            for part in _indexed_parts(files, map_parts):
+                yield from part.errors
+                yield from self._flush(part.rows, part.staged, part.based, files)
             db.execute("COMMIT")
             self._group_encounters()
         finally:
@@ -959,7 +1051,12 @@ class Joiner:
     files; each record carries what it needs, as before). One per process."""
 
     def __init__(self, index_path: str | None) -> None:
+        self.index_path = index_path
         self.index = ExportIndex(index_path) if index_path else None
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
 
     def join(self, raw: RawRecord) -> InputRecord | InputError:
         """The claim of one raw record with its companions, or the InputError saying why not."""
@@ -1087,8 +1184,9 @@ class BatchInput:
     manager (the index lives in a temporary directory, removed on exit). See the module docstring."""
 
     def __init__(self, paths: Sequence[str], workdir: str | None = None,
-                 files: Sequence[InputFile] | None = None) -> None:
+                 files: Sequence[InputFile] | None = None, map_parts: PartMap | None = None) -> None:
         self.files = list(files) if files is not None else input_files(paths)  # `files`: classified already
+        self._map_parts = map_parts  # where the index load parses (ExportIndex.load); None: here
         self._workdir = workdir
         self._tmp: str | None = None
         self.index_path: str | None = None
@@ -1106,7 +1204,7 @@ class BatchInput:
             self.index_path = os.path.join(self._tmp, "index.sqlite")
             index = ExportIndex(self.index_path, create=True)
             try:
-                self._pending = list(_bounded(index.load(companions)))
+                self._pending = list(_bounded(index.load(companions, self._map_parts)))
                 self.duplicates.update(index.duplicates)
             finally:
                 index.close()

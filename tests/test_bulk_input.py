@@ -429,15 +429,27 @@ def test_the_index_is_not_read_before_its_load_ends(tmp_path):
     assert ExportIndex(path).encounter("e")[1][0]["id"] == "p"
 
 
-def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkeypatch):
+def _recorded_map(tasks: list):
+    """A `map_parts` for ExportIndex.load that runs the tasks here and keeps them in `tasks`."""
+    def map_parts(function, items):
+        items = list(items)
+        tasks.extend(items)
+        return map(function, items)
+    return map_parts
+
+
+@pytest.mark.parametrize("ranges", [False, True])
+def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkeypatch, ranges):
     """Consecutive resources linked to one encounter wait for the grouping in one staging row: a
     repeat of any of them is compared with its own first record (identical: skipped; conflicting:
     an error), in a later batch of the load as in the same one, and the encounter's row keeps each
-    first record once, in reading order."""
+    first record once, in reading order. The same when the lines are parsed a range a task
+    (`map_parts`, as the batch's worker pool does)."""
     from service import bulk_input
     from service.bulk_input import ExportIndex, InputFile
 
     monkeypatch.setattr(bulk_input, "_FLUSH_ROWS", 2)  # a write every two lines: repeats in later batches
+    monkeypatch.setattr(bulk_input, "_RANGE_BYTES", 150)  # ranges of about two lines: repeats in later tasks
 
     def obs(oid, enc="Encounter/e1", **more):
         return {"resourceType": "Observation", "id": oid, "encounter": {"reference": enc}, **more}
@@ -447,12 +459,77 @@ def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkey
                obs("o3"), obs("o4"), obs("o4", status="final")]
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     index = ExportIndex(str(tmp_path / "index.sqlite"), create=True)
-    errors = list(index.load([InputFile(str(path), "Observation", False)]))
+    tasks: list = []
+    errors = list(index.load([InputFile(str(path), "Observation", False)], _recorded_map(tasks) if ranges else None))
+    assert (len(tasks) > 3) if ranges else not tasks  # the repeats in later tasks than their first
     assert [(e.line, e.path, e.resource_id) for e in errors] == [(6, "Observation.id", "o1"), (9, "Observation.id", "o4")]
     assert dict(index.duplicates) == {"companions_identical": 2, "companions_conflicting": 2}
     index.close()
     linked = ExportIndex(str(tmp_path / "index.sqlite")).linked("encounter", {"resourceType": "Encounter", "id": "e1"})
     assert [(r["id"], "status" in r) for r in linked] == [("o1", False), ("o2", False), ("o3", False), ("o4", False)]
+
+
+def test_line_ranges_cover_every_line_once_with_its_number(tmp_path):
+    """The load's tasks (service.bulk_input.line_ranges / range_lines) give, range after range,
+    exactly numbered_lines' (number, line) pairs: blank lines counted and skipped, a line longer
+    than a range, no newline at the end, an oversized line (read past, never held)."""
+    from service import bulk_input
+    from service.bulk_input import OVERSIZED, line_ranges, numbered_lines, range_lines
+
+    path = tmp_path / "Observation.ndjson"
+    lines = [b'{"a":1}', b"", b"  ", b'{"b":"' + b"x" * 300 + b'"}', b'{"c":3}'] * 5 + [b"[1]", b'{"end":true}']
+    path.write_bytes(b"\n".join(lines))  # no newline after the last line
+    whole = list(numbered_lines(str(path)))
+    assert len(whole) == 17 and whole[-1] == (27, b'{"end":true}')
+    for size in (1, 16, 64, 400, 1 << 20):
+        ranges = list(line_ranges(str(path), size))
+        assert ranges[0][0] == 0 and sum(r[1] for r in ranges) == path.stat().st_size
+        assert all(a[0] + a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert [x for r in ranges for x in range_lines(str(path), *r)] == whole, size
+    big = tmp_path / "Big.ndjson"
+    big.write_bytes(b'{"a":1}\n' + b"x" * 5000 + b'\n{"b":2}\n')
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(bulk_input, "MAX_RECORD_BYTES", 1000)
+    try:
+        got = [x for r in line_ranges(str(big), 64) for x in range_lines(str(big), *r)]
+    finally:
+        monkey.undo()
+    assert got == [(1, b'{"a":1}\n'), (2, OVERSIZED), (3, b'{"b":2}\n')]
+
+
+def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monkeypatch):
+    """ExportIndex.load with `map_parts` (the batch's workers parse the plain companion files a
+    range of lines a task, this process writes) writes the same index, rows in the same order, as
+    the load that parses every line itself; gzip files are parsed here either way."""
+    import sqlite3
+
+    from service import bulk_input
+    from service.bulk_input import ExportIndex, input_files
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=60, seed=3)
+    with open(root / "Observation.ndjson", "rb") as fh, gzip.open(root / "Observation.ndjson.gz", "wb") as gz:
+        gz.write(fh.read())
+    os.remove(root / "Observation.ndjson")
+    os.remove(root / "manifest.json")  # the folder's per-type files are read
+    _append(root / "Procedure.ndjson", b"{broken", {"resourceType": "Procedure"})
+    companions = [f for f in input_files([str(root)]) if not f.claims]
+    monkeypatch.setattr(bulk_input, "_RANGE_BYTES", 2048)  # many tasks
+
+    def dump(path: str) -> list:
+        db = sqlite3.connect(path)
+        return [db.execute(f"SELECT * FROM {t} ORDER BY rowid" if t in ("based_on", "files") else
+                           f"SELECT * FROM {t}").fetchall() for t in ("resources", "encounters", "based_on", "files")]
+
+    indexes, errors, tasks = [], [], []
+    for name, map_parts in (("here", None), ("tasks", _recorded_map(tasks))):
+        index = ExportIndex(str(tmp_path / f"{name}.sqlite"), create=True)
+        errors.append([e.as_dict() for e in index.load(companions, map_parts)])
+        index.close()
+        indexes.append(dump(str(tmp_path / f"{name}.sqlite")))
+    assert len(tasks) > 20 and not any(t[1].path.endswith(".gz") for t in tasks)
+    assert len(errors[0]) == 2 and errors[0] == errors[1]
+    assert len(indexes[0][0]) > 300 and indexes[0] == indexes[1]
 
 
 def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
