@@ -495,31 +495,31 @@ def _companion_names() -> frozenset[str]:
 
 
 # --- the on-disk index of the companions ------------------------------------------------------------
-# Each companion's body is stored once: an Encounter and the resources linked to it in the encounter's
-# row of `encounters` (:data:`_ENCOUNTERS`), `resources` holding their place (body NULL, `encounter`
-# naming that row); every other resource's body in `resources`.
+# Each companion's body is stored once, in a flat file beside the index (BODIES_SUFFIX), in reading
+# order: appended a part at a time in one write (as SQLite rows, each body cost ~3 us to write, more
+# than the rest of its indexing); `resources` names each by (offset, size), by "Type/id", with the
+# encounter it is a member of: an Encounter's own id, or the encounter the `encounter` of a linked
+# resource names (ENCOUNTER_LINKED). The index by encounter, made after the load, holds each
+# encounter's members in reading order (file, line) with their places: what the join reads for an
+# encounter, in one statement (ExportIndex.encounter).
 _SCHEMA = """
 CREATE TABLE resources (key TEXT PRIMARY KEY, rid TEXT NOT NULL, rtype TEXT NOT NULL, file INTEGER NOT NULL,
-                        line INTEGER NOT NULL, body BLOB, encounter TEXT) WITHOUT ROWID;
+                        line INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL, encounter TEXT
+                        ) WITHOUT ROWID;
 CREATE TABLE based_on (target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
 """
+# made once the rows are in (one sort each, not a B-tree grown a row at a time); based_on_by_target
+# last: readers check for it (ExportIndex.__init__)
 _INDEXES = """
 CREATE INDEX resources_by_id ON resources (rid);
+CREATE INDEX resources_by_encounter ON resources (encounter, file, line, rtype, offset, size)
+    WHERE encounter IS NOT NULL;
 CREATE INDEX based_on_by_target ON based_on (target_id);
 """
-# 16 KiB pages: an encounter's row (its Encounter and linked resources, ~3 KB in the sample export)
-# fits in one page, not a chain of overflow pages (4 KiB pages: 20-30 us a lookup against ~10 us).
-_PAGE_SIZE = 16384
-# Each encounter id: the Encounter (NULL: none of that id) and the resources linked to it (their
-# `encounter` names it) as one JSON array in reading order (NULL: none); what the join reads for each
-# encounter, in one lookup (ExportIndex.encounter).
-_ENCOUNTERS = "CREATE TABLE encounters (rid TEXT PRIMARY KEY, body BLOB, linked BLOB) WITHOUT ROWID"
-# While loading, the bodies of the encounters' rows wait in a file of their own beside the index
-# (deleted once they are grouped): `seq` is the reading order (file number << 40 | line), `linked` 0
-# for the Encounter itself; a row may hold the bodies of consecutive lines (ExportIndex._flush).
-_STAGING = "CREATE TABLE staging.members (seq INTEGER PRIMARY KEY, encounter TEXT NOT NULL, linked INTEGER NOT NULL, body BLOB NOT NULL)"
-_LINE_BITS = 40
+_PAGE_SIZE = 16384  # the load's appends and B-tree inserts ~2x faster than with 4 KiB pages
+INDEX_NAME = "index.sqlite"  # BatchInput's index, in its temporary folder
+BODIES_SUFFIX = ".bodies"  # the index's companion file of bodies: INDEX + BODIES_SUFFIX
 _FLUSH_ROWS = 1000  # companions read between two writes to the index
 
 
@@ -561,12 +561,10 @@ def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
 
 class IndexedPart(NamedTuple):
     """What a run of companion lines adds to the index (:func:`index_records`), written by
-    :meth:`ExportIndex._flush`: `rows` of ``resources`` (key, id, type, file number, line, body or
-    None for an encounter's member, the encounter), `staged` members (seq, encounter, linked, body,
-    index in `rows`), `based` links (target id, target type, source key, index in `rows`), and the
-    bad records."""
+    :meth:`ExportIndex._flush`: `rows` (key, id, type, file number, line, body, the encounter it is a
+    member of or None), `based` links (target id, target type, source key, index in `rows`), and
+    the bad records."""
     rows: list[tuple]
-    staged: list[tuple]
     based: list[tuple]
     errors: list[InputError]
 
@@ -574,8 +572,8 @@ class IndexedPart(NamedTuple):
 def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]]) -> IndexedPart:
     """The index rows of (line number, line) records of companion file number `number` (the
     per-record half of :meth:`ExportIndex.load`; the repeats are found when the rows are written)."""
-    part = IndexedPart([], [], [], [])
-    rows, staged, based, errors = part
+    part = IndexedPart([], [], [])
+    rows, based, errors = part
     for line, data in lines:
         try:
             res = parse_record(data)
@@ -597,13 +595,7 @@ def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]])
                                      "(references name it)", rtype, claim=False))
             continue
         key = f"{rtype}/{rid}"
-        body = data.strip()
-        encounter = _encounter_of(res, rtype, rid)
-        if encounter is None:
-            rows.append((key, rid, rtype, number, line, body, None))
-        else:
-            staged.append((number << _LINE_BITS | line, encounter, rtype != "Encounter", body, len(rows)))
-            rows.append((key, rid, rtype, number, line, None, encounter))
+        rows.append((key, rid, rtype, number, line, data.strip(), _encounter_of(res, rtype, rid)))
         if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
             for node in res["basedOn"]:
                 t = _target_of(node)
@@ -612,7 +604,7 @@ def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]])
     return part
 
 
-_RANGE_BYTES = 4 << 20  # a task of the load: the lines of ~4 MiB of a plain companion file
+_RANGE_BYTES = 1 << 20  # a task of the load: the lines of ~1 MiB of a plain companion file
 
 
 def line_ranges(path: str, size: int | None = None) -> Iterator[tuple[int, int, int]]:
@@ -679,15 +671,31 @@ def _indexed_parts(files: Sequence[InputFile], map_parts: PartMap | None) -> Ite
             i = j
             continue
         lines = numbered_lines(f.path)
-        while batch := list(itertools.islice(lines, _FLUSH_ROWS)):
-            yield index_records(number, f, batch)
+        while (first := next(lines, None)) is not None:  # the lines read as they are indexed, not held
+            yield index_records(number, f, itertools.chain((first,), itertools.islice(lines, _FLUSH_ROWS - 1)))
         i += 1
+
+
+_IOV_MAX = 1024  # buffers one writev takes (Linux's IOV_MAX)
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> int:
+    """Write `buffers` one after the other at the end of `fd` (writev: not joined into a copy
+    first); returns the file's new size."""
+    for start in range(0, len(buffers), _IOV_MAX):
+        batch = buffers[start:start + _IOV_MAX]
+        left = sum(map(len, batch)) - os.writev(fd, batch)
+        if left:  # the system wrote less (rare for a file): the rest, a buffer at a time
+            rest = b"".join(batch)[-left:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+    return os.lseek(fd, 0, os.SEEK_CUR)
 
 
 class ExportIndex:
     """The companion resources of the inputs on disk (SQLite): by "Type/id", by id (for urn:uuid
-    references), each encounter id with its Encounter and linked resources in one row (what the join
-    reads for an encounter, :meth:`encounter`), and by basedOn. Each body is stored once. Written
+    references), by encounter id the Encounter and its linked resources (what the join reads for an
+    encounter in one statement, :meth:`encounter`), and by basedOn. Each body is stored once. Written
     once by :meth:`load`, then read (by any number of processes); its page cache is bounded."""
 
     CACHE_KIB = 16 * 1024  # SQLite page cache per connection
@@ -697,6 +705,7 @@ class ExportIndex:
         if create:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+            self._fd = os.open(path + BODIES_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         else:
             # immutable: written once before any reader opens it, so no locks and no change checks on
             # each statement (a lookup 9.6 us against 20 us for an encounter's row, 5.3 against 11 us
@@ -706,14 +715,20 @@ class ExportIndex:
             if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'based_on_by_target'").fetchone() is None:
                 self.db.close()  # its last index, made when the load ends
                 raise RuntimeError(f"{path}: the export index is read before its load ended")
+            self._fd = os.open(path + BODIES_SUFFIX, os.O_RDONLY)
         self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self._types: frozenset[str] | None = None
         self._files: dict[int, str] | None = None
         self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
+        self._end = 0  # the size of the bodies file (load)
         self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
 
     def close(self) -> None:
         self.db.close()
+        os.close(self._fd)
+
+    def _body(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
 
     def load(self, files: Sequence[InputFile], map_parts: PartMap | None = None) -> Iterator[InputError]:
         """Index every record of the companion `files`; yields the bad ones (broken JSON, no
@@ -725,97 +740,47 @@ class ExportIndex:
         parsed, a range of lines a task (:func:`index_range`); this process writes the index, in
         reading order, so what is kept is the same."""
         db = self.db
-        staging = self.path + ".staging"
-        db.execute("ATTACH DATABASE ? AS staging", (staging,))
-        try:
-            db.executescript("PRAGMA staging.journal_mode=OFF; PRAGMA staging.synchronous=OFF;" + _STAGING)
-            db.execute("BEGIN")
-            for number, f in enumerate(files):
-                db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
-            for part in _indexed_parts(files, map_parts):
-                yield from part.errors
-                yield from self._flush(part.rows, part.staged, part.based, files)
-            db.execute("COMMIT")
-            self._group_encounters()
-        finally:
-            db.execute("DETACH DATABASE staging")
-            if os.path.exists(staging):
-                os.remove(staging)
+        db.execute("BEGIN")
+        for number, f in enumerate(files):
+            db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
+        for part in _indexed_parts(files, map_parts):
+            yield from part.errors
+            yield from self._flush(part, files)
+        db.execute("COMMIT")
         db.executescript(_INDEXES)
 
-    def _group_encounters(self) -> None:
-        """Write :data:`_ENCOUNTERS`: one row per encounter id, the Encounter of that id (if any) and
-        the resources linked to it (their `encounter` names it: "Encounter/id", absolute, or
-        "urn:uuid:id"; not one naming another type), in reading order (a repeat's left out)."""
-        db = self.db
-        db.execute("BEGIN")
-        db.execute(_ENCOUNTERS)
-        rows = db.execute("SELECT encounter, linked, body FROM staging.members ORDER BY encounter, seq")
-
-        def grouped() -> Iterator[tuple[str, bytes | None, bytes | None]]:
-            for rid, members in itertools.groupby(rows, key=lambda row: row[0]):
-                encounter, linked = None, []
-                for _rid, is_linked, body in members:
-                    if is_linked:
-                        linked.append(body)
-                    else:
-                        encounter = body
-                yield rid, encounter, (b"[" + b",".join(linked) + b"]") if linked else None
-
-        db.executemany("INSERT INTO encounters VALUES (?, ?, ?)", grouped())
-        db.execute("COMMIT")
-
-    def _flush(self, rows: list[tuple], staged: list[tuple], based: list[tuple],
-               files: Sequence[InputFile]) -> Iterator[InputError]:
-        """Write a batch of rows (and the members and basedOn links of the rows kept); the repeats
-        of an indexed "Type/id" are left out (see :meth:`load`). Empties the lists."""
-        db = self.db
+    def _flush(self, part: IndexedPart, files: Sequence[InputFile]) -> Iterator[InputError]:
+        """Write a part's rows (and the bodies and the basedOn links of the rows kept); the
+        repeats of an indexed "Type/id" are left out (see :meth:`load`)."""
+        db, rows = self.db, part.rows
+        places, end = [], self._end  # each row's (offset, size) in the bodies file
+        for row in rows:
+            places.append((end, len(row[5])))
+            end += len(row[5])
         before = db.total_changes
-        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR IGNORE INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(*row[:5], *place, row[6]) for row, place in zip(rows, places)])
         repeats: set[int] = set()
         if db.total_changes - before < len(rows):  # some keys were there already: find which
-            waiting = {s[0]: s[3] for s in staged}  # this batch's members, not written yet
             for i, (key, rid, rtype, number, line, body, _encounter) in enumerate(rows):
-                first = db.execute("SELECT file, line, body FROM resources WHERE key = ?", (key,)).fetchone()
+                first = db.execute("SELECT file, line, offset, size FROM resources WHERE key = ?", (key,)).fetchone()
                 if (first[0], first[1]) == (number, line):
                     continue
                 repeats.add(i)
-                if body is None:
-                    body = waiting[number << _LINE_BITS | line]
-                if first[2] is not None:
-                    same = same_content(first[2], body)
-                elif (seq := first[0] << _LINE_BITS | first[1]) in waiting:
-                    same = same_content(waiting[seq], body)
-                else:  # a member: its body waits in the staging table, maybe in a row with the next ones
-                    (stored,) = db.execute("SELECT body FROM staging.members WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
-                                           (seq,)).fetchone()
-                    same = orjson.loads(body) == next(
-                        v for v in orjson.loads(b"[" + stored + b"]") if f"{v['resourceType']}/{v['id']}" == key)
-                if same:
+                if first[2] >= self._end:  # read in this part: not written yet
+                    stored = rows[[p[0] for p in places].index(first[2])][5]
+                else:
+                    stored = self._body(first[2], first[3])
+                if same_content(stored, body):
                     self.duplicates["companions_identical"] += 1
                     continue
                 self.duplicates["companions_conflicting"] += 1
                 yield InputError(files[number].path, line, f"{rtype}.id", repeat_reason(
                     key, files[first[0]].path, first[1]), rtype, rid, claim=False)
-        # Consecutive resources of one file linked to the same encounter go in one staging row (their
-        # bodies joined by commas, up to 16 KB): fewer rows to write and sort (a fourth fewer in the
-        # sample export), the same bytes in the same order in the encounter's row.
-        members: list[tuple] = []
-        last = None
-        for seq, encounter, is_linked, body, row in staged:
-            if row in repeats:
-                continue
-            if (last is not None and is_linked and last[2] and last[1] == encounter
-                    and last[0] >> _LINE_BITS == seq >> _LINE_BITS and len(last[3]) < 16384):
-                last = members[-1] = (last[0], encounter, True, last[3] + b"," + body)
-            else:
-                last = (seq, encounter, is_linked, body)
-                members.append(last)
-        db.executemany("INSERT INTO staging.members VALUES (?, ?, ?, ?)", members)
-        db.executemany("INSERT INTO based_on VALUES (?, ?, ?)", [b[:3] for b in based if b[3] not in repeats])
-        rows.clear()
-        staged.clear()
-        based.clear()
+        self._end = _write_all(self._fd, [row[5] for row in rows])  # a repeat's too (rare): never read
+        db.executemany("INSERT INTO based_on VALUES (?, ?, ?)", [b[:3] for b in part.based if b[3] not in repeats])
+        for held in part:  # emptied: the next part is read while the caller still holds this one
+            held.clear()
 
     @property
     def types(self) -> frozenset[str]:
@@ -827,20 +792,11 @@ class ExportIndex:
     def _get(self, ref: str) -> dict | None:
         """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or None."""
         if ref.startswith(_UUID):
-            row = self.db.execute("SELECT key, body, encounter FROM resources WHERE rid = ? LIMIT 1",
+            row = self.db.execute("SELECT offset, size FROM resources WHERE rid = ? LIMIT 1",
                                   (ref[len(_UUID):],)).fetchone()
         else:
-            row = self.db.execute("SELECT key, body, encounter FROM resources WHERE key = ?", (ref,)).fetchone()
-        if row is None:
-            return None
-        key, body, encounter = row
-        if body is not None:
-            return orjson.loads(body)
-        enc, linked = self.encounter(encounter)  # stored in its encounter's row
-        if key.startswith("Encounter/"):
-            return enc
-        rtype, _, rid = key.partition("/")
-        return next((r for r in linked if r["id"] == rid and r["resourceType"] == rtype), None)
+            row = self.db.execute("SELECT offset, size FROM resources WHERE key = ?", (ref,)).fetchone()
+        return orjson.loads(self._body(*row)) if row is not None else None
 
     def key_of_id(self, rid: str) -> str | None:
         """The "Type/id" a "urn:uuid:`rid`" reference names (what :meth:`get` reads for it), or None."""
@@ -850,10 +806,21 @@ class ExportIndex:
     def encounter(self, rid: str) -> tuple[dict | None, list[dict]]:
         """The Encounter of id `rid` (None: none) and the resources linked to it (:meth:`linked`), in
         one lookup."""
-        row = self.db.execute("SELECT body, linked FROM encounters WHERE rid = ?", (rid,)).fetchone()
-        if row is None:
+        # in reading order, from the index alone (resources_by_encounter: no sort, no table row)
+        rows = self.db.execute("SELECT rtype != 'Encounter', offset, size FROM resources WHERE encounter = ? "
+                               "ORDER BY file, line", (rid,)).fetchall()
+        if not rows:
             return None, []
-        return (orjson.loads(row[0]) if row[0] is not None else None), (orjson.loads(row[1]) if row[1] else [])
+        encounter, linked = None, []
+        read = os.pread
+        fd = self._fd
+        values = orjson.loads(b"[" + b",".join([read(fd, size, offset) for _l, offset, size in rows]) + b"]")
+        for (is_linked, _o, _s), value in zip(rows, values):
+            if is_linked:
+                linked.append(value)
+            else:
+                encounter = value
+        return encounter, linked
 
     def based_on(self, target: dict) -> list[str]:
         """The "Type/id"s of the resources whose basedOn names `target`, in reading order (file,
@@ -1201,7 +1168,7 @@ class BatchInput:
         self._tmp = tempfile.mkdtemp(prefix="fluoro-cds-export-", dir=self._workdir)
         companions = [f for f in self.files if not f.claims]
         if companions:
-            self.index_path = os.path.join(self._tmp, "index.sqlite")
+            self.index_path = os.path.join(self._tmp, INDEX_NAME)
             index = ExportIndex(self.index_path, create=True)
             try:
                 self._pending = list(_bounded(index.load(companions, self._map_parts)))

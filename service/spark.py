@@ -31,7 +31,8 @@ from hooks.config import CONFIG_KEY, resolve
 from .batch import (amended_outputs, cross_claim_rows, edits_across, output_names, retraction, review_raw, review_table,
                     run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
-from .bulk_input import MAX_RECORD_BYTES, OVERSIZED, InputError, Joiner, RawRecord, claim_identity, repeat_reason
+from .bulk_input import (INDEX_NAME, MAX_RECORD_BYTES, OVERSIZED, InputError, Joiner, RawRecord, claim_identity,
+                         repeat_reason)
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
 from .spark_inputs import ExportOnDriver, local_path
@@ -157,7 +158,7 @@ def _executor_joiner(index: str | None) -> Joiner:
         return Joiner(None)
     from pyspark import SparkFiles
 
-    return Joiner(SparkFiles.get(index))
+    return Joiner(os.path.join(SparkFiles.get(index), INDEX_NAME))
 
 
 def table_partition(records: Iterable[tuple[str, int, str]], store: tuple[str, str] | None, config: dict,

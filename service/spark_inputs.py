@@ -25,7 +25,7 @@ import tempfile
 import uuid
 
 from .batch import review_table
-from .bulk_input import (CLAIM_TYPES, NDJSON_NAME, BatchInput, InputError, InputFile, UsageError, classified,
+from .bulk_input import (BODIES_SUFFIX, CLAIM_TYPES, NDJSON_NAME, BatchInput, InputError, InputFile, UsageError, classified,
                          input_files, is_manifest, manifest_outputs, record_type)
 from .jsonio import dumps, loads
 
@@ -147,8 +147,8 @@ def _remote_manifest_files(hadoop: HadoopFiles, url: str, scratch: str) -> list[
 class ExportOnDriver:
     """The INPUTs as the Spark job reads them (see the module docstring): the companion files of
     their exports indexed on the driver (:class:`~service.bulk_input.BatchInput`'s on-disk index,
-    bounded whatever the export's size) and the index shipped to the executors (``addFile``, under
-    a name of its own), where each partition joins its claims with it as the local engine's
+    bounded whatever the export's size) and the index shipped to the executors (``addFile``, a
+    folder of a name of its own holding the index and its bodies file), where each partition joins its claims with it as the local engine's
     workers do. ``claim_files``: what Spark reads as claims; ``errors``: the companion files' bad
     records (errors.ndjson lines); ``duplicates``: their repeats. Raises UsageError for an INPUT
     that names nothing."""
@@ -197,11 +197,13 @@ class ExportOnDriver:
             for err in source.companion_errors():
                 err = _as_given(err, copies)
                 self.errors.append(dumps(review_table(err, (err.file, err.line), None, {}, ("", "", ""))[1]).decode())
-            if source.index_path is not None:
-                self.index_name = f"fluoro-cds-index-{uuid.uuid4().hex}.sqlite"  # addFile names are per context
+            if source.index_path is not None:  # the index and its bodies file, as one folder
+                self.index_name = f"fluoro-cds-index-{uuid.uuid4().hex}"  # addFile names are per context
                 shipped = os.path.join(os.path.dirname(source.index_path), self.index_name)
-                os.link(source.index_path, shipped)
-                sc.addFile(shipped)
+                os.mkdir(shipped)
+                for path in (source.index_path, source.index_path + BODIES_SUFFIX):
+                    os.link(path, os.path.join(shipped, os.path.basename(path)))
+                sc.addFile(shipped, recursive=True)
         except BaseException:
             self.close()
             raise

@@ -407,7 +407,7 @@ def test_linked_resources_come_in_reading_order_across_files(tmp_path):
     # the second file read first: reading order, not file names nor ids
     assert list(index.load([InputFile(str(second), "Procedure", False), InputFile(str(first), "Procedure", False)])) == []
     index.close()
-    assert sorted(os.listdir(tmp_path)) == sorted([first.name, second.name, "index.sqlite"])  # the staging file gone
+    assert sorted(os.listdir(tmp_path)) == sorted([first.name, second.name, "index.sqlite", "index.sqlite.bodies"])
     got = [r["id"] for r in ExportIndex(path).linked("encounter", {"resourceType": "Encounter", "id": "e1"})]
     assert got == ["b", "y", "z", "a", "m"]
 
@@ -518,8 +518,10 @@ def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monk
 
     def dump(path: str) -> list:
         db = sqlite3.connect(path)
-        return [db.execute(f"SELECT * FROM {t} ORDER BY rowid" if t in ("based_on", "files") else
-                           f"SELECT * FROM {t}").fetchall() for t in ("resources", "encounters", "based_on", "files")]
+        tables = [db.execute(f"SELECT * FROM {t}" if t == "resources" else f"SELECT rowid, * FROM {t} ORDER BY rowid")
+                  .fetchall() for t in ("resources", "based_on", "files")]
+        with open(path + ".bodies", "rb") as fh:
+            return [*tables, fh.read()]
 
     indexes, errors, tasks = [], [], []
     for name, map_parts in (("here", None), ("tasks", _recorded_map(tasks))):
