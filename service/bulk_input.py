@@ -15,8 +15,8 @@ one of them followed by its companions (:func:`split_record`). Error paths name 
 A file's type is the manifest's ``type``, else the FHIR type its name starts with, else its first
 record's resourceType. Files of Claims, ExplanationOfBenefits or Bundles are the claims to review
 (read second); every other file is a companion file (read first), whose resources go into an
-on-disk index (:class:`ExportIndex`, SQLite in a temporary directory: memory does not grow with the
-export). A record whose resourceType is not of its file's kind is a bad record.
+on-disk index (:class:`ExportIndex`: SQLite and a file of the bodies, in a temporary directory;
+memory does not grow with the export). A record whose resourceType is not of its file's kind is a bad record.
 
 **Join.** Each claim gets, from the index, what the claim-review service would fetch and search
 (hooks/services/gather.py): the resources the claim references (``item.encounter``,
