@@ -316,10 +316,21 @@ def system_arrow_pool() -> Iterator[None]:
 _worker_state: dict = {}
 
 
-def _init_worker(db_path: str | None, config: dict, index_path: str | None = None) -> None:
+def _init_worker(db_path: str | None, config: dict) -> None:
+    """A worker of a batch run (started before the export index exists: each task names it,
+    :func:`_joiner_for`)."""
     _worker_state["reference"] = open_reference(db_path)
     _worker_state["config"] = config
-    _worker_state["joiner"] = Joiner(index_path)
+    _worker_state["joiner"] = Joiner(None)
+
+
+def _joiner_for(index_path: str | None) -> Joiner:
+    """This process's Joiner of the export index at `index_path` (opened on first use)."""
+    joiner = _worker_state["joiner"]
+    if joiner.index_path != index_path:
+        joiner.close()
+        joiner = _worker_state["joiner"] = Joiner(index_path)
+    return joiner
 
 
 def input_record(item: RawRecord | InputError, reference: ReferenceData, config: dict, joiner: Joiner,
@@ -344,15 +355,17 @@ def input_record(item: RawRecord | InputError, reference: ReferenceData, config:
             group_row(item.case, config.get("program"), (at.file, at.line), item.findings))
 
 
-def _review_chunk(chunk: tuple[list[RawRecord | InputError], bool]) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
+def _review_chunk(chunk: tuple[str | None, list[RawRecord | InputError], bool]
+                  ) -> tuple[bytes, Counter, Counter, list[GroupRow]]:
     """Review a chunk in a worker; return the encoded NDJSON, its tallies (records: claims in,
     errors: claims in error, companion_errors: bad records of companion files) and the grouping
     rows of the edits across claims (cheap to pickle)."""
-    items, several = chunk
+    index_path, items, several = chunk
     parts, tally, counts, rows = [], Counter(), Counter(), []
     state = _worker_state
+    joiner = _joiner_for(index_path)
     for item in items:
-        rec, row = input_record(item, state["reference"], state["config"], state["joiner"], several)
+        rec, row = input_record(item, state["reference"], state["config"], joiner, several)
         if isinstance(item, InputError) and not item.claim:
             tally["companion_errors"] += 1  # a companion file's bad record: reported, not a claim
         elif "error" in rec:
@@ -386,16 +399,17 @@ def run(inputs: str | Sequence[str], output: IO[bytes], *, db_path: str | None, 
     counts: Counter[str] = Counter()
     tally: Counter[str] = Counter()
     cross = 0
-    with BatchInput(paths) as source, ClaimGroups() as groups:
+    # the workers start first: the export index load parses its companion files in them
+    with _pool(workers, _init_worker, (db_path, config)) as imap, BatchInput(paths, map_parts=imap) as source, \
+            ClaimGroups() as groups:
         several = len(source.files) > 1
         for f in source.files:
             if f.claims and f.path != "-":
                 _check_ndjson(f.path)  # NotNdjson before any output
-        batches = ((items, several) for items in chunks(source.raw(), chunk_size))
+        batches = ((source.index_path, items, several) for items in chunks(source.raw(), chunk_size))
         with open(os.path.join(groups.workdir, "records.ndjson"), "w+b") as staged, \
                 open(os.path.join(groups.workdir, "across.ndjson"), "w+b") as across, \
-                AmendedRecords(groups.workdir) as amended, \
-                _progress(progress) as advance, _pool(workers, _init_worker, (db_path, config, source.index_path)) as imap:
+                AmendedRecords(groups.workdir) as amended, _progress(progress) as advance:
             for blob, n_tally, n_counts, rows in imap(_review_chunk, batches):
                 staged.write(blob)
                 tally.update(n_tally)
@@ -478,18 +492,10 @@ def output_names(fmt: str) -> dict[str, str]:
 
 
 def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, str], fmt: str) -> None:
-    """A worker of an --out-dir run (started before the export index exists: each task names it)."""
+    """A worker of an --out-dir run (:func:`_init_worker`)."""
     _init_worker(db_path, config)
     _worker_state["run"], _worker_state["format"] = run, fmt
 
-
-def _joiner_for(index_path: str | None) -> Joiner:
-    """This process's Joiner of the export index at `index_path` (opened on first use)."""
-    joiner = _worker_state["joiner"]
-    if joiner.index_path != index_path:
-        joiner.close()
-        joiner = _worker_state["joiner"] = Joiner(index_path)
-    return joiner
 
 
 def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputRecord | InputError]],
