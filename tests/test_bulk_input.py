@@ -12,6 +12,8 @@ import tracemalloc
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hooks.config import resolve
 from service.batch import run
@@ -495,6 +497,20 @@ def test_line_ranges_cover_every_line_once_with_its_number(tmp_path):
     finally:
         monkey.undo()
     assert got == [(1, b'{"a":1}\n'), (2, OVERSIZED), (3, b'{"b":2}\n')]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300).map(lambda b: bytes(b"{}\n\r x"[c % 6] for c in b)), st.integers(1, 40))
+def test_line_ranges_of_any_bytes_give_numbered_lines(tmp_path, data, size):
+    """Whatever the bytes (newlines, CRLF, blank and whitespace lines, none at the end, an empty
+    file), the ranges of the load's tasks give numbered_lines' pairs, once each, in order."""
+    from service.bulk_input import line_ranges, numbered_lines, range_lines
+
+    path = tmp_path / "Any.ndjson"
+    path.write_bytes(data)
+    ranges = list(line_ranges(str(path), size))
+    assert sum(r[1] for r in ranges) == len(data)
+    assert [x for r in ranges for x in range_lines(str(path), *r)] == list(numbered_lines(str(path)))
 
 
 def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monkeypatch):
