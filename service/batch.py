@@ -497,7 +497,6 @@ def _init_table_worker(db_path: str | None, config: dict, run: tuple[str, str, s
     _worker_state["run"], _worker_state["format"] = run, fmt
 
 
-
 def review_chunk_outputs(records: Iterable[tuple[str, int, bytes | dict | InputRecord | InputError]],
                          reference: ReferenceData, config: dict, run: tuple[str, str, str],
                          groups: list | None = None) -> tuple[list[tuple], list[bytes], list[bytes], Tally]:
