@@ -579,7 +579,8 @@ class IndexedPart(NamedTuple):
 
 def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]]) -> IndexedPart:
     """The index rows of (line number, line) records of companion file number `number` (the
-    per-record half of :meth:`ExportIndex.load`; the repeats are found when the rows are written)."""
+    per-record half of :meth:`ExportIndex.load`; the repeats are found once every file is in,
+    :meth:`ExportIndex._drop_repeats`)."""
     part = IndexedPart([], [], [])
     rows, based, errors = part
     for line, data in lines:

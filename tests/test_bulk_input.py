@@ -441,12 +441,12 @@ def _recorded_map(tasks: list):
 
 
 @pytest.mark.parametrize("ranges", [False, True])
-def test_repeats_of_companions_staged_in_one_row_are_told_apart(tmp_path, monkeypatch, ranges):
-    """Consecutive resources linked to one encounter wait for the grouping in one staging row: a
-    repeat of any of them is compared with its own first record (identical: skipped; conflicting:
-    an error), in a later batch of the load as in the same one, and the encounter's row keeps each
-    first record once, in reading order. The same when the lines are parsed a range a task
-    (`map_parts`, as the batch's worker pool does)."""
+def test_repeats_of_companions_are_told_apart(tmp_path, monkeypatch, ranges):
+    """Repeats of resources linked to one encounter, in the same part of the load as their first
+    record or in later ones: each is compared with its own first record (identical: skipped;
+    conflicting: an error), and the encounter's members are each first record once, in reading
+    order. The same when the lines are parsed a range a task (`map_parts`, as the batch's worker
+    pool does)."""
     from service import bulk_input
     from service.bulk_input import ExportIndex, InputFile
 
