@@ -498,11 +498,12 @@ def _companion_names() -> frozenset[str]:
 
 
 # --- the on-disk index of the companions ------------------------------------------------------------
-# Each companion's body is stored once, in a flat file beside the index (BODIES_SUFFIX), in reading
-# order: appended a part at a time in one write (as SQLite rows, each body cost ~3 us to write, more
-# than the rest of its indexing); `resources` names each by (offset, size), by "Type/id", with the
-# encounter it is a member of: an Encounter's own id, or the encounter the `encounter` of a linked
-# resource names (ENCOUNTER_LINKED). The index by encounter, made after the load, holds each
+# Each companion's body is stored once, in a flat file beside the index (a store, BodyStore), written
+# by the process that parsed its line (a worker of the load, or the loading process: the bodies never
+# cross a pipe), a part at a time in one write (as SQLite rows, each body cost ~3 us to write, more
+# than the rest of its indexing); `resources` names each by (store, offset, size), by "Type/id", with
+# the encounter it is a member of: an Encounter's own id, or the encounter the `encounter` of a
+# linked resource names (ENCOUNTER_LINKED). The index by encounter, made after the load, holds each
 # encounter's members in reading order (file, line) with their places: what the join reads for an
 # encounter, in one statement (ExportIndex.encounter).
 # `resources` rows are appended in reading order (`id`); its indexes are made once the rows are in,
@@ -510,24 +511,25 @@ def _companion_names() -> frozenset[str]:
 # as appending them and sorting once (SQLite, 16 MiB page cache), more as the export grows.
 _SCHEMA = """
 CREATE TABLE resources (id INTEGER PRIMARY KEY, key TEXT NOT NULL, rid TEXT NOT NULL, rtype TEXT NOT NULL,
-                        file INTEGER NOT NULL, line INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL,
-                        encounter TEXT);
+                        file INTEGER NOT NULL, line INTEGER NOT NULL, store INTEGER NOT NULL, offset INTEGER NOT NULL,
+                        size INTEGER NOT NULL, encounter TEXT);
+CREATE TABLE stores (store INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE based_on (target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL, row INTEGER NOT NULL);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
 """
 # the index by "Type/id", made first: the repeats are found with it (ExportIndex._drop_repeats)
-_BY_KEY = "CREATE INDEX resources_by_key ON resources (key, offset, size)"
+_BY_KEY = "CREATE INDEX resources_by_key ON resources (key, store, offset, size)"
 # the others, once the repeats are gone; based_on_by_target last: readers check for it
 # (ExportIndex.__init__)
 _INDEXES = """
-CREATE INDEX resources_by_id ON resources (rid, key, offset, size);
-CREATE INDEX resources_by_encounter ON resources (encounter, file, line, rtype, offset, size)
+CREATE INDEX resources_by_id ON resources (rid, key, store, offset, size);
+CREATE INDEX resources_by_encounter ON resources (encounter, file, line, rtype, store, offset, size)
     WHERE encounter IS NOT NULL;
 CREATE INDEX based_on_by_target ON based_on (target_id);
 """
 _PAGE_SIZE = 16384  # the load's appends and B-tree inserts ~2x faster than with 4 KiB pages
 INDEX_NAME = "index.sqlite"  # BatchInput's index, in its temporary folder
-BODIES_SUFFIX = ".bodies"  # the index's companion file of bodies: INDEX + BODIES_SUFFIX
+BODIES_SUFFIX = ".bodies-"  # a file of bodies beside the index: INDEX + BODIES_SUFFIX + the writer's pid
 _FLUSH_ROWS = 1000  # companions read between two writes to the index
 
 
@@ -569,20 +571,61 @@ def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
 
 class IndexedPart(NamedTuple):
     """What a run of companion lines adds to the index (:func:`index_records`), written by
-    :meth:`ExportIndex._flush`: `rows` (key, id, type, file number, line, body, the encounter it is a
-    member of or None), `based` links (target id, target type, source key, index in `rows`), and
-    the bad records."""
+    :meth:`ExportIndex._flush`: `rows` as ``resources`` takes them (key, id, type, file number,
+    line, store, offset, size, the encounter it is a member of or None; their bodies are in the
+    store already), `based` links (target id, target type, source key, index in `rows`), the bad
+    records, and the store (:class:`BodyStore`: its number and file name)."""
     rows: list[tuple]
     based: list[tuple]
     errors: list[InputError]
+    store: tuple[int, str]
 
 
-def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]]) -> IndexedPart:
-    """The index rows of (line number, line) records of companion file number `number` (the
-    per-record half of :meth:`ExportIndex.load`; the repeats are found once every file is in,
+class BodyStore:
+    """A file of companion bodies beside an index, written by one process (the one that parses the
+    lines: a worker of the load, or the loading process), appended a part at a time (`writev`: one
+    call, no joined copy). Numbered by the writer's pid; the index names it in ``stores``."""
+
+    def __init__(self, index_path: str) -> None:
+        self.number = os.getpid()
+        self.name = f"{os.path.basename(index_path)}{BODIES_SUFFIX}{self.number}"
+        self.fd = os.open(os.path.join(os.path.dirname(index_path), self.name),
+                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.end = 0
+
+    def append(self, bodies: list[bytes]) -> int:
+        """Write `bodies` one after the other; returns the offset of the first."""
+        start, self.end = self.end, _write_all(self.fd, bodies)
+        return start
+
+
+_stores: dict[str, BodyStore] = {}  # this process's store of each index it writes bodies for
+
+
+def body_store(index_path: str) -> BodyStore:
+    """This process's :class:`BodyStore` beside the index at `index_path` (made on first use)."""
+    store = _stores.get(index_path)
+    if store is None or store.number != os.getpid():
+        store = _stores[index_path] = BodyStore(index_path)
+    return store
+
+
+def close_store(index_path: str) -> None:
+    """Close this process's store beside the index at `index_path`, if it has one."""
+    store = _stores.pop(index_path, None)
+    if store is not None and store.number == os.getpid():
+        os.close(store.fd)
+
+
+def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]], index_path: str) -> IndexedPart:
+    """The index rows of (line number, line) records of companion file number `number`, their
+    bodies written to this process's store beside the index at `index_path` (the per-record half
+    of :meth:`ExportIndex.load`; the repeats are found once every file is in,
     :meth:`ExportIndex._drop_repeats`)."""
-    part = IndexedPart([], [], [])
-    rows, based, errors = part
+    store = body_store(index_path)
+    part = IndexedPart([], [], [], (store.number, store.name))
+    rows, based, errors, _ = part
+    bodies: list[bytes] = []
     for line, data in lines:
         try:
             res = parse_record(data)
@@ -604,12 +647,17 @@ def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]])
                                      "(references name it)", rtype, claim=False))
             continue
         key = f"{rtype}/{rid}"
-        rows.append((key, rid, rtype, number, line, data.strip(), _encounter_of(res, rtype, rid)))
+        bodies.append(data.strip())
+        rows.append([key, rid, rtype, number, line, store.number, 0, len(bodies[-1]), _encounter_of(res, rtype, rid)])
         if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
             for node in res["basedOn"]:
                 t = _target_of(node)
                 if t is not None:
                     based.append((t[0], t[1], key, len(rows) - 1))
+    offset = store.append(bodies)
+    for row in rows:  # each body's place in the store
+        row[6] = offset
+        offset += row[7]
     return part
 
 
@@ -645,11 +693,11 @@ def range_lines(path: str, offset: int, length: int, first: int) -> Iterator[tup
                 return
 
 
-def index_range(task: tuple[int, InputFile, int, int, int]) -> IndexedPart:
-    """:func:`index_records` of one range of lines (file number, file, offset, length, first line):
-    a task of the load, run where `map_parts` runs it."""
-    number, f, offset, length, first = task
-    return index_records(number, f, range_lines(f.path, offset, length, first))
+def index_range(task: tuple[str, int, InputFile, int, int, int]) -> IndexedPart:
+    """:func:`index_records` of one range of lines (index path, file number, file, offset, length,
+    first line): a task of the load, run where `map_parts` runs it."""
+    index_path, number, f, offset, length, first = task
+    return index_records(number, f, range_lines(f.path, offset, length, first), index_path)
 
 
 PartMap = Callable[[Callable[[tuple], IndexedPart], Iterable[tuple]], Iterable[IndexedPart]]
@@ -663,7 +711,7 @@ def _plain(path: str) -> bool:
         return fh.read(2) != GZIP_MAGIC
 
 
-def _indexed_parts(files: Sequence[InputFile], map_parts: PartMap | None) -> Iterator[IndexedPart]:
+def _indexed_parts(files: Sequence[InputFile], map_parts: PartMap | None, index_path: str) -> Iterator[IndexedPart]:
     """:func:`index_records` of every line of `files`, in reading order: with `map_parts`, the
     ranges of consecutive plain files in one call of it; else (and for gzip files and stdin) here,
     _FLUSH_ROWS lines a part."""
@@ -675,13 +723,14 @@ def _indexed_parts(files: Sequence[InputFile], map_parts: PartMap | None) -> Ite
             j = i
             while j < len(numbered) and _plain(numbered[j][1].path):
                 j += 1
-            tasks = ((n, g, *r) for n, g in numbered[i:j] for r in line_ranges(g.path))
+            tasks = ((index_path, n, g, *r) for n, g in numbered[i:j] for r in line_ranges(g.path))
             yield from map_parts(index_range, tasks)
             i = j
             continue
         lines = numbered_lines(f.path)
         while (first := next(lines, None)) is not None:  # the lines read as they are indexed, not held
-            yield index_records(number, f, itertools.chain((first,), itertools.islice(lines, _FLUSH_ROWS - 1)))
+            yield index_records(number, f, itertools.chain((first,), itertools.islice(lines, _FLUSH_ROWS - 1)),
+                                index_path)
         i += 1
 
 
@@ -702,7 +751,7 @@ def _write_all(fd: int, buffers: list[bytes]) -> int:
 
 
 class ExportIndex:
-    """The companion resources of the inputs on disk (SQLite, the bodies in a flat file beside it):
+    """The companion resources of the inputs on disk (SQLite, the bodies in files beside it):
     by "Type/id", by id (for urn:uuid references), by encounter id the Encounter and its linked
     resources (what the join reads for an encounter in one statement, :meth:`encounter`), and by
     basedOn. Each body is stored once. Written once by :meth:`load`, then read (by any number of
@@ -715,7 +764,6 @@ class ExportIndex:
         if create:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
-            self._fd = os.open(path + BODIES_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         else:
             # immutable: written once before any reader opens it, so no locks and no change checks on
             # each statement (half a lookup's cost when measured: 5.3 against 11 us for a resource,
@@ -725,22 +773,31 @@ class ExportIndex:
             if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'based_on_by_target'").fetchone() is None:
                 self.db.close()  # its last index, made when the load ends
                 raise RuntimeError(f"{path}: the export index is read before its load ended")
-            self._fd = os.open(path + BODIES_SUFFIX, os.O_RDONLY)
         self.db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self._types: frozenset[str] | None = None
         self._files: dict[int, str] | None = None
         self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
-        self._end = 0  # the size of the bodies file (load)
-        self._rows = 0  # the next row id (load)
+        self._fds: dict[int, int] = {}  # each store's file, opened to read on first use
+        self._rows = 0  # the rows written (load)
+        self._named: set[int] = set()  # the stores named in `stores` (load)
         self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
 
     def close(self) -> None:
         self.db.close()
-        os.close(self._fd)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
-    def _body(self, offset: int, size: int) -> bytes:
-        """The body stored at `offset` of the bodies file."""
-        return os.pread(self._fd, size, offset)
+    def _fd(self, store: int) -> int:
+        fd = self._fds.get(store)
+        if fd is None:
+            (name,) = self.db.execute("SELECT name FROM stores WHERE store = ?", (store,)).fetchone()
+            fd = self._fds[store] = os.open(os.path.join(os.path.dirname(self.path), name), os.O_RDONLY)
+        return fd
+
+    def _body(self, store: int, offset: int, size: int) -> bytes:
+        """The body stored at `offset` of a store's file."""
+        return os.pread(self._fd(store), size, offset)
 
     def load(self, files: Sequence[InputFile], map_parts: PartMap | None = None) -> Iterator[InputError]:
         """Index every record of the companion `files`; yields the bad ones (broken JSON, no
@@ -755,26 +812,29 @@ class ExportIndex:
         db.execute("BEGIN")
         for number, f in enumerate(files):
             db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
-        for part in _indexed_parts(files, map_parts):
-            yield from part.errors
-            self._flush(part)
+        try:
+            for part in _indexed_parts(files, map_parts, self.path):
+                yield from part.errors
+                self._flush(part)
+        finally:
+            close_store(self.path)  # this process's (the workers' close as they exit)
         db.execute(_BY_KEY)
         yield from self._drop_repeats(files)
         db.execute("COMMIT")
         db.executescript(_INDEXES)
 
     def _flush(self, part: IndexedPart) -> None:
-        """Append a part's rows, bodies and basedOn links (repeats included: see :meth:`_drop_repeats`)."""
-        rows, base, end = part.rows, self._rows, self._end
-        values = []
-        for i, (key, rid, rtype, number, line, body, encounter) in enumerate(rows):
-            values.append((base + i, key, rid, rtype, number, line, end, len(body), encounter))
-            end += len(body)
-        self.db.executemany("INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-        self._end = _write_all(self._fd, [row[5] for row in rows])
-        self._rows += len(rows)
-        self.db.executemany("INSERT INTO based_on VALUES (?, ?, ?, ?)", [(*b[:3], base + b[3]) for b in part.based])
-        for held in part:  # emptied: the next part is read while the caller still holds this one
+        """Write a part's rows and basedOn links (repeats included: see :meth:`_drop_repeats`); its
+        bodies are in its store already."""
+        db, base = self.db, self._rows + 1  # ids: 1, 2, ... in reading order
+        if part.store[0] not in self._named:  # a store first seen: named for the readers
+            db.execute("INSERT INTO stores VALUES (?, ?)", part.store)
+            self._named.add(part.store[0])
+        db.executemany("INSERT INTO resources (key, rid, rtype, file, line, store, offset, size, encounter) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", part.rows)
+        self._rows += len(part.rows)
+        db.executemany("INSERT INTO based_on VALUES (?, ?, ?, ?)", [(*b[:3], base + b[3]) for b in part.based])
+        for held in part[:3]:  # emptied: the next part is read while the caller still holds this one
             held.clear()
 
     def _drop_repeats(self, files: Sequence[InputFile]) -> Iterator[InputError]:
@@ -784,11 +844,11 @@ class ExportIndex:
         db = self.db
         db.execute("CREATE TEMP TABLE repeats (id INTEGER PRIMARY KEY, first INTEGER NOT NULL, same INTEGER NOT NULL)")
         for (key,) in db.execute("SELECT key FROM resources GROUP BY key HAVING count(*) > 1"):
-            (first, offset, size), *later = db.execute(
-                "SELECT id, offset, size FROM resources WHERE key = ? ORDER BY id", (key,)).fetchall()
-            stored = self._body(offset, size)
+            (first, *place), *later = db.execute(
+                "SELECT id, store, offset, size FROM resources WHERE key = ? ORDER BY id", (key,)).fetchall()
+            stored = self._body(*place)
             db.executemany("INSERT INTO temp.repeats VALUES (?, ?, ?)", [
-                (rid, first, same_content(stored, self._body(o, n))) for rid, o, n in later])
+                (rid, first, same_content(stored, self._body(*other))) for rid, *other in later])
         counted = dict(db.execute("SELECT same, count(*) FROM temp.repeats GROUP BY same"))
         self.duplicates["companions_identical"] += counted.get(1, 0)
         self.duplicates["companions_conflicting"] += counted.get(0, 0)
@@ -811,10 +871,10 @@ class ExportIndex:
     def _get(self, ref: str) -> dict | None:
         """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or None."""
         if ref.startswith(_UUID):
-            row = self.db.execute("SELECT offset, size FROM resources WHERE rid = ? LIMIT 1",
+            row = self.db.execute("SELECT store, offset, size FROM resources WHERE rid = ? LIMIT 1",
                                   (ref[len(_UUID):],)).fetchone()
         else:
-            row = self.db.execute("SELECT offset, size FROM resources WHERE key = ?", (ref,)).fetchone()
+            row = self.db.execute("SELECT store, offset, size FROM resources WHERE key = ?", (ref,)).fetchone()
         return orjson.loads(self._body(*row)) if row is not None else None
 
     def key_of_id(self, rid: str) -> str | None:
@@ -826,15 +886,15 @@ class ExportIndex:
         """The Encounter of id `rid` (None: none) and the resources linked to it (:meth:`linked`), in
         one lookup."""
         # in reading order, from the index alone (resources_by_encounter: no sort, no table row)
-        rows = self.db.execute("SELECT rtype != 'Encounter', offset, size FROM resources WHERE encounter = ? "
+        rows = self.db.execute("SELECT rtype != 'Encounter', store, offset, size FROM resources WHERE encounter = ? "
                                "ORDER BY file, line", (rid,)).fetchall()
         if not rows:
             return None, []
         encounter, linked = None, []
-        read = os.pread
-        fd = self._fd
-        values = orjson.loads(b"[" + b",".join([read(fd, size, offset) for _l, offset, size in rows]) + b"]")
-        for (is_linked, _o, _s), value in zip(rows, values):
+        read, fds = os.pread, self._fds
+        values = orjson.loads(b"[" + b",".join([read(fds.get(store) or self._fd(store), size, offset)
+                                                for _l, store, offset, size in rows]) + b"]")
+        for (is_linked, *_place), value in zip(rows, values):
             if is_linked:
                 linked.append(value)
             else:

@@ -201,8 +201,10 @@ class ExportOnDriver:
                 self.index_name = f"fluoro-cds-index-{uuid.uuid4().hex}"  # addFile names are per context
                 shipped = os.path.join(os.path.dirname(source.index_path), self.index_name)
                 os.mkdir(shipped)
-                for path in (source.index_path, source.index_path + BODIES_SUFFIX):
-                    os.link(path, os.path.join(shipped, os.path.basename(path)))
+                folder, name = os.path.split(source.index_path)
+                for entry in os.listdir(folder):
+                    if entry == name or entry.startswith(name + BODIES_SUFFIX):  # the index and its stores
+                        os.link(os.path.join(folder, entry), os.path.join(shipped, entry))
                 sc.addFile(shipped, recursive=True)
         except BaseException:
             self.close()
