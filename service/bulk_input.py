@@ -55,6 +55,7 @@ import hashlib
 import itertools
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import sys
@@ -529,7 +530,7 @@ CREATE INDEX based_on_by_target ON based_on (target_id);
 """
 _PAGE_SIZE = 16384  # the load's appends and B-tree inserts ~2x faster than with 4 KiB pages
 INDEX_NAME = "index.sqlite"  # BatchInput's index, in its temporary folder
-BODIES_SUFFIX = ".bodies-"  # a file of bodies beside the index: INDEX + BODIES_SUFFIX + the writer's pid
+BODIES_SUFFIX = ".bodies-"  # a store beside the index: INDEX + BODIES_SUFFIX + the writer's pid and number
 _FLUSH_ROWS = 1000  # companions read between two writes to the index
 
 
@@ -584,13 +585,15 @@ class IndexedPart(NamedTuple):
 class BodyStore:
     """A file of companion bodies beside an index, written by one process (the one that parses the
     lines: a worker of the load, or the loading process), appended a part at a time (`writev`: one
-    call, no joined copy). Numbered by the writer's pid; the index names it in ``stores``."""
+    call, no joined copy). Numbered at random (a worker's pid may be reused by a later one); the
+    index names it in ``stores``."""
 
     def __init__(self, index_path: str) -> None:
-        self.number = os.getpid()
-        self.name = f"{os.path.basename(index_path)}{BODIES_SUFFIX}{self.number}"
+        self.pid = os.getpid()
+        self.number = secrets.randbits(62)
+        self.name = f"{os.path.basename(index_path)}{BODIES_SUFFIX}{self.pid}-{self.number:x}"
         self.fd = os.open(os.path.join(os.path.dirname(index_path), self.name),
-                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.end = 0
 
     def append(self, bodies: list[bytes]) -> int:
@@ -605,7 +608,7 @@ _stores: dict[str, BodyStore] = {}  # this process's store of each index it writ
 def body_store(index_path: str) -> BodyStore:
     """This process's :class:`BodyStore` beside the index at `index_path` (made on first use)."""
     store = _stores.get(index_path)
-    if store is None or store.number != os.getpid():
+    if store is None or store.pid != os.getpid():
         store = _stores[index_path] = BodyStore(index_path)
     return store
 
@@ -613,7 +616,7 @@ def body_store(index_path: str) -> BodyStore:
 def close_store(index_path: str) -> None:
     """Close this process's store beside the index at `index_path`, if it has one."""
     store = _stores.pop(index_path, None)
-    if store is not None and store.number == os.getpid():
+    if store is not None and store.pid == os.getpid():
         os.close(store.fd)
 
 
