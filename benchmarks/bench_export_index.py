@@ -51,7 +51,7 @@ class _TimedConnection:
 
     def _timed(self, method: str, sql: str, *args):
         if method == "executemany" and not isinstance(args[0], list):
-            args = (list(args[0]),)  # a generator's own time (the grouping) counted with its statement
+            args = (list(args[0]),)  # a generator's own time counted with its statement
         t = time.perf_counter()
         try:
             return getattr(self._db, method)(sql, *args)

@@ -894,8 +894,7 @@ class ExportIndex:
         if not rows:
             return None, []
         encounter, linked = None, []
-        read, fds = os.pread, self._fds
-        values = orjson.loads(b"[" + b",".join([read(fds.get(store) or self._fd(store), size, offset)
+        values = orjson.loads(b"[" + b",".join([os.pread(self._fd(store), size, offset)
                                                 for _l, store, offset, size in rows]) + b"]")
         for (is_linked, *_place), value in zip(rows, values):
             if is_linked:
