@@ -499,23 +499,29 @@ def _companion_names() -> frozenset[str]:
 
 
 # --- the on-disk index of the companions ------------------------------------------------------------
-# Each companion's body is stored once, in a flat file beside the index (a store, BodyStore), written
+# Each companion's body is stored once, in a flat file beside the index (a store: IndexShard), written
 # by the process that parsed its line (a worker of the load, or the loading process: the bodies never
 # cross a pipe), a part at a time in one write (as SQLite rows, each body cost ~3 us to write, more
-# than the rest of its indexing); `resources` names each by (store, offset, size), by "Type/id", with
+# than the rest of its indexing); its row too goes into that process's shard, and the shards' rows
+# are copied into the index in SQLite once they are all in (no row crosses a pipe either: receiving
+# and binding them here cost ~2.9 us a row, the copy ~0.4); `resources` names each by (store, offset,
+# size), by "Type/id", with
 # the encounter it is a member of: an Encounter's own id, or the encounter the `encounter` of a
 # linked resource names (ENCOUNTER_LINKED). The index by encounter, made after the load, holds each
 # encounter's members in reading order (file, line) with their places: what the join reads for an
 # encounter, in one statement (ExportIndex.encounter).
-# `resources` rows are appended in reading order (`id`); its indexes are made once the rows are in,
+# `resources` rows have their reading order as `id` (LINE_BITS); its indexes are made once the rows are in,
 # one sort each: inserting 1.3 million rows into a B-tree by their random "Type/id" took ~4x as long
 # as appending them and sorting once (SQLite, 16 MiB page cache), more as the export grows.
-_SCHEMA = """
+# the rows of the index, as each shard (IndexShard) holds them too
+_ROW_TABLES = """
 CREATE TABLE resources (id INTEGER PRIMARY KEY, key TEXT NOT NULL, rid TEXT NOT NULL, rtype TEXT NOT NULL,
                         file INTEGER NOT NULL, line INTEGER NOT NULL, store INTEGER NOT NULL, offset INTEGER NOT NULL,
                         size INTEGER NOT NULL, encounter TEXT);
-CREATE TABLE stores (store INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE based_on (target_id TEXT NOT NULL, target_type TEXT, source TEXT NOT NULL, row INTEGER NOT NULL);
+"""
+_SCHEMA = _ROW_TABLES + """
+CREATE TABLE stores (store INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT NOT NULL);
 """
 # the index by "Type/id", made first: the repeats are found with it (ExportIndex._drop_repeats)
@@ -526,11 +532,12 @@ _INDEXES = """
 CREATE INDEX resources_by_id ON resources (rid, key, store, offset, size);
 CREATE INDEX resources_by_encounter ON resources (encounter, file, line, rtype, store, offset, size)
     WHERE encounter IS NOT NULL;
-CREATE INDEX based_on_by_target ON based_on (target_id);
+CREATE INDEX based_on_by_target ON based_on (target_id, row);
 """
 _PAGE_SIZE = 16384  # the load's appends and B-tree inserts ~2x faster than with 4 KiB pages
 INDEX_NAME = "index.sqlite"  # BatchInput's index, in its temporary folder
 BODIES_SUFFIX = ".bodies-"  # a store beside the index: INDEX + BODIES_SUFFIX + the writer's pid and number
+ROWS_SUFFIX = ".rows-"  # a shard's rows while the index loads (IndexShard): merged, then removed
 _FLUSH_ROWS = 1000  # companions read between two writes to the index
 
 
@@ -571,64 +578,98 @@ def _encounter_of(res: dict, rtype: str, rid: str) -> str | None:
 
 
 class IndexedPart(NamedTuple):
-    """What a run of companion lines adds to the index (:func:`index_records`), written by
-    :meth:`ExportIndex._flush`: `rows` as ``resources`` takes them (key, id, type, file number,
-    line, store, offset, size, the encounter it is a member of or None; their bodies are in the
-    store already), `based` links (target id, target type, source key, index in `rows`), the bad
-    records, and the store (:class:`BodyStore`: its number and file name)."""
-    rows: list[tuple]
-    based: list[tuple]
+    """What a run of companion lines added to the index (:func:`index_records`): the bad records;
+    the shard of the process that parsed them (:class:`IndexShard`: its number, its bodies file's
+    name, its rows file's name); and where in that shard its rows are (the first and last ``id`` of
+    ``resources``, the first and last rowid of ``based_on``; empty: first > last), which
+    :meth:`ExportIndex.load` copies into the index as the part comes in."""
     errors: list[InputError]
-    store: tuple[int, str]
+    shard: tuple[int, str, str]
+    rows: tuple[int, int]
+    links: tuple[int, int]
 
 
-class BodyStore:
-    """A file of companion bodies beside an index, written by one process (the one that parses the
-    lines: a worker of the load, or the loading process), appended a part at a time (`writev`: one
-    call, no joined copy). Numbered at random (a worker's pid may be reused by a later one); the
-    index names it in ``stores``."""
+# A row's id in ``resources``: its file's number and its line, ``file << LINE_BITS | line``, so that
+# id order is reading order whichever process parsed the line and however the shards are merged.
+LINE_BITS = 40
+
+
+class IndexShard:
+    """What one process (a worker of the load, or the loading process) writes of an index: the
+    bodies of the companions it parsed, appended to a file of its own a part at a time (`writev`:
+    one call, no joined copy), and their rows and basedOn links, in a SQLite file of its own
+    (committed a part at a time; :meth:`ExportIndex.load` copies every shard's rows into the index
+    in SQLite once the parts are in, and removes the rows file: the loading process binds no row).
+    Numbered at random (a worker's pid may be reused by a later one); the index names its bodies
+    file in ``stores``."""
 
     def __init__(self, index_path: str) -> None:
         self.pid = os.getpid()
         self.number = secrets.randbits(62)
-        self.name = f"{os.path.basename(index_path)}{BODIES_SUFFIX}{self.pid}-{self.number:x}"
-        self.fd = os.open(os.path.join(os.path.dirname(index_path), self.name),
-                          os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        folder, base = os.path.split(index_path)
+        self.name = f"{base}{BODIES_SUFFIX}{self.pid}-{self.number:x}"
+        self.fd = os.open(os.path.join(folder, self.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.end = 0
+        self.rows_name = f"{base}{ROWS_SUFFIX}{self.pid}-{self.number:x}"
+        rows_path = os.path.join(folder, self.rows_name)
+        if os.path.exists(rows_path):
+            raise FileExistsError(rows_path)
+        self.db = sqlite3.connect(rows_path, isolation_level=None, check_same_thread=False)
+        self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                              + _ROW_TABLES)
+        self.links = 0  # the basedOn links written: the rowid of the last
 
     def append(self, bodies: list[bytes]) -> int:
         """Write `bodies` one after the other; returns the offset of the first."""
         start, self.end = self.end, _write_all(self.fd, bodies)
         return start
 
+    def write(self, rows: list[list], based: list[tuple]) -> tuple[int, int]:
+        """Commit a part's rows (as ``resources`` takes them, id first) and basedOn links; returns
+        the rowids of the first and last link."""
+        db = self.db
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO based_on (rowid, target_id, target_type, source, row) VALUES (?, ?, ?, ?, ?)",
+                       [(self.links + i, *b) for i, b in enumerate(based, start=1)])
+        db.execute("COMMIT")
+        first, self.links = self.links + 1, self.links + len(based)
+        return first, self.links
 
-_stores: dict[str, BodyStore] = {}  # this process's store of each index it writes bodies for
+    def close(self) -> None:
+        os.close(self.fd)
+        self.db.close()
 
 
-def body_store(index_path: str) -> BodyStore:
-    """This process's :class:`BodyStore` beside the index at `index_path` (made on first use)."""
-    store = _stores.get(index_path)
-    if store is None or store.pid != os.getpid():
-        store = _stores[index_path] = BodyStore(index_path)
-    return store
+_shards: dict[str, IndexShard] = {}  # this process's shard of each index it parses lines for
 
 
-def close_store(index_path: str) -> None:
-    """Close this process's store beside the index at `index_path`, if it has one."""
-    store = _stores.pop(index_path, None)
-    if store is not None and store.pid == os.getpid():
-        os.close(store.fd)
+def index_shard(index_path: str) -> IndexShard:
+    """This process's :class:`IndexShard` of the index at `index_path` (made on first use)."""
+    shard = _shards.get(index_path)
+    if shard is None or shard.pid != os.getpid():
+        shard = _shards[index_path] = IndexShard(index_path)
+    return shard
+
+
+def close_shard(index_path: str) -> None:
+    """Close this process's shard of the index at `index_path`, if it has one."""
+    shard = _shards.pop(index_path, None)
+    if shard is not None and shard.pid == os.getpid():
+        shard.close()
 
 
 def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]], index_path: str) -> IndexedPart:
-    """The index rows of (line number, line) records of companion file number `number`, their
-    bodies written to this process's store beside the index at `index_path` (the per-record half
-    of :meth:`ExportIndex.load`; the repeats are found once every file is in,
+    """The index rows of (line number, line) records of companion file number `number`, written
+    with their bodies to this process's shard of the index at `index_path` (the per-record half of
+    :meth:`ExportIndex.load`; the repeats are found once every shard is merged,
     :meth:`ExportIndex._drop_repeats`)."""
-    store = body_store(index_path)
-    part = IndexedPart([], [], [], (store.number, store.name))
-    rows, based, errors, _ = part
+    shard = index_shard(index_path)
+    errors: list[InputError] = []
+    rows: list[list] = []
+    based: list[tuple] = []
     bodies: list[bytes] = []
+    file_bits = number << LINE_BITS
     for line, data in lines:
         try:
             res = parse_record(data)
@@ -650,18 +691,22 @@ def index_records(number: int, f: InputFile, lines: Iterable[tuple[int, bytes]],
                                      "(references name it)", rtype, claim=False))
             continue
         key = f"{rtype}/{rid}"
-        bodies.append(data.strip())
-        rows.append([key, rid, rtype, number, line, store.number, 0, len(bodies[-1]), _encounter_of(res, rtype, rid)])
+        body = data.strip()
+        bodies.append(body)
+        row_id = file_bits | line
+        rows.append([row_id, key, rid, rtype, number, line, shard.number, 0, len(body), _encounter_of(res, rtype, rid)])
         if rtype in BASED_ON_LINKED and isinstance(res.get("basedOn"), list):
             for node in res["basedOn"]:
                 t = _target_of(node)
                 if t is not None:
-                    based.append((t[0], t[1], key, len(rows) - 1))
-    offset = store.append(bodies)
+                    based.append((t[0], t[1], key, row_id))
+    offset = shard.append(bodies)
     for row in rows:  # each body's place in the store
-        row[6] = offset
-        offset += row[7]
-    return part
+        row[7] = offset
+        offset += row[8]
+    links = shard.write(rows, based)
+    span = (rows[0][0], rows[-1][0]) if rows else (1, 0)
+    return IndexedPart(errors, (shard.number, shard.name, shard.rows_name), span, links)
 
 
 _RANGE_BYTES = 1 << 20  # a task of the load: the lines of ~1 MiB of a plain companion file
@@ -781,8 +826,6 @@ class ExportIndex:
         self._files: dict[int, str] | None = None
         self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
         self._fds: dict[int, int] = {}  # each store's file, opened to read on first use
-        self._rows = 0  # the rows written (load)
-        self._named: set[int] = set()  # the stores named in `stores` (load)
         self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
 
     def close(self) -> None:
@@ -809,36 +852,48 @@ class ExportIndex:
         counted in ``duplicates["companions_identical"]``, one with other content is an error
         naming both places (``duplicates["companions_conflicting"]``). `map_parts` (an ordered,
         bounded map, e.g. over a process pool): where the records of plain files are read and
-        parsed, a range of lines a task (:func:`index_range`); this process writes the index, in
-        reading order, so what is kept is the same."""
+        parsed, a range of lines a task (:func:`index_range`), each process into its own shard;
+        this process merges the shards (:meth:`_merge`), and as a row's id is its reading order,
+        what is kept is the same."""
         db = self.db
-        db.execute("BEGIN")
-        for number, f in enumerate(files):
-            db.execute("INSERT INTO files VALUES (?, ?)", (number, f.path))
+        db.executemany("INSERT INTO files VALUES (?, ?)", enumerate(f.path for f in files))
+        shards: set[str] = set()  # the rows files of the shards the parts were written to
         try:
             for part in _indexed_parts(files, map_parts, self.path):
                 yield from part.errors
-                self._flush(part)
+                self._merge(part, shards)
         finally:
-            close_store(self.path)  # this process's (the workers' close as they exit)
+            close_shard(self.path)  # this process's (the workers' close as they exit)
+            folder = os.path.dirname(self.path)
+            for rows in shards:
+                os.remove(os.path.join(folder, rows))
+        db.execute("BEGIN")
         db.execute(_BY_KEY)
         yield from self._drop_repeats(files)
         db.execute("COMMIT")
         db.executescript(_INDEXES)
 
-    def _flush(self, part: IndexedPart) -> None:
-        """Write a part's rows and basedOn links (repeats included: see :meth:`_drop_repeats`); its
-        bodies are in its store already."""
-        db, base = self.db, self._rows + 1  # ids: 1, 2, ... in reading order
-        if part.store[0] not in self._named:  # a store first seen: named for the readers
-            db.execute("INSERT INTO stores VALUES (?, ?)", part.store)
-            self._named.add(part.store[0])
-        db.executemany("INSERT INTO resources (key, rid, rtype, file, line, store, offset, size, encounter) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", part.rows)
-        self._rows += len(part.rows)
-        db.executemany("INSERT INTO based_on VALUES (?, ?, ?, ?)", [(*b[:3], base + b[3]) for b in part.based])
-        for held in part[:3]:  # emptied: the next part is read while the caller still holds this one
-            held.clear()
+    def _merge(self, part: IndexedPart, shards: set[str]) -> None:
+        """Copy a part's rows and basedOn links from its shard into the index (in SQLite, outside a
+        transaction: SQLite attaches no file inside one; as the parts come in, in reading order:
+        appended); a shard first seen: its bodies file named in ``stores``, its rows file added to
+        `shards` (removed once the load ends)."""
+        db = self.db
+        number, bodies, rows = part.shard
+        if rows not in shards:
+            db.execute("INSERT INTO stores VALUES (?, ?)", (number, bodies))
+            shards.add(rows)
+        if part.rows[0] > part.rows[1]:
+            return
+        db.execute("ATTACH DATABASE ? AS shard", (os.path.join(os.path.dirname(self.path), rows),))
+        try:
+            db.execute("BEGIN")
+            db.execute("INSERT INTO resources SELECT * FROM shard.resources WHERE id BETWEEN ? AND ?", part.rows)
+            db.execute("INSERT INTO based_on (target_id, target_type, source, row) SELECT target_id, target_type, "
+                       "source, row FROM shard.based_on WHERE rowid BETWEEN ? AND ?", part.links)
+            db.execute("COMMIT")
+        finally:
+            db.execute("DETACH DATABASE shard")
 
     def _drop_repeats(self, files: Sequence[InputFile]) -> Iterator[InputError]:
         """Leave out every repeat of a "Type/id" but its first record (see :meth:`load`): identical
@@ -906,13 +961,14 @@ class ExportIndex:
     def based_on(self, target: dict) -> list[str]:
         """The "Type/id"s of the resources whose basedOn names `target`, in reading order (file,
         then line)."""
-        # In the order the resources were read (file, then line): links are inserted in that order,
-        # so their rowid order is it. ORDER BY r.file, r.line sorted every answer in a temporary
-        # B-tree: 58 us a call against 24 us (best of 3, 3,000 encounters of a 20,000-claim sample
-        # export); tests/test_bulk_input.py checks the order across files.
+        # In the order the resources were read (file, then line): a link's `row` is its resource's
+        # id, reading order (LINE_BITS), and the index by target holds it: no sort. ORDER BY r.file,
+        # r.line sorted every answer in a temporary B-tree: 58 us a call against 24 us (best of 3,
+        # 3,000 encounters of a 20,000-claim sample export); tests/test_bulk_input.py checks the
+        # order across files.
         return [k for (k,) in self.db.execute(
             "SELECT source FROM based_on WHERE target_id = ? AND (target_type IS NULL OR target_type = ?) "
-            "ORDER BY rowid", (target.get("id"), target.get("resourceType")))]
+            "ORDER BY row", (target.get("id"), target.get("resourceType")))]
 
     def linked(self, param: str, target: dict) -> list[dict]:
         """The resources whose `param` reference names `target`, in reading order (file, then line):
