@@ -2,8 +2,8 @@
 :func:`hooks.rules.cross_claim.cross_claim_findings` over each beneficiary's claims.
 
 Memory stays bounded whatever the input: each reviewed claim's normalized case (its resource,
-lines, setting, evidence and program, and which lines its own review removes) goes into a SQLite
-file in a temporary directory with the grouping keys of its lines
+lines, setting, evidence and program, and which lines its own review removes) goes into a flat
+file in a temporary directory, and into a SQLite file beside it its place and the grouping keys of its lines
 (:func:`hooks.rules.cross_claim.line_group`); once every claim is in, the claims of the groups that
 have 76000 on one claim and lines on another are read back a beneficiary at a time. The same for
 NDJSON inputs and Bulk Data exports.
@@ -11,7 +11,8 @@ NDJSON inputs and Bulk Data exports.
 The case is stored as compact JSON (:func:`encode_case` / :func:`decode_case`: orjson writes the
 dates and tuples of the model as they are; only the claims read back are decoded; a claim the
 findings across claims edit is amended from it, not read and joined again), not pickled: pickling a slim copy of every case cost about 40 us a claim in the workers, a fifth of
-a review (benchmarks/RESULTS.md "Payer batch").
+a review (benchmarks/RESULTS.md "Payer batch"); in a flat file beside the SQLite file, which names
+each by offset and size.
 
 Use (worker processes make the rows and review the groups, the main process stores them)::
 
@@ -157,10 +158,16 @@ class ClaimGroups:
             f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{self.CACHE_KIB};"
             "PRAGMA temp_store=FILE;"  # the sort and temporary table of beneficiaries() spill to disk
             "CREATE TABLE claims (n INTEGER PRIMARY KEY, patient TEXT NOT NULL, claim TEXT NOT NULL, "
-            "case_blob BLOB NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL, own INTEGER NOT NULL);"
+            "offset INTEGER NOT NULL, size INTEGER NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL, "
+            "own INTEGER NOT NULL);"
             "CREATE TABLE keys (gkey TEXT NOT NULL, n INTEGER NOT NULL, fluoro INTEGER NOT NULL);")
         self.db.execute("BEGIN")
         self._n = 0
+        # The cases, one after the other in a flat file (`claims` names each by offset and size): as
+        # SQLite rows their ~2.5 KB each cost ~23 us a claim to insert at 200,000 claims, and every
+        # page the grouping query read of `claims` carried them (benchmarks/RESULTS.md "Payer batch").
+        self._cases = open(os.path.join(self._dir, "cases.bin"), "w+b")
+        self._end = 0
 
     @property
     def workdir(self) -> str:
@@ -172,18 +179,25 @@ class ClaimGroups:
 
     def __exit__(self, *exc) -> None:
         self.db.close()
+        self._cases.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def add(self, row: GroupRow) -> None:
         self.add_all((row,))
 
     def add_all(self, rows: Iterable[GroupRow]) -> None:
-        claims, keys = [], []
+        claims, keys, cases = [], [], []
+        end = self._end
         for row in rows:
             self._n += 1
-            claims.append((self._n, row.patient, row.claim, row.case, *row.source, int(row.own)))
+            size = len(row.case)
+            claims.append((self._n, row.patient, row.claim, end, size, *row.source, int(row.own)))
+            cases.append(row.case)
+            end += size
             keys += [(k, self._n, int(f)) for k, f in row.keys]
-        self.db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)", claims)
+        self._cases.write(b"".join(cases))
+        self._end = end
+        self.db.executemany("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?)", claims)
         self.db.executemany("INSERT INTO keys VALUES (?, ?, ?)", keys)
 
     def beneficiaries(self) -> Iterator[list[tuple[str, bytes, tuple[str, int], bool]]]:
@@ -193,20 +207,24 @@ class ClaimGroups:
         has no line any finding across claims could be about."""
         db = self.db
         db.execute("COMMIT")
-        db.execute("CREATE INDEX keys_by_key ON keys (gkey)")
+        # covering (fluoro, n): the grouping query reads no row of `keys` (~0.5 against 0.8 s to the
+        # first beneficiary at 200,000 claims)
+        db.execute("CREATE INDEX keys_by_key ON keys (gkey, fluoro, n)")
         db.execute("CREATE TEMP TABLE wanted AS SELECT DISTINCT k.n FROM keys k WHERE k.gkey IN ("
                    " SELECT gkey FROM keys k2 JOIN claims c2 ON c2.n = k2.n GROUP BY gkey"
                    " HAVING COUNT(DISTINCT c2.claim) > 1 AND MAX(k2.fluoro) = 1)")
+        self._cases.flush()
+        fd = self._cases.fileno()
         members: list[tuple[str, bytes, tuple[str, int], bool]] = []
         current = None
-        for patient, claim, blob, file, line, own in db.execute(
-                "SELECT c.patient, c.claim, c.case_blob, c.file, c.line, c.own FROM claims c JOIN wanted w ON w.n = c.n"
-                " ORDER BY c.patient, c.n"):
+        for patient, claim, offset, size, file, line, own in db.execute(
+                "SELECT c.patient, c.claim, c.offset, c.size, c.file, c.line, c.own FROM claims c "
+                "JOIN wanted w ON w.n = c.n ORDER BY c.patient, c.n"):
             if patient != current:
                 if members:
                     yield members
                 members, current = [], patient
-            members.append((claim, blob, (file, line), bool(own)))
+            members.append((claim, os.pread(fd, size, offset), (file, line), bool(own)))
         if members:
             yield members
 
