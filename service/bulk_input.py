@@ -597,19 +597,26 @@ LINE_BITS = 40
 class IndexShard:
     """What one process (a worker of the load, or the loading process) writes of an index: the
     bodies of the companions it parsed, appended to a file of its own a part at a time (`writev`:
-    one call, no joined copy), and their rows and basedOn links, in a SQLite file of its own
-    (committed a part at a time; :meth:`ExportIndex.load` copies every shard's rows into the index
-    in SQLite once the parts are in, and removes the rows file: the loading process binds no row).
-    Numbered at random (a worker's pid may be reused by a later one); the index names its bodies
-    file in ``stores``."""
+    one call, no joined copy), and their rows and basedOn links, committed a part at a time: a
+    worker's in a SQLite file of its own, which :meth:`ExportIndex.load` copies into the index in
+    SQLite as each part comes in (the loading process binds none of their rows) and removes at the
+    end; the loading process's own (`rows_here`: gzip files, stdin, a run without workers) straight
+    into the index, nothing to copy (``rows_name`` empty). Numbered at random (a worker's pid may be
+    reused by a later one); the index names its bodies file in ``stores``."""
 
-    def __init__(self, index_path: str) -> None:
+    def __init__(self, index_path: str, *, rows_here: bool = False) -> None:
         self.pid = os.getpid()
         self.number = secrets.randbits(62)
         folder, base = os.path.split(index_path)
         self.name = f"{base}{BODIES_SUFFIX}{self.pid}-{self.number:x}"
         self.fd = os.open(os.path.join(folder, self.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.end = 0
+        self.links = 0  # the basedOn links written: the rowid of the last
+        if rows_here:
+            self.rows_name = ""
+            self.db = sqlite3.connect(index_path, isolation_level=None, check_same_thread=False)
+            self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")  # (per connection)
+            return
         self.rows_name = f"{base}{ROWS_SUFFIX}{self.pid}-{self.number:x}"
         rows_path = os.path.join(folder, self.rows_name)
         if os.path.exists(rows_path):
@@ -617,7 +624,6 @@ class IndexShard:
         self.db = sqlite3.connect(rows_path, isolation_level=None, check_same_thread=False)
         self.db.executescript(f"PRAGMA page_size={_PAGE_SIZE}; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                               + _ROW_TABLES)
-        self.links = 0  # the basedOn links written: the rowid of the last
 
     def append(self, bodies: list[bytes]) -> int:
         """Write `bodies` one after the other; returns the offset of the first."""
@@ -626,10 +632,15 @@ class IndexShard:
 
     def write(self, rows: list[list], based: list[tuple]) -> tuple[int, int]:
         """Commit a part's rows (as ``resources`` takes them, id first) and basedOn links; returns
-        the rowids of the first and last link."""
+        the rowids of the first and last link (none to copy: first > last, when the rows are in the
+        index already)."""
         db = self.db
         db.execute("BEGIN")
         db.executemany("INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if not self.rows_name:
+            db.executemany("INSERT INTO based_on VALUES (?, ?, ?, ?)", based)
+            db.execute("COMMIT")
+            return 1, 0
         db.executemany("INSERT INTO based_on (rowid, target_id, target_type, source, row) VALUES (?, ?, ?, ?, ?)",
                        [(self.links + i, *b) for i, b in enumerate(based, start=1)])
         db.execute("COMMIT")
@@ -642,13 +653,16 @@ class IndexShard:
 
 
 _shards: dict[str, IndexShard] = {}  # this process's shard of each index it parses lines for
+_loading: set[tuple[str, int]] = set()  # (index path, pid) of the indexes this process loads (ExportIndex.load)
 
 
 def index_shard(index_path: str) -> IndexShard:
-    """This process's :class:`IndexShard` of the index at `index_path` (made on first use)."""
+    """This process's :class:`IndexShard` of the index at `index_path` (made on first use; its rows
+    straight into the index when this process loads it)."""
     shard = _shards.get(index_path)
     if shard is None or shard.pid != os.getpid():
-        shard = _shards[index_path] = IndexShard(index_path)
+        here = (index_path, os.getpid()) in _loading
+        shard = _shards[index_path] = IndexShard(index_path, rows_here=here)
     return shard
 
 
@@ -858,14 +872,17 @@ class ExportIndex:
         db = self.db
         db.executemany("INSERT INTO files VALUES (?, ?)", enumerate(f.path for f in files))
         shards: set[str] = set()  # the rows files of the shards the parts were written to
+        loading = (self.path, os.getpid())
+        _loading.add(loading)
         try:
             for part in _indexed_parts(files, map_parts, self.path):
                 yield from part.errors
                 self._merge(part, shards)
         finally:
+            _loading.discard(loading)
             close_shard(self.path)  # this process's (the workers' close as they exit)
             folder = os.path.dirname(self.path)
-            for rows in shards:
+            for rows in shards - {""}:
                 os.remove(os.path.join(folder, rows))
         db.execute("BEGIN")
         db.execute(_BY_KEY)
@@ -883,7 +900,7 @@ class ExportIndex:
         if rows not in shards:
             db.execute("INSERT INTO stores VALUES (?, ?)", (number, bodies))
             shards.add(rows)
-        if part.rows[0] > part.rows[1]:
+        if not rows or part.rows[0] > part.rows[1]:  # (rows written by this process: in the index)
             return
         db.execute("ATTACH DATABASE ? AS shard", (os.path.join(os.path.dirname(self.path), rows),))
         try:
