@@ -517,11 +517,12 @@ def test_line_ranges_of_any_bytes_give_numbered_lines(tmp_path, data, size):
 
 def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monkeypatch):
     """ExportIndex.load with `map_parts` (the batch's workers parse the plain companion files a
-    range of lines a task, this process writes) writes the same index, rows in the same order, as
-    the load that parses every line itself; gzip files are parsed here either way."""
+    range of lines a task, each into a shard of its own that this process merges) writes the same
+    index, rows in the same order, as the load that parses every line itself; gzip files are parsed
+    here either way (their rows straight into the index, between the workers' parts)."""
     import sqlite3
 
-    from service import bulk_input
+    from service import batch, bulk_input
     from service.bulk_input import ExportIndex, input_files
 
     root = tmp_path / "export"
@@ -543,14 +544,19 @@ def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monk
                              for t in ("based_on", "files"))]
 
     indexes, errors, tasks = [], [], []
-    for name, map_parts in (("here", None), ("tasks", _recorded_map(tasks))):
-        index = ExportIndex(str(tmp_path / f"{name}.sqlite"), create=True)
-        errors.append([e.as_dict() for e in index.load(companions, map_parts)])
-        index.close()
-        indexes.append(dump(str(tmp_path / f"{name}.sqlite")))
+    with batch._pool(2, batch._init_worker, (None, {})) as pool_map:  # workers: shards of their own, merged
+        for name, map_parts in (("here", None), ("tasks", _recorded_map(tasks)), ("pool", pool_map)):
+            index = ExportIndex(str(tmp_path / f"{name}.sqlite"), create=True)
+            errors.append([e.as_dict() for e in index.load(companions, map_parts)])
+            index.close()
+            indexes.append(dump(str(tmp_path / f"{name}.sqlite")))
     assert len(tasks) > 20 and not any(t[2].path.endswith(".gz") for t in tasks)
-    assert len(errors[0]) == 2 and errors[0] == errors[1]
-    assert len(indexes[0][0]) > 300 and indexes[0] == indexes[1]
+    assert len(errors[0]) == 2 and errors[0] == errors[1] == errors[2]
+    assert len(indexes[0][0]) > 300 and indexes[0] == indexes[1] == indexes[2]
+    # the workers' rows files are merged and removed; each process's bodies file stays, named in `stores`
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pool.sqlite"))
+    assert not [n for n in left if bulk_input.ROWS_SUFFIX in n]
+    assert len([n for n in left if bulk_input.BODIES_SUFFIX in n]) == 3  # 2 workers and this process (gzip)
 
 
 def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
