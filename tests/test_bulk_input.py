@@ -553,10 +553,12 @@ def test_the_index_parsed_a_range_a_task_is_the_index_parsed_here(tmp_path, monk
     assert len(tasks) > 20 and not any(t[2].path.endswith(".gz") for t in tasks)
     assert len(errors[0]) == 2 and errors[0] == errors[1] == errors[2]
     assert len(indexes[0][0]) > 300 and indexes[0] == indexes[1] == indexes[2]
-    # the workers' rows files are merged and removed; each process's bodies file stays, named in `stores`
-    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pool.sqlite"))
+    # the workers' rows files are merged and removed; each bodies file stays, named in `stores`: this
+    # process's (the gzip file) and those of the workers that took tasks
+    left = {p.name for p in tmp_path.iterdir() if p.name.startswith("pool.sqlite")}
     assert not [n for n in left if bulk_input.ROWS_SUFFIX in n]
-    assert len([n for n in left if bulk_input.BODIES_SUFFIX in n]) == 3  # 2 workers and this process (gzip)
+    named = {n for (n,) in sqlite3.connect(str(tmp_path / "pool.sqlite")).execute("SELECT name FROM stores")}
+    assert named == {n for n in left if bulk_input.BODIES_SUFFIX in n} and len(named) >= 2
 
 
 def test_claims_from_stdin_are_amended_like_a_file(tmp_path, real_ncci_db):
