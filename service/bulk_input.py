@@ -502,10 +502,10 @@ def _companion_names() -> frozenset[str]:
 # Each companion's body is stored once, in a flat file beside the index (a store: IndexShard), written
 # by the process that parsed its line (a worker of the load, or the loading process: the bodies never
 # cross a pipe), a part at a time in one write (as SQLite rows, each body cost ~3 us to write, more
-# than the rest of its indexing); its row too goes into that process's shard, and the shards' rows
-# are copied into the index in SQLite once they are all in (no row crosses a pipe either: receiving
-# and binding them here cost ~2.9 us a row, the copy ~0.4); `resources` names each by (store, offset,
-# size), by "Type/id", with
+# than the rest of its indexing); its row too goes into that process's shard, copied into the index
+# in SQLite as each part comes in (no row crosses a pipe either: receiving and binding them here cost
+# ~2.9 us a row, the copy ~0.4; the loading process's own rows go straight in); `resources` names
+# each by (store, offset, size), by "Type/id", with
 # the encounter it is a member of: an Encounter's own id, or the encounter the `encounter` of a
 # linked resource names (ENCOUNTER_LINKED). The index by encounter, made after the load, holds each
 # encounter's members in reading order (file, line) with their places: what the join reads for an
