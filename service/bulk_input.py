@@ -60,6 +60,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -205,6 +206,7 @@ def repeat_reason(key: str, first_file: str, first_line: int) -> str:
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # one NDJSON record (line): a longer one is read past, never held whole
 OVERSIZED = b"\x00oversized\x00"  # what numbered_lines gives for such a line (parse_record refuses it)
+DAMAGED = b"\x00damaged\x00"  # what numbered_lines gives where a gzip file cannot be read on (its last line)
 
 
 class BadRecord(ValueError):
@@ -220,6 +222,9 @@ def parse_record(data: bytes) -> object:
     is written), or when it is longer than MAX_RECORD_BYTES (:data:`OVERSIZED`: not read)."""
     if data == OVERSIZED:
         raise BadRecord(f"a record is at most {MAX_RECORD_BYTES >> 20} MiB (this line is longer; not read)")
+    if data == DAMAGED:
+        raise BadRecord("the gzip file is cut short or damaged here: this line and the rest of the file "
+                        "could not be read (decompress it to see where; download or export it again)")
     if too_deep(data):
         raise BadRecord(f"nests arrays and objects more than {MAX_DEPTH} deep")
     try:
@@ -312,18 +317,23 @@ def open_input(path: str) -> IO[bytes]:
 
 def bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
     """The lines of `stream`, each read with at most MAX_RECORD_BYTES (+ its newline) in memory: a
-    longer line is read past a block at a time and given as :data:`OVERSIZED`."""
-    while True:
-        line = stream.readline(MAX_RECORD_BYTES + 1)
-        if not line:
-            return
-        if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
-            while True:
-                rest = stream.readline(1 << 20)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            line = OVERSIZED
-        yield line
+    longer line is read past a block at a time and given as :data:`OVERSIZED`. Where a gzip stream
+    cannot be read on (cut short, corrupt data, a wrong checksum) the last line given is
+    :data:`DAMAGED`: what was read before it stands, the rest of the file is lost."""
+    try:
+        while True:
+            line = stream.readline(MAX_RECORD_BYTES + 1)
+            if not line:
+                return
+            if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+                while True:
+                    rest = stream.readline(1 << 20)
+                    if not rest or rest.endswith(b"\n"):
+                        break
+                line = OVERSIZED
+            yield line
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        yield DAMAGED
 
 
 def numbered_lines(path: str, check: bool = False) -> Iterator[tuple[int, bytes]]:
@@ -369,7 +379,7 @@ def ndjson_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
         if sum(1 for h in head if h.strip()) == 2:
             break
     records = [h for h in head if h.strip()]
-    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[")
+    if (len(records) == 2 and records[0].lstrip()[:1] in (b"{", b"[") and records[1] not in (OVERSIZED, DAMAGED)
             and not _parses(records[0]) and not _parses(records[1])):
         raise NotNdjson("the input must be NDJSON, one Claim or Bundle per line; its first "
                         "record spans several lines (pretty-printed JSON?). Convert it with "
