@@ -18,6 +18,7 @@ Entry point: deploy/spark_job.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections import Counter
@@ -31,8 +32,8 @@ from hooks.config import CONFIG_KEY, resolve
 from .batch import (amended_outputs, cross_claim_rows, edits_across, output_names, retraction, review_raw, review_table,
                     run_info, run_summary, summary_files)
 from .batch_report import Tally, merged
-from .bulk_input import (INDEX_NAME, MAX_RECORD_BYTES, OVERSIZED, InputError, Joiner, RawRecord, claim_identity,
-                         repeat_reason)
+from .bulk_input import (INDEX_NAME, MAX_RECORD_BYTES, OVERSIZED, InputError, Joiner, RawRecord, UsageError,
+                         claim_identity, repeat_reason)
 from .findings_table import SOURCE_FILE, SOURCE_LINE, ndjson_rows, spark_schema
 from .jsonio import dumps, loads
 from .spark_inputs import ExportOnDriver, local_path
@@ -123,6 +124,43 @@ def check_output(output_path: str) -> None:
         raise OutputExists(f"output folder {output_path} exists already; remove it or choose another")
 
 
+# the Java exceptions of a compressed input Hadoop cannot read to its end (cut short, corrupt data)
+_DAMAGED_INPUT = ("java.io.EOFException", "java.util.zip.ZipException", "java.util.zip.DataFormatException")
+
+
+@contextlib.contextmanager
+def readable_inputs() -> Iterator[None]:
+    """Turn a job that failed because Spark could not read a gzip input to its end into a
+    UsageError that says so (the CLI's one line and exit 2; no output is committed). The local
+    engine reads such a file up to the damage and reports the rest as one error record
+    (service.bulk_input.DAMAGED); Spark's text reader cannot give the lines before it, so the job
+    refuses the input instead of reviewing part of it without saying."""
+    try:
+        yield
+    except Exception as exc:
+        cause = getattr(exc, "java_exception", None)
+        while cause is not None:
+            name = cause.getClass().getName()
+            if name in _DAMAGED_INPUT:
+                raise UsageError(f"a gzip input could not be read to its end ({name}: {cause.getMessage()}): "
+                                 "it is cut short or damaged; find it with `gzip -t FILE...` and export or "
+                                 "download it again (`fluoro-cds batch` reviews such a file up to the damage and "
+                                 "reports the rest as an error record)") from None
+            cause = cause.getCause()
+        raise
+
+
+def _discard(outputs: list[str]) -> None:
+    """Remove what a failed job left of its outputs on a local file system (none of them existed
+    before it: check_output), so that running it again is not refused; on a cluster file system
+    they are left to the operator."""
+    for output in outputs:
+        local = local_path(output)
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+
+
+@readable_inputs()
 def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = None,
             config_overrides: dict | None = None, defaults: dict | None = None) -> int:
     """Review every line of `input_path` into text files under `output_path`; returns the count.
@@ -142,6 +180,9 @@ def run_job(spark, input_path: str, output_path: str, *, db_path: str | None = N
                .mapPartitions(lambda rows: review_partition(rows, store, config)))
         out.saveAsTextFile(output_path)
         return sc.textFile(output_path).count()
+    except BaseException:
+        _discard([output_path])
+        raise
     finally:
         if staging:  # the staged copy of the store, once every task has fetched it
             shutil.rmtree(staging, ignore_errors=True)
@@ -298,13 +339,15 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
+@readable_inputs()
 def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None = None,
                   config_overrides: dict | None = None, defaults: dict | None = None, fmt: str = "parquet",
                   run_id: str | None = None) -> dict:
     """The outputs of ``fluoro-cds batch --out-dir`` under `out_dir` (Spark writes each of
     findings.parquet, findings.ndjson, errors.ndjson and claims-corrected.ndjson as a folder of
     part files; summary.json and report.html are files, written by the driver). Configuration
-    is validated and existing outputs refused (OutputExists) before any task runs. Returns the
+    is validated and existing outputs refused (OutputExists) before any task runs; a gzip claim
+    file Spark cannot read to its end is a UsageError (:func:`readable_inputs`). Returns the
     summary."""
     import time
 
@@ -365,6 +408,9 @@ def run_table_job(spark, inputs: list[str], out_dir: str, *, db_path: str | None
         duplicates.update(f"claims_{kind[0]}" for kind in repeated.values())
         tally = merged(tagged.union(cross).filter(lambda t: t[0] == TALLY).map(lambda t: t[1])
                        .collect()).merge(taken_back)
+    except BaseException:
+        _discard([_join(out_dir, name) for name in names.values()])
+        raise
     finally:
         for rdd in (tagged, cross):
             if rdd is not None:

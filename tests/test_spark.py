@@ -360,3 +360,31 @@ def test_remote_inputs_are_listed_like_local_ones(spark, tmp_path):
     assert [f.path for f in remote_input_files(sc, hadoop, url, str(tmp_path))][0].startswith("viewfs://")
     with pytest.raises(UsageError, match="no such input"):
         remote_input_files(sc, hadoop, url + "/absent.ndjson", str(tmp_path))
+
+
+def test_spark_jobs_refuse_a_cut_gzip_claim_file_in_one_line(spark, tmp_path):
+    """Spark's text reader cannot give the lines before the damage of a gzip file cut short (the
+    local engine reviews them and reports the rest as an error record: tests/test_batch_damaged_gzip.py):
+    both jobs refuse such an input with a UsageError that says so (the CLI's exit 2), leave no
+    output behind (a second run is not refused), and read the intact file."""
+    import gzip
+
+    from service.bulk_input import UsageError
+    from service.sample_data import write_export
+    from service.spark import run_job, run_table_job
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=30, seed=3, compress=True)
+    claims = root / "Claim.ndjson.gz"
+    whole = claims.read_bytes()
+    claims.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UsageError, match="cut short or damaged.*gzip -t"):
+        run_table_job(spark, [str(root)], str(tmp_path / "out"), db_path=None, run_id="r")
+    assert not any((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else True
+    with pytest.raises(UsageError, match="java.io.EOFException"):
+        run_job(spark, str(claims), str(tmp_path / "lines"))
+    assert not (tmp_path / "lines").exists()  # nothing left to refuse a second run
+    claims.write_bytes(whole)
+    result = run_table_job(spark, [str(root)], str(tmp_path / "out-intact"), db_path=None, run_id="r")
+    assert result["claims_in"] == 30 and result["errors"] == 0
+    assert len(gzip.decompress(whole).splitlines()) < 30  # the EOBs are in a file of their own
