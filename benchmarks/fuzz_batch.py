@@ -9,7 +9,8 @@ values, deep nesting, deletions), a reference pointed at another resource of the
 type, or itself), a resource repeated with other content under its id, a line broken (cut short,
 not UTF-8, not JSON, blank, a JSON array or number, a byte-order mark), a file compressed and cut
 short or corrupted, and now and then the manifest. Then the batch runs in this process
-(`service.cli.main`, one worker) and every `--every`-th round again with two workers. A round is a
+(`service.cli.main`, one worker; every third round `--format ndjson`, the others Parquet) and every
+`--every`-th round again with two workers. A round is a
 problem when:
 
 - the run raised (a traceback) or exited with anything but 0, or 2 with a message for a
@@ -21,7 +22,7 @@ problem when:
 
 Prints a JSON summary (rounds, exit codes, claims and errors seen, problems and up to 5 failing
 examples with the damage that made them; a failing round's export is kept). tests/test_fuzz_batch.py
-runs a few rounds; results: benchmarks/RESULTS.md "Fuzz run".
+runs a few rounds; results: benchmarks/RESULTS.md "Fuzz runs".
 """
 from __future__ import annotations
 

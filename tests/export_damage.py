@@ -100,7 +100,12 @@ def damage(export: Path, rng: random.Random, keys: list[str]) -> list[str]:
                         "bom": b"\xef\xbb\xbf" + lines[i]}[how]
             done.append(f"{target.name}:{i + 1}: line {how}")
         else:
-            res = orjson.loads(lines[i])
+            try:
+                res = json.loads(lines[i])
+            except ValueError:  # a line an earlier damage broke
+                continue
+            if not isinstance(res, dict):
+                continue
             if kind == "mutate":
                 res = mutate(res, rng, rng.randint(1, 3))
                 done.append(f"{target.name}:{i + 1}: mutated")
@@ -110,7 +115,7 @@ def damage(export: Path, rng: random.Random, keys: list[str]) -> list[str]:
                 if not refs:
                     continue
                 holder, key = rng.choice(refs)
-                holder[key] = rng.choice(keys + [f"{res['resourceType']}/{res.get('id')}",
+                holder[key] = rng.choice(keys + [f"{res.get('resourceType')}/{res.get('id')}",
                                                  "urn:uuid:" + "0" * 32, "https://elsewhere.example/fhir/Patient/p1"])
                 done.append(f"{target.name}:{i + 1}: reference -> {holder[key][:60]}")
             else:  # repeat: the same id again, other content, at the end of the file
@@ -122,14 +127,14 @@ def damage(export: Path, rng: random.Random, keys: list[str]) -> list[str]:
     return done
 
 
-def _run_batch(export: Path, out: Path, workers: int, db: str) -> tuple[int, str]:
-    """(exit code, stderr) of `fluoro-cds batch EXPORT --out-dir OUT` in this process."""
+def _run_batch(export: Path, out: Path, workers: int, db: str, fmt: str) -> tuple[int, str]:
+    """(exit code, stderr) of `fluoro-cds batch EXPORT --out-dir OUT --format FMT` in this process."""
     from service.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["batch", str(export), "--out-dir", str(out), "--workers", str(workers), "--quiet",
-                     "--db", db])
+                     "--db", db, "--format", fmt])
     return code, err.getvalue()
 
 
@@ -140,12 +145,17 @@ def _claim_lines(export: Path) -> int:
 
 
 def _outputs(out: Path) -> tuple[list[dict], bytes, bytes]:
-    """(findings rows without the run id, errors.ndjson, claims-corrected.ndjson) of a run."""
+    """(findings rows without the run id, errors.ndjson, claims-corrected.ndjson) of a run, whichever
+    format its findings table has."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(out / "findings.parquet")
-    return (table.drop_columns(["run_id"]).to_pylist(), (out / "errors.ndjson").read_bytes(),
-            (out / "claims-corrected.ndjson").read_bytes())
+    if (out / "findings.ndjson").exists():
+        rows = [orjson.loads(line) for line in (out / "findings.ndjson").read_bytes().splitlines()]
+        for row in rows:
+            del row["run_id"]
+    else:
+        rows = pq.read_table(out / "findings.parquet").drop_columns(["run_id"]).to_pylist()
+    return rows, (out / "errors.ndjson").read_bytes(), (out / "claims-corrected.ndjson").read_bytes()
 
 
 def check_round(export: Path, out: Path, code: int, err: str, manifest_damaged: bool) -> list[str]:
@@ -196,7 +206,8 @@ def keys_of(export: Path) -> list[str]:
 
 def fuzz_exports(seed: int, rounds: int, claims: int = 30, every: int = 10) -> dict:
     """`rounds` damaged copies of a `claims`-claim sample export through the batch (one worker;
-    every `every`-th round also two, whose outputs must be the same); the summary of
+    every `every`-th round also two, whose outputs must be the same; every third round with
+    ``--format ndjson``, the others Parquet); the summary of
     benchmarks/fuzz_batch.py. A failing round's export is kept (the summary's `kept`)."""
     import logging
 
@@ -220,10 +231,11 @@ def fuzz_exports(seed: int, rounds: int, claims: int = 30, every: int = 10) -> d
             done = damage(export, rng, keys)
             manifest_damaged = any(d.startswith("manifest") for d in done)
             try:
-                code, err = _run_batch(export, out, 1, db)
+                fmt = "ndjson" if n % 3 == 1 else "parquet"
+                code, err = _run_batch(export, out, 1, db, fmt)
                 wrong = check_round(export, out, code, err, manifest_damaged)
                 if not wrong and code == 0 and every and n % every == 0:
-                    code2, err2 = _run_batch(export, tmp / f"o{n}-2", 2, db)
+                    code2, err2 = _run_batch(export, tmp / f"o{n}-2", 2, db, fmt)
                     if code2 != 0:
                         wrong.append(f"2 workers: exit {code2}: {err2.strip()[-300:]}")
                     elif _outputs(out) != _outputs(tmp / f"o{n}-2"):
