@@ -13,6 +13,7 @@ Pure functions of :class:`hooks.model.Line` and :class:`hooks.model.Site`.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
@@ -47,10 +48,17 @@ def site_relation(a: Site, b: Site) -> bool | None:
     return None
 
 
+# The most pairs of sites two lines are compared by (4 sites against 4, 2 against 8, ...): each pair
+# costs a comparison for each pair of lines, so lines with thousands of sub-sites (hostile, or
+# broken, data) would take minutes. Past it the record cannot tell (None): unknown is never proof.
+SITE_PAIRS = 16
+
+
 def sites_relation(a: Sequence[Site], b: Sequence[Site]) -> bool | None:
     """The relation of two lines' sites: the same when any pair is the same site, different when
-    every pair is known to differ, else unknown (also when either side has no site)."""
-    if not a or not b:
+    every pair is known to differ, else unknown (also when either side has no site, and when
+    there are more than SITE_PAIRS pairs to compare)."""
+    if not a or not b or len(a) * len(b) > SITE_PAIRS:
         return None
     relations = [site_relation(x, y) for x in a for y in b]
     if True in relations:
@@ -121,9 +129,40 @@ def contradiction(modifier: str, line: Line, partner: Line) -> str | None:
 
 def separate_sessions(procedures: Iterable[Any]) -> int:
     """How many separate sessions some 76000 Procedures document (at least 1): Procedures in one
-    encounter with overlapping or unknown periods are one session."""
-    sessions: list[Any] = []
+    encounter with overlapping or unknown periods are one session. In order, a Procedure
+    separate (:func:`encounter_relation` False) from every session so far starts one.
+
+    Computed without comparing each Procedure with each session (a record with a thousand
+    Procedures in separate encounters would take seconds): two Procedures with periods known to
+    the minute are separate when the periods do not overlap, so the sessions' periods are disjoint
+    and one look at the nearest (sorted, bisect) decides; any other pair is separate when both name
+    encounters and share none, so the sessions' encounters are kept in sets. The periods' ends are
+    not before their starts (hooks.extract.companions.procedure_session refuses that: FHIR per-1).
+    tests/test_distinct.py holds it equal to the pairwise definition."""
+    timed: list[tuple[datetime, datetime]] = []  # the periods of the sessions that have one, sorted: disjoint
+    encounters: set[str] = set()  # of every session
+    untimed_encounters: set[str] = set()  # of the sessions without a period
+    sessions = untimed = without_encounter = untimed_without_encounter = 0
     for pr in procedures:
-        if all(encounter_relation(pr, s) is False for s in sessions):
-            sessions.append(pr)
-    return max(1, len(sessions))
+        refs = pr.encounters
+        if pr.start is not None and pr.end is not None:
+            at = bisect_left(timed, pr.end, key=_START)  # the sessions' periods starting before this one ends
+            if at and timed[at - 1][1] > pr.start:
+                continue  # overlaps a session's period (of those, the last ends last: they are disjoint)
+            if untimed and (not refs or untimed_without_encounter or not untimed_encounters.isdisjoint(refs)):
+                continue  # not shown separate from a session without a period
+            insort(timed, (pr.start, pr.end))
+        else:
+            if sessions and (not refs or without_encounter or not encounters.isdisjoint(refs)):
+                continue
+            untimed += 1
+            untimed_encounters.update(refs)
+            untimed_without_encounter += not refs
+        sessions += 1
+        encounters.update(refs)
+        without_encounter += not refs
+    return max(1, sessions)
+
+
+def _START(period: tuple[datetime, datetime]) -> datetime:
+    return period[0]

@@ -22,6 +22,16 @@ FLUORO = "76000"
 # outpatient hospital claims; CMS NCCI Policy Manual for Medicare Services, Introduction and Chapter I).
 INPATIENT_HOSPITAL = "inpatient-hospital"
 
+# The most lines one review reads (a claim's items; an order's drafts with the encounter's
+# Procedures; an encounter's Procedures) and the most active coded Procedures of its record. An X12
+# claim carries at most 999 service lines (ASC X12 837 Institutional 005010X223A2, loop 2400 repeats
+# up to 999; 837 Professional 005010X222A1, up to 50), so no claim that was or can be billed has
+# more; 1000 is also the FHIR client's default search bound (FLUORO_CDS_FHIR_MAX_RESOURCES). The
+# rules review each 76000 line against each other line and Procedure of its date: past this bound
+# a request would cost minutes (4,000 items ~47 s), so a larger record is refused as invalid (a 400
+# naming the first line past it; an error record in the batch) rather than reviewed.
+MAX_LINES = 1000
+
 # NCCI-associated modifiers that say a service was distinct (59 and the X{EPSU} subset).
 DISTINCT_MODIFIERS = frozenset({"59", "XE", "XP", "XS", "XU"})
 COMPONENT_MODIFIERS = frozenset({"26", "TC"})  # professional / technical component (MPFS PC/TC)

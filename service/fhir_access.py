@@ -52,6 +52,7 @@ import urllib3
 
 from hooks.context import DataUnavailable, InvalidResource, SearchRefused, Unchecked
 from hooks.fhir_read import key_of, normalize_reference
+from hooks.model import MAX_LINES
 from hooks.services.gather import check_fetched
 from hooks.unchecked import affected_by
 
@@ -667,7 +668,15 @@ class FhirAccess:
 
     def _bounded(self, result: dict | None, resource_type: str) -> dict | None:
         """A fetched searchset that the page or resource bound cut short (it keeps a `next`
-        link) is recorded as not checked in full (issue 11 section 2)."""
+        link) is recorded as not checked in full (issue 11 section 2); Procedures past the most a
+        review reads (hooks.model.MAX_LINES, when FLUORO_CDS_FHIR_MAX_RESOURCES is above it) are
+        left out the same way: the server's data, never a 400 to the caller."""
+        if (resource_type == "Procedure" and isinstance(result, dict) and isinstance(result.get("entry"), list)
+                and len(result["entry"]) > MAX_LINES):
+            self.unchecked.add("all of the Procedure search results",
+                               f"a review reads at most {MAX_LINES} Procedures (hooks.model.MAX_LINES)",
+                               *affected_by(resource_type))
+            result = dict(result, entry=result["entry"][:MAX_LINES])
         if isinstance(result, dict) and result.get("resourceType") == "Bundle" and _link(result, "next") is not None:
             s = self._client.settings if self._client else FhirClientSettings()
             self.unchecked.add(f"all of the {resource_type} search results",

@@ -303,3 +303,17 @@ def test_concurrent_requests_share_nothing_they_should_not(fhir, app_client):
             assert status == 412 and "refused access" in text
     audit = client.application.config["FLUORO_STATE"].audit()
     assert sorted(r["status"] for r in audit) == [200] * 12 + [412] * 6
+
+
+def test_fetched_procedures_past_the_review_bound_are_left_out_as_not_checked(fhir, monkeypatch):
+    """When FLUORO_CDS_FHIR_MAX_RESOURCES is above hooks.model.MAX_LINES, a Procedure search can
+    return more than a review reads: the rest is the server's data, recorded as not checked, never
+    a 400 to the caller (the bound made small here: 3 of the server's 5)."""
+    from service import fhir_access
+
+    monkeypatch.setattr(fhir_access, "MAX_LINES", 3)
+    access = _access(None, _client(fhir))
+    found = access.search("Procedure", {"encounter": f"Encounter/{ENCOUNTER}"})
+    assert len(found) == 3
+    [gap] = list(access.unchecked)
+    assert gap.what == "all of the Procedure search results" and "at most 3 Procedures" in gap.why

@@ -11,11 +11,12 @@ from nccidata.api import OUTPATIENT_HOSPITAL, PRACTITIONER, ReferenceData
 
 from .. import fhir_read as fr
 from ..context import InvalidResource
-from ..model import FLUORO, INPATIENT_HOSPITAL, Case, Evidence, Line
+from ..model import FLUORO, INPATIENT_HOSPITAL, MAX_LINES, Case, Evidence, Line
 from ..distinct import separate_sessions
 from .codes import (LATERALITY_MODIFIERS, concept_keys, modifier_codes, performs, procedure_code, site_of,
                     sites_of, unique)
-from .companions import Index, Proc, index_companions, procedure_date, procedure_reasons, procedure_session
+from .companions import (Index, Proc, index_companions, procedure_date, procedure_reasons, procedure_session,
+                         too_many_lines)
 from .evidence import evidence_of
 from .program import program_of
 from .setting import pos_of, setting_of
@@ -70,7 +71,10 @@ def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
     other_pos: list[str] = []
     encounter_refs: list[str] = []
     seen_seq: set[int] = set()
+    sessions_of: dict[tuple, int] = {}  # (code, date) -> the separate sessions of its Procedures
     for p, item in fr.objects(claim.get("item"), root, "item"):
+        if len(seen_seq) == MAX_LINES:
+            raise too_many_lines(p, root, "items")
         seq = fr.positive_int(item.get("sequence"), p, "sequence", required=True)
         if seq in seen_seq:
             raise fr.invalid(f"{p}.sequence", f"duplicate item sequence (each {root}.item.sequence is unique)")
@@ -130,8 +134,10 @@ def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
                 performers = [a for pr in matched for a in pr.performers]
             if len(matched) == 1:
                 start, end = matched[0].start, matched[0].end
-            elif code == FLUORO:
-                sessions = separate_sessions(matched)
+            elif code == FLUORO:  # once a date: the same Procedures document each 76000 item of it
+                sessions = sessions_of.get((code, day))
+                if sessions is None:
+                    sessions = sessions_of[code, day] = separate_sessions(matched)
         laterality = _laterality(modifiers)
         if laterality:
             sites = [st if st.laterality else st._replace(laterality=laterality) for st in sites]
@@ -141,6 +147,8 @@ def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
         lines.append(Line(p, code, modifiers, units, day, unique(sites), unique(dx_keys), "claim-item", None, seq,
                           unique(item_encounters), unique(performers), start, end, sessions, pos))
     return _ClaimParts(lines, fluoro_pos + other_pos, location_refs, encounter_refs, institutional, inpatient_bill)
+
+
 
 
 def _units(quantity, path: str, key: str) -> int:
@@ -246,11 +254,13 @@ def _case_from_claim_parts(kind: str, claim: dict, parts: _ClaimParts, index: In
 
 def _unbilled_procedures(lines: Sequence[Line], index: Index) -> tuple[Line, ...]:
     """Active Procedures of the record whose code (on their date) is not among the billed lines."""
+    codes = {ln.code for ln in lines}
+    on = {(ln.code, ln.service_date) for ln in lines}
     out = []
     for pr in index.procedures():
         if pr.key is None or pr.code == FLUORO:
             continue
-        if any(ln.code == pr.code and (pr.day is None or ln.service_date == pr.day) for ln in lines):
+        if pr.code in codes if pr.day is None else (pr.code, pr.day) in on:
             continue  # billed (on its date)
         out.append(pr.line)
     return tuple(out)
@@ -358,10 +368,14 @@ def case_from_orders(draft_orders: dict, companions: Sequence[dict], reference: 
                 raise
             continue  # an order the service does not review never fails the call
         if line is not None and line.key not in seen:
+            if len(lines) == MAX_LINES:
+                raise too_many_lines(f"{p}.resource", "draftOrders with the encounter's Procedures", "lines")
             seen.add(line.key)
             lines.append(line)
     for pr in index.procedures():
         if pr.key is not None and pr.key not in seen:
+            if len(lines) == MAX_LINES:
+                raise too_many_lines(pr.path, "draftOrders with the encounter's Procedures", "lines")
             seen.add(pr.key)
             lines.append(pr.line)
     encounters = list(index.of("Encounter"))

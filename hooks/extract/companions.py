@@ -6,7 +6,8 @@ from datetime import date, datetime
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .. import fhir_read as fr
-from ..model import Line, Site
+from ..context import InvalidResource
+from ..model import MAX_LINES, Line, Site
 from .codes import concepts_keys, performs, procedure_code, sites_of, status_of, unique
 
 INACTIVE = frozenset({"entered-in-error", "cancelled", "not-done", "revoked"})
@@ -59,11 +60,25 @@ class Index:
         return self.by_key.get(key) if key else None
 
     def procedures(self) -> list[Proc]:
-        """The active, coded Procedures, parsed on first use (every active one is validated)."""
+        """The active, coded Procedures, parsed on first use (every active one is validated); more
+        than MAX_LINES is an InvalidResource at the first past it."""
         if self._procs is None:
-            parsed = [parse_procedure(p, proc) for p, proc in active(self.of("Procedure"))]
-            self._procs = [pr for pr in parsed if pr is not None]
+            procs = []
+            for p, proc in active(self.of("Procedure")):
+                pr = parse_procedure(p, proc)
+                if pr is not None:
+                    if len(procs) == MAX_LINES:
+                        raise too_many_lines(p, "the record", "active Procedures")
+                    procs.append(pr)
+            self._procs = procs
         return self._procs
+
+
+def too_many_lines(path: str, holder: str, what: str) -> InvalidResource:
+    """The error for the first of `what` ("items", "lines", "active Procedures") past MAX_LINES
+    (at `path`) that `holder` ("Claim", "the record", ...) has."""
+    return fr.invalid(path, f"{holder} has more than {MAX_LINES} {what}; a review reads at most {MAX_LINES} "
+                            "(an X12 837 claim carries at most 999 service lines)")
 
 
 def index_companions(companions: Sequence[dict], full_validation: bool,
@@ -159,6 +174,9 @@ def procedure_session(proc: dict, path: str) -> tuple[tuple[str, ...], tuple[str
     period = proc.get("performedPeriod")
     if period is not None and type(period) is dict:  # validated by procedure_date
         start, end = moment(period.get("start")), moment(period.get("end"))
+        if start is not None and end is not None and end < start:
+            raise fr.invalid(f"{path}.performedPeriod", "end is before start (a Period's start is not after its "
+                                                        "end: FHIR invariant per-1)")
     return ((enc,) if enc else ()), unique(performers), start, end
 
 
