@@ -855,6 +855,7 @@ class ExportIndex:
         self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
         self._fds: dict[int, int] = {}  # each store's file, opened to read on first use
         self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
+        self.read_bytes = 0  # the bodies read since the reader last set it to 0 (a join: Joiner)
 
     def close(self) -> None:
         self.db.close()
@@ -967,7 +968,17 @@ class ExportIndex:
                                   (ref[len(_UUID):],)).fetchone()
         else:
             row = self.db.execute("SELECT store, offset, size FROM resources WHERE key = ?", (ref,)).fetchone()
-        return orjson.loads(self._body(*row)) if row is not None else None
+        if row is None:
+            return None
+        self._read(row[2])
+        return orjson.loads(self._body(*row))
+
+    def _read(self, size: int) -> None:
+        """Count `size` bytes about to be read into :attr:`read_bytes`; raises TooLarge, before
+        reading them, when that makes more than MAX_RECORD_BYTES (what one record may hold)."""
+        self.read_bytes += size
+        if self.read_bytes > MAX_RECORD_BYTES:
+            raise TooLarge(self.read_bytes)
 
     def key_of_id(self, rid: str) -> str | None:
         """The "Type/id" a "urn:uuid:`rid`" reference names (what :meth:`get` reads for it), or None."""
@@ -982,6 +993,7 @@ class ExportIndex:
                                "ORDER BY file, line", (rid,)).fetchall()
         if not rows:
             return None, []
+        self._read(sum(row[3] for row in rows))
         encounter, linked = None, []
         values = orjson.loads(b"[" + b",".join([os.pread(self._fd(store), size, offset)
                                                 for _l, store, offset, size in rows]) + b"]")
@@ -1020,6 +1032,10 @@ class ExportIndex:
 
 
 # --- the join -------------------------------------------------------------------------------------
+class TooLarge(Exception):
+    """A claim's companions in the export come to more than MAX_RECORD_BYTES (ExportIndex._read)."""
+
+
 class Dangling(Exception):
     def __init__(self, path: str, ref: str) -> None:
         super().__init__(path)
@@ -1216,11 +1232,17 @@ class Joiner:
             resource, companions = split_record(value)
             aliases = bundle_aliases(value)
             if self.index is not None:
+                self.index.read_bytes = 0
                 found, more = self._companions(resource, companions, aliases)
                 companions = companions + found
                 aliases.update(more)
         except InvalidResource as exc:
             return InputError(raw.file, raw.line, exc.path, str(exc), rtype, rid)
+        except TooLarge:
+            where = rtype or "$"
+            return InputError(raw.file, raw.line, where, f"{where}: its companions in the export (the resources it "
+                              f"references and those of its encounters) come to more than {MAX_RECORD_BYTES >> 20} "
+                              "MiB, the most one record may hold; not joined", rtype, rid)
         except Dangling as exc:
             return InputError(raw.file, raw.line, exc.path, f"{exc.path}: the reference names no resource in the "
                               "export (dangling reference)", rtype, rid)

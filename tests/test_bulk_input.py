@@ -803,3 +803,34 @@ def test_the_joins_fast_reference_reading_gives_the_checked_ones():
     assert all(_claim_refs_fast(c) is not None for n, c in enumerate(claims[1:1 + 4 * 5]) if n % 4 != 2)
     assert all(_hop_refs_fast(r) is not None for r in companions[:5] + companions[10:15])
     assert fast_ones >= 3 * 5 + 2 * 5
+
+
+def test_a_claim_whose_companions_exceed_the_record_limit_is_an_error_record(tmp_path, monkeypatch):
+    """Memory stays bounded whatever the export: the join reads at most MAX_RECORD_BYTES of a
+    claim's companions (the most one record may hold, as for a Bundle line), and a claim whose
+    encounter links more is an error record, checked before the bodies are read; the other
+    claims are joined as before."""
+    from service import bulk_input
+    from service.batch import run_dir
+
+    root = tmp_path / "export"
+    write_export(str(root), claims=30, seed=4)
+    claims = _lines(root / "Claim.ndjson")
+    target = next(c for c in claims if c["item"][0].get("encounter"))
+    encounter = target["item"][0]["encounter"][0]["reference"].rsplit("/", 1)[-1]
+    pad = "x" * 1000
+    _append(root / "Observation.ndjson", *[
+        {"resourceType": "Observation", "id": f"bulk{i}", "status": "final", "code": {"text": pad},
+         "encounter": {"reference": f"Encounter/{encounter}"}} for i in range(60)])
+    (root / "manifest.json").unlink()  # the directory's files (the manifest's counts no longer hold)
+    db = str(tmp_path / "absent.sqlite")
+    whole = run_dir([str(root)], str(tmp_path / "whole"), db_path=db, config=resolve(None))
+    assert whole["errors"] == 0
+    monkeypatch.setattr(bulk_input, "MAX_RECORD_BYTES", 40_000)  # 60 KB linked to that encounter
+    bounded = run_dir([str(root)], str(tmp_path / "bounded"), db_path=db, config=resolve(None))
+    errors = _lines(tmp_path / "bounded" / "errors.ndjson")
+    assert errors and all(e["path"] in ("Claim", "ExplanationOfBenefit") for e in errors)
+    assert all("companions in the export" in e["reason"] and "not joined" in e["reason"] for e in errors)
+    assert target["id"] in {e["resource"].split("/", 1)[1] for e in errors}
+    assert bounded["claims_in"] == whole["claims_in"] == bounded["reviewed"] + bounded["errors"]
+    assert bounded["reviewed"] >= whole["reviewed"] - 3  # only the claims of that encounter
