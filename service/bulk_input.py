@@ -229,6 +229,12 @@ def parse_record(data: bytes) -> object:
         raise BadRecord(f"nests arrays and objects more than {MAX_DEPTH} deep")
     try:
         return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # The reason is the one for the line without its end, whoever read it (Spark gives lines without):
+    # a line cut inside a string then ends there ("unexpected end of data"), not at a control character.
+    try:
+        return orjson.loads(data.rstrip(b"\r\n"))
     except orjson.JSONDecodeError as exc:
         raise BadRecord(f"not valid JSON: {exc}") from None
 

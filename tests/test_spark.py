@@ -236,6 +236,7 @@ def test_spark_table_job_joins_an_export_like_the_local_engine(spark, tmp_path):
     with open(root / "Claim.ndjson", "ab") as fh:
         for rec in (dangling, claims[2], other):  # dangling; an identical repeat; a conflicting repeat
             fh.write(orjson.dumps(rec) + b"\n")
+        fh.write(b'{"resourceType": "Cla\n')  # cut inside a string: the same reason from either reader
     encounter = (root / "Encounter.ndjson").read_text().splitlines()[0]
     with open(root / "Encounter.ndjson", "a") as fh:
         fh.write(encounter + "\n" + '{"resourceType": "Encounter", "id"\n')
@@ -266,7 +267,8 @@ def test_spark_table_job_joins_an_export_like_the_local_engine(spark, tmp_path):
         assert result[k] == local[k], k
     assert local["duplicates"] == {"claims_identical": 1, "claims_conflicting": 1, "companions_identical": 1,
                                    "companions_conflicting": 0}
-    assert local["claims_in"] == 80 + 2 and local["errors"] == 2
+    assert local["claims_in"] == 80 + 3 and local["errors"] == 3
+    assert any(e["reason"].startswith("not valid JSON: unexpected end of data") for e in local_errors)
 
 
 def test_spark_table_job_still_reads_a_folder_of_part_files(spark, tmp_path):
