@@ -390,3 +390,50 @@ def test_spark_jobs_refuse_a_cut_gzip_claim_file_in_one_line(spark, tmp_path):
     result = run_table_job(spark, [str(root)], str(tmp_path / "out-intact"), db_path=None, run_id="r")
     assert result["claims_in"] == 30 and result["errors"] == 0
     assert len(gzip.decompress(whole).splitlines()) < 30  # the EOBs are in a file of their own
+
+
+def test_damaged_exports_give_the_same_outputs_in_both_engines(spark, tmp_path):
+    """Damaged copies of a sample export (tests/export_damage.py: mutated resources, references
+    pointed elsewhere, repeats with other content, broken lines; not the gzip damage Spark refuses,
+    nor the manifest's): the Spark job writes the local engine's rows, errors, corrected claims and
+    counts. A few rounds here (benchmarks/fuzz_batch.py runs the local engine long)."""
+    import random
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from service.batch import run_dir
+    from service.sample_data import write_export
+    from service.spark import run_table_job
+    from tests.export_damage import damage, keys_of
+
+    base = tmp_path / "base"
+    write_export(str(base), claims=30, seed=7)
+    keys = keys_of(base)
+    rng = random.Random(1)  # its first rounds cut claim and companion lines, among others
+    db = str(tmp_path / "absent.sqlite")
+
+    def rows(directory):
+        return sorted(json.dumps(r, sort_keys=True, default=str)
+                      for r in pq.read_table(directory / "findings.parquet").drop_columns(["run_id"]).to_pylist())
+
+    def lines(directory, name):
+        found = _spark_rows(directory, name) if (directory / name).is_dir() else \
+            [json.loads(x) for x in (directory / name).read_text().splitlines()]
+        return sorted(json.dumps(r, sort_keys=True) for r in found)
+
+    for n in range(3):
+        export = tmp_path / f"r{n}"
+        done: list[str] = []
+        while not done or any("gzip" in d or "manifest" in d for d in done):
+            shutil.rmtree(export, ignore_errors=True)
+            shutil.copytree(base, export)
+            done = damage(export, rng, keys)
+        local = run_dir([str(export)], str(tmp_path / f"local{n}"), db_path=db, config=resolve(None), run_id="r")
+        result = run_table_job(spark, [str(export)], str(tmp_path / f"spark{n}"), db_path=None, run_id="r")
+        assert rows(tmp_path / f"spark{n}") == rows(tmp_path / f"local{n}"), done
+        for name in ("errors.ndjson", "claims-corrected.ndjson"):
+            assert lines(tmp_path / f"spark{n}", name) == lines(tmp_path / f"local{n}", name), (done, name)
+        for k in ("claims_in", "reviewed", "errors", "duplicates", "findings", "money", "claims_corrected",
+                  "claims_with_findings"):
+            assert result[k] == local[k], (done, k)
