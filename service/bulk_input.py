@@ -205,6 +205,9 @@ def repeat_reason(key: str, first_file: str, first_line: int) -> str:
 
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # one NDJSON record (line): a longer one is read past, never held whole
+# The most a claim's companions read from an export's index may hold: what a claim-first Bundle line
+# (the claim with its companions) may hold (ExportIndex._read; past it the claim is an error record).
+MAX_JOINED_BYTES = MAX_RECORD_BYTES
 OVERSIZED = b"\x00oversized\x00"  # what numbered_lines gives for such a line (parse_record refuses it)
 DAMAGED = b"\x00damaged\x00"  # what numbered_lines gives where a gzip file cannot be read on (its last line)
 
@@ -981,9 +984,9 @@ class ExportIndex:
 
     def _read(self, size: int) -> None:
         """Count `size` bytes about to be read into :attr:`read_bytes`; raises TooLarge, before
-        reading them, when that makes more than MAX_RECORD_BYTES (what one record may hold)."""
+        reading them, when that makes more than MAX_JOINED_BYTES."""
         self.read_bytes += size
-        if self.read_bytes > MAX_RECORD_BYTES:
+        if self.read_bytes > MAX_JOINED_BYTES:
             raise TooLarge(self.read_bytes)
 
     def key_of_id(self, rid: str) -> str | None:
@@ -1039,7 +1042,7 @@ class ExportIndex:
 
 # --- the join -------------------------------------------------------------------------------------
 class TooLarge(Exception):
-    """A claim's companions in the export come to more than MAX_RECORD_BYTES (ExportIndex._read)."""
+    """A claim's companions in the export come to more than MAX_JOINED_BYTES (ExportIndex._read)."""
 
 
 class Dangling(Exception):
@@ -1247,7 +1250,7 @@ class Joiner:
         except TooLarge:
             where = rtype or "$"
             return InputError(raw.file, raw.line, where, f"{where}: its companions in the export (the resources it "
-                              f"references and those of its encounters) come to more than {MAX_RECORD_BYTES >> 20} "
+                              f"references and those of its encounters) come to more than {MAX_JOINED_BYTES >> 20} "
                               "MiB, the most one record may hold; not joined", rtype, rid)
         except Dangling as exc:
             return InputError(raw.file, raw.line, exc.path, f"{exc.path}: the reference names no resource in the "

@@ -806,8 +806,8 @@ def test_the_joins_fast_reference_reading_gives_the_checked_ones():
 
 
 def test_a_claim_whose_companions_exceed_the_record_limit_is_an_error_record(tmp_path, monkeypatch):
-    """Memory stays bounded whatever the export: the join reads at most MAX_RECORD_BYTES of a
-    claim's companions (the most one record may hold, as for a Bundle line), and a claim whose
+    """Memory stays bounded whatever the export: the join reads at most MAX_JOINED_BYTES of a
+    claim's companions (what a Bundle line may hold, 64 MiB), and a claim whose
     encounter links more is an error record, checked before the bodies are read; the other
     claims are joined as before."""
     from service import bulk_input
@@ -826,7 +826,7 @@ def test_a_claim_whose_companions_exceed_the_record_limit_is_an_error_record(tmp
     db = str(tmp_path / "absent.sqlite")
     whole = run_dir([str(root)], str(tmp_path / "whole"), db_path=db, config=resolve(None))
     assert whole["errors"] == 0
-    monkeypatch.setattr(bulk_input, "MAX_RECORD_BYTES", 40_000)  # 60 KB linked to that encounter
+    monkeypatch.setattr(bulk_input, "MAX_JOINED_BYTES", 40_000)  # 60 KB linked to that encounter
     bounded = run_dir([str(root)], str(tmp_path / "bounded"), db_path=db, config=resolve(None))
     errors = _lines(tmp_path / "bounded" / "errors.ndjson")
     assert errors and all(e["path"] in ("Claim", "ExplanationOfBenefit") for e in errors)
