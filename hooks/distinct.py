@@ -138,7 +138,7 @@ def separate_sessions(procedures: Iterable[Any]) -> int:
     and one look at the nearest (sorted, bisect) decides; any other pair is separate when both name
     encounters and share none, so the sessions' encounters are kept in sets. The periods' ends are
     not before their starts (hooks.extract.companions.procedure_session refuses that: FHIR per-1).
-    tests/test_distinct.py holds it equal to the pairwise definition."""
+    tests/test_review_bounds.py holds it equal to the pairwise definition."""
     timed: list[tuple[datetime, datetime]] = []  # the periods of the sessions that have one, sorted: disjoint
     encounters: set[str] = set()  # of every session
     untimed_encounters: set[str] = set()  # of the sessions without a period
@@ -146,7 +146,7 @@ def separate_sessions(procedures: Iterable[Any]) -> int:
     for pr in procedures:
         refs = pr.encounters
         if pr.start is not None and pr.end is not None:
-            at = bisect_left(timed, pr.end, key=_START)  # the sessions' periods starting before this one ends
+            at = bisect_left(timed, pr.end, key=_start_of)  # the sessions' periods starting before this one ends
             if at and timed[at - 1][1] > pr.start:
                 continue  # overlaps a session's period (of those, the last ends last: they are disjoint)
             if untimed and (not refs or untimed_without_encounter or not untimed_encounters.isdisjoint(refs)):
@@ -164,5 +164,5 @@ def separate_sessions(procedures: Iterable[Any]) -> int:
     return max(1, sessions)
 
 
-def _START(period: tuple[datetime, datetime]) -> datetime:
+def _start_of(period: tuple[datetime, datetime]) -> datetime:
     return period[0]
