@@ -2,7 +2,8 @@
 
 Seeds are the realistic scenario requests of all three services (with their prefetch) and a
 feedback body; a mutation puts a value of the wrong JSON type, a huge value, deep nesting or
-nothing at one path of the request (context, Claim, Bundle entries, prefetch values)."""
+nothing at one path of the request (context, Claim, Bundle entries, prefetch values); `grow`
+makes arrays of the request thousands of items long (benchmarks/fuzz.py --grow)."""
 from __future__ import annotations
 
 import copy
@@ -75,6 +76,30 @@ def mutate(body: dict, rng: random.Random, count: int = 1) -> dict:
         else:
             parent[path[-1]] = copy.deepcopy(choice)
     return out
+
+
+GROWN_SIZES = (500, 2000, 5000)  # how long `grow` makes an array
+
+
+def grow(body: dict, rng: random.Random, count: int = 1) -> dict:
+    """A copy of `body` with `count` non-empty arrays (at random paths) grown to one of GROWN_SIZES
+    items, copies of their own items in turn: many items, Bundle entries, sub-sites, codings,
+    Procedures ... at once, the shapes that make a review's cost grow (hooks.model.MAX_LINES)."""
+    out = copy.deepcopy(body)
+    for _ in range(count):
+        arrays = [p for p in paths(out) if isinstance(_at(out, p), list) and _at(out, p)]
+        if not arrays:
+            break
+        path = rng.choice(arrays)
+        items = _at(out, path)
+        _at(out, path[:-1])[path[-1]] = [copy.deepcopy(items[i % len(items)]) for i in range(rng.choice(GROWN_SIZES))]
+    return out
+
+
+def _at(value: Any, path: tuple) -> Any:
+    for key in path:
+        value = value[key]
+    return value
 
 
 def check_answer(resp) -> None:
