@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.fhir_server import fhir_server  # noqa: F401  (session fixture)
-from tests.fuzz_support import check_answer, mutate, mutating, seeds, served_seeds
+from tests.fuzz_support import check_answer, grow, mutate, mutating, seeds, served_seeds
 from tests.misbehaving_fhir import MisbehavingFhir
 from tests.service_support import make_app
 
@@ -44,6 +44,17 @@ def test_mutated_requests_never_get_a_5xx(client, seed, rng_seed, count):
     path, body = SEEDS[seed]
     mutated = mutate(body, random.Random(rng_seed), count)
     check_answer(client.post(path, json=mutated))
+
+
+@settings(max_examples=12, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, len(SEEDS) - 1), rng_seed=st.integers(0, 2 ** 32 - 1))
+def test_requests_with_arrays_grown_to_thousands_never_get_a_5xx(client, seed, rng_seed):
+    """Items, entries, sub-sites, codings ... grown to thousands (tests/fuzz_support.grow): within the
+    review's bounds each costs seconds at most (before them, minutes: this test would not end);
+    past them a 400 naming the first line past the bound. benchmarks/fuzz.py --grow times many."""
+    path, body = SEEDS[seed]
+    check_answer(client.post(path, json=grow(body, random.Random(rng_seed), 2)))
 
 
 SERVED, SERVED_RESOURCES = served_seeds()
