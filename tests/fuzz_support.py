@@ -83,8 +83,10 @@ GROWN_SIZES = (500, 2000, 5000)  # how long `grow` makes an array
 
 def grow(body: dict, rng: random.Random, count: int = 1) -> dict:
     """A copy of `body` with `count` non-empty arrays (at random paths) grown to one of GROWN_SIZES
-    items, copies of their own items in turn: many items, Bundle entries, sub-sites, codings,
-    Procedures ... at once, the shapes that make a review's cost grow (hooks.model.MAX_LINES)."""
+    items, copies of their own items in turn, each copy made distinct (:func:`_distinct`: its own
+    ids, references, sequence and SNOMED CT codes, so that nothing collapses them as repeats): many
+    items in encounters of their own, Bundle entries, sub-sites, Procedures ... at once, the shapes
+    that make a review's cost grow (hooks.model.MAX_LINES)."""
     out = copy.deepcopy(body)
     for _ in range(count):
         arrays = [p for p in paths(out) if isinstance(_at(out, p), list) and _at(out, p)]
@@ -92,8 +94,31 @@ def grow(body: dict, rng: random.Random, count: int = 1) -> dict:
             break
         path = rng.choice(arrays)
         items = _at(out, path)
-        _at(out, path[:-1])[path[-1]] = [copy.deepcopy(items[i % len(items)]) for i in range(rng.choice(GROWN_SIZES))]
+        _at(out, path[:-1])[path[-1]] = [_distinct(copy.deepcopy(items[i % len(items)]), i // len(items), i + 1)
+                                         for i in range(rng.choice(GROWN_SIZES))]
     return out
+
+
+def _distinct(value: Any, copy_number: int, position: int | None = None) -> Any:
+    """`value` (a copy) with its ids, references and SNOMED CT codes, and those below it, suffixed
+    by `copy_number` (the first copy left as it was) and its own ``sequence`` set to `position`
+    (those below it kept: they name other arrays' members)."""
+    if copy_number == 0:
+        return value
+    if isinstance(value, list):
+        for item in value:
+            _distinct(item, copy_number)
+    elif isinstance(value, dict):
+        if position is not None and type(value.get("sequence")) is int:
+            value["sequence"] = position
+        if "snomed" in str(value.get("system")) and isinstance(value.get("code"), str):
+            value["code"] += str(copy_number)
+        for key, item in value.items():
+            if key in ("id", "reference") and isinstance(item, str):
+                value[key] = f"{item}-{copy_number}"
+            elif isinstance(item, (dict, list)):
+                _distinct(item, copy_number)
+    return value
 
 
 def _at(value: Any, path: tuple) -> Any:

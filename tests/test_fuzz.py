@@ -50,9 +50,9 @@ def test_mutated_requests_never_get_a_5xx(client, seed, rng_seed, count):
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, len(SEEDS) - 1), rng_seed=st.integers(0, 2 ** 32 - 1))
 def test_requests_with_arrays_grown_to_thousands_never_get_a_5xx(client, seed, rng_seed):
-    """Items, entries, sub-sites, codings ... grown to thousands (tests/fuzz_support.grow): within the
-    review's bounds each costs seconds at most (before them, minutes: this test would not end);
-    past them a 400 naming the first line past the bound. benchmarks/fuzz.py --grow times many."""
+    """Items, entries, sub-sites, codings ... grown to thousands of distinct copies
+    (tests/fuzz_support.grow): reviewed, or past the review's bounds a 400 naming the first line past
+    them. benchmarks/fuzz.py --grow times many; benchmarks/bench_hostile_records.py the worst shapes."""
     path, body = SEEDS[seed]
     check_answer(client.post(path, json=grow(body, random.Random(rng_seed), 2)))
 
