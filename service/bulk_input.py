@@ -61,7 +61,7 @@ import sqlite3
 import sys
 import tempfile
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -863,7 +863,7 @@ class ExportIndex:
         self._files: dict[int, str] | None = None
         self.duplicates: Counter[str] = Counter()  # repeated "Type/id"s: see load()
         self._fds: dict[int, int] = {}  # each store's file, opened to read on first use
-        self.get = lru_cache(maxsize=512)(self._get)  # shared Locations, Organizations, Coverages
+        self._cache: OrderedDict[str, dict | None] = OrderedDict()  # get(): shared Locations, Organizations, ...
         self.read_bytes = 0  # the bodies read since the reader last set it to 0 (a join: Joiner)
 
     def close(self) -> None:
@@ -970,17 +970,35 @@ class ExportIndex:
             self._types = frozenset(r[0] for r in self.db.execute("SELECT DISTINCT rtype FROM resources"))
         return self._types
 
-    def _get(self, ref: str) -> dict | None:
-        """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or None."""
+    CACHED = 512  # resources get() keeps, the least recently used first to go
+    CACHED_BYTES = 64 * 1024  # and only those of at most this size (a Location, a Coverage: a few KB),
+    # so that what the cache holds stays bounded (512 x 64 KiB) whatever the export's resources weigh
+
+    def get(self, ref: str) -> dict | None:
+        """The resource a reference names ("Type/id"; "urn:uuid:id": the resource of that id), or
+        None; the small ones kept for the next claims (shared Locations, Organizations, Coverages)."""
+        cache = self._cache
+        if ref in cache:
+            cache.move_to_end(ref)
+            return cache[ref]
+        value, size = self._get(ref)
+        if size <= self.CACHED_BYTES:
+            cache[ref] = value
+            if len(cache) > self.CACHED:
+                cache.popitem(last=False)
+        return value
+
+    def _get(self, ref: str) -> tuple[dict | None, int]:
+        """(the resource `ref` names, its body's size); (None, 0) for none."""
         if ref.startswith(_UUID):
             row = self.db.execute("SELECT store, offset, size FROM resources WHERE rid = ? LIMIT 1",
                                   (ref[len(_UUID):],)).fetchone()
         else:
             row = self.db.execute("SELECT store, offset, size FROM resources WHERE key = ?", (ref,)).fetchone()
         if row is None:
-            return None
+            return None, 0
         self._read(row[2])
-        return orjson.loads(self._body(*row))
+        return orjson.loads(self._body(*row)), row[2]
 
     def _read(self, size: int) -> None:
         """Count `size` bytes about to be read into :attr:`read_bytes`; raises TooLarge, before

@@ -834,3 +834,28 @@ def test_a_claim_whose_companions_exceed_the_record_limit_is_an_error_record(tmp
     assert target["id"] in {e["resource"].split("/", 1)[1] for e in errors}
     assert bounded["claims_in"] == whole["claims_in"] == bounded["reviewed"] + bounded["errors"]
     assert bounded["reviewed"] >= whole["reviewed"] - 3  # only the claims of that encounter
+
+
+def test_the_index_keeps_only_small_resources_for_the_next_claims(tmp_path):
+    """ExportIndex.get keeps what it reads for the next claims (shared Locations, Coverages) only
+    up to CACHED_BYTES each and CACHED in all, so that the cache's memory is bounded whatever the
+    export holds; a big resource is read again each time (its bytes count again)."""
+    from service.bulk_input import ExportIndex, InputFile
+
+    path = tmp_path / "Location.ndjson"
+    small = {"resourceType": "Location", "id": "small", "name": "Suite 1"}
+    big = {"resourceType": "Location", "id": "big", "name": "x" * (ExportIndex.CACHED_BYTES + 1)}
+    path.write_bytes(orjson.dumps(small) + b"\n" + orjson.dumps(big) + b"\n")
+    loading = ExportIndex(str(tmp_path / "index.sqlite"), create=True)
+    assert not list(loading.load([InputFile(str(path), "Location", False)]))
+    loading.close()
+    index = ExportIndex(str(tmp_path / "index.sqlite"))
+    reads = []
+    for key in ("Location/small", "Location/big", "Location/small", "Location/big", "Location/none", "Location/none"):
+        before = index.read_bytes
+        assert (index.get(key) or {}).get("id") == (key.split("/")[1] if key != "Location/none" else None)
+        reads.append(index.read_bytes > before)
+    assert reads == [True, True, False, True, False, False]  # small and absent kept, big read again
+    for i in range(ExportIndex.CACHED + 5):
+        index.get(f"Location/absent-{i}")
+    assert len(index._cache) == ExportIndex.CACHED
