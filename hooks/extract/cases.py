@@ -71,7 +71,7 @@ def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
     other_pos: list[str] = []
     encounter_refs: list[str] = []
     seen_seq: set[int] = set()
-    sessions_of: dict[tuple, int] = {}  # (code, date) -> the separate sessions of its Procedures
+    sessions_of: dict[date | None, int] = {}  # a date -> the separate sessions its 76000 Procedures document
     for p, item in fr.objects(claim.get("item"), root, "item"):
         if len(seen_seq) == MAX_LINES:
             raise too_many_lines(p, root, "items")
@@ -135,9 +135,9 @@ def _claim_parts(claim: dict, index: Index, root: str = "Claim") -> _ClaimParts:
             if len(matched) == 1:
                 start, end = matched[0].start, matched[0].end
             elif code == FLUORO:  # once a date: the same Procedures document each 76000 item of it
-                sessions = sessions_of.get((code, day))
+                sessions = sessions_of.get(day)
                 if sessions is None:
-                    sessions = sessions_of[code, day] = separate_sessions(matched)
+                    sessions = sessions_of[day] = separate_sessions(matched)
         laterality = _laterality(modifiers)
         if laterality:
             sites = [st if st.laterality else st._replace(laterality=laterality) for st in sites]
