@@ -387,9 +387,10 @@ def test_spark_jobs_refuse_a_cut_gzip_claim_file_in_one_line(spark, tmp_path):
         run_job(spark, str(claims), str(tmp_path / "lines"))
     assert not (tmp_path / "lines").exists()  # nothing left to refuse a second run
     claims.write_bytes(whole)
-    result = run_table_job(spark, [str(root)], str(tmp_path / "out-intact"), db_path=None, run_id="r")
+    result = run_table_job(spark, [str(root)], str(tmp_path / "out"), db_path=None, run_id="r")  # the refused run's
     assert result["claims_in"] == 30 and result["errors"] == 0
-    assert len(gzip.decompress(whole).splitlines()) < 30  # the EOBs are in a file of their own
+    eobs = gzip.decompress((root / "ExplanationOfBenefit.ndjson.gz").read_bytes()).splitlines()
+    assert eobs and len(gzip.decompress(whole).splitlines()) + len(eobs) == 30  # every Claim and EOB read
 
 
 def test_damaged_exports_give_the_same_outputs_in_both_engines(spark, tmp_path):
