@@ -58,7 +58,7 @@ print(json.dumps({"wall": wall, "peak_kib": max(usage.ru_maxrss, 0), "cpu": usag
                   "rc": proc.returncode, "stderr": proc.stderr[-2000:]}))
 """
 
-_FLOOR = r"""
+FLOOR = r"""
 import os, sys, time, resource, json
 import orjson
 root = sys.argv[1]
@@ -140,7 +140,7 @@ def main() -> None:
                                  "peak_kib": max(r["peak_kib"] for r in measured)}
 
         def floor_of(folder: Path) -> dict:
-            floors = [json.loads(subprocess.run([sys.executable, "-c", _FLOOR, str(folder)], capture_output=True,
+            floors = [json.loads(subprocess.run([sys.executable, "-c", FLOOR, str(folder)], capture_output=True,
                                                 text=True, check=True).stdout) for _ in range(args.repeats)]
             return {"wall": statistics.median(f["wall"] for f in floors),
                     "peak_kib": max(f["peak_kib"] for f in floors), "records": floors[0]["records"]}

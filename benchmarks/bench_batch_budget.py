@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,8 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
-
+from benchmarks.bench_batch import FLOOR  # noqa: E402
 from hooks.rules import evaluate  # noqa: E402
 from nccidata import open_reference  # noqa: E402
 from service.batch import billing_case, run_info  # noqa: E402
@@ -40,18 +41,10 @@ from service.corrected_claims import corrected  # noqa: E402
 from service.findings_table import finding_rows  # noqa: E402
 
 
-def floor_seconds(export: str) -> tuple[float, int]:
-    """(seconds, records) of reading and orjson-parsing every NDJSON line of `export` (bench_batch's floor)."""
-    t0 = time.perf_counter()
-    n = 0
-    for name in sorted(os.listdir(export)):
-        if name.endswith(".ndjson"):
-            with open(os.path.join(export, name), "rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        orjson.loads(line)
-                        n += 1
-    return time.perf_counter() - t0, n
+def floor_seconds(export: str) -> float:
+    """Seconds of bench_batch's floor on `export` (its own process: read + orjson-parse every line)."""
+    out = subprocess.run([sys.executable, "-c", FLOOR, export], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["wall"]
 
 
 def timed(rounds: int, stage) -> float:
@@ -77,9 +70,9 @@ def main() -> int:
     print("command:", " ".join(["python", *sys.argv]))
     print("load average before: %.2f %.2f %.2f" % os.getloadavg())
     reference = open_reference(args.db)
-    run, _described = run_info(args.db, {})
     config: dict = {}
-    floor = statistics.median(floor_seconds(args.export)[0] for _ in range(args.rounds))
+    run, _described = run_info(args.db, config)
+    floor = statistics.median(floor_seconds(args.export) for _ in range(args.rounds))
 
     t0 = time.perf_counter()
     with BatchInput([args.export]) as source:
